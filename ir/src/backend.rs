@@ -1,0 +1,46 @@
+//! The contract between the session and the code generators.
+//!
+//! The session prunes the graph to what a run needs, fixes every placeholder's shape from the
+//! feeds, and hands the result to [`Backend::compile`]. The [`Executable`] it returns is run many
+//! times with feeds of those shapes; it is `Sync` so one compiled graph serves many threads.
+//! A backend that cannot handle a node returns [`crate::Error::Unsupported`] naming it;
+//! nothing silently falls back to another backend.
+
+use crate::graph::{Graph, NodeId};
+use crate::{Result, Tensor};
+
+/// What to compile: a graph whose placeholders all have concrete shapes, and the roles of its
+/// nodes in a run.
+#[derive(Debug, Clone)]
+pub struct CompileRequest<'a> {
+    /// The graph; every placeholder's shape is concrete, every node is needed by the run.
+    pub graph: &'a Graph,
+    /// Placeholders in the order their tensors are passed to [`Executable::run`].
+    pub feeds: Vec<NodeId>,
+    /// Variables in the order their tensors are passed to [`Executable::run`].
+    pub variables: Vec<NodeId>,
+    /// Nodes whose values the run returns, in order (may repeat).
+    pub fetches: Vec<NodeId>,
+    /// Side-effect nodes (assigns) the run executes without returning their values.
+    pub targets: Vec<NodeId>,
+}
+
+/// A code generator: turns a [`CompileRequest`] into something that runs.
+pub trait Backend: Send + Sync {
+    /// The backend's name as the CLI spells it (`reference`, `cpu`, `opencl`).
+    fn name(&self) -> &str;
+
+    /// Compiles the request.
+    fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>>;
+}
+
+/// A compiled graph.
+///
+/// Variable semantics within one run: every read of a variable sees its value at the start of
+/// the run; assigns compute their new value from that, and are committed to `variables` at the
+/// end of the run in topological order (so of two assigns to one variable, the later wins).
+pub trait Executable: Send + Sync {
+    /// Runs once. `feeds` and `variables` follow the request's orders and have the request's
+    /// shapes; returns one tensor per fetch.
+    fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>>;
+}

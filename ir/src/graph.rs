@@ -1,0 +1,352 @@
+//! The graph: a petgraph `StableDiGraph` of named nodes. Edges point from operand to user and
+//! carry the operand's position, so a node's inputs are its incoming edges ordered by port.
+//!
+//! Invariants kept by every method here: names are unique and valid, every node's `ty` is what
+//! `infer` computes from its op and operand types, and the graph is acyclic (a node's operands
+//! exist before it is added; rewiring through [`Graph::replace_uses`] is checked).
+
+use crate::infer::infer;
+use crate::op::Op;
+use crate::shape::{Shape, TensorType};
+use crate::{Error, Result};
+use petgraph::Direction;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use smallvec::SmallVec;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// A node's handle. Ids stay valid while the node exists (removing others never moves it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(NodeIndex<u32>);
+
+impl NodeId {
+    /// The raw index (stable for the node's lifetime; for display and dense maps).
+    pub fn index(self) -> usize {
+        self.0.index()
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0.index())
+    }
+}
+
+/// One node: its name (without `%`), its op, and the inferred type of its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Unique name, as the user gave it (without the `%`).
+    pub name: String,
+    /// The operation.
+    pub op: Op,
+    /// The inferred type of the value; dims may be `?`.
+    pub ty: TensorType,
+}
+
+/// Operand lists are short: four inline slots cover all but concat.
+pub type Operands = SmallVec<[NodeId; 4]>;
+
+/// A computation graph.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    g: StableDiGraph<Node, usize>,
+    by_name: HashMap<String, NodeId>,
+    outputs: Vec<NodeId>,
+}
+
+/// Whether `name` is in the .kiln name set: letters, digits and `_ . - /`, not empty.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Adds a node, checking its name, arity and operand types; returns its id.
+    pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = name.into();
+        if !is_valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        if self.by_name.contains_key(&name) {
+            return Err(Error::DuplicateName(name));
+        }
+        let ty = self.infer_node(&name, &op, inputs)?;
+        let id = NodeId(self.g.add_node(Node { name: name.clone(), op, ty }));
+        for (port, input) in inputs.iter().enumerate() {
+            self.g.add_edge(input.0, id.0, port);
+        }
+        self.by_name.insert(name, id);
+        Ok(id)
+    }
+
+    /// Checks arity and operand ids and infers the type `op` would have with these operands.
+    pub fn infer_node(&self, name: &str, op: &Op, inputs: &[NodeId]) -> Result<TensorType> {
+        if !op.arity().accepts(inputs.len()) {
+            return Err(Error::Arity {
+                node: name.to_string(),
+                op: op.name(),
+                expected: op.arity(),
+                got: inputs.len(),
+            });
+        }
+        let mut types = Vec::with_capacity(inputs.len());
+        for &i in inputs {
+            let n = self.get(i).ok_or_else(|| {
+                Error::Invalid(format!("node %{name}: operand {i} is not in this graph"))
+            })?;
+            types.push(&n.ty);
+        }
+        infer(op, &types).map_err(|message| Error::Op {
+            node: name.to_string(),
+            op: op.name(),
+            message,
+        })
+    }
+
+    /// A name not yet used: `base`, else `base_1`, `base_2`, ...
+    pub fn unique_name(&self, base: &str) -> String {
+        if !self.by_name.contains_key(base) {
+            return base.to_string();
+        }
+        (1..)
+            .map(|i| format!("{base}_{i}"))
+            .find(|n| !self.by_name.contains_key(n))
+            .expect("an unbounded range always yields an unused name")
+    }
+
+    /// The node (panics if `id` is not in this graph; use [`Graph::get`] to check).
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id.0]
+    }
+
+    /// The node, if `id` is in this graph.
+    pub fn get(&self, id: NodeId) -> Option<&Node> {
+        self.g.node_weight(id.0)
+    }
+
+    /// The node named `name` (without `%`).
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The node named `name`, or an [`Error::UnknownName`].
+    pub fn lookup(&self, name: &str) -> Result<NodeId> {
+        self.find(name).ok_or_else(|| Error::UnknownName(name.to_string()))
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// Node ids in insertion order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.g.node_indices().map(NodeId)
+    }
+
+    /// The node's operands, in order.
+    pub fn inputs(&self, id: NodeId) -> Operands {
+        let mut edges: SmallVec<[(usize, NodeId); 4]> = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .map(|e| (*e.weight(), NodeId(e.source())))
+            .collect();
+        edges.sort_unstable_by_key(|&(port, _)| port);
+        edges.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that use `id`, with the operand position, sorted.
+    pub fn users(&self, id: NodeId) -> Vec<(NodeId, usize)> {
+        let mut users: Vec<(NodeId, usize)> = self
+            .g
+            .edges_directed(id.0, Direction::Outgoing)
+            .map(|e| (NodeId(e.target()), *e.weight()))
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// The graph's declared outputs, in order.
+    pub fn outputs(&self) -> &[NodeId] {
+        &self.outputs
+    }
+
+    /// Declares `id` a graph output (appended; duplicates are kept once).
+    pub fn add_output(&mut self, id: NodeId) {
+        if !self.outputs.contains(&id) {
+            self.outputs.push(id);
+        }
+    }
+
+    /// Replaces the list of outputs.
+    pub fn set_outputs(&mut self, outputs: Vec<NodeId>) {
+        self.outputs = outputs;
+    }
+
+    /// Placeholders, in insertion order.
+    pub fn placeholders(&self) -> Vec<NodeId> {
+        self.node_ids().filter(|&i| matches!(self.node(i).op, Op::Input(_))).collect()
+    }
+
+    /// Variables, in insertion order.
+    pub fn variables(&self) -> Vec<NodeId> {
+        self.node_ids().filter(|&i| matches!(self.node(i).op, Op::Var(_))).collect()
+    }
+
+    /// All nodes, operands before users (ties broken by insertion order, so it is deterministic).
+    pub fn topo_order(&self) -> Vec<NodeId> {
+        self.topo_order_of(self.node_ids())
+    }
+
+    /// The nodes `roots` depend on (themselves included), operands before users.
+    pub fn topo_order_of(&self, roots: impl IntoIterator<Item = NodeId>) -> Vec<NodeId> {
+        // Iterative post-order DFS; the graph is acyclic by construction.
+        let mut order = Vec::new();
+        let mut done: HashSet<NodeId> = HashSet::new();
+        let mut roots: Vec<NodeId> = roots.into_iter().collect();
+        roots.sort_unstable();
+        for root in roots {
+            let mut stack = vec![(root, false)];
+            while let Some((n, expanded)) = stack.pop() {
+                if expanded {
+                    if done.insert(n) {
+                        order.push(n);
+                    }
+                    continue;
+                }
+                if done.contains(&n) {
+                    continue;
+                }
+                stack.push((n, true));
+                for i in self.inputs(n).into_iter().rev() {
+                    if !done.contains(&i) {
+                        stack.push((i, false));
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    /// Points every use of `old` (and the output list) at `new`, which must have the same type
+    /// and must not depend on `old`.
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId) -> Result<()> {
+        if old == new {
+            return Ok(());
+        }
+        let (o, n) = (self.node(old), self.node(new));
+        if o.ty.dtype != n.ty.dtype || o.ty.rank() != n.ty.rank() {
+            return Err(Error::Invalid(format!(
+                "cannot replace %{} ({}) by %{} ({}): types differ",
+                o.name, o.ty, n.name, n.ty
+            )));
+        }
+        if self.topo_order_of([new]).contains(&old) {
+            return Err(Error::Invalid(format!(
+                "cannot replace %{} by %{}: it depends on it",
+                o.name, n.name
+            )));
+        }
+        for (user, port) in self.users(old) {
+            let edge = self
+                .g
+                .edges_connecting(old.0, user.0)
+                .find(|e| *e.weight() == port)
+                .map(|e| e.id())
+                .expect("users() lists only existing edges");
+            self.g.remove_edge(edge);
+            self.g.add_edge(new.0, user.0, port);
+        }
+        for out in &mut self.outputs {
+            if *out == old {
+                *out = new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a node that nothing uses and that is not an output.
+    pub fn remove(&mut self, id: NodeId) -> Result<Node> {
+        let node = self.node(id);
+        if !self.users(id).is_empty() || self.outputs.contains(&id) {
+            return Err(Error::Invalid(format!("cannot remove %{}: it is still used", node.name)));
+        }
+        let node = self.g.remove_node(id.0).expect("node() above proved it exists");
+        self.by_name.remove(&node.name);
+        Ok(node)
+    }
+
+    /// Renames a node (e.g. to give a graph output its user-facing name back after a pass).
+    pub fn rename(&mut self, id: NodeId, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        if !is_valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        if self.by_name.get(&name).is_some_and(|&other| other != id) {
+            return Err(Error::DuplicateName(name));
+        }
+        let old = std::mem::replace(&mut self.g[id.0].name, name.clone());
+        self.by_name.remove(&old);
+        self.by_name.insert(name, id);
+        Ok(())
+    }
+
+    /// Re-infers every type in topological order, with placeholders' shapes replaced where
+    /// `input_shapes` gives one (e.g. the concrete shapes of a run's feeds).
+    pub fn reinfer(&mut self, input_shapes: &HashMap<NodeId, Shape>) -> Result<()> {
+        for id in self.topo_order() {
+            if let Some(shape) = input_shapes.get(&id) {
+                let node = &mut self.g[id.0];
+                if let Op::Input(ty) = &mut node.op {
+                    ty.shape = shape.clone();
+                }
+            }
+            let inputs = self.inputs(id);
+            let node = self.node(id);
+            let ty = self.infer_node(&node.name, &node.op, &inputs)?;
+            self.g[id.0].ty = ty;
+        }
+        Ok(())
+    }
+
+    /// Checks the invariants: names unique and indexed, types equal to what inference gives,
+    /// outputs present. Passes call this after every rewrite in debug and test builds.
+    pub fn verify(&self) -> Result<()> {
+        for id in self.node_ids() {
+            let node = self.node(id);
+            if self.by_name.get(&node.name) != Some(&id) {
+                return Err(Error::Invalid(format!("%{} is not indexed by its name", node.name)));
+            }
+            let ty = self.infer_node(&node.name, &node.op, &self.inputs(id))?;
+            if ty != node.ty {
+                return Err(Error::Op {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    message: format!("recorded type {} but inference gives {}", node.ty, ty),
+                });
+            }
+        }
+        if self.by_name.len() != self.len() {
+            return Err(Error::Invalid("name index out of date".into()));
+        }
+        for &o in &self.outputs {
+            if self.get(o).is_none() {
+                return Err(Error::Invalid(format!("output {o} is not in the graph")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! kiln-ir: the graph and everything that transforms it.
+//!
+//! Data flows one way: a [`Graph`] is built (by the `kiln` builder or the .kiln parser),
+//! checked by [`infer`], optimised by passes, lowered to a backend-neutral program and handed
+//! to a [`backend::Backend`]. The reference evaluator in [`eval`] defines what every op means
+//! and is the oracle all backends are tested against. This crate has no codegen dependencies.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod infer;
+pub mod npy;
+pub mod op;
+pub mod shape;
+pub mod tensor;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use graph::{Graph, Node, NodeId};
+pub use op::{
+    AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Initializer, Op, Padding, PoolAttrs,
+    ReduceOp, Source, UnaryOp,
+};
+pub use shape::{Dim, Dims, Shape, TensorType};
+pub use tensor::{Data, Tensor};

@@ -1,0 +1,139 @@
+//! Reading and writing tensors as .npy files (through `npyz`).
+//!
+//! Reading accepts what numpy writes for the supported dtypes, in C or Fortran order.
+//! Floats of other widths (f64, f16) are converted to f32 and reported, so callers can say so;
+//! integer and bool data keep their own dtype so that a float placeholder can reject them.
+
+use crate::tensor::{Data, Tensor, checked_numel};
+use crate::{Error, Result};
+use npyz::{NpyFile, Order, TypeChar, WriteOptions, WriterBuilder};
+use std::io::{BufReader, BufWriter, Read};
+use std::path::Path;
+
+/// A tensor read from .npy, and the file's dtype when it had to be converted to f32.
+#[derive(Debug, Clone)]
+pub struct NpyRead {
+    /// The tensor (f32 for any float file).
+    pub tensor: Tensor,
+    /// `Some("f64")` or `Some("f16")` when floats were converted to f32.
+    pub converted_from: Option<&'static str>,
+}
+
+/// Reads a .npy file.
+pub fn read(path: impl AsRef<Path>) -> Result<NpyRead> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_from(BufReader::new(file)).map_err(|e| match e {
+        Error::Invalid(m) => Error::io(path, m),
+        other => other,
+    })
+}
+
+/// Reads .npy bytes from any reader.
+pub fn read_from(reader: impl Read) -> Result<NpyRead> {
+    let npy = NpyFile::new(reader).map_err(|e| Error::Invalid(format!("not a valid .npy file: {e}")))?;
+    let dims: Vec<usize> = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| Error::Invalid("dimension too large".into()))?;
+    let n = checked_numel(&dims)?;
+    let fortran = npy.order() == Order::Fortran;
+    let npyz::DType::Plain(ts) = npy.dtype() else {
+        return Err(Error::Invalid(format!("unsupported .npy dtype {}", npy.dtype().descr())));
+    };
+    let bad = |e: std::io::Error| Error::Invalid(format!("truncated or corrupt .npy data: {e}"));
+    let mut converted_from = None;
+    let data = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 4) => Data::F32(npy.into_vec::<f32>().map_err(bad)?),
+        (TypeChar::Float, 8) => {
+            converted_from = Some("f64");
+            Data::F32(npy.into_vec::<f64>().map_err(bad)?.into_iter().map(|x| x as f32).collect())
+        }
+        (TypeChar::Float, 2) => {
+            converted_from = Some("f16");
+            let v = npy.into_vec::<half::f16>().map_err(bad)?;
+            Data::F32(v.into_iter().map(f32::from).collect())
+        }
+        (TypeChar::Int, 4) => Data::I32(npy.into_vec::<i32>().map_err(bad)?),
+        (TypeChar::Int, 8) => Data::I64(npy.into_vec::<i64>().map_err(bad)?),
+        (TypeChar::Int, 1) => Data::I32(widen(npy.into_vec::<i8>().map_err(bad)?)),
+        (TypeChar::Int, 2) => Data::I32(widen(npy.into_vec::<i16>().map_err(bad)?)),
+        (TypeChar::Uint, 1) => Data::I32(widen(npy.into_vec::<u8>().map_err(bad)?)),
+        (TypeChar::Uint, 2) => Data::I32(widen(npy.into_vec::<u16>().map_err(bad)?)),
+        (TypeChar::Uint, 4) => Data::I64(widen(npy.into_vec::<u32>().map_err(bad)?)),
+        (TypeChar::Bool, 1) => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
+        _ => return Err(Error::Invalid(format!("unsupported .npy dtype {}", ts))),
+    };
+    let tensor = Tensor::new(&dims, data).map_err(|_| {
+        Error::Invalid(format!("truncated .npy data: expected {n} elements"))
+    })?;
+    let tensor = if fortran { from_fortran_order(tensor) } else { tensor };
+    Ok(NpyRead { tensor, converted_from })
+}
+
+fn widen<S: Copy, T: From<S>>(v: Vec<S>) -> Vec<T> {
+    v.into_iter().map(T::from).collect()
+}
+
+/// Reorders column-major data (read as if row-major) into row-major.
+fn from_fortran_order(t: Tensor) -> Tensor {
+    let dims = t.dims().to_vec();
+    if dims.len() < 2 {
+        return t;
+    }
+    // Element at row-major multi-index i lives at column-major offset sum(i[k] * fstride[k]).
+    let mut fstride = vec![1usize; dims.len()];
+    for k in 1..dims.len() {
+        fstride[k] = fstride[k - 1] * dims[k - 1];
+    }
+    let n = t.numel();
+    let mut src_of = Vec::with_capacity(n);
+    let mut idx = vec![0usize; dims.len()];
+    for _ in 0..n {
+        src_of.push(idx.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>());
+        for k in (0..dims.len()).rev() {
+            idx[k] += 1;
+            if idx[k] < dims[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
+    fn gather<T: Copy>(v: &[T], src_of: &[usize]) -> Vec<T> {
+        src_of.iter().map(|&s| v[s]).collect()
+    }
+    let data = match t.data() {
+        Data::F32(v) => Data::F32(gather(v, &src_of)),
+        Data::I32(v) => Data::I32(gather(v, &src_of)),
+        Data::I64(v) => Data::I64(gather(v, &src_of)),
+        Data::Bool(v) => Data::Bool(gather(v, &src_of)),
+    };
+    Tensor::new(&dims, data).expect("same dims, same element count")
+}
+
+/// Writes a tensor as a C-order .npy file of its own dtype.
+pub fn write(path: impl AsRef<Path>, tensor: &Tensor) -> Result<()> {
+    let path = path.as_ref();
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    write_to(BufWriter::new(file), tensor).map_err(|e| Error::io(path, e))
+}
+
+/// Writes a tensor as .npy bytes to any writer.
+pub fn write_to(w: impl std::io::Write, tensor: &Tensor) -> std::io::Result<()> {
+    let shape: Vec<u64> = tensor.dims().iter().map(|&d| d as u64).collect();
+    macro_rules! put {
+        ($v:expr) => {{
+            let mut out = WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+            out.extend($v.iter().copied())?;
+            out.finish()
+        }};
+    }
+    match tensor.data() {
+        Data::F32(v) => put!(v),
+        Data::I32(v) => put!(v),
+        Data::I64(v) => put!(v),
+        Data::Bool(v) => put!(v),
+    }
+}

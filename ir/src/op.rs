@@ -1,0 +1,585 @@
+//! The op catalogue: a closed enum whose variants carry their attributes.
+//!
+//! Semantics follow TensorFlow 1.x (tf.nn / tf.math); the doc comment on each variant is the
+//! op's reference. Ops derive `Eq + Hash` (floats compare by bits, see [`Float`]) so that CSE
+//! and compile-cache keys are exact. Shape rules live in `infer`, arithmetic in `eval`.
+
+use crate::shape::TensorType;
+use crate::tensor::Tensor;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// An f32 attribute that compares and hashes by its bits (so `Op` can be `Eq + Hash`).
+#[derive(Clone, Copy, Debug)]
+pub struct Float(pub f32);
+
+impl PartialEq for Float {
+    fn eq(&self, other: &Float) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+impl Eq for Float {}
+impl Hash for Float {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// Memory layout of 4-D image tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DataFormat {
+    /// batch, height, width, channels (TensorFlow's default).
+    #[default]
+    Nhwc,
+    /// batch, channels, height, width.
+    Nchw,
+}
+
+impl DataFormat {
+    /// The attribute spelling (`"NHWC"` / `"NCHW"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataFormat::Nhwc => "NHWC",
+            DataFormat::Nchw => "NCHW",
+        }
+    }
+
+    /// Axis indices of (height, width, channels) in a rank-4 tensor of this format.
+    pub fn hwc_axes(self) -> (usize, usize, usize) {
+        match self {
+            DataFormat::Nhwc => (1, 2, 3),
+            DataFormat::Nchw => (2, 3, 1),
+        }
+    }
+}
+
+/// Spatial padding of convolutions and pools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Padding {
+    /// Output size ceil(in / stride); total padding split with the extra cell at the
+    /// bottom/right, as TensorFlow computes it.
+    Same,
+    /// No padding; output size ceil((in - effective_kernel + 1) / stride).
+    Valid,
+    /// Explicit `[[top, bottom], [left, right]]`.
+    Explicit([[usize; 2]; 2]),
+}
+
+/// Attributes of `conv2d` and `depthwise_conv2d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvAttrs {
+    /// Strides along (height, width).
+    pub strides: [usize; 2],
+    /// Spatial padding.
+    pub padding: Padding,
+    /// Dilations along (height, width).
+    pub dilations: [usize; 2],
+    /// Layout of input and output.
+    pub data_format: DataFormat,
+}
+
+impl ConvAttrs {
+    /// Stride 1, SAME padding, no dilation, NHWC.
+    pub fn same() -> ConvAttrs {
+        ConvAttrs::with_padding(Padding::Same)
+    }
+
+    /// Stride 1, VALID padding, no dilation, NHWC.
+    pub fn valid() -> ConvAttrs {
+        ConvAttrs::with_padding(Padding::Valid)
+    }
+
+    /// Stride 1, the given padding, no dilation, NHWC.
+    pub fn with_padding(padding: Padding) -> ConvAttrs {
+        ConvAttrs { strides: [1, 1], padding, dilations: [1, 1], data_format: DataFormat::Nhwc }
+    }
+
+    /// The same attributes with other strides.
+    pub fn strides(mut self, h: usize, w: usize) -> ConvAttrs {
+        self.strides = [h, w];
+        self
+    }
+
+    /// The same attributes with other dilations.
+    pub fn dilations(mut self, h: usize, w: usize) -> ConvAttrs {
+        self.dilations = [h, w];
+        self
+    }
+
+    /// The same attributes with another data format.
+    pub fn format(mut self, data_format: DataFormat) -> ConvAttrs {
+        self.data_format = data_format;
+        self
+    }
+}
+
+/// Attributes of `max_pool` and `avg_pool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PoolAttrs {
+    /// Window size along (height, width).
+    pub ksize: [usize; 2],
+    /// Strides along (height, width).
+    pub strides: [usize; 2],
+    /// Spatial padding; padded cells never win a max and never count in an average.
+    pub padding: Padding,
+    /// Layout of input and output.
+    pub data_format: DataFormat,
+}
+
+impl PoolAttrs {
+    /// A `k`x`k` window with stride `s`, the given padding, NHWC.
+    pub fn new(k: usize, s: usize, padding: Padding) -> PoolAttrs {
+        PoolAttrs { ksize: [k, k], strides: [s, s], padding, data_format: DataFormat::Nhwc }
+    }
+}
+
+/// Elementwise functions of one operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// -x
+    Neg,
+    /// |x|
+    Abs,
+    /// max(x, 0)
+    Relu,
+    /// min(max(x, 0), 6)
+    Relu6,
+    /// x if x >= 0 else alpha * x (TensorFlow: max(x, alpha*x) for alpha <= 1).
+    LeakyRelu {
+        /// Slope for negative inputs (default 0.2).
+        alpha: Float,
+    },
+    /// 1 / (1 + exp(-x))
+    Sigmoid,
+    /// tanh(x)
+    Tanh,
+    /// e^x
+    Exp,
+    /// ln(x); -inf at 0, NaN below.
+    Log,
+    /// sqrt(x)
+    Sqrt,
+    /// 1 / sqrt(x)
+    Rsqrt,
+    /// x * x
+    Square,
+}
+
+impl UnaryOp {
+    /// The .kiln spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Relu6 => "relu6",
+            UnaryOp::LeakyRelu { .. } => "leaky_relu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Square => "square",
+        }
+    }
+
+    /// Every unary op (leaky_relu with its default alpha).
+    pub const ALL: [UnaryOp; 12] = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Relu,
+        UnaryOp::Relu6,
+        UnaryOp::LeakyRelu { alpha: Float(0.2) },
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Square,
+    ];
+}
+
+/// Elementwise functions of two operands, with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// a + b
+    Add,
+    /// a - b
+    Sub,
+    /// a * b
+    Mul,
+    /// a / b (IEEE: x/0 is ±inf or NaN)
+    Div,
+    /// max(a, b); NaN if either is NaN (TensorFlow's semantics)
+    Maximum,
+    /// min(a, b); NaN if either is NaN
+    Minimum,
+    /// a ^ b (powf)
+    Pow,
+}
+
+impl BinaryOp {
+    /// The .kiln spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+            BinaryOp::Pow => "pow",
+        }
+    }
+
+    /// Every binary op.
+    pub const ALL: [BinaryOp; 7] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+        BinaryOp::Pow,
+    ];
+}
+
+/// Reductions over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum of the elements.
+    Sum,
+    /// Arithmetic mean.
+    Mean,
+    /// Maximum (NaN propagates).
+    Max,
+    /// Minimum (NaN propagates).
+    Min,
+}
+
+impl ReduceOp {
+    /// The .kiln spelling (`reduce_sum`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Mean => "reduce_mean",
+            ReduceOp::Max => "reduce_max",
+            ReduceOp::Min => "reduce_min",
+        }
+    }
+
+    /// Every reduction.
+    pub const ALL: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min];
+}
+
+/// Side-effecting updates of a variable; run as session targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AssignOp {
+    /// var := value
+    Assign,
+    /// var := var + value
+    AssignAdd,
+    /// var := var - value
+    AssignSub,
+}
+
+impl AssignOp {
+    /// The .kiln spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AssignOp::Assign => "assign",
+            AssignOp::AssignAdd => "assign_add",
+            AssignOp::AssignSub => "assign_sub",
+        }
+    }
+}
+
+/// How a `var` or `const` gets its value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Initializer {
+    /// All zeros.
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Every element the given value.
+    Fill(Float),
+    /// Normal(mean, std) from a seeded deterministic generator.
+    Normal {
+        /// Mean.
+        mean: Float,
+        /// Standard deviation.
+        std: Float,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// Uniform in [lo, hi) from a seeded deterministic generator.
+    Uniform {
+        /// Lower bound (inclusive).
+        lo: Float,
+        /// Upper bound (exclusive).
+        hi: Float,
+        /// Generator seed.
+        seed: u64,
+    },
+    /// Explicit values (row-major).
+    Literal(Arc<Tensor>),
+    /// Values loaded from a .npy file; `path` is as written in the graph file.
+    Npy {
+        /// The path as written (relative to the graph file).
+        path: String,
+        /// The loaded values.
+        value: Arc<Tensor>,
+    },
+}
+
+/// The declared type and initial value of a `var` or `const`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// Declared type; every dim is known.
+    pub ty: TensorType,
+    /// How the value is made.
+    pub init: Initializer,
+}
+
+/// One operation of the graph. Operands are the node's inputs, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// A placeholder fed at run time; dims may be `?`.
+    Input(TensorType),
+    /// A variable: state that lives in the session, read by ops and updated by assigns.
+    Var(Source),
+    /// A constant.
+    Const(Source),
+    /// Elementwise unary function of `x`.
+    Unary(UnaryOp),
+    /// Elementwise binary function of `(a, b)` with numpy broadcasting of any ranks.
+    Binary(BinaryOp),
+    /// `bias_add(x, b)`: adds the rank-1 `b` along the channel axis (last for NHWC, axis 1 for NCHW).
+    BiasAdd {
+        /// Which axis is channels.
+        data_format: DataFormat,
+    },
+    /// `matmul(a, b)`: rank-2 `[m,k] x [k,n]`, or rank-3 batched `[B,m,k] x [B,k,n]`.
+    MatMul {
+        /// Use a's last two axes transposed.
+        transpose_a: bool,
+        /// Use b's last two axes transposed.
+        transpose_b: bool,
+    },
+    /// `conv2d(x, w)`: x is NHWC (or NCHW), w is HWIO `[kh, kw, cin, cout]`; cross-correlation
+    /// as TensorFlow computes it, with strides, padding and dilations.
+    Conv2d(ConvAttrs),
+    /// `depthwise_conv2d(x, w)`: w is `[kh, kw, cin, multiplier]`; output channel
+    /// `c * multiplier + m` convolves input channel `c` with filter `[.., .., c, m]`.
+    DepthwiseConv2d(ConvAttrs),
+    /// `max_pool(x)`: maximum over each window; padded cells are ignored.
+    MaxPool(PoolAttrs),
+    /// `avg_pool(x)`: mean over each window's unpadded cells.
+    AvgPool(PoolAttrs),
+    /// `reduce_*(x)`: reduction over `axes` (all axes when `None`; negative axes count from
+    /// the end); reduced axes are dropped unless `keepdims`.
+    Reduce {
+        /// Which reduction.
+        op: ReduceOp,
+        /// Axes to reduce; `None` reduces every axis.
+        axes: Option<Vec<i64>>,
+        /// Keep reduced axes as size 1.
+        keepdims: bool,
+    },
+    /// `softmax(x; axis)`: exp(x - max) / sum(exp(x - max)) along `axis`.
+    Softmax {
+        /// Axis (negative counts from the end; default -1).
+        axis: i64,
+    },
+    /// `log_softmax(x; axis)`: x - max - log(sum(exp(x - max))) along `axis`.
+    LogSoftmax {
+        /// Axis (negative counts from the end; default -1).
+        axis: i64,
+    },
+    /// `reshape(x; shape)`: same elements in row-major order; at most one `-1` is inferred.
+    Reshape {
+        /// Target dims; `-1` once at most.
+        shape: Vec<i64>,
+    },
+    /// `transpose(x; perm)`: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// A permutation of `0..rank`.
+        perm: Vec<usize>,
+    },
+    /// `concat(a, b, ...; axis)`: joins operands along `axis`; other dims must agree.
+    Concat {
+        /// Axis (negative counts from the end).
+        axis: i64,
+    },
+    /// `slice(x; begin, size)`: the box starting at `begin`; a size of `-1` runs to the end.
+    Slice {
+        /// Start index per axis.
+        begin: Vec<usize>,
+        /// Extent per axis; `-1` means to the end.
+        size: Vec<i64>,
+    },
+    /// `pad(x; paddings, constant_value)`: `paddings[i] = [before, after]` cells on axis `i`.
+    Pad {
+        /// `[before, after]` per axis.
+        paddings: Vec<[usize; 2]>,
+        /// Value of padded cells (default 0).
+        constant_value: Float,
+    },
+    /// `batch_norm(x, scale, offset, mean, variance)`: inference form,
+    /// `(x - mean) * scale / sqrt(variance + epsilon) + offset` along the channel axis.
+    BatchNorm {
+        /// Added to the variance (default 0.001).
+        epsilon: Float,
+        /// Which axis is channels.
+        data_format: DataFormat,
+    },
+    /// `assign*(var, value)`: updates the variable; its value is the variable's new value.
+    Assign(AssignOp),
+}
+
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    /// Exactly this many.
+    Exact(usize),
+    /// This many or more.
+    AtLeast(usize),
+}
+
+impl Arity {
+    /// Whether `n` operands are acceptable.
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exact(k) => n == k,
+            Arity::AtLeast(k) => n >= k,
+        }
+    }
+}
+
+impl std::fmt::Display for Arity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arity::Exact(k) => write!(f, "{k}"),
+            Arity::AtLeast(k) => write!(f, "at least {k}"),
+        }
+    }
+}
+
+/// How an op combines with its neighbours when kernels are formed (TVM's OpPatternKind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FusionKind {
+    /// Values known before any kernel runs (inputs, variables, constants).
+    Source,
+    /// One output element from the same-index input elements.
+    Elementwise,
+    /// Elementwise with operands broadcast along some axes.
+    Broadcast,
+    /// Each output element reads one input element at a computed index (movement ops).
+    Injective,
+    /// Reduces along axes.
+    Reduce,
+    /// A contraction or window op whose elementwise successors can be fused as an epilogue.
+    ComplexEpilogue,
+    /// Runs on its own.
+    Opaque,
+}
+
+impl Op {
+    /// The op's keyword in the .kiln format.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input(_) => "input",
+            Op::Var(_) => "var",
+            Op::Const(_) => "const",
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => b.name(),
+            Op::BiasAdd { .. } => "bias_add",
+            Op::MatMul { .. } => "matmul",
+            Op::Conv2d(_) => "conv2d",
+            Op::DepthwiseConv2d(_) => "depthwise_conv2d",
+            Op::MaxPool(_) => "max_pool",
+            Op::AvgPool(_) => "avg_pool",
+            Op::Reduce { op, .. } => op.name(),
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Assign(a) => a.name(),
+        }
+    }
+
+    /// Number of operands the op takes.
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input(_) | Op::Var(_) | Op::Const(_) => Arity::Exact(0),
+            Op::Unary(_)
+            | Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. } => Arity::Exact(1),
+            Op::Binary(_)
+            | Op::BiasAdd { .. }
+            | Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::DepthwiseConv2d(_)
+            | Op::Assign(_) => Arity::Exact(2),
+            Op::Concat { .. } => Arity::AtLeast(1),
+            Op::BatchNorm { .. } => Arity::Exact(5),
+        }
+    }
+
+    /// Whether the op is a source (no operands; value known before kernels run).
+    pub fn is_source(&self) -> bool {
+        matches!(self, Op::Input(_) | Op::Var(_) | Op::Const(_))
+    }
+
+    /// Whether the op has a side effect (and so must not be removed or merged).
+    pub fn has_side_effect(&self) -> bool {
+        matches!(self, Op::Assign(_))
+    }
+
+    /// How the op fuses with its neighbours.
+    pub fn fusion_kind(&self) -> FusionKind {
+        match self {
+            Op::Input(_) | Op::Var(_) | Op::Const(_) => FusionKind::Source,
+            Op::Unary(_) => FusionKind::Elementwise,
+            Op::Binary(_) | Op::BiasAdd { .. } | Op::BatchNorm { .. } => FusionKind::Broadcast,
+            Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. } => FusionKind::Injective,
+            Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => FusionKind::Reduce,
+            Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::DepthwiseConv2d(_)
+            | Op::MaxPool(_)
+            | Op::AvgPool(_) => FusionKind::ComplexEpilogue,
+            Op::Assign(_) => FusionKind::Opaque,
+        }
+    }
+
+    /// Whether the op's meaning depends on the data layout (NHWC/NCHW).
+    pub fn is_layout_sensitive(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv2d(_)
+                | Op::DepthwiseConv2d(_)
+                | Op::MaxPool(_)
+                | Op::AvgPool(_)
+                | Op::BiasAdd { .. }
+                | Op::BatchNorm { .. }
+        )
+    }
+}

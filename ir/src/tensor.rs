@@ -1,0 +1,265 @@
+//! The host tensor: a row-major, contiguous buffer with concrete dims.
+//!
+//! Equality and hashing compare element bits, so that constants can be deduplicated by CSE
+//! and used in compile-cache keys (NaN equals NaN of the same bits; -0.0 differs from 0.0).
+
+use crate::shape::{Dims, Shape, TensorType, fmt_dims};
+use crate::{DType, Error, Result};
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use std::hash::{Hash, Hasher};
+
+/// Element storage of a [`Tensor`], one variant per [`DType`].
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// i32 elements.
+    I32(Vec<i32>),
+    /// i64 elements.
+    I64(Vec<i64>),
+    /// bool elements.
+    Bool(Vec<bool>),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::F32(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::I64(v) => v.len(),
+            Data::Bool(v) => v.len(),
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Data::F32(_) => DType::F32,
+            Data::I32(_) => DType::I32,
+            Data::I64(_) => DType::I64,
+            Data::Bool(_) => DType::Bool,
+        }
+    }
+}
+
+/// A host tensor: dims plus row-major element data.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    dims: Dims,
+    data: Data,
+}
+
+/// Element count of concrete dims, or an error when the product overflows `usize`.
+pub fn checked_numel(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::Invalid(format!("shape {} has too many elements", fmt_dims(dims))))
+}
+
+impl Tensor {
+    /// A tensor from dims and data; errors when the element count does not match.
+    pub fn new(dims: &[usize], data: Data) -> Result<Tensor> {
+        let n = checked_numel(dims)?;
+        if n != data.len() {
+            return Err(Error::Invalid(format!(
+                "shape {} needs {n} elements, got {}",
+                fmt_dims(dims),
+                data.len()
+            )));
+        }
+        Ok(Tensor { dims: dims.into(), data })
+    }
+
+    /// An f32 tensor from dims and row-major values.
+    pub fn from_vec(dims: &[usize], values: Vec<f32>) -> Result<Tensor> {
+        Tensor::new(dims, Data::F32(values))
+    }
+
+    /// An f32 scalar (shape `[]`).
+    pub fn scalar(value: f32) -> Tensor {
+        Tensor { dims: Dims::new(), data: Data::F32(vec![value]) }
+    }
+
+    /// An f32 tensor with every element `value`.
+    pub fn fill(dims: &[usize], value: f32) -> Tensor {
+        let n = dims.iter().product();
+        Tensor { dims: dims.into(), data: Data::F32(vec![value; n]) }
+    }
+
+    /// An f32 tensor of zeros.
+    pub fn zeros(dims: &[usize]) -> Tensor {
+        Tensor::fill(dims, 0.0)
+    }
+
+    /// An f32 tensor of ones.
+    pub fn ones(dims: &[usize]) -> Tensor {
+        Tensor::fill(dims, 1.0)
+    }
+
+    /// A tensor of zeros (false for bool) of any dtype.
+    pub fn zeros_of(dtype: DType, dims: &[usize]) -> Tensor {
+        let n = dims.iter().product();
+        let data = match dtype {
+            DType::F32 => Data::F32(vec![0.0; n]),
+            DType::I32 => Data::I32(vec![0; n]),
+            DType::I64 => Data::I64(vec![0; n]),
+            DType::Bool => Data::Bool(vec![false; n]),
+        };
+        Tensor { dims: dims.into(), data }
+    }
+
+    /// Normally distributed f32 values (Box-Muller over ChaCha8), reproducible from `seed`.
+    pub fn normal(dims: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = dims.iter().product();
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            // u1 in (0, 1] so that ln(u1) is finite.
+            let u1 = 1.0 - unit_f64(&mut rng);
+            let u2 = unit_f64(&mut rng);
+            let r = (-2.0 * u1.ln()).sqrt();
+            let theta = std::f64::consts::TAU * u2;
+            v.push(mean + std * (r * theta.cos()) as f32);
+            if v.len() < n {
+                v.push(mean + std * (r * theta.sin()) as f32);
+            }
+        }
+        Tensor { dims: dims.into(), data: Data::F32(v) }
+    }
+
+    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`.
+    pub fn uniform(dims: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = dims.iter().product();
+        let v = (0..n)
+            .map(|_| lo + (hi - lo) * unit_f64(&mut rng) as f32)
+            .map(|x| if x >= hi { lo } else { x })
+            .collect();
+        Tensor { dims: dims.into(), data: Data::F32(v) }
+    }
+
+    /// The concrete dims.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// The shape as a (fully known) symbolic shape.
+    pub fn shape(&self) -> Shape {
+        Shape::known(&self.dims)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// dtype and shape together.
+    pub fn ty(&self) -> TensorType {
+        TensorType::new(self.dtype(), self.shape())
+    }
+
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The element storage.
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    /// The f32 elements, if this is an f32 tensor.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match &self.data {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The f32 elements, mutably, if this is an f32 tensor.
+    pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
+        match &mut self.data {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The f32 elements, or an error naming the actual dtype.
+    pub fn f32s(&self) -> Result<&[f32]> {
+        self.as_f32().ok_or_else(|| {
+            Error::Invalid(format!("expected an f32 tensor, got {}", self.ty()))
+        })
+    }
+
+    /// Consumes the tensor and returns its f32 elements, if it is f32.
+    pub fn into_f32(self) -> Option<Vec<f32>> {
+        match self.data {
+            Data::F32(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The same data with other dims of the same element count.
+    pub fn reshaped(mut self, dims: &[usize]) -> Result<Tensor> {
+        let n = checked_numel(dims)?;
+        if n != self.numel() {
+            return Err(Error::Invalid(format!(
+                "cannot reshape {} elements to {}",
+                self.numel(),
+                fmt_dims(dims)
+            )));
+        }
+        self.dims = dims.into();
+        Ok(self)
+    }
+
+    /// Elements converted to f64 (for summaries and comparisons).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match &self.data {
+            Data::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Data::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
+        }
+    }
+}
+
+/// A float in [0, 1) with 53 random bits.
+fn unit_f64(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.dims == other.dims
+            && match (&self.data, &other.data) {
+                (Data::F32(a), Data::F32(b)) => {
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+                }
+                (Data::I32(a), Data::I32(b)) => a == b,
+                (Data::I64(a), Data::I64(b)) => a == b,
+                (Data::Bool(a), Data::Bool(b)) => a == b,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for Tensor {}
+
+impl Hash for Tensor {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.dims.hash(state);
+        self.dtype().hash(state);
+        match &self.data {
+            Data::F32(v) => v.iter().for_each(|x| x.to_bits().hash(state)),
+            Data::I32(v) => v.hash(state),
+            Data::I64(v) => v.hash(state),
+            Data::Bool(v) => v.hash(state),
+        }
+    }
+}
