@@ -97,6 +97,9 @@ pub enum Error {
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl AsRef<std::path::Path>, err: impl std::fmt::Display) -> Error {
-        Error::Io { path: path.as_ref().display().to_string(), message: err.to_string() }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            message: err.to_string(),
+        }
     }
 }

@@ -79,7 +79,11 @@ impl Graph {
             return Err(Error::DuplicateName(name));
         }
         let ty = self.infer_node(&name, &op, inputs)?;
-        let id = NodeId(self.g.add_node(Node { name: name.clone(), op, ty }));
+        let id = NodeId(self.g.add_node(Node {
+            name: name.clone(),
+            op,
+            ty,
+        }));
         for (port, input) in inputs.iter().enumerate() {
             self.g.add_edge(input.0, id.0, port);
         }
@@ -103,6 +107,20 @@ impl Graph {
                 Error::Invalid(format!("node %{name}: operand {i} is not in this graph"))
             })?;
             types.push(&n.ty);
+        }
+        if let (Op::Assign(_), Some(&target)) = (op, inputs.first()) {
+            let target = self.node(target);
+            if !matches!(target.op, Op::Var(_)) {
+                return Err(Error::Op {
+                    node: name.to_string(),
+                    op: op.name(),
+                    message: format!(
+                        "operand 0 must be a variable, got %{} ({})",
+                        target.name,
+                        target.op.name()
+                    ),
+                });
+            }
         }
         infer(op, &types).map_err(|message| Error::Op {
             node: name.to_string(),
@@ -139,7 +157,8 @@ impl Graph {
 
     /// The node named `name`, or an [`Error::UnknownName`].
     pub fn lookup(&self, name: &str) -> Result<NodeId> {
-        self.find(name).ok_or_else(|| Error::UnknownName(name.to_string()))
+        self.find(name)
+            .ok_or_else(|| Error::UnknownName(name.to_string()))
     }
 
     /// Number of nodes.
@@ -198,12 +217,16 @@ impl Graph {
 
     /// Placeholders, in insertion order.
     pub fn placeholders(&self) -> Vec<NodeId> {
-        self.node_ids().filter(|&i| matches!(self.node(i).op, Op::Input(_))).collect()
+        self.node_ids()
+            .filter(|&i| matches!(self.node(i).op, Op::Input(_)))
+            .collect()
     }
 
     /// Variables, in insertion order.
     pub fn variables(&self) -> Vec<NodeId> {
-        self.node_ids().filter(|&i| matches!(self.node(i).op, Op::Var(_))).collect()
+        self.node_ids()
+            .filter(|&i| matches!(self.node(i).op, Op::Var(_)))
+            .collect()
     }
 
     /// All nodes, operands before users (ties broken by insertion order, so it is deterministic).
@@ -282,9 +305,15 @@ impl Graph {
     pub fn remove(&mut self, id: NodeId) -> Result<Node> {
         let node = self.node(id);
         if !self.users(id).is_empty() || self.outputs.contains(&id) {
-            return Err(Error::Invalid(format!("cannot remove %{}: it is still used", node.name)));
+            return Err(Error::Invalid(format!(
+                "cannot remove %{}: it is still used",
+                node.name
+            )));
         }
-        let node = self.g.remove_node(id.0).expect("node() above proved it exists");
+        let node = self
+            .g
+            .remove_node(id.0)
+            .expect("node() above proved it exists");
         self.by_name.remove(&node.name);
         Ok(node)
     }
@@ -304,22 +333,31 @@ impl Graph {
         Ok(())
     }
 
-    /// Re-infers every type in topological order, with placeholders' shapes replaced where
-    /// `input_shapes` gives one (e.g. the concrete shapes of a run's feeds).
-    pub fn reinfer(&mut self, input_shapes: &HashMap<NodeId, Shape>) -> Result<()> {
-        for id in self.topo_order() {
-            if let Some(shape) = input_shapes.get(&id) {
-                let node = &mut self.g[id.0];
-                if let Op::Input(ty) = &mut node.op {
-                    ty.shape = shape.clone();
-                }
-            }
-            let inputs = self.inputs(id);
+    /// A new graph holding only the nodes `roots` depend on, with placeholders' shapes replaced
+    /// where `input_shapes` gives one and every type re-inferred (so shapes only known at run
+    /// time are checked here). Names are kept; returns the graph and the old -> new id map.
+    pub fn extract(
+        &self,
+        roots: &[NodeId],
+        input_shapes: &HashMap<NodeId, Shape>,
+    ) -> Result<(Graph, HashMap<NodeId, NodeId>)> {
+        let mut sub = Graph::new();
+        let mut map = HashMap::new();
+        for id in self.topo_order_of(roots.iter().copied()) {
             let node = self.node(id);
-            let ty = self.infer_node(&node.name, &node.op, &inputs)?;
-            self.g[id.0].ty = ty;
+            let mut op = node.op.clone();
+            if let (Op::Input(ty), Some(shape)) = (&mut op, input_shapes.get(&id)) {
+                ty.shape = shape.clone();
+            }
+            let inputs: Operands = self.inputs(id).iter().map(|i| map[i]).collect();
+            map.insert(id, sub.add(node.name.clone(), op, &inputs)?);
         }
-        Ok(())
+        sub.outputs = self
+            .outputs
+            .iter()
+            .filter_map(|o| map.get(o).copied())
+            .collect();
+        Ok((sub, map))
     }
 
     /// Checks the invariants: names unique and indexed, types equal to what inference gives,
@@ -328,7 +366,10 @@ impl Graph {
         for id in self.node_ids() {
             let node = self.node(id);
             if self.by_name.get(&node.name) != Some(&id) {
-                return Err(Error::Invalid(format!("%{} is not indexed by its name", node.name)));
+                return Err(Error::Invalid(format!(
+                    "%{} is not indexed by its name",
+                    node.name
+                )));
             }
             let ty = self.infer_node(&node.name, &node.op, &self.inputs(id))?;
             if ty != node.ty {

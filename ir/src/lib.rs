@@ -8,14 +8,18 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod dot;
 pub mod dtype;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod infer;
 pub mod npy;
 pub mod op;
+pub mod reference;
 pub mod shape;
 pub mod tensor;
+pub mod text;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

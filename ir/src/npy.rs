@@ -31,7 +31,8 @@ pub fn read(path: impl AsRef<Path>) -> Result<NpyRead> {
 
 /// Reads .npy bytes from any reader.
 pub fn read_from(reader: impl Read) -> Result<NpyRead> {
-    let npy = NpyFile::new(reader).map_err(|e| Error::Invalid(format!("not a valid .npy file: {e}")))?;
+    let npy =
+        NpyFile::new(reader).map_err(|e| Error::Invalid(format!("not a valid .npy file: {e}")))?;
     let dims: Vec<usize> = npy
         .shape()
         .iter()
@@ -41,7 +42,10 @@ pub fn read_from(reader: impl Read) -> Result<NpyRead> {
     let n = checked_numel(&dims)?;
     let fortran = npy.order() == Order::Fortran;
     let npyz::DType::Plain(ts) = npy.dtype() else {
-        return Err(Error::Invalid(format!("unsupported .npy dtype {}", npy.dtype().descr())));
+        return Err(Error::Invalid(format!(
+            "unsupported .npy dtype {}",
+            npy.dtype().descr()
+        )));
     };
     let bad = |e: std::io::Error| Error::Invalid(format!("truncated or corrupt .npy data: {e}"));
     let mut converted_from = None;
@@ -49,7 +53,13 @@ pub fn read_from(reader: impl Read) -> Result<NpyRead> {
         (TypeChar::Float, 4) => Data::F32(npy.into_vec::<f32>().map_err(bad)?),
         (TypeChar::Float, 8) => {
             converted_from = Some("f64");
-            Data::F32(npy.into_vec::<f64>().map_err(bad)?.into_iter().map(|x| x as f32).collect())
+            Data::F32(
+                npy.into_vec::<f64>()
+                    .map_err(bad)?
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect(),
+            )
         }
         (TypeChar::Float, 2) => {
             converted_from = Some("f16");
@@ -66,11 +76,17 @@ pub fn read_from(reader: impl Read) -> Result<NpyRead> {
         (TypeChar::Bool, 1) => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
         _ => return Err(Error::Invalid(format!("unsupported .npy dtype {}", ts))),
     };
-    let tensor = Tensor::new(&dims, data).map_err(|_| {
-        Error::Invalid(format!("truncated .npy data: expected {n} elements"))
-    })?;
-    let tensor = if fortran { from_fortran_order(tensor) } else { tensor };
-    Ok(NpyRead { tensor, converted_from })
+    let tensor = Tensor::new(&dims, data)
+        .map_err(|_| Error::Invalid(format!("truncated .npy data: expected {n} elements")))?;
+    let tensor = if fortran {
+        from_fortran_order(tensor)
+    } else {
+        tensor
+    };
+    Ok(NpyRead {
+        tensor,
+        converted_from,
+    })
 }
 
 fn widen<S: Copy, T: From<S>>(v: Vec<S>) -> Vec<T> {
@@ -125,7 +141,11 @@ pub fn write_to(w: impl std::io::Write, tensor: &Tensor) -> std::io::Result<()> 
     let shape: Vec<u64> = tensor.dims().iter().map(|&d| d as u64).collect();
     macro_rules! put {
         ($v:expr) => {{
-            let mut out = WriteOptions::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+            let mut out = WriteOptions::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(w)
+                .begin_nd()?;
             out.extend($v.iter().copied())?;
             out.finish()
         }};

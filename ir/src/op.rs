@@ -91,7 +91,12 @@ impl ConvAttrs {
 
     /// Stride 1, the given padding, no dilation, NHWC.
     pub fn with_padding(padding: Padding) -> ConvAttrs {
-        ConvAttrs { strides: [1, 1], padding, dilations: [1, 1], data_format: DataFormat::Nhwc }
+        ConvAttrs {
+            strides: [1, 1],
+            padding,
+            dilations: [1, 1],
+            data_format: DataFormat::Nhwc,
+        }
     }
 
     /// The same attributes with other strides.
@@ -129,7 +134,12 @@ pub struct PoolAttrs {
 impl PoolAttrs {
     /// A `k`x`k` window with stride `s`, the given padding, NHWC.
     pub fn new(k: usize, s: usize, padding: Padding) -> PoolAttrs {
-        PoolAttrs { ksize: [k, k], strides: [s, s], padding, data_format: DataFormat::Nhwc }
+        PoolAttrs {
+            ksize: [k, k],
+            strides: [s, s],
+            padding,
+            data_format: DataFormat::Nhwc,
+        }
     }
 }
 

@@ -67,7 +67,10 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Tensor { dims: dims.into(), data })
+        Ok(Tensor {
+            dims: dims.into(),
+            data,
+        })
     }
 
     /// An f32 tensor from dims and row-major values.
@@ -77,13 +80,19 @@ impl Tensor {
 
     /// An f32 scalar (shape `[]`).
     pub fn scalar(value: f32) -> Tensor {
-        Tensor { dims: Dims::new(), data: Data::F32(vec![value]) }
+        Tensor {
+            dims: Dims::new(),
+            data: Data::F32(vec![value]),
+        }
     }
 
     /// An f32 tensor with every element `value`.
     pub fn fill(dims: &[usize], value: f32) -> Tensor {
         let n = dims.iter().product();
-        Tensor { dims: dims.into(), data: Data::F32(vec![value; n]) }
+        Tensor {
+            dims: dims.into(),
+            data: Data::F32(vec![value; n]),
+        }
     }
 
     /// An f32 tensor of zeros.
@@ -105,7 +114,10 @@ impl Tensor {
             DType::I64 => Data::I64(vec![0; n]),
             DType::Bool => Data::Bool(vec![false; n]),
         };
-        Tensor { dims: dims.into(), data }
+        Tensor {
+            dims: dims.into(),
+            data,
+        }
     }
 
     /// Normally distributed f32 values (Box-Muller over ChaCha8), reproducible from `seed`.
@@ -124,7 +136,10 @@ impl Tensor {
                 v.push(mean + std * (r * theta.sin()) as f32);
             }
         }
-        Tensor { dims: dims.into(), data: Data::F32(v) }
+        Tensor {
+            dims: dims.into(),
+            data: Data::F32(v),
+        }
     }
 
     /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`.
@@ -135,7 +150,10 @@ impl Tensor {
             .map(|_| lo + (hi - lo) * unit_f64(&mut rng) as f32)
             .map(|x| if x >= hi { lo } else { x })
             .collect();
-        Tensor { dims: dims.into(), data: Data::F32(v) }
+        Tensor {
+            dims: dims.into(),
+            data: Data::F32(v),
+        }
     }
 
     /// The concrete dims.
@@ -191,9 +209,8 @@ impl Tensor {
 
     /// The f32 elements, or an error naming the actual dtype.
     pub fn f32s(&self) -> Result<&[f32]> {
-        self.as_f32().ok_or_else(|| {
-            Error::Invalid(format!("expected an f32 tensor, got {}", self.ty()))
-        })
+        self.as_f32()
+            .ok_or_else(|| Error::Invalid(format!("expected an f32 tensor, got {}", self.ty())))
     }
 
     /// Consumes the tensor and returns its f32 elements, if it is f32.

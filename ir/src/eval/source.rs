@@ -1,0 +1,200 @@
+//! Initial values of `var` and `const` sources, materialised for their declared type.
+//!
+//! Random initialisers are f32 only and reproducible from their seed (`Tensor::normal` /
+//! `Tensor::uniform`). Literal and .npy values must already have exactly the declared dims
+//! and dtype; nothing is converted here.
+
+use crate::DType;
+use crate::op::{Initializer, Source};
+use crate::tensor::{Data, Tensor, checked_numel};
+
+/// The value of a `var` / `const` initialiser, for the source's declared type.
+///
+/// Errors when the declared shape has unknown dims, when a literal or .npy value does not
+/// have the declared dims and dtype, when a fill value cannot be represented in the declared
+/// dtype, when a random initialiser is asked for a non-f32 type, or when the value cannot be
+/// allocated.
+pub fn source_value(src: &Source) -> Result<Tensor, String> {
+    let ty = &src.ty;
+    let dims = ty.shape.to_dims().ok_or_else(|| {
+        format!("declared type {ty} has unknown dims; a var or const needs a concrete shape")
+    })?;
+    let n = checked_numel(&dims).map_err(|e| e.to_string())?;
+    let check_alloc = || -> Result<(), String> {
+        // Probe the allocation so that a huge declared shape is an error, not an abort.
+        let bytes = n.saturating_mul(ty.dtype.size_bytes());
+        Vec::<u8>::new()
+            .try_reserve_exact(bytes)
+            .map_err(|_| format!("cannot allocate {bytes} bytes for a value of type {ty}"))
+    };
+    let f32_only = |what: &str| -> Result<(), String> {
+        if ty.dtype == DType::F32 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} initialisers make f32 values, but the declared type is {ty}"
+            ))
+        }
+    };
+    let given = |t: &Tensor, what: &str| -> Result<Tensor, String> {
+        if t.dtype() != ty.dtype || t.dims() != dims.as_slice() {
+            return Err(format!(
+                "{what} has type {} but the declared type is {ty}",
+                t.ty()
+            ));
+        }
+        Ok(t.clone())
+    };
+    match &src.init {
+        Initializer::Zeros => filled(&dims, n, ty.dtype, 0.0, check_alloc),
+        Initializer::Ones => filled(&dims, n, ty.dtype, 1.0, check_alloc),
+        Initializer::Fill(v) => filled(&dims, n, ty.dtype, v.0, check_alloc),
+        Initializer::Normal { mean, std, seed } => {
+            f32_only("normal")?;
+            check_alloc()?;
+            Ok(Tensor::normal(&dims, mean.0, std.0, *seed))
+        }
+        Initializer::Uniform { lo, hi, seed } => {
+            f32_only("uniform")?;
+            if lo.0.is_nan() || hi.0.is_nan() || lo.0 > hi.0 {
+                return Err(format!("uniform({}, {}) needs lo <= hi", lo.0, hi.0));
+            }
+            check_alloc()?;
+            Ok(Tensor::uniform(&dims, lo.0, hi.0, *seed))
+        }
+        Initializer::Literal(t) => given(t, "the literal"),
+        Initializer::Npy { path, value } => given(value, &format!("npy(\"{path}\")")),
+    }
+}
+
+/// `n` copies of `v` in `dtype`; integer and bool types need a value they represent exactly.
+fn filled(
+    dims: &[usize],
+    n: usize,
+    dtype: DType,
+    v: f32,
+    check_alloc: impl Fn() -> Result<(), String>,
+) -> Result<Tensor, String> {
+    let not_exact = || format!("fill value {v} is not representable as {dtype}");
+    let integral = v.is_finite() && v.fract() == 0.0;
+    check_alloc()?;
+    let data = match dtype {
+        DType::F32 => Data::F32(vec![v; n]),
+        // Half-open ranges: 2^31 and 2^63 are f32 values but not i32 / i64 values.
+        DType::I32 if integral && (-2f32.powi(31)..2f32.powi(31)).contains(&v) => {
+            Data::I32(vec![v as i32; n])
+        }
+        DType::I64 if integral && (-2f32.powi(63)..2f32.powi(63)).contains(&v) => {
+            Data::I64(vec![v as i64; n])
+        }
+        DType::Bool if v == 0.0 || v == 1.0 => Data::Bool(vec![v == 1.0; n]),
+        _ => return Err(not_exact()),
+    };
+    Tensor::new(dims, data).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Float;
+    use crate::shape::{Shape, TensorType};
+    use std::sync::Arc;
+
+    fn src(dtype: DType, dims: &[usize], init: Initializer) -> Source {
+        Source {
+            ty: TensorType::new(dtype, Shape::known(dims)),
+            init,
+        }
+    }
+
+    #[test]
+    fn constant_initialisers() {
+        let z = source_value(&src(DType::F32, &[2, 3], Initializer::Zeros)).unwrap();
+        assert_eq!(z, Tensor::zeros(&[2, 3]));
+        let o = source_value(&src(DType::F32, &[4], Initializer::Ones)).unwrap();
+        assert_eq!(o, Tensor::ones(&[4]));
+        let f = source_value(&src(DType::F32, &[], Initializer::Fill(Float(2.5)))).unwrap();
+        assert_eq!(f, Tensor::scalar(2.5));
+        let i = source_value(&src(DType::I32, &[2], Initializer::Fill(Float(-3.0)))).unwrap();
+        assert_eq!(i, Tensor::new(&[2], Data::I32(vec![-3, -3])).unwrap());
+        let b = source_value(&src(DType::Bool, &[1], Initializer::Ones)).unwrap();
+        assert_eq!(b, Tensor::new(&[1], Data::Bool(vec![true])).unwrap());
+        let l = source_value(&src(DType::I64, &[1], Initializer::Zeros)).unwrap();
+        assert_eq!(l, Tensor::new(&[1], Data::I64(vec![0])).unwrap());
+        assert!(source_value(&src(DType::I32, &[2], Initializer::Fill(Float(0.5)))).is_err());
+        assert!(
+            source_value(&src(
+                DType::I32,
+                &[2],
+                Initializer::Fill(Float(2147483648.0))
+            ))
+            .is_err()
+        );
+        let min = source_value(&src(
+            DType::I32,
+            &[1],
+            Initializer::Fill(Float(-2147483648.0)),
+        ))
+        .unwrap();
+        assert_eq!(min, Tensor::new(&[1], Data::I32(vec![i32::MIN])).unwrap());
+        assert!(source_value(&src(DType::Bool, &[2], Initializer::Fill(Float(2.0)))).is_err());
+        assert!(source_value(&src(DType::I64, &[2], Initializer::Fill(Float(f32::NAN)))).is_err());
+    }
+
+    #[test]
+    fn random_initialisers_are_seeded() {
+        let normal = Initializer::Normal {
+            mean: Float(1.0),
+            std: Float(2.0),
+            seed: 7,
+        };
+        let a = source_value(&src(DType::F32, &[3, 2], normal.clone())).unwrap();
+        assert_eq!(a, Tensor::normal(&[3, 2], 1.0, 2.0, 7));
+        let uniform = Initializer::Uniform {
+            lo: Float(-1.0),
+            hi: Float(1.0),
+            seed: 3,
+        };
+        let u = source_value(&src(DType::F32, &[5], uniform.clone())).unwrap();
+        assert_eq!(u, Tensor::uniform(&[5], -1.0, 1.0, 3));
+        assert!(u.as_f32().unwrap().iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(source_value(&src(DType::I32, &[5], uniform)).is_err());
+        assert!(source_value(&src(DType::I64, &[5], normal)).is_err());
+        let backwards = Initializer::Uniform {
+            lo: Float(1.0),
+            hi: Float(0.0),
+            seed: 3,
+        };
+        assert!(source_value(&src(DType::F32, &[5], backwards)).is_err());
+    }
+
+    #[test]
+    fn literals_must_match_the_declaration() {
+        let v = Arc::new(Tensor::from_vec(&[2], vec![1.0, 2.0]).unwrap());
+        let ok = source_value(&src(DType::F32, &[2], Initializer::Literal(v.clone()))).unwrap();
+        assert_eq!(&ok, v.as_ref());
+        let err =
+            source_value(&src(DType::F32, &[1, 2], Initializer::Literal(v.clone()))).unwrap_err();
+        assert!(err.contains("f32[2]") && err.contains("f32[1,2]"), "{err}");
+        assert!(source_value(&src(DType::I32, &[2], Initializer::Literal(v.clone()))).is_err());
+        let npy = Initializer::Npy {
+            path: "w.npy".into(),
+            value: v,
+        };
+        let err = source_value(&src(DType::F32, &[3], npy)).unwrap_err();
+        assert!(err.contains("w.npy"), "{err}");
+    }
+
+    #[test]
+    fn bad_declarations_are_errors() {
+        let unknown = Source {
+            ty: TensorType::f32(Shape::of(&[None, Some(2)])),
+            init: Initializer::Zeros,
+        };
+        assert!(source_value(&unknown).unwrap_err().contains("unknown"));
+        let huge = src(DType::F32, &[usize::MAX, 2], Initializer::Zeros);
+        assert!(source_value(&huge).is_err());
+        let too_big = src(DType::F32, &[1 << 40, 1 << 20], Initializer::Ones);
+        assert!(source_value(&too_big).is_err());
+    }
+}

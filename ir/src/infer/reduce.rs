@@ -1,0 +1,132 @@
+//! Reductions (`reduce_*`) and the softmax family: f32 operands, axes validated against the
+//! rank (negative axes count from the end, duplicates after normalising are an error).
+
+use super::{normalize_axis, require_f32};
+use crate::shape::{Shape, TensorType};
+
+/// `reduce_*(x; axes, keepdims)`: `None` reduces every axis.
+pub(super) fn reduce(
+    axes: Option<&[i64]>,
+    keepdims: bool,
+    x: &TensorType,
+) -> Result<TensorType, String> {
+    require_f32("x", x)?;
+    let rank = x.rank();
+    let mut reduced = vec![false; rank];
+    match axes {
+        None => reduced.iter_mut().for_each(|r| *r = true),
+        Some(axes) => {
+            for &a in axes {
+                let i = normalize_axis(a, rank, "x", x)?;
+                if reduced[i] {
+                    return Err(format!(
+                        "axis {a} (axis {i}) appears more than once in axes {axes:?} for x = {x}"
+                    ));
+                }
+                reduced[i] = true;
+            }
+        }
+    }
+    let dims: Vec<_> = x
+        .shape
+        .dims()
+        .iter()
+        .zip(&reduced)
+        .filter_map(|(&d, &r)| match (r, keepdims) {
+            (false, _) => Some(d),
+            (true, true) => Some(Some(1)),
+            (true, false) => None,
+        })
+        .collect();
+    Ok(TensorType::f32(Shape::of(&dims)))
+}
+
+/// `softmax` / `log_softmax(x; axis)`: rank >= 1, axis in range; the type is unchanged.
+pub(super) fn softmax(axis: i64, x: &TensorType) -> Result<TensorType, String> {
+    require_f32("x", x)?;
+    if x.rank() == 0 {
+        return Err(format!("x must have rank >= 1, got the scalar {x}"));
+    }
+    normalize_axis(axis, x.rank(), "x", x)?;
+    Ok(x.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{assert_err, run, ty};
+    use crate::op::{Op, ReduceOp};
+
+    fn red(axes: Option<Vec<i64>>, keepdims: bool) -> Vec<Op> {
+        ReduceOp::ALL
+            .iter()
+            .map(|&op| Op::Reduce {
+                op,
+                axes: axes.clone(),
+                keepdims,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reduce_shapes() {
+        let cases: [(Option<Vec<i64>>, bool, &str); 8] = [
+            (None, false, "f32[]"),
+            (None, true, "f32[1,1,1]"),
+            (Some(vec![1]), false, "f32[2,4]"),
+            (Some(vec![-1, 0]), false, "f32[?]"),
+            (Some(vec![-1, 0]), true, "f32[1,?,1]"),
+            (Some(vec![]), false, "f32[2,?,4]"),
+            (Some(vec![1]), true, "f32[2,1,4]"),
+            (Some(vec![0, 1, 2]), false, "f32[]"),
+        ];
+        for (axes, keep, want) in cases {
+            for op in red(axes.clone(), keep) {
+                assert_eq!(run(&op, &["f32[2,?,4]"]).unwrap(), ty(want), "{op:?}");
+            }
+        }
+        for op in red(None, false) {
+            assert_eq!(run(&op, &["f32[]"]).unwrap(), ty("f32[]"));
+        }
+    }
+
+    #[test]
+    fn reduce_errors() {
+        for op in red(Some(vec![3]), false) {
+            assert_err(
+                &op,
+                &["f32[2,3,4]"],
+                &["axis 3 is out of range", "f32[2,3,4]", "-3..2"],
+            );
+        }
+        for op in red(Some(vec![-4]), false) {
+            assert_err(&op, &["f32[2,3,4]"], &["axis -4 is out of range"]);
+        }
+        for op in red(Some(vec![1, -2]), true) {
+            assert_err(
+                &op,
+                &["f32[2,3,4]"],
+                &["axis -2 (axis 1) appears more than once", "f32[2,3,4]"],
+            );
+        }
+        for op in red(Some(vec![0]), false) {
+            assert_err(&op, &["f32[]"], &["out of range"]);
+            assert_err(&op, &["i32[3]"], &["x must be f32"]);
+        }
+    }
+
+    #[test]
+    fn softmax_family() {
+        for mk in [|axis| Op::Softmax { axis }, |axis| Op::LogSoftmax { axis }] {
+            assert_eq!(run(&mk(-1), &["f32[?,10]"]).unwrap(), ty("f32[?,10]"));
+            assert_eq!(run(&mk(0), &["f32[5]"]).unwrap(), ty("f32[5]"));
+            assert_err(
+                &mk(2),
+                &["f32[2,3]"],
+                &["axis 2 is out of range", "f32[2,3]"],
+            );
+            assert_err(&mk(-3), &["f32[2,3]"], &["out of range"]);
+            assert_err(&mk(-1), &["f32[]"], &["rank >= 1", "f32[]"]);
+            assert_err(&mk(-1), &["i32[3]"], &["x must be f32"]);
+        }
+    }
+}

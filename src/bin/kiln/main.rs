@@ -1,0 +1,138 @@
+//! The `kiln` command line: check, dump, draw and run .kiln graphs.
+
+mod feeds;
+
+use clap::{Parser, Subcommand};
+use kiln::{BackendKind, Graph, Session, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A lazy computation-graph compiler: check, dump, draw and run .kiln graphs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and verify a graph, infer its shapes, print every node's type.
+    Check {
+        /// The .kiln file.
+        graph: PathBuf,
+    },
+    /// Print the graph in .kiln text with inferred types as comments.
+    Dump {
+        /// The .kiln file.
+        graph: PathBuf,
+    },
+    /// Print the graph as GraphViz DOT.
+    Dot {
+        /// The .kiln file.
+        graph: PathBuf,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Run the graph's outputs with .npy feeds; write one NAME.npy per output.
+    Run {
+        /// The .kiln file.
+        graph: PathBuf,
+        /// A feed: placeholder name (with or without %) = .npy file. Repeatable.
+        #[arg(long = "feed", value_name = "NAME=FILE.npy")]
+        feeds: Vec<String>,
+        /// Folder for the outputs (created if needed).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Backend: reference, cpu or opencl.
+        #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
+        backend: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), String> {
+    match command {
+        Command::Check { graph } => check(&graph),
+        Command::Dump { graph } => {
+            print!("{}", load(&graph)?.to_text());
+            Ok(())
+        }
+        Command::Dot { graph, output } => {
+            let dot = load(&graph)?.to_dot();
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, dot).map_err(|e| format!("{}: {e}", path.display()))
+                }
+                None => {
+                    print!("{dot}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Run {
+            graph,
+            feeds,
+            out,
+            backend,
+        } => run(&graph, &feeds, out.as_deref(), &backend),
+    }
+}
+
+/// Loads a graph; parse errors get the file name in front of their line:column.
+fn load(path: &Path) -> Result<Graph, String> {
+    Graph::load(path).map_err(|e| match e {
+        kiln::Error::Parse { .. } => format!("{}:{e}", path.display()),
+        other => other.to_string(),
+    })
+}
+
+fn check(path: &Path) -> Result<(), String> {
+    let graph = load(path)?;
+    graph.verify().map_err(|e| e.to_string())?;
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        println!("%{} : {} = {}", node.name, node.ty, node.op.name());
+    }
+    let outputs: Vec<String> = graph
+        .outputs()
+        .iter()
+        .map(|&o| format!("%{} {}", graph.node(o).name, graph.node(o).ty))
+        .collect();
+    println!("ok: {} nodes; outputs: {}", graph.len(), outputs.join(", "));
+    Ok(())
+}
+
+fn run(path: &Path, feed_args: &[String], out: Option<&Path>, backend: &str) -> Result<(), String> {
+    let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
+    let graph = load(path)?;
+    let feeds = feeds::load(&graph, feed_args)?;
+    let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
+    let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    for (name, value) in &outputs {
+        println!("%{name} {} {}", value.ty(), feeds::summary(value));
+        if let Some(dir) = out {
+            let file = dir.join(format!("{}.npy", name.replace('/', "_")));
+            kiln::npy::write(&file, value).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}

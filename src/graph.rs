@@ -1,0 +1,395 @@
+//! The builder API: a method per op. Every method checks its operands when the op is added and
+//! returns an error naming the op, the operands' shapes and what was expected.
+//!
+//! Nodes made by the builder are named after their op (`conv2d`, `conv2d_1`, ...) unless the
+//! caller names them with [`Graph::named`] or renames them later with [`Graph::rename`].
+
+use kiln_ir::op::Source;
+use kiln_ir::{
+    AssignOp, BinaryOp, ConvAttrs, DType, DataFormat, Float, Initializer, NodeId, Op, PoolAttrs,
+    ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
+};
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A computation graph under construction. Derefs to [`kiln_ir::Graph`] for inspection.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    ir: kiln_ir::Graph,
+    next_name: Option<String>,
+}
+
+impl Deref for Graph {
+    type Target = kiln_ir::Graph;
+    fn deref(&self) -> &kiln_ir::Graph {
+        &self.ir
+    }
+}
+
+impl From<kiln_ir::Graph> for Graph {
+    fn from(ir: kiln_ir::Graph) -> Graph {
+        Graph {
+            ir,
+            next_name: None,
+        }
+    }
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    /// Loads a .kiln file (npy paths inside resolve relative to its folder).
+    pub fn load(path: impl AsRef<Path>) -> Result<Graph> {
+        kiln_ir::text::parse_file(path.as_ref()).map(Graph::from)
+    }
+
+    /// Parses .kiln text; npy paths resolve relative to the current directory.
+    pub fn parse(text: &str) -> Result<Graph> {
+        kiln_ir::text::parse(text, None).map(Graph::from)
+    }
+
+    /// The graph in .kiln text, with inferred types as comments.
+    pub fn to_text(&self) -> String {
+        kiln_ir::text::print(&self.ir)
+    }
+
+    /// Writes the graph as a .kiln file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_text()).map_err(|e| kiln_ir::Error::io(path, e))
+    }
+
+    /// The graph in GraphViz DOT.
+    pub fn to_dot(&self) -> String {
+        kiln_ir::dot::to_dot(&self.ir)
+    }
+
+    /// The underlying IR graph.
+    pub fn ir(&self) -> &kiln_ir::Graph {
+        &self.ir
+    }
+
+    /// Consumes the builder and returns the IR graph.
+    pub fn into_ir(self) -> kiln_ir::Graph {
+        self.ir
+    }
+
+    /// The names of the graph's declared outputs (without `%`).
+    pub fn output_names(&self) -> Vec<String> {
+        self.ir
+            .outputs()
+            .iter()
+            .map(|&o| self.ir.node(o).name.clone())
+            .collect()
+    }
+
+    /// Declares `id` an output of the graph (what `kiln run` writes).
+    pub fn output(&mut self, id: NodeId) {
+        self.ir.add_output(id);
+    }
+
+    /// Gives the next node added this name instead of a generated one:
+    /// `let c = g.named("conv1").conv2d(x, w, attrs)?;`
+    pub fn named(&mut self, name: &str) -> &mut Graph {
+        self.next_name = Some(name.to_string());
+        self
+    }
+
+    /// Renames a node.
+    pub fn rename(&mut self, id: NodeId, name: &str) -> Result<()> {
+        self.ir.rename(id, name)
+    }
+
+    /// Adds any op with the given operands; the name comes from [`Graph::named`] or the op.
+    pub fn op(&mut self, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        let name = match self.next_name.take() {
+            Some(name) => name,
+            None => self.ir.unique_name(op.name()),
+        };
+        self.ir.add(name, op, inputs)
+    }
+
+    /// An f32 placeholder, fed at run time; `None` dims are unknown until then.
+    pub fn input(&mut self, name: &str, shape: Shape) -> Result<NodeId> {
+        self.input_typed(name, DType::F32, shape)
+    }
+
+    /// A placeholder of any dtype.
+    pub fn input_typed(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<NodeId> {
+        self.ir
+            .add(name, Op::Input(TensorType::new(dtype, shape)), &[])
+    }
+
+    /// A variable initialised with `value`; it lives in the session and assigns update it.
+    pub fn var(&mut self, name: &str, value: Tensor) -> Result<NodeId> {
+        self.ir.add(name, Op::Var(literal_source(value)), &[])
+    }
+
+    /// A variable with a declared type and an initialiser (e.g. `normal(0, 1, seed)`).
+    pub fn var_init(&mut self, name: &str, ty: TensorType, init: Initializer) -> Result<NodeId> {
+        self.ir.add(name, Op::Var(Source { ty, init }), &[])
+    }
+
+    /// A constant.
+    pub fn constant(&mut self, name: &str, value: Tensor) -> Result<NodeId> {
+        self.ir.add(name, Op::Const(literal_source(value)), &[])
+    }
+
+    /// An f32 scalar constant with a generated name.
+    pub fn scalar(&mut self, value: f32) -> Result<NodeId> {
+        self.op(Op::Const(literal_source(Tensor::scalar(value))), &[])
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId> {
+        self.op(Op::Unary(op), &[x])
+    }
+
+    fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Binary(op), &[a, b])
+    }
+
+    /// -x
+    pub fn neg(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Neg, x)
+    }
+    /// |x|
+    pub fn abs(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Abs, x)
+    }
+    /// max(x, 0)
+    pub fn relu(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Relu, x)
+    }
+    /// min(max(x, 0), 6)
+    pub fn relu6(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Relu6, x)
+    }
+    /// x if x >= 0 else alpha * x
+    pub fn leaky_relu(&mut self, x: NodeId, alpha: f32) -> Result<NodeId> {
+        self.unary(
+            UnaryOp::LeakyRelu {
+                alpha: Float(alpha),
+            },
+            x,
+        )
+    }
+    /// 1 / (1 + e^-x)
+    pub fn sigmoid(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Sigmoid, x)
+    }
+    /// tanh(x)
+    pub fn tanh(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Tanh, x)
+    }
+    /// e^x
+    pub fn exp(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Exp, x)
+    }
+    /// ln(x)
+    pub fn log(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Log, x)
+    }
+    /// sqrt(x)
+    pub fn sqrt(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Sqrt, x)
+    }
+    /// 1 / sqrt(x)
+    pub fn rsqrt(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Rsqrt, x)
+    }
+    /// x * x
+    pub fn square(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Square, x)
+    }
+
+    /// a + b (broadcasting)
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Add, a, b)
+    }
+    /// a - b (broadcasting)
+    pub fn sub(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Sub, a, b)
+    }
+    /// a * b (broadcasting)
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Mul, a, b)
+    }
+    /// a / b (broadcasting)
+    pub fn div(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Div, a, b)
+    }
+    /// max(a, b) (broadcasting)
+    pub fn maximum(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Maximum, a, b)
+    }
+    /// min(a, b) (broadcasting)
+    pub fn minimum(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Minimum, a, b)
+    }
+    /// a ^ b (broadcasting)
+    pub fn pow(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.binary(BinaryOp::Pow, a, b)
+    }
+
+    /// Adds the rank-1 `b` along the channel axis of NHWC `x`.
+    pub fn bias_add(&mut self, x: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(
+            Op::BiasAdd {
+                data_format: DataFormat::Nhwc,
+            },
+            &[x, b],
+        )
+    }
+
+    /// `a x b`, rank 2 or rank-3 batched.
+    pub fn matmul(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.matmul_t(a, b, false, false)
+    }
+
+    /// `a x b` with either operand's last two axes transposed.
+    pub fn matmul_t(&mut self, a: NodeId, b: NodeId, ta: bool, tb: bool) -> Result<NodeId> {
+        self.op(
+            Op::MatMul {
+                transpose_a: ta,
+                transpose_b: tb,
+            },
+            &[a, b],
+        )
+    }
+
+    /// 2-D convolution of `x` (NHWC or NCHW) with HWIO filter `w`.
+    pub fn conv2d(&mut self, x: NodeId, w: NodeId, attrs: ConvAttrs) -> Result<NodeId> {
+        self.op(Op::Conv2d(attrs), &[x, w])
+    }
+
+    /// Depthwise 2-D convolution; `w` is `[kh, kw, cin, multiplier]`.
+    pub fn depthwise_conv2d(&mut self, x: NodeId, w: NodeId, attrs: ConvAttrs) -> Result<NodeId> {
+        self.op(Op::DepthwiseConv2d(attrs), &[x, w])
+    }
+
+    /// Max pooling.
+    pub fn max_pool(&mut self, x: NodeId, attrs: PoolAttrs) -> Result<NodeId> {
+        self.op(Op::MaxPool(attrs), &[x])
+    }
+
+    /// Average pooling (padded cells never count).
+    pub fn avg_pool(&mut self, x: NodeId, attrs: PoolAttrs) -> Result<NodeId> {
+        self.op(Op::AvgPool(attrs), &[x])
+    }
+
+    /// A reduction over `axes` (empty slice: every axis).
+    pub fn reduce(
+        &mut self,
+        op: ReduceOp,
+        x: NodeId,
+        axes: &[i64],
+        keepdims: bool,
+    ) -> Result<NodeId> {
+        let axes = if axes.is_empty() {
+            None
+        } else {
+            Some(axes.to_vec())
+        };
+        self.op(Op::Reduce { op, axes, keepdims }, &[x])
+    }
+    /// Sum over `axes` (empty: all).
+    pub fn reduce_sum(&mut self, x: NodeId, axes: &[i64], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceOp::Sum, x, axes, keepdims)
+    }
+    /// Mean over `axes` (empty: all).
+    pub fn reduce_mean(&mut self, x: NodeId, axes: &[i64], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceOp::Mean, x, axes, keepdims)
+    }
+    /// Maximum over `axes` (empty: all).
+    pub fn reduce_max(&mut self, x: NodeId, axes: &[i64], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceOp::Max, x, axes, keepdims)
+    }
+    /// Minimum over `axes` (empty: all).
+    pub fn reduce_min(&mut self, x: NodeId, axes: &[i64], keepdims: bool) -> Result<NodeId> {
+        self.reduce(ReduceOp::Min, x, axes, keepdims)
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
+        self.op(Op::Softmax { axis }, &[x])
+    }
+    /// Log-softmax along `axis`.
+    pub fn log_softmax(&mut self, x: NodeId, axis: i64) -> Result<NodeId> {
+        self.op(Op::LogSoftmax { axis }, &[x])
+    }
+
+    /// Same elements, new dims (one `-1` may be inferred).
+    pub fn reshape(&mut self, x: NodeId, shape: &[i64]) -> Result<NodeId> {
+        self.op(
+            Op::Reshape {
+                shape: shape.to_vec(),
+            },
+            &[x],
+        )
+    }
+    /// Permutes axes: output axis `i` is input axis `perm[i]`.
+    pub fn transpose(&mut self, x: NodeId, perm: &[usize]) -> Result<NodeId> {
+        self.op(
+            Op::Transpose {
+                perm: perm.to_vec(),
+            },
+            &[x],
+        )
+    }
+    /// Joins `xs` along `axis`.
+    pub fn concat(&mut self, xs: &[NodeId], axis: i64) -> Result<NodeId> {
+        self.op(Op::Concat { axis }, xs)
+    }
+    /// The box at `begin` of extent `size` (`-1`: to the end).
+    pub fn slice(&mut self, x: NodeId, begin: &[usize], size: &[i64]) -> Result<NodeId> {
+        self.op(
+            Op::Slice {
+                begin: begin.to_vec(),
+                size: size.to_vec(),
+            },
+            &[x],
+        )
+    }
+    /// Pads each axis with `[before, after]` cells of `value`.
+    pub fn pad(&mut self, x: NodeId, paddings: &[[usize; 2]], value: f32) -> Result<NodeId> {
+        let op = Op::Pad {
+            paddings: paddings.to_vec(),
+            constant_value: Float(value),
+        };
+        self.op(op, &[x])
+    }
+
+    /// Inference batch normalisation over the channel axis of NHWC `x`.
+    pub fn batch_norm(&mut self, x: NodeId, params: [NodeId; 4], epsilon: f32) -> Result<NodeId> {
+        let [scale, offset, mean, variance] = params;
+        let op = Op::BatchNorm {
+            epsilon: Float(epsilon),
+            data_format: DataFormat::Nhwc,
+        };
+        self.op(op, &[x, scale, offset, mean, variance])
+    }
+
+    /// var := value (run it as a session target).
+    pub fn assign(&mut self, var: NodeId, value: NodeId) -> Result<NodeId> {
+        self.op(Op::Assign(AssignOp::Assign), &[var, value])
+    }
+    /// var := var + value
+    pub fn assign_add(&mut self, var: NodeId, value: NodeId) -> Result<NodeId> {
+        self.op(Op::Assign(AssignOp::AssignAdd), &[var, value])
+    }
+    /// var := var - value
+    pub fn assign_sub(&mut self, var: NodeId, value: NodeId) -> Result<NodeId> {
+        self.op(Op::Assign(AssignOp::AssignSub), &[var, value])
+    }
+}
+
+fn literal_source(value: Tensor) -> Source {
+    Source {
+        ty: value.ty(),
+        init: Initializer::Literal(Arc::new(value)),
+    }
+}

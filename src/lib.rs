@@ -1,0 +1,43 @@
+//! kiln: a lazy computation-graph compiler — TensorFlow-1-style graph mode for Rust.
+//!
+//! Build a symbolic [`Graph`] of placeholders, variables, constants and ops; nothing runs until
+//! a [`Session`] is asked for outputs with a feed dict. The session prunes the graph to what the
+//! fetches need, fixes the placeholders' shapes from the feeds, compiles for its backend, caches
+//! the compiled code per fetch set and feed shapes, and runs it.
+//!
+//! ```
+//! use kiln::{ConvAttrs, Graph, Session, Shape, Tensor};
+//!
+//! let mut g = Graph::new();
+//! let image = g.input("image", Shape::of(&[None, Some(8), Some(8), Some(1)]))?;
+//! let kernel = g.var("kernel", Tensor::normal(&[3, 3, 1, 1], 0.0, 1.0, 42))?;
+//! let conv = g.conv2d(image, kernel, ConvAttrs::same())?;
+//! let y = g.relu(conv)?;
+//! let mut sess = Session::new(&g)?;
+//! let out = sess.run(&[(image, &Tensor::ones(&[2, 8, 8, 1]))], &[y])?;
+//! assert_eq!(out[0].dims(), &[2, 8, 8, 1]);
+//! # Ok::<(), kiln::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod backend_kind;
+pub mod checkpoint;
+mod graph;
+mod session;
+
+pub use backend_kind::BackendKind;
+pub use graph::Graph;
+pub use kiln_ir::{
+    AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
+    Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
+};
+pub use session::Session;
+
+/// Reading and writing tensors as .npy files.
+pub mod npy {
+    pub use kiln_ir::npy::{NpyRead, read, read_from, write, write_to};
+}
+
+/// The intermediate representation, for tools that work on graphs directly.
+pub use kiln_ir as ir;

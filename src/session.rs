@@ -1,0 +1,347 @@
+//! The session: owns the variables, compiles what a run needs and caches the result.
+//!
+//! A run names its feeds (placeholders and their tensors), fetches (values to return) and
+//! targets (side-effect nodes such as assigns). The session checks every feed against its
+//! placeholder, prunes the graph to what the fetches and targets need, fixes the placeholders'
+//! shapes, compiles with its backend and caches the executable keyed by
+//! (fetches, targets, feed shapes); a later run with the same key compiles nothing.
+
+use crate::{BackendKind, Graph};
+use kiln_ir::backend::{Backend, CompileRequest, Executable};
+use kiln_ir::eval::source_value;
+use kiln_ir::shape::{Dims, fmt_dims};
+use kiln_ir::{Error, NodeId, Op, Result, Shape, Tensor};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// How many compiled (fetches, targets, feed shapes) combinations a session keeps.
+const DEFAULT_CACHE_CAPACITY: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct CacheKey {
+    fetches: Vec<NodeId>,
+    targets: Vec<NodeId>,
+    feeds: Vec<(NodeId, Dims)>,
+}
+
+/// One compiled run: the executable and the order in which it takes feeds and variables
+/// (ids of the session's graph).
+struct Compiled {
+    executable: Box<dyn Executable>,
+    feeds: Vec<NodeId>,
+    variables: Vec<NodeId>,
+}
+
+/// Runs a graph: `Session::new(&graph)?.run(&[(input, &tensor)], &[output])`.
+pub struct Session {
+    graph: kiln_ir::Graph,
+    backend_kind: BackendKind,
+    backend: Box<dyn Backend>,
+    variables: HashMap<NodeId, Tensor>,
+    cache: HashMap<CacheKey, Arc<Compiled>>,
+    lru: VecDeque<CacheKey>,
+    cache_capacity: usize,
+    compilations: usize,
+}
+
+impl Session {
+    /// A session on the default backend.
+    pub fn new(graph: &Graph) -> Result<Session> {
+        Session::with_backend(graph, BackendKind::default_kind())
+    }
+
+    /// A session on the given backend. Variables get their initial values here.
+    pub fn with_backend(graph: &Graph, backend: BackendKind) -> Result<Session> {
+        let graph = graph.ir().clone();
+        let mut variables = HashMap::new();
+        for id in graph.variables() {
+            let node = graph.node(id);
+            let Op::Var(src) = &node.op else {
+                unreachable!("variables() returns only vars")
+            };
+            let value = source_value(src).map_err(|message| Error::Eval {
+                node: node.name.clone(),
+                op: "var",
+                message,
+            })?;
+            variables.insert(id, value);
+        }
+        Ok(Session {
+            backend: backend.create()?,
+            backend_kind: backend,
+            graph,
+            variables,
+            cache: HashMap::new(),
+            lru: VecDeque::new(),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            compilations: 0,
+        })
+    }
+
+    /// The backend this session compiles for.
+    pub fn backend(&self) -> &BackendKind {
+        &self.backend_kind
+    }
+
+    /// The session's graph.
+    pub fn graph(&self) -> &kiln_ir::Graph {
+        &self.graph
+    }
+
+    /// How many times this session has compiled (for checking that the cache works).
+    pub fn compilations(&self) -> usize {
+        self.compilations
+    }
+
+    /// Bounds the number of compiled variants kept (least recently used go first).
+    pub fn set_cache_capacity(&mut self, capacity: usize) {
+        self.cache_capacity = capacity.max(1);
+        self.evict();
+    }
+
+    /// Runs the graph: feeds placeholders, returns the fetched values in order.
+    pub fn run(&mut self, feeds: &[(NodeId, &Tensor)], fetches: &[NodeId]) -> Result<Vec<Tensor>> {
+        self.run_with_targets(feeds, fetches, &[])
+    }
+
+    /// Like [`Session::run`], with feeds and fetches named (without `%`).
+    pub fn run_named(
+        &mut self,
+        feeds: &[(&str, &Tensor)],
+        fetches: &[&str],
+    ) -> Result<Vec<Tensor>> {
+        let feeds = feeds
+            .iter()
+            .map(|&(name, t)| Ok((self.placeholder(name)?, t)))
+            .collect::<Result<Vec<_>>>()?;
+        let fetches = fetches
+            .iter()
+            .map(|n| self.graph.lookup(n))
+            .collect::<Result<Vec<_>>>()?;
+        self.run(&feeds, &fetches)
+    }
+
+    /// Runs the graph's declared outputs; returns (name, value) pairs in output order.
+    pub fn run_outputs(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
+        let outputs = self.graph.outputs().to_vec();
+        if outputs.is_empty() {
+            return Err(Error::Invalid("the graph declares no outputs".into()));
+        }
+        let names: Vec<&str> = outputs
+            .iter()
+            .map(|&o| self.graph.node(o).name.as_str())
+            .collect();
+        let names: Vec<String> = names.into_iter().map(str::to_string).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = self.run_named(feeds, &refs)?;
+        Ok(names.into_iter().zip(values).collect())
+    }
+
+    /// Runs `targets` (e.g. assigns) for their effect and returns the `fetches`.
+    pub fn run_with_targets(
+        &mut self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        targets: &[NodeId],
+    ) -> Result<Vec<Tensor>> {
+        for &id in fetches.iter().chain(targets) {
+            if self.graph.get(id).is_none() {
+                return Err(Error::Invalid(format!(
+                    "fetch or target {id} is not in this graph"
+                )));
+            }
+        }
+        let fed = self.check_feeds(feeds)?;
+        let roots: Vec<NodeId> = fetches.iter().chain(targets).copied().collect();
+        let needed = self.graph.topo_order_of(roots.iter().copied());
+        let mut key_feeds = Vec::new();
+        for &id in &needed {
+            if let Op::Input(ty) = &self.graph.node(id).op {
+                let Some(t) = fed.get(&id) else {
+                    return Err(Error::Feed {
+                        name: self.graph.node(id).name.clone(),
+                        message: format!("missing feed for placeholder of type {ty}"),
+                    });
+                };
+                key_feeds.push((id, Dims::from(t.dims())));
+            }
+        }
+        let key = CacheKey {
+            fetches: fetches.to_vec(),
+            targets: targets.to_vec(),
+            feeds: key_feeds,
+        };
+        let compiled = self.compiled(key)?;
+
+        let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
+        let mut vars: Vec<Tensor> = compiled
+            .variables
+            .iter()
+            .map(|id| {
+                std::mem::replace(
+                    self.variables.get_mut(id).expect("every var has a value"),
+                    Tensor::scalar(0.0),
+                )
+            })
+            .collect();
+        let result = compiled.executable.run(&feed_tensors, &mut vars);
+        // Put the (possibly updated) values back even when the run failed.
+        for (id, value) in compiled.variables.iter().zip(vars) {
+            self.variables.insert(*id, value);
+        }
+        result
+    }
+
+    /// The compiled executable for `key`, compiling on a miss.
+    fn compiled(&mut self, key: CacheKey) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.cache.get(&key).cloned() {
+            self.lru.retain(|k| k != &key);
+            self.lru.push_back(key);
+            return Ok(c);
+        }
+        let shapes: HashMap<NodeId, Shape> = key
+            .feeds
+            .iter()
+            .map(|(id, dims)| (*id, Shape::known(dims)))
+            .collect();
+        let roots: Vec<NodeId> = key.fetches.iter().chain(&key.targets).copied().collect();
+        let (sub, map) = self.graph.extract(&roots, &shapes)?;
+        let to_sub = |ids: &[NodeId]| -> Vec<NodeId> { ids.iter().map(|i| map[i]).collect() };
+        let feeds: Vec<NodeId> = key.feeds.iter().map(|(id, _)| *id).collect();
+        let variables: Vec<NodeId> = self
+            .graph
+            .variables()
+            .into_iter()
+            .filter(|v| map.contains_key(v))
+            .collect();
+        let request = CompileRequest {
+            graph: &sub,
+            feeds: to_sub(&feeds),
+            variables: to_sub(&variables),
+            fetches: to_sub(&key.fetches),
+            targets: to_sub(&key.targets),
+        };
+        let executable = self.backend.compile(&request)?;
+        self.compilations += 1;
+        let compiled = Arc::new(Compiled {
+            executable,
+            feeds,
+            variables,
+        });
+        self.cache.insert(key.clone(), compiled.clone());
+        self.lru.push_back(key);
+        self.evict();
+        Ok(compiled)
+    }
+
+    fn evict(&mut self) {
+        while self.lru.len() > self.cache_capacity {
+            if let Some(old) = self.lru.pop_front() {
+                self.cache.remove(&old);
+            }
+        }
+    }
+
+    /// Checks each feed against its placeholder; returns them by id.
+    fn check_feeds<'t>(
+        &self,
+        feeds: &[(NodeId, &'t Tensor)],
+    ) -> Result<HashMap<NodeId, &'t Tensor>> {
+        let mut fed = HashMap::new();
+        for &(id, tensor) in feeds {
+            let node = self
+                .graph
+                .get(id)
+                .ok_or_else(|| Error::Invalid(format!("feed {id} is not a node of this graph")))?;
+            let feed_err = |message: String| Error::Feed {
+                name: node.name.clone(),
+                message,
+            };
+            let Op::Input(ty) = &node.op else {
+                return Err(feed_err(format!(
+                    "only placeholders can be fed; this node is a {}",
+                    node.op.name()
+                )));
+            };
+            if tensor.dtype() != ty.dtype {
+                return Err(feed_err(format!(
+                    "expected {} data ({ty}), got {} data {}",
+                    ty.dtype,
+                    tensor.dtype(),
+                    fmt_dims(tensor.dims())
+                )));
+            }
+            if !ty.shape.matches(tensor.dims()) {
+                return Err(feed_err(format!(
+                    "expected shape {} ({ty}), got {}",
+                    ty.shape,
+                    fmt_dims(tensor.dims())
+                )));
+            }
+            if fed.insert(id, tensor).is_some() {
+                return Err(feed_err("fed twice".into()));
+            }
+        }
+        Ok(fed)
+    }
+
+    fn placeholder(&self, name: &str) -> Result<NodeId> {
+        let id = self.graph.find(name).ok_or_else(|| Error::Feed {
+            name: name.to_string(),
+            message: format!(
+                "no such placeholder; the graph's placeholders are: {}",
+                self.placeholder_names().join(", ")
+            ),
+        })?;
+        Ok(id)
+    }
+
+    fn placeholder_names(&self) -> Vec<String> {
+        self.graph
+            .placeholders()
+            .iter()
+            .map(|&p| format!("%{}", self.graph.node(p).name))
+            .collect()
+    }
+
+    /// The current value of a variable (by id).
+    pub fn variable(&self, id: NodeId) -> Result<&Tensor> {
+        self.variables
+            .get(&id)
+            .ok_or_else(|| match self.graph.get(id) {
+                Some(n) => {
+                    Error::Invalid(format!("%{} is a {}, not a variable", n.name, n.op.name()))
+                }
+                None => Error::Invalid(format!("{id} is not a node of this graph")),
+            })
+    }
+
+    /// The current value of a variable (by name).
+    pub fn variable_named(&self, name: &str) -> Result<&Tensor> {
+        self.variable(self.graph.lookup(name)?)
+    }
+
+    /// Sets a variable; the value must have the variable's dtype and shape.
+    pub fn set_variable(&mut self, id: NodeId, value: Tensor) -> Result<()> {
+        let current = self.variable(id)?;
+        if current.ty() != value.ty() {
+            let name = &self.graph.node(id).name;
+            return Err(Error::Invalid(format!(
+                "variable %{name} is {}, cannot set it to a {} value",
+                current.ty(),
+                value.ty()
+            )));
+        }
+        self.variables.insert(id, value);
+        Ok(())
+    }
+
+    /// Variables as (name, value) pairs, in graph order.
+    pub fn variables(&self) -> Vec<(&str, &Tensor)> {
+        self.graph
+            .variables()
+            .into_iter()
+            .map(|id| (self.graph.node(id).name.as_str(), &self.variables[&id]))
+            .collect()
+    }
+}

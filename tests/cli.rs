@@ -1,0 +1,208 @@
+//! The `kiln` command line, run as a user runs it: exit codes, messages and files written.
+
+use kiln::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fresh folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const GRAPH: &str = "kiln 1
+input %x : f32[?,3]
+const %w : f32[3,2] = [[1, 0], [0, 1], [1, 1]]
+%y = matmul(%x, %w)
+%out/relu = relu(%y)
+output %out/relu, %y
+";
+
+fn write_graph(dir: &Path) -> String {
+    let path = dir.join("g.kiln");
+    std::fs::write(&path, GRAPH).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn check_prints_types_and_rejects_bad_files() {
+    let dir = scratch("check");
+    let g = write_graph(&dir);
+    let out = kiln(&["check", &g]);
+    let (stdout, _) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains("%y : f32[?,2]"), "{stdout}");
+
+    let bad = dir.join("bad.kiln");
+    std::fs::write(&bad, "kiln 1\ninput %x : f32[2]\n%y = frobnicate(%x)\n").unwrap();
+    let out = kiln(&["check", bad.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("bad.kiln:3:") && stderr.contains("frobnicate"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_writes_one_npy_per_output() {
+    let dir = scratch("run");
+    let g = write_graph(&dir);
+    let x = dir.join("x.npy");
+    kiln::npy::write(
+        &x,
+        &Tensor::from_vec(&[2, 3], vec![1.0, -2.0, 3.0, -4.0, 5.0, -6.0]).unwrap(),
+    )
+    .unwrap();
+    let out_dir = dir.join("results/nested");
+    let feed = format!("x={}", x.display());
+    let out = kiln(&[
+        "run",
+        &g,
+        "--feed",
+        &feed,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--backend",
+        "reference",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("%out/relu f32[2,2]") && stdout.contains("min="),
+        "{stdout}"
+    );
+    let relu = kiln::npy::read(out_dir.join("out_relu.npy"))
+        .unwrap()
+        .tensor;
+    let y = kiln::npy::read(out_dir.join("y.npy")).unwrap().tensor;
+    assert_eq!(y.f32s().unwrap(), &[4.0, 1.0, -10.0, -1.0]);
+    assert_eq!(relu.f32s().unwrap(), &[4.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn run_converts_f64_feeds_with_a_note() {
+    let dir = scratch("f64");
+    let g = write_graph(&dir);
+    let x = dir.join("x64.npy");
+    // A hand-made f64 .npy: header then little-endian doubles.
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3), }".to_string();
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in [1.0f64, 2.0, 3.0] {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(&x, bytes).unwrap();
+    let out = kiln(&["run", &g, "--feed", &format!("%x={}", x.display())]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("f64"), "{stderr}");
+    assert!(stdout.contains("%y f32[1,2]"), "{stdout}");
+}
+
+#[test]
+fn run_rejects_bad_feeds_and_backends() {
+    let dir = scratch("badfeed");
+    let g = write_graph(&dir);
+    let ints = dir.join("ints.npy");
+    kiln::npy::write(&ints, &Tensor::zeros_of(kiln::DType::I64, &[2, 3])).unwrap();
+    let truncated = dir.join("trunc.npy");
+    let full = dir.join("full.npy");
+    kiln::npy::write(&full, &Tensor::zeros(&[2, 3])).unwrap();
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() - 5]).unwrap();
+    let wrong_dim = dir.join("wrong.npy");
+    kiln::npy::write(&wrong_dim, &Tensor::zeros(&[2, 4])).unwrap();
+
+    let cases: Vec<(Vec<String>, &[&str])> = vec![
+        (vec![format!("x={}", ints.display())], &["i64", "f32"]),
+        (vec![format!("x={}", truncated.display())], &["x"]),
+        (
+            vec![format!("x={}", wrong_dim.display())],
+            &["[2,4]", "[?,3]"],
+        ),
+        (vec![format!("nope={}", full.display())], &["nope", "%x"]),
+        (vec![], &["%x", "missing"]),
+        (
+            vec![format!("x={}", dir.join("absent.npy").display())],
+            &["absent.npy"],
+        ),
+    ];
+    for (feeds, words) in cases {
+        let mut args = vec!["run".to_string(), g.clone()];
+        for f in &feeds {
+            args.push("--feed".into());
+            args.push(f.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = kiln(&args);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{feeds:?} should fail");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        for w in words {
+            assert!(stderr.contains(w), "{feeds:?}: expected {w:?} in {stderr}");
+        }
+    }
+    let out = kiln(&["run", &g, "--backend", "tpu"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("unknown backend"));
+}
+
+#[test]
+fn dump_parses_back_and_dot_draws() {
+    let dir = scratch("dump");
+    let g = write_graph(&dir);
+    let out = kiln(&["dump", &g]);
+    assert!(out.status.success());
+    let dumped = text(&out).0;
+    let again = kiln::Graph::parse(&dumped).unwrap();
+    assert_eq!(again.to_text(), dumped, "print -> parse -> print is stable");
+    let dot_file = dir.join("g.dot");
+    let out = kiln(&["dot", &g, "-o", dot_file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let dot = std::fs::read_to_string(dot_file).unwrap();
+    assert!(
+        dot.starts_with("digraph") && dot.contains("matmul"),
+        "{dot}"
+    );
+}
+
+#[test]
+fn binary_garbage_and_empty_files_are_errors() {
+    let dir = scratch("garbage");
+    for (name, bytes) in [
+        ("empty.kiln", &b""[..]),
+        ("bin.kiln", &b"\x00\xff\xfe\x01kiln"[..]),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let out = kiln(&["check", p.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{name}");
+        assert!(
+            stderr.starts_with("error:") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Session behaviour: feeds, fetches, targets, variables, caching, checkpoints and the errors
+//! a user meets when a graph or a feed is wrong.
+
+use kiln::{ConvAttrs, Error, Graph, NodeId, Session, Shape, Tensor};
+
+fn seed_graph() -> (Graph, NodeId, NodeId) {
+    let mut g = Graph::new();
+    let image = g
+        .input("image", Shape::of(&[None, Some(10), Some(10), Some(1)]))
+        .unwrap();
+    let kernel = g
+        .var("kernel", Tensor::normal(&[5, 5, 1, 1], 0.0, 1.0, 42))
+        .unwrap();
+    let conv = g
+        .named("conv")
+        .conv2d(image, kernel, ConvAttrs::same())
+        .unwrap();
+    (g, image, conv)
+}
+
+#[test]
+fn unknown_batch_compiles_once_per_shape() {
+    let (g, image, conv) = seed_graph();
+    let mut sess = Session::new(&g).unwrap();
+    for (batch, expected_compilations) in [(1, 1), (4, 2), (1, 2), (4, 2)] {
+        let img = Tensor::uniform(&[batch, 10, 10, 1], 0.0, 1.0, 3);
+        let out = sess.run(&[(image, &img)], &[conv]).unwrap();
+        assert_eq!(out[0].dims(), &[batch, 10, 10, 1]);
+        assert_eq!(sess.compilations(), expected_compilations, "batch {batch}");
+    }
+}
+
+#[test]
+fn cache_is_bounded() {
+    let (g, image, conv) = seed_graph();
+    let mut sess = Session::new(&g).unwrap();
+    sess.set_cache_capacity(1);
+    for batch in [1, 2, 1, 2] {
+        let img = Tensor::zeros(&[batch, 10, 10, 1]);
+        sess.run(&[(image, &img)], &[conv]).unwrap();
+    }
+    assert_eq!(
+        sess.compilations(),
+        4,
+        "capacity 1 must evict the other batch size"
+    );
+}
+
+#[test]
+fn batch_elements_are_independent() {
+    let (g, image, conv) = seed_graph();
+    let mut sess = Session::new(&g).unwrap();
+    let one = Tensor::uniform(&[1, 10, 10, 1], 0.0, 1.0, 9);
+    let mut four = one.f32s().unwrap().repeat(4);
+    four[100..].iter_mut().for_each(|v| *v *= 2.0);
+    let four = Tensor::from_vec(&[4, 10, 10, 1], four).unwrap();
+    let a = sess.run(&[(image, &one)], &[conv]).unwrap();
+    let b = sess.run(&[(image, &four)], &[conv]).unwrap();
+    assert_eq!(a[0].f32s().unwrap(), &b[0].f32s().unwrap()[..100]);
+}
+
+#[test]
+fn only_needed_nodes_need_feeds() {
+    let mut g = Graph::new();
+    let a = g.input("a", Shape::known(&[2])).unwrap();
+    let _unused = g.input("unused", Shape::known(&[3])).unwrap();
+    let y = g.relu(a).unwrap();
+    let mut sess = Session::new(&g).unwrap();
+    let t = Tensor::from_vec(&[2], vec![-1.0, 2.0]).unwrap();
+    let out = sess.run(&[(a, &t)], &[y]).unwrap();
+    assert_eq!(out[0].f32s().unwrap(), &[0.0, 2.0]);
+}
+
+fn feed_error(feed: (&str, Tensor)) -> String {
+    let (g, _, _) = seed_graph();
+    let mut sess = Session::new(&g).unwrap();
+    let err = sess.run_named(&[(feed.0, &feed.1)], &["conv"]).unwrap_err();
+    assert!(matches!(err, Error::Feed { .. }), "{err:?}");
+    err.to_string()
+}
+
+#[test]
+fn feed_errors_name_the_placeholder_and_shapes() {
+    let m = feed_error(("image", Tensor::zeros(&[10, 10, 1])));
+    assert!(
+        m.contains("%image") && m.contains("[?,10,10,1]") && m.contains("[10,10,1]"),
+        "{m}"
+    );
+    let m = feed_error(("image", Tensor::zeros(&[1, 10, 9, 1])));
+    assert!(m.contains("[1,10,9,1]"), "{m}");
+    let ints = Tensor::zeros_of(kiln::DType::I32, &[1, 10, 10, 1]);
+    let m = feed_error(("image", ints));
+    assert!(m.contains("i32") && m.contains("f32"), "{m}");
+    let m = feed_error(("imag", Tensor::zeros(&[1, 10, 10, 1])));
+    assert!(m.contains("%image"), "lists the real placeholders: {m}");
+    let m = feed_error(("kernel", Tensor::zeros(&[5, 5, 1, 1])));
+    assert!(m.contains("placeholder"), "{m}");
+}
+
+#[test]
+fn missing_feed_is_an_error() {
+    let (g, _, conv) = seed_graph();
+    let mut sess = Session::new(&g).unwrap();
+    let err = sess.run(&[], &[conv]).unwrap_err().to_string();
+    assert!(err.contains("%image") && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn assign_targets_update_variables() {
+    let mut g = Graph::new();
+    let v = g.var("v", Tensor::zeros(&[2])).unwrap();
+    let one = g.constant("one", Tensor::ones(&[2])).unwrap();
+    let inc = g.assign_add(v, one).unwrap();
+    let double = g.add(v, v).unwrap();
+    let mut sess = Session::new(&g).unwrap();
+    sess.run_with_targets(&[], &[], &[inc]).unwrap();
+    sess.run_with_targets(&[], &[], &[inc]).unwrap();
+    assert_eq!(sess.variable(v).unwrap().f32s().unwrap(), &[2.0, 2.0]);
+    // Reads in a run see the value at the start of the run; the assign's value is the new one.
+    let out = sess.run_with_targets(&[], &[double, inc], &[]).unwrap();
+    assert_eq!(out[0].f32s().unwrap(), &[4.0, 4.0]);
+    assert_eq!(out[1].f32s().unwrap(), &[3.0, 3.0]);
+    assert_eq!(sess.variable(v).unwrap().f32s().unwrap(), &[3.0, 3.0]);
+}
+
+#[test]
+fn set_variable_checks_type_and_is_used() {
+    let (g, image, conv) = seed_graph();
+    let kernel = g.find("kernel").unwrap();
+    let mut sess = Session::new(&g).unwrap();
+    assert!(
+        sess.set_variable(kernel, Tensor::zeros(&[3, 3, 1, 1]))
+            .is_err()
+    );
+    sess.set_variable(kernel, Tensor::zeros(&[5, 5, 1, 1]))
+        .unwrap();
+    let out = sess
+        .run(&[(image, &Tensor::ones(&[1, 10, 10, 1]))], &[conv])
+        .unwrap();
+    assert!(out[0].f32s().unwrap().iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn checkpoint_round_trip_and_bad_files() {
+    let (g, _, _) = seed_graph();
+    let kernel = g.find("kernel").unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vars.safetensors");
+    let mut sess = Session::new(&g).unwrap();
+    let original = sess.variable(kernel).unwrap().clone();
+    sess.save_variables(&path).unwrap();
+    sess.set_variable(kernel, Tensor::zeros(&[5, 5, 1, 1]))
+        .unwrap();
+    sess.restore_variables(&path).unwrap();
+    assert_eq!(sess.variable(kernel).unwrap(), &original);
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"\x05\x00\x00\x00\x00\x00\x00\x00{oops").unwrap();
+    sess.set_variable(kernel, Tensor::ones(&[5, 5, 1, 1]))
+        .unwrap();
+    assert!(sess.restore_variables(&garbage).is_err());
+    assert!(
+        sess.restore_variables(dir.join("absent.safetensors"))
+            .is_err()
+    );
+    assert_eq!(
+        sess.variable(kernel).unwrap(),
+        &Tensor::ones(&[5, 5, 1, 1]),
+        "failed restore changes nothing"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn builder_reports_shape_errors_with_names_and_shapes() {
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[1, 8, 8, 3])).unwrap();
+    let w = g.var("w", Tensor::zeros(&[3, 3, 4, 8])).unwrap();
+    let m = g
+        .named("conv1")
+        .conv2d(x, w, ConvAttrs::same())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("%conv1")
+            && m.contains("conv2d")
+            && m.contains("[1,8,8,3]")
+            && m.contains("[3,3,4,8]"),
+        "{m}"
+    );
+
+    let a = g.input("a", Shape::known(&[2, 3])).unwrap();
+    let b = g.input("b", Shape::known(&[4, 5])).unwrap();
+    let m = g.matmul(a, b).unwrap_err().to_string();
+    assert!(m.contains("[2,3]") && m.contains("[4,5]"), "{m}");
+    let m = g.add(a, b).unwrap_err().to_string();
+    assert!(m.contains("[2,3]") && m.contains("[4,5]"), "{m}");
+    assert!(g.reshape(a, &[7]).is_err());
+    assert!(g.transpose(a, &[0, 0]).is_err());
+    let w = g.var("w2", Tensor::zeros(&[3, 3, 3, 8])).unwrap();
+    assert!(g.conv2d(x, w, ConvAttrs::same().strides(0, 1)).is_err());
+    let m = g.assign(a, b).unwrap_err().to_string();
+    assert!(m.contains("variable"), "{m}");
+}
+
+#[test]
+fn sessions_can_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Session>();
+}
