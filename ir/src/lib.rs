@@ -8,14 +8,17 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cost;
 pub mod dot;
 pub mod dtype;
 pub mod error;
 pub mod eval;
 pub mod graph;
 pub mod infer;
+pub mod lower;
 pub mod npy;
 pub mod op;
+pub mod program;
 pub mod reference;
 pub mod shape;
 pub mod tensor;

@@ -257,10 +257,7 @@ output %after
         .iter()
         .map(|u| (u.variable, u.node.clone()))
         .collect();
-    assert_eq!(
-        updates,
-        vec![(0, "inc".to_string()), (0, "set".to_string())]
-    );
+    assert_eq!(updates, vec![(0, "set".to_string())]);
     assert_eq!(p.buffer(p.fetches[1]).kind, BufferKind::Variable(0));
     // The assign kernel never takes an epilogue: %after is a separate kernel.
     let inc = p.kernels.iter().find(|k| k.name == "inc").unwrap();
@@ -358,4 +355,20 @@ fn bad_requests_are_errors_naming_the_node() {
             .to_string()
             .contains("as a placeholder")
     );
+
+    let mut req = request(&g, &["y"], &[]);
+    req.variables = vec![id(&g, "x")];
+    assert!(
+        lower(&req)
+            .unwrap_err()
+            .to_string()
+            .contains("as a variable")
+    );
+
+    let g =
+        parse("kiln 1\ninput %x : f32[2]\nvar %v : f32[2] = zeros\n%y = add(%x, %v)\noutput %y\n");
+    let mut req = request(&g, &["y"], &[]);
+    req.variables.clear();
+    let err = lower(&req).unwrap_err();
+    assert!(err.to_string().contains("variable %v"), "{err}");
 }

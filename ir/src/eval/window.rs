@@ -5,9 +5,10 @@
 //! for `o < out` and `k < kernel` fits in `usize` (it is below `input + total padding`, which
 //! was computed with checked arithmetic), so the loops need no further overflow checks.
 //!
-//! The shape-inference module has its own copy of these formulas; both follow TensorFlow and
-//! are to be deduplicated.
+//! The output-size and padding formulas themselves live in [`crate::infer::window_dim`], shared
+//! with shape inference so the two can never disagree.
 
+use crate::infer::window_dim;
 use crate::op::{DataFormat, Padding};
 use crate::shape::fmt_dims;
 
@@ -43,48 +44,16 @@ impl Axis {
         pad: Option<(usize, usize)>,
         what: &str,
     ) -> Result<Axis, String> {
-        if k == 0 || stride == 0 || dilation == 0 {
-            return Err(format!(
-                "{what}: kernel size, stride and dilation must be >= 1, got kernel {k}, \
-                 stride {stride}, dilation {dilation}"
-            ));
-        }
-        let overflow = || format!("{what}: window arithmetic overflows");
-        let eff = (k - 1)
-            .checked_mul(dilation)
-            .and_then(|e| e.checked_add(1))
-            .ok_or_else(overflow)?;
-        let (out, before) = match pad {
-            None => {
-                let out = input.div_ceil(stride);
-                if out == 0 {
-                    (0, 0)
-                } else {
-                    let covered = ((out - 1).checked_mul(stride))
-                        .and_then(|c| c.checked_add(eff))
-                        .ok_or_else(overflow)?;
-                    (out, covered.saturating_sub(input) / 2)
-                }
-            }
-            Some((before, after)) => {
-                let padded = input
-                    .checked_add(before)
-                    .and_then(|p| p.checked_add(after))
-                    .ok_or_else(overflow)?;
-                if padded < eff {
-                    return Err(format!(
-                        "{what}: padded input extent {padded} (input {input} + padding \
-                         {before}+{after}) is smaller than the effective window {eff} \
-                         (kernel {k}, dilation {dilation})"
-                    ));
-                }
-                ((padded - eff) / stride + 1, before)
-            }
+        let padding = match pad {
+            None => Padding::Same,
+            Some((before, after)) => Padding::Explicit([[before, after], [before, after]]),
         };
+        let dim = window_dim(input, k, stride, dilation, padding, 0)
+            .map_err(|m| format!("{what}: {m}"))?;
         Ok(Axis {
             input,
-            out,
-            before,
+            out: dim.out,
+            before: dim.pad_before,
             stride,
             dilation,
         })

@@ -1,0 +1,80 @@
+//! Arena planning: every temporary gets a byte offset in one arena by liveness.
+//!
+//! The live range of a temporary runs from the kernel that writes it through the last kernel
+//! that reads it (to the end of the run when it holds a variable's new value), see
+//! [`Program::live_ranges`]. A kernel's inputs and its output are live at the same kernel, so a
+//! kernel never writes over what it reads. Placement is greedy by size, the scheme of TFLite's
+//! greedy memory planner and XLA's heap simulator: temporaries are taken largest first, and
+//! each goes to the lowest offset (a multiple of [`ARENA_ALIGN`]) where it overlaps no
+//! already-placed temporary whose live range intersects its own. Large buffers placed first
+//! pack the bottom of the arena; small ones fill the gaps their lifetimes leave.
+//!
+//! Invariants of the result: offsets are aligned; two temporaries with intersecting live
+//! ranges occupy disjoint byte ranges; `arena_bytes` (aligned) covers every temporary and is at
+//! most `sum_temporary_bytes`, the sum of the temporaries' aligned sizes.
+
+use crate::program::{ARENA_ALIGN, BufferKind, Program};
+use crate::{Error, Result};
+
+/// `n` rounded up to a multiple of [`ARENA_ALIGN`], or `None` on overflow.
+pub(super) fn align_up(n: usize) -> Option<usize> {
+    n.checked_next_multiple_of(ARENA_ALIGN)
+}
+
+/// Assigns every temporary of `program` its offset and sets `arena_bytes` and
+/// `sum_temporary_bytes`.
+pub(super) fn plan(program: &mut Program) -> Result<()> {
+    let overflow = || Error::Invalid("lowering: the arena size overflows usize".into());
+    let ranges = program.live_ranges();
+    // (buffer index, size in bytes, live range) of every temporary some kernel writes.
+    let mut temps: Vec<(usize, usize, (usize, usize))> = Vec::new();
+    let mut sum = 0usize;
+    for (i, b) in program.buffers.iter().enumerate() {
+        if !matches!(b.kind, BufferKind::Temporary { .. }) {
+            continue;
+        }
+        let size = b
+            .numel()
+            .checked_mul(b.dtype.size_bytes())
+            .ok_or_else(overflow)?;
+        sum = sum
+            .checked_add(align_up(size).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
+        // A temporary that no kernel writes (impossible from `lower`) keeps offset 0 and is
+        // reported by `validate`.
+        if let Some(range) = ranges[i] {
+            temps.push((i, size, range));
+        }
+    }
+    // Largest first; ties by first use, then by id, so the plan is deterministic.
+    temps.sort_by_key(|&(i, size, (first, _))| (std::cmp::Reverse(size), first, i));
+
+    // Placed temporaries: (offset, end, live range).
+    let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::with_capacity(temps.len());
+    let mut arena = 0usize;
+    for (i, size, range) in temps {
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|(_, _, r)| r.0 <= range.1 && range.0 <= r.1)
+            .map(|&(offset, end, _)| (offset, end))
+            .collect();
+        conflicts.sort_unstable();
+        let mut offset = 0usize;
+        for (start, end) in conflicts {
+            if start == end {
+                continue; // empty buffers occupy no bytes
+            }
+            if offset.checked_add(size).ok_or_else(overflow)? <= start {
+                break; // fits in the gap below `start`; later conflicts start higher still
+            }
+            offset = offset.max(align_up(end).ok_or_else(overflow)?);
+        }
+        let end = offset.checked_add(size).ok_or_else(overflow)?;
+        arena = arena.max(end);
+        placed.push((offset, end, range));
+        program.buffers[i].kind = BufferKind::Temporary { offset };
+    }
+    program.arena_bytes = align_up(arena).ok_or_else(overflow)?;
+    program.sum_temporary_bytes = sum;
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Lowering: a [`CompileRequest`] becomes a [`Program`] of fused kernels with a planned arena.
+//!
+//! Three stages, one file each: `group.rs` decides which nodes share a kernel (a main op with
+//! an elementwise epilogue, or a pure elementwise cluster); this file makes the buffers and
+//! turns each group into a [`Kernel`] (epilogues via `expr.rs`); `memory.rs` gives every
+//! temporary an arena offset by liveness (greedy by size, 64-byte aligned). [`interp`] runs a program with the reference evaluator; it is the
+//! test oracle for lowering and the template backends follow. `check.rs` holds
+//! [`Program::validate`].
+//!
+//! Invariants: lowering never evaluates user data except constants; everything that can be
+//! wrong with a request (a dim left unknown, a placeholder that is not fed, an assign whose
+//! target is not one of the request's variables) is an error naming the node, never a panic.
+
+mod check;
+mod expr;
+mod group;
+pub mod interp;
+mod memory;
+
+pub use interp::run_program;
+
+use crate::backend::CompileRequest;
+use crate::eval::source_value;
+use crate::graph::{Graph, NodeId};
+use crate::op::Op;
+use crate::program::{
+    Buffer, BufferId, BufferKind, Expr, Kernel, KernelOp, Program, VariableUpdate,
+};
+use crate::shape::Dims;
+use crate::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Lowers a compile request: groups its nodes into kernels, orders them and plans the arena.
+///
+/// Errors name the offending node: a needed node whose dims are not all known, a needed
+/// placeholder or variable missing from the request's lists (or listed twice, or in the wrong
+/// list), a constant whose value cannot be made, or an id that is not in the graph.
+pub fn lower(request: &CompileRequest<'_>) -> Result<Program> {
+    let graph = request.graph;
+    check_request(request)?;
+    let roots: Vec<NodeId> = request
+        .fetches
+        .iter()
+        .chain(&request.targets)
+        .copied()
+        .collect();
+    let order = graph.topo_order_of(roots.iter().copied());
+    let dims = concrete_dims(graph, &order, &request.feeds, &request.variables)?;
+    let pinned: HashSet<NodeId> = roots.iter().copied().collect();
+    let groups = group::group(graph, &order, &pinned, &dims);
+
+    let mut b = Builder {
+        graph,
+        dims: &dims,
+        buffers: Vec::new(),
+        of: HashMap::new(),
+    };
+    let feeds = b.list(&request.feeds, BufferKind::Feed)?;
+    let variables = b.list(&request.variables, BufferKind::Variable)?;
+    b.constants(&order)?;
+    // Each group's root gets its buffer: the first fetch position holding it, else the arena
+    // (offsets are assigned by `memory::plan` below).
+    for g in &groups {
+        let kind = match request.fetches.iter().position(|&f| f == g.root) {
+            Some(j) => BufferKind::Output(j),
+            None => BufferKind::Temporary { offset: 0 },
+        };
+        b.add(g.root, kind)?;
+    }
+    let kernels = groups
+        .iter()
+        .map(|g| b.kernel(g))
+        .collect::<Result<Vec<_>>>()?;
+    let updates = variable_updates(&kernels, &b.buffers)?;
+    let fetches = request.fetches.iter().map(|f| {
+        // Every needed node has a buffer: sources above, every other node is in a group and
+        // a fetch is never fused away, so it is a group's root.
+        b.of.get(f).copied().ok_or_else(|| {
+            Error::Invalid(format!(
+                "lowering: fetch %{} has no buffer",
+                graph.node(*f).name
+            ))
+        })
+    });
+    let fetches = fetches.collect::<Result<Vec<_>>>()?;
+    let mut program = Program {
+        buffers: b.buffers,
+        kernels,
+        feeds,
+        variables,
+        fetches,
+        updates,
+        arena_bytes: 0,
+        sum_temporary_bytes: 0,
+    };
+    memory::plan(&mut program)?;
+    Ok(program)
+}
+
+/// Every id of the request is in the graph, and no feed or variable is listed twice.
+fn check_request(request: &CompileRequest<'_>) -> Result<()> {
+    let graph = request.graph;
+    let all = [
+        &request.fetches,
+        &request.targets,
+        &request.feeds,
+        &request.variables,
+    ];
+    if let Some(id) = all
+        .iter()
+        .flat_map(|l| l.iter())
+        .find(|&&id| graph.get(id).is_none())
+    {
+        return Err(Error::Invalid(format!(
+            "lowering: node {id} is not in the graph"
+        )));
+    }
+    for (list, what) in [(&request.feeds, "feeds"), (&request.variables, "variables")] {
+        let mut seen = HashSet::new();
+        if let Some(&id) = list.iter().find(|&&id| !seen.insert(id)) {
+            return Err(Error::Invalid(format!(
+                "lowering: %{} appears twice in the request's {what}",
+                graph.node(id).name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The update of each assign kernel's variable, keeping only the last one per variable: of
+/// several updates to one variable only the last is observable (commits run in order), so the
+/// others are dropped and their values die with their kernels.
+fn variable_updates(kernels: &[Kernel], buffers: &[Buffer]) -> Result<Vec<VariableUpdate>> {
+    let mut updates: Vec<VariableUpdate> = Vec::new();
+    for kernel in kernels
+        .iter()
+        .filter(|k| matches!(k.main, KernelOp::Assign(_)))
+    {
+        let target = kernel.inputs.first().map(|&v| &buffers[v.index()].kind);
+        let Some(&BufferKind::Variable(variable)) = target else {
+            return Err(Error::Invalid(format!(
+                "lowering: %{} assigns to something that is not one of the request's variables",
+                kernel.name
+            )));
+        };
+        updates.retain(|u| u.variable != variable);
+        updates.push(VariableUpdate {
+            variable,
+            value: kernel.output,
+            node: kernel.name.clone(),
+        });
+    }
+    Ok(updates)
+}
+
+/// The concrete dims of every needed node (and of every fed placeholder and passed variable),
+/// or an error naming the first node with an unknown dim.
+fn concrete_dims(
+    graph: &Graph,
+    order: &[NodeId],
+    feeds: &[NodeId],
+    variables: &[NodeId],
+) -> Result<HashMap<NodeId, Vec<usize>>> {
+    let mut dims = HashMap::with_capacity(order.len());
+    for &id in order.iter().chain(feeds).chain(variables) {
+        let node = graph.node(id);
+        let d = node.ty.shape.to_dims().ok_or_else(|| Error::Op {
+            node: node.name.clone(),
+            op: node.op.name(),
+            message: format!(
+                "type {} has unknown dims at lowering; every placeholder's shape must be fixed \
+                 from the feeds first",
+                node.ty
+            ),
+        })?;
+        dims.insert(id, d.to_vec());
+    }
+    Ok(dims)
+}
+
+/// Buffers made so far and the node -> buffer map.
+struct Builder<'a> {
+    graph: &'a Graph,
+    dims: &'a HashMap<NodeId, Vec<usize>>,
+    buffers: Vec<Buffer>,
+    of: HashMap<NodeId, BufferId>,
+}
+
+impl Builder<'_> {
+    /// Adds the buffer holding node `id`'s value, or returns the one it has. A feed or
+    /// variable kind must name a placeholder or variable that has no buffer yet.
+    fn add(&mut self, id: NodeId, kind: BufferKind) -> Result<BufferId> {
+        let node = self.graph.node(id);
+        let listed = match kind {
+            BufferKind::Feed(_) => Some(("placeholder", matches!(node.op, Op::Input(_)))),
+            BufferKind::Variable(_) => Some(("variable", matches!(node.op, Op::Var(_)))),
+            _ => None,
+        };
+        if let Some((what, is_one)) = listed
+            && (!is_one || self.of.contains_key(&id))
+        {
+            return Err(Error::Invalid(format!(
+                "lowering: the request lists %{} ({}) as a {what}",
+                node.name,
+                node.op.name()
+            )));
+        }
+        if let Some(&b) = self.of.get(&id) {
+            return Ok(b);
+        }
+        let id32 = u32::try_from(self.buffers.len())
+            .map_err(|_| Error::Invalid("lowering: more than 2^32 buffers".into()))?;
+        // Invariant: `concrete_dims` covered every needed node, feed and variable.
+        let dims: Dims = self.dims[&id].iter().copied().collect();
+        self.buffers.push(Buffer {
+            name: node.name.clone(),
+            dtype: node.ty.dtype,
+            dims,
+            kind,
+        });
+        self.of.insert(id, BufferId(id32));
+        Ok(BufferId(id32))
+    }
+
+    /// Buffers for the request's feeds or variables, `kind(i)` for the i-th.
+    fn list(&mut self, ids: &[NodeId], kind: fn(usize) -> BufferKind) -> Result<Vec<BufferId>> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, &id)| self.add(id, kind(i)))
+            .collect()
+    }
+
+    /// Buffers for the constants in `order`; a placeholder or variable there that the request
+    /// does not list is an error.
+    fn constants(&mut self, order: &[NodeId]) -> Result<()> {
+        for &id in order {
+            let node = self.graph.node(id);
+            match &node.op {
+                Op::Const(src) => {
+                    let value = source_value(src).map_err(|message| Error::Eval {
+                        node: node.name.clone(),
+                        op: node.op.name(),
+                        message,
+                    })?;
+                    self.add(id, BufferKind::Constant(Arc::new(value)))?;
+                }
+                Op::Input(_) if !self.of.contains_key(&id) => {
+                    return Err(Error::Feed {
+                        name: node.name.clone(),
+                        message: "the run needs this placeholder but the request does not feed it"
+                            .into(),
+                    });
+                }
+                Op::Var(_) if !self.of.contains_key(&id) => {
+                    return Err(Error::Invalid(format!(
+                        "lowering: the run reads variable %{} but the request does not pass it",
+                        node.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernel of group `g`; every buffer it reads or writes exists already.
+    fn kernel(&self, g: &group::Group) -> Result<Kernel> {
+        let graph = self.graph;
+        let (main, inputs) = match g.main {
+            Some(m) => {
+                let node = graph.node(m);
+                let dims = &self.dims[&m];
+                let rank = graph.inputs(m).first().map_or(0, |i| self.dims[i].len());
+                let op = kernel_op(&node.op, rank, dims).map_err(|message| Error::Op {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    message,
+                })?;
+                // Invariant: a main op's operand is never fused away (only elementwise
+                // consumers absorb producers), so it is a source or a group root: it has a
+                // buffer.
+                (op, graph.inputs(m).iter().map(|i| self.of[i]).collect())
+            }
+            None => (KernelOp::Elementwise, Vec::new()),
+        };
+        let epilogue = if g.main == Some(g.root) {
+            Expr::identity()
+        } else {
+            expr::build(graph, g, self.dims, &self.of)?
+        };
+        Ok(Kernel {
+            name: graph.node(g.root).name.clone(),
+            nodes: g
+                .members
+                .iter()
+                .map(|&m| graph.node(m).name.clone())
+                .collect(),
+            main,
+            inputs,
+            epilogue,
+            output: self.of[&g.root], // every root got its buffer before kernels are built
+        })
+    }
+}
+
+/// The [`KernelOp`] of a non-elementwise graph op, with axes normalised against `rank` (of
+/// the first operand) (the graph was checked by inference, so errors here mean an inconsistent graph).
+fn kernel_op(op: &Op, rank: usize, out: &[usize]) -> Result<KernelOp, String> {
+    let axis = |a: i64| -> Result<usize, String> {
+        let r = rank as i64;
+        if a < -r || a >= r {
+            return Err(format!("axis {a} is out of range for rank {rank}"));
+        }
+        Ok(if a < 0 { (a + r) as usize } else { a as usize })
+    };
+    Ok(match op {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => KernelOp::MatMul {
+            transpose_a: *transpose_a,
+            transpose_b: *transpose_b,
+        },
+        Op::Conv2d(a) => KernelOp::Conv2d(*a),
+        Op::DepthwiseConv2d(a) => KernelOp::DepthwiseConv2d(*a),
+        Op::MaxPool(a) => KernelOp::MaxPool(*a),
+        Op::AvgPool(a) => KernelOp::AvgPool(*a),
+        Op::Reduce { op, axes, keepdims } => {
+            let mut list: Vec<usize> = match axes {
+                Some(axes) => axes.iter().map(|&a| axis(a)).collect::<Result<_, _>>()?,
+                None => (0..rank).collect(),
+            };
+            list.sort_unstable();
+            list.dedup();
+            KernelOp::Reduce {
+                op: *op,
+                axes: list,
+                keepdims: *keepdims,
+            }
+        }
+        Op::Softmax { axis: a } => KernelOp::Softmax { axis: axis(*a)? },
+        Op::LogSoftmax { axis: a } => KernelOp::LogSoftmax { axis: axis(*a)? },
+        Op::Reshape { .. } => KernelOp::Reshape,
+        Op::Transpose { perm } => KernelOp::Transpose { perm: perm.clone() },
+        Op::Concat { axis: a } => KernelOp::Concat { axis: axis(*a)? },
+        Op::Slice { begin, .. } => {
+            if begin.len() != out.len() {
+                return Err(format!(
+                    "slice begin {begin:?} does not match rank {}",
+                    out.len()
+                ));
+            }
+            KernelOp::Slice {
+                begin: begin.clone(),
+            }
+        }
+        Op::Pad {
+            paddings,
+            constant_value,
+        } => KernelOp::Pad {
+            paddings: paddings.clone(),
+            constant_value: *constant_value,
+        },
+        Op::BatchNorm {
+            epsilon,
+            data_format,
+        } => KernelOp::BatchNorm {
+            epsilon: *epsilon,
+            data_format: *data_format,
+        },
+        Op::Assign(a) => KernelOp::Assign(*a),
+        Op::Input(_)
+        | Op::Var(_)
+        | Op::Const(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::BiasAdd { .. } => {
+            return Err(format!("{} is not a main op of a kernel", op.name()));
+        }
+    })
+}

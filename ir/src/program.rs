@@ -1,0 +1,516 @@
+//! The lowered program: the backend-neutral contract between [`crate::lower`] and every backend.
+//!
+//! A [`Program`] is plain data. It lists [`Buffer`]s (feeds, variables, constants, outputs and
+//! temporaries with a byte offset into one arena) and [`Kernel`]s in execution order. A kernel
+//! is one main op ([`KernelOp`]: a contraction, window, reduction, movement op, batch_norm or
+//! assign, or `Elementwise` for a pure elementwise cluster) followed by an elementwise
+//! epilogue ([`Expr`]) that reads the main result and extra buffers at each output index through
+//! explicit strides, so a backend generates the loops without re-deriving any shape.
+//!
+//! Invariants (checked by [`Program::validate`]):
+//! - Every dim is concrete; buffer `i` of [`Program::buffers`] has id `BufferId(i)`.
+//! - Kernels are in a valid execution order: a kernel reads only sources and buffers written by
+//!   earlier kernels, and every kernel writes exactly one buffer (a temporary or an output) that
+//!   no other kernel writes.
+//! - Temporaries start at multiples of [`ARENA_ALIGN`] and end within [`Program::arena_bytes`];
+//!   two temporaries that are live at the same kernel never share a byte. A temporary is live
+//!   from the kernel that writes it through the last kernel that reads it, and to the end of the
+//!   run when it holds a variable's new value.
+//! - Outputs: fetch `j` is written straight into output tensor `j` when its buffer has kind
+//!   `Output(j)`. Otherwise (a feed, variable or constant is fetched, or a value is fetched twice)
+//!   the runtime copies the fetched buffer into result `j` after the last kernel and before
+//!   committing variable updates, so a fetched variable shows its start-of-run value.
+//! - Variables: kernels only read variables, always seeing start-of-run values. An `assign*`
+//!   kernel writes the variable's new value to its own buffer; the runtime commits
+//!   [`Program::updates`] in order after every kernel has run (a later update of the same
+//!   variable wins), which is the semantic of [`crate::backend::Executable`]. `lower` keeps
+//!   only the last update of each variable; the earlier assign kernels still run (their
+//!   values may be fetched or used) but commit nothing.
+
+use crate::op::{
+    AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, PoolAttrs, ReduceOp, UnaryOp,
+};
+use crate::shape::{Dims, fmt_dims};
+use crate::{DType, Tensor};
+use std::fmt;
+use std::sync::Arc;
+
+/// Alignment in bytes of every temporary's offset in the arena (one cache line, and enough for
+/// any SIMD load a backend emits).
+pub const ARENA_ALIGN: usize = 64;
+
+/// A buffer's handle: its index in [`Program::buffers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub u32);
+
+impl BufferId {
+    /// The index in [`Program::buffers`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", self.0)
+    }
+}
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferKind {
+    /// The run's feed number `i` (position in the request's feeds); read-only.
+    Feed(usize),
+    /// The run's variable number `i` (position in the request's variables); read-only while
+    /// kernels run, updated only by [`Program::updates`] at the end.
+    Variable(usize),
+    /// A value known at compile time; read-only.
+    Constant(Arc<Tensor>),
+    /// A kernel result that lives in the arena.
+    Temporary {
+        /// Bytes from the start of the arena; a multiple of [`ARENA_ALIGN`].
+        offset: usize,
+    },
+    /// A kernel result written straight into the run's result tensor `i` (a fetch position).
+    Output(usize),
+}
+
+/// One tensor the program reads or writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    /// The graph node whose value this is (without `%`).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Concrete dims; elements are row-major and contiguous.
+    pub dims: Dims,
+    /// Where the memory comes from.
+    pub kind: BufferKind,
+}
+
+impl Buffer {
+    /// Number of elements (saturating, so a hand-built absurd buffer cannot panic here; for a
+    /// lowered program inference guarantees it is exact).
+    pub fn numel(&self) -> usize {
+        self.dims.iter().fold(1usize, |n, &d| n.saturating_mul(d))
+    }
+
+    /// Size in bytes (saturating like [`Buffer::numel`]).
+    pub fn size_bytes(&self) -> usize {
+        self.numel().saturating_mul(self.dtype.size_bytes())
+    }
+}
+
+/// The main op of a kernel. Attributes are normalised: axes are non-negative, and sizes that
+/// the output buffer's dims already say (reshape target, slice size) are not repeated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KernelOp {
+    /// No main op: the epilogue alone computes every output element from its loads.
+    Elementwise,
+    /// `matmul(a, b)`, rank 2 or rank-3 batched.
+    MatMul {
+        /// Use a's last two axes transposed.
+        transpose_a: bool,
+        /// Use b's last two axes transposed.
+        transpose_b: bool,
+    },
+    /// `conv2d(x, w)` with w HWIO.
+    Conv2d(ConvAttrs),
+    /// `depthwise_conv2d(x, w)` with w `[kh, kw, cin, multiplier]`.
+    DepthwiseConv2d(ConvAttrs),
+    /// `max_pool(x)`.
+    MaxPool(PoolAttrs),
+    /// `avg_pool(x)`.
+    AvgPool(PoolAttrs),
+    /// `reduce_*(x)` over `axes` (sorted, distinct, in `0..rank`).
+    Reduce {
+        /// Which reduction.
+        op: ReduceOp,
+        /// Reduced input axes.
+        axes: Vec<usize>,
+        /// Whether reduced axes stay as size 1 in the output.
+        keepdims: bool,
+    },
+    /// `softmax(x)` along `axis`.
+    Softmax {
+        /// The axis, in `0..rank`.
+        axis: usize,
+    },
+    /// `log_softmax(x)` along `axis`.
+    LogSoftmax {
+        /// The axis, in `0..rank`.
+        axis: usize,
+    },
+    /// `reshape(x)`: same elements; the output buffer's dims are the new shape.
+    Reshape,
+    /// `transpose(x)`: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// A permutation of `0..rank`.
+        perm: Vec<usize>,
+    },
+    /// `concat(a, b, ...)` along `axis`.
+    Concat {
+        /// The axis, in `0..rank`.
+        axis: usize,
+    },
+    /// `slice(x)`: the box starting at `begin` with the output buffer's dims as its size.
+    Slice {
+        /// Start index per axis.
+        begin: Vec<usize>,
+    },
+    /// `pad(x)`.
+    Pad {
+        /// `[before, after]` cells per axis.
+        paddings: Vec<[usize; 2]>,
+        /// Value of padded cells.
+        constant_value: Float,
+    },
+    /// `batch_norm(x, scale, offset, mean, variance)`, inference form.
+    BatchNorm {
+        /// Added to the variance.
+        epsilon: Float,
+        /// Which axis is channels.
+        data_format: DataFormat,
+    },
+    /// `assign*(var, value)`: computes the variable's new value into the kernel's output; the
+    /// variable itself changes only when [`Program::updates`] are committed. Never has an
+    /// epilogue.
+    Assign(AssignOp),
+}
+
+impl KernelOp {
+    /// The op's .kiln keyword (`elementwise` for a pure cluster).
+    pub fn name(&self) -> &'static str {
+        match self {
+            KernelOp::Elementwise => "elementwise",
+            KernelOp::MatMul { .. } => "matmul",
+            KernelOp::Conv2d(_) => "conv2d",
+            KernelOp::DepthwiseConv2d(_) => "depthwise_conv2d",
+            KernelOp::MaxPool(_) => "max_pool",
+            KernelOp::AvgPool(_) => "avg_pool",
+            KernelOp::Reduce { op, .. } => op.name(),
+            KernelOp::Softmax { .. } => "softmax",
+            KernelOp::LogSoftmax { .. } => "log_softmax",
+            KernelOp::Reshape => "reshape",
+            KernelOp::Transpose { .. } => "transpose",
+            KernelOp::Concat { .. } => "concat",
+            KernelOp::Slice { .. } => "slice",
+            KernelOp::Pad { .. } => "pad",
+            KernelOp::BatchNorm { .. } => "batch_norm",
+            KernelOp::Assign(a) => a.name(),
+        }
+    }
+
+    /// Whether elementwise consumers may be fused after this op (everything but assign, whose
+    /// output must stay the variable's new value).
+    pub fn accepts_epilogue(&self) -> bool {
+        !matches!(self, KernelOp::Assign(_))
+    }
+
+    /// The graph op this main op computes, given the kernel's output dims (which carry the
+    /// reshape target and slice size); `None` for [`KernelOp::Elementwise`]. Evaluating it with
+    /// [`crate::eval::eval_op`] on the kernel's inputs gives the main result.
+    pub fn to_op(&self, out_dims: &[usize]) -> Option<Op> {
+        let to_i64 = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
+        Some(match self {
+            KernelOp::Elementwise => return None,
+            KernelOp::MatMul {
+                transpose_a,
+                transpose_b,
+            } => Op::MatMul {
+                transpose_a: *transpose_a,
+                transpose_b: *transpose_b,
+            },
+            KernelOp::Conv2d(a) => Op::Conv2d(*a),
+            KernelOp::DepthwiseConv2d(a) => Op::DepthwiseConv2d(*a),
+            KernelOp::MaxPool(a) => Op::MaxPool(*a),
+            KernelOp::AvgPool(a) => Op::AvgPool(*a),
+            KernelOp::Reduce { op, axes, keepdims } => Op::Reduce {
+                op: *op,
+                axes: Some(to_i64(axes)),
+                keepdims: *keepdims,
+            },
+            KernelOp::Softmax { axis } => Op::Softmax { axis: *axis as i64 },
+            KernelOp::LogSoftmax { axis } => Op::LogSoftmax { axis: *axis as i64 },
+            KernelOp::Reshape => Op::Reshape {
+                shape: to_i64(out_dims),
+            },
+            KernelOp::Transpose { perm } => Op::Transpose { perm: perm.clone() },
+            KernelOp::Concat { axis } => Op::Concat { axis: *axis as i64 },
+            KernelOp::Slice { begin } => Op::Slice {
+                begin: begin.clone(),
+                size: to_i64(out_dims),
+            },
+            KernelOp::Pad {
+                paddings,
+                constant_value,
+            } => Op::Pad {
+                paddings: paddings.clone(),
+                constant_value: *constant_value,
+            },
+            KernelOp::BatchNorm {
+                epsilon,
+                data_format,
+            } => Op::BatchNorm {
+                epsilon: *epsilon,
+                data_format: *data_format,
+            },
+            KernelOp::Assign(a) => Op::Assign(*a),
+        })
+    }
+}
+
+/// A scalar value inside an epilogue, at the current output index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operand {
+    /// The main op's result (invalid in an `Elementwise` kernel).
+    Main,
+    /// The value read by [`Expr::loads`]`[i]`.
+    Load(usize),
+    /// The value computed by [`Expr::steps`]`[i]` (always an earlier step).
+    Step(usize),
+}
+
+/// A read of an f32 buffer at the current output index.
+///
+/// The element read for output coordinates `(i_0, ..., i_{r-1})` (row-major over the kernel's
+/// output dims) is `buffer[sum(i_k * strides[k])]`. Broadcast axes have stride 0, so a bias
+/// over channels of an NHWC output reads with strides `[0, 0, 0, 1]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Load {
+    /// The buffer read.
+    pub buffer: BufferId,
+    /// One stride (in elements) per output axis.
+    pub strides: Vec<usize>,
+}
+
+/// One elementwise operation of an epilogue (f32 in, f32 out, the reference semantics of
+/// [`UnaryOp`] and [`BinaryOp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// `op(x)`.
+    Unary(UnaryOp, Operand),
+    /// `op(a, b)`; broadcasting is already resolved into the loads' strides.
+    Binary(BinaryOp, Operand, Operand),
+}
+
+/// The elementwise part of a kernel: straight-line scalar code evaluated once per output
+/// element, whose `result` is stored at that element.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Expr {
+    /// Buffer reads (deduplicated by buffer and strides).
+    pub loads: Vec<Load>,
+    /// Operations in evaluation order; each refers only to loads, `Main` and earlier steps.
+    pub steps: Vec<Step>,
+    /// The value stored.
+    pub result: Operand,
+}
+
+impl Expr {
+    /// The empty epilogue: store the main result unchanged.
+    pub fn identity() -> Expr {
+        Expr {
+            loads: Vec::new(),
+            steps: Vec::new(),
+            result: Operand::Main,
+        }
+    }
+
+    /// Whether this is the empty epilogue.
+    pub fn is_identity(&self) -> bool {
+        self.steps.is_empty() && self.result == Operand::Main
+    }
+}
+
+/// One unit of generated code: a main op plus a fused elementwise epilogue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// A name for profiles and errors: the last fused node's name (the one whose value is
+    /// stored).
+    pub name: String,
+    /// The graph nodes fused in, in topological order (for profiles and `explain`).
+    pub nodes: Vec<String>,
+    /// The main op.
+    pub main: KernelOp,
+    /// The main op's operands, in the op's order (empty for `Elementwise`).
+    pub inputs: Vec<BufferId>,
+    /// Applied to the main result at every output element ([`Expr::identity`] for none).
+    pub epilogue: Expr,
+    /// The buffer written; its dims are the kernel's output index space.
+    pub output: BufferId,
+}
+
+impl Kernel {
+    /// Every buffer the kernel reads (main operands, then epilogue loads), without repeats.
+    pub fn reads(&self) -> Vec<BufferId> {
+        let mut out: Vec<BufferId> = Vec::new();
+        for b in self
+            .inputs
+            .iter()
+            .copied()
+            .chain(self.epilogue.loads.iter().map(|l| l.buffer))
+        {
+            if !out.contains(&b) {
+                out.push(b);
+            }
+        }
+        out
+    }
+}
+
+/// A variable update committed at the end of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VariableUpdate {
+    /// The variable's position in the request's variables.
+    pub variable: usize,
+    /// The buffer holding the new value (written by an assign kernel).
+    pub value: BufferId,
+    /// The assign node's name.
+    pub node: String,
+}
+
+/// The lowered form of a compile request. See the module documentation for its invariants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// Every buffer; `BufferId(i)` is `buffers[i]`.
+    pub buffers: Vec<Buffer>,
+    /// Kernels in execution order.
+    pub kernels: Vec<Kernel>,
+    /// Buffer of each feed, in the request's feed order (kind `Feed(i)`).
+    pub feeds: Vec<BufferId>,
+    /// Buffer of each variable, in the request's variable order (kind `Variable(i)`).
+    pub variables: Vec<BufferId>,
+    /// Buffer holding each fetch's value, in the request's fetch order.
+    pub fetches: Vec<BufferId>,
+    /// Variable updates to commit after the last kernel, in order (a temporary holding one
+    /// stays live until the commit).
+    pub updates: Vec<VariableUpdate>,
+    /// Bytes of arena the temporaries need (a multiple of [`ARENA_ALIGN`]).
+    pub arena_bytes: usize,
+    /// What the temporaries would need without sharing: the sum of their sizes, each rounded
+    /// up to [`ARENA_ALIGN`]. Always at least `arena_bytes`.
+    pub sum_temporary_bytes: usize,
+}
+
+impl Program {
+    /// The buffer with id `id` (panics if out of range, like slice indexing; ids come from
+    /// this program).
+    pub fn buffer(&self, id: BufferId) -> &Buffer {
+        &self.buffers[id.index()]
+    }
+
+    /// Live range `(first, last)` of every temporary, in kernel indices, `None` for other
+    /// buffers. `last` is `kernels.len()` for a temporary holding a variable update (it must
+    /// survive until the commit). A temporary no kernel writes gets `None`.
+    pub fn live_ranges(&self) -> Vec<Option<(usize, usize)>> {
+        let mut ranges: Vec<Option<(usize, usize)>> = vec![None; self.buffers.len()];
+        let is_temp = |b: BufferId| {
+            self.buffers
+                .get(b.index())
+                .is_some_and(|b| matches!(b.kind, BufferKind::Temporary { .. }))
+        };
+        for (k, kernel) in self.kernels.iter().enumerate() {
+            for b in kernel.reads() {
+                if let Some(Some((_, last))) = ranges.get_mut(b.index()) {
+                    *last = (*last).max(k);
+                }
+            }
+            if is_temp(kernel.output) && ranges[kernel.output.index()].is_none() {
+                ranges[kernel.output.index()] = Some((k, k));
+            }
+        }
+        for u in &self.updates {
+            if let Some(Some((_, last))) = ranges.get_mut(u.value.index()) {
+                *last = self.kernels.len();
+            }
+        }
+        ranges
+    }
+
+    /// A readable listing: buffers with kinds and arena offsets, kernels with the fused node
+    /// names, epilogues, and variable updates. Same as the `Display` output.
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operand::Main => f.write_str("main"),
+            Operand::Load(i) => write!(f, "l{i}"),
+            Operand::Step(i) => write!(f, "s{i}"),
+        }
+    }
+}
+
+impl fmt::Display for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "program: {} kernels, {} buffers, arena {} bytes (temporaries sum to {} bytes)",
+            self.kernels.len(),
+            self.buffers.len(),
+            self.arena_bytes,
+            self.sum_temporary_bytes
+        )?;
+        for (i, b) in self.buffers.iter().enumerate() {
+            let kind = match &b.kind {
+                BufferKind::Feed(j) => format!("feed {j}"),
+                BufferKind::Variable(j) => format!("variable {j}"),
+                BufferKind::Constant(_) => "constant".to_string(),
+                BufferKind::Temporary { offset } => {
+                    format!("temp @{offset}..{}", offset.saturating_add(b.size_bytes()))
+                }
+                BufferKind::Output(j) => format!("output {j}"),
+            };
+            writeln!(
+                f,
+                "  b{i} %{} {}{} {kind}",
+                b.name,
+                b.dtype,
+                fmt_dims(&b.dims)
+            )?;
+        }
+        for (k, kernel) in self.kernels.iter().enumerate() {
+            let inputs: Vec<String> = kernel.inputs.iter().map(|b| b.to_string()).collect();
+            let nodes: Vec<String> = kernel.nodes.iter().map(|n| format!("%{n}")).collect();
+            writeln!(
+                f,
+                "  k{k} {} {}({}) -> {}  [{}]",
+                kernel.name,
+                kernel.main.name(),
+                inputs.join(", "),
+                kernel.output,
+                nodes.join(" ")
+            )?;
+            let e = &kernel.epilogue;
+            if e.is_identity() {
+                continue;
+            }
+            for (i, l) in e.loads.iter().enumerate() {
+                writeln!(
+                    f,
+                    "      l{i} = load {} strides {}",
+                    l.buffer,
+                    fmt_dims(&l.strides)
+                )?;
+            }
+            for (i, s) in e.steps.iter().enumerate() {
+                match s {
+                    Step::Unary(op, x) => writeln!(f, "      s{i} = {}({x})", op.name())?,
+                    Step::Binary(op, a, b) => writeln!(f, "      s{i} = {}({a}, {b})", op.name())?,
+                }
+            }
+            writeln!(f, "      store {}", e.result)?;
+        }
+        for u in &self.updates {
+            writeln!(
+                f,
+                "  update variable {} <- {} (%{})",
+                u.variable, u.value, u.node
+            )?;
+        }
+        Ok(())
+    }
+}

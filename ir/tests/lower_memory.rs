@@ -1,0 +1,197 @@
+//! Arena planning: temporaries share memory when their lifetimes do not overlap, never when
+//! they do, and a deliberately broken plan is caught both by `validate` and, through
+//! corrupted results, by the interpreter.
+
+mod lower_common;
+
+use kiln_ir::lower::{lower, run_program};
+use kiln_ir::program::BufferKind;
+use kiln_ir::{Graph, Tensor};
+use lower_common::*;
+
+/// `h0 = x`, `h{i} = matmul(h{i-1}, w{i})` for i in 1..=n, with the given widths; fetches `h{n}`.
+fn matmul_chain(widths: &[usize]) -> Graph {
+    let mut text = format!("kiln 1\ninput %h0 : f32[4,{}]\n", widths[0]);
+    for i in 1..widths.len() {
+        let (k, n) = (widths[i - 1], widths[i]);
+        text += &format!("const %w{i} : f32[{k},{n}] = uniform(-0.5, 0.5, {i})\n");
+        text += &format!("%h{i} = matmul(%h{}, %w{i})\n", i - 1);
+    }
+    parse(&text)
+}
+
+fn offset_of(p: &kiln_ir::program::Program, name: &str) -> usize {
+    let b = p.buffers.iter().find(|b| b.name == name).unwrap();
+    match b.kind {
+        BufferKind::Temporary { offset } => offset,
+        ref k => panic!("%{name} is {k:?}, not a temporary"),
+    }
+}
+
+#[test]
+fn chain_of_ten_equal_matmuls_uses_two_slots() {
+    let g = matmul_chain(&[16; 11]);
+    let p = check_against_reference(&request(&g, &["h10"], &[]), 1);
+    assert_eq!(p.kernels.len(), 10);
+    // h1..h9 are temporaries of 4*16*4 = 256 bytes; each is live with its neighbours only.
+    assert_eq!(p.sum_temporary_bytes, 9 * 256);
+    assert_eq!(p.arena_bytes, 2 * 256);
+    assert!(p.arena_bytes < p.sum_temporary_bytes);
+    let offsets: Vec<usize> = (1..10).map(|i| offset_of(&p, &format!("h{i}"))).collect();
+    assert_eq!(offsets, [0, 256, 0, 256, 0, 256, 0, 256, 0]);
+}
+
+#[test]
+fn chain_of_ten_mixed_widths_shares_memory() {
+    let widths = [8, 64, 8, 40, 3, 96, 5, 17, 64, 1, 9];
+    let g = matmul_chain(&widths);
+    let p = check_against_reference(&request(&g, &["h10"], &[]), 2);
+    assert!(
+        p.arena_bytes < p.sum_temporary_bytes,
+        "{} vs {}",
+        p.arena_bytes,
+        p.sum_temporary_bytes
+    );
+    // At any kernel only two neighbours are live, so the arena never needs more than the two
+    // largest adjacent pairs, rounded up: h1 (1024 bytes) and h2 (128) or h8 (1024) and h9.
+    let aligned = |w: usize| (4 * 4 * w).next_multiple_of(64);
+    let worst_pair = (1..9)
+        .map(|i| aligned(widths[i]) + aligned(widths[i + 1]))
+        .max()
+        .unwrap();
+    assert!(
+        p.arena_bytes <= worst_pair,
+        "{}\n{}",
+        worst_pair,
+        p.describe()
+    );
+}
+
+#[test]
+fn diamonds_in_a_chain_reuse_the_arena() {
+    // Each a{i} feeds two ops, so it is stored; relu and sigmoid fuse into the add.
+    let mut text = String::from("kiln 1\ninput %a0 : f32[5,7]\n");
+    for i in 1..=10 {
+        let p = i - 1;
+        text +=
+            &format!("%r{i} = relu(%a{p})\n%s{i} = sigmoid(%a{p})\n%a{i} = add(%r{i}, %s{i})\n");
+    }
+    let g = parse(&text);
+    let p = check_against_reference(&request(&g, &["a10"], &[]), 3);
+    assert_eq!(p.kernels.len(), 10);
+    assert!(p.kernels.iter().all(|k| k.nodes.len() == 3));
+    // 9 temporaries of 140 bytes (192 aligned) in two slots.
+    assert_eq!(p.sum_temporary_bytes, 9 * 192);
+    assert_eq!(p.arena_bytes, 2 * 192);
+}
+
+#[test]
+fn long_lived_values_keep_their_space() {
+    // %a is read at the very end, so nothing may be placed over it while the chain runs.
+    let g = parse(
+        "kiln 1
+input %x : f32[4,16]
+const %w : f32[16,16] = uniform(-0.5, 0.5, 9)
+%a = matmul(%x, %w)
+%b = matmul(%a, %w)
+%c = matmul(%b, %w)
+%d = matmul(%c, %w)
+%e = matmul(%d, %w)
+%y = add(%e, %a)
+output %y
+",
+    );
+    let p = check_against_reference(&request(&g, &["y"], &[]), 4);
+    let a = offset_of(&p, "a");
+    for other in ["b", "c", "d"] {
+        assert_ne!(offset_of(&p, other), a, "%{other} placed over the live %a");
+    }
+    assert_eq!(p.arena_bytes, 3 * 256);
+}
+
+#[test]
+fn variable_updates_stay_live_until_the_commit() {
+    let g = parse(
+        "kiln 1
+input %x : f32[4,16]
+var %v : f32[4,16] = zeros
+const %w : f32[16,16] = uniform(-0.5, 0.5, 9)
+%n = assign_add(%v, %x)
+%a = matmul(%x, %w)
+%b = matmul(%a, %w)
+%c = matmul(%b, %w)
+output %c
+",
+    );
+    let p = check_against_reference(&request(&g, &["c"], &["n"]), 5);
+    let n = offset_of(&p, "n");
+    assert_ne!(offset_of(&p, "a"), n);
+    assert_ne!(offset_of(&p, "b"), n);
+    let ranges = p.live_ranges();
+    let nb = p.buffers.iter().position(|b| b.name == "n").unwrap();
+    assert_eq!(ranges[nb].unwrap().1, p.kernels.len());
+}
+
+#[test]
+fn empty_tensors_lower_and_run() {
+    let g = parse(
+        "kiln 1
+input %x : f32[0,3]
+%a = exp(%x)
+%b = add(%a, %a)
+%c = neg(%a)
+%y = mul(%b, %c)
+output %y
+",
+    );
+    let p = check_against_reference(&request(&g, &["y"], &[]), 6);
+    assert_eq!(p.arena_bytes, 0);
+}
+
+#[test]
+fn overlapping_live_buffers_are_caught() {
+    let g = matmul_chain(&[16; 4]);
+    let req = request(&g, &["h3"], &[]);
+    let mut p = lower(&req).unwrap();
+    // h1 and h2 are both live at the kernel that computes h2: put them on the same bytes.
+    let h1 = offset_of(&p, "h1");
+    let h2 = p.buffers.iter().position(|b| b.name == "h2").unwrap();
+    p.buffers[h2].kind = BufferKind::Temporary { offset: h1 };
+    let err = p.validate().unwrap_err();
+    assert!(err.to_string().contains("overlap"), "{err}");
+    // The interpreter does not trust the plan: the result is corrupted, not silently right.
+    let (feeds, mut vars) = inputs(&req, 7);
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    let good = run_program(&lower(&req).unwrap(), &feeds, &mut vars).unwrap();
+    let bad = run_program(&p, &feeds, &mut vars).unwrap();
+    assert_ne!(good, bad);
+    assert!(bad[0].as_f32().unwrap().iter().any(|v| v.is_nan()));
+}
+
+#[test]
+fn misaligned_or_out_of_arena_offsets_are_invalid() {
+    let g = matmul_chain(&[16; 4]);
+    let mut p = lower(&request(&g, &["h3"], &[])).unwrap();
+    let h1 = p.buffers.iter().position(|b| b.name == "h1").unwrap();
+    p.buffers[h1].kind = BufferKind::Temporary { offset: 32 };
+    assert!(p.validate().is_err());
+    p.buffers[h1].kind = BufferKind::Temporary {
+        offset: p.arena_bytes,
+    };
+    assert!(p.validate().is_err());
+}
+
+#[test]
+fn run_program_checks_its_inputs() {
+    let g = matmul_chain(&[16; 3]);
+    let req = request(&g, &["h2"], &[]);
+    let p = lower(&req).unwrap();
+    let wrong = Tensor::zeros(&[4, 15]);
+    let err = run_program(&p, &[&wrong], &mut []).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected f32[4,16], got f32[4,15]"),
+        "{err}"
+    );
+    assert!(run_program(&p, &[], &mut []).is_err());
+}
