@@ -10,7 +10,7 @@ use std::fmt;
 pub enum BackendKind {
     /// The reference evaluator: plain loops, the oracle every backend is tested against.
     Reference,
-    /// Native code JIT-compiled with Cranelift (not yet built into this version).
+    /// Native code: Cranelift-generated loops and SIMD micro-kernels.
     Cpu,
     /// OpenCL kernels through `ocl`, on the device named or numbered (not yet built in).
     OpenCl {
@@ -27,12 +27,12 @@ impl BackendKind {
 
     /// The backends compiled into this build and usable on this machine.
     pub fn available() -> Vec<BackendKind> {
-        vec![BackendKind::Reference]
+        vec![BackendKind::Reference, BackendKind::Cpu]
     }
 
     /// The backend a session uses when none is named.
     pub fn default_kind() -> BackendKind {
-        BackendKind::Reference
+        BackendKind::Cpu
     }
 
     /// The name as the CLI spells it.
@@ -66,6 +66,7 @@ impl BackendKind {
     pub(crate) fn create(&self) -> Result<Box<dyn Backend>> {
         match self {
             BackendKind::Reference => Ok(Box::new(ReferenceBackend)),
+            BackendKind::Cpu => Ok(Box::new(kiln_cpu::CpuBackend)),
             other => Err(Error::Invalid(format!(
                 "backend {} is not available in this build (available: {})",
                 other.name(),

@@ -28,11 +28,12 @@ mod session;
 
 pub use backend_kind::BackendKind;
 pub use graph::Graph;
+pub use kiln_ir::backend::{ExecutableInfo, KernelTime};
 pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
 };
-pub use session::Session;
+pub use session::{CompileStats, Session};
 
 /// Reading and writing tensors as .npy files.
 pub mod npy {

@@ -7,12 +7,13 @@
 //! (fetches, targets, feed shapes); a later run with the same key compiles nothing.
 
 use crate::{BackendKind, Graph};
-use kiln_ir::backend::{Backend, CompileRequest, Executable};
+use kiln_ir::backend::{Backend, CompileRequest, Executable, ExecutableInfo, KernelTime};
 use kiln_ir::eval::source_value;
 use kiln_ir::shape::{Dims, fmt_dims};
 use kiln_ir::{Error, NodeId, Op, Result, Shape, Tensor};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// How many compiled (fetches, targets, feed shapes) combinations a session keeps.
 const DEFAULT_CACHE_CAPACITY: usize = 32;
@@ -32,6 +33,15 @@ struct Compiled {
     variables: Vec<NodeId>,
 }
 
+/// What the last compilation cost and produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompileStats {
+    /// Wall time of pruning, lowering and code generation.
+    pub time: Duration,
+    /// Facts about the compiled code.
+    pub info: ExecutableInfo,
+}
+
 /// Runs a graph: `Session::new(&graph)?.run(&[(input, &tensor)], &[output])`.
 pub struct Session {
     graph: kiln_ir::Graph,
@@ -42,6 +52,7 @@ pub struct Session {
     lru: VecDeque<CacheKey>,
     cache_capacity: usize,
     compilations: usize,
+    last_compile: Option<CompileStats>,
 }
 
 impl Session {
@@ -75,6 +86,7 @@ impl Session {
             lru: VecDeque::new(),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             compilations: 0,
+            last_compile: None,
         })
     }
 
@@ -91,6 +103,11 @@ impl Session {
     /// How many times this session has compiled (for checking that the cache works).
     pub fn compilations(&self) -> usize {
         self.compilations
+    }
+
+    /// Time and facts of the most recent compilation (a cache hit compiles nothing).
+    pub fn last_compile(&self) -> Option<&CompileStats> {
+        self.last_compile.as_ref()
     }
 
     /// Bounds the number of compiled variants kept (least recently used go first).
@@ -144,6 +161,26 @@ impl Session {
         fetches: &[NodeId],
         targets: &[NodeId],
     ) -> Result<Vec<Tensor>> {
+        Ok(self.execute(feeds, fetches, targets, false)?.0)
+    }
+
+    /// Like [`Session::run`], and also the time each kernel took (empty when the backend
+    /// cannot time kernels).
+    pub fn run_profiled(
+        &mut self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        self.execute(feeds, fetches, &[], true)
+    }
+
+    fn execute(
+        &mut self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        targets: &[NodeId],
+        profile: bool,
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
         for &id in fetches.iter().chain(targets) {
             if self.graph.get(id).is_none() {
                 return Err(Error::Invalid(format!(
@@ -184,7 +221,14 @@ impl Session {
                 )
             })
             .collect();
-        let result = compiled.executable.run(&feed_tensors, &mut vars);
+        let result = if profile {
+            compiled.executable.run_profiled(&feed_tensors, &mut vars)
+        } else {
+            compiled
+                .executable
+                .run(&feed_tensors, &mut vars)
+                .map(|r| (r, Vec::new()))
+        };
         // Put the (possibly updated) values back even when the run failed.
         for (id, value) in compiled.variables.iter().zip(vars) {
             self.variables.insert(*id, value);
@@ -199,6 +243,7 @@ impl Session {
             self.lru.push_back(key);
             return Ok(c);
         }
+        let started = Instant::now();
         let shapes: HashMap<NodeId, Shape> = key
             .feeds
             .iter()
@@ -223,6 +268,10 @@ impl Session {
         };
         let executable = self.backend.compile(&request)?;
         self.compilations += 1;
+        self.last_compile = Some(CompileStats {
+            time: started.elapsed(),
+            info: executable.info(),
+        });
         let compiled = Arc::new(Compiled {
             executable,
             feeds,

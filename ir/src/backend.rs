@@ -43,4 +43,43 @@ pub trait Executable: Send + Sync {
     /// Runs once. `feeds` and `variables` follow the request's orders and have the request's
     /// shapes; returns one tensor per fetch.
     fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>>;
+
+    /// Like [`Executable::run`], and also how long each kernel took. Backends that cannot time
+    /// kernels return an empty profile.
+    fn run_profiled(
+        &self,
+        feeds: &[&Tensor],
+        variables: &mut [Tensor],
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        Ok((self.run(feeds, variables)?, Vec::new()))
+    }
+
+    /// Facts about the compiled code, for `kiln bench` and profiles.
+    fn info(&self) -> ExecutableInfo {
+        ExecutableInfo::default()
+    }
+}
+
+/// How long one kernel of a run took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name (the last graph node fused into it).
+    pub kernel: String,
+    /// The graph nodes fused into it.
+    pub nodes: Vec<String>,
+    /// Its output type, e.g. `f32[1,56,56,64]`.
+    pub output: String,
+    /// Wall-clock time in nanoseconds.
+    pub nanos: u64,
+}
+
+/// Facts about a compiled executable.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutableInfo {
+    /// Number of kernels run per execution.
+    pub kernels: usize,
+    /// Bytes of the temporary arena each run uses.
+    pub arena_bytes: usize,
+    /// What the temporaries would take without sharing memory.
+    pub sum_temporary_bytes: usize,
 }

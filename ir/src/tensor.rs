@@ -207,6 +207,28 @@ impl Tensor {
         }
     }
 
+    /// The first element's address, whatever the dtype (for backends that hand buffers to
+    /// generated code; the tensor stays the owner).
+    pub fn as_ptr(&self) -> *const u8 {
+        match &self.data {
+            Data::F32(v) => v.as_ptr().cast(),
+            Data::I32(v) => v.as_ptr().cast(),
+            Data::I64(v) => v.as_ptr().cast(),
+            Data::Bool(v) => v.as_ptr().cast(),
+        }
+    }
+
+    /// The first element's address, mutably, whatever the dtype (bool elements are one byte
+    /// each, 0 or 1; generated code must store only those values).
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        match &mut self.data {
+            Data::F32(v) => v.as_mut_ptr().cast(),
+            Data::I32(v) => v.as_mut_ptr().cast(),
+            Data::I64(v) => v.as_mut_ptr().cast(),
+            Data::Bool(v) => v.as_mut_ptr().cast(),
+        }
+    }
+
     /// The f32 elements, or an error naming the actual dtype.
     pub fn f32s(&self) -> Result<&[f32]> {
         self.as_f32()

@@ -1,5 +1,6 @@
 //! The `kiln` command line: check, dump, draw and run .kiln graphs.
 
+mod bench;
 mod feeds;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,38 @@ enum Command {
         /// Backend: reference, cpu or opencl.
         #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
         backend: String,
+        /// Print a per-kernel time table.
+        #[arg(long)]
+        profile: bool,
+    },
+    /// Compile once, run many times, report times, GFLOP/s and the arena size.
+    Bench {
+        /// The .kiln file.
+        graph: PathBuf,
+        /// A feed: NAME=FILE.npy; placeholders not fed get seeded random data.
+        #[arg(long = "feed", value_name = "NAME=FILE.npy")]
+        feeds: Vec<String>,
+        /// The value of every unknown dim (default 1).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Backend: reference, cpu or opencl.
+        #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
+        backend: String,
+        /// Print one JSON object on one line.
+        #[arg(long)]
+        json: bool,
+        /// Print a per-kernel time table.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -89,12 +122,41 @@ fn execute(command: Command) -> Result<(), String> {
             feeds,
             out,
             backend,
-        } => run(&graph, &feeds, out.as_deref(), &backend),
+            profile,
+        } => run(&graph, &feeds, out.as_deref(), &backend, profile),
+        Command::Bench {
+            graph,
+            feeds,
+            batch,
+            runs,
+            warmup,
+            threads,
+            backend,
+            json,
+            profile,
+        } => {
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .build_global()
+                    .map_err(|e| format!("--threads {n}: {e}"))?;
+            }
+            bench::bench(bench::BenchArgs {
+                graph: &graph,
+                feeds: &feeds,
+                batch,
+                runs,
+                warmup,
+                backend: &backend,
+                json,
+                profile,
+            })
+        }
     }
 }
 
 /// Loads a graph; parse errors get the file name in front of their line:column.
-fn load(path: &Path) -> Result<Graph, String> {
+pub(crate) fn load(path: &Path) -> Result<Graph, String> {
     Graph::load(path).map_err(|e| match e {
         kiln::Error::Parse { .. } => format!("{}:{e}", path.display()),
         other => other.to_string(),
@@ -117,13 +179,30 @@ fn check(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn run(path: &Path, feed_args: &[String], out: Option<&Path>, backend: &str) -> Result<(), String> {
+fn run(
+    path: &Path,
+    feed_args: &[String],
+    out: Option<&Path>,
+    backend: &str,
+    profile: bool,
+) -> Result<(), String> {
     let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
     let graph = load(path)?;
     let feeds = feeds::load(&graph, feed_args)?;
     let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
+    if profile {
+        let feeds: Vec<(kiln::NodeId, &Tensor)> = feeds
+            .iter()
+            .filter_map(|(n, t)| graph.find(n).map(|id| (id, t)))
+            .collect();
+        let fetches = graph.outputs().to_vec();
+        let (_, times) = session
+            .run_profiled(&feeds, &fetches)
+            .map_err(|e| e.to_string())?;
+        bench::print_profile(&times, 1);
+    }
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

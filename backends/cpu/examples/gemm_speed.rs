@@ -1,0 +1,184 @@
+//! Timing harness for the GEMM micro-kernels: matmul 1024^3 + bias + relu (W5), the 3x3
+//! 64->64 convolution + bias + relu on 1x56x56x64 (W2) and 8x56x56x64 (W3), and a few other
+//! layer shapes (a 3-channel first layer, a 1x1 expansion, a late 7x7x512 layer), on one and
+//! on two threads, for every ISA this CPU supports.
+//!
+//! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..]`
+//! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
+//! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
+//! imply; on a shared machine the best run is the better estimate of what the code can do.
+
+use kiln_cpu::gemm::{Activation, ConvGeometry, Epilogue, Isa, conv2d_nhwc, pack_b_for, sgemm};
+use kiln_ir::op::Padding;
+use rayon::ThreadPool;
+use std::time::Instant;
+
+fn values(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+        .collect()
+}
+
+/// (median, fastest) seconds of `repeats` runs of `f` after one warm-up run.
+fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[0])
+}
+
+fn report(name: &str, isa: Isa, threads: usize, flops: f64, (median, best): (f64, f64)) {
+    println!(
+        "{name:<36} {:<8} {threads} thr  median {:>8.3} ms {:>6.1} GFLOP/s   best {:>8.3} ms {:>6.1} GFLOP/s",
+        isa.name(),
+        median * 1e3,
+        flops / median / 1e9,
+        best * 1e3,
+        flops / best / 1e9
+    );
+}
+
+/// A convolution layer to time: NHWC input dims, output channels, square filter, stride.
+struct Conv {
+    name: &'static str,
+    input: [usize; 4],
+    cout: usize,
+    k: usize,
+    stride: usize,
+}
+
+const CONVS: [Conv; 6] = [
+    Conv {
+        name: "W2 conv 1x56x56x64 3x3 +bias+relu",
+        input: [1, 56, 56, 64],
+        cout: 64,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "W3 conv 8x56x56x64 3x3 +bias+relu",
+        input: [8, 56, 56, 64],
+        cout: 64,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "conv 16x32x32x3 3x3 ->32",
+        input: [16, 32, 32, 3],
+        cout: 32,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "conv 1x56x56x64 1x1 ->256",
+        input: [1, 56, 56, 64],
+        cout: 256,
+        k: 1,
+        stride: 1,
+    },
+    Conv {
+        name: "conv 1x14x14x256 3x3 s2 ->512",
+        input: [1, 14, 14, 256],
+        cout: 512,
+        k: 3,
+        stride: 2,
+    },
+    Conv {
+        name: "conv 1x7x7x512 3x3 ->512",
+        input: [1, 7, 7, 512],
+        cout: 512,
+        k: 3,
+        stride: 1,
+    },
+];
+
+fn bench_matmul(pool: &ThreadPool, isa: Isa, threads: usize, repeats: usize) -> Result<(), String> {
+    let n = 1024;
+    let a = values(n * n);
+    let b = pack_b_for(isa, n, n, &values(n * n), false)?;
+    let bias = values(n);
+    let epi = Epilogue {
+        bias: Some(&bias),
+        add: None,
+        activation: Activation::Relu,
+    };
+    let mut c = vec![0.0f32; n * n];
+    let t = time(repeats, || {
+        pool.install(|| sgemm(n, n, n, &a, n, &b, &mut c, n, &epi))
+            .expect("sgemm")
+    });
+    report(
+        "W5 matmul 1024^3 +bias+relu",
+        isa,
+        threads,
+        2.0 * (n * n * n) as f64,
+        t,
+    );
+    Ok(())
+}
+
+fn bench_conv(
+    pool: &ThreadPool,
+    isa: Isa,
+    threads: usize,
+    repeats: usize,
+    c: &Conv,
+) -> Result<(), String> {
+    let [n, h, w, cin] = c.input;
+    let kdim = c.k * c.k * cin;
+    let filter = pack_b_for(isa, kdim, c.cout, &values(kdim * c.cout), false)?;
+    let geom = ConvGeometry::new([h, w], [c.k, c.k], [c.stride; 2], [1, 1], Padding::Same)?;
+    let bias = values(c.cout);
+    let epi = Epilogue {
+        bias: Some(&bias),
+        add: None,
+        activation: Activation::Relu,
+    };
+    let input = values(n * h * w * cin);
+    let m = n * geom.out_h * geom.out_w;
+    let mut out = vec![0.0f32; m * c.cout];
+    let t = time(repeats, || {
+        pool.install(|| conv2d_nhwc(&input, c.input, &filter, &geom, &mut out, &epi))
+            .expect("conv")
+    });
+    report(c.name, isa, threads, 2.0 * (m * c.cout * kdim) as f64, t);
+    Ok(())
+}
+
+fn main() -> Result<(), String> {
+    let repeats = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let only = std::env::args().nth(2);
+    let isas: Vec<Isa> = Isa::supported()
+        .into_iter()
+        .rev()
+        .filter(|i| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|n| n == i.name()))
+        })
+        .collect();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| e.to_string())?;
+        for &isa in &isas {
+            if isa == Isa::Portable && threads == 2 {
+                continue;
+            }
+            bench_matmul(&pool, isa, threads, repeats)?;
+            for c in &CONVS {
+                bench_conv(&pool, isa, threads, repeats, c)?;
+            }
+        }
+    }
+    Ok(())
+}

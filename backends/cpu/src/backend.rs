@@ -1,0 +1,24 @@
+//! The `cpu` backend: lower the request, plan stages (micro-kernels and Cranelift code),
+//! return an executable.
+
+use crate::plan::plan;
+use crate::runtime::CpuExecutable;
+use kiln_ir::Result;
+use kiln_ir::backend::{Backend, CompileRequest, Executable};
+use kiln_ir::lower::lower;
+
+/// Native code for this machine's CPU.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
+        let program = lower(request)?;
+        let plan = plan(&program)?;
+        Ok(Box::new(CpuExecutable { program, plan }))
+    }
+}

@@ -1,0 +1,362 @@
+//! Main-stage kernels of the data-movement family (`reshape`, `transpose`, `concat`, `slice`,
+//! `pad`) and of `assign*`, plus the loop-nest helper the reduction kernels share.
+//!
+//! Every movement op is expressed as a few *copy plans*: a loop nest over byte strides whose
+//! innermost step copies one contiguous run of bytes. Plans are normalised before code is
+//! emitted (size-1 loops dropped, loops whose strides line up merged into each other and into
+//! the run), so a reshape is one run, a slice copies whole rows, a concat along the last axis is
+//! a loop of interleaved block copies, and only a true transpose falls back to element-sized
+//! runs. Runs copy 64 bytes per iteration as four 16-byte vectors and finish with a
+//! straight-line tail, so nothing depends on the dtype: movement kernels work for every dtype
+//! (element size from the buffer's dtype) and are bit-exact, NaN payloads included.
+//!
+//! Invariants: shapes are checked against the op before any code is built (errors name the
+//! kernel and op); generated code touches exactly the bytes of the output buffer and of the
+//! input boxes it reads.
+
+mod copy;
+
+pub(crate) use copy::{Axis, c64, loop_nest, strides};
+
+use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::DType;
+use kiln_ir::op::AssignOp;
+use kiln_ir::program::{Kernel, KernelOp, Program};
+
+use crate::jit::loops::{data_flags, elem_addr, for_range_tail};
+use crate::jit::{Jit, KernelId};
+use copy::{CopyPlan, emit_fill, emit_run_copy};
+
+/// What a movement kernel does: fill the output (pad), then copies.
+struct MovePlan {
+    fill: Option<Vec<u8>>,
+    copies: Vec<CopyPlan>,
+}
+
+/// Defines the main stage of a movement or assign kernel (see the module docs). Buffers are
+/// `kernel.inputs` then `kernel.output`.
+pub fn define_movement(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+) -> Result<KernelId, String> {
+    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.main.name());
+    let n_in = kernel.inputs.len();
+    if let KernelOp::Assign(op @ (AssignOp::AssignAdd | AssignOp::AssignSub)) = kernel.main {
+        check_assign(program, kernel).map_err(fail)?;
+        let n = program.buffer(kernel.output).numel();
+        return jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
+            let (cur, val, out) = (env.buffer(0)?, env.buffer(1)?, env.buffer(2)?);
+            emit_assign_arith(b, cur, val, out, n, op == AssignOp::AssignAdd)
+        });
+    }
+    let plan = plan_movement(program, kernel).map_err(fail)?;
+    let out_bytes = program.buffer(kernel.output).size_bytes();
+    jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
+        let out = env.buffer(n_in)?;
+        if let Some(pattern) = &plan.fill {
+            emit_fill(b, out, out_bytes, pattern)?;
+        }
+        for copy in &plan.copies {
+            let src = env.buffer(copy.src)?;
+            let src_base = b.ins().iconst(types::I64, c64(copy.src_base)?);
+            let dst_base = b.ins().iconst(types::I64, c64(copy.dst_base)?);
+            let run = copy.run;
+            loop_nest(b, &copy.axes, src_base, dst_base, &[], &mut |b, i, o, _| {
+                let s = b.ins().iadd(src, i);
+                let d = b.ins().iadd(out, o);
+                emit_run_copy(b, s, d, run)?;
+                Ok(Vec::new())
+            })?;
+        }
+        Ok(())
+    })
+}
+
+/// `assign_add` / `assign_sub` need f32 operands of the variable's exact type.
+fn check_assign(program: &Program, kernel: &Kernel) -> Result<(), String> {
+    let [cur, val] = kernel.inputs[..] else {
+        return Err(format!("expected 2 inputs, got {}", kernel.inputs.len()));
+    };
+    let (cur, val, out) = (
+        program.buffer(cur),
+        program.buffer(val),
+        program.buffer(kernel.output),
+    );
+    for (what, buf) in [("variable", cur), ("value", val), ("output", out)] {
+        if buf.dtype != DType::F32 || buf.dims != cur.dims {
+            return Err(format!(
+                "{what} is {}{:?}, expected f32{:?} like the variable",
+                buf.dtype, buf.dims, cur.dims
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `out = cur ± val` over `n` f32 elements (f32x4 main loop, scalar tail).
+fn emit_assign_arith(
+    b: &mut FunctionBuilder,
+    cur: Value,
+    val: Value,
+    out: Value,
+    n: usize,
+    add: bool,
+) -> Result<(), String> {
+    let step = |b: &mut FunctionBuilder, i: Value, ty: Type| {
+        let (pc, pv, po) = (
+            elem_addr(b, cur, i, 4),
+            elem_addr(b, val, i, 4),
+            elem_addr(b, out, i, 4),
+        );
+        let c = b.ins().load(ty, data_flags(), pc, 0);
+        let v = b.ins().load(ty, data_flags(), pv, 0);
+        let r = if add {
+            b.ins().fadd(c, v)
+        } else {
+            b.ins().fsub(c, v)
+        };
+        b.ins().store(data_flags(), r, po, 0);
+        Ok(())
+    };
+    for_range_tail(
+        b,
+        0,
+        c64(n)?,
+        4,
+        |b, i| step(b, i, types::F32X4),
+        |b, i| step(b, i, types::F32),
+    )
+}
+
+/// The copy plan of a movement op (or plain `assign`), after checking its shapes.
+fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String> {
+    let out = program.buffer(kernel.output);
+    let ins: Vec<_> = kernel.inputs.iter().map(|&i| program.buffer(i)).collect();
+    let first = *ins.first().ok_or("the kernel has no inputs")?;
+    if let Some(bad) = ins.iter().find(|b| b.dtype != out.dtype) {
+        return Err(format!(
+            "input {} is {} but the output is {}",
+            bad.name, bad.dtype, out.dtype
+        ));
+    }
+    let e = out.dtype.size_bytes();
+    let single = |n: usize| -> Result<(), String> {
+        if ins.len() == n {
+            Ok(())
+        } else {
+            Err(format!("expected {n} input(s), got {}", ins.len()))
+        }
+    };
+    let whole = |src: usize| CopyPlan {
+        src,
+        axes: Vec::new(),
+        run: out.numel() * e,
+        src_base: 0,
+        dst_base: 0,
+    };
+    let rank = first.dims.len();
+    let (in_s, out_s) = (strides(&first.dims), strides(&out.dims));
+    let mut fill = None;
+    let copies = match &kernel.main {
+        KernelOp::Reshape => {
+            single(1)?;
+            if first.numel() != out.numel() {
+                return Err(format!(
+                    "input {:?} and output {:?} differ in size",
+                    first.dims, out.dims
+                ));
+            }
+            vec![whole(0)]
+        }
+        KernelOp::Assign(AssignOp::Assign) => {
+            single(2)?;
+            if ins[1].dims != out.dims || first.dims != out.dims {
+                return Err(format!(
+                    "variable {:?}, value {:?} and output {:?} must agree",
+                    first.dims, ins[1].dims, out.dims
+                ));
+            }
+            vec![whole(1)]
+        }
+        KernelOp::Transpose { perm } => {
+            single(1)?;
+            let mut seen = vec![false; rank];
+            let ok = perm.len() == rank
+                && perm
+                    .iter()
+                    .all(|&p| p < rank && !std::mem::replace(&mut seen[p], true))
+                && perm
+                    .iter()
+                    .map(|&p| first.dims[p])
+                    .eq(out.dims.iter().copied());
+            if !ok {
+                return Err(format!(
+                    "perm {perm:?} does not map input {:?} to output {:?}",
+                    first.dims, out.dims
+                ));
+            }
+            let axes = (0..rank)
+                .map(|i| Axis {
+                    count: out.dims[i],
+                    in_stride: in_s[perm[i]] * e,
+                    out_stride: out_s[i] * e,
+                })
+                .collect();
+            vec![CopyPlan {
+                src: 0,
+                axes,
+                run: e,
+                src_base: 0,
+                dst_base: 0,
+            }]
+        }
+        KernelOp::Concat { axis } => plan_concat(&ins, out, *axis, e)?,
+        KernelOp::Slice { begin } => {
+            single(1)?;
+            let ok = begin.len() == rank
+                && out.dims.len() == rank
+                && (0..rank).all(|i| {
+                    begin[i]
+                        .checked_add(out.dims[i])
+                        .is_some_and(|end| end <= first.dims[i])
+                });
+            if !ok {
+                return Err(format!(
+                    "begin {begin:?} with size {:?} is not inside the input {:?}",
+                    out.dims, first.dims
+                ));
+            }
+            let axes = (0..rank)
+                .map(|i| Axis {
+                    count: out.dims[i],
+                    in_stride: in_s[i] * e,
+                    out_stride: out_s[i] * e,
+                })
+                .collect();
+            let src_base = (0..rank).map(|i| begin[i] * in_s[i] * e).sum();
+            vec![CopyPlan {
+                src: 0,
+                axes,
+                run: e,
+                src_base,
+                dst_base: 0,
+            }]
+        }
+        KernelOp::Pad {
+            paddings,
+            constant_value,
+        } => {
+            single(1)?;
+            let ok = paddings.len() == rank
+                && out.dims.len() == rank
+                && (0..rank).all(|i| {
+                    let [lo, hi] = paddings[i];
+                    first.dims[i]
+                        .checked_add(lo)
+                        .and_then(|v| v.checked_add(hi))
+                        == Some(out.dims[i])
+                });
+            if !ok {
+                return Err(format!(
+                    "paddings {paddings:?} do not turn input {:?} into output {:?}",
+                    first.dims, out.dims
+                ));
+            }
+            let padded = out.numel() != first.numel();
+            if padded {
+                fill = Some(fill_pattern(out.dtype, constant_value.0));
+            }
+            let axes = (0..rank)
+                .map(|i| Axis {
+                    count: first.dims[i],
+                    in_stride: in_s[i] * e,
+                    out_stride: out_s[i] * e,
+                })
+                .collect();
+            let dst_base = (0..rank).map(|i| paddings[i][0] * out_s[i] * e).sum();
+            vec![CopyPlan {
+                src: 0,
+                axes,
+                run: e,
+                src_base: 0,
+                dst_base,
+            }]
+        }
+        other => return Err(format!("{} is not a movement op", other.name())),
+    };
+    Ok(MovePlan {
+        fill,
+        copies: copies
+            .into_iter()
+            .filter_map(CopyPlan::normalized)
+            .collect(),
+    })
+}
+
+/// Concat along `axis`: each output row (the axes before `axis`) is the operands' blocks one
+/// after another, so each operand is one strided block copy.
+fn plan_concat(
+    ins: &[&kiln_ir::program::Buffer],
+    out: &kiln_ir::program::Buffer,
+    axis: usize,
+    e: usize,
+) -> Result<Vec<CopyPlan>, String> {
+    let rank = out.dims.len();
+    let shapes = || {
+        let parts: Vec<String> = ins.iter().map(|b| format!("{:?}", b.dims)).collect();
+        parts.join(", ")
+    };
+    let mut total_axis = 0usize;
+    for b in ins {
+        let same = b.dims.len() == rank && (0..rank).all(|i| i == axis || b.dims[i] == out.dims[i]);
+        if axis >= rank || !same {
+            return Err(format!(
+                "operands {} cannot be joined along axis {axis} into {:?}",
+                shapes(),
+                out.dims
+            ));
+        }
+        total_axis = total_axis.saturating_add(b.dims[axis]);
+    }
+    if total_axis != out.dims[axis] {
+        return Err(format!(
+            "operands {} sum to {total_axis} along axis {axis}, output is {:?}",
+            shapes(),
+            out.dims
+        ));
+    }
+    let outer: usize = out.dims[..axis].iter().product();
+    let inner: usize = out.dims[axis + 1..].iter().product();
+    let row = out.dims[axis] * inner * e;
+    let mut at = 0;
+    let mut copies = Vec::with_capacity(ins.len());
+    for (k, b) in ins.iter().enumerate() {
+        let block = b.dims[axis] * inner * e;
+        copies.push(CopyPlan {
+            src: k,
+            axes: vec![Axis {
+                count: outer,
+                in_stride: block,
+                out_stride: row,
+            }],
+            run: block,
+            src_base: 0,
+            dst_base: at,
+        });
+        at += block;
+    }
+    Ok(copies)
+}
+
+/// The padding value as one element of `dtype`, converted like the reference (numpy-style
+/// saturating casts, NaN to 0; true when nonzero).
+fn fill_pattern(dtype: DType, v: f32) -> Vec<u8> {
+    match dtype {
+        DType::F32 => v.to_bits().to_le_bytes().to_vec(),
+        DType::I32 => (v as i32).to_le_bytes().to_vec(),
+        DType::I64 => (v as i64).to_le_bytes().to_vec(),
+        DType::Bool => vec![u8::from(v != 0.0)],
+    }
+}

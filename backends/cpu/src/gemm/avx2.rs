@@ -1,0 +1,214 @@
+//! AVX2+FMA micro-kernel: a 6x16 register tile (12 ymm accumulators, two ymm of B per step,
+//! one broadcast), with `vmaskmov` loads and stores for edge columns.
+//!
+//! 6x16 is the classic AVX2 shape: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the
+//! 16 ymm registers. Rows past `rows` are computed (from the zeros the driver passes) and never
+//! stored; columns past `cols` are excluded by the lane masks, and masked-off lanes of
+//! `vmaskmovps` are not accessed, so nothing outside the caller's slices is touched.
+
+use super::Tile;
+
+/// Rows of the register tile.
+pub(crate) const MR: usize = 6;
+/// Columns of the register tile (two 8-lane vectors).
+pub(crate) const NR: usize = 16;
+
+/// Runs one tile; panics if the tile's slices do not cover what the kernel reads and writes
+/// (a driver bug, never caller input) or if the CPU lacks AVX2 or FMA.
+pub(crate) fn run(t: &mut Tile<'_, '_>) {
+    t.assert_valid(MR, NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            "AVX2 kernel on a CPU without AVX2+FMA"
+        );
+        // SAFETY: the features were just checked; `assert_valid` established the bounds the
+        // kernel's comments rely on.
+        unsafe { imp::kernel(t) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("Isa::Avx2Fma is never supported off x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{MR, NR, Tile};
+    use crate::gemm::epilogue::Activation;
+    use std::arch::x86_64::*;
+
+    /// Lane mask (sign bit set) selecting the first `n` of 8 lanes; `n` may be negative.
+    #[target_feature(enable = "avx2")]
+    fn lanes(n: i32) -> __m256i {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    #[derive(Clone, Copy)]
+    enum Act {
+        None,
+        Clamp(__m256, Option<__m256>),
+        Leaky(__m256),
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn act_of(a: Activation) -> Act {
+        match (a, a.bounds()) {
+            (Activation::LeakyRelu(alpha), _) => Act::Leaky(_mm256_set1_ps(alpha)),
+            (_, Some((lo, hi))) => Act::Clamp(
+                _mm256_set1_ps(lo),
+                if hi == f32::INFINITY {
+                    None
+                } else {
+                    Some(_mm256_set1_ps(hi))
+                },
+            ),
+            _ => Act::None,
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn activate(v: __m256, act: Act) -> __m256 {
+        match act {
+            Act::None => v,
+            // max(lo, v) and min(hi, v) return v when v is NaN (the second operand wins).
+            Act::Clamp(lo, hi) => {
+                let v = _mm256_max_ps(lo, v);
+                match hi {
+                    Some(hi) => _mm256_min_ps(hi, v),
+                    None => v,
+                }
+            }
+            Act::Leaky(alpha) => {
+                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_setzero_ps());
+                _mm256_blendv_ps(v, _mm256_mul_ps(v, alpha), neg)
+            }
+        }
+    }
+
+    /// Runs `$body` once per tile row with `$r` a literal, so every index into the
+    /// accumulator array is a constant and the array lives in registers (see avx512.rs).
+    macro_rules! each_row {
+        ($r:ident => $body:block) => {
+            crate::gemm::unrolled!($r in [0, 1, 2, 3, 4, 5] $body)
+        };
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA, and `t.assert_valid(MR, NR)` holds.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
+        // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
+        // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
+        // SAFETY (all arms): forwarded from this function's contract; `rows` is the arm's.
+        unsafe {
+            match t.rows {
+                1 => rows::<1>(t),
+                2 => rows::<2>(t),
+                3 => rows::<3>(t),
+                4 => rows::<4>(t),
+                5 => rows::<5>(t),
+                6 => rows::<6>(t),
+                _ => unreachable!("assert_valid bounds rows to 1..=MR"),
+            }
+        }
+    }
+
+    /// [`kernel`] for a tile of exactly `R` valid rows.
+    ///
+    /// # Safety
+    /// As for [`kernel`], and `t.rows == R`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows<const R: usize>(t: &mut Tile<'_, '_>) {
+        let (rows, ldc, kseg) = (R, t.ldc, t.kseg);
+        // cols <= NR = 16, so the casts are exact.
+        let (m0, m1) = (lanes(t.cols as i32), lanes(t.cols as i32 - 8));
+        let two = t.cols > 8;
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if t.accumulate {
+            let c = t.c.as_ptr();
+            each_row!(r => {
+                if r < rows {
+                    // SAFETY: r < rows and the masks enable only columns < cols, so every lane
+                    // read is at r * ldc + j < (rows - 1) * ldc + cols <= c.len(); masked-off
+                    // lanes of vmaskmovps are not accessed.
+                    unsafe {
+                        let p = c.add(r * ldc);
+                        acc[r][0] = _mm256_maskload_ps(p, m0);
+                        if two {
+                            acc[r][1] = _mm256_maskload_ps(p.add(8), m1);
+                        }
+                    }
+                }
+            });
+        }
+        let mut bp = t.b.as_ptr();
+        for seg in t.a.chunks_exact(MR) {
+            let rp: [*const f32; MR] = std::array::from_fn(|r| seg[r].as_ptr());
+            for p in 0..kseg {
+                // SAFETY: B holds nseg * kseg * NR values and bp has advanced NR per step, so
+                // bp[0 .. NR] is in bounds; every A row slice holds at least kseg values.
+                unsafe {
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    each_row!(r => {
+                        if r < R {
+                            let av = _mm256_broadcast_ss(&*rp[r].add(p));
+                            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                        }
+                    });
+                    bp = bp.add(NR);
+                }
+            }
+        }
+
+        // Epilogue and store.
+        let epi = t.epilogue;
+        let act = act_of(epi.map_or(Activation::None, |e| e.activation));
+        let bias = epi.and_then(|e| e.bias).map(|b| {
+            // SAFETY: the bias slice holds at least cols values; lanes >= cols are masked off.
+            unsafe {
+                let lo = _mm256_maskload_ps(b.as_ptr(), m0);
+                if two {
+                    [lo, _mm256_maskload_ps(b.as_ptr().add(8), m1)]
+                } else {
+                    [lo, lo]
+                }
+            }
+        });
+        let res = epi.and_then(|e| e.add);
+        let c = t.c.as_mut_ptr();
+        each_row!(r => {
+            if r < rows {
+                let mut v = acc[r];
+                if let Some(bias) = bias {
+                    v[0] = _mm256_add_ps(v[0], bias[0]);
+                    v[1] = _mm256_add_ps(v[1], bias[1]);
+                }
+                if let Some((res, ld)) = res {
+                    // SAFETY: the residual slice holds (rows - 1) * ld + cols values from the
+                    // tile's corner and r < rows; lanes >= cols are masked off.
+                    unsafe {
+                        let p = res.as_ptr().add(r * ld);
+                        v[0] = _mm256_add_ps(v[0], _mm256_maskload_ps(p, m0));
+                        if two {
+                            v[1] = _mm256_add_ps(v[1], _mm256_maskload_ps(p.add(8), m1));
+                        }
+                    }
+                }
+                // SAFETY: as for the loads of C above: r < rows, lanes < cols only.
+                unsafe {
+                    let p = c.add(r * ldc);
+                    _mm256_maskstore_ps(p, m0, activate(v[0], act));
+                    if two {
+                        _mm256_maskstore_ps(p.add(8), m1, activate(v[1], act));
+                    }
+                }
+            }
+        });
+    }
+}

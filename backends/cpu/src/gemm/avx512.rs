@@ -1,0 +1,223 @@
+//! AVX-512 micro-kernel: a 12x32 register tile (24 zmm accumulators, two zmm of B per step,
+//! the A value broadcast straight from memory), masked loads and stores for edge tiles.
+//!
+//! Why 12x32: 24 independent FMA chains cover the FMA latency on both pipes, each k-step loads
+//! 2 vectors and 12 scalars for 24 FMAs, and 12 row pointers plus B and the counter still fit
+//! the 15 usable general registers. Rows of a partial tile are computed from whatever the
+//! driver passed (zeros) and never stored; columns past `cols` are masked off in every load
+//! and store of C, bias and residual, so nothing outside the caller's slices is touched.
+
+use super::Tile;
+
+/// Rows of the register tile.
+pub(crate) const MR: usize = 12;
+/// Columns of the register tile (two 16-lane vectors).
+pub(crate) const NR: usize = 32;
+
+/// Runs one tile; panics if the tile's slices do not cover what the kernel reads and writes
+/// (a driver bug, never caller input) or if the CPU lacks AVX-512F.
+pub(crate) fn run(t: &mut Tile<'_, '_>) {
+    t.assert_valid(MR, NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            is_x86_feature_detected!("avx512f"),
+            "AVX-512 kernel on a CPU without AVX-512F"
+        );
+        // SAFETY: the feature was just checked; `assert_valid` established the bounds the
+        // kernel's comments rely on.
+        unsafe { imp::kernel(t) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("Isa::Avx512 is never supported off x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::{MR, NR, Tile};
+    use crate::gemm::epilogue::Activation;
+    use std::arch::x86_64::*;
+
+    /// Lane mask selecting the first `n` of 16 lanes (`n` may exceed 16).
+    fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
+    }
+
+    /// The activation, with its constants already broadcast.
+    #[derive(Clone, Copy)]
+    enum Act {
+        None,
+        Clamp(__m512, Option<__m512>),
+        Leaky(__m512),
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn act_of(a: Activation) -> Act {
+        match (a, a.bounds()) {
+            (Activation::LeakyRelu(alpha), _) => Act::Leaky(_mm512_set1_ps(alpha)),
+            (_, Some((lo, hi))) => Act::Clamp(
+                _mm512_set1_ps(lo),
+                if hi == f32::INFINITY {
+                    None
+                } else {
+                    Some(_mm512_set1_ps(hi))
+                },
+            ),
+            _ => Act::None,
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn activate(v: __m512, act: Act) -> __m512 {
+        match act {
+            Act::None => v,
+            // max(lo, v) and min(hi, v) return v when v is NaN (the second operand wins).
+            Act::Clamp(lo, hi) => {
+                let v = _mm512_max_ps(lo, v);
+                match hi {
+                    Some(hi) => _mm512_min_ps(hi, v),
+                    None => v,
+                }
+            }
+            Act::Leaky(alpha) => {
+                let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+                _mm512_mask_mul_ps(v, neg, v, alpha)
+            }
+        }
+    }
+
+    /// The accumulator tile: MR rows of two 16-lane vectors.
+    type Acc = [[__m512; 2]; MR];
+
+    /// Runs `$body` once per tile row with `$r` a literal, so every index into the
+    /// accumulator array is a constant and the array lives in registers. (A loop to a
+    /// run-time row count would index it at run time and keep it in memory: one store per
+    /// FMA, 4x slower.)
+    macro_rules! each_row {
+        ($r:ident => $body:block) => {
+            crate::gemm::unrolled!($r in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] $body)
+        };
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F and `t.assert_valid(MR, NR)` holds.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
+        // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
+        // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
+        // SAFETY (all arms): forwarded from this function's contract; `rows` is the arm's.
+        unsafe {
+            match t.rows {
+                1 => rows::<1>(t),
+                2 => rows::<2>(t),
+                3 => rows::<3>(t),
+                4 => rows::<4>(t),
+                5 => rows::<5>(t),
+                6 => rows::<6>(t),
+                7 => rows::<7>(t),
+                8 => rows::<8>(t),
+                9 => rows::<9>(t),
+                10 => rows::<10>(t),
+                11 => rows::<11>(t),
+                12 => rows::<12>(t),
+                _ => unreachable!("assert_valid bounds rows to 1..=MR"),
+            }
+        }
+    }
+
+    /// [`kernel`] for a tile of exactly `R` valid rows.
+    ///
+    /// # Safety
+    /// As for [`kernel`], and `t.rows == R`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const R: usize>(t: &mut Tile<'_, '_>) {
+        let (rows, ldc, kseg) = (R, t.ldc, t.kseg);
+        let (m0, m1) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
+        let two = t.cols > 16;
+        let mut acc: Acc = [[_mm512_setzero_ps(); 2]; MR];
+        if t.accumulate {
+            let c = t.c.as_ptr();
+            each_row!(r => {
+                if r < rows {
+                    // SAFETY: r < rows and the masks enable only columns < cols, so every lane
+                    // read is at r * ldc + j < (rows - 1) * ldc + cols <= c.len(); masked-off
+                    // lanes are not accessed (AVX-512 masked loads suppress them), and with
+                    // cols <= 16 the second vector is not loaded at all.
+                    unsafe {
+                        let p = c.add(r * ldc);
+                        acc[r][0] = _mm512_maskz_loadu_ps(m0, p);
+                        if two {
+                            acc[r][1] = _mm512_maskz_loadu_ps(m1, p.add(16));
+                        }
+                    }
+                }
+            });
+        }
+        let mut bp = t.b.as_ptr();
+        for seg in t.a.chunks_exact(MR) {
+            let rp: [*const f32; MR] = std::array::from_fn(|r| seg[r].as_ptr());
+            for p in 0..kseg {
+                // SAFETY: B holds nseg * kseg * NR values and bp has advanced NR per step, so
+                // bp[0 .. NR] is in bounds; every A row slice holds at least kseg values.
+                unsafe {
+                    let b0 = _mm512_loadu_ps(bp);
+                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    each_row!(r => {
+                        if r < R {
+                            let av = _mm512_set1_ps(*rp[r].add(p));
+                            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                        }
+                    });
+                    bp = bp.add(NR);
+                }
+            }
+        }
+
+        // Epilogue and store.
+        let epi = t.epilogue;
+        let act = act_of(epi.map_or(Activation::None, |e| e.activation));
+        let bias = epi.and_then(|e| e.bias).map(|b| {
+            // SAFETY: the bias slice holds at least cols values; lanes >= cols are masked off.
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(m0, b.as_ptr());
+                if two {
+                    [lo, _mm512_maskz_loadu_ps(m1, b.as_ptr().add(16))]
+                } else {
+                    [lo, lo]
+                }
+            }
+        });
+        let res = epi.and_then(|e| e.add);
+        let c = t.c.as_mut_ptr();
+        each_row!(r => {
+            if r < rows {
+                let mut v = acc[r];
+                if let Some(bias) = bias {
+                    v[0] = _mm512_add_ps(v[0], bias[0]);
+                    v[1] = _mm512_add_ps(v[1], bias[1]);
+                }
+                if let Some((res, ld)) = res {
+                    // SAFETY: the residual slice holds (rows - 1) * ld + cols values from the
+                    // tile's corner and r < rows; lanes >= cols are masked off.
+                    unsafe {
+                        let p = res.as_ptr().add(r * ld);
+                        v[0] = _mm512_add_ps(v[0], _mm512_maskz_loadu_ps(m0, p));
+                        if two {
+                            v[1] = _mm512_add_ps(v[1], _mm512_maskz_loadu_ps(m1, p.add(16)));
+                        }
+                    }
+                }
+                // SAFETY: as for the loads of C above: r < rows, lanes < cols only.
+                unsafe {
+                    let p = c.add(r * ldc);
+                    _mm512_mask_storeu_ps(p, m0, activate(v[0], act));
+                    if two {
+                        _mm512_mask_storeu_ps(p.add(16), m1, activate(v[1], act));
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,311 @@
+//! NHWC x HWIO convolution as implicit (indirect) GEMM.
+//!
+//! The GEMM view: row `i` of A is output pixel `(b, oy, ox)`, the reduction runs over filter
+//! taps `(dy, dx)` and input channels, so `A[i, (dy * kw + dx) * cin + ci]` is input pixel
+//! `(b, oy * sh + dy * dh - pad_top, ox * sw + dx * dw - pad_left)`, channel `ci`, or zero
+//! outside the image. An HWIO filter is already the row-major `[kh * kw * cin, cout]` B. One
+//! segment of A is one tap: `cin` contiguous channels of one input pixel, so the driver hands
+//! the micro-kernel pointers straight into the input (XNNPACK's indirection idea) and nothing
+//! is copied; padding taps point at a zero buffer. A 1x1, stride-1, unpadded convolution is
+//! plain GEMM over the input viewed as `[n * h * w, cin]`.
+//!
+//! Few input channels make short segments (3 values for an RGB input), and the kernel's
+//! per-segment setup then dominates. For those the input is first copied into a zero-padded
+//! buffer, after which the `kw` taps of one filter row are `kw * cin` contiguous values: one
+//! segment per filter row instead of one per tap.
+
+use super::epilogue::Epilogue;
+use super::pack::PackedB;
+use super::{RowSource, sgemm, sgemm_rows};
+use kiln_ir::op::Padding;
+
+/// Where each filter tap lands in the input: sizes, strides, dilations and padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Filter height.
+    pub kh: usize,
+    /// Filter width.
+    pub kw: usize,
+    /// Step between output rows, in input rows.
+    pub stride_h: usize,
+    /// Step between output columns, in input columns.
+    pub stride_w: usize,
+    /// Step between filter rows, in input rows.
+    pub dilation_h: usize,
+    /// Step between filter columns, in input columns.
+    pub dilation_w: usize,
+    /// Zero rows above the input.
+    pub pad_top: usize,
+    /// Zero columns left of the input.
+    pub pad_left: usize,
+    /// Output height.
+    pub out_h: usize,
+    /// Output width.
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry TensorFlow computes for an `in_hw` input, a `kernel_hw` filter and the
+    /// given strides, dilations and padding (SAME puts the odd padding cell bottom/right).
+    pub fn new(
+        in_hw: [usize; 2],
+        kernel_hw: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        padding: Padding,
+    ) -> Result<ConvGeometry, String> {
+        if strides.contains(&0) || dilations.contains(&0) || kernel_hw.contains(&0) {
+            return Err(format!(
+                "conv2d: strides {strides:?}, dilations {dilations:?} and filter size \
+                 {kernel_hw:?} must be positive"
+            ));
+        }
+        let mut out = [0; 2];
+        let mut before = [0; 2];
+        for d in 0..2 {
+            let (size, s) = (in_hw[d], strides[d]);
+            // Saturating: an absurd extent then fails the size checks instead of wrapping.
+            let eff = (kernel_hw[d] - 1)
+                .saturating_mul(dilations[d])
+                .saturating_add(1);
+            let (o, pad) = match padding {
+                Padding::Same => {
+                    let o = size.div_ceil(s);
+                    let reach = (o.max(1) - 1).saturating_mul(s).saturating_add(eff);
+                    (o, reach.saturating_sub(size) / 2)
+                }
+                Padding::Valid | Padding::Explicit(_) => {
+                    let (lo, hi) = match padding {
+                        Padding::Explicit(p) => (p[d][0], p[d][1]),
+                        _ => (0, 0),
+                    };
+                    let padded = size.saturating_add(lo).saturating_add(hi);
+                    if padded < eff {
+                        return Err(format!(
+                            "conv2d: dilated filter extent {eff} exceeds the padded input extent \
+                             {padded} (input {in_hw:?}, filter {kernel_hw:?}, {padding:?})"
+                        ));
+                    }
+                    ((padded - eff) / s + 1, lo)
+                }
+            };
+            out[d] = o;
+            before[d] = pad;
+        }
+        Ok(ConvGeometry {
+            kh: kernel_hw[0],
+            kw: kernel_hw[1],
+            stride_h: strides[0],
+            stride_w: strides[1],
+            dilation_h: dilations[0],
+            dilation_w: dilations[1],
+            pad_top: before[0],
+            pad_left: before[1],
+            out_h: out[0],
+            out_w: out[1],
+        })
+    }
+}
+
+/// `out = epilogue(conv2d(input, filter))` with `input` `[n, h, w, cin]` (`in_dims`), `filter`
+/// the HWIO weights packed as `[kh * kw * cin, cout]` by [`super::pack_b`], and `out`
+/// `[n, out_h, out_w, cout]`, all row-major. The epilogue's bias has one value per output
+/// channel; its residual is indexed `[pixel, channel]` with its own leading dimension.
+pub fn conv2d_nhwc(
+    input: &[f32],
+    in_dims: [usize; 4],
+    filter: &PackedB,
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let [n, h, w, cin] = in_dims;
+    let g = *geom;
+    let cout = filter.n();
+    if [
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dilation_h,
+        g.dilation_w,
+    ]
+    .contains(&0)
+    {
+        return Err(format!(
+            "conv2d: filter size, strides and dilations must be positive, got {g:?}"
+        ));
+    }
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+    let overflow = || format!("conv2d: sizes overflow usize (input {in_dims:?}, {g:?})");
+    let in_len = product(&in_dims).ok_or_else(overflow)?;
+    if input.len() < in_len {
+        return Err(format!(
+            "conv2d: input has {} values, expected at least {in_len} for {in_dims:?}",
+            input.len()
+        ));
+    }
+    if Some(filter.k()) != product(&[g.kh, g.kw, cin]) {
+        return Err(format!(
+            "conv2d: filter packed with k = {}, expected kh * kw * cin = {} * {} * {cin}",
+            filter.k(),
+            g.kh,
+            g.kw
+        ));
+    }
+    let m = product(&[n, g.out_h, g.out_w]).ok_or_else(overflow)?;
+    let out_len = m.checked_mul(cout).ok_or_else(overflow)?;
+    if out.len() < out_len {
+        return Err(format!(
+            "conv2d: output has {} values, expected at least {out_len} for [{n}, {}, {}, {cout}]",
+            out.len(),
+            g.out_h,
+            g.out_w
+        ));
+    }
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1;
+    if pointwise && g.pad_top == 0 && g.pad_left == 0 && g.out_h == h && g.out_w == w {
+        return sgemm(m, cout, cin, input, cin, filter, out, cout, epilogue);
+    }
+    if cin < MERGE_BELOW_CIN && g.kw > 1 && g.dilation_w == 1 {
+        let (padded, dims) = pad_input(input, in_dims, &g).ok_or_else(overflow)?;
+        let g = ConvGeometry {
+            pad_top: 0,
+            pad_left: 0,
+            ..g
+        };
+        let src = ConvRows {
+            input: &padded,
+            dims,
+            g,
+            taps_w: g.kw,
+        };
+        return sgemm_rows(&src, filter, out, cout, epilogue);
+    }
+    let src = ConvRows {
+        input,
+        dims: in_dims,
+        g,
+        taps_w: 1,
+    };
+    sgemm_rows(&src, filter, out, cout, epilogue)
+}
+
+/// Input channel counts below which whole filter rows become one segment (see module docs).
+/// One thread, AVX-512: 16x32x32x3 -> 32 (3x3) 29 -> 49 GFLOP/s; 1x100x100x1 -> 8 (5x5)
+/// 3 -> 10 GFLOP/s. From 32 channels on a tap is long enough by itself.
+const MERGE_BELOW_CIN: usize = 32;
+
+/// Copies the input into a zero-padded buffer large enough that no tap reads outside it;
+/// returns the buffer and its NHWC dimensions, or `None` if the sizes overflow.
+fn pad_input(
+    input: &[f32],
+    [n, h, w, c]: [usize; 4],
+    g: &ConvGeometry,
+) -> Option<(Vec<f32>, [usize; 4])> {
+    // Rows (columns) up to which the last output row (column) reads, plus one.
+    let reach = |out: usize, s: usize, k: usize, d: usize| {
+        (out.max(1) - 1)
+            .checked_mul(s)?
+            .checked_add((k - 1).checked_mul(d)?)?
+            .checked_add(1)
+    };
+    let hp = h
+        .checked_add(g.pad_top)?
+        .max(reach(g.out_h, g.stride_h, g.kh, g.dilation_h)?);
+    let wp = w
+        .checked_add(g.pad_left)?
+        .max(reach(g.out_w, g.stride_w, g.kw, g.dilation_w)?);
+    let len = n.checked_mul(hp)?.checked_mul(wp)?.checked_mul(c)?;
+    let mut padded = vec![0.0f32; len];
+    for img in 0..n {
+        for y in 0..h {
+            let src = ((img * h + y) * w) * c;
+            let dst = ((img * hp + y + g.pad_top) * wp + g.pad_left) * c;
+            padded[dst..dst + w * c].copy_from_slice(&input[src..src + w * c]);
+        }
+    }
+    Some((padded, [n, hp, wp, c]))
+}
+
+/// The implicit A of a convolution (see the module comment).
+struct ConvRows<'a> {
+    input: &'a [f32],
+    dims: [usize; 4],
+    g: ConvGeometry,
+    /// Taps of one filter row per segment: 1, or `kw` when the input is padded so that a
+    /// filter row never leaves it (then `dilation_w == 1` and `pad_left == 0`).
+    taps_w: usize,
+}
+
+impl RowSource for ConvRows<'_> {
+    fn rows(&self) -> usize {
+        self.dims[0] * self.g.out_h * self.g.out_w
+    }
+
+    fn depth(&self) -> usize {
+        self.g.kh * self.g.kw * self.dims[3]
+    }
+
+    fn segment_len(&self) -> usize {
+        (self.taps_w * self.dims[3]).max(1)
+    }
+
+    fn segments<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        out: &mut Vec<Option<&'s [f32]>>,
+    ) {
+        let [_, h, w, c] = self.dims;
+        let g = &self.g;
+        let base = out.len();
+        out.resize(base + nseg * rows, None);
+        // Decompose the first row once and step through the rest: a division per row and
+        // segment would cost as much as the gather itself.
+        let plane = g.out_h * g.out_w;
+        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let mut r = 0;
+        while r < rows {
+            const CHUNK: usize = 16;
+            let chunk = (rows - r).min(CHUNK);
+            // (first value of the image, top input row, left input column) of each row.
+            let mut pos = [(0usize, 0isize, 0isize); CHUNK];
+            for p in pos.iter_mut().take(chunk) {
+                *p = (
+                    img * h * w,
+                    (oy * g.stride_h) as isize - g.pad_top as isize,
+                    (ox * g.stride_w) as isize - g.pad_left as isize,
+                );
+                ox += 1;
+                if ox == g.out_w {
+                    ox = 0;
+                    oy += 1;
+                    if oy == g.out_h {
+                        oy = 0;
+                        img += 1;
+                    }
+                }
+            }
+            for s in 0..nseg {
+                // Depth k is tap (k / c) and channel (k % c); a merged segment starts at dx = 0
+                // and runs on through the filter row, contiguous in the padded input.
+                let k = k0 + s * len;
+                let (tap, ci) = (k / c, k % c);
+                let dy = ((tap / g.kw) * g.dilation_h) as isize;
+                let dx = ((tap % g.kw) * g.dilation_w) as isize;
+                for (q, &(first, top, left)) in pos.iter().take(chunk).enumerate() {
+                    let (iy, ix) = (top + dy, left + dx);
+                    if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                        let at = (first + iy as usize * w + ix as usize) * c + ci;
+                        out[base + s * rows + r + q] = Some(&self.input[at..at + len]);
+                    }
+                }
+            }
+            r += chunk;
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The blocked GEMM driver: splits C among threads, walks cache blocks, feeds micro-kernels.
+//!
+//! Loop nest per task (BLIS order, with B already packed): columns in blocks of `NC`, then
+//! k-blocks of about `KC` (the partial sum is kept in C between k-blocks; the first starts from
+//! zero, the last applies the epilogue), then rows in blocks of `MC` and row tiles of `MR`
+//! (one tile's A rows are reused from cache while the tile sweeps the B panels of the column
+//! block). Threads take disjoint row bands, or disjoint column ranges
+//! (computed into a private buffer, then copied) when there are too few row tiles. Every output
+//! element sees the same k-blocks in the same order whatever the split, so the result does not
+//! depend on the thread count.
+
+use super::epilogue::Epilogue;
+use super::pack::{AlignedBuf, PackedB, band_stride, pack_a_band, rows_conflict};
+use super::{Isa, RowSource, Tile, run_tile};
+use rayon::prelude::*;
+
+/// Target depth of a k-block. Deep blocks win on the 2-core EPYC (Zen 4): the broadcasts of A
+/// stream fine from L2, while every extra k-block costs a round trip of C through the caches.
+/// Measured (examples/gemm_speed.rs, one thread, GFLOP/s for matmul 1024^3 / conv W2 / W3):
+/// KC=256: 94/97/83, 512: 100/99/89, 1024: 106/102/99, 4096: 107/104/96.
+const KC: usize = 1024;
+/// Columns per block (within noise from 64 to 1024 with KC = 1024).
+const NC: usize = 512;
+/// Rows per block of a copied A band (a multiple of every MR: 12, 6, 4).
+const MC: usize = 144;
+/// Minimum work per parallel task; below it one thread does everything (rayon's fork/join
+/// costs microseconds, a 2 MFLOP task takes about 10 us on one core).
+const MIN_TASK_FLOPS: f64 = 2.0e6;
+
+/// One k-block: `nseg` consecutive segments of `kseg` values starting at depth `k0`.
+#[derive(Clone, Copy, Debug)]
+struct KBlock {
+    k0: usize,
+    nseg: usize,
+    kseg: usize,
+}
+
+/// Cuts the depth into k-blocks of whole segments (or pieces of one long segment), as equal
+/// as possible and at most about `KC` deep; one empty block when `depth == 0`, so the
+/// epilogue still runs.
+fn k_blocks(depth: usize, seg: usize) -> Vec<KBlock> {
+    if depth == 0 {
+        return vec![KBlock {
+            k0: 0,
+            nseg: 0,
+            kseg: 0,
+        }];
+    }
+    let total = depth / seg;
+    let mut out = Vec::new();
+    if seg <= KC {
+        let blocks = total.div_ceil(KC / seg);
+        let per = total.div_ceil(blocks);
+        let mut s = 0;
+        while s < total {
+            let nseg = per.min(total - s);
+            out.push(KBlock {
+                k0: s * seg,
+                nseg,
+                kseg: seg,
+            });
+            s += nseg;
+        }
+    } else {
+        let pieces = seg.div_ceil(KC);
+        let piece = seg.div_ceil(pieces);
+        for s in 0..total {
+            let mut off = 0;
+            while off < seg {
+                let kseg = piece.min(seg - off);
+                out.push(KBlock {
+                    k0: s * seg + off,
+                    nseg: 1,
+                    kseg,
+                });
+                off += kseg;
+            }
+        }
+    }
+    out
+}
+
+/// Computes `c = epilogue(src * b)`; `c` is exactly `(m - 1) * ldc + n` long, inputs validated.
+pub(super) fn run<S: RowSource>(
+    src: &S,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epi: &Epilogue<'_>,
+) -> Result<(), String> {
+    let (m, n, k) = (src.rows(), b.n(), src.depth());
+    let isa = b.isa();
+    let (mr, nr) = (isa.mr(), isa.nr());
+    let blocks = k_blocks(k, src.segment_len());
+    let job = Job {
+        src,
+        b,
+        epi,
+        blocks: &blocks,
+        isa,
+    };
+    let flops = 2.0 * m as f64 * n as f64 * k.max(1) as f64;
+    let tasks = rayon::current_num_threads()
+        .min((flops / MIN_TASK_FLOPS) as usize)
+        .max(1);
+    let (m_tiles, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    if tasks == 1 || (m_tiles < 2 && n_panels < 2) {
+        return job.block(0, m, 0, n, c, ldc, 0);
+    }
+    // Split whichever way gives the busiest task fewer tile calls; rows on a tie (no copy).
+    let by_rows = m_tiles.div_ceil(tasks) * n_panels;
+    let by_cols = m_tiles * n_panels.div_ceil(tasks);
+    if by_rows <= by_cols {
+        // Row bands of whole tiles, each a disjoint chunk of C.
+        let band = m_tiles.div_ceil(tasks) * mr;
+        return c
+            .par_chunks_mut(band * ldc)
+            .enumerate()
+            .try_for_each(|(t, chunk)| {
+                let r0 = t * band;
+                job.block(r0, (r0 + band).min(m), 0, n, chunk, ldc, 0)
+            });
+    }
+    // Few rows, many columns (late CNN layers, matrix-vector-like products): split the panels,
+    // compute each range into its own buffer and copy; the copy is m x n, small next to the
+    // k x n weights (this split is only taken when there are few row tiles).
+    let per = n_panels.div_ceil(tasks) * nr;
+    let parts: Vec<(usize, usize, Vec<f32>)> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|t| {
+            let (c0, c1) = (t * per, ((t + 1) * per).min(n));
+            let mut buf = vec![0.0f32; m * (c1 - c0)];
+            job.block(0, m, c0, c1, &mut buf, c1 - c0, c0)
+                .map(|()| (c0, c1, buf))
+        })
+        .collect::<Result<_, _>>()?;
+    for (c0, c1, buf) in parts {
+        let w = c1 - c0;
+        for (i, row) in buf.chunks_exact(w).enumerate() {
+            c[i * ldc + c0..i * ldc + c1].copy_from_slice(row);
+        }
+    }
+    Ok(())
+}
+
+/// Everything a task needs, shared read-only between tasks.
+struct Job<'j, S> {
+    src: &'j S,
+    b: &'j PackedB,
+    epi: &'j Epilogue<'j>,
+    blocks: &'j [KBlock],
+    isa: Isa,
+}
+
+impl<'j, S: RowSource> Job<'j, S> {
+    /// Computes rows `r0..r1` x columns `c0..c1` of C into `dst`, where element `(i, j)` lives
+    /// at `dst[(i - r0) * ld + (j - col0)]`. `r0` and `c0` are multiples of MR and NR.
+    #[allow(clippy::too_many_arguments)] // a block's coordinates and its destination
+    fn block(
+        &self,
+        r0: usize,
+        r1: usize,
+        c0: usize,
+        c1: usize,
+        dst: &mut [f32],
+        ld: usize,
+        col0: usize,
+    ) -> Result<(), String> {
+        let (mr, nr) = (self.isa.mr(), self.isa.nr());
+        let max_kseg = self.blocks.iter().map(|kb| kb.kseg).max().unwrap_or(0);
+        let zeros = vec![0.0f32; max_kseg];
+        // A dense A whose rows would collide in L1 is copied, MC rows at a time, into a band
+        // with a padded stride (5-10% on the 1024^3 matmul).
+        let band_rows = MC.min(r1 - r0);
+        let copy_from = self
+            .src
+            .dense()
+            .filter(|&(_, lda)| rows_conflict(lda, mr.min(band_rows)));
+        let max_klen = self
+            .blocks
+            .iter()
+            .map(|kb| kb.nseg * kb.kseg)
+            .max()
+            .unwrap_or(0);
+        let stride = band_stride(max_klen);
+        let mut band = AlignedBuf::zeros(if copy_from.is_some() {
+            band_rows * stride
+        } else {
+            0
+        });
+        let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
+        let last = self.blocks.len() - 1;
+        for jc in (c0..c1).step_by(NC) {
+            let jc_end = (jc + NC).min(c1);
+            for (bi, kb) in self.blocks.iter().enumerate() {
+                let klen = kb.nseg * kb.kseg;
+                for ic in (r0..r1).step_by(MC) {
+                    let ic_end = (ic + MC).min(r1);
+                    if let Some((a, lda)) = copy_from {
+                        let band = band.as_mut_slice();
+                        pack_a_band(a, lda, ic, ic_end - ic, kb.k0, klen, band, stride);
+                    }
+                    let band = copy_from.map(|_| Band {
+                        data: band.as_slice(),
+                        stride,
+                        first: ic,
+                    });
+                    let mut segs: Vec<&[f32]> = Vec::with_capacity(kb.nseg * mr);
+                    for i0 in (ic..ic_end).step_by(mr) {
+                        let rows = mr.min(ic_end - i0);
+                        self.tile_segments(i0, rows, kb, band, &zeros, &mut raw, &mut segs)?;
+                        for j0 in (jc..jc_end).step_by(nr) {
+                            let mut tile = Tile {
+                                kseg: kb.kseg,
+                                a: &segs,
+                                b: self.b.panel_rows(j0, kb.k0, klen),
+                                c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
+                                ldc: ld,
+                                rows,
+                                cols: nr.min(c1 - j0),
+                                accumulate: bi > 0,
+                                epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
+                            };
+                            run_tile(self.isa, &mut tile);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `segs` with the MR row slices of every segment of k-block `kb` for the tile whose
+    /// first row is `i0` (segment-major; rows past `rows` and padding read `zeros`), taken from
+    /// the copied `band` if there is one, else from the row source via `raw`.
+    #[allow(clippy::too_many_arguments)] // the tile, its sources and two reused buffers
+    fn tile_segments<'b>(
+        &self,
+        i0: usize,
+        rows: usize,
+        kb: &KBlock,
+        band: Option<Band<'b>>,
+        zeros: &'b [f32],
+        raw: &mut Vec<Option<&'j [f32]>>,
+        segs: &mut Vec<&'b [f32]>,
+    ) -> Result<(), String>
+    where
+        'j: 'b,
+    {
+        let (mr, kseg) = (self.isa.mr(), kb.kseg);
+        segs.clear();
+        if let Some(band) = band {
+            for s in 0..kb.nseg {
+                for r in 0..mr {
+                    segs.push(if r < rows {
+                        let at = (i0 - band.first + r) * band.stride + s * kseg;
+                        &band.data[at..at + kseg]
+                    } else {
+                        &zeros[..kseg]
+                    });
+                }
+            }
+            return Ok(());
+        }
+        raw.clear();
+        self.src.segments(i0, rows, kb.k0, kseg, kb.nseg, raw);
+        if raw.len() != kb.nseg * rows {
+            return Err(format!(
+                "sgemm: row source gave {} segments, expected {}",
+                raw.len(),
+                kb.nseg * rows
+            ));
+        }
+        for s in 0..kb.nseg {
+            for r in 0..mr {
+                let seg = if r < rows { raw[s * rows + r] } else { None };
+                let seg = seg.unwrap_or(&zeros[..kseg]);
+                if seg.len() < kseg {
+                    return Err(format!(
+                        "sgemm: row source gave a segment of {} values, expected {kseg}",
+                        seg.len()
+                    ));
+                }
+                segs.push(seg);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows of A copied at a padded stride; row `i` of A starts at `data[(i - first) * stride]`
+/// (with column 0 at the current k-block's start).
+#[derive(Clone, Copy)]
+struct Band<'b> {
+    data: &'b [f32],
+    stride: usize,
+    first: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_k_blocks_cover_depth_in_order() {
+        let empty = k_blocks(0, 1);
+        assert_eq!((empty.len(), empty[0].nseg, empty[0].k0), (1, 0, 0));
+        for (depth, seg) in [
+            (1, 1),
+            (576, 64),
+            (1024, 1024),
+            (27, 3),
+            (2100, 2100),
+            (9, 1),
+            (9 * 300, 300),
+        ] {
+            let blocks = k_blocks(depth, seg);
+            let mut next = 0;
+            for kb in &blocks {
+                assert_eq!(kb.k0, next, "depth {depth} seg {seg}: {blocks:?}");
+                assert!(kb.nseg * kb.kseg <= KC.max(seg.min(KC)), "{blocks:?}");
+                assert!(kb.nseg == 1 || kb.kseg == seg, "{blocks:?}");
+                next += kb.nseg * kb.kseg;
+            }
+            assert_eq!(next, depth, "{blocks:?}");
+        }
+        // 9 taps of 256 channels: three equal blocks of three taps, not 4 + 4 + 1.
+        let b = k_blocks(9 * 256, 256);
+        assert_eq!(
+            b.iter().map(|kb| kb.nseg).collect::<Vec<_>>(),
+            vec![3, 3, 3]
+        );
+    }
+}

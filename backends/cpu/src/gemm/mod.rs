@@ -1,0 +1,263 @@
+//! Dense contractions on precompiled SIMD micro-kernels: SGEMM with pre-packed B and a fused
+//! epilogue, and NHWC convolution as implicit (indirect) GEMM.
+//!
+//! `C[m, n] = epilogue(A[m, k] * B[k, n])`, all row-major f32. B (the weights) is packed once,
+//! at compile time, into panels for one ISA ([`pack_b`]); A is read in place, either as a dense
+//! matrix with a leading dimension or through a [`RowSource`] that hands out slices of its rows
+//! (a convolution's rows are pixels, its segments are filter taps: no im2col copy). The driver
+//! (`driver.rs`) blocks over n, k and m for the caches and splits independent output tiles
+//! across rayon's threads; the reduction over k is never split, so results are bitwise
+//! identical for any thread count. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
+//! `portable.rs`; `unsafe` exists only inside the two intrinsic kernels, behind
+//! [`Tile::assert_valid`].
+
+mod avx2;
+mod avx512;
+mod conv;
+mod driver;
+mod epilogue;
+mod isa;
+mod pack;
+mod portable;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_conv;
+
+pub use conv::{ConvGeometry, conv2d_nhwc};
+pub use epilogue::{Activation, Epilogue, Residual};
+pub use isa::{Isa, choose, detect};
+pub use pack::{PackedB, pack_b, pack_b_for};
+
+use epilogue::TileEpilogue;
+
+/// Expands `$body` once per listed literal, bound to `$r`: a loop the compiler cannot decline
+/// to unroll (the micro-kernels need every accumulator index to be a constant).
+macro_rules! unrolled {
+    ($r:ident in [$($i:literal),*] $body:block) => {
+        $( { let $r: usize = $i; $body } )*
+    };
+}
+pub(crate) use unrolled;
+
+/// A left operand read through slices of its rows instead of as one dense matrix.
+///
+/// The reduction dimension is cut into segments of `segment_len()` values; within one row a
+/// segment is contiguous in memory, different segments need not be (for a convolution a
+/// segment is one filter tap: `cin` channels of one input pixel).
+pub trait RowSource: Sync {
+    /// Number of rows (m).
+    fn rows(&self) -> usize;
+    /// Length of the reduction (k); a multiple of `segment_len()`.
+    fn depth(&self) -> usize;
+    /// Length of one segment; at least 1 when `depth() > 0`.
+    fn segment_len(&self) -> usize;
+    /// For each segment `s` in `0..nseg` (outer) and row `i` in `i0..i0 + rows` (inner),
+    /// pushes the slice starting at `A[i, k0 + s * len]` (at least `len` values), or `None`
+    /// where those values are all zero (padding). `[k0 + s * len, k0 + (s + 1) * len)` never
+    /// crosses a segment boundary; `i0 + rows <= self.rows()`.
+    fn segments<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        out: &mut Vec<Option<&'s [f32]>>,
+    );
+    /// The dense matrix and its leading dimension, when A is one (lets the driver copy rows
+    /// whose stride would thrash the L1 cache).
+    fn dense(&self) -> Option<(&[f32], usize)> {
+        None
+    }
+}
+
+/// A dense row-major A with a leading dimension.
+struct DenseA<'a> {
+    a: &'a [f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+}
+
+impl RowSource for DenseA<'_> {
+    fn rows(&self) -> usize {
+        self.m
+    }
+    fn depth(&self) -> usize {
+        self.k
+    }
+    fn segment_len(&self) -> usize {
+        self.k.max(1)
+    }
+    fn segments<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        out: &mut Vec<Option<&'s [f32]>>,
+    ) {
+        for s in 0..nseg {
+            for i in i0..i0 + rows {
+                let start = i * self.lda + k0 + s * len;
+                out.push(Some(&self.a[start..start + len]));
+            }
+        }
+    }
+    fn dense(&self) -> Option<(&[f32], usize)> {
+        Some((self.a, self.lda))
+    }
+}
+
+/// `C = epilogue(A * B)` for row-major `A[m, k]` (leading dimension `lda`) and
+/// `C[m, n]` (leading dimension `ldc`), on the kernels `b` was packed for.
+#[allow(clippy::too_many_arguments)] // the BLAS shape: sizes, operands, leading dimensions
+pub fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    if b.k() != k || b.n() != n {
+        return Err(format!(
+            "sgemm: B was packed as [{}, {}], expected [k={k}, n={n}]",
+            b.k(),
+            b.n()
+        ));
+    }
+    if m > 0 && k > 0 {
+        if lda < k {
+            return Err(format!("sgemm: lda {lda} is smaller than k = {k}"));
+        }
+        let need = extent(m, lda, k).ok_or("sgemm: A's extent overflows usize")?;
+        if a.len() < need {
+            return Err(format!(
+                "sgemm: A has {} values, expected at least {need} for [{m}, {k}] with lda {lda}",
+                a.len()
+            ));
+        }
+    }
+    sgemm_rows(&DenseA { a, lda, m, k }, b, c, ldc, epilogue)
+}
+
+/// `C = epilogue(A * B)` where A is read through a [`RowSource`]; `C` is `[src.rows(), b.n()]`
+/// with leading dimension `ldc`.
+pub fn sgemm_rows<S: RowSource>(
+    src: &S,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let (m, n, k) = (src.rows(), b.n(), src.depth());
+    if b.k() != k {
+        return Err(format!(
+            "sgemm: B was packed with k = {}, A has depth {k}",
+            b.k()
+        ));
+    }
+    if k > 0 && (src.segment_len() == 0 || !k.is_multiple_of(src.segment_len())) {
+        return Err(format!(
+            "sgemm: A's depth {k} is not a multiple of its segment length {}",
+            src.segment_len()
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if ldc < n {
+        return Err(format!("sgemm: ldc {ldc} is smaller than n = {n}"));
+    }
+    let need = extent(m, ldc, n).ok_or("sgemm: C's extent overflows usize")?;
+    if c.len() < need {
+        return Err(format!(
+            "sgemm: C has {} values, expected at least {need} for [{m}, {n}] with ldc {ldc}",
+            c.len()
+        ));
+    }
+    epilogue.validate("sgemm", m, n)?;
+    if !b.isa().is_supported() {
+        return Err(format!(
+            "sgemm: B is packed for {}, unsupported here",
+            b.isa().name()
+        ));
+    }
+    driver::run(src, b, &mut c[..need], ldc, epilogue)
+}
+
+/// Values spanned by `rows` rows of `cols` values at stride `ld`: `(rows - 1) * ld + cols`
+/// (`rows >= 1`), or `None` on overflow.
+pub(crate) fn extent(rows: usize, ld: usize, cols: usize) -> Option<usize> {
+    (rows - 1).checked_mul(ld)?.checked_add(cols)
+}
+
+/// One call of a micro-kernel: a `rows` x `cols` block of C, one k-block deep.
+pub(crate) struct Tile<'t, 'a> {
+    /// Values per segment.
+    pub kseg: usize,
+    /// `nseg * MR` row slices, segment-major, each holding at least `kseg` values.
+    pub a: &'t [&'a [f32]],
+    /// The B panel's rows for this k-block: `nseg * kseg * NR` values.
+    pub b: &'t [f32],
+    /// C from the tile's corner on.
+    pub c: &'t mut [f32],
+    /// Leading dimension of C.
+    pub ldc: usize,
+    /// Valid rows, `1..=MR`.
+    pub rows: usize,
+    /// Valid columns, `1..=NR`.
+    pub cols: usize,
+    /// Whether C already holds the partial sum of earlier k-blocks (else start from zero).
+    pub accumulate: bool,
+    /// Applied before the store on the last k-block.
+    pub epilogue: Option<TileEpilogue<'t>>,
+}
+
+impl Tile<'_, '_> {
+    /// Asserts every bound the kernels rely on. A failure is a bug in the driver, not bad
+    /// caller input (the public functions validate that first), hence a panic.
+    pub(crate) fn assert_valid(&self, mr: usize, nr: usize) {
+        let nseg = self.a.len() / mr;
+        assert!(
+            self.a.len().is_multiple_of(mr),
+            "tile: {} row slices for MR = {mr}",
+            self.a.len()
+        );
+        assert!(
+            self.a.iter().all(|s| s.len() >= self.kseg),
+            "tile: row slice shorter than kseg"
+        );
+        assert!(
+            self.b.len() >= nseg * self.kseg * nr,
+            "tile: B panel too short"
+        );
+        assert!(
+            (1..=mr).contains(&self.rows) && (1..=nr).contains(&self.cols),
+            "tile: bad size"
+        );
+        assert!(
+            self.ldc >= self.cols && self.c.len() >= (self.rows - 1) * self.ldc + self.cols,
+            "tile: C too short"
+        );
+        assert!(
+            self.epilogue.is_none_or(|e| e.covers(self.rows, self.cols)),
+            "tile: epilogue slices too short"
+        );
+    }
+}
+
+/// Runs one tile on the kernels of `isa`.
+fn run_tile(isa: Isa, t: &mut Tile<'_, '_>) {
+    match isa {
+        Isa::Avx512 => avx512::run(t),
+        Isa::Avx2Fma => avx2::run(t),
+        Isa::Portable => portable::run(t),
+    }
+}

@@ -1,0 +1,390 @@
+//! GEMM tests: every ISA this CPU supports against a naive f64 product, over many shapes and
+//! every epilogue; canaries around every operand; thread-count independence; caller errors.
+
+use super::*;
+
+/// Deterministic values in [-1, 1) (xorshift), so failures reproduce.
+pub(super) fn values(seed: u64, len: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// A canary that no computation produces: a signalling-NaN bit pattern. A kernel that reads
+/// it turns results into NaN; one that writes over it changes the bits.
+pub(super) const CANARY: f32 = f32::from_bits(0x7FA5_A5A5);
+
+/// Checks `got` against `want` with tolerance relative to the magnitude `scale` of the terms.
+pub(super) fn check(what: &str, got: f32, want: f64, scale: f64) {
+    let tol = 1e-4 * scale + 1e-6;
+    assert!(
+        (got as f64 - want).abs() <= tol,
+        "{what}: got {got}, expected {want} (tolerance {tol})"
+    );
+}
+
+/// Reference `act(sum_p a[i, p] * b[p, j] + bias[j] + res[i, j])` in f64, and the magnitude.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn reference(
+    i: usize,
+    j: usize,
+    k: usize,
+    a: impl Fn(usize, usize) -> f64,
+    b: impl Fn(usize, usize) -> f64,
+    bias: Option<&[f32]>,
+    res: Option<f64>,
+    act: Activation,
+) -> (f64, f64) {
+    let (mut sum, mut mag) = (0.0f64, 0.0f64);
+    for p in 0..k {
+        sum += a(i, p) * b(p, j);
+        mag += (a(i, p) * b(p, j)).abs();
+    }
+    if let Some(bias) = bias {
+        sum += bias[j] as f64;
+        mag += (bias[j] as f64).abs();
+    }
+    if let Some(r) = res {
+        sum += r;
+        mag += r.abs();
+    }
+    let out = match act {
+        Activation::None => sum,
+        Activation::Relu => sum.max(0.0),
+        Activation::Relu6 => sum.clamp(0.0, 6.0),
+        Activation::LeakyRelu(alpha) if sum < 0.0 => sum * alpha as f64,
+        Activation::LeakyRelu(_) => sum,
+        Activation::Clamp { min, max } => sum.clamp(min as f64, max as f64),
+    };
+    (out, mag.max(1.0))
+}
+
+const ACTS: [Activation; 5] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::LeakyRelu(0.2),
+    Activation::Clamp {
+        min: -0.5,
+        max: 0.75,
+    },
+];
+
+/// One checked GEMM with canaries around and between every operand's rows.
+fn run_case(isa: Isa, m: usize, n: usize, k: usize, variant: usize) {
+    let transposed = variant % 2 == 1;
+    let act = ACTS[variant % ACTS.len()];
+    let with_bias = !variant.is_multiple_of(3);
+    let with_res = variant % 4 >= 2;
+    let (lda, ldc, ldr) = (k + variant % 3, n + (variant / 2) % 3, n + variant % 2);
+    let pre = 7;
+    let tag = format!("{isa:?} m={m} n={n} k={k} variant={variant}");
+
+    // A with canaries before, after and in the gaps between rows.
+    let a_vals = values(variant as u64 + 1, m * k);
+    let a_len = if m == 0 { 0 } else { (m - 1) * lda + k };
+    let mut a_big = vec![CANARY; pre + a_len + 9];
+    for i in 0..m {
+        a_big[pre + i * lda..pre + i * lda + k].copy_from_slice(&a_vals[i * k..(i + 1) * k]);
+    }
+    let b_vals = values(variant as u64 + 1000, k * n);
+    let b_in: Vec<f32> = if transposed {
+        (0..n * k).map(|t| b_vals[(t % k) * n + t / k]).collect()
+    } else {
+        b_vals.clone()
+    };
+    let packed = pack_b_for(isa, k, n, &b_in, transposed).expect(&tag);
+    let mut bias_big = vec![CANARY; n + 2];
+    bias_big[1..n + 1].copy_from_slice(&values(variant as u64 + 7, n));
+    let r_len = if m == 0 { 0 } else { (m - 1) * ldr + n };
+    let mut r_big = vec![CANARY; r_len + 2];
+    let r_vals = values(variant as u64 + 13, m * n);
+    for i in 0..m {
+        r_big[1 + i * ldr..1 + i * ldr + n].copy_from_slice(&r_vals[i * n..(i + 1) * n]);
+    }
+    let c_len = if m == 0 { 0 } else { (m - 1) * ldc + n };
+    let mut c_big = vec![CANARY; pre + c_len + 5];
+    // Stale values in C must not leak into the result (the first k-block starts from zero).
+    for i in 0..m {
+        c_big[pre + i * ldc..pre + i * ldc + n].fill(1e30);
+    }
+    let epi = Epilogue {
+        bias: with_bias.then(|| &bias_big[1..n + 1]),
+        add: with_res.then(|| Residual {
+            data: &r_big[1..1 + r_len],
+            ld: ldr,
+        }),
+        activation: act,
+    };
+    sgemm(
+        m,
+        n,
+        k,
+        &a_big[pre..pre + a_len],
+        lda,
+        &packed,
+        &mut c_big[pre..pre + c_len],
+        ldc,
+        &epi,
+    )
+    .expect(&tag);
+
+    for (t, v) in c_big.iter().enumerate() {
+        let (rel, i, j) = (
+            t.wrapping_sub(pre),
+            t.wrapping_sub(pre) / ldc,
+            t.wrapping_sub(pre) % ldc,
+        );
+        let inside = t >= pre && rel < c_len && j < n && i < m;
+        if !inside {
+            assert_eq!(
+                v.to_bits(),
+                CANARY.to_bits(),
+                "{tag}: canary at {t} overwritten"
+            );
+            continue;
+        }
+        let (want, mag) = reference(
+            i,
+            j,
+            k,
+            |i, p| a_vals[i * k + p] as f64,
+            |p, j| b_vals[p * n + j] as f64,
+            epi.bias,
+            with_res.then(|| r_vals[i * n + j] as f64),
+            act,
+        );
+        check(&format!("{tag} C[{i},{j}]"), *v, want, mag);
+    }
+}
+
+const SIZES: [usize; 12] = [1, 2, 3, 5, 7, 13, 16, 17, 31, 33, 64, 100];
+
+#[test]
+fn gemm_all_isas_all_shapes_match_reference() {
+    let mut variant = 0;
+    for isa in Isa::supported() {
+        for &m in &SIZES {
+            for &n in &SIZES {
+                for &k in &SIZES {
+                    // All small shapes; a rotating third of those with a dimension of 64+
+                    // (they take most of the time and add no new edge cases beyond those).
+                    if m.max(n).max(k) < 64 || (m + n + k) % 3 == variant % 3 {
+                        run_case(isa, m, n, k, variant);
+                    }
+                    variant += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_deep_and_wide_shapes_cross_cache_blocks() {
+    // k > KC (several k-blocks, partial sums kept in C), n > NC, lda that thrashes L1 (copied).
+    for isa in Isa::supported() {
+        for (m, n, k, v) in [
+            (37, 530, 1500, 0),
+            (29, 40, 2100, 3),
+            (13, 1030, 70, 5),
+            (50, 33, 1025, 6),
+        ] {
+            run_case(isa, m, n, k, v);
+        }
+        run_case(isa, 4, 9, 0, 2); // k = 0: epilogue of zero
+        run_case(isa, 0, 5, 3, 1); // m = 0: nothing to do
+    }
+}
+
+#[test]
+fn gemm_results_do_not_depend_on_thread_count() {
+    for isa in Isa::supported() {
+        // Row split, column split (few row tiles), a thin one, one across k-blocks.
+        for (m, n, k) in [
+            (301, 97, 130),
+            (3, 2048, 512),
+            (1, 777, 3000),
+            (49, 300, 1100),
+        ] {
+            let a = values(1, m * k);
+            let b_vals = values(2, k * n);
+            let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
+            let bias = values(3, n);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: None,
+                activation: Activation::Relu,
+            };
+            let mut outs = Vec::new();
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = vec![0.0f32; m * n];
+                pool.install(|| sgemm(m, n, k, &a, k, &b, &mut c, n, &epi))
+                    .unwrap();
+                outs.push(c);
+            }
+            let tag = format!("{isa:?} {m}x{n}x{k}");
+            assert!(
+                outs.iter().all(|c| c
+                    .iter()
+                    .zip(&outs[0])
+                    .all(|(x, y)| x.to_bits() == y.to_bits())),
+                "{tag}"
+            );
+            for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+                let (want, mag) = reference(
+                    i,
+                    j,
+                    k,
+                    |i, p| a[i * k + p] as f64,
+                    |p, j| b_vals[p * n + j] as f64,
+                    Some(&bias),
+                    None,
+                    Activation::Relu,
+                );
+                check(&format!("{tag} C[{i},{j}]"), outs[0][i * n + j], want, mag);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_nan_propagates_through_relu() {
+    for isa in Isa::supported() {
+        let mut a = vec![1.0f32; 4 * 3];
+        a[4] = f32::NAN; // row 1
+        let b = pack_b_for(isa, 3, 5, &[1.0; 15], false).unwrap();
+        let mut c = vec![0.0; 20];
+        let epi = Epilogue {
+            activation: Activation::Relu,
+            ..Epilogue::none()
+        };
+        sgemm(4, 5, 3, &a, 3, &b, &mut c, 5, &epi).unwrap();
+        assert!(c[5..10].iter().all(|v| v.is_nan()), "{isa:?}: {c:?}");
+        assert!(
+            c[..5].iter().chain(&c[10..]).all(|&v| v == 3.0),
+            "{isa:?}: {c:?}"
+        );
+    }
+}
+
+#[test]
+fn gemm_caller_errors_are_reported() {
+    let b = pack_b_for(Isa::Portable, 4, 3, &[0.5; 12], false).unwrap();
+    let a = [1.0; 8];
+    let mut c = [0.0; 6];
+    let none = Epilogue::none();
+    let err = |r: Result<(), String>| r.unwrap_err();
+    assert!(err(sgemm(2, 3, 4, &a[..7], 4, &b, &mut c, 3, &none)).contains("A has 7"));
+    assert!(err(sgemm(2, 3, 4, &a, 3, &b, &mut c, 3, &none)).contains("lda 3"));
+    assert!(err(sgemm(2, 3, 4, &a, 4, &b, &mut c[..5], 3, &none)).contains("C has 5"));
+    assert!(err(sgemm(2, 3, 5, &a, 4, &b, &mut c, 3, &none)).contains("packed as [4, 3]"));
+    let short = [0.0; 2];
+    let epi = Epilogue {
+        bias: Some(&short),
+        ..Epilogue::none()
+    };
+    assert!(err(sgemm(2, 3, 4, &a, 4, &b, &mut c, 3, &epi)).contains("bias has 2"));
+    let epi = Epilogue {
+        add: Some(Residual {
+            data: &[0.0; 5],
+            ld: 3,
+        }),
+        ..Epilogue::none()
+    };
+    assert!(err(sgemm(2, 3, 4, &a, 4, &b, &mut c, 3, &epi)).contains("residual has 5"));
+    // A correct call on the same operands still works: 4 * 0.5 = 2.
+    sgemm(2, 3, 4, &a, 4, &b, &mut c, 3, &none).unwrap();
+    assert_eq!(c, [2.0; 6]);
+}
+
+/// A row source serving A's rows in reverse order, in segments of 3, with segment 1 of every
+/// row zero (`None`); `short` makes it return slices one value too short (a broken source).
+struct Reversed<'a> {
+    a: &'a [f32],
+    m: usize,
+    k: usize,
+    short: bool,
+}
+
+impl RowSource for Reversed<'_> {
+    fn rows(&self) -> usize {
+        self.m
+    }
+    fn depth(&self) -> usize {
+        self.k
+    }
+    fn segment_len(&self) -> usize {
+        3
+    }
+    fn segments<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        out: &mut Vec<Option<&'s [f32]>>,
+    ) {
+        for s in 0..nseg {
+            for i in i0..i0 + rows {
+                let k = k0 + s * len;
+                let start = (self.m - 1 - i) * self.k + k;
+                let end = start + len - usize::from(self.short);
+                out.push((k / 3 != 1).then(|| &self.a[start..end]));
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_row_source_is_read_as_documented() {
+    let (m, n, k) = (17, 20, 12);
+    let a = values(5, m * k);
+    let b_vals = values(6, k * n);
+    for isa in Isa::supported() {
+        let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
+        let mut c = vec![0.0; m * n];
+        let src = Reversed {
+            a: &a,
+            m,
+            k,
+            short: false,
+        };
+        sgemm_rows(&src, &b, &mut c, n, &Epilogue::none()).unwrap();
+        let a_at = |i: usize, p: usize| {
+            if p / 3 == 1 {
+                0.0
+            } else {
+                a[(m - 1 - i) * k + p] as f64
+            }
+        };
+        for i in 0..m {
+            for j in 0..n {
+                let (want, mag) = reference(
+                    i,
+                    j,
+                    k,
+                    a_at,
+                    |p, j| b_vals[p * n + j] as f64,
+                    None,
+                    None,
+                    Activation::None,
+                );
+                check(&format!("{isa:?} C[{i},{j}]"), c[i * n + j], want, mag);
+            }
+        }
+        let broken = Reversed { short: true, ..src };
+        let err = sgemm_rows(&broken, &b, &mut c, n, &Epilogue::none()).unwrap_err();
+        assert!(err.contains("segment of 2 values, expected 3"), "{err}");
+    }
+}

@@ -1,0 +1,299 @@
+//! Convolution tests: implicit GEMM on every supported ISA against a naive f64 convolution,
+//! over paddings, strides, dilations, odd sizes and channel counts; geometry; errors.
+
+use super::tests::{CANARY, check, reference, values};
+use super::*;
+use kiln_ir::op::Padding;
+
+struct Case {
+    n: usize,
+    hw: [usize; 2],
+    cin: usize,
+    cout: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pad: Padding,
+}
+
+fn run(isa: Isa, c: &Case, variant: usize) {
+    let [h, w] = c.hw;
+    let g = ConvGeometry::new(c.hw, c.k, c.s, c.d, c.pad).unwrap();
+    let tag = format!(
+        "{isa:?} n={} {h}x{w}x{} -> {} k={:?} s={:?} d={:?} {:?} {g:?}",
+        c.n, c.cin, c.cout, c.k, c.s, c.d, c.pad
+    );
+    let input = values(variant as u64 + 3, c.n * h * w * c.cin);
+    let kdim = c.k[0] * c.k[1] * c.cin;
+    let filter = values(variant as u64 + 5, kdim * c.cout);
+    let packed = pack_b_for(isa, kdim, c.cout, &filter, false).unwrap();
+    let bias = values(variant as u64 + 9, c.cout);
+    let m = c.n * g.out_h * g.out_w;
+    let res = values(variant as u64 + 11, m * c.cout);
+    let act = [
+        Activation::Relu,
+        Activation::None,
+        Activation::LeakyRelu(0.1),
+    ][variant % 3];
+    let epi = Epilogue {
+        bias: variant.is_multiple_of(2).then_some(&bias[..]),
+        add: (variant % 4 == 1).then(|| Residual {
+            data: &res,
+            ld: c.cout,
+        }),
+        activation: act,
+    };
+    // Output with canaries on both sides; input followed by NaN canaries a stray read would
+    // turn into NaN results.
+    let mut in_big = input.clone();
+    in_big.extend([CANARY; 8]);
+    let mut out = vec![CANARY; m * c.cout + 10];
+    conv2d_nhwc(
+        &in_big[..input.len()],
+        [c.n, h, w, c.cin],
+        &packed,
+        &g,
+        &mut out[3..3 + m * c.cout],
+        &epi,
+    )
+    .expect(&tag);
+    assert!(
+        out[..3]
+            .iter()
+            .chain(&out[3 + m * c.cout..])
+            .all(|v| v.to_bits() == CANARY.to_bits()),
+        "{tag}"
+    );
+    let at = |i: usize, p: usize| -> f64 {
+        let (img, oy, ox) = (i / (g.out_h * g.out_w), i / g.out_w % g.out_h, i % g.out_w);
+        let (tap, ci) = (p / c.cin, p % c.cin);
+        let iy = (oy * c.s[0] + tap / c.k[1] * c.d[0]) as isize - g.pad_top as isize;
+        let ix = (ox * c.s[1] + tap % c.k[1] * c.d[1]) as isize - g.pad_left as isize;
+        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+            return 0.0;
+        }
+        input[((img * h + iy as usize) * w + ix as usize) * c.cin + ci] as f64
+    };
+    for i in 0..m {
+        for j in 0..c.cout {
+            let r = epi.add.map(|_| res[i * c.cout + j] as f64);
+            let (want, mag) = reference(
+                i,
+                j,
+                kdim,
+                at,
+                |p, j| filter[p * c.cout + j] as f64,
+                epi.bias,
+                r,
+                act,
+            );
+            check(
+                &format!("{tag} out[{i},{j}]"),
+                out[3 + i * c.cout + j],
+                want,
+                mag,
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_conv_matches_naive_convolution() {
+    let explicit = Padding::Explicit([[2, 0], [1, 3]]);
+    let mut cases = Vec::new();
+    for (cin, cout) in [
+        (1, 1),
+        (3, 10),
+        (64, 64),
+        (3, 64),
+        (64, 10),
+        (1, 10),
+        (17, 33),
+    ] {
+        for pad in [Padding::Same, Padding::Valid, explicit] {
+            cases.push(Case {
+                n: 1,
+                hw: [7, 9],
+                cin,
+                cout,
+                k: [3, 3],
+                s: [1, 1],
+                d: [1, 1],
+                pad,
+            });
+        }
+        cases.push(Case {
+            n: 2,
+            hw: [9, 8],
+            cin,
+            cout,
+            k: [3, 3],
+            s: [2, 2],
+            d: [1, 1],
+            pad: Padding::Same,
+        });
+        cases.push(Case {
+            n: 1,
+            hw: [11, 10],
+            cin,
+            cout,
+            k: [3, 2],
+            s: [1, 2],
+            d: [2, 2],
+            pad: Padding::Same,
+        });
+    }
+    // 5x5 with stride and dilation, valid; taps across k-blocks; one tap split (cin > KC).
+    cases.push(Case {
+        n: 1,
+        hw: [13, 12],
+        cin: 5,
+        cout: 7,
+        k: [5, 5],
+        s: [2, 1],
+        d: [1, 2],
+        pad: Padding::Valid,
+    });
+    cases.push(Case {
+        n: 1,
+        hw: [5, 5],
+        cin: 300,
+        cout: 20,
+        k: [3, 3],
+        s: [1, 1],
+        d: [1, 1],
+        pad: Padding::Same,
+    });
+    cases.push(Case {
+        n: 1,
+        hw: [3, 4],
+        cin: 1100,
+        cout: 5,
+        k: [3, 3],
+        s: [1, 1],
+        d: [1, 1],
+        pad: Padding::Same,
+    });
+    // 1x1: stride 1 goes straight to GEMM, stride 2 and padding do not.
+    cases.push(Case {
+        n: 3,
+        hw: [6, 5],
+        cin: 64,
+        cout: 31,
+        k: [1, 1],
+        s: [1, 1],
+        d: [1, 1],
+        pad: Padding::Same,
+    });
+    cases.push(Case {
+        n: 2,
+        hw: [7, 7],
+        cin: 16,
+        cout: 40,
+        k: [1, 1],
+        s: [2, 2],
+        d: [1, 1],
+        pad: Padding::Valid,
+    });
+    cases.push(Case {
+        n: 1,
+        hw: [4, 4],
+        cin: 8,
+        cout: 8,
+        k: [1, 1],
+        s: [1, 1],
+        d: [1, 1],
+        pad: explicit,
+    });
+    for isa in Isa::supported() {
+        for (v, c) in cases.iter().enumerate() {
+            run(isa, c, v);
+        }
+    }
+}
+
+#[test]
+fn gemm_conv_bigger_than_one_task_is_thread_independent() {
+    // 1x20x20x32 -> 48, 3x3: 8 MFLOP, split over threads; must match bitwise and the reference.
+    let c = Case {
+        n: 1,
+        hw: [20, 20],
+        cin: 32,
+        cout: 48,
+        k: [3, 3],
+        s: [1, 1],
+        d: [1, 1],
+        pad: Padding::Same,
+    };
+    for isa in Isa::supported() {
+        run(isa, &c, 0);
+        let g = ConvGeometry::new(c.hw, c.k, c.s, c.d, c.pad).unwrap();
+        let input = values(1, 20 * 20 * 32);
+        let b = pack_b_for(isa, 9 * 32, 48, &values(2, 9 * 32 * 48), false).unwrap();
+        let mut outs = Vec::new();
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.0; 400 * 48];
+            pool.install(|| {
+                conv2d_nhwc(&input, [1, 20, 20, 32], &b, &g, &mut out, &Epilogue::none())
+            })
+            .unwrap();
+            outs.push(out);
+        }
+        assert!(
+            outs[0]
+                .iter()
+                .zip(&outs[1])
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{isa:?}"
+        );
+    }
+}
+
+#[test]
+fn gemm_conv_geometry_follows_tensorflow() {
+    let g = |hw, k, s, d, p| ConvGeometry::new(hw, k, s, d, p).unwrap();
+    // SAME 5, k3, s2: out 3, total pad 2 -> 1 on top.
+    let a = g([5, 5], [3, 3], [2, 2], [1, 1], Padding::Same);
+    assert_eq!((a.out_h, a.pad_top, a.out_w, a.pad_left), (3, 1, 3, 1));
+    // SAME 4, k3, s2: out 2, total pad 1 -> 0 on top (the extra cell goes to the bottom).
+    let b = g([4, 4], [3, 3], [2, 2], [1, 1], Padding::Same);
+    assert_eq!((b.out_h, b.pad_top), (2, 0));
+    // VALID 5, k3 dilated 2 (extent 5): one output.
+    let c = g([5, 6], [3, 3], [1, 1], [2, 2], Padding::Valid);
+    assert_eq!((c.out_h, c.out_w, c.pad_top), (1, 2, 0));
+    // Explicit [[2, 0], [1, 3]] on 7x9 with k3: (7 + 2 - 3) + 1 = 7, (9 + 4 - 3) + 1 = 11.
+    let e = g(
+        [7, 9],
+        [3, 3],
+        [1, 1],
+        [1, 1],
+        Padding::Explicit([[2, 0], [1, 3]]),
+    );
+    assert_eq!((e.out_h, e.out_w, e.pad_top, e.pad_left), (7, 11, 2, 1));
+    assert!(ConvGeometry::new([2, 2], [3, 3], [1, 1], [1, 1], Padding::Valid).is_err());
+    assert!(ConvGeometry::new([4, 4], [3, 3], [0, 1], [1, 1], Padding::Same).is_err());
+}
+
+#[test]
+fn gemm_conv_caller_errors_are_reported() {
+    let g = ConvGeometry::new([4, 4], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    let f = pack_b_for(Isa::Portable, 9 * 2, 3, &[0.0; 54], false).unwrap();
+    let mut out = vec![0.0; 48];
+    let none = Epilogue::none();
+    let e = conv2d_nhwc(&[0.0; 31], [1, 4, 4, 2], &f, &g, &mut out, &none).unwrap_err();
+    assert!(e.contains("input has 31"), "{e}");
+    let e = conv2d_nhwc(&[0.0; 48], [1, 4, 4, 3], &f, &g, &mut out, &none).unwrap_err();
+    assert!(e.contains("k = 18"), "{e}");
+    let e = conv2d_nhwc(&[0.0; 32], [1, 4, 4, 2], &f, &g, &mut out[..47], &none).unwrap_err();
+    assert!(e.contains("output has 47"), "{e}");
+    let zero_stride = ConvGeometry { stride_w: 0, ..g };
+    let e = conv2d_nhwc(&[0.0; 32], [1, 4, 4, 2], &f, &zero_stride, &mut out, &none).unwrap_err();
+    assert!(e.contains("must be positive"), "{e}");
+    let huge = [usize::MAX / 2, 4, 4, 2];
+    let e = conv2d_nhwc(&[0.0; 32], huge, &f, &g, &mut out, &none).unwrap_err();
+    assert!(e.contains("overflow"), "{e}");
+}

@@ -1,0 +1,16 @@
+//! kiln-cpu: the CPU backend. Programs are JIT-compiled with Cranelift (loop nests, elementwise
+//! clusters, epilogues, transcendental approximations); dense contractions call precompiled SIMD
+//! micro-kernels chosen at run time by CPU feature detection.
+
+#![warn(missing_docs)]
+
+mod backend;
+pub mod codegen;
+pub mod gemm;
+mod guard;
+pub mod jit;
+pub mod math;
+pub mod plan;
+pub mod runtime;
+
+pub use backend::CpuBackend;

@@ -1,0 +1,378 @@
+//! From a lowered [`Program`] to a list of executable stages.
+//!
+//! Each kernel becomes a main stage and, unless its epilogue is the identity or was folded
+//! into a micro-kernel's store, an epilogue stage run in place on the kernel's output:
+//! - matmul, and NHWC convolutions thick enough for a GEMM micro-kernel, call [`crate::gemm`]
+//!   with constant weights packed here, once; a bias-plus-activation epilogue is applied to
+//!   the accumulators before the store;
+//! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
+
+use crate::codegen;
+use crate::gemm::{self, Activation, ConvGeometry, PackedB};
+use crate::jit::{CompiledKernel, Jit, KernelId};
+use kiln_ir::cost::flops;
+use kiln_ir::program::{BufferId, BufferKind, Kernel, KernelOp, Operand, Program, Step};
+use kiln_ir::{BinaryOp, DataFormat, Error, Result, Shape, TensorType, UnaryOp};
+
+/// A contraction's B operand: packed once when it is a constant, else packed per run.
+pub enum Weights {
+    /// Packed at compile time.
+    Packed(PackedB),
+    /// Packed at run time from this buffer (`transposed` as matmul's `transpose_b`).
+    Runtime {
+        /// The buffer holding B.
+        buffer: BufferId,
+        /// Whether B is stored transposed.
+        transposed: bool,
+    },
+}
+
+/// Bias and activation folded into a micro-kernel's store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FusedEpilogue {
+    /// One value per output column.
+    pub bias: Option<BufferId>,
+    /// Applied last.
+    pub activation: Activation,
+}
+
+/// One step of a run.
+pub enum Stage {
+    /// A generated kernel; `buffers` are passed in this order.
+    Jit {
+        /// The code.
+        code: CompiledKernel,
+        /// Buffer ids whose addresses form the kernel's argument array.
+        buffers: Vec<BufferId>,
+        /// For kernels that take a trailing `[start, end)` range over outer work units: how
+        /// many units there are and roughly how many FLOPs all of them cost together.
+        split: Option<Split>,
+    },
+    /// `out = epilogue(a x b)`, batched over `batch` (B broadcast when `b_batch` is 1).
+    MatMul {
+        /// Left operand `[batch, m, k]` (or `[batch, k, m]` when `transpose_a`).
+        a: BufferId,
+        /// Whether A is stored transposed.
+        transpose_a: bool,
+        /// Right operand.
+        b: Weights,
+        /// Batches of B (1: shared by every batch of A).
+        b_batch: usize,
+        /// Output `[batch, m, n]`.
+        out: BufferId,
+        /// Sizes.
+        batch: usize,
+        /// Rows of the output.
+        m: usize,
+        /// Columns of the output.
+        n: usize,
+        /// Reduction length.
+        k: usize,
+        /// Folded bias/activation.
+        epilogue: FusedEpilogue,
+    },
+    /// NHWC convolution as implicit GEMM.
+    Conv {
+        /// Input `[n, h, w, cin]`.
+        input: BufferId,
+        /// Its dims.
+        in_dims: [usize; 4],
+        /// Filter as `[kh*kw*cin, cout]`.
+        filter: Weights,
+        /// The filter's rows: kh * kw * cin.
+        depth: usize,
+        /// Output channels.
+        cout: usize,
+        /// Where taps land.
+        geometry: ConvGeometry,
+        /// Output `[n, oh, ow, cout]`.
+        out: BufferId,
+        /// Folded bias/activation.
+        epilogue: FusedEpilogue,
+    },
+}
+
+/// How a range-taking kernel's work divides over threads.
+#[derive(Clone, Copy, Debug)]
+pub struct Split {
+    /// Outer work units (`[start, end)` ranges index these).
+    pub extent: usize,
+    /// Estimated FLOPs of the whole kernel, to keep tiny kernels on one thread.
+    pub work: u64,
+}
+
+/// A compiled program: stages in order, with the kernel each came from (for profiles).
+pub struct Plan {
+    /// The stages.
+    pub stages: Vec<(usize, Stage)>,
+}
+
+/// Contractions thinner than this (k or n) run as direct Cranelift loops: a micro-kernel tile
+/// would be mostly empty (the seed case has k = 25, n = 1).
+const MIN_GEMM_N: usize = 4;
+const MIN_GEMM_K: usize = 8;
+
+enum Pending {
+    Ready(Stage),
+    Jit(KernelId, Vec<BufferId>, Option<Split>),
+}
+
+/// Estimated FLOPs of a kernel's main op (at least its output size).
+fn kernel_work(program: &Program, kernel: &Kernel) -> u64 {
+    let out = program.buffer(kernel.output);
+    let out_numel = out.numel() as u64;
+    let types: Vec<TensorType> = kernel
+        .inputs
+        .iter()
+        .map(|&b| {
+            TensorType::new(
+                program.buffer(b).dtype,
+                Shape::known(&program.buffer(b).dims),
+            )
+        })
+        .collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let out_ty = TensorType::new(out.dtype, Shape::known(&out.dims));
+    kernel
+        .main
+        .to_op(&out.dims)
+        .and_then(|op| flops(&op, &refs, &out_ty))
+        .unwrap_or(0)
+        .max(out_numel)
+}
+
+/// Builds the stages of `program`.
+pub fn plan(program: &Program) -> Result<Plan> {
+    let mut jit = Jit::new().map_err(|m| unsupported(program, None, m))?;
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    for (index, kernel) in program.kernels.iter().enumerate() {
+        let err = |m: String| unsupported(program, Some(kernel), m);
+        let mut epilogue_fused = false;
+        match contraction(program, kernel).map_err(err)? {
+            Some((stage, fused)) => {
+                epilogue_fused = fused;
+                pending.push((index, Pending::Ready(stage)));
+            }
+            None if kernel.main == KernelOp::Elementwise => {}
+            None => {
+                let mut split = None;
+                let id = match &kernel.main {
+                    KernelOp::Conv2d(_)
+                    | KernelOp::DepthwiseConv2d(_)
+                    | KernelOp::MaxPool(_)
+                    | KernelOp::AvgPool(_)
+                    | KernelOp::BatchNorm { .. } => {
+                        let extent =
+                            codegen::window::window_outer_extent(program, kernel).map_err(err)?;
+                        split = Some(Split {
+                            extent,
+                            work: kernel_work(program, kernel),
+                        });
+                        codegen::window::define_window_range(&mut jit, program, kernel)
+                    }
+                    KernelOp::Reduce { .. }
+                    | KernelOp::Softmax { .. }
+                    | KernelOp::LogSoftmax { .. } => {
+                        codegen::reduce::define_reduce(&mut jit, program, kernel)
+                    }
+                    _ => codegen::movement::define_movement(&mut jit, program, kernel),
+                }
+                .map_err(err)?;
+                let mut buffers = kernel.inputs.clone();
+                buffers.push(kernel.output);
+                pending.push((index, Pending::Jit(id, buffers, split)));
+            }
+        }
+        if !epilogue_fused
+            && let Some(id) =
+                codegen::epilogue::define_epilogue(&mut jit, program, kernel).map_err(err)?
+        {
+            let mut buffers = vec![kernel.output];
+            buffers.extend(kernel.epilogue.loads.iter().map(|l| l.buffer));
+            let extent = codegen::epilogue::epilogue_outer_extent(program, kernel);
+            let work = program.buffer(kernel.output).numel() as u64
+                * (1 + kernel.epilogue.steps.len() as u64);
+            pending.push((
+                index,
+                Pending::Jit(id, buffers, Some(Split { extent, work })),
+            ));
+        }
+    }
+    let code = jit.finish().map_err(|m| unsupported(program, None, m))?;
+    let stages = pending
+        .into_iter()
+        .map(|(index, p)| match p {
+            Pending::Ready(stage) => Ok((index, stage)),
+            Pending::Jit(id, buffers, split) => {
+                let code = code.kernel(id).map_err(|m| unsupported(program, None, m))?;
+                Ok((
+                    index,
+                    Stage::Jit {
+                        code,
+                        buffers,
+                        split,
+                    },
+                ))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok(Plan { stages })
+}
+
+fn unsupported(program: &Program, kernel: Option<&Kernel>, reason: String) -> Error {
+    let _ = program;
+    Error::Unsupported {
+        backend: "cpu".into(),
+        node: kernel
+            .map(|k| k.name.clone())
+            .unwrap_or_else(|| "(program)".into()),
+        op: kernel
+            .map(|k| k.main.name().to_string())
+            .unwrap_or_default(),
+        reason,
+    }
+}
+
+/// A GEMM stage for matmul and thick NHWC convolutions, with the epilogue folded when it is a
+/// per-column bias and/or an activation; `None` for everything else.
+fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool)>, String> {
+    let dims = |id: BufferId| program.buffer(id).dims.to_vec();
+    let (folded, fused) = match fold_epilogue(program, kernel) {
+        Some(f) => (f, true),
+        None => (FusedEpilogue::default(), false),
+    };
+    let weights = |id: BufferId, k: usize, n: usize, transposed: bool| -> Result<Weights, String> {
+        Ok(match &program.buffer(id).kind {
+            BufferKind::Constant(t) => Weights::Packed(gemm::pack_b(
+                k,
+                n,
+                t.f32s().map_err(|e| e.to_string())?,
+                transposed,
+            )?),
+            _ => Weights::Runtime {
+                buffer: id,
+                transposed,
+            },
+        })
+    };
+    match &kernel.main {
+        KernelOp::MatMul {
+            transpose_a,
+            transpose_b,
+        } => {
+            let (a, b) = (kernel.inputs[0], kernel.inputs[1]);
+            let (ad, bd, od) = (dims(a), dims(b), dims(kernel.output));
+            let r = od.len();
+            let (m, n) = (od[r - 2], od[r - 1]);
+            let k = if *transpose_a {
+                ad[ad.len() - 2]
+            } else {
+                ad[ad.len() - 1]
+            };
+            let batch = if r == 3 { od[0] } else { 1 };
+            let b_batch = if bd.len() == 3 { bd[0] } else { 1 };
+            let a_batch = if ad.len() == 3 { ad[0] } else { 1 };
+            if a_batch != batch {
+                return Err(format!("matmul batches differ: a {ad:?}, output {od:?}"));
+            }
+            let b = if b_batch == 1 {
+                weights(b, k, n, *transpose_b)?
+            } else {
+                Weights::Runtime {
+                    buffer: b,
+                    transposed: *transpose_b,
+                }
+            };
+            let stage = Stage::MatMul {
+                a,
+                transpose_a: *transpose_a,
+                b,
+                b_batch,
+                out: kernel.output,
+                batch,
+                m,
+                n,
+                k,
+                epilogue: folded,
+            };
+            Ok(Some((stage, fused)))
+        }
+        KernelOp::Conv2d(attrs) if attrs.data_format == DataFormat::Nhwc => {
+            let (x, w) = (kernel.inputs[0], kernel.inputs[1]);
+            let (xd, wd) = (dims(x), dims(w));
+            let (kdepth, cout) = (wd[0] * wd[1] * wd[2], wd[3]);
+            if kdepth < MIN_GEMM_K || cout < MIN_GEMM_N {
+                return Ok(None);
+            }
+            let geometry = ConvGeometry::new(
+                [xd[1], xd[2]],
+                [wd[0], wd[1]],
+                attrs.strides,
+                attrs.dilations,
+                attrs.padding,
+            )?;
+            let stage = Stage::Conv {
+                input: x,
+                in_dims: [xd[0], xd[1], xd[2], xd[3]],
+                filter: weights(w, kdepth, cout, false)?,
+                depth: kdepth,
+                cout,
+                geometry,
+                out: kernel.output,
+                epilogue: folded,
+            };
+            Ok(Some((stage, fused)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Recognises `act(main + bias)`, `main + bias` and `act(main)` where the bias varies only
+/// along the last output axis: the shapes a micro-kernel applies in registers.
+fn fold_epilogue(program: &Program, kernel: &Kernel) -> Option<FusedEpilogue> {
+    let e = &kernel.epilogue;
+    if e.is_identity() {
+        return Some(FusedEpilogue::default());
+    }
+    let rank = program.buffer(kernel.output).dims.len();
+    let bias_load = |op: Operand| -> Option<BufferId> {
+        let Operand::Load(j) = op else { return None };
+        let load = &e.loads[j];
+        let per_column = load
+            .strides
+            .iter()
+            .enumerate()
+            .all(|(axis, &s)| if axis + 1 == rank { s == 1 } else { s == 0 });
+        per_column.then_some(load.buffer)
+    };
+    let activation = |u: &UnaryOp| match u {
+        UnaryOp::Relu => Some(Activation::Relu),
+        UnaryOp::Relu6 => Some(Activation::Relu6),
+        UnaryOp::LeakyRelu { alpha } => Some(Activation::LeakyRelu(alpha.0)),
+        _ => None,
+    };
+    let mut fused = FusedEpilogue::default();
+    let mut current = Operand::Main;
+    for (i, step) in e.steps.iter().enumerate() {
+        match step {
+            Step::Binary(BinaryOp::Add, a, b)
+                if fused.bias.is_none() && fused.activation == Activation::None =>
+            {
+                let bias = if *a == current {
+                    bias_load(*b)?
+                } else if *b == current {
+                    bias_load(*a)?
+                } else {
+                    return None;
+                };
+                fused.bias = Some(bias);
+            }
+            Step::Unary(u, x) if *x == current && fused.activation == Activation::None => {
+                fused.activation = activation(u)?;
+            }
+            _ => return None,
+        }
+        current = Operand::Step(i);
+    }
+    (e.result == current).then_some(fused)
+}

@@ -1,0 +1,364 @@
+//! Running a [`Plan`]: one arena per run (so one executable serves many threads at once),
+//! outputs written straight into the returned tensors, variable updates committed last.
+//!
+//! This file and the micro-kernels are the only places that turn addresses into slices or call
+//! generated code; the invariant that makes it sound is stated once, on [`Buffers`].
+
+use crate::gemm::{self, Epilogue, PackedB};
+use crate::guard::{GuardedArena, GuardedOutput};
+use crate::jit::CompiledKernel;
+use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
+use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
+use kiln_ir::program::{BufferId, BufferKind, Program};
+use kiln_ir::{Error, Result, Tensor};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// A compiled program, ready to run.
+pub struct CpuExecutable {
+    /// The lowered program (buffer table, fetches, updates).
+    pub program: Program,
+    /// Its stages.
+    pub plan: Plan,
+}
+
+/// The address and length (in bytes) of every buffer of one run.
+///
+/// Invariant: every address points to at least `len` bytes that stay valid and unmoved for
+/// the whole run (feeds and variables are borrowed for the run, constants live in the
+/// program, temporaries in this run's arena, outputs in this run's tensors), and the memory
+/// plan guarantees a kernel's output never overlaps any buffer it reads.
+struct Buffers {
+    ptrs: Vec<*mut u8>,
+    lens: Vec<usize>,
+}
+
+impl Buffers {
+    fn ptr(&self, id: BufferId) -> *mut u8 {
+        self.ptrs[id.index()]
+    }
+
+    /// The buffer as f32s.
+    fn f32s(&self, id: BufferId) -> &[f32] {
+        let (p, len) = (self.ptrs[id.index()], self.lens[id.index()]);
+        // SAFETY: see the type's invariant; f32 buffers are 4-byte aligned (tensor storage or
+        // 64-byte aligned arena offsets).
+        unsafe { std::slice::from_raw_parts(p.cast::<f32>(), len / 4) }
+    }
+
+    /// The buffer as mutable f32s; the caller writes only a kernel's output, which aliases
+    /// nothing that kernel reads.
+    #[allow(clippy::mut_from_ref)]
+    fn f32s_mut(&self, id: BufferId) -> &mut [f32] {
+        let (p, len) = (self.ptrs[id.index()], self.lens[id.index()]);
+        // SAFETY: as above, and the output of the running stage is not borrowed elsewhere.
+        unsafe { std::slice::from_raw_parts_mut(p.cast::<f32>(), len / 4) }
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>> {
+        self.execute(feeds, variables, None)
+    }
+
+    fn run_profiled(
+        &self,
+        feeds: &[&Tensor],
+        variables: &mut [Tensor],
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        let p = &self.program;
+        let mut times: Vec<KernelTime> = p
+            .kernels
+            .iter()
+            .map(|k| {
+                let out = p.buffer(k.output);
+                KernelTime {
+                    kernel: k.name.clone(),
+                    nodes: k.nodes.clone(),
+                    output: format!("{}{}", out.dtype, kiln_ir::shape::fmt_dims(&out.dims)),
+                    nanos: 0,
+                }
+            })
+            .collect();
+        let outputs = self.execute(feeds, variables, Some(&mut times))?;
+        Ok((outputs, times))
+    }
+
+    fn info(&self) -> ExecutableInfo {
+        ExecutableInfo {
+            kernels: self.program.kernels.len(),
+            arena_bytes: self.program.arena_bytes,
+            sum_temporary_bytes: self.program.sum_temporary_bytes,
+        }
+    }
+}
+
+impl CpuExecutable {
+    /// Runs every stage; with `times`, adds each stage's wall time to its kernel's entry.
+    fn execute(
+        &self,
+        feeds: &[&Tensor],
+        variables: &mut [Tensor],
+        mut times: Option<&mut Vec<KernelTime>>,
+    ) -> Result<Vec<Tensor>> {
+        let p = &self.program;
+        if feeds.len() != p.feeds.len() || variables.len() != p.variables.len() {
+            return Err(Error::Invalid(format!(
+                "cpu program takes {} feeds and {} variables, got {} and {}",
+                p.feeds.len(),
+                p.variables.len(),
+                feeds.len(),
+                variables.len()
+            )));
+        }
+        let given = feeds
+            .iter()
+            .copied()
+            .zip(&p.feeds)
+            .chain(variables.iter().zip(&p.variables));
+        for (t, &b) in given {
+            let buf = p.buffer(b);
+            if t.dtype() != buf.dtype || t.dims() != buf.dims.as_slice() {
+                return Err(Error::Invalid(format!(
+                    "buffer %{} is {}{:?}, got {}",
+                    buf.name,
+                    buf.dtype,
+                    buf.dims.as_slice(),
+                    t.ty()
+                )));
+            }
+        }
+        let mut arena = GuardedArena::new(p.arena_bytes);
+        let base = arena.base();
+        let mut outputs: Vec<GuardedOutput> = p
+            .fetches
+            .iter()
+            .map(|&b| GuardedOutput::new(p.buffer(b).dtype, &p.buffer(b).dims))
+            .collect();
+        let mut ptrs = Vec::with_capacity(p.buffers.len());
+        let mut lens = Vec::with_capacity(p.buffers.len());
+        for buf in &p.buffers {
+            let ptr = match &buf.kind {
+                BufferKind::Feed(i) => feeds[*i].as_ptr().cast_mut(),
+                BufferKind::Variable(i) => variables[*i].as_mut_ptr(),
+                BufferKind::Constant(t) => t.as_ptr().cast_mut(),
+                // In bounds: the plan keeps offset + size within arena_bytes.
+                BufferKind::Temporary { offset } => base.wrapping_add(*offset),
+                BufferKind::Output(i) => outputs[*i].as_mut_ptr(),
+            };
+            ptrs.push(ptr);
+            lens.push(buf.size_bytes());
+        }
+        let buffers = Buffers { ptrs, lens };
+        for (index, stage) in &self.plan.stages {
+            let start = times.is_some().then(Instant::now);
+            run_stage(stage, &buffers).map_err(|message| {
+                let k = &p.kernels[*index];
+                Error::Eval {
+                    node: k.name.clone(),
+                    op: k.main.name(),
+                    message,
+                }
+            })?;
+            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                times[*index].nanos += start.elapsed().as_nanos() as u64;
+            }
+        }
+        // Fetches not written in place are copied before updates commit (start-of-run values).
+        for (j, (&b, out)) in p.fetches.iter().zip(outputs.iter_mut()).enumerate() {
+            if p.buffer(b).kind != BufferKind::Output(j) {
+                let len = buffers.lens[b.index()];
+                // SAFETY: the output has the buffer's dtype and dims, so `len` bytes, and is
+                // freshly allocated, so it does not overlap the source.
+                unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(b), out.as_mut_ptr(), len) }
+            }
+        }
+        let updates: Vec<(usize, Tensor)> = p
+            .updates
+            .iter()
+            .map(|u| (u.variable, read_buffer(p, &buffers, u.value)))
+            .collect();
+        drop(buffers);
+        arena.check()?;
+        let results = outputs
+            .into_iter()
+            .map(GuardedOutput::finish)
+            .collect::<Result<Vec<_>>>()?;
+        for (slot, value) in updates {
+            variables[slot] = value;
+        }
+        Ok(results)
+    }
+}
+
+/// A fresh tensor holding a copy of buffer `id`.
+fn read_buffer(p: &Program, buffers: &Buffers, id: BufferId) -> Tensor {
+    let buf = p.buffer(id);
+    let mut t = Tensor::zeros_of(buf.dtype, &buf.dims);
+    // SAFETY: `t` has the buffer's dtype and dims, so its size, and is fresh (no overlap).
+    unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(id), t.as_mut_ptr(), buf.size_bytes()) }
+    t
+}
+
+fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
+    match stage {
+        Stage::Jit {
+            code,
+            buffers,
+            split,
+        } => {
+            let ptrs: Vec<*mut u8> = buffers.iter().map(|&id| b.ptr(id)).collect();
+            match split {
+                None => {
+                    // SAFETY: the codegen modules generate code that touches exactly these
+                    // buffers within their planned sizes (tested with guard regions).
+                    unsafe { code.call(&ptrs) }
+                }
+                Some(split) => run_split(code, &ptrs, *split),
+            }
+        }
+        Stage::MatMul {
+            a,
+            transpose_a,
+            b: w,
+            b_batch,
+            out,
+            batch,
+            m,
+            n,
+            k,
+            epilogue,
+        } => {
+            let (m, n, k) = (*m, *n, *k);
+            let a_all = b.f32s(*a);
+            let out_all = b.f32s_mut(*out);
+            let bias = epilogue.bias.map(|id| b.f32s(id));
+            let ep = gemm_epilogue(epilogue, bias);
+            let mut packed_shared = None;
+            for i in 0..*batch {
+                let a_i = &a_all[i * m * k..(i + 1) * m * k];
+                let transposed_a;
+                let (a_mat, lda) = if *transpose_a {
+                    transposed_a = transpose(a_i, k, m);
+                    (&transposed_a[..], k)
+                } else {
+                    (a_i, k)
+                };
+                let packed_now;
+                let packed: &PackedB = match w {
+                    Weights::Packed(p) => p,
+                    Weights::Runtime { buffer, transposed } => {
+                        if *b_batch == 1 {
+                            if packed_shared.is_none() {
+                                packed_shared =
+                                    Some(gemm::pack_b(k, n, b.f32s(*buffer), *transposed)?);
+                            }
+                            packed_shared.as_ref().expect("just packed")
+                        } else {
+                            let all = b.f32s(*buffer);
+                            packed_now =
+                                gemm::pack_b(k, n, &all[i * k * n..(i + 1) * k * n], *transposed)?;
+                            &packed_now
+                        }
+                    }
+                };
+                gemm::sgemm(
+                    m,
+                    n,
+                    k,
+                    a_mat,
+                    lda,
+                    packed,
+                    &mut out_all[i * m * n..(i + 1) * m * n],
+                    n,
+                    &ep,
+                )?;
+            }
+            Ok(())
+        }
+        Stage::Conv {
+            input,
+            in_dims,
+            filter,
+            depth,
+            cout,
+            geometry,
+            out,
+            epilogue,
+        } => {
+            let packed_now;
+            let packed = match filter {
+                Weights::Packed(p) => p,
+                Weights::Runtime { buffer, .. } => {
+                    packed_now = gemm::pack_b(*depth, *cout, b.f32s(*buffer), false)?;
+                    &packed_now
+                }
+            };
+            let bias = epilogue.bias.map(|id| b.f32s(id));
+            let ep = gemm_epilogue(epilogue, bias);
+            gemm::conv2d_nhwc(
+                b.f32s(*input),
+                *in_dims,
+                packed,
+                geometry,
+                b.f32s_mut(*out),
+                &ep,
+            )
+        }
+    }
+}
+
+/// Below this many FLOPs a kernel runs on the calling thread: handing work to rayon costs a
+/// few microseconds.
+const PARALLEL_MIN_WORK: u64 = 1 << 18;
+
+/// Runs a range-taking kernel over `0..extent`, split into disjoint ranges across rayon's
+/// threads when the work is large enough. Disjoint ranges write disjoint outputs, so results
+/// are the same bits for any split.
+fn run_split(
+    code: &CompiledKernel,
+    ptrs: &[*mut u8],
+    split: Split,
+) -> std::result::Result<(), String> {
+    let threads = rayon::current_num_threads();
+    let chunks = if split.work >= PARALLEL_MIN_WORK && threads > 1 {
+        split.extent.min(threads * 4).max(1)
+    } else {
+        1
+    };
+    // Raw pointers are not Send; the addresses are, and the buffers outlive this call.
+    let addrs: Vec<usize> = ptrs.iter().map(|&p| p as usize).collect();
+    let call_range = |c: usize| -> std::result::Result<(), String> {
+        let start = split.extent * c / chunks;
+        let end = split.extent * (c + 1) / chunks;
+        let mut range = [start as i64, end as i64];
+        let mut args: Vec<*mut u8> = addrs.iter().map(|&a| a as *mut u8).collect();
+        args.push(range.as_mut_ptr().cast());
+        // SAFETY: as for an unsplit call; `range` lives until the call returns, and threads
+        // given disjoint ranges write disjoint output elements.
+        unsafe { code.call(&args) }
+    };
+    if chunks == 1 {
+        call_range(0)
+    } else {
+        (0..chunks).into_par_iter().try_for_each(call_range)
+    }
+}
+
+fn gemm_epilogue<'a>(e: &FusedEpilogue, bias: Option<&'a [f32]>) -> Epilogue<'a> {
+    Epilogue {
+        bias,
+        add: None,
+        activation: e.activation,
+    }
+}
+
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
