@@ -206,3 +206,70 @@ fn binary_garbage_and_empty_files_are_errors() {
         );
     }
 }
+
+const CNN: &str = "kiln 1
+input %x : f32[?,9,9,4]
+const %w : f32[3,3,4,8] = normal(0, 0.3, 7)
+const %b : f32[8] = uniform(-1, 1, 8)
+const %d : f32[8,5] = normal(0, 0.5, 9)
+%c = conv2d(%x, %w, padding=\"SAME\", strides=[2,2])
+%cb = bias_add(%c, %b)
+%r = relu(%cb)
+%g = reduce_mean(%r, axes=[1,2])
+%y = matmul(%g, %d)
+output %y, %r
+";
+
+/// Runs `graph` with `x` on `backend` (extra environment variables applied) and returns the
+/// outputs written.
+fn run_outputs(dir: &Path, backend: &str, env: &[(&str, &str)]) -> Vec<Tensor> {
+    let g = dir.join("cnn.kiln");
+    let out = dir.join(format!("out-{backend}-{}", env.len()));
+    let feed = format!("x={}", dir.join("x.npy").display());
+    let status = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "run",
+            g.to_str().unwrap(),
+            "--feed",
+            &feed,
+            "--backend",
+            backend,
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", text(&status).1);
+    ["y", "r"]
+        .iter()
+        .map(|n| {
+            kiln::npy::read(out.join(format!("{n}.npy")))
+                .unwrap()
+                .tensor
+        })
+        .collect()
+}
+
+#[test]
+fn portable_cpu_path_matches_the_reference() {
+    let dir = scratch("portable");
+    std::fs::write(dir.join("cnn.kiln"), CNN).unwrap();
+    kiln::npy::write(
+        dir.join("x.npy"),
+        &Tensor::uniform(&[3, 9, 9, 4], -1.0, 1.0, 5),
+    )
+    .unwrap();
+    let want = run_outputs(&dir, "reference", &[]);
+    for env in [&[][..], &[("KILN_CPU_FEATURES", "none")][..]] {
+        let got = run_outputs(&dir, "cpu", env);
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.dims(), w.dims());
+            for (a, b) in g.f32s().unwrap().iter().zip(w.f32s().unwrap()) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{env:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
