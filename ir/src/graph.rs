@@ -301,6 +301,23 @@ impl Graph {
         Ok(())
     }
 
+    /// Replaces node `old` by `new` everywhere: every use and the output list point at `new`,
+    /// `old` is removed, and if `old` was a graph output `new` takes over its name (graph
+    /// outputs keep their user-given names through every pass). Passes use this for every
+    /// rewrite.
+    pub fn substitute(&mut self, old: NodeId, new: NodeId) -> Result<()> {
+        if old == new {
+            return Ok(());
+        }
+        let was_output = self.outputs.contains(&old);
+        self.replace_uses(old, new)?;
+        let removed = self.remove(old)?;
+        if was_output {
+            self.rename(new, removed.name)?;
+        }
+        Ok(())
+    }
+
     /// Removes a node that nothing uses and that is not an output.
     pub fn remove(&mut self, id: NodeId) -> Result<Node> {
         let node = self.node(id);

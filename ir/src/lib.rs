@@ -18,6 +18,7 @@ pub mod infer;
 pub mod lower;
 pub mod npy;
 pub mod op;
+pub mod passes;
 pub mod program;
 pub mod reference;
 pub mod shape;

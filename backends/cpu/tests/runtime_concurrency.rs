@@ -1,0 +1,68 @@
+//! One compiled executable run from several threads at once: each run has its own arena, so
+//! results equal single-threaded ones bit for bit.
+
+use kiln_cpu::CpuBackend;
+use kiln_ir::backend::{Backend, CompileRequest};
+use kiln_ir::reference::ReferenceBackend;
+use kiln_ir::{ConvAttrs, Graph, Initializer, Op, Shape, Source, Tensor, TensorType, UnaryOp};
+
+fn graph() -> (Graph, Vec<kiln_ir::NodeId>) {
+    let mut g = Graph::new();
+    let x = g
+        .add(
+            "x",
+            Op::Input(TensorType::f32(Shape::known(&[2, 12, 12, 3]))),
+            &[],
+        )
+        .unwrap();
+    let w = Source {
+        ty: TensorType::f32(Shape::known(&[3, 3, 3, 16])),
+        init: Initializer::Normal {
+            mean: kiln_ir::Float(0.0),
+            std: kiln_ir::Float(0.3),
+            seed: 4,
+        },
+    };
+    let w = g.add("w", Op::Const(w), &[]).unwrap();
+    let c = g.add("c", Op::Conv2d(ConvAttrs::same()), &[x, w]).unwrap();
+    let r = g.add("r", Op::Unary(UnaryOp::Tanh), &[c]).unwrap();
+    let s = g.add("s", Op::Softmax { axis: -1 }, &[r]).unwrap();
+    (g, vec![x, s])
+}
+
+#[test]
+fn concurrent_runs_do_not_interfere() {
+    let (g, ids) = graph();
+    let request = CompileRequest {
+        graph: &g,
+        feeds: vec![ids[0]],
+        variables: vec![],
+        fetches: vec![ids[1]],
+        targets: vec![],
+    };
+    let cpu = CpuBackend.compile(&request).unwrap();
+    let reference = ReferenceBackend.compile(&request).unwrap();
+    let inputs: Vec<Tensor> = (0..4)
+        .map(|i| Tensor::uniform(&[2, 12, 12, 3], -1.0, 1.0, i))
+        .collect();
+    let expected: Vec<Tensor> = inputs
+        .iter()
+        .map(|t| cpu.run(&[t], &mut []).unwrap().remove(0))
+        .collect();
+    for (t, e) in inputs.iter().zip(&expected) {
+        let want = reference.run(&[t], &mut []).unwrap().remove(0);
+        for (a, b) in e.f32s().unwrap().iter().zip(want.f32s().unwrap()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+    std::thread::scope(|scope| {
+        for (t, e) in inputs.iter().zip(&expected) {
+            let cpu = &cpu;
+            scope.spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(&cpu.run(&[t], &mut []).unwrap()[0], e);
+                }
+            });
+        }
+    });
+}

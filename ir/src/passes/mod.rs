@@ -1,0 +1,64 @@
+//! Graph rewrites, one file per pass, and the manager that runs them.
+//!
+//! A pass is small and local and never makes the graph worse: it either changes nothing or
+//! replaces a subgraph with one that computes the same values (bit-exact on the reference
+//! evaluator for pure rewrites, within tolerance for folding and fusion). Every change is
+//! logged in the [`PassContext`] so `kiln explain` can show it. Graph outputs keep their names:
+//! rewrites go through [`crate::Graph::substitute`].
+
+use crate::Result;
+use crate::graph::{Graph, NodeId};
+use std::collections::HashSet;
+
+/// One graph rewrite.
+pub trait Pass {
+    /// The pass's name, as `--disable` and `--print-after` spell it (e.g. `fold-constants`).
+    fn name(&self) -> &'static str;
+
+    /// Rewrites `graph`; returns whether anything changed.
+    fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool>;
+}
+
+/// One logged change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rewrite {
+    /// The pass that made it.
+    pub pass: &'static str,
+    /// What was matched and what replaced it, e.g. `fused %conv1 + %bias1 + %relu1 -> %relu1`.
+    pub message: String,
+}
+
+/// State shared by the passes of one pipeline run.
+#[derive(Clone, Debug)]
+pub struct PassContext {
+    /// Every change, in order.
+    pub log: Vec<Rewrite>,
+    /// Nodes a run needs by id (fetches and targets) besides the graph's outputs: never
+    /// removed, and replaced only through `substitute`, which keeps their names.
+    pub roots: HashSet<NodeId>,
+    /// Constant folding never creates a constant larger than this many bytes.
+    pub fold_budget_bytes: usize,
+    /// Whether variables that no assign touches may be treated as constants.
+    pub freeze_variables: bool,
+}
+
+impl Default for PassContext {
+    fn default() -> PassContext {
+        PassContext {
+            log: Vec::new(),
+            roots: HashSet::new(),
+            fold_budget_bytes: 1 << 20,
+            freeze_variables: false,
+        }
+    }
+}
+
+impl PassContext {
+    /// Records a change made by `pass`.
+    pub fn record(&mut self, pass: &'static str, message: impl Into<String>) {
+        self.log.push(Rewrite {
+            pass,
+            message: message.into(),
+        });
+    }
+}
