@@ -24,6 +24,7 @@
 mod backend_kind;
 pub mod checkpoint;
 mod graph;
+mod optimize;
 mod session;
 
 pub use backend_kind::BackendKind;
@@ -33,6 +34,7 @@ pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
 };
+pub use optimize::{OptimizeOptions, optimize_graph};
 pub use session::{CompileStats, Session};
 
 /// Reading and writing tensors as .npy files.

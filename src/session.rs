@@ -6,6 +6,7 @@
 //! shapes, compiles with its backend and caches the executable keyed by
 //! (fetches, targets, feed shapes); a later run with the same key compiles nothing.
 
+use crate::optimize::{OptimizeOptions, optimize_graph};
 use crate::{BackendKind, Graph};
 use kiln_ir::backend::{Backend, CompileRequest, Executable, ExecutableInfo, KernelTime};
 use kiln_ir::eval::source_value;
@@ -45,6 +46,7 @@ pub struct CompileStats {
 /// Runs a graph: `Session::new(&graph)?.run(&[(input, &tensor)], &[output])`.
 pub struct Session {
     graph: kiln_ir::Graph,
+    optimize: OptimizeOptions,
     backend_kind: BackendKind,
     backend: Box<dyn Backend>,
     variables: HashMap<NodeId, Tensor>,
@@ -61,8 +63,30 @@ impl Session {
         Session::with_backend(graph, BackendKind::default_kind())
     }
 
-    /// A session on the given backend. Variables get their initial values here.
+    /// A session on the given backend, optimising with its default pipeline.
     pub fn with_backend(graph: &Graph, backend: BackendKind) -> Result<Session> {
+        Session::with_options(graph, backend, OptimizeOptions::default())
+    }
+
+    /// A session on the given backend with the given optimisation options. Variables get
+    /// their initial values here.
+    pub fn with_options(
+        graph: &Graph,
+        backend: BackendKind,
+        optimize: OptimizeOptions,
+    ) -> Result<Session> {
+        let known = backend.pipeline().passes();
+        if let Some(bad) = optimize
+            .disabled
+            .iter()
+            .find(|d| !known.contains(&d.as_str()))
+        {
+            return Err(Error::Invalid(format!(
+                "no pass named {bad:?}; the {} pipeline has: {}",
+                backend.name(),
+                known.join(", ")
+            )));
+        }
         let graph = graph.ir().clone();
         let mut variables = HashMap::new();
         for id in graph.variables() {
@@ -78,6 +102,7 @@ impl Session {
             variables.insert(id, value);
         }
         Ok(Session {
+            optimize,
             backend: backend.create()?,
             backend_kind: backend,
             graph,
@@ -250,21 +275,55 @@ impl Session {
             .map(|(id, dims)| (*id, Shape::known(dims)))
             .collect();
         let roots: Vec<NodeId> = key.fetches.iter().chain(&key.targets).copied().collect();
-        let (sub, map) = self.graph.extract(&roots, &shapes)?;
-        let to_sub = |ids: &[NodeId]| -> Vec<NodeId> { ids.iter().map(|i| map[i]).collect() };
-        let feeds: Vec<NodeId> = key.feeds.iter().map(|(id, _)| *id).collect();
+        let (mut sub, map) = self.graph.extract(&roots, &shapes)?;
+        // Fetches become the graph's outputs so that every rewrite keeps their names.
+        let mut fetch_ids: Vec<NodeId> = key.fetches.iter().map(|f| map[f]).collect();
+        fetch_ids.dedup();
+        sub.set_outputs(fetch_ids);
+        let sub_roots: Vec<NodeId> = roots.iter().map(|r| map[r]).collect();
+        let current: HashMap<NodeId, &Tensor> = map
+            .iter()
+            .filter_map(|(old, new)| self.variables.get(old).map(|t| (*new, t)))
+            .collect();
+        optimize_graph(
+            &mut sub,
+            &self.backend_kind,
+            &self.optimize,
+            &sub_roots,
+            &|id| current.get(&id).map(|t| (*t).clone()),
+        )?;
+        // Passes keep names, not ids: find the run's nodes again by name.
+        let by_name = |id: &NodeId| sub.find(&self.graph.node(*id).name);
+        let lookup = |ids: &[NodeId]| -> Result<Vec<NodeId>> {
+            ids.iter()
+                .map(|id| {
+                    by_name(id).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "internal error: optimisation lost %{}",
+                            self.graph.node(*id).name
+                        ))
+                    })
+                })
+                .collect()
+        };
+        let feeds: Vec<NodeId> = key
+            .feeds
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| by_name(id).is_some())
+            .collect();
         let variables: Vec<NodeId> = self
             .graph
             .variables()
             .into_iter()
-            .filter(|v| map.contains_key(v))
+            .filter(|v| by_name(v).is_some_and(|s| matches!(sub.node(s).op, Op::Var(_))))
             .collect();
         let request = CompileRequest {
             graph: &sub,
-            feeds: to_sub(&feeds),
-            variables: to_sub(&variables),
-            fetches: to_sub(&key.fetches),
-            targets: to_sub(&key.targets),
+            feeds: lookup(&feeds)?,
+            variables: lookup(&variables)?,
+            fetches: lookup(&key.fetches)?,
+            targets: lookup(&key.targets)?,
         };
         let executable = self.backend.compile(&request)?;
         self.compilations += 1;
@@ -382,6 +441,11 @@ impl Session {
             )));
         }
         self.variables.insert(id, value);
+        if self.optimize.freeze_variables {
+            // Frozen variables are compiled in as constants.
+            self.cache.clear();
+            self.lru.clear();
+        }
         Ok(())
     }
 

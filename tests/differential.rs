@@ -6,7 +6,10 @@
 //! match exactly. Each case also checks that feeds are not modified, that two runs give
 //! identical bits, and (cpu) that one thread and two threads give identical bits.
 
-use kiln::{BackendKind, ConvAttrs, Graph, NodeId, Padding, PoolAttrs, Session, Shape, Tensor};
+use kiln::{
+    BackendKind, ConvAttrs, Graph, NodeId, OptimizeOptions, Padding, PoolAttrs, Session, Shape,
+    Tensor,
+};
 use proptest::prelude::*;
 
 /// A small deterministic generator for the parameters of one recipe step.
@@ -260,15 +263,18 @@ fn check_case(seed: u64, rank: usize, steps: &[u8]) -> Result<(), String> {
     let (g, x, y, dims) = build(seed, rank, steps);
     let input = Tensor::uniform(&dims, -2.0, 2.0, seed);
     let snapshot = input.clone();
-    let mut reference =
-        Session::with_backend(&g, BackendKind::Reference).map_err(|e| e.to_string())?;
+    // The oracle: the graph as written, on the reference evaluator, no passes.
+    let unoptimized = OptimizeOptions {
+        enabled: false,
+        ..OptimizeOptions::default()
+    };
+    let mut reference = Session::with_options(&g, BackendKind::Reference, unoptimized)
+        .map_err(|e| e.to_string())?;
     let want = reference
         .run(&[(x, &input)], &[y])
         .map_err(|e| e.to_string())?;
+    // Every backend with its pass pipeline (the reference backend too: that checks the passes).
     for backend in BackendKind::available() {
-        if backend == BackendKind::Reference {
-            continue;
-        }
         let mut sess = Session::with_backend(&g, backend.clone()).map_err(|e| e.to_string())?;
         let got = sess
             .run(&[(x, &input)], &[y])

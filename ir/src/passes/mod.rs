@@ -6,6 +6,17 @@
 //! logged in the [`PassContext`] so `kiln explain` can show it. Graph outputs keep their names:
 //! rewrites go through [`crate::Graph::substitute`].
 
+pub mod eliminate_common_subexpressions;
+pub mod eliminate_dead_code;
+pub mod fold_batch_norm;
+pub mod fold_constants;
+pub mod manager;
+pub mod simplify_algebra;
+
+pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
+pub use eliminate_dead_code::EliminateDeadCode;
+pub use manager::{PassStats, Pipeline, PipelineOptions, PipelineReport, PrintAfter};
+
 use crate::Result;
 use crate::graph::{Graph, NodeId};
 use std::collections::HashSet;

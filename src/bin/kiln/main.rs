@@ -2,6 +2,7 @@
 
 mod bench;
 mod feeds;
+mod passes;
 
 use clap::{Parser, Subcommand};
 use kiln::{BackendKind, Graph, Session, Tensor};
@@ -30,11 +31,22 @@ enum Command {
     Dump {
         /// The .kiln file.
         graph: PathBuf,
+        #[command(flatten)]
+        passes: passes::PassArgs,
+    },
+    /// Optimise the graph and print every rewrite and per-pass statistics.
+    Explain {
+        /// The .kiln file.
+        graph: PathBuf,
+        #[command(flatten)]
+        passes: passes::PassArgs,
     },
     /// Print the graph as GraphViz DOT.
     Dot {
         /// The .kiln file.
         graph: PathBuf,
+        #[command(flatten)]
+        passes: passes::PassArgs,
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -101,12 +113,27 @@ fn main() -> ExitCode {
 fn execute(command: Command) -> Result<(), String> {
     match command {
         Command::Check { graph } => check(&graph),
-        Command::Dump { graph } => {
-            print!("{}", load(&graph)?.to_text());
+        Command::Dump { graph, passes } => {
+            print!(
+                "{}",
+                passes::load_optimized(&graph, &passes, false)?.0.to_text()
+            );
             Ok(())
         }
-        Command::Dot { graph, output } => {
-            let dot = load(&graph)?.to_dot();
+        Command::Explain { graph, passes } => {
+            let (optimized, report) = passes::load_optimized(&graph, &passes, true)?;
+            if let Some(report) = report {
+                println!("{report}");
+            }
+            println!("{} nodes after optimisation", optimized.len());
+            Ok(())
+        }
+        Command::Dot {
+            graph,
+            output,
+            passes,
+        } => {
+            let dot = passes::load_optimized(&graph, &passes, false)?.0.to_dot();
             match output {
                 Some(path) => {
                     std::fs::write(&path, dot).map_err(|e| format!("{}: {e}", path.display()))

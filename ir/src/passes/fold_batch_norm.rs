@@ -1,0 +1,259 @@
+//! `fold-batch-norm`: folds an inference-form batch norm into the weights of the contraction
+//! that feeds it.
+//!
+//! ```text
+//! batch_norm(conv(x, W) [+ bias b0], scale, offset, mean, var)
+//!   -> bias_add(conv(x, W'), b')
+//! f[c]  = scale[c] / sqrt(var[c] + eps)
+//! W'[.., c] = W[.., c] * f[c]
+//! b'[c] = (b0[c] - mean[c]) * f[c] + offset[c]          (b0 = 0 without a bias)
+//! ```
+//!
+//! The contraction is `conv2d` (HWIO: channel = last weight axis), `depthwise_conv2d`
+//! (`[kh,kw,cin,mult]`: output channel `c*mult+m` is the flat index over the last two axes,
+//! TensorFlow's order) or `matmul` (channel = output column; rank 2, or rank 3 with the
+//! channels last). The conv's data format, the optional bias_add's and the batch norm's must
+//! agree so they all mean the same channel axis. W, b0 and the four parameters must be
+//! constants (or frozen variables, see [`PassContext::freeze_variables`]). W' and b' are
+//! computed in f64 and rounded once; the result matches the original within float rounding
+//! (about 1e-6 relative), not bit for bit.
+//!
+//! Invariants: the conv (and the bias_add) must have no other user and not be pinned (graph
+//! output or root), since their values change; when the old weight stays alive (other users,
+//! or a variable, which is never removed) W' is a second copy, made only within
+//! [`PassContext::fold_budget_bytes`]. The bias_add replacing the batch norm takes its name;
+//! the new conv takes the old conv's name.
+
+use super::fold_constants::{
+    frozen_variables, is_pinned, remove_if_dead, replace_with_new, source_of,
+};
+use super::{Pass, PassContext};
+use crate::Result;
+use crate::graph::{Graph, NodeId};
+use crate::op::{DataFormat, Initializer, Op, Source};
+use crate::tensor::Tensor;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Folds `batch_norm` into a preceding conv2d / depthwise_conv2d / matmul.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FoldBatchNorm;
+
+/// A matched pattern: the nodes involved and the constant values read.
+struct Match {
+    bn: NodeId,
+    conv: NodeId,
+    bias: Option<(NodeId, Vec<f32>)>,
+    weight: NodeId,
+    w: Tensor,
+    /// Output channel of weight element `i`: `(i / inner) % channels`.
+    inner: usize,
+    channels: usize,
+    /// scale, offset, mean, variance.
+    params: [Vec<f32>; 4],
+    epsilon: f32,
+    format: DataFormat,
+}
+
+impl Pass for FoldBatchNorm {
+    fn name(&self) -> &'static str {
+        "fold-batch-norm"
+    }
+
+    fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool> {
+        let frozen = frozen_variables(graph, cx);
+        let mut changed = false;
+        for id in graph.topo_order() {
+            if graph.get(id).is_none() {
+                continue;
+            }
+            let Some(m) = match_bn(graph, cx, id, &frozen) else {
+                continue;
+            };
+            // W' is a second copy when the old weight outlives the rewrite.
+            let w_alive = graph.users(m.weight).len() > 1
+                || is_pinned(graph, cx, m.weight)
+                || !matches!(graph.node(m.weight).op, Op::Const(_));
+            if w_alive && m.w.numel() * 4 > cx.fold_budget_bytes {
+                continue;
+            }
+            self.rewrite(graph, cx, m)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+impl FoldBatchNorm {
+    fn rewrite(&self, graph: &mut Graph, cx: &mut PassContext, m: Match) -> Result<()> {
+        let [scale, offset, mean, var] = &m.params;
+        // f[c] = scale[c] / sqrt(var[c] + eps), in f64 as the reference evaluates batch_norm.
+        let factor: Vec<f64> = (0..m.channels)
+            .map(|c| scale[c] as f64 / (var[c] as f64 + m.epsilon as f64).sqrt())
+            .collect();
+        let w = m.w.as_f32().unwrap_or(&[]);
+        let w_new: Vec<f32> = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (v as f64 * factor[(i / m.inner) % m.channels]) as f32)
+            .collect();
+        let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
+        let b_new: Vec<f32> = (0..m.channels)
+            .map(|c| {
+                let b = b0.map_or(0.0, |b| b[c] as f64);
+                ((b - mean[c] as f64) * factor[c] + offset[c] as f64) as f32
+            })
+            .collect();
+        let literal = |t: Tensor| {
+            Op::Const(Source {
+                ty: t.ty(),
+                init: Initializer::Literal(Arc::new(t)),
+            })
+        };
+
+        let conv_name = graph.node(m.conv).name.clone();
+        let bn_name = graph.node(m.bn).name.clone();
+        let w_name = graph.node(m.weight).name.clone();
+        let before = match &m.bias {
+            Some((b, _)) => format!("%{conv_name} + %{} + %{bn_name}", graph.node(*b).name),
+            None => format!("%{conv_name} + %{bn_name}"),
+        };
+        let w_t = Tensor::from_vec(m.w.dims(), w_new)?;
+        let b_t = Tensor::from_vec(&[m.channels], b_new)?;
+        let w_id = graph.add(
+            graph.unique_name(&format!("{w_name}_bn")),
+            literal(w_t),
+            &[],
+        )?;
+        let b_id = graph.add(
+            graph.unique_name(&format!("{bn_name}_bias")),
+            literal(b_t),
+            &[],
+        )?;
+        let x = graph.inputs(m.conv)[0];
+        let conv_op = graph.node(m.conv).op.clone();
+        let conv = graph.add(graph.unique_name(&conv_name), conv_op, &[x, w_id])?;
+        let biased = graph.add(
+            graph.unique_name(&bn_name),
+            Op::BiasAdd {
+                data_format: m.format,
+            },
+            &[conv, b_id],
+        )?;
+        let old_operands = graph.inputs(m.bn);
+        replace_with_new(graph, cx, m.bn, biased)?;
+        // The old conv (and bias_add) only fed the batch norm: now dead.
+        if let Some((b, _)) = m.bias {
+            remove_if_dead(graph, cx, b)?;
+        }
+        remove_if_dead(graph, cx, m.conv)?;
+        for i in old_operands {
+            remove_if_dead(graph, cx, i)?;
+        }
+        graph.rename(conv, conv_name.clone())?;
+        let w_final = graph.node(w_id).name.clone();
+        let b_final = graph.node(b_id).name.clone();
+        cx.record(
+            self.name(),
+            format!(
+                "folded {before} -> %{conv_name} = {}(.., %{w_final}) + bias_add %{bn_name} (%{b_final})",
+                graph.node(conv).op.name()
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Whether `id` has exactly one user (one operand slot) and is not pinned.
+fn single_use(graph: &Graph, cx: &PassContext, id: NodeId) -> bool {
+    graph.users(id).len() == 1 && !is_pinned(graph, cx, id)
+}
+
+/// A known f32 vector of length `n`.
+fn vector(graph: &Graph, id: NodeId, frozen: &HashSet<NodeId>, n: usize) -> Option<Vec<f32>> {
+    let t = source_of(graph, id, frozen)?;
+    (t.dims() == [n]).then(|| t.into_f32())?
+}
+
+/// Matches `batch_norm(conv(x, W) [+ b0], scale, offset, mean, var)` at `bn`.
+fn match_bn(
+    graph: &Graph,
+    cx: &PassContext,
+    bn: NodeId,
+    frozen: &HashSet<NodeId>,
+) -> Option<Match> {
+    let Op::BatchNorm {
+        epsilon,
+        data_format,
+    } = graph.node(bn).op
+    else {
+        return None;
+    };
+    let bn_inputs = graph.inputs(bn);
+    let mut src = bn_inputs[0];
+    let mut bias_node = None;
+    if let Op::BiasAdd { data_format: f } = graph.node(src).op {
+        if f != data_format || !single_use(graph, cx, src) {
+            return None;
+        }
+        bias_node = Some(src);
+        src = graph.inputs(src)[0];
+    }
+    let conv = src;
+    if !single_use(graph, cx, conv) {
+        return None;
+    }
+    let out = graph.node(conv).ty.shape.clone();
+    let rank = out.rank();
+    let weight = graph.inputs(conv).get(1).copied()?;
+    let w = source_of(graph, weight, frozen)?;
+    w.as_f32()?;
+    let wd = w.dims().to_vec();
+    // (inner, channels): weight element i belongs to output channel (i / inner) % channels.
+    let (inner, channels) = match graph.node(conv).op {
+        Op::Conv2d(a) if a.data_format == data_format && wd.len() == 4 => (1, wd[3]),
+        Op::DepthwiseConv2d(a) if a.data_format == data_format && wd.len() == 4 => {
+            (1, wd[2] * wd[3])
+        }
+        // Matmul channels are the output's last axis; NCHW means axis 1, last only at rank 2.
+        Op::MatMul { transpose_b, .. } if data_format == DataFormat::Nhwc || rank == 2 => {
+            let r = wd.len();
+            if r < 2 {
+                return None;
+            }
+            if transpose_b {
+                (wd[r - 1], wd[r - 2])
+            } else {
+                (1, wd[r - 1])
+            }
+        }
+        _ => return None,
+    };
+    // The batch norm's channel axis must hold exactly those channels.
+    let axis = match data_format {
+        DataFormat::Nhwc => rank.checked_sub(1)?,
+        DataFormat::Nchw if rank >= 2 => 1,
+        DataFormat::Nchw => return None,
+    };
+    if out.dim(axis) != Some(channels) {
+        return None;
+    }
+    let bias = match bias_node {
+        Some(b) => Some((b, vector(graph, graph.inputs(b)[1], frozen, channels)?)),
+        None => None,
+    };
+    let p = |k: usize| vector(graph, bn_inputs[k], frozen, channels);
+    let params = [p(1)?, p(2)?, p(3)?, p(4)?];
+    Some(Match {
+        bn,
+        conv,
+        bias,
+        weight,
+        w,
+        inner,
+        channels,
+        params,
+        epsilon: epsilon.0,
+        format: data_format,
+    })
+}

@@ -1,0 +1,109 @@
+//! Running a backend's pass pipeline on a graph: inside a session before every compilation,
+//! and on its own for `kiln dump --optimize` and `kiln explain`.
+
+use crate::BackendKind;
+use kiln_ir::passes::PassContext;
+use kiln_ir::passes::manager::{Pipeline, PipelineOptions, PipelineReport, PrintAfter};
+use kiln_ir::{Graph, Initializer, NodeId, Op, Result, Source, Tensor};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// How a graph is optimised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizeOptions {
+    /// Run the pipeline at all (`false`: compile the graph as written).
+    pub enabled: bool,
+    /// Passes to skip, by name (`kiln explain` lists them).
+    pub disabled: Vec<String>,
+    /// Treat variables that no assign writes as constants (setting one then recompiles).
+    pub freeze_variables: bool,
+    /// Record the graph text after these passes.
+    pub print_after: PrintAfter,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> OptimizeOptions {
+        OptimizeOptions {
+            enabled: true,
+            disabled: Vec::new(),
+            freeze_variables: false,
+            print_after: PrintAfter::None,
+        }
+    }
+}
+
+impl BackendKind {
+    /// The pass pipeline this backend compiles with.
+    pub fn pipeline(&self) -> Pipeline {
+        match self {
+            BackendKind::Reference => Pipeline::reference(),
+            BackendKind::Cpu | BackendKind::OpenCl { .. } => Pipeline::cpu(),
+        }
+    }
+}
+
+/// Optimises `graph` in place for `backend`, keeping `roots` (fetches, targets) and the
+/// graph's outputs; with `freeze_variables`, unassigned variables first become constants of
+/// the value `value_of` gives (the session's current value, or the initialiser).
+pub fn optimize_graph(
+    graph: &mut Graph,
+    backend: &BackendKind,
+    options: &OptimizeOptions,
+    roots: &[NodeId],
+    value_of: &dyn Fn(NodeId) -> Option<Tensor>,
+) -> Result<Option<PipelineReport>> {
+    if options.freeze_variables {
+        freeze_variables(graph, value_of)?;
+    }
+    if !options.enabled {
+        return Ok(None);
+    }
+    let mut cx = PassContext {
+        freeze_variables: options.freeze_variables,
+        ..PassContext::default()
+    };
+    cx.roots = roots
+        .iter()
+        .copied()
+        .filter(|&r| graph.get(r).is_some())
+        .collect();
+    let pipeline_options = PipelineOptions {
+        disabled: options.disabled.iter().cloned().collect::<HashSet<_>>(),
+        print_after: options.print_after.clone(),
+        ..PipelineOptions::default()
+    };
+    backend
+        .pipeline()
+        .run(graph, &mut cx, &pipeline_options)
+        .map(Some)
+}
+
+/// Replaces every variable that no assign writes by a constant with the same name.
+fn freeze_variables(graph: &mut Graph, value_of: &dyn Fn(NodeId) -> Option<Tensor>) -> Result<()> {
+    let assigned: HashSet<NodeId> = graph
+        .node_ids()
+        .filter(|&id| matches!(graph.node(id).op, Op::Assign(_)))
+        .filter_map(|id| graph.inputs(id).first().copied())
+        .collect();
+    for var in graph.variables() {
+        if assigned.contains(&var) {
+            continue;
+        }
+        let node = graph.node(var);
+        let Op::Var(src) = &node.op else { continue };
+        let init = match value_of(var) {
+            Some(value) => Initializer::Literal(Arc::new(value)),
+            None => src.init.clone(),
+        };
+        let (name, ty) = (node.name.clone(), src.ty.clone());
+        let constant = graph.add(
+            graph.unique_name(&format!("{name}.frozen")),
+            Op::Const(Source { ty, init }),
+            &[],
+        )?;
+        graph.replace_uses(var, constant)?;
+        graph.remove(var)?;
+        graph.rename(constant, name)?;
+    }
+    Ok(())
+}
