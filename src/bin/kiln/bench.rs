@@ -3,7 +3,9 @@
 
 use crate::feeds;
 use kiln::ir::cost::graph_flops;
-use kiln::{BackendKind, DType, Graph, KernelTime, NodeId, Op, Session, Shape, Tensor};
+use kiln::{
+    BackendKind, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session, Shape, Tensor,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -18,6 +20,8 @@ pub struct BenchArgs<'a> {
     pub backend: &'a str,
     pub json: bool,
     pub profile: bool,
+    /// Optimisation options (`--no-optimize`, `--disable`).
+    pub optimize: OptimizeOptions,
 }
 
 /// Feeds for every placeholder: from `--feed` files, else seeded uniform data with unknown dims
@@ -63,7 +67,8 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         graph_flops(&g, &roots)
     });
 
-    let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
+    let mut session =
+        Session::with_options(&graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
     session
         .run(&feed_ids, &outputs)
         .map_err(|e| e.to_string())?;

@@ -93,6 +93,12 @@ enum Command {
         /// Print one JSON object on one line.
         #[arg(long)]
         json: bool,
+        /// Compile the graph as written, without the pass pipeline.
+        #[arg(long)]
+        no_optimize: bool,
+        /// Passes to skip, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        disable: Vec<String>,
         /// Print a per-kernel time table.
         #[arg(long)]
         profile: bool,
@@ -160,6 +166,8 @@ fn execute(command: Command) -> Result<(), String> {
             threads,
             backend,
             json,
+            no_optimize,
+            disable,
             profile,
         } => {
             if let Some(n) = threads {
@@ -177,6 +185,11 @@ fn execute(command: Command) -> Result<(), String> {
                 backend: &backend,
                 json,
                 profile,
+                optimize: kiln::OptimizeOptions {
+                    enabled: !no_optimize,
+                    disabled: disable,
+                    ..kiln::OptimizeOptions::default()
+                },
             })
         }
     }

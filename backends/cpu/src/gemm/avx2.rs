@@ -2,8 +2,8 @@
 //! one broadcast), with `vmaskmov` loads and stores for edge columns.
 //!
 //! 6x16 is the classic AVX2 shape: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the
-//! 16 ymm registers. Rows past `rows` are computed (from the zeros the driver passes) and never
-//! stored; columns past `cols` are excluded by the lane masks, and masked-off lanes of
+//! 16 ymm registers. The kernel is instantiated per row count (a partial tile computes only its
+//! rows); columns past `cols` are excluded by the lane masks, and masked-off lanes of
 //! `vmaskmovps` are not accessed, so nothing outside the caller's slices is touched.
 
 use super::Tile;

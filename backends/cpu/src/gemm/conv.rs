@@ -17,6 +17,7 @@
 use super::epilogue::Epilogue;
 use super::pack::PackedB;
 use super::{RowSource, sgemm, sgemm_rows};
+use kiln_ir::infer::window_dim;
 use kiln_ir::op::Padding;
 
 /// Where each filter tap lands in the input: sizes, strides, dilations and padding.
@@ -60,37 +61,14 @@ impl ConvGeometry {
                  {kernel_hw:?} must be positive"
             ));
         }
+        // The padding arithmetic lives once, in kiln-ir, shared with inference and eval.
         let mut out = [0; 2];
         let mut before = [0; 2];
         for d in 0..2 {
-            let (size, s) = (in_hw[d], strides[d]);
-            // Saturating: an absurd extent then fails the size checks instead of wrapping.
-            let eff = (kernel_hw[d] - 1)
-                .saturating_mul(dilations[d])
-                .saturating_add(1);
-            let (o, pad) = match padding {
-                Padding::Same => {
-                    let o = size.div_ceil(s);
-                    let reach = (o.max(1) - 1).saturating_mul(s).saturating_add(eff);
-                    (o, reach.saturating_sub(size) / 2)
-                }
-                Padding::Valid | Padding::Explicit(_) => {
-                    let (lo, hi) = match padding {
-                        Padding::Explicit(p) => (p[d][0], p[d][1]),
-                        _ => (0, 0),
-                    };
-                    let padded = size.saturating_add(lo).saturating_add(hi);
-                    if padded < eff {
-                        return Err(format!(
-                            "conv2d: dilated filter extent {eff} exceeds the padded input extent \
-                             {padded} (input {in_hw:?}, filter {kernel_hw:?}, {padding:?})"
-                        ));
-                    }
-                    ((padded - eff) / s + 1, lo)
-                }
-            };
-            out[d] = o;
-            before[d] = pad;
+            let dim = window_dim(in_hw[d], kernel_hw[d], strides[d], dilations[d], padding, d)
+                .map_err(|m| format!("conv2d (input {in_hw:?}, filter {kernel_hw:?}): {m}"))?;
+            out[d] = dim.out;
+            before[d] = dim.pad_before;
         }
         Ok(ConvGeometry {
             kh: kernel_hw[0],

@@ -9,7 +9,7 @@
 //! across rayon's threads; the reduction over k is never split, so results are bitwise
 //! identical for any thread count. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
 //! `portable.rs`; `unsafe` exists only inside the two intrinsic kernels, behind
-//! [`Tile::assert_valid`].
+//! `Tile::assert_valid`.
 
 mod avx2;
 mod avx512;
