@@ -26,9 +26,12 @@ pub struct GuardedArena {
 impl GuardedArena {
     /// An arena of `len` usable bytes.
     pub fn new(len: usize) -> GuardedArena {
-        let mut bytes = vec![GUARD_BYTE; len + 2 * ARENA_GUARD + ARENA_ALIGN];
+        // Zeroed allocation (calloc: fresh pages cost nothing until touched), then guards at
+        // both ends only: the arena itself is never read before a kernel writes it.
+        let mut bytes = vec![0u8; len + 2 * ARENA_GUARD + ARENA_ALIGN];
         let start = bytes.as_mut_ptr().align_offset(ARENA_ALIGN) + ARENA_GUARD;
-        bytes[start..start + len].fill(0);
+        bytes[start - ARENA_GUARD..start].fill(GUARD_BYTE);
+        bytes[start + len..start + len + ARENA_GUARD].fill(GUARD_BYTE);
         GuardedArena { bytes, start, len }
     }
 

@@ -7,7 +7,7 @@
 use kiln_cpu::codegen::epilogue::{define_epilogue, epilogue_n_buffers, epilogue_outer_extent};
 use kiln_cpu::jit::{CompiledKernel, Jit, JitOptions};
 use kiln_ir::eval::eval_op;
-use kiln_ir::op::{BinaryOp, Float, Op, UnaryOp};
+use kiln_ir::op::{BinaryOp, Op, UnaryOp};
 use kiln_ir::program::{
     Buffer, BufferId, BufferKind, Expr, Kernel, KernelOp, Load, Operand, Program, Step,
 };
@@ -32,20 +32,7 @@ impl Rng {
 }
 
 pub fn unary_ops() -> Vec<UnaryOp> {
-    vec![
-        UnaryOp::Neg,
-        UnaryOp::Abs,
-        UnaryOp::Relu,
-        UnaryOp::Relu6,
-        UnaryOp::LeakyRelu { alpha: Float(0.2) },
-        UnaryOp::Sigmoid,
-        UnaryOp::Tanh,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Rsqrt,
-        UnaryOp::Square,
-    ]
+    UnaryOp::ALL.to_vec()
 }
 
 pub fn binary_ops() -> Vec<BinaryOp> {
