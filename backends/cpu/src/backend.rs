@@ -19,6 +19,6 @@ impl Backend for CpuBackend {
     fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
         let program = lower(request)?;
         let plan = plan(&program)?;
-        Ok(Box::new(CpuExecutable { program, plan }))
+        Ok(Box::new(CpuExecutable::new(program, plan)))
     }
 }

@@ -12,6 +12,7 @@ use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
 use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::{Error, Result, Tensor};
 use rayon::prelude::*;
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// A compiled program, ready to run.
@@ -20,6 +21,20 @@ pub struct CpuExecutable {
     pub program: Program,
     /// Its stages.
     pub plan: Plan,
+    /// Arenas of finished runs, reused so that a run does not page-fault a fresh one in;
+    /// concurrent runs each take their own.
+    arenas: Mutex<Vec<GuardedArena>>,
+}
+
+impl CpuExecutable {
+    /// An executable for `program` compiled as `plan`.
+    pub fn new(program: Program, plan: Plan) -> CpuExecutable {
+        CpuExecutable {
+            program,
+            plan,
+            arenas: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// The address and length (in bytes) of every buffer of one run.
@@ -128,7 +143,8 @@ impl CpuExecutable {
                 )));
             }
         }
-        let mut arena = GuardedArena::new(p.arena_bytes);
+        let reused = self.arenas.lock().ok().and_then(|mut pool| pool.pop());
+        let mut arena = reused.unwrap_or_else(|| GuardedArena::new(p.arena_bytes));
         let base = arena.base();
         let mut outputs: Vec<GuardedOutput> = p
             .fetches
@@ -180,6 +196,9 @@ impl CpuExecutable {
             .collect();
         drop(buffers);
         arena.check()?;
+        if let Ok(mut pool) = self.arenas.lock() {
+            pool.push(arena);
+        }
         let results = outputs
             .into_iter()
             .map(GuardedOutput::finish)
