@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// How many compiled (fetches, targets, feed shapes) combinations a session keeps.
 const DEFAULT_CACHE_CAPACITY: usize = 32;
 
+/// A run's fetches and targets.
+type RunRoots = (Vec<NodeId>, Vec<NodeId>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
     fetches: Vec<NodeId>,
@@ -55,6 +58,8 @@ pub struct Session {
     cache_capacity: usize,
     compilations: usize,
     last_compile: Option<CompileStats>,
+    /// Placeholders each (fetches, targets) needs, so a run does not walk the graph.
+    placeholders_needed: HashMap<RunRoots, Arc<Vec<NodeId>>>,
 }
 
 impl Session {
@@ -112,6 +117,7 @@ impl Session {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             compilations: 0,
             last_compile: None,
+            placeholders_needed: HashMap::new(),
         })
     }
 
@@ -152,10 +158,7 @@ impl Session {
         feeds: &[(&str, &Tensor)],
         fetches: &[&str],
     ) -> Result<Vec<Tensor>> {
-        let feeds = feeds
-            .iter()
-            .map(|&(name, t)| Ok((self.placeholder(name)?, t)))
-            .collect::<Result<Vec<_>>>()?;
+        let feeds = self.named_feeds(feeds)?;
         let fetches = fetches
             .iter()
             .map(|n| self.graph.lookup(n))
@@ -169,14 +172,10 @@ impl Session {
         if outputs.is_empty() {
             return Err(Error::Invalid("the graph declares no outputs".into()));
         }
-        let names: Vec<&str> = outputs
-            .iter()
-            .map(|&o| self.graph.node(o).name.as_str())
-            .collect();
-        let names: Vec<String> = names.into_iter().map(str::to_string).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let values = self.run_named(feeds, &refs)?;
-        Ok(names.into_iter().zip(values).collect())
+        let feeds = self.named_feeds(feeds)?;
+        let values = self.run(&feeds, &outputs)?;
+        let names = outputs.iter().map(|&o| self.graph.node(o).name.clone());
+        Ok(names.zip(values).collect())
     }
 
     /// Runs `targets` (e.g. assigns) for their effect and returns the `fetches`.
@@ -214,19 +213,17 @@ impl Session {
             }
         }
         let fed = self.check_feeds(feeds)?;
-        let roots: Vec<NodeId> = fetches.iter().chain(targets).copied().collect();
-        let needed = self.graph.topo_order_of(roots.iter().copied());
-        let mut key_feeds = Vec::new();
-        for &id in &needed {
-            if let Op::Input(ty) = &self.graph.node(id).op {
-                let Some(t) = fed.get(&id) else {
-                    return Err(Error::Feed {
-                        name: self.graph.node(id).name.clone(),
-                        message: format!("missing feed for placeholder of type {ty}"),
-                    });
-                };
-                key_feeds.push((id, Dims::from(t.dims())));
-            }
+        let needed = self.needed_placeholders(fetches, targets);
+        let mut key_feeds = Vec::with_capacity(needed.len());
+        for &id in needed.iter() {
+            let Some(t) = fed.get(&id) else {
+                let node = self.graph.node(id);
+                return Err(Error::Feed {
+                    name: node.name.clone(),
+                    message: format!("missing feed for placeholder of type {}", node.ty),
+                });
+            };
+            key_feeds.push((id, Dims::from(t.dims())));
         }
         let key = CacheKey {
             fetches: fetches.to_vec(),
@@ -259,6 +256,28 @@ impl Session {
             self.variables.insert(*id, value);
         }
         result
+    }
+
+    /// The placeholders that `fetches` and `targets` depend on, in topological order; found once
+    /// per fetch set, since walking the graph on every run would cost more than a small run.
+    fn needed_placeholders(&mut self, fetches: &[NodeId], targets: &[NodeId]) -> Arc<Vec<NodeId>> {
+        let key = (fetches.to_vec(), targets.to_vec());
+        if let Some(found) = self.placeholders_needed.get(&key) {
+            return found.clone();
+        }
+        let graph = &self.graph;
+        let roots = fetches.iter().chain(targets).copied();
+        let needed: Vec<NodeId> = graph
+            .topo_order_of(roots)
+            .into_iter()
+            .filter(|&id| matches!(graph.node(id).op, Op::Input(_)))
+            .collect();
+        if self.placeholders_needed.len() >= 4 * self.cache_capacity {
+            self.placeholders_needed.clear();
+        }
+        let needed = Arc::new(needed);
+        self.placeholders_needed.insert(key, needed.clone());
+        needed
     }
 
     /// The compiled executable for `key`, compiling on a miss.
@@ -393,22 +412,28 @@ impl Session {
         Ok(fed)
     }
 
-    fn placeholder(&self, name: &str) -> Result<NodeId> {
-        let id = self.graph.find(name).ok_or_else(|| Error::Feed {
-            name: name.to_string(),
-            message: format!(
-                "no such placeholder; the graph's placeholders are: {}",
-                self.placeholder_names().join(", ")
-            ),
-        })?;
-        Ok(id)
-    }
-
-    fn placeholder_names(&self) -> Vec<String> {
-        self.graph
-            .placeholders()
+    /// Feeds given by placeholder name, resolved to ids; an unknown name lists the real ones.
+    fn named_feeds<'t>(&self, feeds: &[(&str, &'t Tensor)]) -> Result<Vec<(NodeId, &'t Tensor)>> {
+        feeds
             .iter()
-            .map(|&p| format!("%{}", self.graph.node(p).name))
+            .map(|&(name, t)| {
+                let id = self.graph.find(name).ok_or_else(|| {
+                    let known: Vec<String> = self
+                        .graph
+                        .placeholders()
+                        .iter()
+                        .map(|&p| format!("%{}", self.graph.node(p).name))
+                        .collect();
+                    Error::Feed {
+                        name: name.to_string(),
+                        message: format!(
+                            "no such placeholder; the graph's placeholders are: {}",
+                            known.join(", ")
+                        ),
+                    }
+                })?;
+                Ok((id, t))
+            })
             .collect()
     }
 

@@ -143,10 +143,10 @@ fn kernel_work(program: &Program, kernel: &Kernel) -> u64 {
 
 /// Builds the stages of `program`.
 pub fn plan(program: &Program) -> Result<Plan> {
-    let mut jit = Jit::new().map_err(|m| unsupported(program, None, m))?;
+    let mut jit = Jit::new().map_err(|m| unsupported(None, m))?;
     let mut pending: Vec<(usize, Pending)> = Vec::new();
     for (index, kernel) in program.kernels.iter().enumerate() {
-        let err = |m: String| unsupported(program, Some(kernel), m);
+        let err = |m: String| unsupported(Some(kernel), m);
         let mut epilogue_fused = false;
         match contraction(program, kernel).map_err(err)? {
             Some((stage, fused)) => {
@@ -198,13 +198,13 @@ pub fn plan(program: &Program) -> Result<Plan> {
             ));
         }
     }
-    let code = jit.finish().map_err(|m| unsupported(program, None, m))?;
+    let code = jit.finish().map_err(|m| unsupported(None, m))?;
     let stages = pending
         .into_iter()
         .map(|(index, p)| match p {
             Pending::Ready(stage) => Ok((index, stage)),
             Pending::Jit(id, buffers, split) => {
-                let code = code.kernel(id).map_err(|m| unsupported(program, None, m))?;
+                let code = code.kernel(id).map_err(|m| unsupported(None, m))?;
                 Ok((
                     index,
                     Stage::Jit {
@@ -219,8 +219,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
     Ok(Plan { stages })
 }
 
-fn unsupported(program: &Program, kernel: Option<&Kernel>, reason: String) -> Error {
-    let _ = program;
+fn unsupported(kernel: Option<&Kernel>, reason: String) -> Error {
     Error::Unsupported {
         backend: "cpu".into(),
         node: kernel

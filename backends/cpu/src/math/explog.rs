@@ -50,6 +50,44 @@ const TANH_P: [f64; 5] = [
 ];
 const TANH_SMALL: f64 = 0.625;
 
+/// The constants of a Cody-Waite reduction `x = n·ln2 + r` for one float width.
+pub(super) struct Ln2Reduction {
+    /// ln2 split so that `n * ln2_hi` is exact for the n that occur.
+    pub ln2_hi: f64,
+    /// The rest of ln2.
+    pub ln2_lo: f64,
+    /// 1.5·2^mantissa_bits: adding it rounds to an integer held in the low mantissa bits.
+    pub round_magic: f64,
+    /// The bit pattern of `round_magic`.
+    pub round_magic_bits: i64,
+}
+
+/// The f32 reduction used by [`exp`].
+const F32_LN2: Ln2Reduction = Ln2Reduction {
+    ln2_hi: LN2_HI,
+    ln2_lo: LN2_LO,
+    round_magic: ROUND_MAGIC,
+    round_magic_bits: ROUND_MAGIC_BITS,
+};
+
+/// `n = round(x / ln2)` as integer lanes and `r = x - n·ln2` (|r| <= ln2/2), shared by the f32
+/// `exp` and pow's f64 exp.
+pub(super) fn reduce_ln2(e: &mut Em, x: Value, c: &Ln2Reduction) -> (Value, Value) {
+    let log2e = e.f(LOG2E);
+    let magic = e.f(c.round_magic);
+    let t = e.mul_add(x, log2e, magic);
+    let n = e.sub(t, magic);
+    let tbits = e.bits(t);
+    let magic_bits = e.i(c.round_magic_bits);
+    let ni = e.isub(tbits, magic_bits);
+    let neg_n = e.neg(n);
+    let hi = e.f(c.ln2_hi);
+    let lo = e.f(c.ln2_lo);
+    let r = e.mul_add(neg_n, hi, x);
+    let r = e.mul_add(neg_n, lo, r);
+    (ni, r)
+}
+
 /// e^x. Max error 1 ulp (relative 7.9e-8) for normal results; subnormal results within
 /// 1 ulp; x > 88.7228 → +inf, x < -103.97 → 0, ±inf → inf/0, NaN → NaN.
 pub(super) fn exp(e: &mut Em, x: Value) -> Value {
@@ -58,19 +96,7 @@ pub(super) fn exp(e: &mut Em, x: Value) -> Value {
     let x = e.max_keep_nan(x, -104.0);
     let x = e.min_keep_nan(x, 89.0);
 
-    // n = round(x / ln2); r = x - n ln2 (Cody-Waite: n * LN2_HI is exact).
-    let log2e = e.f(LOG2E);
-    let magic = e.f(ROUND_MAGIC);
-    let t = e.mul_add(x, log2e, magic);
-    let n = e.sub(t, magic);
-    let tbits = e.bits(t);
-    let magic_bits = e.i(ROUND_MAGIC_BITS);
-    let ni = e.isub(tbits, magic_bits);
-    let neg_n = e.neg(n);
-    let hi = e.f(LN2_HI);
-    let lo = e.f(LN2_LO);
-    let r = e.mul_add(neg_n, hi, x);
-    let r = e.mul_add(neg_n, lo, r);
+    let (ni, r) = reduce_ln2(e, x, &F32_LN2);
 
     // e^r = 1 + (r + r² P(r)): adding the 1 last keeps the small terms' rounding small.
     let q = e.poly(r, &EXP_P);

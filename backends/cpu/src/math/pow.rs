@@ -16,6 +16,7 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value, types};
 
 use super::emit::Em;
+use super::explog::{Ln2Reduction, reduce_ln2};
 
 const LN2: f64 = std::f64::consts::LN_2;
 /// ln 2 with 32 significant bits, so n * LN2_HI is exact for the |n| < 2^11 seen here.
@@ -24,6 +25,13 @@ const LN2_LO: f64 = 1.9082149292705877e-10;
 /// 1.5 * 2^52: adding it rounds an f64 to an integer held in the low mantissa bits.
 const ROUND_MAGIC: f64 = 6755399441055744.0;
 const ROUND_MAGIC_BITS: i64 = 0x4338_0000_0000_0000;
+/// The f64 reduction used by pow's exp.
+const F64_LN2: Ln2Reduction = Ln2Reduction {
+    ln2_hi: LN2_HI,
+    ln2_lo: LN2_LO,
+    round_magic: ROUND_MAGIC,
+    round_magic_bits: ROUND_MAGIC_BITS,
+};
 /// 2^52: the double whose bits plus j (j < 2^52) are the double 2^52 + j.
 const INT_MAGIC_BITS: i64 = 0x4330_0000_0000_0000;
 const INT_MAGIC: f64 = 4503599627370496.0;
@@ -185,18 +193,7 @@ fn log_f64(e: &mut Em, x: Value) -> Value {
 fn exp_f64(e: &mut Em, w: Value) -> Value {
     let w = e.max_keep_nan(w, -120.0);
     let w = e.min_keep_nan(w, 100.0);
-    let log2e = e.f(std::f64::consts::LOG2_E);
-    let magic = e.f(ROUND_MAGIC);
-    let t = e.mul_add(w, log2e, magic);
-    let n = e.sub(t, magic);
-    let tbits = e.bits(t);
-    let magic_bits = e.i(ROUND_MAGIC_BITS);
-    let ni = e.isub(tbits, magic_bits);
-    let neg_n = e.neg(n);
-    let hi = e.f(LN2_HI);
-    let lo = e.f(LN2_LO);
-    let r = e.mul_add(neg_n, hi, w);
-    let r = e.mul_add(neg_n, lo, r);
+    let (ni, r) = reduce_ln2(e, w, &F64_LN2);
     // Taylor series to r^11: |r| <= ln2/2 leaves a truncation error below 7e-15.
     let mut coeffs = [1.0f64; 12];
     for j in 1..12 {
