@@ -3,6 +3,7 @@
 //! nothing. Unknown dims make the count unknown (`None`).
 
 use crate::graph::Graph;
+use crate::fused::ExprNode;
 use crate::op::Op;
 use crate::shape::TensorType;
 
@@ -41,6 +42,23 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
         Op::Reduce { .. } => inputs.first()?.shape.numel()? as u64,
         // max, subtract, exp, sum, divide (or log): about five per element.
         Op::Softmax { .. } | Op::LogSoftmax { .. } => 5 * out,
+        Op::Gather { .. } | Op::Cast { .. } => 0,
+        Op::ArgMax { .. } => inputs.first()?.shape.numel()? as u64,
+        // Square, window sum (2r + 1 adds), scale, pow and divide per element.
+        Op::Lrn { depth_radius, .. } => out * (2 * *depth_radius as u64 + 5),
+        Op::Fused(f) => {
+            let main = match f.main() {
+                Some(m) => flops(m, inputs.get(..f.main_arity())?, output)?,
+                None => 0,
+            };
+            let steps = f
+                .expr()
+                .nodes()
+                .iter()
+                .filter(|n| !matches!(n, ExprNode::Main | ExprNode::Operand(_)))
+                .count() as u64;
+            main + steps * out
+        }
     })
 }
 

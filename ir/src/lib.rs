@@ -13,6 +13,7 @@ pub mod dot;
 pub mod dtype;
 pub mod error;
 pub mod eval;
+pub mod fused;
 pub mod graph;
 pub mod infer;
 pub mod lower;

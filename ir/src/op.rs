@@ -4,6 +4,8 @@
 //! op's reference. Ops derive `Eq + Hash` (floats compare by bits, see [`Float`]) so that CSE
 //! and compile-cache keys are exact. Shape rules live in `infer`, arithmetic in `eval`.
 
+use crate::DType;
+use crate::fused::FusedOp;
 use crate::shape::TensorType;
 use crate::tensor::Tensor;
 use std::hash::{Hash, Hasher};
@@ -378,8 +380,11 @@ pub enum Op {
         /// Use b's last two axes transposed.
         transpose_b: bool,
     },
-    /// `conv2d(x, w)`: x is NHWC (or NCHW), w is HWIO `[kh, kw, cin, cout]`; cross-correlation
-    /// as TensorFlow computes it, with strides, padding and dilations.
+    /// `conv2d(x, w)`: x is NHWC (or NCHW), w is HWIO `[kh, kw, cin / groups, cout]`;
+    /// cross-correlation as TensorFlow computes it, with strides, padding and dilations.
+    /// Grouped convolution follows TensorFlow 2: when x has `groups * w_cin` channels
+    /// (`groups > 1`, `cout % groups == 0`), output channel `o` of group `g = o / (cout /
+    /// groups)` reads only input channels `g * w_cin .. (g + 1) * w_cin`.
     Conv2d(ConvAttrs),
     /// `depthwise_conv2d(x, w)`: w is `[kh, kw, cin, multiplier]`; output channel
     /// `c * multiplier + m` convolves input channel `c` with filter `[.., .., c, m]`.
@@ -447,6 +452,46 @@ pub enum Op {
     },
     /// `assign*(var, value)`: updates the variable; its value is the variable's new value.
     Assign(AssignOp),
+    /// `lrn(x)`: `tf.nn.local_response_normalization` over the last axis (channels, NHWC):
+    /// `x / (bias + alpha * sum(x[c-r..=c+r]^2)) ^ beta`, the window clipped at the edges.
+    Lrn {
+        /// Half-width `r` of the channel window (default 5).
+        depth_radius: usize,
+        /// Added to the weighted sum (default 1).
+        bias: Float,
+        /// Weight of the sum of squares (default 1).
+        alpha: Float,
+        /// Exponent (default 0.5).
+        beta: Float,
+    },
+    /// `argmax(x; axis, output_type)`: index of the largest element along `axis`, which is
+    /// dropped; the first index wins a tie and a NaN counts as the largest (TensorFlow).
+    ArgMax {
+        /// Axis (negative counts from the end).
+        axis: i64,
+        /// `i32` or `i64` (default `i64`).
+        output_type: DType,
+    },
+    /// `gather(params, indices; axis)`: `tf.gather` with `batch_dims = 0`; the output shape is
+    /// `params.shape[..axis] ++ indices.shape ++ params.shape[axis+1..]`. Indices are i32 or
+    /// i64; a negative index counts from the end (as ONNX allows); one outside
+    /// `-n..n` is a run-time error, never an out-of-bounds read.
+    Gather {
+        /// Axis of `params` (negative counts from the end).
+        axis: i64,
+    },
+    /// `cast(x; to)`: converts elements to `to` (`tf.cast`): float to integer truncates toward
+    /// zero and saturates (NaN becomes 0), to bool is `x != 0`, from bool is 0 or 1.
+    Cast {
+        /// Target dtype.
+        to: DType,
+    },
+    /// A node made by the fusion passes: an optional main op (conv2d, depthwise_conv2d,
+    /// matmul, max_pool or avg_pool on its first operands) followed by an elementwise
+    /// expression over the main result and the node's operands, computed in one kernel with
+    /// no intermediate stored. See [`FusedOp`]; `.kiln` spells it `fused_<main>` or
+    /// `elementwise`.
+    Fused(FusedOp),
 }
 
 /// How many operands an op takes.
@@ -521,6 +566,11 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::BatchNorm { .. } => "batch_norm",
             Op::Assign(a) => a.name(),
+            Op::Lrn { .. } => "lrn",
+            Op::ArgMax { .. } => "argmax",
+            Op::Gather { .. } => "gather",
+            Op::Cast { .. } => "cast",
+            Op::Fused(f) => f.name(),
         }
     }
 
@@ -537,8 +587,12 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Slice { .. }
-            | Op::Pad { .. } => Arity::Exact(1),
+            | Op::Pad { .. }
+            | Op::Lrn { .. }
+            | Op::ArgMax { .. }
+            | Op::Cast { .. } => Arity::Exact(1),
             Op::Binary(_)
+            | Op::Gather { .. }
             | Op::BiasAdd { .. }
             | Op::MatMul { .. }
             | Op::Conv2d(_)
@@ -546,6 +600,7 @@ impl Op {
             | Op::Assign(_) => Arity::Exact(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
+            Op::Fused(f) => Arity::AtLeast(f.main_arity().max(1)),
         }
     }
 
@@ -563,20 +618,27 @@ impl Op {
     pub fn fusion_kind(&self) -> FusionKind {
         match self {
             Op::Input(_) | Op::Var(_) | Op::Const(_) => FusionKind::Source,
-            Op::Unary(_) => FusionKind::Elementwise,
+            Op::Unary(_) | Op::Cast { .. } => FusionKind::Elementwise,
             Op::Binary(_) | Op::BiasAdd { .. } | Op::BatchNorm { .. } => FusionKind::Broadcast,
             Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Pad { .. } => FusionKind::Injective,
-            Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => FusionKind::Reduce,
+            | Op::Pad { .. }
+            | Op::Gather { .. } => FusionKind::Injective,
+            Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Lrn { .. }
+            | Op::ArgMax { .. } => FusionKind::Reduce,
             Op::MatMul { .. }
             | Op::Conv2d(_)
             | Op::DepthwiseConv2d(_)
             | Op::MaxPool(_)
             | Op::AvgPool(_) => FusionKind::ComplexEpilogue,
             Op::Assign(_) => FusionKind::Opaque,
+            Op::Fused(f) if f.main().is_some() => FusionKind::ComplexEpilogue,
+            Op::Fused(_) => FusionKind::Broadcast,
         }
     }
 
@@ -590,6 +652,7 @@ impl Op {
                 | Op::AvgPool(_)
                 | Op::BiasAdd { .. }
                 | Op::BatchNorm { .. }
-        )
+                | Op::Lrn { .. }
+        ) || matches!(self, Op::Fused(f) if f.main().is_some_and(Op::is_layout_sensitive))
     }
 }

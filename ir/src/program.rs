@@ -176,6 +176,30 @@ pub enum KernelOp {
     /// variable itself changes only when [`Program::updates`] are committed. Never has an
     /// epilogue.
     Assign(AssignOp),
+    /// `lrn(x)` over the last axis.
+    Lrn {
+        /// Half-width of the channel window.
+        depth_radius: usize,
+        /// Added to the weighted sum of squares.
+        bias: Float,
+        /// Weight of the sum of squares.
+        alpha: Float,
+        /// Exponent.
+        beta: Float,
+    },
+    /// `argmax(x)` along `axis`; the output buffer's dtype is the index type.
+    ArgMax {
+        /// The axis, in `0..rank`.
+        axis: usize,
+    },
+    /// `gather(params, indices)` along `axis` of params; an index outside `-n..n` is a run-time
+    /// error.
+    Gather {
+        /// The axis of params, in `0..rank`.
+        axis: usize,
+    },
+    /// `cast(x)` to the output buffer's dtype.
+    Cast,
 }
 
 impl KernelOp {
@@ -198,19 +222,26 @@ impl KernelOp {
             KernelOp::Pad { .. } => "pad",
             KernelOp::BatchNorm { .. } => "batch_norm",
             KernelOp::Assign(a) => a.name(),
+            KernelOp::Lrn { .. } => "lrn",
+            KernelOp::ArgMax { .. } => "argmax",
+            KernelOp::Gather { .. } => "gather",
+            KernelOp::Cast => "cast",
         }
     }
 
-    /// Whether elementwise consumers may be fused after this op (everything but assign, whose
-    /// output must stay the variable's new value).
+    /// Whether elementwise consumers may be fused after this op (f32 results other than
+    /// assign's, whose output must stay the variable's new value).
     pub fn accepts_epilogue(&self) -> bool {
-        !matches!(self, KernelOp::Assign(_))
+        !matches!(
+            self,
+            KernelOp::Assign(_) | KernelOp::ArgMax { .. } | KernelOp::Gather { .. } | KernelOp::Cast
+        )
     }
 
     /// The graph op this main op computes, given the kernel's output dims (which carry the
     /// reshape target and slice size); `None` for [`KernelOp::Elementwise`]. Evaluating it with
     /// [`crate::eval::eval_op`] on the kernel's inputs gives the main result.
-    pub fn to_op(&self, out_dims: &[usize]) -> Option<Op> {
+    pub fn to_op(&self, out_dims: &[usize], out_dtype: DType) -> Option<Op> {
         let to_i64 = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
         Some(match self {
             KernelOp::Elementwise => return None,
@@ -256,6 +287,23 @@ impl KernelOp {
                 data_format: *data_format,
             },
             KernelOp::Assign(a) => Op::Assign(*a),
+            KernelOp::Lrn {
+                depth_radius,
+                bias,
+                alpha,
+                beta,
+            } => Op::Lrn {
+                depth_radius: *depth_radius,
+                bias: *bias,
+                alpha: *alpha,
+                beta: *beta,
+            },
+            KernelOp::ArgMax { axis } => Op::ArgMax {
+                axis: *axis as i64,
+                output_type: out_dtype,
+            },
+            KernelOp::Gather { axis } => Op::Gather { axis: *axis as i64 },
+            KernelOp::Cast => Op::Cast { to: out_dtype },
         })
     }
 }

@@ -135,7 +135,7 @@ fn kernel_work(program: &Program, kernel: &Kernel) -> u64 {
     let out_ty = TensorType::new(out.dtype, Shape::known(&out.dims));
     kernel
         .main
-        .to_op(&out.dims)
+        .to_op(&out.dims, out.dtype)
         .and_then(|op| flops(&op, &refs, &out_ty))
         .unwrap_or(0)
         .max(out_numel)

@@ -32,7 +32,7 @@ fn run_with_epilogues(program: &Program, feeds: &[Tensor]) -> Vec<Vec<f32>> {
     let mut ran = 0;
     for kernel in &program.kernels {
         let out_buf = program.buffer(kernel.output);
-        let mut out = match kernel.main.to_op(&out_buf.dims) {
+        let mut out = match kernel.main.to_op(&out_buf.dims, out_buf.dtype) {
             Some(op) => {
                 let inputs: Vec<Tensor> = kernel
                     .inputs

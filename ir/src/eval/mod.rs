@@ -17,6 +17,7 @@
 
 mod conv;
 mod elementwise;
+mod fused;
 mod matmul;
 mod movement;
 mod norm;
@@ -130,6 +131,10 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
         } => {
             let [x, scale, offset, mean, variance] = operands(op, inputs)?;
             norm::batch_norm(x, [scale, offset, mean, variance], epsilon.0, *data_format)
+        }
+        Op::Fused(f) => fused::fused(f, inputs),
+        Op::Lrn { .. } | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. } => {
+            Err(format!("{} is not implemented in the evaluator yet", op.name()))
         }
     }
 }

@@ -10,6 +10,8 @@
 //! size fit in `usize`, so later stages may compute buffer sizes without overflow checks.
 
 mod elementwise;
+mod fused;
+mod indexing;
 mod matmul;
 mod movement;
 mod reduce;
@@ -58,6 +60,11 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Slice { begin, size } => movement::slice(begin, size, inputs[0]),
         Op::Pad { paddings, .. } => movement::pad(paddings, inputs[0]),
         Op::Assign(a) => assign(*a, inputs[0], inputs[1]),
+        Op::Lrn { beta, .. } => indexing::lrn(beta.0, inputs[0]),
+        Op::ArgMax { axis, output_type } => indexing::argmax(*axis, *output_type, inputs[0]),
+        Op::Gather { axis } => indexing::gather(*axis, inputs[0], inputs[1]),
+        Op::Cast { to } => indexing::cast(*to, inputs[0]),
+        Op::Fused(f) => fused::fused(f, inputs),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -131,7 +131,7 @@ impl State<'_> {
             op: kernel.main.name(),
             message,
         };
-        let main = match kernel.main.to_op(&out.dims) {
+        let main = match kernel.main.to_op(&out.dims, out.dtype) {
             Some(op) => {
                 let args = kernel
                     .inputs

@@ -370,6 +370,24 @@ fn kernel_op(op: &Op, rank: usize, out: &[usize]) -> Result<KernelOp, String> {
             data_format: *data_format,
         },
         Op::Assign(a) => KernelOp::Assign(*a),
+        Op::Lrn {
+            depth_radius,
+            bias,
+            alpha,
+            beta,
+        } => KernelOp::Lrn {
+            depth_radius: *depth_radius,
+            bias: *bias,
+            alpha: *alpha,
+            beta: *beta,
+        },
+        Op::ArgMax { axis: a, .. } => KernelOp::ArgMax { axis: axis(*a)? },
+        Op::Gather { axis: a } => KernelOp::Gather { axis: axis(*a)? },
+        Op::Cast { .. } => KernelOp::Cast,
+        Op::Fused(f) => match f.main() {
+            Some(main) => return kernel_op(main, rank, out),
+            None => KernelOp::Elementwise,
+        },
         Op::Input(_)
         | Op::Var(_)
         | Op::Const(_)

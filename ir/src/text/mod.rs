@@ -24,6 +24,8 @@ mod lexer;
 mod ops;
 mod parser;
 mod printer;
+
+pub use printer::fmt_f32;
 mod values;
 
 use crate::{Error, Graph, Result};

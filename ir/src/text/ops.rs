@@ -10,7 +10,8 @@ use super::values::{LineCtx, Val, ValKind};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, Padding, PoolAttrs, ReduceOp, UnaryOp,
 };
-use crate::{Error, Result};
+use crate::fused::{FusedExpr, FusedOp};
+use crate::{DType, Error, Result};
 
 /// One `name=value` attribute as written.
 #[derive(Clone, Debug)]
@@ -42,6 +43,11 @@ fn accepted(kw: &str) -> Option<&'static [&'static str]> {
         "slice" => &["begin", "size"],
         "pad" => &["paddings", "constant_value"],
         "batch_norm" => &["epsilon", "data_format"],
+        "lrn" => &["depth_radius", "bias", "alpha", "beta"],
+        "argmax" => &["axis", "output_type"],
+        "gather" => &["axis"],
+        "cast" => &["to"],
+        "elementwise" => &["expr"],
         "assign" | "assign_add" | "assign_sub" => &[],
         _ if UnaryOp::ALL.iter().any(|u| u.name() == kw) => &[],
         _ if BinaryOp::ALL.iter().any(|b| b.name() == kw) => &[],
@@ -69,6 +75,16 @@ fn all_keywords() -> Vec<&'static str> {
         "slice",
         "pad",
         "batch_norm",
+        "lrn",
+        "argmax",
+        "gather",
+        "cast",
+        "elementwise",
+        "fused_conv2d",
+        "fused_depthwise_conv2d",
+        "fused_matmul",
+        "fused_max_pool",
+        "fused_avg_pool",
         "assign",
         "assign_add",
         "assign_sub",
@@ -125,8 +141,16 @@ pub(crate) fn build_op(
     lc: &LineCtx<'_>,
     kw: &str,
     kw_off: usize,
-    attrs: Vec<Attr<'_>>,
+    mut attrs: Vec<Attr<'_>>,
 ) -> Result<Op> {
+    if let Some(main_kw) = FusedOp::main_keyword(kw) {
+        // `fused_<main>(...)`: the main op's attributes plus `expr`.
+        let expr = take_expr(lc, kw, kw_off, &mut attrs)?;
+        let main = build_op(lc, main_kw, kw_off, attrs)?;
+        return FusedOp::new(Some(main), expr)
+            .map(Op::Fused)
+            .map_err(|e| lc.err(kw_off, format!("{kw}: {e}")));
+    }
     let Some(accepted) = accepted(kw) else {
         return Err(unknown_op(lc, kw, kw_off));
     };
@@ -210,6 +234,37 @@ pub(crate) fn build_op(
                 epsilon: Float(a.f32("epsilon")?.unwrap_or(0.001)),
                 data_format: a.data_format()?,
             },
+            "lrn" => Op::Lrn {
+                depth_radius: a
+                    .take("depth_radius")
+                    .map(|v| v.to_usize(lc, &a.what("depth_radius")))
+                    .transpose()?
+                    .unwrap_or(5),
+                bias: Float(a.f32("bias")?.unwrap_or(1.0)),
+                alpha: Float(a.f32("alpha")?.unwrap_or(1.0)),
+                beta: Float(a.f32("beta")?.unwrap_or(0.5)),
+            },
+            "argmax" => Op::ArgMax {
+                axis: a
+                    .required("axis", "an integer")?
+                    .to_i64(lc, &a.what("axis"))?,
+                output_type: a.dtype("output_type")?.unwrap_or(DType::I64),
+            },
+            "gather" => Op::Gather {
+                axis: a.i64("axis")?.unwrap_or(0),
+            },
+            "cast" => Op::Cast {
+                to: match a.dtype("to")? {
+                    Some(d) => d,
+                    None => return Err(lc.err(kw_off, "cast needs the attribute `to` (a dtype)")),
+                },
+            },
+            "elementwise" => {
+                let expr = take_expr(lc, kw, kw_off, &mut a.attrs)?;
+                Op::Fused(
+                    FusedOp::new(None, expr).map_err(|e| lc.err(kw_off, format!("{kw}: {e}")))?,
+                )
+            }
             "assign" => Op::Assign(AssignOp::Assign),
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
@@ -217,6 +272,24 @@ pub(crate) fn build_op(
         }
     };
     Ok(op)
+}
+
+/// Takes the `expr` attribute (a fused expression in a string) out of `attrs`.
+fn take_expr(
+    lc: &LineCtx<'_>,
+    kw: &str,
+    kw_off: usize,
+    attrs: &mut Vec<Attr<'_>>,
+) -> Result<FusedExpr> {
+    let Some(i) = attrs.iter().position(|a| a.name == "expr") else {
+        return Err(lc.err(
+            kw_off,
+            format!("{kw} needs the attribute `expr` (an elementwise expression in a string)"),
+        ));
+    };
+    let val = attrs.swap_remove(i).val;
+    let text = val.to_str(lc, &format!("attribute `expr` of {kw}"))?;
+    FusedExpr::parse(text).map_err(|e| lc.err(val.off, format!("bad expr of {kw}: {e}")))
 }
 
 /// The attributes of one statement, taken out by name as the op is built.
@@ -263,6 +336,19 @@ impl<'a> Attrs<'_, 'a> {
         self.take(name)
             .map(|v| v.to_bool(self.lc, &self.what(name)))
             .transpose()
+    }
+
+    fn dtype(&mut self, name: &str) -> Result<Option<DType>> {
+        let Some(v) = self.take(name) else {
+            return Ok(None);
+        };
+        let text = v.to_str(self.lc, &self.what(name))?;
+        DType::from_name(text).map(Some).ok_or_else(|| {
+            self.lc.err(
+                v.off,
+                format!("bad {}: {text:?} is not a dtype (f32, i32, i64, bool)", self.what(name)),
+            )
+        })
     }
 
     fn data_format(&mut self) -> Result<DataFormat> {
@@ -474,7 +560,8 @@ mod tests {
     #[test]
     fn every_keyword_is_accepted() {
         for k in all_keywords() {
-            assert!(accepted(k).is_some(), "{k}");
+            let main = FusedOp::main_keyword(k).unwrap_or(k);
+            assert!(accepted(main).is_some(), "{k}");
         }
         assert!(accepted("conv3d").is_none());
     }

@@ -13,7 +13,7 @@ use crate::{Graph, Node};
 use std::fmt::Write;
 
 /// An f32 as the format writes it; parses back to the same bits (NaN payloads aside).
-pub(crate) fn fmt_f32(v: f32) -> String {
+pub fn fmt_f32(v: f32) -> String {
     if v.is_nan() {
         if v.is_sign_negative() { "-nan" } else { "nan" }.to_string()
     } else if v.is_infinite() {
@@ -146,6 +146,37 @@ pub(crate) fn attrs(op: &Op) -> Vec<String> {
         } => {
             push_float(&mut out, "epsilon", *epsilon, 0.001);
             push_format(&mut out, *data_format);
+        }
+        Op::Lrn {
+            depth_radius,
+            bias,
+            alpha,
+            beta,
+        } => {
+            if *depth_radius != 5 {
+                out.push(format!("depth_radius={depth_radius}"));
+            }
+            push_float(&mut out, "bias", *bias, 1.0);
+            push_float(&mut out, "alpha", *alpha, 1.0);
+            push_float(&mut out, "beta", *beta, 0.5);
+        }
+        Op::ArgMax { axis, output_type } => {
+            out.push(format!("axis={axis}"));
+            if *output_type != crate::DType::I64 {
+                out.push(format!("output_type={}", quote(&output_type.to_string())));
+            }
+        }
+        Op::Gather { axis } => {
+            if *axis != 0 {
+                out.push(format!("axis={axis}"));
+            }
+        }
+        Op::Cast { to } => out.push(format!("to={}", quote(&to.to_string()))),
+        Op::Fused(f) => {
+            if let Some(main) = f.main() {
+                out.extend(attrs(main));
+            }
+            out.push(format!("expr={}", quote(&f.expr().to_string())));
         }
     }
     out
