@@ -1,8 +1,9 @@
 //! Fused nodes: an optional main op followed by an elementwise expression, one kernel.
 //!
 //! The fusion passes (`passes/fuse_epilogues.rs`, `passes/fuse_elementwise.rs`) replace a main
-//! op (conv2d, depthwise_conv2d, matmul, max_pool, avg_pool) and the elementwise ops that only
-//! it feeds, or a tree of elementwise ops, by one [`Op::Fused`] node. Its operands are the main
+//! op (conv2d, depthwise_conv2d, matmul, a pool, a reduction, softmax, batch_norm or a
+//! one-input movement op; see [`FusedOp::accepts_main`]) and the elementwise ops that only it
+//! feeds, or a tree of elementwise ops, by one [`Op::Fused`] node. Its operands are the main
 //! op's operands first, then every other value the expression reads. The expression is a
 //! [`FusedExpr`]: a list of [`ExprNode`]s in evaluation order (each refers only to earlier
 //! nodes), whose last node is the result. Values are f32 and broadcast with numpy rules, so a
@@ -197,7 +198,9 @@ pub struct FusedOp {
 }
 
 impl FusedOp {
-    /// Whether `op` may be the main op of a fused node.
+    /// Whether `op` may be the main op of a fused node: an f32 op with a fixed operand count
+    /// whose result a kernel computes element by element into its output (contractions,
+    /// windows, reductions, softmax, batch_norm and the single-input movement ops).
     pub fn accepts_main(op: &Op) -> bool {
         matches!(
             op,
@@ -206,6 +209,14 @@ impl FusedOp {
                 | Op::MatMul { .. }
                 | Op::MaxPool(_)
                 | Op::AvgPool(_)
+                | Op::Reduce { .. }
+                | Op::Softmax { .. }
+                | Op::LogSoftmax { .. }
+                | Op::BatchNorm { .. }
+                | Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Slice { .. }
+                | Op::Pad { .. }
         )
     }
 
@@ -240,9 +251,10 @@ impl FusedOp {
 
     /// Operands the main op takes (0 without one).
     pub fn main_arity(&self) -> usize {
-        match self.main() {
-            Some(Op::MaxPool(_) | Op::AvgPool(_)) => 1,
-            Some(_) => 2,
+        match self.main().map(Op::arity) {
+            Some(crate::op::Arity::Exact(k)) => k,
+            // `new` admits only fixed-arity main ops.
+            Some(crate::op::Arity::AtLeast(k)) => k,
             None => 0,
         }
     }
@@ -261,6 +273,19 @@ impl FusedOp {
             Some(Op::MatMul { .. }) => "fused_matmul",
             Some(Op::MaxPool(_)) => "fused_max_pool",
             Some(Op::AvgPool(_)) => "fused_avg_pool",
+            Some(Op::Reduce { op, .. }) => match op {
+                crate::op::ReduceOp::Sum => "fused_reduce_sum",
+                crate::op::ReduceOp::Mean => "fused_reduce_mean",
+                crate::op::ReduceOp::Max => "fused_reduce_max",
+                crate::op::ReduceOp::Min => "fused_reduce_min",
+            },
+            Some(Op::Softmax { .. }) => "fused_softmax",
+            Some(Op::LogSoftmax { .. }) => "fused_log_softmax",
+            Some(Op::BatchNorm { .. }) => "fused_batch_norm",
+            Some(Op::Reshape { .. }) => "fused_reshape",
+            Some(Op::Transpose { .. }) => "fused_transpose",
+            Some(Op::Slice { .. }) => "fused_slice",
+            Some(Op::Pad { .. }) => "fused_pad",
             Some(_) => "fused",
         }
     }

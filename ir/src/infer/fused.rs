@@ -15,9 +15,9 @@ pub(super) fn fused(f: &FusedOp, inputs: &[&TensorType]) -> Result<TensorType, S
     let main = match f.main() {
         Some(op) => {
             let k = f.main_arity();
-            let operands = inputs.get(..k).ok_or_else(|| {
-                format!("{} needs {k} operands for its main op", f.name())
-            })?;
+            let operands = inputs
+                .get(..k)
+                .ok_or_else(|| format!("{} needs {k} operands for its main op", f.name()))?;
             Some(super::infer(op, operands).map_err(|e| format!("main op {}: {e}", op.name()))?)
         }
         None => None,

@@ -1,107 +1,96 @@
-//! Turns a group's elementwise members into an epilogue [`Expr`].
+//! Epilogue [`Expr`]s: a fused node's expression, or the one step of a lone elementwise node.
 //!
-//! Members are visited in topological order, so every operand is the main result, an earlier
-//! step or a materialised buffer; the steps come out in a valid evaluation order with no
-//! recursion (a chain of thousands of ops costs no stack). Every member has the kernel's output
-//! dims (grouping guarantees it), so only reads of materialised buffers broadcast, and their
-//! broadcasting is resolved here into per-axis strides over the output index space: numpy
-//! rules for binary ops (stride 0 on size-1 and missing axes), the channel axis alone for
-//! bias_add's bias.
+//! Expression nodes come in evaluation order, so every step refers to `Main`, a load or an
+//! earlier step, and building them needs no recursion (a chain of thousands of ops costs no
+//! stack). Every operand read is a buffer broadcast to the kernel's output dims, resolved here
+//! into per-axis strides over the output index space: numpy rules for binary ops (stride 0 on
+//! size-1 and missing axes), the channel axis alone for bias_add's bias.
 
-use super::group::Group;
-use crate::graph::{Graph, NodeId};
+use crate::fused::{ExprNode, FusedExpr};
 use crate::op::{BinaryOp, DataFormat, Op};
 use crate::program::{BufferId, Expr, Load, Operand, Step};
 use crate::shape::fmt_dims;
-use crate::{Error, Result};
-use std::collections::HashMap;
 
-/// The epilogue of group `g` (whose main op, if any, is `Operand::Main`).
-pub(super) fn build(
-    graph: &Graph,
-    g: &Group,
-    dims: &HashMap<NodeId, Vec<usize>>,
-    buffer_of: &HashMap<NodeId, BufferId>,
-) -> Result<Expr> {
-    let out = &dims[&g.root];
-    let mut expr = Expr {
-        loads: Vec::new(),
-        steps: Vec::new(),
-        result: Operand::Main,
+/// Loads deduplicated by (buffer, strides).
+fn load(expr: &mut Expr, buffer: BufferId, strides: Vec<usize>) -> Operand {
+    let l = Load { buffer, strides };
+    let i = match expr.loads.iter().position(|x| *x == l) {
+        Some(i) => i,
+        None => {
+            expr.loads.push(l);
+            expr.loads.len() - 1
+        }
     };
-    let mut value: HashMap<NodeId, Operand> = HashMap::new();
-    if let Some(m) = g.main {
-        value.insert(m, Operand::Main);
+    Operand::Load(i)
+}
+
+/// The epilogue of a fused node: operand `i` of the expression is `buffers[i]` with dims
+/// `dims[i]`, broadcast to `out`.
+pub(super) fn fused(
+    f: &FusedExpr,
+    buffers: &[BufferId],
+    dims: &[&[usize]],
+    out: &[usize],
+) -> Result<Expr, String> {
+    let mut expr = Expr::identity();
+    let mut value: Vec<Operand> = Vec::with_capacity(f.nodes().len());
+    for node in f.nodes() {
+        let v = match *node {
+            ExprNode::Main => Operand::Main,
+            ExprNode::Operand(i) => {
+                let (&b, d) = buffers
+                    .get(i)
+                    .zip(dims.get(i))
+                    .ok_or_else(|| format!("the expression reads ${i}, which does not exist"))?;
+                let strides = broadcast_strides(d, out)?;
+                load(&mut expr, b, strides)
+            }
+            ExprNode::Unary(u, x) => {
+                expr.steps.push(Step::Unary(u, value[x]));
+                Operand::Step(expr.steps.len() - 1)
+            }
+            ExprNode::Binary(b, x, y) => {
+                expr.steps.push(Step::Binary(b, value[x], value[y]));
+                Operand::Step(expr.steps.len() - 1)
+            }
+        };
+        value.push(v);
     }
-    for &m in &g.members {
-        if Some(m) == g.main {
-            continue;
-        }
-        let node = graph.node(m);
-        let fail = |message: String| Error::Op {
-            node: node.name.clone(),
-            op: node.op.name(),
-            message,
+    expr.result = value[f.result()];
+    Ok(expr)
+}
+
+/// The epilogue of a lone unary, binary or bias_add node (an `Elementwise` kernel).
+pub(super) fn single(
+    op: &Op,
+    buffers: &[BufferId],
+    dims: &[&[usize]],
+    out: &[usize],
+) -> Result<Expr, String> {
+    let mut expr = Expr::identity();
+    let mut operand = |i: usize, channel: Option<DataFormat>| -> Result<Operand, String> {
+        let (&b, d) = buffers
+            .get(i)
+            .zip(dims.get(i))
+            .ok_or_else(|| format!("operand {i} is missing"))?;
+        let strides = match channel {
+            Some(format) => channel_strides(d, out, format)?,
+            None => broadcast_strides(d, out)?,
         };
-        if &dims[&m] != out {
-            return Err(fail(format!(
-                "fused into a kernel whose output is {} but has dims {}",
-                fmt_dims(out),
-                fmt_dims(&dims[&m])
-            )));
-        }
-        let inputs = graph.inputs(m);
-        // The operand at `port`, read as the op at that port reads it.
-        let mut operand = |port: usize, channel: Option<DataFormat>| -> Result<Operand> {
-            let p = *inputs
-                .get(port)
-                .ok_or_else(|| fail(format!("operand {port} is missing")))?;
-            if let Some(&v) = value.get(&p) {
-                return Ok(v);
-            }
-            let buffer = *buffer_of
-                .get(&p)
-                .ok_or_else(|| fail(format!("operand %{} has no buffer", graph.node(p).name)))?;
-            let strides = match channel {
-                Some(format) => channel_strides(&dims[&p], out, format),
-                None => broadcast_strides(&dims[&p], out),
-            }
-            .map_err(&fail)?;
-            let load = Load { buffer, strides };
-            let i = match expr.loads.iter().position(|l| *l == load) {
-                Some(i) => i,
-                None => {
-                    expr.loads.push(load);
-                    expr.loads.len() - 1
-                }
-            };
-            Ok(Operand::Load(i))
-        };
-        let step = match &node.op {
-            Op::Unary(u) => Step::Unary(*u, operand(0, None)?),
-            Op::Binary(b) => Step::Binary(*b, operand(0, None)?, operand(1, None)?),
-            Op::BiasAdd { data_format } => Step::Binary(
-                BinaryOp::Add,
-                operand(0, None)?,
-                operand(1, Some(*data_format))?,
-            ),
-            other => {
-                return Err(fail(format!(
-                    "{} cannot be part of an epilogue",
-                    other.name()
-                )));
-            }
-        };
-        expr.steps.push(step);
-        let v = Operand::Step(expr.steps.len() - 1);
-        value.insert(m, v);
-    }
-    expr.result = *value.get(&g.root).ok_or_else(|| {
-        Error::Invalid(format!(
-            "lowering: group of %{} lost its root",
-            graph.node(g.root).name
-        ))
-    })?;
+        Ok(load(&mut expr, b, strides))
+    };
+    let step = match op {
+        Op::Unary(u) => Step::Unary(*u, operand(0, None)?),
+        Op::Binary(b) => Step::Binary(*b, operand(0, None)?, operand(1, None)?),
+        Op::BiasAdd { data_format } => Step::Binary(
+            BinaryOp::Add,
+            operand(0, None)?,
+            operand(1, Some(*data_format))?,
+        ),
+        other => return Err(format!("{} is not an elementwise op", other.name())),
+    };
+    expr.steps.push(step);
+    expr.result = Operand::Step(0);
     Ok(expr)
 }
 

@@ -1,9 +1,11 @@
-//! Lowering: a [`CompileRequest`] becomes a [`Program`] of fused kernels with a planned arena.
+//! Lowering: a [`CompileRequest`] becomes a [`Program`] of kernels with a planned arena.
 //!
-//! Three stages, one file each: `group.rs` decides which nodes share a kernel (a main op with
-//! an elementwise epilogue, or a pure elementwise cluster); this file makes the buffers and
-//! turns each group into a [`Kernel`] (epilogues via `expr.rs`); `memory.rs` gives every
-//! temporary an arena offset by liveness (greedy by size, 64-byte aligned). [`interp`] runs a program with the reference evaluator; it is the
+//! Every needed non-source node becomes one [`Kernel`]: fusion is decided before lowering, by
+//! the fusion passes, which replace a main op and its elementwise consumers (or a tree of
+//! elementwise ops) with one [`Op::Fused`] node. This file makes the buffers and the kernels
+//! (epilogues via `expr.rs`: a fused node's expression, or the single step of a lone
+//! elementwise node); `memory.rs` gives every temporary an arena offset by liveness (greedy by
+//! size, 64-byte aligned). [`interp`] runs a program with the reference evaluator; it is the
 //! test oracle for lowering and the template backends follow. `check.rs` holds
 //! [`Program::validate`].
 //!
@@ -13,7 +15,6 @@
 
 mod check;
 mod expr;
-mod group;
 pub mod interp;
 mod memory;
 
@@ -47,8 +48,11 @@ pub fn lower(request: &CompileRequest<'_>) -> Result<Program> {
         .collect();
     let order = graph.topo_order_of(roots.iter().copied());
     let dims = concrete_dims(graph, &order, &request.feeds, &request.variables)?;
-    let pinned: HashSet<NodeId> = roots.iter().copied().collect();
-    let groups = group::group(graph, &order, &pinned, &dims);
+    let computed: Vec<NodeId> = order
+        .iter()
+        .copied()
+        .filter(|&n| !graph.node(n).op.is_source())
+        .collect();
 
     let mut b = Builder {
         graph,
@@ -59,23 +63,22 @@ pub fn lower(request: &CompileRequest<'_>) -> Result<Program> {
     let feeds = b.list(&request.feeds, BufferKind::Feed)?;
     let variables = b.list(&request.variables, BufferKind::Variable)?;
     b.constants(&order)?;
-    // Each group's root gets its buffer: the first fetch position holding it, else the arena
+    // Each computed node gets its buffer: the first fetch position holding it, else the arena
     // (offsets are assigned by `memory::plan` below).
-    for g in &groups {
-        let kind = match request.fetches.iter().position(|&f| f == g.root) {
+    for &n in &computed {
+        let kind = match request.fetches.iter().position(|&f| f == n) {
             Some(j) => BufferKind::Output(j),
             None => BufferKind::Temporary { offset: 0 },
         };
-        b.add(g.root, kind)?;
+        b.add(n, kind)?;
     }
-    let kernels = groups
+    let kernels = computed
         .iter()
-        .map(|g| b.kernel(g))
+        .map(|&n| b.kernel(n))
         .collect::<Result<Vec<_>>>()?;
     let updates = variable_updates(&kernels, &b.buffers)?;
     let fetches = request.fetches.iter().map(|f| {
-        // Every needed node has a buffer: sources above, every other node is in a group and
-        // a fetch is never fused away, so it is a group's root.
+        // Every needed node has a buffer: sources above, every other node its kernel's.
         b.of.get(f).copied().ok_or_else(|| {
             Error::Invalid(format!(
                 "lowering: fetch %{} has no buffer",
@@ -264,42 +267,50 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The kernel of group `g`; every buffer it reads or writes exists already.
-    fn kernel(&self, g: &group::Group) -> Result<Kernel> {
+    /// The kernel computing node `n`; every buffer it reads or writes exists already.
+    fn kernel(&self, n: NodeId) -> Result<Kernel> {
         let graph = self.graph;
-        let (main, inputs) = match g.main {
-            Some(m) => {
-                let node = graph.node(m);
-                let dims = &self.dims[&m];
-                let rank = graph.inputs(m).first().map_or(0, |i| self.dims[i].len());
-                let op = kernel_op(&node.op, rank, dims).map_err(|message| Error::Op {
-                    node: node.name.clone(),
-                    op: node.op.name(),
-                    message,
-                })?;
-                // Invariant: a main op's operand is never fused away (only elementwise
-                // consumers absorb producers), so it is a source or a group root: it has a
-                // buffer.
-                (op, graph.inputs(m).iter().map(|i| self.of[i]).collect())
-            }
-            None => (KernelOp::Elementwise, Vec::new()),
+        let node = graph.node(n);
+        let fail = |message: String| Error::Op {
+            node: node.name.clone(),
+            op: node.op.name(),
+            message,
         };
-        let epilogue = if g.main == Some(g.root) {
-            Expr::identity()
-        } else {
-            expr::build(graph, g, self.dims, &self.of)?
+        let operands = graph.inputs(n);
+        // Invariant: every operand of a needed node is needed, so it has a buffer.
+        let buffers: Vec<BufferId> = operands.iter().map(|i| self.of[i]).collect();
+        let out = &self.dims[&n];
+        let operand_dims: Vec<&[usize]> = operands.iter().map(|i| self.dims[i].as_slice()).collect();
+        let (main, inputs, epilogue) = match &node.op {
+            Op::Unary(_) | Op::Binary(_) | Op::BiasAdd { .. } => {
+                let e = expr::single(&node.op, &buffers, &operand_dims, out).map_err(fail)?;
+                (KernelOp::Elementwise, Vec::new(), e)
+            }
+            Op::Fused(f) => {
+                let e = expr::fused(f.expr(), &buffers, &operand_dims, out).map_err(fail)?;
+                let k = f.main_arity();
+                let main = match f.main() {
+                    Some(m) => {
+                        let rank = operand_dims.first().map_or(0, |d| d.len());
+                        kernel_op(m, rank, out).map_err(fail)?
+                    }
+                    None => KernelOp::Elementwise,
+                };
+                (main, buffers[..k.min(buffers.len())].to_vec(), e)
+            }
+            op => {
+                let rank = operand_dims.first().map_or(0, |d| d.len());
+                let main = kernel_op(op, rank, out).map_err(fail)?;
+                (main, buffers, Expr::identity())
+            }
         };
         Ok(Kernel {
-            name: graph.node(g.root).name.clone(),
-            nodes: g
-                .members
-                .iter()
-                .map(|&m| graph.node(m).name.clone())
-                .collect(),
+            name: node.name.clone(),
+            nodes: vec![node.name.clone()],
             main,
             inputs,
             epilogue,
-            output: self.of[&g.root], // every root got its buffer before kernels are built
+            output: self.of[&n], // every computed node got its buffer before kernels are built
         })
     }
 }

@@ -14,6 +14,8 @@ use super::eliminate_common_subexpressions::EliminateCommonSubexpressions;
 use super::eliminate_dead_code::EliminateDeadCode;
 use super::fold_batch_norm::FoldBatchNorm;
 use super::fold_constants::FoldConstants;
+use super::fuse_elementwise::FuseElementwise;
+use super::fuse_epilogues::FuseEpilogues;
 use super::simplify_algebra::SimplifyAlgebra;
 use super::{Pass, PassContext, Rewrite};
 use crate::graph::Graph;
@@ -129,9 +131,18 @@ impl Pipeline {
         )
     }
 
+    /// A code-generating backend's pipeline: the generic passes, then fusion (after folding,
+    /// so it fuses what is left to compute).
+    pub fn codegen(name: &'static str) -> Pipeline {
+        let mut p = Pipeline::generic(name);
+        p.passes.push(Box::new(FuseEpilogues));
+        p.passes.push(Box::new(FuseElementwise));
+        p
+    }
+
     /// The CPU backend's pipeline.
     pub fn cpu() -> Pipeline {
-        Pipeline::generic("cpu")
+        Pipeline::codegen("cpu")
     }
 
     /// The reference backend's pipeline (the backend-independent passes only).

@@ -10,11 +10,16 @@ pub mod eliminate_common_subexpressions;
 pub mod eliminate_dead_code;
 pub mod fold_batch_norm;
 pub mod fold_constants;
+pub mod fuse_elementwise;
+pub mod fuse_epilogues;
+mod fusion;
 pub mod manager;
 pub mod simplify_algebra;
 
 pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
 pub use eliminate_dead_code::EliminateDeadCode;
+pub use fuse_elementwise::FuseElementwise;
+pub use fuse_epilogues::FuseEpilogues;
 pub use manager::{PassStats, Pipeline, PipelineOptions, PipelineReport, PrintAfter};
 
 use crate::Result;
@@ -72,4 +77,21 @@ impl PassContext {
             message: message.into(),
         });
     }
+}
+
+/// Runs only the fusion passes (`fuse-epilogues`, then `fuse-elementwise`) to a fixed point,
+/// keeping `roots` as values of their own (and the graph's outputs, as always). For tests and
+/// tools that lower a graph without the whole pipeline; fused nodes keep the names of the nodes
+/// they replace, so look roots up again by name afterwards.
+pub fn fuse(graph: &mut Graph, roots: &[NodeId]) -> Result<()> {
+    let mut cx = PassContext {
+        roots: roots.iter().copied().collect(),
+        ..PassContext::default()
+    };
+    let pipeline = Pipeline::new(
+        "fusion",
+        vec![Box::new(FuseEpilogues), Box::new(FuseElementwise)],
+    );
+    pipeline.run(graph, &mut cx, &PipelineOptions::default())?;
+    Ok(())
 }

@@ -7,10 +7,10 @@
 //! TensorFlow's 4-element form (`[1,h,w,1]` for NHWC, `[1,1,h,w]` for NCHW).
 
 use super::values::{LineCtx, Val, ValKind};
+use crate::fused::{FusedExpr, FusedOp};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, Padding, PoolAttrs, ReduceOp, UnaryOp,
 };
-use crate::fused::{FusedExpr, FusedOp};
 use crate::{DType, Error, Result};
 
 /// One `name=value` attribute as written.
@@ -85,6 +85,8 @@ fn all_keywords() -> Vec<&'static str> {
         "fused_matmul",
         "fused_max_pool",
         "fused_avg_pool",
+        "fused_reduce_sum",
+        "fused_softmax",
         "assign",
         "assign_add",
         "assign_sub",
@@ -346,7 +348,10 @@ impl<'a> Attrs<'_, 'a> {
         DType::from_name(text).map(Some).ok_or_else(|| {
             self.lc.err(
                 v.off,
-                format!("bad {}: {text:?} is not a dtype (f32, i32, i64, bool)", self.what(name)),
+                format!(
+                    "bad {}: {text:?} is not a dtype (f32, i32, i64, bool)",
+                    self.what(name)
+                ),
             )
         })
     }

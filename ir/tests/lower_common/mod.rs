@@ -137,6 +137,13 @@ pub fn assert_no_live_overlap(p: &Program) {
     assert_eq!(p.arena_bytes % 64, 0);
 }
 
+/// Runs the fusion passes (fuse-epilogues, then fuse-elementwise) to a fixed point, keeping
+/// the nodes named in `roots` (fetches, targets) as values of their own.
+pub fn fuse(g: &mut Graph, roots: &[&str]) {
+    let ids: Vec<NodeId> = roots.iter().map(|n| id(g, n)).collect();
+    kiln_ir::passes::fuse(g, &ids).unwrap_or_else(|e| panic!("fusion: {e}"));
+}
+
 /// Names of the kernels in order, each as its fused node names.
 pub fn kernel_nodes(p: &Program) -> Vec<Vec<String>> {
     p.kernels.iter().map(|k| k.nodes.clone()).collect()
