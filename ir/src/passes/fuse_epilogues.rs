@@ -26,12 +26,21 @@ impl Pass for FuseEpilogues {
 
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool> {
         let mut changed = false;
-        for g in groups(graph, cx, true) {
-            if g.main.is_none() || g.members.len() < 2 {
-                continue;
+        // Fusing can leave a value read only by the new node (a diamond's shared value), which
+        // the next grouping absorbs; repeat until nothing fuses so one run is a fixed point.
+        loop {
+            let mut fused = false;
+            for g in groups(graph, cx, true) {
+                if g.main.is_none() || g.members.len() < 2 {
+                    continue;
+                }
+                let message = fuse_group(graph, cx, &g)?;
+                cx.record(self.name(), message);
+                fused = true;
             }
-            let message = fuse_group(graph, cx, &g)?;
-            cx.record(self.name(), message);
+            if !fused {
+                break;
+            }
             changed = true;
         }
         Ok(changed)

@@ -14,6 +14,8 @@ use super::eliminate_common_subexpressions::EliminateCommonSubexpressions;
 use super::eliminate_dead_code::EliminateDeadCode;
 use super::fold_batch_norm::FoldBatchNorm;
 use super::fold_constants::FoldConstants;
+use super::select_layout::SelectLayout;
+use crate::op::DataFormat;
 use super::fuse_elementwise::FuseElementwise;
 use super::fuse_epilogues::FuseEpilogues;
 use super::simplify_algebra::SimplifyAlgebra;
@@ -131,10 +133,11 @@ impl Pipeline {
         )
     }
 
-    /// A code-generating backend's pipeline: the generic passes, then fusion (after folding,
-    /// so it fuses what is left to compute).
-    pub fn codegen(name: &'static str) -> Pipeline {
+    /// A code-generating backend's pipeline: the generic passes, then layout selection for
+    /// `prefer` and fusion (after folding, so they work on what is left to compute).
+    pub fn codegen(name: &'static str, prefer: DataFormat) -> Pipeline {
         let mut p = Pipeline::generic(name);
+        p.passes.push(Box::new(SelectLayout { prefer }));
         p.passes.push(Box::new(FuseEpilogues));
         p.passes.push(Box::new(FuseElementwise));
         p
@@ -142,7 +145,8 @@ impl Pipeline {
 
     /// The CPU backend's pipeline.
     pub fn cpu() -> Pipeline {
-        Pipeline::codegen("cpu")
+        // NHWC: channels contiguous for the GEMM micro-kernels and the vectorised window code.
+        Pipeline::codegen("cpu", DataFormat::Nhwc)
     }
 
     /// The reference backend's pipeline (the backend-independent passes only).

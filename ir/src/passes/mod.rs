@@ -14,12 +14,14 @@ pub mod fuse_elementwise;
 pub mod fuse_epilogues;
 mod fusion;
 pub mod manager;
+pub mod select_layout;
 pub mod simplify_algebra;
 
 pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fuse_elementwise::FuseElementwise;
 pub use fuse_epilogues::FuseEpilogues;
+pub use select_layout::SelectLayout;
 pub use manager::{PassStats, Pipeline, PipelineOptions, PipelineReport, PrintAfter};
 
 use crate::Result;
