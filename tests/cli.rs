@@ -273,3 +273,78 @@ fn portable_cpu_path_matches_the_reference() {
         }
     }
 }
+
+/// An NCHW conv + bias + relu with a constant-only scale subgraph (folds) and a dead branch.
+const OPTIMIZABLE: &str = "kiln 1
+input %x : f32[?,3,8,8]
+const %w : f32[3,3,3,4] = normal(0, 0.5, 11)
+const %b : f32[4] = [0.1, -0.2, 0.3, -0.4]
+const %two : f32[] = 2
+const %three : f32[] = 3
+%k = mul(%two, %three)
+%kk = sqrt(%k)
+%c = conv2d(%x, %w, padding=\"SAME\", data_format=\"NCHW\")
+%cb = bias_add(%c, %b, data_format=\"NCHW\")
+%r = relu(%cb)
+%s = mul(%r, %kk)
+%unused = exp(%s)
+output %s
+";
+
+#[test]
+fn dump_optimize_fuses_folds_and_computes_the_same() {
+    let dir = scratch("optimize");
+    let g = dir.join("g.kiln");
+    std::fs::write(&g, OPTIMIZABLE).unwrap();
+    let out = kiln(&["dump", g.to_str().unwrap(), "--optimize"]);
+    let (dumped, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // Fused, folded, converted to NHWC, dead code gone, the output's name kept.
+    assert!(dumped.contains("fused_conv2d"), "{dumped}");
+    for gone in ["%k =", "%kk =", "%unused", "NCHW", "bias_add", "= relu("] {
+        assert!(!dumped.contains(gone), "{gone} left in\n{dumped}");
+    }
+    assert!(dumped.contains("output %s"), "{dumped}");
+    let optimized = kiln::Graph::parse(&dumped).unwrap();
+    let original = kiln::Graph::parse(OPTIMIZABLE).unwrap();
+    assert!(optimized.len() < original.len(), "{dumped}");
+
+    // Both graphs, run by the CLI on the reference backend, agree.
+    let opt = dir.join("opt.kiln");
+    std::fs::write(&opt, &dumped).unwrap();
+    kiln::npy::write(
+        dir.join("x.npy"),
+        &Tensor::uniform(&[2, 3, 8, 8], -1.0, 1.0, 3),
+    )
+    .unwrap();
+    let feed = format!("x={}", dir.join("x.npy").display());
+    let mut results = Vec::new();
+    for (graph, out_dir) in [(&g, "a"), (&opt, "b")] {
+        let out_dir = dir.join(out_dir);
+        let out = kiln(&[
+            "run",
+            graph.to_str().unwrap(),
+            "--feed",
+            &feed,
+            "--backend",
+            "reference",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out).1);
+        results.push(kiln::npy::read(out_dir.join("s.npy")).unwrap().tensor);
+    }
+    let (a, b) = (results[0].f32s().unwrap(), results[1].f32s().unwrap());
+    assert_eq!(a.len(), 2 * 4 * 8 * 8);
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+
+    // explain shows the decisions.
+    let out = kiln(&["explain", g.to_str().unwrap()]);
+    let (log, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for needle in ["select-layout", "conv2d NCHW -> NHWC", "fuse-epilogues", "fold-constants"] {
+        assert!(log.contains(needle), "{needle} missing from\n{log}");
+    }
+}

@@ -1,8 +1,8 @@
 //! GraphViz export: [`to_dot`] renders a graph as a DOT digraph for `dot -Tsvg`.
 //!
 //! One DOT node per graph node, labelled with its name, op and non-default attributes (the
-//! same `name=value` text as the .kiln printer); sources, side effects and graph outputs are
-//! drawn with distinct shapes and colours. One edge per operand (an op using a value twice gets
+//! same `name=value` text as the .kiln printer); sources, side effects, fused nodes (with their
+//! epilogue expression) and graph outputs are drawn with distinct shapes and colours. One edge per operand (an op using a value twice gets
 //! two edges), labelled with the operand's type. DOT identifiers are generated (`n0`, `n1`, ...)
 //! and every label is a quoted, escaped string, so no user name can break the syntax.
 
@@ -34,6 +34,8 @@ fn style(op: &Op) -> (&'static str, &'static str) {
         Op::Var(_) => ("cylinder", "#dae8fc"),
         Op::Const(_) => ("note", "#eeeeee"),
         Op::Assign(_) => ("hexagon", "#f8cecc"),
+        // Fused nodes stand out: one kernel doing the work of several ops.
+        Op::Fused(_) => ("box3d", "#ffe6cc"),
         _ => ("box", "#ffffff"),
     }
 }
@@ -51,6 +53,14 @@ fn label_lines(graph: &Graph, id: NodeId) -> Vec<String> {
                 other => initializer_text(other),
             };
             lines.push(format!("{} {} = {init}", node.op.name(), s.ty));
+        }
+        Op::Fused(f) => {
+            // The main op and its attributes, then the epilogue as one `= expr` line.
+            lines.push(f.name().to_string());
+            if let Some(main) = f.main() {
+                lines.extend(op_attributes(main));
+            }
+            lines.push(format!("= {}", f.expr()));
         }
         op => {
             lines.push(op.name().to_string());

@@ -137,3 +137,29 @@ fn dot_of_every_op_is_well_formed() {
         "{dot}"
     );
 }
+
+#[test]
+fn fused_nodes_are_drawn_with_their_epilogue() {
+    let text = "kiln 2
+input %x : f32[1,4,4,2]
+const %w : f32[1,1,2,2] = [1.0, 0.0, 0.0, 1.0]
+const %b : f32[2] = [0.5, -0.5]
+%y = fused_conv2d(%x, %w, %b, padding=\"SAME\", expr=\"relu(add(main, $2))\")
+output %y
+";
+    let g = kiln_ir::text::parse(text, None).unwrap();
+    let dot = kiln_ir::dot::to_dot(&g);
+    assert_quotes_balanced(&dot);
+    let line = node_line(&dot, "y");
+    assert!(line.contains("box3d"), "{line}");
+    assert!(line.contains("fused_conv2d"), "{line}");
+    assert!(line.contains("= relu(add(main, $2))"), "{line}");
+    assert!(line.contains("padding=\\\"SAME\\\""), "{line}");
+    // Three operands, three edges into the fused node.
+    let id = node_id(&dot, "y");
+    let into = edge_lines(&dot)
+        .into_iter()
+        .filter(|l| l.contains(&format!("-> {id}")))
+        .count();
+    assert_eq!(into, 3, "{dot}");
+}
