@@ -344,7 +344,12 @@ fn dump_optimize_fuses_folds_and_computes_the_same() {
     let out = kiln(&["explain", g.to_str().unwrap()]);
     let (log, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    for needle in ["select-layout", "conv2d NCHW -> NHWC", "fuse-epilogues", "fold-constants"] {
+    for needle in [
+        "select-layout",
+        "conv2d NCHW -> NHWC",
+        "fuse-epilogues",
+        "fold-constants",
+    ] {
         assert!(log.contains(needle), "{needle} missing from\n{log}");
     }
 }

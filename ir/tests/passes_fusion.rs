@@ -24,8 +24,12 @@ fn golden_pass(pass: &dyn Pass, at_least: usize) {
             let again = pass.run(g, cx).expect("second run");
             assert!(!again, "{}: a second run changed the graph", path.display());
             let text = kiln_ir::text::print(g);
-            let back = kiln_ir::text::parse(&text, path.parent())
-                .unwrap_or_else(|e| panic!("{}: printed result does not parse: {e}\n{text}", path.display()));
+            let back = kiln_ir::text::parse(&text, path.parent()).unwrap_or_else(|e| {
+                panic!(
+                    "{}: printed result does not parse: {e}\n{text}",
+                    path.display()
+                )
+            });
             assert_eq!(kiln_ir::text::print(&back), text, "{}", path.display());
         });
     }
@@ -72,7 +76,10 @@ fn an_nchw_network_keeps_transposes_only_at_its_boundary() {
         log.iter().any(|m| m.contains("%c1: conv2d NCHW -> NHWC")),
         "{log:#?}"
     );
-    assert!(log.iter().any(|m| m.contains("cancelled opposite transposes")));
+    assert!(
+        log.iter()
+            .any(|m| m.contains("cancelled opposite transposes"))
+    );
     assert!(log.iter().any(|m| m.contains("moved a transpose below")));
 
     // The same pass preferring NCHW turns an NHWC graph around.
@@ -85,8 +92,7 @@ fn an_nchw_network_keeps_transposes_only_at_its_boundary() {
         };
         assert!(pass.run(g, &mut PassContext::default()).unwrap());
     });
-    let nhwc_conv =
-        |op: &Op| matches!(op, Op::Conv2d(a) if a.data_format == DataFormat::Nhwc);
+    let nhwc_conv = |op: &Op| matches!(op, Op::Conv2d(a) if a.data_format == DataFormat::Nhwc);
     assert_eq!(count(&g, nhwc_conv), 0);
     assert_eq!(count(&g, is_transpose), 2);
 }

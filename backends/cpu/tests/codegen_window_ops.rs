@@ -132,7 +132,10 @@ fn check_impl(op: Op, inputs: &[Tensor], split: bool) {
         })
         .collect();
     let kin_refs: Vec<&Tensor> = kin.iter().collect();
-    let main_op = k.main.to_op(&p.buffer(k.output).dims, p.buffer(k.output).dtype).unwrap();
+    let main_op = k
+        .main
+        .to_op(&p.buffer(k.output).dims, p.buffer(k.output).dtype)
+        .unwrap();
     let want = eval_op(&main_op, &kin_refs).unwrap();
     let want = want.as_f32().unwrap();
     let got = run(&p, &k, &refs, None);
