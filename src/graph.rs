@@ -373,6 +373,47 @@ impl Graph {
         self.op(op, &[x, scale, offset, mean, variance])
     }
 
+    /// Local response normalisation over the channels of NHWC `x` (`tf.nn.lrn`):
+    /// `x / (bias + alpha * sum(x[c-r..=c+r]^2)) ^ beta` with `r = depth_radius`, the window
+    /// clipped at the edges. TensorFlow's defaults are `(5, 1.0, 1.0, 0.5)`.
+    pub fn lrn(
+        &mut self,
+        x: NodeId,
+        depth_radius: usize,
+        bias: f32,
+        alpha: f32,
+        beta: f32,
+    ) -> Result<NodeId> {
+        let op = Op::Lrn {
+            depth_radius,
+            bias: Float(bias),
+            alpha: Float(alpha),
+            beta: Float(beta),
+        };
+        self.op(op, &[x])
+    }
+
+    /// Index of the largest element along `axis` (negative counts from the end), which is
+    /// dropped; `output_type` is `DType::I32` or `DType::I64`. The first index wins a tie and
+    /// NaN counts as the largest.
+    pub fn argmax(&mut self, x: NodeId, axis: i64, output_type: DType) -> Result<NodeId> {
+        self.op(Op::ArgMax { axis, output_type }, &[x])
+    }
+
+    /// `tf.gather(params, indices, axis)`: the slices of `params` along `axis` picked by the
+    /// i32 or i64 `indices`; the result's dims are `params[..axis] ++ indices ++
+    /// params[axis+1..]`. A negative index counts from the end; one out of range makes the run
+    /// fail with an error naming it.
+    pub fn gather(&mut self, params: NodeId, indices: NodeId, axis: i64) -> Result<NodeId> {
+        self.op(Op::Gather { axis }, &[params, indices])
+    }
+
+    /// Converts `x` to dtype `to` (`tf.cast`): float to integer truncates toward zero and
+    /// saturates (NaN becomes 0); to bool is `x != 0`; bool becomes 0 or 1.
+    pub fn cast(&mut self, x: NodeId, to: DType) -> Result<NodeId> {
+        self.op(Op::Cast { to }, &[x])
+    }
+
     /// var := value (run it as a session target).
     pub fn assign(&mut self, var: NodeId, value: NodeId) -> Result<NodeId> {
         self.op(Op::Assign(AssignOp::Assign), &[var, value])

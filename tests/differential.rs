@@ -7,8 +7,8 @@
 //! identical bits, and (cpu) that one thread and two threads give identical bits.
 
 use kiln::{
-    BackendKind, ConvAttrs, Graph, NodeId, OptimizeOptions, Padding, PoolAttrs, Session, Shape,
-    Tensor,
+    BackendKind, ConvAttrs, DType, Data, Graph, NodeId, OptimizeOptions, Padding, PoolAttrs,
+    Session, Shape, Tensor,
 };
 use proptest::prelude::*;
 
@@ -49,7 +49,7 @@ fn build(seed: u64, rank: usize, steps: &[u8]) -> (Graph, NodeId, NodeId, Vec<us
             )
             .unwrap()
         };
-        let next = match step % 16 {
+        let next = match step % 20 {
             0 => {
                 let ops = [0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
                 let u = p.pick(&ops);
@@ -107,11 +107,25 @@ fn build(seed: u64, rank: usize, steps: &[u8]) -> (Graph, NodeId, NodeId, Vec<us
             }
             5 | 6 if r == 4 => {
                 let (kh, kw) = (1 + p.next(3) as usize, 1 + p.next(3) as usize);
-                let cout = p.pick(&SIZES);
+                // Sometimes grouped: x's channels split into `groups` blocks of `cin`.
+                let divisors: Vec<usize> = (2..=shape[3])
+                    .filter(|&d| shape[3].is_multiple_of(d))
+                    .collect();
+                let groups = if !divisors.is_empty() && p.next(3) == 0 {
+                    p.pick(&divisors)
+                } else {
+                    1
+                };
+                let cin = shape[3] / groups;
+                let cout = if groups > 1 {
+                    groups * (1 + p.next(3) as usize)
+                } else {
+                    p.pick(&SIZES)
+                };
                 let w = weight(
                     &mut g,
-                    &[kh, kw, shape[3], cout],
-                    1.0 / ((kh * kw * shape[3]) as f32).sqrt(),
+                    &[kh, kw, cin, cout],
+                    1.0 / ((kh * kw * cin) as f32).sqrt(),
                 );
                 let padding = if p.next(2) == 0 {
                     Padding::Same
@@ -217,6 +231,49 @@ fn build(seed: u64, rank: usize, steps: &[u8]) -> (Graph, NodeId, NodeId, Vec<us
                     )
                     .unwrap();
                 g.batch_norm(cur, [scale, offset, mean, var], 0.001)
+            }
+            16 if r == 4 => {
+                let radius = p.pick(&[0usize, 1, 2, 5]);
+                let bias = p.pick(&[1.0f32, 2.0, 0.5]);
+                let alpha = p.pick(&[1.0f32, 0.1, 1e-4]);
+                let beta = p.pick(&[0.5f32, 0.75, 1.0]);
+                g.lrn(cur, radius, bias, alpha, beta)
+            }
+            // argmax and cast read the feed itself: on computed values a difference in the
+            // last bit between backends could flip a near-tie or a truncation, while feeds
+            // are the same bits everywhere. The result replaces the current value.
+            17 => {
+                let axis = p.next(r as u64) as i64 - if p.next(2) == 0 { 0 } else { r as i64 };
+                let ty = p.pick(&[DType::I32, DType::I64]);
+                g.argmax(x, axis, ty).and_then(|i| g.cast(i, DType::F32))
+            }
+            18 if r >= 1 => {
+                let axis = p.next(r as u64) as usize;
+                let n = shape[axis] as i64;
+                let count = p.pick(&[0usize, 1, 2, 3, 5]);
+                let idx: Vec<i64> = (0..count.max(1))
+                    .map(|_| p.next(2 * n as u64) as i64 - n)
+                    .collect();
+                // count 0 means a scalar index (the axis is dropped).
+                let dims: &[usize] = if count == 0 { &[] } else { &[count] };
+                let indices = if p.next(2) == 0 {
+                    let v = idx.iter().map(|&i| i as i32).collect();
+                    Tensor::new(dims, Data::I32(v))
+                } else {
+                    Tensor::new(dims, Data::I64(idx))
+                };
+                let indices = g
+                    .constant(&format!("idx{counter}"), indices.unwrap())
+                    .unwrap();
+                g.gather(
+                    cur,
+                    indices,
+                    axis as i64 - if p.next(2) == 0 { 0 } else { r as i64 },
+                )
+            }
+            19 => {
+                let to = p.pick(&[DType::I32, DType::I64, DType::Bool]);
+                g.cast(x, to).and_then(|c| g.cast(c, DType::F32))
             }
             _ => Ok(cur),
         };
@@ -324,5 +381,123 @@ fn convolution_heavy_graphs_agree() {
     for seed in 0..40u64 {
         let steps = [5u8, 3, 0, 8, 6, 15, 7, 10];
         check_case(seed, 4, &steps[..(seed as usize % 8) + 1]).unwrap();
+    }
+}
+
+#[test]
+fn catalogue_additions_agree() {
+    // Recipes built around lrn (16), argmax (17), gather (18), cast (19) and (grouped) conv.
+    let recipes: [&[u8]; 6] = [
+        &[5, 16, 0],
+        &[18, 16, 18, 3],
+        &[17, 18, 0],
+        &[19, 5, 16],
+        &[6, 18, 9, 17],
+        &[5, 6, 16, 18, 10],
+    ];
+    for seed in 0..30u64 {
+        for (i, recipe) in recipes.iter().enumerate() {
+            let rank = if i % 2 == 0 {
+                4
+            } else {
+                1 + (seed as usize % 4)
+            };
+            check_case(seed, rank, recipe).unwrap();
+        }
+    }
+}
+
+/// Runs `y` on the unoptimised reference and on every backend; all must agree.
+fn agree(g: &Graph, feeds: &[(NodeId, &Tensor)], y: NodeId) -> Result<(), String> {
+    let unoptimized = OptimizeOptions {
+        enabled: false,
+        ..OptimizeOptions::default()
+    };
+    let mut reference =
+        Session::with_options(g, BackendKind::Reference, unoptimized).map_err(|e| e.to_string())?;
+    let want = reference.run(feeds, &[y]).map_err(|e| e.to_string())?;
+    for backend in BackendKind::available() {
+        let mut sess = Session::with_backend(g, backend.clone()).map_err(|e| e.to_string())?;
+        let got = sess
+            .run(feeds, &[y])
+            .map_err(|e| format!("{backend}: {e}"))?;
+        close(&got[0], &want[0]).map_err(|e| format!("{backend}: {e}\n{}", g.to_text()))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn grouped_convolutions_agree() {
+    use kiln::DataFormat;
+    // (x dims NHWC, kernel, cin per group, groups, cout, stride, padding, NCHW, weights fed)
+    let cases = [
+        ([1, 9, 8, 4], 3, 2, 2, 6, 2, Padding::Same, false, false),
+        ([2, 7, 7, 8], 3, 2, 4, 8, 2, Padding::Valid, false, false),
+        ([1, 6, 6, 64], 3, 32, 2, 16, 1, Padding::Same, false, true),
+        ([1, 5, 5, 6], 1, 3, 2, 4, 1, Padding::Valid, false, false),
+        ([1, 6, 5, 6], 3, 2, 3, 6, 2, Padding::Same, true, false),
+        ([2, 4, 4, 4], 2, 1, 4, 8, 1, Padding::Valid, true, true),
+    ];
+    for (i, &(xd, k, cin, groups, cout, s, pad, nchw, fed)) in cases.iter().enumerate() {
+        let mut g = Graph::new();
+        let dims: Vec<usize> = if nchw {
+            vec![xd[0], xd[3], xd[1], xd[2]]
+        } else {
+            xd.to_vec()
+        };
+        assert_eq!(xd[3], cin * groups);
+        let x = g.input("x", Shape::known(&dims)).unwrap();
+        let wv = Tensor::normal(&[k, k, cin, cout], 0.0, 0.5, i as u64);
+        let w = if fed {
+            g.input("w", Shape::known(&[k, k, cin, cout])).unwrap()
+        } else {
+            g.constant("w", wv.clone()).unwrap()
+        };
+        let mut attrs = ConvAttrs::with_padding(pad).strides(s, s);
+        if nchw {
+            attrs = attrs.format(DataFormat::Nchw);
+        }
+        let c = g.conv2d(x, w, attrs).unwrap();
+        // A bias and relu the GEMM path folds into its store (NHWC), per group slice.
+        let y = if nchw {
+            c
+        } else {
+            let b = g
+                .constant("b", Tensor::uniform(&[cout], -1.0, 1.0, 7))
+                .unwrap();
+            let biased = g.bias_add(c, b).unwrap();
+            g.relu(biased).unwrap()
+        };
+        let input = Tensor::uniform(&dims, -2.0, 2.0, 100 + i as u64);
+        let mut feeds = vec![(x, &input)];
+        if fed {
+            feeds.push((w, &wv));
+        }
+        agree(&g, &feeds, y).unwrap_or_else(|e| panic!("case {i}: {e}"));
+    }
+}
+
+#[test]
+fn gather_with_a_bad_index_fails_the_run() {
+    let mut g = Graph::new();
+    let p = g.input("p", Shape::known(&[3, 4])).unwrap();
+    let idx = g
+        .input_typed("idx", DType::I64, Shape::known(&[2]))
+        .unwrap();
+    let y = g.gather(p, idx, 1).unwrap();
+    let params = Tensor::uniform(&[3, 4], -1.0, 1.0, 1);
+    let good = Tensor::new(&[2], Data::I64(vec![-1, 2])).unwrap();
+    agree(&g, &[(p, &params), (idx, &good)], y).unwrap();
+    let bad = Tensor::new(&[2], Data::I64(vec![1, 4])).unwrap();
+    for backend in BackendKind::available() {
+        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let err = sess.run(&[(p, &params), (idx, &bad)], &[y]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("index 4") && msg.contains("size 4") && msg.contains("gather"),
+            "{backend}: {msg}"
+        );
+        // The session still works afterwards.
+        sess.run(&[(p, &params), (idx, &good)], &[y]).unwrap();
     }
 }

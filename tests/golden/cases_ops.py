@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from kiln_case import (
-    Case, check, f32, kiln_padding, naive_conv, naive_depthwise, naive_pool, tf_padding, to_nchw,
+    Case, check, f32, kiln_padding, naive_conv, naive_depthwise, naive_grouped_conv, naive_pool, tf_padding,
+    to_nchw,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -26,7 +27,7 @@ def conv_case(name, xshape, wshape, strides=(1, 1), padding="SAME", dilations=(1
         ref = naive_depthwise(x, w, strides, padding, dilations)
     else:
         got = tf.nn.conv2d(x, w, list(strides), tf_padding(padding), dilations=list(dilations))
-        ref = naive_conv(x, w, strides, padding, dilations)
+        ref = naive_grouped_conv(x, w, strides, padding, dilations)
     got = got.numpy()
     check(name, got, ref)
     attrs = {"strides": list(strides), "padding": kiln_padding(padding)}
@@ -68,6 +69,13 @@ def conv_cases():
         conv_case("conv2d_unknown_batch", [3, 6, 6, 2], [3, 3, 2, 4], unknown=(0,)),
         conv_case("conv2d_var_literal_weights", [1, 4, 4, 1], [2, 2, 1, 2], how="nested", kind="var"),
         conv_case("conv2d_many_channels_32_16", [1, 7, 7, 32], [3, 3, 32, 16]),
+        # Grouped (TF 2): x has groups * w's cin channels.
+        conv_case("conv2d_grouped_g2_same_s2", [1, 7, 7, 4], [3, 3, 2, 6], strides=(2, 2)),
+        conv_case("conv2d_grouped_g4_valid_s2", [2, 8, 7, 8], [3, 3, 2, 8], strides=(2, 2), padding="VALID"),
+        conv_case("conv2d_grouped_g4_cin1_same", [1, 6, 6, 4], [3, 3, 1, 4]),
+        conv_case("conv2d_grouped_g2_thick_s2", [1, 6, 6, 64], [3, 3, 32, 16], strides=(2, 2)),
+        conv_case("conv2d_grouped_g2_pointwise", [1, 5, 5, 6], [1, 1, 3, 4], padding="VALID"),
+        conv_case("conv2d_grouped_g2_nchw_s2", [1, 7, 6, 4], [3, 3, 2, 4], strides=(2, 2), nchw=True),
         conv_case("depthwise_same_m1", [1, 7, 7, 3], [3, 3, 3, 1], depthwise=True),
         conv_case("depthwise_valid_m2", [2, 6, 5, 2], [3, 3, 2, 2], padding="VALID", depthwise=True),
         conv_case("depthwise_same_s2_m3_odd", [1, 7, 7, 2], [3, 3, 2, 3], strides=(2, 2), depthwise=True),

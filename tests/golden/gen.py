@@ -2,16 +2,18 @@
 """Generates kiln's golden conformance cases, with TensorFlow as the oracle.
 
 Every case is a folder tests/golden/cases/<name>/ holding graph.kiln (the .kiln text format,
-`kiln 1`), inputs/<placeholder>.npy (float32 feeds), expected/<output>.npy (TensorFlow's float32
+`kiln 1`), inputs/<placeholder>.npy (feeds), expected/<output>.npy (TensorFlow's
 result), weight .npy files referenced by npy("...") initialisers, and optionally tolerance.txt.
+Feeds and results of index and mask values keep their dtype (int32, int64, bool).
 
 TensorFlow computes every expected value; for the window ops a naive numpy implementation of the
 catalogue's semantics (DESIGN.md) cross-checks that TF was called the intended way (layout
 transposes, explicit padding), so a wrong TF call fails here instead of producing bad golden data.
 
 Modules: kiln_case.py (the case builder and the naive references), cases_ops.py (contraction,
-window and elementwise cases), this file (reductions, movement, batch norm, chained and
-multi-output graphs, and main).
+window and elementwise cases, grouped conv2d included), cases_indexing.py (lrn, argmax, gather,
+cast: the cases with i32/i64/bool feeds and outputs), this file (reductions, movement, batch
+norm, chained and multi-output graphs, and main).
 
 Deterministic: each case seeds its own numpy generator from a CRC of its name, cases are written
 in sorted order, and the cases/ folder is deleted and rewritten on every run.
@@ -27,6 +29,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of tests/golden/
 
 # kiln_case sets TensorFlow's environment (oneDNN off, quiet logs), so it loads before TF.
 from kiln_case import Case, f32  # noqa: E402, I001
+import cases_indexing  # noqa: E402
 import cases_ops  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -327,7 +330,8 @@ def graph_cases():
 CASE_FNS = [
     cases_ops.conv_cases, cases_ops.seed_case, cases_ops.pool_cases, cases_ops.unary_cases,
     cases_ops.binary_cases, cases_ops.bias_add_cases, cases_ops.matmul_cases, reduce_cases,
-    softmax_cases, movement_cases, batch_norm_cases, graph_cases,
+    softmax_cases, movement_cases, batch_norm_cases, graph_cases, cases_indexing.lrn_cases,
+    cases_indexing.argmax_cases, cases_indexing.gather_cases, cases_indexing.cast_cases,
 ]
 
 

@@ -38,14 +38,36 @@ def fmt_attr(v):
 
 def fmt_literal(arr, nested):
     if arr.ndim == 0:
-        return fmt_float(arr)
+        return fmt_element(arr[()])
     if not nested or arr.ndim == 1:
-        return "[" + ", ".join(fmt_float(x) for x in arr.ravel()) + "]"
+        return "[" + ", ".join(fmt_element(x) for x in arr.ravel()) + "]"
     return "[" + ", ".join(fmt_literal(a, True) for a in arr) + "]"
 
 
 def f32(x):
     return np.asarray(x, dtype=np.float32)
+
+
+# numpy dtypes kiln has, by their .kiln spelling; anything else is stored as f32.
+KILN_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.int32): "i32", np.dtype(np.int64): "i64",
+               np.dtype(np.bool_): "bool"}
+
+
+def kiln_array(x):
+    """An int32/int64/bool numpy array (or TF tensor) keeps its dtype; everything else is f32."""
+    if hasattr(x, "numpy"):
+        x = x.numpy()
+    if isinstance(x, np.ndarray) and x.dtype in KILN_DTYPES:
+        return x
+    return f32(x)
+
+
+def fmt_element(v):
+    if isinstance(v, (bool, np.bool_)):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return fmt_float(v)
 
 
 class Case:
@@ -69,17 +91,19 @@ class Case:
 
     # statements ---------------------------------------------------------------
     def input(self, name, arr, unknown=()):
-        """A placeholder fed from inputs/<name>.npy; dims listed in `unknown` are written `?`."""
-        arr = f32(arr)
+        """A placeholder fed from inputs/<name>.npy; dims listed in `unknown` are written `?`.
+        An int32/int64/bool numpy array makes a placeholder of that dtype, anything else f32."""
+        arr = kiln_array(arr)
         dims = ["?" if i in unknown else str(d) for i, d in enumerate(arr.shape)]
-        self.lines.append("input %%%s : f32[%s]" % (name, ",".join(dims)))
+        self.lines.append("input %%%s : %s[%s]" % (name, KILN_DTYPES[arr.dtype], ",".join(dims)))
         self.files["inputs/%s.npy" % name] = arr
         self.values[name] = arr
         return arr
 
     def source(self, kind, name, arr, how="npy"):
-        """A const or var; `how` is "npy", "nested", "flat" or an initialiser string."""
-        arr = f32(arr)
+        """A const or var; `how` is "npy", "nested", "flat" or an initialiser string. Like
+        inputs, int32/int64/bool numpy arrays keep their dtype."""
+        arr = kiln_array(arr)
         dims = ",".join(str(d) for d in arr.shape)
         if how == "npy":
             init = 'npy("%s.npy")' % name
@@ -88,7 +112,7 @@ class Case:
             init = fmt_literal(arr, how == "nested")
         else:
             init = how
-        self.lines.append("%s %%%s : f32[%s] = %s" % (kind, name, dims, init))
+        self.lines.append("%s %%%s : %s[%s] = %s" % (kind, name, KILN_DTYPES[arr.dtype], dims, init))
         self.values[name] = arr
         return arr
 
@@ -103,7 +127,7 @@ class Case:
         args = ["%" + o for o in operands]
         args += ["%s=%s" % (k, fmt_attr(v)) for k, v in attrs.items()]
         self.lines.append("%%%s = %s(%s)" % (name, op, ", ".join(args)))
-        value = f32(value.numpy() if hasattr(value, "numpy") else value)
+        value = kiln_array(value)
         self.values[name] = value
         return value
 
@@ -123,7 +147,7 @@ class Case:
         for rel, arr in sorted(files.items()):
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, f32(arr))
+            np.save(path, kiln_array(arr))
         if self.tol is not None:
             (folder / "tolerance.txt").write_text("%g\n" % self.tol)
 
@@ -174,6 +198,17 @@ def naive_conv(x, w, strides, padding, dilations):
         x, kh, kw, strides, padding, dilations,
         lambda win: np.einsum("hwc,hwco->o", np.nan_to_num(win), w.astype(np.float64)),
     )
+
+
+def naive_grouped_conv(x, w, strides, padding, dilations):
+    """conv2d with TF 2 grouping: x's channels are groups blocks of w's cin, each convolved
+    into its own block of cout / groups output channels (one group: an ordinary conv)."""
+    groups = x.shape[3] // w.shape[2]
+    per = w.shape[3] // groups
+    cin = w.shape[2]
+    parts = [naive_conv(x[..., g * cin:(g + 1) * cin], w[..., g * per:(g + 1) * per], strides, padding,
+                        dilations) for g in range(groups)]
+    return np.concatenate(parts, axis=3)
 
 
 def naive_depthwise(x, w, strides, padding, dilations):

@@ -8,6 +8,7 @@ mod backend;
 pub mod codegen;
 pub mod gemm;
 mod guard;
+pub mod host;
 pub mod jit;
 pub mod math;
 pub mod plan;

@@ -5,10 +5,15 @@
 //! - matmul, and NHWC convolutions thick enough for a GEMM micro-kernel, call [`crate::gemm`]
 //!   with constant weights packed here, once; a bias-plus-activation epilogue is applied to
 //!   the accumulators before the store;
+//! - grouped NHWC convolutions always take the GEMM path (one micro-kernel GEMM per group,
+//!   however thin), since the generated window kernels do not group;
+//! - lrn, argmax, gather, cast and grouped NCHW convolutions are plain Rust [`crate::host`]
+//!   kernels (rare ops, or ones whose run can fail on data, like a gather index);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
 use crate::gemm::{self, Activation, ConvGeometry, PackedB};
+use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
 use kiln_ir::cost::flops;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, KernelOp, Operand, Program, Step};
@@ -18,6 +23,8 @@ use kiln_ir::{BinaryOp, DataFormat, Error, Result, Shape, TensorType, UnaryOp};
 pub enum Weights {
     /// Packed at compile time.
     Packed(PackedB),
+    /// A grouped convolution's filter, packed at compile time as one B per group.
+    PackedGroups(Vec<PackedB>),
     /// Packed at run time from this buffer (`transposed` as matmul's `transpose_b`).
     Runtime {
         /// The buffer holding B.
@@ -77,12 +84,14 @@ pub enum Stage {
         input: BufferId,
         /// Its dims.
         in_dims: [usize; 4],
-        /// Filter as `[kh*kw*cin, cout]`.
+        /// Filter as `[kh*kw*cin/groups, cout]` (one packed B per group when grouped).
         filter: Weights,
-        /// The filter's rows: kh * kw * cin.
+        /// The filter's rows: kh * kw * cin / groups.
         depth: usize,
         /// Output channels.
         cout: usize,
+        /// Channel groups (1: an ordinary convolution).
+        groups: usize,
         /// Where taps land.
         geometry: ConvGeometry,
         /// Output `[n, oh, ow, cout]`.
@@ -90,6 +99,8 @@ pub enum Stage {
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
     },
+    /// A plain Rust kernel (see [`crate::host`]); its epilogue, if any, is a separate stage.
+    Host(HostKernel),
 }
 
 /// How a range-taking kernel's work divides over threads.
@@ -148,7 +159,13 @@ pub fn plan(program: &Program) -> Result<Plan> {
     for (index, kernel) in program.kernels.iter().enumerate() {
         let err = |m: String| unsupported(Some(kernel), m);
         let mut epilogue_fused = false;
-        match contraction(program, kernel).map_err(err)? {
+        let host = match contraction(program, kernel).map_err(err)? {
+            Some(found) => Some(found),
+            None => HostKernel::plan(program, kernel)
+                .map_err(err)?
+                .map(|h| (Stage::Host(h), false)),
+        };
+        match host {
             Some((stage, fused)) => {
                 epilogue_fused = fused;
                 pending.push((index, Pending::Ready(stage)));
@@ -300,7 +317,9 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
             let (x, w) = (kernel.inputs[0], kernel.inputs[1]);
             let (xd, wd) = (dims(x), dims(w));
             let (kdepth, cout) = (wd[0] * wd[1] * wd[2], wd[3]);
-            if kdepth < MIN_GEMM_K || cout < MIN_GEMM_N {
+            let groups = host::conv_groups(program, kernel);
+            // Grouped convolutions have no other NHWC path, so they stay here however thin.
+            if groups == 1 && (kdepth < MIN_GEMM_K || cout < MIN_GEMM_N) {
                 return Ok(None);
             }
             let geometry = ConvGeometry::new(
@@ -310,12 +329,24 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
                 attrs.dilations,
                 attrs.padding,
             )?;
+            let filter = match &program.buffer(w).kind {
+                BufferKind::Constant(t) if groups > 1 => {
+                    Weights::PackedGroups(gemm::pack_conv_groups(
+                        t.f32s().map_err(|e| e.to_string())?,
+                        kdepth,
+                        cout,
+                        groups,
+                    )?)
+                }
+                _ => weights(w, kdepth, cout, false)?,
+            };
             let stage = Stage::Conv {
                 input: x,
                 in_dims: [xd[0], xd[1], xd[2], xd[3]],
-                filter: weights(w, kdepth, cout, false)?,
+                filter,
                 depth: kdepth,
                 cout,
+                groups,
                 geometry,
                 out: kernel.output,
                 epilogue: folded,

@@ -6,11 +6,12 @@
 
 use crate::gemm::{self, Epilogue, PackedB};
 use crate::guard::{GuardedArena, GuardedOutput};
+use crate::host::{View, ViewMut};
 use crate::jit::CompiledKernel;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
 use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
 use kiln_ir::program::{BufferId, BufferKind, Program};
-use kiln_ir::{Error, Result, Tensor};
+use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -59,6 +60,51 @@ impl Buffers {
         // SAFETY: see the type's invariant; f32 buffers are 4-byte aligned (tensor storage or
         // 64-byte aligned arena offsets).
         unsafe { std::slice::from_raw_parts(p.cast::<f32>(), len / 4) }
+    }
+
+    /// The buffer as a typed view of `dtype` elements (bool as bytes), for host kernels.
+    fn view(&self, id: BufferId, dtype: DType) -> Result<View<'_>, String> {
+        let (p, len) = self.typed(id, dtype)?;
+        // SAFETY: see the type's invariant; `typed` checked the alignment, and the element
+        // count covers exactly the buffer's bytes. Every bit pattern is a valid f32, i32, i64
+        // or u8 (bools are read as bytes).
+        Ok(unsafe {
+            match dtype {
+                DType::F32 => View::F32(std::slice::from_raw_parts(p.cast(), len)),
+                DType::I32 => View::I32(std::slice::from_raw_parts(p.cast(), len)),
+                DType::I64 => View::I64(std::slice::from_raw_parts(p.cast(), len)),
+                DType::Bool => View::Bool(std::slice::from_raw_parts(p, len)),
+            }
+        })
+    }
+
+    /// The buffer as a writable typed view; like [`Buffers::f32s_mut`], only for the running
+    /// stage's output, which aliases nothing it reads.
+    fn view_mut(&self, id: BufferId, dtype: DType) -> Result<ViewMut<'_>, String> {
+        let (p, len) = self.typed(id, dtype)?;
+        // SAFETY: as for `view`, and the output of the running stage is borrowed nowhere else.
+        Ok(unsafe {
+            match dtype {
+                DType::F32 => ViewMut::F32(std::slice::from_raw_parts_mut(p.cast(), len)),
+                DType::I32 => ViewMut::I32(std::slice::from_raw_parts_mut(p.cast(), len)),
+                DType::I64 => ViewMut::I64(std::slice::from_raw_parts_mut(p.cast(), len)),
+                DType::Bool => ViewMut::Bool(std::slice::from_raw_parts_mut(p, len)),
+            }
+        })
+    }
+
+    /// The address and element count of buffer `id` seen as `dtype`, checking alignment.
+    fn typed(&self, id: BufferId, dtype: DType) -> Result<(*mut u8, usize), String> {
+        let (p, bytes) = (self.ptrs[id.index()], self.lens[id.index()]);
+        let size = dtype.size_bytes();
+        // Tensor storage is aligned for its dtype and arena offsets are 64-byte aligned, so a
+        // misaligned buffer is an internal error, reported rather than risked.
+        if !(p as usize).is_multiple_of(size) || !bytes.is_multiple_of(size) {
+            return Err(format!(
+                "internal error: buffer {id} is not aligned for {dtype} elements"
+            ));
+        }
+        Ok((p, bytes / size))
     }
 
     /// The buffer as mutable f32s; the caller writes only a kernel's output, which aliases
@@ -266,6 +312,9 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                 let packed_now;
                 let packed: &PackedB = match w {
                     Weights::Packed(p) => p,
+                    Weights::PackedGroups(_) => {
+                        return Err("internal error: a matmul got grouped weights".into());
+                    }
                     Weights::Runtime { buffer, transposed } => {
                         if *b_batch == 1 {
                             if packed_shared.is_none() {
@@ -301,28 +350,39 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             filter,
             depth,
             cout,
+            groups,
             geometry,
             out,
             epilogue,
         } => {
             let packed_now;
-            let packed = match filter {
-                Weights::Packed(p) => p,
+            let filters: &[PackedB] = match filter {
+                Weights::Packed(p) => std::slice::from_ref(p),
+                Weights::PackedGroups(p) => p,
                 Weights::Runtime { buffer, .. } => {
-                    packed_now = gemm::pack_b(*depth, *cout, b.f32s(*buffer), false)?;
+                    packed_now = gemm::pack_conv_groups(b.f32s(*buffer), *depth, *cout, *groups)?;
                     &packed_now
                 }
             };
             let bias = epilogue.bias.map(|id| b.f32s(id));
             let ep = gemm_epilogue(epilogue, bias);
-            gemm::conv2d_nhwc(
+            gemm::conv2d_nhwc_grouped(
                 b.f32s(*input),
                 *in_dims,
-                packed,
+                filters,
                 geometry,
                 b.f32s_mut(*out),
                 &ep,
             )
+        }
+        Stage::Host(kernel) => {
+            let inputs = kernel
+                .inputs
+                .iter()
+                .map(|h| b.view(h.id, h.dtype))
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = b.view_mut(kernel.output.id, kernel.output.dtype)?;
+            kernel.run(&inputs, out)
         }
     }
 }

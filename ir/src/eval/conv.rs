@@ -1,6 +1,8 @@
 //! `conv2d` and `depthwise_conv2d`: cross-correlation as TensorFlow computes it, with strides,
 //! SAME / VALID / explicit padding (padded cells are zero), dilations, and NHWC or NCHW images.
-//! Filters are always HWIO: `[kh, kw, cin, cout]` for conv2d, `[kh, kw, cin, multiplier]` for
+//! conv2d may be grouped (TensorFlow 2): an image with `groups * cin` channels is split into
+//! `groups` consecutive channel blocks, and output channel block `g` (of `cout / groups`) reads
+//! only input block `g`. Filters are always HWIO: `[kh, kw, cin, cout]` for conv2d, `[kh, kw, cin, multiplier]` for
 //! depthwise, whose output channel `c * multiplier + m` convolves input channel `c` with
 //! filter `[.., .., c, m]`. Sums accumulate in f64.
 
@@ -30,12 +32,53 @@ fn filter_dims(x: &Tensor, w: &Tensor, img: &Image, what: &str) -> Result<[usize
     Ok([kh, kw, ci, last])
 }
 
-/// `conv2d(x, w)`: `out[n,y,x,o] = sum_{ky,kx,c} in[n, y*s+ky*d-pt, x*s+kx*d-pl, c] * w[ky,kx,c,o]`.
+/// The number of groups of a conv2d whose image has `img.c` channels and whose filter reads
+/// `ci` per group and makes `co` outputs: `img.c / ci`, which must divide `co` (TensorFlow 2's
+/// grouped convolution). An empty filter depth needs an image without channels (one group).
+fn conv_groups(x: &Tensor, w: &Tensor, img: &Image, ci: usize, co: usize) -> Result<usize, String> {
+    let bad = |why: String| {
+        format!(
+            "input {} ({}) has {} channels, filter {} reads {ci} per group: {why}",
+            fmt_dims(x.dims()),
+            img.format.name(),
+            img.c,
+            fmt_dims(w.dims())
+        )
+    };
+    if ci == 0 {
+        return match img.c {
+            0 => Ok(1),
+            _ => Err(bad(
+                "a filter with 0 input channels needs an input with 0".into()
+            )),
+        };
+    }
+    if img.c == 0 || !img.c.is_multiple_of(ci) {
+        return Err(bad(format!("{} is not a positive multiple of {ci}", img.c)));
+    }
+    let groups = img.c / ci;
+    if !co.is_multiple_of(groups) {
+        return Err(bad(format!(
+            "{co} output channels do not split into {groups} groups"
+        )));
+    }
+    Ok(groups)
+}
+
+/// `conv2d(x, w)`: `out[n,y,x,o] = sum_{ky,kx,c} in[n, y*s+ky*d-pt, x*s+kx*d-pl, g*cin+c] *
+/// w[ky,kx,c,o]`, where `g = o / (cout / groups)` is the output channel's group (always 0
+/// without grouping).
 pub(super) fn conv2d(x: &Tensor, w: &Tensor, attrs: &ConvAttrs) -> Result<Tensor, String> {
     let xs = f32_data(x, "input")?;
     let ws = f32_data(w, "filter")?;
     let img = Image::of(x.dims(), attrs.data_format, "input")?;
-    let [kh, kw, ci, co] = filter_dims(x, w, &img, "HWIO [kh,kw,cin,cout]")?;
+    let &[kh, kw, ci, co] = w.dims() else {
+        return Err(format!(
+            "filter must be rank 4 (HWIO [kh,kw,cin,cout]), got {}",
+            fmt_dims(w.dims())
+        ));
+    };
+    let groups = conv_groups(x, w, &img, ci, co)?;
     let (ay, ax) = spatial(
         &img,
         [kh, kw],
@@ -56,17 +99,20 @@ pub(super) fn conv2d(x: &Tensor, w: &Tensor, attrs: &ConvAttrs) -> Result<Tensor
         // operand, which can be huge.
         return finish(&out_dims, out);
     }
+    // co > 0 here (the output is not empty), so every group has at least one channel.
+    let per_group = co / groups;
     for n in 0..img.n {
         for oy in 0..ay.out {
             for ox in 0..ax.out {
                 for oc in 0..co {
+                    let c0 = (oc / per_group) * ci;
                     let mut acc = 0.0f64;
                     for ky in 0..kh {
                         let Some(iy) = ay.src(oy, ky) else { continue };
                         for kx in 0..kw {
                             let Some(ix) = ax.src(ox, kx) else { continue };
                             for c in 0..ci {
-                                let v = xs[img.at(n, iy, ix, c)];
+                                let v = xs[img.at(n, iy, ix, c0 + c)];
                                 let f = ws[((ky * kw + kx) * ci + c) * co + oc];
                                 acc += v as f64 * f as f64;
                             }
@@ -295,6 +341,53 @@ mod tests {
                 "depthwise {attrs:?}"
             );
         }
+    }
+
+    #[test]
+    fn grouped_by_hand() {
+        // 1x1 conv, 4 input channels in 2 groups of 2, one output per group. w[0,0,c,o] is
+        // [[1, 100], [10, 1000]]: o0 = 1*x0 + 10*x1 = 21, o1 = 100*x2 + 1000*x3 = 4300.
+        let x = t(&[1, 1, 1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[1, 1, 2, 2], &[1.0, 100.0, 10.0, 1000.0]);
+        let r = conv2d(&x, &w, &ConvAttrs::valid()).unwrap();
+        assert_close(&r, &[1, 1, 1, 2], &[21.0, 4300.0], 0.0);
+    }
+
+    #[test]
+    fn grouped_equals_per_group_convs_concatenated() {
+        use super::super::movement::{concat, slice};
+        let (ci, groups, co) = (3, 4, 8);
+        let x = noise(&[2, 7, 6, ci * groups], 21);
+        let w = noise(&[3, 2, ci, co], 22);
+        let per = co / groups;
+        for attrs in [
+            ConvAttrs::same().strides(2, 2),
+            ConvAttrs::valid().dilations(2, 1),
+            ConvAttrs::with_padding(Padding::Explicit([[1, 0], [0, 2]])),
+        ] {
+            let r = conv2d(&x, &w, &attrs).unwrap();
+            let parts: Vec<Tensor> = (0..groups)
+                .map(|g| {
+                    let xg = slice(&x, &[0, 0, 0, g * ci], &[-1, -1, -1, ci as i64]).unwrap();
+                    let wg = slice(&w, &[0, 0, 0, g * per], &[-1, -1, -1, per as i64]).unwrap();
+                    conv2d(&xg, &wg, &attrs).unwrap()
+                })
+                .collect();
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            assert_eq!(r, concat(&refs, 3).unwrap(), "{attrs:?}");
+            // NCHW agrees with NHWC.
+            let nchw = attrs.format(DataFormat::Nchw);
+            let b = conv2d(&transpose(&x, &[0, 3, 1, 2]).unwrap(), &w, &nchw).unwrap();
+            assert_eq!(transpose(&r, &[0, 3, 1, 2]).unwrap(), b);
+        }
+        // Channels that are not a multiple, or outputs that do not split, are errors.
+        let e = conv2d(&noise(&[1, 3, 3, 5], 1), &w, &ConvAttrs::same()).unwrap_err();
+        assert!(e.contains("not a positive multiple of 3"), "{e}");
+        let e = conv2d(&noise(&[1, 3, 3, 9], 1), &w, &ConvAttrs::same()).unwrap_err();
+        assert!(
+            e.contains("8 output channels do not split into 3 groups"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -12,12 +12,15 @@
 //! - Compute is f32 in and out. Sums (conv, matmul, reductions, average pools, softmax) are
 //!   accumulated in f64 and transcendentals are evaluated in f64, then rounded once, so the
 //!   reference is the more accurate side of any comparison.
-//! - Movement ops (reshape, transpose, concat, slice, pad) and `assign` work on any dtype; all
-//!   other ops need f32 operands.
+//! - Movement ops (reshape, transpose, concat, slice, pad), `gather` and `assign` work on any
+//!   dtype, `argmax` on f32/i32/i64, `cast` between all dtypes; all other ops need f32
+//!   operands.
 
 mod conv;
 mod elementwise;
 mod fused;
+mod indexing;
+mod lrn;
 mod matmul;
 mod movement;
 mod norm;
@@ -133,8 +136,26 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             norm::batch_norm(x, [scale, offset, mean, variance], epsilon.0, *data_format)
         }
         Op::Fused(f) => fused::fused(f, inputs),
-        Op::Lrn { .. } | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. } => {
-            Err(format!("{} is not implemented in the evaluator yet", op.name()))
+        Op::Lrn {
+            depth_radius,
+            bias,
+            alpha,
+            beta,
+        } => {
+            let [x] = operands(op, inputs)?;
+            lrn::lrn(x, *depth_radius, bias.0, alpha.0, beta.0)
+        }
+        Op::ArgMax { axis, output_type } => {
+            let [x] = operands(op, inputs)?;
+            indexing::argmax(x, *axis, *output_type)
+        }
+        Op::Gather { axis } => {
+            let [params, indices] = operands(op, inputs)?;
+            indexing::gather(params, indices, *axis)
+        }
+        Op::Cast { to } => {
+            let [x] = operands(op, inputs)?;
+            indexing::cast(x, *to)
         }
     }
 }

@@ -167,7 +167,8 @@ fn check_attr(name: &str, v: [usize; 2]) -> Result<(), String> {
 
 const AXIS_NAMES: [&str; 2] = ["height", "width"];
 
-/// `conv2d(x, w)` (w HWIO `[kh,kw,cin,cout]`) or, with `depthwise`, `depthwise_conv2d(x, w)`
+/// `conv2d(x, w)` (w HWIO `[kh,kw,cin/groups,cout]`; x's channels may be any multiple `groups`
+/// of the filter's `cin` that divides `cout`) or, with `depthwise`, `depthwise_conv2d(x, w)`
 /// (w `[kh,kw,cin,mult]`, output channels `cin * mult`).
 pub(super) fn conv2d(
     a: &ConvAttrs,
@@ -199,10 +200,16 @@ pub(super) fn conv2d(
     }
     let (h, wi, c) = a.data_format.hwc_axes();
     let cin = match (x.shape.dim(c), w.shape.dim(2)) {
-        (Some(xc), Some(wc)) if xc != wc => {
+        (Some(xc), Some(wc)) if depthwise && xc != wc => {
             return Err(format!(
                 "input channels differ: x is {x} ({xc} channels), filter is {w} (expects {wc})"
             ));
+        }
+        (Some(xc), Some(wc)) if !depthwise => {
+            conv_groups(xc, wc, w.shape.dim(3)).map_err(|why| {
+                format!("input channels differ: x is {x} ({xc} channels), filter is {w} (expects {wc}{why})")
+            })?;
+            Some(xc)
         }
         (xc, wc) => xc.or(wc),
     };
@@ -234,6 +241,25 @@ pub(super) fn conv2d(
         spatial,
         cout,
     )))
+}
+
+/// The groups of a conv2d whose input has `xc` channels and whose filter reads `wc` per group
+/// (TensorFlow 2): `xc / wc`, which must be a whole number that divides the filter's `cout`
+/// (when known). The error is the tail of a message that starts "(expects {wc}".
+fn conv_groups(xc: usize, wc: usize, cout: Dim) -> Result<usize, String> {
+    if wc == 0 || xc == 0 {
+        return if xc == wc { Ok(1) } else { Err(")".into()) };
+    }
+    if !xc.is_multiple_of(wc) {
+        return Err(", or a multiple of it for a grouped convolution)".into());
+    }
+    let groups = xc / wc;
+    match cout {
+        Some(co) if !co.is_multiple_of(groups) => Err(format!(
+            " per group: {groups} groups, whose {co} output channels do not split evenly)"
+        )),
+        _ => Ok(groups),
+    }
 }
 
 /// `max_pool(x)` / `avg_pool(x)`: channels kept, spatial dims by [`window_dim`] (dilation 1).

@@ -233,6 +233,36 @@ fn conv2d_shapes() {
 }
 
 #[test]
+fn grouped_conv2d_shapes() {
+    // TensorFlow 2 grouping: x channels = groups * w's cin, cout a multiple of groups.
+    let c = conv(ConvAttrs::same().strides(2, 2));
+    assert_eq!(
+        run(&c, &["f32[1,9,9,8]", "f32[3,3,4,6]"]).unwrap(),
+        ty("f32[1,5,5,6]")
+    );
+    assert_eq!(
+        run(&c, &["f32[2,8,8,16]", "f32[3,3,4,8]"]).unwrap(),
+        ty("f32[2,4,4,8]")
+    );
+    let nchw = conv(ConvAttrs::valid().format(DataFormat::Nchw));
+    assert_eq!(
+        run(&nchw, &["f32[1,6,5,5]", "f32[3,3,2,9]"]).unwrap(),
+        ty("f32[1,9,3,3]")
+    );
+    // cout unknown: the group count is not checked against it.
+    assert_eq!(
+        run(&c, &["f32[1,8,8,6]", "f32[1,1,2,?]"]).unwrap(),
+        ty("f32[1,4,4,?]")
+    );
+    // Depthwise keeps the exact channel match.
+    assert_err(
+        &Op::DepthwiseConv2d(ConvAttrs::same()),
+        &["f32[1,8,8,8]", "f32[3,3,4,1]"],
+        &["input channels differ", "(8 channels)", "(expects 4)"],
+    );
+}
+
+#[test]
 fn conv2d_unknown_dims_propagate() {
     let v = conv(ConvAttrs::valid());
     assert_eq!(
@@ -264,14 +294,26 @@ fn conv2d_errors() {
         &c,
         &["f32[1,10,10,3]", "f32[3,3,4,8]"],
         &[
-            "input channels differ: x is f32[1,10,10,3] (3 channels), filter is f32[3,3,4,8] (expects 4)",
+            "input channels differ: x is f32[1,10,10,3] (3 channels), filter is f32[3,3,4,8] \
+             (expects 4, or a multiple of it for a grouped convolution)",
         ],
     );
     let nchw = conv(ConvAttrs::same().format(DataFormat::Nchw));
     assert_err(
         &nchw,
         &["f32[1,10,10,3]", "f32[3,3,3,8]"],
-        &["(10 channels)", "(expects 3)"],
+        &["(10 channels)", "(expects 3, or a multiple"],
+    );
+    // Grouped: 12 channels = 3 groups of 4, but 8 outputs do not split into 3.
+    assert_err(
+        &c,
+        &["f32[1,10,10,12]", "f32[3,3,4,8]"],
+        &["(expects 4 per group: 3 groups, whose 8 output channels do not split evenly)"],
+    );
+    assert_err(
+        &c,
+        &["f32[1,10,10,0]", "f32[3,3,4,8]"],
+        &["(0 channels)", "(expects 4)"],
     );
     assert_err(
         &c,

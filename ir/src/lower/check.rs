@@ -103,6 +103,7 @@ impl Program {
                 KernelOp::MatMul { .. }
                 | KernelOp::Conv2d(_)
                 | KernelOp::DepthwiseConv2d(_)
+                | KernelOp::Gather { .. }
                 | KernelOp::Assign(_) => kernel.inputs.len() == 2,
                 _ => kernel.inputs.len() == 1,
             };

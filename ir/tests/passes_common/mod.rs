@@ -258,10 +258,11 @@ pub fn assert_same_results(before: &RunResult, after: &RunResult, rel_tol: f32, 
     }
 }
 
-/// Asserts `actual` equals `expected` bit for bit (`rel_tol == 0.0`) or within `rel_tol`.
+/// Asserts `actual` equals `expected` bit for bit (`rel_tol == 0.0`, or any non-f32 tensor:
+/// indices and masks) or within `rel_tol`.
 pub fn assert_close(expected: &Tensor, actual: &Tensor, rel_tol: f32, what: &str) {
     assert_eq!(expected.dims(), actual.dims(), "{what}: dims differ");
-    if rel_tol == 0.0 {
+    if rel_tol == 0.0 || expected.as_f32().is_none() {
         assert!(
             expected == actual,
             "{what}: values differ\nbefore {expected:?}\n after {actual:?}"

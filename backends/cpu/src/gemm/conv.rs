@@ -13,8 +13,14 @@
 //! per-segment setup then dominates. For those the input is first copied into a zero-padded
 //! buffer, after which the `kw` taps of one filter row are `kw * cin` contiguous values: one
 //! segment per filter row instead of one per tap.
+//!
+//! A grouped convolution (TensorFlow 2: `groups` blocks of input channels, each convolved into
+//! its own block of output channels) is `groups` such GEMMs, one per packed filter block. Each
+//! reads its channel block in place (a tap's segment starts at the block's first channel and
+//! the pixel stride stays the full channel count) and stores into its output columns through
+//! the leading dimension, so the only copy is the padded buffer few channels already use.
 
-use super::epilogue::Epilogue;
+use super::epilogue::{Epilogue, Residual};
 use super::pack::PackedB;
 use super::{RowSource, sgemm, sgemm_rows};
 use kiln_ir::infer::window_dim;
@@ -97,9 +103,95 @@ pub fn conv2d_nhwc(
     out: &mut [f32],
     epilogue: &Epilogue<'_>,
 ) -> Result<(), String> {
-    let [n, h, w, cin] = in_dims;
+    conv2d_nhwc_grouped(
+        input,
+        in_dims,
+        std::slice::from_ref(filter),
+        geom,
+        out,
+        epilogue,
+    )
+}
+
+/// Packs a grouped HWIO filter (row-major `[depth, cout]`, `depth = kh * kw * cin / groups`)
+/// as one B per group: group `g`'s B is columns `g * cout / groups ..` of it, the output
+/// channels that read input channel block `g`. One group packs the whole filter.
+pub fn pack_conv_groups(
+    w: &[f32],
+    depth: usize,
+    cout: usize,
+    groups: usize,
+) -> Result<Vec<PackedB>, String> {
+    pack_conv_groups_for(super::detect(), w, depth, cout, groups)
+}
+
+/// [`pack_conv_groups`] for the kernels of `isa`.
+pub(crate) fn pack_conv_groups_for(
+    isa: super::Isa,
+    w: &[f32],
+    depth: usize,
+    cout: usize,
+    groups: usize,
+) -> Result<Vec<PackedB>, String> {
+    if groups == 0 || !cout.is_multiple_of(groups) {
+        return Err(format!(
+            "conv2d: {cout} output channels do not split into {groups} groups"
+        ));
+    }
+    if groups == 1 {
+        return Ok(vec![super::pack_b_for(isa, depth, cout, w, false)?]);
+    }
+    let need = depth
+        .checked_mul(cout)
+        .ok_or_else(|| format!("conv2d: filter {depth}x{cout} overflows"))?;
+    if w.len() < need {
+        return Err(format!(
+            "conv2d: filter has {} values, expected {need} for [{depth}, {cout}]",
+            w.len()
+        ));
+    }
+    let per = cout / groups;
+    (0..groups)
+        .map(|g| {
+            let cols: Vec<f32> = (0..depth)
+                .flat_map(|r| &w[r * cout + g * per..r * cout + (g + 1) * per])
+                .copied()
+                .collect();
+            super::pack_b_for(isa, depth, per, &cols, false)
+        })
+        .collect()
+}
+
+/// A grouped convolution (TensorFlow 2): `filters` holds one packed B per group (see
+/// [`pack_conv_groups`]), each `[kh * kw * cin / groups, cout / groups]`; group `g` reads
+/// input channels `g * cin / groups ..` and writes output channels `g * cout / groups ..`.
+/// Each group runs as its own implicit GEMM reading the input in place (its channel block is
+/// a strided view) and storing into its columns of `out`, with the matching slice of the
+/// epilogue's bias and residual. One filter is an ordinary convolution.
+pub fn conv2d_nhwc_grouped(
+    input: &[f32],
+    in_dims: [usize; 4],
+    filters: &[PackedB],
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let [n, _, _, channels] = in_dims;
     let g = *geom;
-    let cout = filter.n();
+    let groups = filters.len();
+    if groups == 0 || !channels.is_multiple_of(groups) {
+        return Err(format!(
+            "conv2d: {channels} input channels do not split into {groups} groups"
+        ));
+    }
+    let cin = channels / groups;
+    let per = filters[0].n();
+    if filters
+        .iter()
+        .any(|f| f.n() != per || f.k() != filters[0].k())
+    {
+        return Err("conv2d: the groups' filters differ in shape".into());
+    }
     if [
         g.kh,
         g.kw,
@@ -123,14 +215,15 @@ pub fn conv2d_nhwc(
             input.len()
         ));
     }
-    if Some(filter.k()) != product(&[g.kh, g.kw, cin]) {
+    if Some(filters[0].k()) != product(&[g.kh, g.kw, cin]) {
         return Err(format!(
             "conv2d: filter packed with k = {}, expected kh * kw * cin = {} * {} * {cin}",
-            filter.k(),
+            filters[0].k(),
             g.kh,
             g.kw
         ));
     }
+    let cout = per.checked_mul(groups).ok_or_else(overflow)?;
     let m = product(&[n, g.out_h, g.out_w]).ok_or_else(overflow)?;
     let out_len = m.checked_mul(cout).ok_or_else(overflow)?;
     if out.len() < out_len {
@@ -141,32 +234,87 @@ pub fn conv2d_nhwc(
             g.out_w
         ));
     }
+    if out_len == 0 {
+        return Ok(());
+    }
+    epilogue.validate("conv2d", m, cout)?;
+    let view = InputView {
+        input: &input[..in_len],
+        dims: in_dims,
+    };
+    for (group, filter) in filters.iter().enumerate() {
+        // Validated above: bias has >= cout values and the residual covers m x cout at its ld.
+        let ep = Epilogue {
+            bias: epilogue.bias.map(|b| &b[group * per..]),
+            add: epilogue.add.map(|r| Residual {
+                data: &r.data[group * per..],
+                ld: r.ld,
+            }),
+            activation: epilogue.activation,
+        };
+        let c0 = group * cin;
+        // The group's output columns: `m` rows of `per` values at stride `cout`.
+        let out_g = &mut out[group * per..out_len];
+        conv_group(&view, c0, cin, filter, &g, m, out_g, cout, &ep)?;
+    }
+    Ok(())
+}
+
+/// The input of a convolution: `[n, h, w, channels]` values.
+struct InputView<'a> {
+    input: &'a [f32],
+    dims: [usize; 4],
+}
+
+/// One group of a convolution: input channels `c0..c0 + cin` of every pixel, `m` output rows
+/// stored at `out[i * ldc ..][..filter.n()]`. The caller validated every size.
+#[allow(clippy::too_many_arguments)] // a GEMM call's shape: operands, sizes, leading dimension
+fn conv_group(
+    view: &InputView<'_>,
+    c0: usize,
+    cin: usize,
+    filter: &PackedB,
+    g: &ConvGeometry,
+    m: usize,
+    out: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let [_, h, w, channels] = view.dims;
+    let cout = filter.n();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1;
     if pointwise && g.pad_top == 0 && g.pad_left == 0 && g.out_h == h && g.out_w == w {
-        return sgemm(m, cout, cin, input, cin, filter, out, cout, epilogue);
+        // Plain GEMM over the pixels, the group's channels being a strided [m, cin] view.
+        let a = &view.input[c0..];
+        return sgemm(m, cout, cin, a, channels, filter, out, ldc, epilogue);
     }
     if cin < MERGE_BELOW_CIN && g.kw > 1 && g.dilation_w == 1 {
-        let (padded, dims) = pad_input(input, in_dims, &g).ok_or_else(overflow)?;
+        let overflow = || format!("conv2d: padded input overflows usize ({:?})", view.dims);
+        let (padded, dims) = pad_input(view, c0, cin, g).ok_or_else(overflow)?;
         let g = ConvGeometry {
             pad_top: 0,
             pad_left: 0,
-            ..g
+            ..*g
         };
         let src = ConvRows {
             input: &padded,
             dims,
+            stride: dims[3],
+            c0: 0,
             g,
             taps_w: g.kw,
         };
-        return sgemm_rows(&src, filter, out, cout, epilogue);
+        return sgemm_rows(&src, filter, out, ldc, epilogue);
     }
     let src = ConvRows {
-        input,
-        dims: in_dims,
-        g,
+        input: view.input,
+        dims: [view.dims[0], h, w, cin],
+        stride: channels,
+        c0,
+        g: *g,
         taps_w: 1,
     };
-    sgemm_rows(&src, filter, out, cout, epilogue)
+    sgemm_rows(&src, filter, out, ldc, epilogue)
 }
 
 /// Input channel counts below which whole filter rows become one segment (see module docs).
@@ -174,13 +322,16 @@ pub fn conv2d_nhwc(
 /// 3 -> 10 GFLOP/s. From 32 channels on a tap is long enough by itself.
 const MERGE_BELOW_CIN: usize = 32;
 
-/// Copies the input into a zero-padded buffer large enough that no tap reads outside it;
-/// returns the buffer and its NHWC dimensions, or `None` if the sizes overflow.
+/// Copies input channels `c0..c0 + c` into a zero-padded buffer large enough that no tap
+/// reads outside it; returns the buffer and its NHWC dimensions, or `None` if the sizes
+/// overflow.
 fn pad_input(
-    input: &[f32],
-    [n, h, w, c]: [usize; 4],
+    view: &InputView<'_>,
+    c0: usize,
+    c: usize,
     g: &ConvGeometry,
 ) -> Option<(Vec<f32>, [usize; 4])> {
+    let [n, h, w, channels] = view.dims;
     // Rows (columns) up to which the last output row (column) reads, plus one.
     let reach = |out: usize, s: usize, k: usize, d: usize| {
         (out.max(1) - 1)
@@ -198,9 +349,18 @@ fn pad_input(
     let mut padded = vec![0.0f32; len];
     for img in 0..n {
         for y in 0..h {
-            let src = ((img * h + y) * w) * c;
             let dst = ((img * hp + y + g.pad_top) * wp + g.pad_left) * c;
-            padded[dst..dst + w * c].copy_from_slice(&input[src..src + w * c]);
+            if c == channels {
+                // Whole pixels: one contiguous row.
+                let src = ((img * h + y) * w) * c;
+                padded[dst..dst + w * c].copy_from_slice(&view.input[src..src + w * c]);
+                continue;
+            }
+            for x in 0..w {
+                let src = ((img * h + y) * w + x) * channels + c0;
+                let d = dst + x * c;
+                padded[d..d + c].copy_from_slice(&view.input[src..src + c]);
+            }
         }
     }
     Some((padded, [n, hp, wp, c]))
@@ -209,7 +369,12 @@ fn pad_input(
 /// The implicit A of a convolution (see the module comment).
 struct ConvRows<'a> {
     input: &'a [f32],
+    /// `[n, h, w, cin]`: cin is the channels one tap reads (a group's, when grouped).
     dims: [usize; 4],
+    /// Values from one pixel to the next (`cin`, or the total channels when grouped).
+    stride: usize,
+    /// The first channel read in every pixel.
+    c0: usize,
     g: ConvGeometry,
     /// Taps of one filter row per segment: 1, or `kw` when the input is padded so that a
     /// filter row never leaves it (then `dilation_w == 1` and `pad_left == 0`).
@@ -278,7 +443,8 @@ impl RowSource for ConvRows<'_> {
                 for (q, &(first, top, left)) in pos.iter().take(chunk).enumerate() {
                     let (iy, ix) = (top + dy, left + dx);
                     if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                        let at = (first + iy as usize * w + ix as usize) * c + ci;
+                        let at =
+                            (first + iy as usize * w + ix as usize) * self.stride + self.c0 + ci;
                         out[base + s * rows + r + q] = Some(&self.input[at..at + len]);
                     }
                 }

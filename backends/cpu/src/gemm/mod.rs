@@ -24,7 +24,7 @@ mod tests;
 #[cfg(test)]
 mod tests_conv;
 
-pub use conv::{ConvGeometry, conv2d_nhwc};
+pub use conv::{ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, pack_conv_groups};
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};

@@ -297,3 +297,99 @@ fn gemm_conv_caller_errors_are_reported() {
     let e = conv2d_nhwc(&[0.0; 32], huge, &f, &g, &mut out, &none).unwrap_err();
     assert!(e.contains("overflow"), "{e}");
 }
+
+/// A grouped convolution against a naive f64 one written out here: output channel `o` of
+/// group `o / per` sums input channels `group * cin ..` only.
+#[test]
+fn gemm_grouped_conv_matches_naive_convolution() {
+    // (n, hw, cin per group, groups, cout, k, s, pad): the merged-taps path (cin < 32), the
+    // in-place path (cin >= 32), pointwise GEMM, stride 2, and groups of one channel.
+    let explicit = Padding::Explicit([[1, 0], [2, 1]]);
+    let cases = [
+        (1, [7, 6], 2, 2, 6, [3, 3], [2, 2], Padding::Same),
+        (2, [5, 5], 3, 4, 8, [3, 2], [1, 1], explicit),
+        (1, [6, 5], 33, 2, 10, [3, 3], [1, 1], Padding::Same),
+        (2, [4, 3], 5, 3, 9, [1, 1], [1, 1], Padding::Valid),
+        (1, [5, 5], 1, 8, 8, [3, 3], [2, 2], Padding::Same),
+    ];
+    for isa in Isa::supported() {
+        for (v, &(n, hw, cin, groups, cout, k, s, pad)) in cases.iter().enumerate() {
+            let [h, w] = hw;
+            let channels = cin * groups;
+            let g = ConvGeometry::new(hw, k, s, [1, 1], pad).unwrap();
+            let tag = format!("{isa:?} case {v}: {g:?}");
+            let input = values(v as u64 + 1, n * h * w * channels);
+            let depth = k[0] * k[1] * cin;
+            let filter = values(v as u64 + 2, depth * cout);
+            let packed = conv::pack_conv_groups_for(isa, &filter, depth, cout, groups).unwrap();
+            assert_eq!(packed.len(), groups);
+            let bias = values(v as u64 + 3, cout);
+            let m = n * g.out_h * g.out_w;
+            let res = values(v as u64 + 4, m * cout);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: (v % 2 == 1).then(|| Residual {
+                    data: &res,
+                    ld: cout,
+                }),
+                activation: Activation::LeakyRelu(0.1),
+            };
+            let mut out = vec![CANARY; m * cout + 5];
+            conv2d_nhwc_grouped(
+                &input,
+                [n, h, w, channels],
+                &packed,
+                &g,
+                &mut out[..m * cout],
+                &epi,
+            )
+            .expect(&tag);
+            assert!(
+                out[m * cout..]
+                    .iter()
+                    .all(|x| x.to_bits() == CANARY.to_bits())
+            );
+            let per = cout / groups;
+            for i in 0..m {
+                let (img, oy, ox) = (i / (g.out_h * g.out_w), i / g.out_w % g.out_h, i % g.out_w);
+                for j in 0..cout {
+                    let c0 = (j / per) * cin;
+                    let at = |_: usize, p: usize| -> f64 {
+                        let (tap, ci) = (p / cin, p % cin);
+                        let iy = (oy * s[0] + tap / k[1]) as isize - g.pad_top as isize;
+                        let ix = (ox * s[1] + tap % k[1]) as isize - g.pad_left as isize;
+                        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                            return 0.0;
+                        }
+                        let pix = (img * h + iy as usize) * w + ix as usize;
+                        input[pix * channels + c0 + ci] as f64
+                    };
+                    let r = epi.add.map(|_| res[i * cout + j] as f64);
+                    let (want, mag) = reference(
+                        i,
+                        j,
+                        depth,
+                        at,
+                        |p, j| filter[p * cout + j] as f64,
+                        epi.bias,
+                        r,
+                        epi.activation,
+                    );
+                    check(&format!("{tag} out[{i},{j}]"), out[i * cout + j], want, mag);
+                }
+            }
+        }
+    }
+    // Channels that do not split, and groups whose filters differ, are errors.
+    let g = ConvGeometry::new([3, 3], [1, 1], [1, 1], [1, 1], Padding::Same).unwrap();
+    let two = conv::pack_conv_groups_for(Isa::Portable, &[1.0; 8], 2, 4, 2).unwrap();
+    let mut out = vec![0.0; 36];
+    let none = Epilogue::none();
+    let e = conv2d_nhwc_grouped(&[0.0; 45], [1, 3, 3, 5], &two, &g, &mut out, &none).unwrap_err();
+    assert!(
+        e.contains("5 input channels do not split into 2 groups"),
+        "{e}"
+    );
+    assert!(conv::pack_conv_groups_for(Isa::Portable, &[1.0; 8], 2, 4, 3).is_err());
+    assert!(conv::pack_conv_groups_for(Isa::Portable, &[1.0; 7], 2, 4, 2).is_err());
+}

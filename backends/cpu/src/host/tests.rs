@@ -1,0 +1,238 @@
+//! Host kernels end to end: graphs lowered and planned by the real pipeline, run on the CPU
+//! executable, compared with the reference evaluator bit for bit (integer results, copies) or
+//! to rounding (lrn, conv); and the planner's routing of grouped convolutions.
+
+use crate::plan::{Stage, Weights, plan};
+use crate::runtime::CpuExecutable;
+use kiln_ir::backend::{CompileRequest, Executable};
+use kiln_ir::eval::eval_op;
+use kiln_ir::lower::lower;
+use kiln_ir::op::{Float, Initializer, Source};
+use kiln_ir::{
+    ConvAttrs, DType, Data, DataFormat, Graph, NodeId, Op, Padding, Shape, Tensor, TensorType,
+};
+use std::sync::Arc;
+
+/// Graph `y = op(inputs...)` over placeholders holding `values`; returns the CPU result, the
+/// reference result and the plan's stages (as short names).
+fn run(
+    op: Op,
+    values: &[Tensor],
+) -> (
+    Result<Tensor, String>,
+    Result<Tensor, String>,
+    Vec<&'static str>,
+) {
+    let mut g = Graph::new();
+    let ids: Vec<NodeId> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| g.add(format!("in{i}"), Op::Input(v.ty()), &[]).unwrap())
+        .collect();
+    let y = g.add("y", op.clone(), &ids).unwrap();
+    let request = CompileRequest {
+        graph: &g,
+        feeds: ids,
+        variables: vec![],
+        fetches: vec![y],
+        targets: vec![],
+    };
+    let program = lower(&request).unwrap();
+    let plan = plan(&program).unwrap();
+    let kinds = plan.stages.iter().map(|(_, s)| stage_kind(s)).collect();
+    let exe = CpuExecutable::new(program, plan);
+    let feeds: Vec<&Tensor> = values.iter().collect();
+    let got = exe
+        .run(&feeds, &mut [])
+        .map(|mut v| v.remove(0))
+        .map_err(|e| e.to_string());
+    let refs: Vec<&Tensor> = values.iter().collect();
+    (got, eval_op(&op, &refs), kinds)
+}
+
+fn stage_kind(s: &Stage) -> &'static str {
+    match s {
+        Stage::Jit { .. } => "jit",
+        Stage::MatMul { .. } => "matmul",
+        Stage::Conv {
+            filter: Weights::PackedGroups(_),
+            ..
+        } => "conv-groups",
+        Stage::Conv { groups, .. } if *groups > 1 => "conv-groups-runtime",
+        Stage::Conv { .. } => "conv",
+        Stage::Host(_) => "host",
+    }
+}
+
+fn ints(dims: &[usize], v: Vec<i64>) -> Tensor {
+    Tensor::new(dims, Data::I64(v)).unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, tol: f32) {
+    assert_eq!(a.dims(), b.dims());
+    let (x, y) = (a.f32s().unwrap(), b.f32s().unwrap());
+    for (i, (&p, &q)) in x.iter().zip(y).enumerate() {
+        assert!(
+            (p - q).abs() <= tol * (1.0 + q.abs()) || (p.is_nan() && q.is_nan()),
+            "element {i}: {p} vs {q}"
+        );
+    }
+}
+
+#[test]
+fn argmax_both_index_types_every_axis_with_ties_and_nan() {
+    let mut x = Tensor::uniform(&[3, 4, 5], -1.0, 1.0, 1)
+        .into_f32()
+        .unwrap();
+    x[7] = f32::NAN;
+    x[20..25].fill(0.5); // a tie along the last axis
+    x[0] = x[5]; // a tie along axis 1
+    let x = Tensor::from_vec(&[3, 4, 5], x).unwrap();
+    let xi = Tensor::new(&[2, 3], Data::I32(vec![4, -1, 4, 9, 9, -9])).unwrap();
+    for axis in [0i64, 1, 2, -1] {
+        for ty in [DType::I32, DType::I64] {
+            let op = Op::ArgMax {
+                axis,
+                output_type: ty,
+            };
+            let (got, want, kinds) = run(op.clone(), std::slice::from_ref(&x));
+            assert_eq!(got.unwrap(), want.unwrap(), "axis {axis} {ty}");
+            assert_eq!(kinds, ["host"]);
+            if axis < 2 {
+                let (got, want, _) = run(op, std::slice::from_ref(&xi));
+                assert_eq!(got.unwrap(), want.unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_dtypes_axes_and_errors() {
+    let p = Tensor::uniform(&[3, 4, 3], -1.0, 1.0, 2);
+    let pb = Tensor::new(
+        &[3, 3],
+        Data::Bool(vec![
+            true, false, false, true, true, true, false, true, false,
+        ]),
+    )
+    .unwrap();
+    let idx32 = Tensor::new(&[2, 2], Data::I32(vec![0, -1, 2, 1])).unwrap();
+    let idx64 = ints(&[3], vec![1, -3, 0]);
+    for (params, idx, axis) in [
+        (&p, &idx32, 0),
+        (&p, &idx64, 1),
+        (&p, &idx32, -1),
+        (&pb, &idx64, 1),
+        (&pb, &idx32, 0),
+    ] {
+        let (got, want, kinds) = run(Op::Gather { axis }, &[params.clone(), idx.clone()]);
+        assert_eq!(got.unwrap(), want.unwrap(), "axis {axis}");
+        assert_eq!(kinds, ["host"]);
+    }
+    // Out of range: an error naming the index and the axis size, from the run.
+    let bad = ints(&[3], vec![0, 1, -5]);
+    let (got, want, _) = run(Op::Gather { axis: 1 }, &[p.clone(), bad]);
+    let e = got.unwrap_err();
+    assert!(
+        e.contains("index -5") && e.contains("size 4") && e.contains("%y"),
+        "{e}"
+    );
+    assert!(want.is_err());
+}
+
+#[test]
+fn cast_every_dtype_pair() {
+    let f = Tensor::from_vec(&[6], vec![1.7, -1.7, 3e9, -3e9, f32::NAN, 0.0]).unwrap();
+    let sources = [
+        f,
+        Tensor::new(&[3], Data::I32(vec![i32::MIN, 0, 16_777_217])).unwrap(),
+        ints(&[3], vec![(1 << 32) + 3, -1, 0]),
+        Tensor::new(&[2], Data::Bool(vec![true, false])).unwrap(),
+    ];
+    for x in &sources {
+        for to in DType::ALL {
+            let (got, want, kinds) = run(Op::Cast { to }, std::slice::from_ref(x));
+            assert_eq!(got.unwrap(), want.unwrap(), "{} -> {to}", x.dtype());
+            assert_eq!(kinds, ["host"]);
+        }
+    }
+}
+
+#[test]
+fn lrn_matches_the_reference() {
+    let x = Tensor::uniform(&[2, 3, 3, 11], -2.0, 2.0, 3);
+    for (r, bias, alpha, beta) in [(0, 1.0, 1.0, 0.5), (2, 2.0, 1e-4, 0.75), (5, 0.5, 0.3, 1.0)] {
+        let op = Op::Lrn {
+            depth_radius: r,
+            bias: Float(bias),
+            alpha: Float(alpha),
+            beta: Float(beta),
+        };
+        let (got, want, kinds) = run(op, std::slice::from_ref(&x));
+        close(&got.unwrap(), &want.unwrap(), 1e-6);
+        assert_eq!(kinds, ["host"]);
+    }
+}
+
+#[test]
+fn grouped_convolutions_are_routed_and_correct() {
+    // NHWC with constant weights: one packed GEMM per group, even when thin (4 taps x 1).
+    // NHWC with fed weights: packed per run. NCHW: the host kernel.
+    let cases = [
+        (
+            DataFormat::Nhwc,
+            [1, 7, 7, 4],
+            [2, 2, 1, 4],
+            true,
+            "conv-groups",
+        ),
+        (
+            DataFormat::Nhwc,
+            [2, 6, 5, 8],
+            [3, 3, 4, 6],
+            false,
+            "conv-groups-runtime",
+        ),
+        (DataFormat::Nchw, [1, 6, 5, 5], [3, 3, 2, 6], true, "host"),
+    ];
+    for (i, (format, xd, wd, constant, kind)) in cases.into_iter().enumerate() {
+        let x = Tensor::uniform(&xd, -1.0, 1.0, 10 + i as u64);
+        let w = Tensor::normal(&wd, 0.0, 0.5, 20 + i as u64);
+        let attrs = ConvAttrs::with_padding(Padding::Same)
+            .strides(2, 2)
+            .format(format);
+        let op = Op::Conv2d(attrs);
+        let mut g = Graph::new();
+        let xi = g.add("x", Op::Input(x.ty()), &[]).unwrap();
+        let wi = if constant {
+            let src = Source {
+                ty: w.ty(),
+                init: Initializer::Literal(Arc::new(w.clone())),
+            };
+            g.add("w", Op::Const(src), &[]).unwrap()
+        } else {
+            g.add("w", Op::Input(TensorType::f32(Shape::known(&wd))), &[])
+                .unwrap()
+        };
+        let y = g.add("y", op.clone(), &[xi, wi]).unwrap();
+        let feeds = if constant { vec![xi] } else { vec![xi, wi] };
+        let request = CompileRequest {
+            graph: &g,
+            feeds,
+            variables: vec![],
+            fetches: vec![y],
+            targets: vec![],
+        };
+        let program = lower(&request).unwrap();
+        let plan = plan(&program).unwrap();
+        let kinds: Vec<_> = plan.stages.iter().map(|(_, s)| stage_kind(s)).collect();
+        assert_eq!(kinds, [kind], "case {i}");
+        let exe = CpuExecutable::new(program, plan);
+        let got = if constant {
+            exe.run(&[&x], &mut []).unwrap()
+        } else {
+            exe.run(&[&x, &w], &mut []).unwrap()
+        };
+        close(&got[0], &eval_op(&op, &[&x, &w]).unwrap(), 1e-5);
+    }
+}
