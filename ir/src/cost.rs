@@ -2,8 +2,8 @@
 //! profiles. Counts follow the usual convention (a multiply-add is 2 FLOPs); movement ops cost
 //! nothing. Unknown dims make the count unknown (`None`).
 
-use crate::graph::Graph;
 use crate::fused::ExprNode;
+use crate::graph::Graph;
 use crate::op::Op;
 use crate::shape::TensorType;
 

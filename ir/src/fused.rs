@@ -225,7 +225,10 @@ impl FusedOp {
         if let Some(m) = &main
             && !FusedOp::accepts_main(m)
         {
-            return Err(format!("{} cannot be the main op of a fused node", m.name()));
+            return Err(format!(
+                "{} cannot be the main op of a fused node",
+                m.name()
+            ));
         }
         if main.is_some() && !expr.uses_main() {
             return Err("a fused node's expression must read `main`".into());
@@ -315,11 +318,7 @@ impl fmt::Display for FusedExpr {
                 ExprNode::Main => ("main".to_string(), 0),
                 ExprNode::Operand(k) => (format!("${k}"), 0),
                 ExprNode::Unary(UnaryOp::LeakyRelu { alpha }, x) => (
-                    format!(
-                        "leaky_relu({}, {})",
-                        text[x],
-                        crate::text::fmt_f32(alpha.0)
-                    ),
+                    format!("leaky_relu({}, {})", text[x], crate::text::fmt_f32(alpha.0)),
                     depth[x] + 1,
                 ),
                 ExprNode::Unary(u, x) => (format!("{}({})", u.name(), text[x]), depth[x] + 1),
@@ -419,9 +418,7 @@ impl<'a> ExprParser<'a> {
 
     fn parse(mut self) -> Result<FusedExpr, String> {
         // Bindings: `word = term ;` until the final term.
-        while let (Some(Tok::Word(name)), Some(Tok::Punct('='))) =
-            (self.peek(0), self.peek(1))
-        {
+        while let (Some(Tok::Word(name)), Some(Tok::Punct('='))) = (self.peek(0), self.peek(1)) {
             self.pos += 2;
             let value = self.term(0)?;
             self.expect(';')?;
@@ -493,10 +490,17 @@ impl<'a> ExprParser<'a> {
                     self.expect(',')?;
                     let alpha = match self.peek(0) {
                         Some(Tok::Number(v)) => v,
-                        other => return Err(format!("expected leaky_relu's alpha, found {other:?}")),
+                        other => {
+                            return Err(format!("expected leaky_relu's alpha, found {other:?}"));
+                        }
                     };
                     self.pos += 1;
-                    ExprNode::Unary(UnaryOp::LeakyRelu { alpha: Float(alpha) }, a)
+                    ExprNode::Unary(
+                        UnaryOp::LeakyRelu {
+                            alpha: Float(alpha),
+                        },
+                        a,
+                    )
                 } else if let Some(u) = UnaryOp::ALL.iter().find(|u| u.name() == w) {
                     ExprNode::Unary(*u, a)
                 } else {

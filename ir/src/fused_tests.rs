@@ -151,5 +151,8 @@ fn fused_op_checks_its_main() {
     };
     let f = FusedOp::new(Some(sum), parse("sqrt(main)")).unwrap();
     assert_eq!((f.name(), f.main_arity()), ("fused_reduce_sum", 1));
-    assert_eq!(FusedOp::new(None, parse("relu($0)")).unwrap().name(), "elementwise");
+    assert_eq!(
+        FusedOp::new(None, parse("relu($0)")).unwrap().name(),
+        "elementwise"
+    );
 }

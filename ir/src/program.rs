@@ -234,7 +234,10 @@ impl KernelOp {
     pub fn accepts_epilogue(&self) -> bool {
         !matches!(
             self,
-            KernelOp::Assign(_) | KernelOp::ArgMax { .. } | KernelOp::Gather { .. } | KernelOp::Cast
+            KernelOp::Assign(_)
+                | KernelOp::ArgMax { .. }
+                | KernelOp::Gather { .. }
+                | KernelOp::Cast
         )
     }
 

@@ -218,10 +218,7 @@ output %s
     );
     fuse(&mut g, &["s"]);
     let p = check_against_reference(&request(&g, &["s"], &[]), 8);
-    assert_eq!(
-        kernel_nodes(&p),
-        vec![vec!["r2"], vec!["s"]]
-    );
+    assert_eq!(kernel_nodes(&p), vec![vec!["r2"], vec!["s"]]);
     assert!(matches!(p.kernels[1].main, KernelOp::MatMul { .. }));
 }
 

@@ -280,7 +280,8 @@ impl Builder<'_> {
         // Invariant: every operand of a needed node is needed, so it has a buffer.
         let buffers: Vec<BufferId> = operands.iter().map(|i| self.of[i]).collect();
         let out = &self.dims[&n];
-        let operand_dims: Vec<&[usize]> = operands.iter().map(|i| self.dims[i].as_slice()).collect();
+        let operand_dims: Vec<&[usize]> =
+            operands.iter().map(|i| self.dims[i].as_slice()).collect();
         let (main, inputs, epilogue) = match &node.op {
             Op::Unary(_) | Op::Binary(_) | Op::BiasAdd { .. } => {
                 let e = expr::single(&node.op, &buffers, &operand_dims, out).map_err(fail)?;

@@ -210,7 +210,11 @@ fn build(graph: &Graph, g: &Group) -> Result<(FusedOp, Vec<FusedOperand>)> {
     let mut value: HashMap<NodeId, usize> = HashMap::new();
     let mut main_op: Option<Op> = None;
     if let Some(m) = g.main {
-        operands = graph.inputs(m).iter().map(|&i| FusedOperand::Value(i)).collect();
+        operands = graph
+            .inputs(m)
+            .iter()
+            .map(|&i| FusedOperand::Value(i))
+            .collect();
         match &graph.node(m).op {
             Op::Fused(f) => {
                 // Its operands keep their positions, so its expression carries over as is.
@@ -245,10 +249,7 @@ fn build(graph: &Graph, g: &Group) -> Result<(FusedOp, Vec<FusedOperand>)> {
                 return Ok(v);
             }
             let operand = match channels_first {
-                Some(trailing) if i == 1 => FusedOperand::ChannelsFirst {
-                    bias: p,
-                    trailing,
-                },
+                Some(trailing) if i == 1 => FusedOperand::ChannelsFirst { bias: p, trailing },
                 _ => FusedOperand::Value(p),
             };
             let k = match operands.iter().position(|&o| o == operand) {

@@ -21,8 +21,8 @@ pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fuse_elementwise::FuseElementwise;
 pub use fuse_epilogues::FuseEpilogues;
-pub use select_layout::SelectLayout;
 pub use manager::{PassStats, Pipeline, PipelineOptions, PipelineReport, PrintAfter};
+pub use select_layout::SelectLayout;
 
 use crate::Result;
 use crate::graph::{Graph, NodeId};

@@ -23,9 +23,9 @@
 
 use super::fold_constants::{describe, remove_if_dead, replace_with_existing};
 use super::{Pass, PassContext};
+use crate::Result;
 use crate::graph::{Graph, NodeId};
 use crate::op::{DataFormat, Op};
-use crate::Result;
 
 /// Most sink-and-cancel sweeps per run; each sweep moves every movable transpose one op down,
 /// so this bounds the depth a transpose travels in one run (the pipeline reruns the pass).
@@ -151,7 +151,11 @@ impl SelectLayout {
         let (to_name, from_name) = (self.prefer.name(), from.name());
         let x = inputs[0];
         let t_in = graph.add(
-            graph.unique_name(&format!("{}.{}", graph.node(x).name, to_name.to_lowercase())),
+            graph.unique_name(&format!(
+                "{}.{}",
+                graph.node(x).name,
+                to_name.to_lowercase()
+            )),
             Op::Transpose {
                 perm: perm(from, self.prefer),
             },
@@ -418,9 +422,12 @@ impl SelectLayout {
             // A value already transposed back for another user (the input of an NCHW block
             // whose conv read it in NHWC): reuse that transpose, which costs nothing new.
             let inv = inverse(p);
-            if let Some(t) = graph.users(operand).into_iter().map(|(u, _)| u).find(|&u| {
-                matches!(&graph.node(u).op, Op::Transpose { perm } if *perm == inv)
-            }) {
+            if let Some(t) = graph
+                .users(operand)
+                .into_iter()
+                .map(|(u, _)| u)
+                .find(|&u| matches!(&graph.node(u).op, Op::Transpose { perm } if *perm == inv))
+            {
                 out.push(t);
                 continue;
             }
@@ -438,13 +445,7 @@ impl SelectLayout {
                 c = graph.add(name, Op::Reshape { shape }, &[c])?;
             }
             let name = graph.unique_name(&format!("{base}.t"));
-            c = graph.add(
-                name,
-                Op::Transpose {
-                    perm: inverse(p),
-                },
-                &[c],
-            )?;
+            c = graph.add(name, Op::Transpose { perm: inverse(p) }, &[c])?;
             out.push(c);
         }
         Ok(Some(out))
@@ -504,10 +505,7 @@ mod tests {
         let p = vec![0, 3, 1, 2];
         assert_eq!(reduced_perm(&p, &[1, 2], false), None);
         // Reducing only batch: the remaining [c,h,w] come from y's [h,w,c] -> perm [2,0,1].
-        assert_eq!(
-            reduced_perm(&p, &[0], false),
-            Some(vec![2, 0, 1])
-        );
+        assert_eq!(reduced_perm(&p, &[0], false), Some(vec![2, 0, 1]));
         assert_eq!(reduced_perm(&p, &[0], true), Some(p));
     }
 }
