@@ -1,4 +1,9 @@
 //! Which backend a session compiles for, by name, and how to make it.
+//!
+//! `opencl` is compiled in only with the cargo feature `opencl` (it links libOpenCL). With the
+//! feature it is always listed as available; making it on a machine without an OpenCL platform
+//! fails with a clear error ("no OpenCL platform found; install an ICD, e.g. PoCL") rather than
+//! being silently left out, so a test run that asked for OpenCL cannot pass without it.
 
 use kiln_ir::backend::Backend;
 use kiln_ir::reference::ReferenceBackend;
@@ -12,9 +17,11 @@ pub enum BackendKind {
     Reference,
     /// Native code: Cranelift-generated loops and SIMD micro-kernels.
     Cpu,
-    /// OpenCL kernels through `ocl`, on the device named or numbered (not yet built in).
+    /// OpenCL kernels through `ocl` (cargo feature `opencl`), on the device named or numbered.
     OpenCl {
-        /// Platform/device index or name; `None` takes the first device.
+        /// `P:D` (platform and device index), a device index as `kiln devices` lists it, or
+        /// part of a platform/device name; `None` takes `KILN_OPENCL_DEVICE`, else the first
+        /// GPU, else the first device.
         device: Option<String>,
     },
 }
@@ -27,7 +34,11 @@ impl BackendKind {
 
     /// The backends compiled into this build and usable on this machine.
     pub fn available() -> Vec<BackendKind> {
-        vec![BackendKind::Reference, BackendKind::Cpu]
+        let mut kinds = vec![BackendKind::Reference, BackendKind::Cpu];
+        if cfg!(feature = "opencl") {
+            kinds.push(BackendKind::OpenCl { device: None });
+        }
+        kinds
     }
 
     /// The backend a session uses when none is named.
@@ -67,8 +78,15 @@ impl BackendKind {
         match self {
             BackendKind::Reference => Ok(Box::new(ReferenceBackend)),
             BackendKind::Cpu => Ok(Box::new(kiln_cpu::CpuBackend)),
+            #[cfg(feature = "opencl")]
+            BackendKind::OpenCl { device } => Ok(Box::new(kiln_opencl::OpenClBackend::new(
+                device.as_deref(),
+            )?)),
+            #[cfg(not(feature = "opencl"))]
             other => Err(Error::Invalid(format!(
-                "backend {} is not available in this build (available: {})",
+                "backend {} is not available in this build (rebuild with `--features {}`; \
+                 available: {})",
+                other.name(),
                 other.name(),
                 BackendKind::available()
                     .iter()
@@ -86,5 +104,33 @@ impl fmt::Display for BackendKind {
             BackendKind::OpenCl { device: Some(d) } => write!(f, "opencl:{d}"),
             other => f.write_str(other.name()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opencl_is_listed_exactly_when_built_in() {
+        let listed = BackendKind::available()
+            .iter()
+            .any(|b| matches!(b, BackendKind::OpenCl { .. }));
+        assert_eq!(listed, cfg!(feature = "opencl"));
+        let kind = BackendKind::from_name("opencl:1:0").unwrap();
+        assert_eq!(
+            kind,
+            BackendKind::OpenCl {
+                device: Some("1:0".into())
+            }
+        );
+        assert_eq!(kind.to_string(), "opencl:1:0");
+    }
+
+    #[cfg(not(feature = "opencl"))]
+    #[test]
+    fn opencl_without_the_feature_says_how_to_get_it() {
+        let err = BackendKind::OpenCl { device: None }.create().err().unwrap();
+        assert!(err.to_string().contains("--features opencl"), "{err}");
     }
 }
