@@ -24,6 +24,7 @@
 mod backend_kind;
 pub mod checkpoint;
 mod graph;
+pub mod onnx;
 mod optimize;
 mod session;
 

@@ -16,7 +16,12 @@ allocation and most Python binding cost. The ratio uses the plain `run`; the I/O
 shown beside it.
 
 kiln: `KILN bench GRAPH --json --backend cpu --threads T --runs N --warmup W [--batch B]` per
-workload, as a child process; its own median is used. The ORT session is dropped (and its
+workload, as a child process; its own median is used.
+
+Imported nets (R18-*, MNV2-*): ResNet-18 and MobileNet-v2 at 224x224 (onnx_nets.py) are built
+into a temporary folder, imported with `KILN import NET.onnx -o NET.kiln`, and both engines run
+the same .onnx weights at batch 1 and 8 (kiln on the imported NCHW graph, whose layout pass
+picks the CPU layout). `--only R18-1,MNV2-8` picks some; nothing big is written to the repo. The ORT session is dropped (and its
 thread pool with it) before kiln runs so the two never compete for the cores.
 
 Layouts differ: kiln's graphs are NHWC, the ONNX models NCHW (each engine's native layout);
@@ -37,10 +42,15 @@ import subprocess
 import sys
 import time
 
+import shutil
+import tempfile
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 import onnx_models
+import onnx_nets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GRAPHS = os.path.join(os.path.dirname(HERE), "graphs")
@@ -59,9 +69,27 @@ class Workload:
         self.batch = batch  # value for the graph's unknown dims, or None when it has none
         self.flops = flops  # multiply-adds count 2; None where GFLOP/s means nothing
 
+    imported_dir = None  # set for imported nets: where NET.onnx and NET.kiln live
+
     @property
     def graph(self):
+        if self.model in NETS:
+            return os.path.join(Workload.imported_dir or "", self.model + ".kiln")
         return os.path.join(GRAPHS, self.model + ".kiln")
+
+    def onnx_model(self):
+        if self.model in NETS:
+            return onnx.load(os.path.join(Workload.imported_dir, self.model + ".onnx"))
+        return onnx_models.MODELS[self.model]()
+
+
+# Whole nets at 224x224, imported from ONNX (the batch dim is symbolic).
+NETS = {
+    "resnet18": lambda: onnx_nets.resnet18(size=224),
+    "mobilenet_v2": lambda: onnx_nets.mobilenet_v2(size=224, grouped=False),
+}
+# Multiply-adds per image count 2 (ResNet-18: 1.82 GMAC; MobileNet-v2: 0.30 GMAC).
+_NET_FLOPS = {"resnet18": 2 * 1.82e9, "mobilenet_v2": 2 * 0.30e9}
 
 
 WORKLOADS = [
@@ -79,7 +107,30 @@ WORKLOADS = [
     Workload("W6", "relu(a*b+c)*0.5 on 4M floats", "w6_elementwise", None, None),
     Workload("W7", "one-element add (fixed cost per run)", "w7_tiny_add", None, None),
     Workload("resnet", "ResNet basic block, 1x56x56x64", "resnet_block", 1, 2 * _CONV3X3_64),
-]
+] + [
+    Workload(f"{key}-{b}", f"{what} 224x224 (imported ONNX), batch {b}", net, b, b * _NET_FLOPS[net])
+    for key, what, net in [("R18", "ResNet-18", "resnet18"), ("MNV2", "MobileNet-v2", "mobilenet_v2")]
+    for b in (1, 8)
+]  # fmt: skip
+
+
+def prepare_nets(workloads, args, run_kiln):
+    """Builds the nets the workloads use into a temporary folder and imports them with kiln;
+    returns the folder (the caller removes it) or None when no net is needed."""
+    nets = sorted({w.model for w in workloads if w.model in NETS})
+    if not nets:
+        return None
+    tmp = tempfile.mkdtemp(prefix="kiln-peers-")
+    Workload.imported_dir = tmp
+    for net in nets:
+        path = os.path.join(tmp, net + ".onnx")
+        onnx.save(NETS[net](), path)
+        if run_kiln:
+            cmd = [args.kiln, "import", path, "-o", os.path.join(tmp, net + ".kiln")]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"kiln import {net} failed: {proc.stderr.strip()}", file=sys.stderr)
+    return tmp
 
 
 def ort_session(model, threads):
@@ -118,7 +169,7 @@ def time_runs(fn, runs, warmup):
 
 
 def bench_ort(w, args):
-    model = onnx_models.MODELS[w.model]()
+    model = w.onnx_model()
     t0 = time.perf_counter()
     sess = ort_session(model, args.threads)
     create_ms = (time.perf_counter() - t0) * 1e3
@@ -231,6 +282,7 @@ def main():
               "pass --kiln PATH); running ONNX Runtime only", file=sys.stderr)  # fmt: skip
         run_kiln = False
 
+    tmp = prepare_nets(workloads, args, run_kiln)
     rows = []
     for w in workloads:
         ort_runs, kiln_runs = [], []
@@ -242,7 +294,7 @@ def main():
         row = {
             "workload": w.key,
             "what": w.what,
-            "graph": os.path.relpath(w.graph, REPO),
+            "graph": w.model + ".kiln (imported)" if w.model in NETS else os.path.relpath(w.graph, REPO),
             "batch": w.batch,
             "flops": w.flops,
             "ort_ms": median_of(ort_runs, "median_ms"),
@@ -264,6 +316,9 @@ def main():
         rows.append(row)
         print(f"  {w.key}: kiln {fmt(row['kiln_ms'])} ms, ORT {fmt(row['ort_ms'])} ms",
               file=sys.stderr)  # fmt: skip
+
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     header = ["workload", "kiln ms", "ORT ms", "ORT/kiln", "ORT io-bind ms",
               "kiln GFLOP/s", "ORT GFLOP/s", "kiln compile ms"]  # fmt: skip

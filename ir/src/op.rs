@@ -344,6 +344,16 @@ pub enum Initializer {
         /// The loaded values.
         value: Arc<Tensor>,
     },
+    /// One tensor of a safetensors file (format version 2): `safetensors("model.safetensors",
+    /// "conv1.weight")`; `path` is as written in the graph file, relative to it.
+    Safetensors {
+        /// The path as written (relative to the graph file).
+        path: String,
+        /// The tensor's key in the file.
+        tensor: String,
+        /// The loaded values.
+        value: Arc<Tensor>,
+    },
 }
 
 /// The declared type and initial value of a `var` or `const`.

@@ -1,7 +1,7 @@
 //! Initial values of `var` and `const` sources, materialised for their declared type.
 //!
 //! Random initialisers are f32 only and reproducible from their seed (`Tensor::normal` /
-//! `Tensor::uniform`). Literal and .npy values must already have exactly the declared dims
+//! `Tensor::uniform`). Literal, .npy and safetensors values must already have exactly the declared dims
 //! and dtype; nothing is converted here.
 
 use crate::DType;
@@ -64,6 +64,11 @@ pub fn source_value(src: &Source) -> Result<Tensor, String> {
         }
         Initializer::Literal(t) => given(t, "the literal"),
         Initializer::Npy { path, value } => given(value, &format!("npy(\"{path}\")")),
+        Initializer::Safetensors {
+            path,
+            tensor,
+            value,
+        } => given(value, &format!("safetensors(\"{path}\", \"{tensor}\")")),
     }
 }
 

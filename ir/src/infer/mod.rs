@@ -136,6 +136,18 @@ fn source(s: &Source) -> Result<TensorType, String> {
                 ));
             }
         }
+        Initializer::Safetensors {
+            path,
+            tensor,
+            value,
+        } => {
+            if value.ty() != *ty {
+                return Err(format!(
+                    "safetensors(\"{path}\", \"{tensor}\") holds {} but the declared type is {ty}",
+                    value.ty()
+                ));
+            }
+        }
     }
     Ok(ty.clone())
 }

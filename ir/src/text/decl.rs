@@ -3,8 +3,8 @@
 //!
 //! Invariants: a declared type's known dims multiply to at most [`MAX_ELEMENTS`], checked
 //! before anything is built; literals are counted against the declared shape before their
-//! data is stored; `npy` files are read relative to the base folder and must hold exactly the
-//! declared type.
+//! data is stored; `npy` and `safetensors` files are read relative to the base folder and must
+//! hold exactly the declared type (each safetensors file is read once per parse).
 
 use super::MAX_ELEMENTS;
 use super::lexer::{Cursor, Tok, Token};
@@ -13,24 +13,30 @@ use crate::op::Initializer;
 use crate::shape::{Shape, TensorType};
 use crate::tensor::{Data, Tensor};
 use crate::{DType, Result};
-use std::path::Path;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The initialiser after `=` in a `var`/`const` declaration of `%name : ty`.
 pub(super) fn initializer(
     cur: &mut Cursor<'_>,
     base_dir: Option<&Path>,
+    files: &mut SafetensorsFiles,
     name: &str,
     ty: &TensorType,
 ) -> Result<Initializer> {
     const FORMS: &str = "an initialiser (zeros, ones, fill(v), normal(mean, std, seed), \
-                         uniform(lo, hi, seed), a [...] literal or npy(\"file.npy\"))";
+                         uniform(lo, hi, seed), a [...] literal, npy(\"file.npy\") or \
+                         safetensors(\"file.safetensors\", \"tensor\"))";
     let lc = cur.lc;
     let Some(t) = cur.peek().cloned() else {
         return Err(cur.expected(FORMS));
     };
     let word = match t.tok {
-        Tok::Ident(w @ ("zeros" | "ones" | "fill" | "normal" | "uniform" | "npy")) => w,
+        Tok::Ident(
+            w @ ("zeros" | "ones" | "fill" | "normal" | "uniform" | "npy" | "safetensors"),
+        ) => w,
         Tok::Punct('[') | Tok::Num { .. } | Tok::Ident("true" | "false") => {
             let v = cur.value()?;
             return literal(&lc, &v, ty).map(|t| Initializer::Literal(Arc::new(t)));
@@ -53,12 +59,13 @@ pub(super) fn initializer(
         "fill" => "fill(value)",
         "normal" => "normal(mean, std, seed)",
         "uniform" => "uniform(lo, hi, seed)",
+        "safetensors" => "safetensors(\"file.safetensors\", \"tensor\")",
         _ => "npy(\"file.npy\")",
     };
-    let n = if word == "fill" || word == "npy" {
-        1
-    } else {
-        3
+    let n = match word {
+        "fill" | "npy" => 1,
+        "safetensors" => 2,
+        _ => 3,
     };
     if args.len() != n {
         return Err(lc.err(
@@ -80,6 +87,16 @@ pub(super) fn initializer(
             hi: f(1)?,
             seed: args[2].to_u64(&lc, &what(2))?,
         },
+        "safetensors" => {
+            let path = args[0].to_str(&lc, &what(0))?.to_string();
+            let tensor = args[1].to_str(&lc, &what(1))?.to_string();
+            let value = load_safetensors(files, base_dir, &lc, t.off, (&path, &tensor), name, ty)?;
+            Initializer::Safetensors {
+                path,
+                tensor,
+                value: Arc::new(value),
+            }
+        }
         _ => {
             let path = args[0].to_str(&lc, &what(0))?.to_string();
             let value = load_npy(base_dir, &lc, t.off, &path, name, ty)?;
@@ -115,6 +132,81 @@ fn load_npy(
         ));
     }
     Ok(read.tensor)
+}
+
+/// The bytes of every safetensors file a parse has read, by full path, so that a graph with
+/// hundreds of weights in one file reads it once.
+pub(super) type SafetensorsFiles = HashMap<PathBuf, Arc<Vec<u8>>>;
+
+/// Reads tensor `key` of the safetensors file `path` (relative to the base folder) and checks
+/// it against the declared type. Only f32, i32, i64 and bool tensors are read (kiln's dtypes).
+fn load_safetensors(
+    files: &mut SafetensorsFiles,
+    base_dir: Option<&Path>,
+    lc: &LineCtx<'_>,
+    off: usize,
+    (path, key): (&str, &str),
+    name: &str,
+    ty: &TensorType,
+) -> Result<Tensor> {
+    let full = match base_dir {
+        Some(dir) => dir.join(path),
+        None => Path::new(path).to_path_buf(),
+    };
+    let call = format!("safetensors({path:?}, {key:?})");
+    let bytes = match files.get(&full) {
+        Some(b) => b.clone(),
+        None => {
+            let b = std::fs::read(&full)
+                .map_err(|e| lc.err(off, format!("{call}: {}: {e}", full.display())))?;
+            let b = Arc::new(b);
+            files.insert(full.clone(), b.clone());
+            b
+        }
+    };
+    let file = SafeTensors::deserialize(&bytes)
+        .map_err(|e| lc.err(off, format!("{call}: not a valid safetensors file: {e}")))?;
+    let view = file
+        .tensor(key)
+        .map_err(|_| lc.err(off, format!("{call}: the file has no tensor {key:?}")))?;
+    let tensor = tensor_from_view(&view).map_err(|m| lc.err(off, format!("{call}: {m}")))?;
+    if tensor.ty() != *ty {
+        return Err(lc.err(
+            off,
+            format!("{call} holds {} but %{name} is declared {ty}", tensor.ty()),
+        ));
+    }
+    Ok(tensor)
+}
+
+/// A safetensors view as a kiln tensor (little-endian data, as the format stores it).
+fn tensor_from_view(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
+    let b = view.data();
+    // chunks_exact(N) yields slices of exactly N bytes, so the conversions cannot fail.
+    let data = match view.dtype() {
+        Dtype::F32 => Data::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::I32 => Data::I32(
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::I64 => Data::I64(
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
+        Dtype::BOOL => Data::Bool(b.iter().map(|&x| x != 0).collect()),
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not one of kiln's (F32, I32, I64, BOOL)"
+            ));
+        }
+    };
+    Tensor::new(view.shape(), data).map_err(|e| e.to_string())
 }
 
 /// `( value, value, ... )` after an initialiser keyword.
@@ -266,4 +358,94 @@ fn literal(lc: &LineCtx<'_>, v: &Val<'_>, ty: &TensorType) -> Result<Tensor> {
         ),
     };
     Tensor::new(&dims, data).map_err(|e| lc.err(v.off, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::text::{parse, print};
+    use crate::{Data, Tensor};
+    use safetensors::tensor::{Dtype, TensorView};
+    use std::path::PathBuf;
+
+    /// A fresh folder holding `w.safetensors` with tensor "w" = [[1, 2], [3, 4]] and an i64
+    /// tensor "ids" = [7, -1].
+    fn folder(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kiln-st-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let w: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let ids: Vec<u8> = [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let views = vec![
+            (
+                "w",
+                TensorView::new(Dtype::F32, vec![2, 2], &w).expect("view"),
+            ),
+            (
+                "ids",
+                TensorView::new(Dtype::I64, vec![2], &ids).expect("view"),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, &dir.join("w.safetensors")).expect("write");
+        dir
+    }
+
+    #[test]
+    fn safetensors_initialisers_load_print_and_round_trip() {
+        let dir = folder("ok");
+        let text = "kiln 2\nconst %w : f32[2,2] = safetensors(\"w.safetensors\", \"w\")\n\
+                    const %ids : i64[2] = safetensors(\"w.safetensors\", \"ids\")\noutput %w, %ids\n";
+        let g = parse(text, Some(&dir)).expect("parses");
+        let src = |n: &str| match &g.node(g.lookup(n).expect("node")).op {
+            crate::Op::Const(s) => crate::eval::source_value(s).expect("value"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            src("w"),
+            Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).expect("t")
+        );
+        assert_eq!(
+            src("ids"),
+            Tensor::new(&[2], Data::I64(vec![7, -1])).expect("t")
+        );
+        let printed = print(&g);
+        assert!(printed.starts_with("kiln 2\n"), "{printed}");
+        assert!(
+            printed.contains("= safetensors(\"w.safetensors\", \"w\")"),
+            "{printed}"
+        );
+        let again = parse(&printed, Some(&dir)).expect("parses back");
+        assert_eq!(print(&again), printed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn safetensors_errors_name_the_file_key_and_types() {
+        let dir = folder("bad");
+        let err = |decl: &str| {
+            let text = format!("kiln 2\n{decl}\n");
+            parse(&text, Some(&dir)).expect_err("must fail").to_string()
+        };
+        let e = err("const %w : f32[4] = safetensors(\"w.safetensors\", \"w\")");
+        assert!(e.contains("holds f32[2,2]") && e.contains("f32[4]"), "{e}");
+        let e = err("const %w : f32[2,2] = safetensors(\"w.safetensors\", \"nope\")");
+        assert!(e.contains("no tensor \"nope\""), "{e}");
+        let e = err("const %w : f32[2,2] = safetensors(\"gone.safetensors\", \"w\")");
+        assert!(e.contains("gone.safetensors"), "{e}");
+        let e = err("const %w : f32[2,2] = safetensors(\"w.safetensors\")");
+        assert!(e.contains("found 1 argument"), "{e}");
+        std::fs::write(dir.join("junk.safetensors"), b"not a safetensors file").expect("write");
+        let e = err("const %w : f32[2,2] = safetensors(\"junk.safetensors\", \"w\")");
+        assert!(e.contains("not a valid safetensors file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn printer_writes_the_oldest_version_that_fits() {
+        let v1 = "kiln 1\ninput %x : f32[2]\n%y = relu(%x)\noutput %y\n";
+        assert!(print(&parse(v1, None).expect("v1")).starts_with("kiln 1\n"));
+        let v2 = "kiln 1\ninput %x : f32[2]\n%y = cast(%x, to=\"i32\")\noutput %y\n";
+        assert!(print(&parse(v2, None).expect("v2 op")).starts_with("kiln 2\n"));
+    }
 }

@@ -31,8 +31,14 @@ mod values;
 use crate::{Error, Graph, Result};
 use std::path::Path;
 
-/// The format version this reader reads and this printer writes (`kiln 1`).
-pub const FORMAT_VERSION: u64 = 1;
+/// The newest format version: this reader reads versions 1 and 2, and the printer writes the
+/// oldest version that can express the graph (`kiln 1` unless it uses a version-2 feature:
+/// a `safetensors(...)` initialiser or one of the ops lrn, argmax, gather, cast, fused_*,
+/// elementwise).
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The oldest format version this reader still reads.
+pub const MIN_FORMAT_VERSION: u64 = 1;
 
 /// The most elements a declared type may have (2^31): larger shapes are rejected at parse time
 /// so that no initialiser can ask for an absurd allocation.

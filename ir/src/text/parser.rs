@@ -6,11 +6,11 @@
 //! is an [`Error::Parse`] at the offending token; errors from [`Graph::add`] (shape inference)
 //! are wrapped with the statement's position.
 
-use super::FORMAT_VERSION;
-use super::decl::{initializer, parse_type};
+use super::decl::{SafetensorsFiles, initializer, parse_type};
 use super::lexer::{Cursor, Tok, Token, lex_line};
 use super::ops::{Attr, build_op};
 use super::values::{LineCtx, describe_tok, unclosed};
+use super::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 use crate::op::{Op, Source};
 use crate::{Error, Graph, Result};
 use std::collections::HashMap;
@@ -24,6 +24,7 @@ pub(crate) fn parse_text(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
         defined: HashMap::new(),
         outputs: Vec::new(),
         base_dir,
+        files: SafetensorsFiles::new(),
     };
     let mut seen_header = false;
     for (i, line) in text.split('\n').enumerate() {
@@ -47,13 +48,21 @@ pub(crate) fn parse_text(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
         return Err(Error::Parse {
             line: 1,
             col: 1,
-            message: format!("empty file: expected the header `kiln {FORMAT_VERSION}`"),
+            message: format!("empty file: expected the header {}", versions()),
         });
     }
     p.finish()
 }
 
-/// Checks the `kiln N` header line.
+/// The headers this reader accepts, for messages: "`kiln 1` or `kiln 2`".
+fn versions() -> String {
+    let all: Vec<String> = (MIN_FORMAT_VERSION..=FORMAT_VERSION)
+        .map(|v| format!("`kiln {v}`"))
+        .collect();
+    all.join(" or ")
+}
+
+/// Checks the `kiln N` header line (versions [`MIN_FORMAT_VERSION`] to [`FORMAT_VERSION`]).
 fn header(cur: &mut Cursor<'_>) -> Result<()> {
     if !matches!(
         cur.peek(),
@@ -65,7 +74,8 @@ fn header(cur: &mut Cursor<'_>) -> Result<()> {
         return Err(cur.lc.err(
             cur.here(),
             format!(
-                "missing header: a .kiln file starts with `kiln {FORMAT_VERSION}`, found {}",
+                "missing header: a .kiln file starts with {}, found {}",
+                versions(),
                 describe_tok(cur.peek())
             ),
         ));
@@ -79,12 +89,16 @@ fn header(cur: &mut Cursor<'_>) -> Result<()> {
         _ => return Err(cur.expected("the format version after `kiln` (e.g. `kiln 1`)")),
     };
     cur.pos += 1;
-    if text.parse::<u64>().ok() != Some(FORMAT_VERSION) {
+    let known = text
+        .parse::<u64>()
+        .is_ok_and(|v| (MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v));
+    if !known {
         return Err(cur.lc.err(
             off,
             format!(
-                "unsupported format version {text}: this reader supports version \
-                 {FORMAT_VERSION} (`kiln {FORMAT_VERSION}`)"
+                "unsupported format version {text}: this reader supports versions \
+                 {MIN_FORMAT_VERSION} to {FORMAT_VERSION} ({})",
+                versions()
             ),
         ));
     }
@@ -99,6 +113,8 @@ struct Parser<'p> {
     /// Output names with the position to report if they turn out undefined.
     outputs: Vec<(String, Error)>,
     base_dir: Option<&'p Path>,
+    /// Safetensors files read so far (each is read once).
+    files: SafetensorsFiles,
 }
 
 impl Parser<'_> {
@@ -175,7 +191,7 @@ impl Parser<'_> {
             '=',
             &format!("`=` and an initialiser after the type of {kw} %{name}"),
         )?;
-        let init = initializer(cur, self.base_dir, name, &ty)?;
+        let init = initializer(cur, self.base_dir, &mut self.files, name, &ty)?;
         cur.expect_end()?;
         let source = Source { ty, init };
         let op = if kw == "var" {

@@ -204,7 +204,25 @@ pub(crate) fn initializer(init: &Initializer) -> String {
             format!("[{}]", items.join(", "))
         }
         Initializer::Npy { path, .. } => format!("npy({})", quote(path)),
+        Initializer::Safetensors { path, tensor, .. } => {
+            format!("safetensors({}, {})", quote(path), quote(tensor))
+        }
     }
+}
+
+/// The oldest format version that can express `graph`: 1 unless it uses a version-2 feature
+/// (a safetensors initialiser, or an op added in version 2: lrn, argmax, gather, cast and the
+/// fused nodes). Writing the oldest version keeps version-1 files and golden texts
+/// byte-stable.
+pub(crate) fn required_version(graph: &Graph) -> u64 {
+    let v2 = graph.node_ids().any(|id| match &graph.node(id).op {
+        Op::Var(s) | Op::Const(s) => matches!(s.init, Initializer::Safetensors { .. }),
+        Op::Lrn { .. } | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. } | Op::Fused(_) => {
+            true
+        }
+        _ => false,
+    });
+    if v2 { FORMAT_VERSION } else { 1 }
 }
 
 /// One node's statement, without the type comment.
@@ -227,7 +245,7 @@ fn statement(graph: &Graph, id: crate::NodeId, node: &Node) -> String {
 
 /// Prints the graph (see the module doc for the canonical form).
 pub(crate) fn print_graph(graph: &Graph) -> String {
-    let mut out = format!("kiln {FORMAT_VERSION}\n");
+    let mut out = format!("kiln {}\n", required_version(graph));
     let sources = graph.node_ids().filter(|&i| graph.node(i).op.is_source());
     let ops = graph
         .topo_order()

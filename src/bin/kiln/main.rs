@@ -1,7 +1,9 @@
 //! The `kiln` command line: check, dump, draw and run .kiln graphs.
 
 mod bench;
+mod devices;
 mod feeds;
+mod import;
 mod passes;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List OpenCL platforms and devices (for `--backend opencl:SPEC`).
+    Devices {
+        /// Print one JSON object on one line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Parse and verify a graph, infer its shapes, print every node's type.
     Check {
         /// The .kiln file.
@@ -67,6 +75,17 @@ enum Command {
         /// Print a per-kernel time table.
         #[arg(long)]
         profile: bool,
+    },
+    /// Import an ONNX model: write MODEL.kiln and its weights (MODEL.safetensors) beside it.
+    Import {
+        /// The .onnx file.
+        model: PathBuf,
+        /// The .kiln file to write (default: the model's path with .kiln).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Make the weights variables (trainable, checkpointable) instead of constants.
+        #[arg(long)]
+        variables: bool,
     },
     /// Compile once, run many times, report times, GFLOP/s and the arena size.
     Bench {
@@ -118,6 +137,7 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<(), String> {
     match command {
+        Command::Devices { json } => devices::devices(json),
         Command::Check { graph } => check(&graph),
         Command::Dump { graph, passes } => {
             print!(
@@ -157,6 +177,11 @@ fn execute(command: Command) -> Result<(), String> {
             backend,
             profile,
         } => run(&graph, &feeds, out.as_deref(), &backend, profile),
+        Command::Import {
+            model,
+            output,
+            variables,
+        } => import::import(&model, output, variables),
         Command::Bench {
             graph,
             feeds,

@@ -1,0 +1,38 @@
+//! ONNX import on the builder: [`Graph::from_onnx`] and saving an imported graph with its
+//! weights ([`Graph::save_with_weights`]). The importer itself is the `kiln-onnx` crate.
+
+use crate::Graph;
+use kiln_ir::Result;
+use std::path::Path;
+
+pub use kiln_onnx::{ImportError, ImportOptions, MAX_OPSET, MIN_OPSET};
+
+impl Graph {
+    /// Imports an ONNX model. Large constants reference `MODEL.safetensors` (the model's file
+    /// stem) beside the graph; [`Graph::save_with_weights`] writes that file.
+    pub fn from_onnx(path: impl AsRef<Path>) -> Result<Graph> {
+        let path = path.as_ref();
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+        let opts = ImportOptions {
+            weights_file: format!("{}.safetensors", kiln_onnx::sanitize(&stem)),
+            ..ImportOptions::default()
+        };
+        Graph::from_onnx_with(path, &opts)
+    }
+
+    /// Imports an ONNX model with the given options (weights file name, variables).
+    pub fn from_onnx_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Graph> {
+        Ok(Graph::from(kiln_onnx::import_file(path.as_ref(), opts)?))
+    }
+
+    /// Writes the graph as a .kiln file and every safetensors file its initialisers reference,
+    /// beside it (paths in the graph are relative to the .kiln file).
+    pub fn save_with_weights(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let dir = path.parent().unwrap_or(Path::new(""));
+        kiln_onnx::write_weights(self.ir(), dir)?;
+        self.save(path)
+    }
+}

@@ -1,0 +1,102 @@
+//! ONNX import of bad input: every case is a clear error naming what is wrong, never a panic.
+
+use kiln::Graph;
+use kiln::onnx::ImportOptions;
+use proptest::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("onnx/tests/fixtures")
+        .join(name)
+}
+
+fn import_err(name: &str) -> String {
+    match Graph::from_onnx(fixture(name)) {
+        Ok(_) => panic!("{name} imported, expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "expected {p:?} in: {msg}");
+    }
+}
+
+#[test]
+fn unsupported_ops_are_all_listed_with_node_and_opset() {
+    let e = import_err("bad_unsupported.onnx");
+    assert_mentions(
+        &e,
+        &[
+            "3 unsupported op(s) at opset 13",
+            "Erf",
+            "NonMaxSuppression",
+            "nms_node",
+            "com.example.Frobnicate",
+            "frob",
+        ],
+    );
+    assert!(!e.contains("Relu"), "{e}");
+}
+
+#[test]
+fn opset_out_of_range() {
+    let e = import_err("bad_opset.onnx");
+    assert_mentions(&e, &["opset 5", "7 to 21"]);
+}
+
+#[test]
+fn inconsistent_shapes_name_the_node_and_shapes() {
+    let e = import_err("bad_shapes.onnx");
+    assert_mentions(&e, &["Add", "opset 13", "f32[2,3]", "f32[4]", "broadcast"]);
+}
+
+#[test]
+fn missing_external_data_names_the_file_and_tensor() {
+    let e = import_err("bad_external.onnx");
+    assert_mentions(&e, &["missing.weights", "\"W\""]);
+}
+
+#[test]
+fn missing_file_and_garbage_are_errors() {
+    let e = Graph::from_onnx(fixture("no_such_model.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&e, &["no_such_model.onnx"]);
+    let opts = ImportOptions::default();
+    let e = kiln_onnx::import_bytes(b"\xff\xff\xff\xff not protobuf", None, &opts).unwrap_err();
+    assert!(e.to_string().contains("not a valid ONNX model"), "{e}");
+    let e = kiln_onnx::import_bytes(b"", None, &opts).unwrap_err();
+    assert!(e.to_string().contains("opset"), "{e}");
+}
+
+#[test]
+fn truncated_models_are_errors() {
+    let bytes = std::fs::read(fixture("net_densenet.onnx")).expect("fixture");
+    let opts = ImportOptions::default();
+    for cut in [1, 7, 100, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+        let r = kiln_onnx::import_bytes(&bytes[..cut], None, &opts);
+        assert!(
+            r.is_err(),
+            "a model cut at {cut} of {} bytes imported",
+            bytes.len()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, .. ProptestConfig::default() })]
+
+    /// Mutated bytes of a real model either import or fail with an error; never a panic.
+    #[test]
+    fn mutated_models_never_panic(edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = std::fs::read(fixture("pools.onnx")).expect("fixture");
+        for (at, b) in edits {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        let _ = kiln_onnx::import_bytes(&bytes, None, &ImportOptions::default());
+    }
+}
