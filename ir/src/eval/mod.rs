@@ -29,7 +29,7 @@ mod reduce;
 mod source;
 mod window;
 
-pub use source::source_value;
+pub use source::{shared_source_value, source_value};
 
 use crate::op::{DataFormat, Op};
 use crate::shape::fmt_dims;

@@ -7,6 +7,7 @@
 use crate::DType;
 use crate::op::{Initializer, Source};
 use crate::tensor::{Data, Tensor, checked_numel};
+use std::sync::Arc;
 
 /// The value of a `var` / `const` initialiser, for the source's declared type.
 ///
@@ -69,6 +70,21 @@ pub fn source_value(src: &Source) -> Result<Tensor, String> {
             tensor,
             value,
         } => given(value, &format!("safetensors(\"{path}\", \"{tensor}\")")),
+    }
+}
+
+/// Like [`source_value`], but a value the initialiser already holds (a literal, npy or
+/// safetensors tensor of the declared type) is shared, not copied: lowering keeps constants
+/// this way, so a large weight lives once in memory, not once per compiled program.
+pub fn shared_source_value(src: &Source) -> Result<Arc<Tensor>, String> {
+    let held = match &src.init {
+        Initializer::Literal(t) => Some(t),
+        Initializer::Npy { value, .. } | Initializer::Safetensors { value, .. } => Some(value),
+        _ => None,
+    };
+    match held {
+        Some(t) if t.ty() == src.ty => Ok(Arc::clone(t)),
+        _ => source_value(src).map(Arc::new),
     }
 }
 

@@ -21,7 +21,7 @@ mod memory;
 pub use interp::run_program;
 
 use crate::backend::CompileRequest;
-use crate::eval::source_value;
+use crate::eval::shared_source_value;
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
 use crate::program::{
@@ -30,7 +30,6 @@ use crate::program::{
 use crate::shape::Dims;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// Lowers a compile request: groups its nodes into kernels, orders them and plans the arena.
 ///
@@ -241,12 +240,12 @@ impl Builder<'_> {
             let node = self.graph.node(id);
             match &node.op {
                 Op::Const(src) => {
-                    let value = source_value(src).map_err(|message| Error::Eval {
+                    let value = shared_source_value(src).map_err(|message| Error::Eval {
                         node: node.name.clone(),
                         op: node.op.name(),
                         message,
                     })?;
-                    self.add(id, BufferKind::Constant(Arc::new(value)))?;
+                    self.add(id, BufferKind::Constant(value))?;
                 }
                 Op::Input(_) if !self.of.contains_key(&id) => {
                     return Err(Error::Feed {
