@@ -420,6 +420,12 @@ impl<'a> ExprParser<'a> {
         // Bindings: `word = term ;` until the final term.
         while let (Some(Tok::Word(name)), Some(Tok::Punct('='))) = (self.peek(0), self.peek(1)) {
             self.pos += 2;
+            let reserved = name == "main"
+                || UnaryOp::ALL.iter().any(|u| u.name() == name)
+                || BinaryOp::ALL.iter().any(|b| b.name() == name);
+            if reserved {
+                return Err(format!("`{name}` is reserved and cannot be bound"));
+            }
             let value = self.term(0)?;
             self.expect(';')?;
             if self.bound.insert(name, value).is_some() {

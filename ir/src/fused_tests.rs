@@ -114,6 +114,8 @@ fn bad_text_is_an_error_not_a_panic() {
         ("t = $0; t = $1; t", "bound twice"),
         ("leaky_relu($0, $1)", "alpha"),
         ("relu($0) ^", "unexpected character"),
+        ("main = $0; main", "reserved"),
+        ("relu = $0; relu", "reserved"),
     ] {
         let err = FusedExpr::parse(text).unwrap_err();
         assert!(err.contains(fragment), "{text:?}: {err}");
