@@ -475,7 +475,8 @@ pub enum Op {
         beta: Float,
     },
     /// `argmax(x; axis, output_type)`: index of the largest element along `axis`, which is
-    /// dropped; the first index wins a tie and a NaN counts as the largest (TensorFlow).
+    /// dropped; the first index wins a tie and a NaN counts as the largest (numpy's rule, like
+    /// `maximum`; TensorFlow 2's CPU kernel skips NaNs instead).
     ArgMax {
         /// Axis (negative counts from the end).
         axis: i64,
@@ -491,7 +492,8 @@ pub enum Op {
         axis: i64,
     },
     /// `cast(x; to)`: converts elements to `to` (`tf.cast`): float to integer truncates toward
-    /// zero and saturates (NaN becomes 0), to bool is `x != 0`, from bool is 0 or 1.
+    /// zero and saturates (NaN becomes 0, where TensorFlow's x86 kernel gives INT_MIN for NaN
+    /// and out-of-range values), to bool is `x != 0`, from bool is 0 or 1.
     Cast {
         /// Target dtype.
         to: DType,
