@@ -27,6 +27,7 @@
 //!   only the last update of each variable; the earlier assign kernels still run (their
 //!   values may be fetched or used) but commit nothing.
 
+use crate::backend::{ExecutableInfo, KernelTime};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, PoolAttrs, ReduceOp, UnaryOp,
 };
@@ -476,6 +477,31 @@ impl Program {
             }
         }
         ranges
+    }
+
+    /// One zeroed [`KernelTime`] per kernel, in order: what a backend's `run_profiled` fills.
+    pub fn zeroed_kernel_times(&self) -> Vec<KernelTime> {
+        self.kernels
+            .iter()
+            .map(|k| {
+                let out = self.buffer(k.output);
+                KernelTime {
+                    kernel: k.name.clone(),
+                    nodes: k.nodes.clone(),
+                    output: format!("{}{}", out.dtype, fmt_dims(&out.dims)),
+                    nanos: 0,
+                }
+            })
+            .collect()
+    }
+
+    /// The facts every backend reports about an executable compiled from this program.
+    pub fn executable_info(&self) -> ExecutableInfo {
+        ExecutableInfo {
+            kernels: self.kernels.len(),
+            arena_bytes: self.arena_bytes,
+            sum_temporary_bytes: self.sum_temporary_bytes,
+        }
     }
 
     /// A readable listing: buffers with kinds and arena offsets, kernels with the fused node

@@ -127,30 +127,13 @@ impl Executable for CpuExecutable {
         feeds: &[&Tensor],
         variables: &mut [Tensor],
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
-        let p = &self.program;
-        let mut times: Vec<KernelTime> = p
-            .kernels
-            .iter()
-            .map(|k| {
-                let out = p.buffer(k.output);
-                KernelTime {
-                    kernel: k.name.clone(),
-                    nodes: k.nodes.clone(),
-                    output: format!("{}{}", out.dtype, kiln_ir::shape::fmt_dims(&out.dims)),
-                    nanos: 0,
-                }
-            })
-            .collect();
+        let mut times = self.program.zeroed_kernel_times();
         let outputs = self.execute(feeds, variables, Some(&mut times))?;
         Ok((outputs, times))
     }
 
     fn info(&self) -> ExecutableInfo {
-        ExecutableInfo {
-            kernels: self.program.kernels.len(),
-            arena_bytes: self.program.arena_bytes,
-            sum_temporary_bytes: self.program.sum_temporary_bytes,
-        }
+        self.program.executable_info()
     }
 }
 

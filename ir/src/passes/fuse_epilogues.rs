@@ -10,7 +10,7 @@
 //!   -> %y = fused_conv2d(%x, %w, %bias, padding="SAME", expr="relu(add(main, $2))")
 //! ```
 
-use super::fusion::{fuse_group, groups};
+use super::fusion::fuse_to_fixed_point;
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::Graph;
@@ -25,24 +25,6 @@ impl Pass for FuseEpilogues {
     }
 
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool> {
-        let mut changed = false;
-        // Fusing can leave a value read only by the new node (a diamond's shared value), which
-        // the next grouping absorbs; repeat until nothing fuses so one run is a fixed point.
-        loop {
-            let mut fused = false;
-            for g in groups(graph, cx, true) {
-                if g.main.is_none() || g.members.len() < 2 {
-                    continue;
-                }
-                let message = fuse_group(graph, cx, &g)?;
-                cx.record(self.name(), message);
-                fused = true;
-            }
-            if !fused {
-                break;
-            }
-            changed = true;
-        }
-        Ok(changed)
+        fuse_to_fixed_point(graph, cx, self.name(), true)
     }
 }

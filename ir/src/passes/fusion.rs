@@ -46,7 +46,7 @@ fn role(op: &Op) -> Option<Role> {
 
 /// One future fused node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Group {
+struct Group {
     /// The node whose value the fused node computes (and whose name it takes).
     pub root: NodeId,
     /// The main op, if any.
@@ -56,7 +56,7 @@ pub(super) struct Group {
 }
 
 /// The groups of the graph; main ops join groups only when `with_main`.
-pub(super) fn groups(graph: &Graph, cx: &PassContext, with_main: bool) -> Vec<Group> {
+fn groups(graph: &Graph, cx: &PassContext, with_main: bool) -> Vec<Group> {
     let order = graph.topo_order();
     let mut fused_into: HashMap<NodeId, NodeId> = HashMap::new();
     // Node (root of an open group) -> the group's main op, if any.
@@ -149,7 +149,7 @@ fn broadcast_safe(graph: &Graph, n: NodeId, p: NodeId) -> bool {
 }
 
 /// Replaces group `g` by one fused node named like its root; returns the log message.
-pub(super) fn fuse_group(graph: &mut Graph, cx: &mut PassContext, g: &Group) -> Result<String> {
+fn fuse_group(graph: &mut Graph, cx: &mut PassContext, g: &Group) -> Result<String> {
     let (op, operands) = build(graph, g)?;
     // An NCHW bias is read through a reshape to `[C, 1, ...]` so numpy broadcasting puts it on
     // axis 1 (a constant bias folds into the new shape).
@@ -325,4 +325,32 @@ fn build(graph: &Graph, g: &Group) -> Result<(FusedOp, Vec<FusedOperand>)> {
     let expr = FusedExpr::new(nodes).map_err(&fail)?;
     let op = FusedOp::new(main_op, expr).map_err(&fail)?;
     Ok((op, operands))
+}
+
+/// Fuses every group (with a main op when `with_main`, without one otherwise) and repeats until
+/// nothing fuses: fusing can leave a value read only by the new node (a diamond's shared value),
+/// which the next grouping absorbs, so one run of a fusion pass is a fixed point. Each fusion is
+/// logged under `pass`.
+pub(super) fn fuse_to_fixed_point(
+    graph: &mut Graph,
+    cx: &mut PassContext,
+    pass: &'static str,
+    with_main: bool,
+) -> Result<bool> {
+    let mut changed = false;
+    loop {
+        let mut fused = false;
+        for g in groups(graph, cx, with_main) {
+            if g.main.is_some() != with_main || g.members.len() < 2 {
+                continue;
+            }
+            let message = fuse_group(graph, cx, &g)?;
+            cx.record(pass, message);
+            fused = true;
+        }
+        if !fused {
+            return Ok(changed);
+        }
+        changed = true;
+    }
 }
