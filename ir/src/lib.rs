@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod fused;
 pub mod graph;
+pub mod image;
 pub mod infer;
 pub mod lower;
 pub mod npy;

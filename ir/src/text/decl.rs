@@ -222,20 +222,8 @@ fn call_args<'a>(cur: &mut Cursor<'a>, word: &str) -> Result<Vec<Val<'a>>> {
             return Err(unclosed(&cur.lc, open, '('));
         }
         args.push(cur.value()?);
-        match cur.peek() {
-            None => return Err(unclosed(&cur.lc, open, '(')),
-            Some(Token {
-                tok: Tok::Punct(','),
-                ..
-            }) => cur.pos += 1,
-            Some(Token {
-                tok: Tok::Punct(')'),
-                ..
-            }) => {
-                cur.pos += 1;
-                return Ok(args);
-            }
-            Some(_) => return Err(cur.expected("`,` or `)`")),
+        if cur.list_separator(')', open, "`,` or `)`")? {
+            return Ok(args);
         }
     }
 }
@@ -289,20 +277,8 @@ pub(super) fn parse_type(cur: &mut Cursor<'_>) -> Result<(TensorType, Option<usi
                 Some(_) => return Err(cur.expected("a dim (a non-negative integer or `?`)")),
             }
             cur.pos += 1;
-            match cur.peek() {
-                None => return Err(unclosed(&cur.lc, open, '[')),
-                Some(Token {
-                    tok: Tok::Punct(','),
-                    ..
-                }) => cur.pos += 1,
-                Some(Token {
-                    tok: Tok::Punct(']'),
-                    ..
-                }) => {
-                    cur.pos += 1;
-                    break;
-                }
-                Some(_) => return Err(cur.expected("`,` or `]` in the dims")),
+            if cur.list_separator(']', open, "`,` or `]` in the dims")? {
+                break;
             }
         }
     }

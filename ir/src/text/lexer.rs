@@ -263,6 +263,32 @@ impl<'a> Cursor<'a> {
         )
     }
 
+    /// After an item of a bracketed list opened at byte `open`: consumes `,` (more items
+    /// follow: `false`) or `close` (the list ended: `true`). The end of the line is an unclosed
+    /// bracket; anything else an error expecting `what`.
+    pub(crate) fn list_separator(&mut self, close: char, open: usize, what: &str) -> Result<bool> {
+        match self.peek() {
+            None => {
+                let open_char = if close == ')' { '(' } else { '[' };
+                Err(super::values::unclosed(&self.lc, open, open_char))
+            }
+            Some(Token {
+                tok: Tok::Punct(','),
+                ..
+            }) => {
+                self.pos += 1;
+                Ok(false)
+            }
+            Some(Token {
+                tok: Tok::Punct(p), ..
+            }) if *p == close => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(_) => Err(self.expected(what)),
+        }
+    }
+
     pub(crate) fn is_punct(&self, c: char) -> bool {
         matches!(self.peek(), Some(Token { tok: Tok::Punct(p), .. }) if *p == c)
     }

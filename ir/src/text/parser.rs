@@ -266,20 +266,8 @@ impl Parser<'_> {
                         return Err(cur.expected("an operand (%name) or an attribute (name=value)"));
                     }
                 }
-                match cur.peek() {
-                    None => return Err(unclosed(&cur.lc, open, '(')),
-                    Some(Token {
-                        tok: Tok::Punct(','),
-                        ..
-                    }) => cur.pos += 1,
-                    Some(Token {
-                        tok: Tok::Punct(')'),
-                        ..
-                    }) => {
-                        cur.pos += 1;
-                        break;
-                    }
-                    Some(_) => return Err(cur.expected("`,` or `)`")),
+                if cur.list_separator(')', open, "`,` or `)`")? {
+                    break;
                 }
             }
         }

@@ -15,7 +15,7 @@
 
 use super::expr::coord;
 use super::kernel::KernelSrc;
-use super::window::{ConvShape, conv_direct, conv_shape};
+use super::window::{ConvShape, ImageSrc, conv_direct, conv_shape};
 use super::{Body, Limits, per_element, store_f32};
 use kiln_ir::DType;
 use kiln_ir::op::{ConvAttrs, DataFormat};
@@ -285,7 +285,7 @@ pub(super) fn conv2d(
         px = ax.before,
         h = s.img.h,
         wd = s.img.w,
-        xi = s.img.at("on", "iy", "ix", &format!("z * {} + c", s.cg)),
+        xi = s.img.c_at("on", "iy", "ix", &format!("z * {} + c", s.cg)),
     );
     let load_b = format!("    bv = {w}[ki * {} + z * {cog} + ni];\n", s.cout);
     let out_index = match s.img.format {

@@ -14,47 +14,23 @@ use super::expr::coord;
 use super::kernel::KernelSrc;
 use super::{Body, Limits, per_element};
 use kiln_ir::DType;
+use kiln_ir::image::Image;
 use kiln_ir::infer::window_dim;
 use kiln_ir::op::{ConvAttrs, DataFormat, Padding, PoolAttrs};
 use kiln_ir::shape::fmt_dims;
 use std::fmt::Write;
 
-/// A rank-4 image's extents in its layout.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Image {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-    pub format: DataFormat,
+/// OpenCL C index expressions over an image ([`Image`] is kiln-ir's, shared with the
+/// reference evaluator).
+pub(super) trait ImageSrc {
+    /// The C flat index of element (n, y, x, c), given C expressions.
+    fn c_at(&self, n: &str, y: &str, x: &str, c: &str) -> String;
+    /// C statements defining `on`, `oy`, `ox`, `oc` from flat index `gid` over this image.
+    fn unravel(&self, gid: &str, it: &str) -> String;
 }
 
-impl Image {
-    /// Reads `dims` in `format`.
-    pub fn of(dims: &[usize], format: DataFormat, role: &str) -> Result<Image, String> {
-        let &[a, b, c, d] = dims else {
-            return Err(format!("{role} must be rank 4, got {}", fmt_dims(dims)));
-        };
-        Ok(match format {
-            DataFormat::Nhwc => Image {
-                n: a,
-                h: b,
-                w: c,
-                c: d,
-                format,
-            },
-            DataFormat::Nchw => Image {
-                n: a,
-                c: b,
-                h: c,
-                w: d,
-                format,
-            },
-        })
-    }
-
-    /// The C flat index of element (n, y, x, c), given C expressions.
-    pub fn at(&self, n: &str, y: &str, x: &str, c: &str) -> String {
+impl ImageSrc for Image {
+    fn c_at(&self, n: &str, y: &str, x: &str, c: &str) -> String {
         let Image { h, w, c: cc, .. } = *self;
         match self.format {
             DataFormat::Nhwc => format!("((({n}) * {h} + ({y})) * {w} + ({x})) * {cc} + ({c})"),
@@ -62,8 +38,7 @@ impl Image {
         }
     }
 
-    /// C statements defining `on`, `oy`, `ox`, `oc` from flat index `gid` over this image.
-    pub fn unravel(&self, gid: &str, it: &str) -> String {
+    fn unravel(&self, gid: &str, it: &str) -> String {
         let dims = [self.n, self.h, self.w, self.c];
         let laid: [usize; 4] = match self.format {
             DataFormat::Nhwc => dims,
@@ -248,7 +223,7 @@ pub(super) fn conv_direct(
         cg = s.cg,
         kw = s.kw,
         cout = s.cout,
-        xi = s.img.at("on", "iy", "ix", "c0 + c"),
+        xi = s.img.c_at("on", "iy", "ix", "c0 + c"),
     );
     main.push_str(&window_loops(&s.ax, &tap));
     per_element(src, limits, &main)
@@ -299,7 +274,7 @@ pub(super) fn depthwise(
     main.push_str("    float m = 0.0f;\n");
     let tap = format!(
         "            m = fma({x}[{xi}], {w}[(ky * {kw} + kx) * {cout} + oc], m);\n",
-        xi = img.at("on", "iy", "ix", &format!("oc / {mult}")),
+        xi = img.c_at("on", "iy", "ix", &format!("oc / {mult}")),
     );
     main.push_str(&window_loops(&ax, &tap));
     per_element(src, limits, &main)
@@ -367,7 +342,7 @@ pub(super) fn pool(
         h = ay.input,
         w = axx.input,
         init = if average { "0.0f" } else { "-INFINITY" },
-        xi = img.at("on", "iy", "ix", "oc"),
+        xi = img.c_at("on", "iy", "ix", "oc"),
         combine = if average { "acc + v" } else { "k_max(acc, v)" },
         result = if average {
             "acc / (float)((y1 - y0) * (x1 - x0))"
