@@ -621,6 +621,40 @@ impl Op {
         matches!(self, Op::Input(_) | Op::Var(_) | Op::Const(_))
     }
 
+    /// Whether the op can be the main op of a lowered kernel ([`crate::program::Kernel::main`]).
+    /// Sources are buffers, elementwise ops become epilogues and fused nodes are split into
+    /// their main op and epilogue, so none of those is.
+    pub fn is_kernel_main(&self) -> bool {
+        match self {
+            Op::Input(_)
+            | Op::Var(_)
+            | Op::Const(_)
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::BiasAdd { .. }
+            | Op::Fused(_) => false,
+            Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::DepthwiseConv2d(_)
+            | Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::BatchNorm { .. }
+            | Op::Assign(_)
+            | Op::Lrn { .. }
+            | Op::ArgMax { .. }
+            | Op::Gather { .. }
+            | Op::Cast { .. } => true,
+        }
+    }
+
     /// Whether the op has a side effect (and so must not be removed or merged).
     pub fn has_side_effect(&self) -> bool {
         matches!(self, Op::Assign(_))

@@ -2,13 +2,19 @@
 //!
 //! A [`Program`] is plain data. It lists [`Buffer`]s (feeds, variables, constants, outputs and
 //! temporaries with a byte offset into one arena) and [`Kernel`]s in execution order. A kernel
-//! is one main op ([`KernelOp`]: a contraction, window, reduction, movement op, batch_norm or
-//! assign, or `Elementwise` for a pure elementwise cluster) followed by an elementwise
-//! epilogue ([`Expr`]) that reads the main result and extra buffers at each output index through
-//! explicit strides, so a backend generates the loops without re-deriving any shape.
+//! is an optional main op (an [`Op`] of the catalogue: a contraction, window, reduction,
+//! movement op, batch_norm, assign, ...; none for a pure elementwise cluster) followed by an
+//! elementwise epilogue ([`Expr`]) that reads the main result and extra buffers at each output
+//! index through explicit strides, so a backend generates the loops without re-deriving any
+//! shape. The main op is the graph's own [`Op`] with its attributes normalised (see
+//! [`crate::lower::normalize_main_op`]), so the catalogue has one definition of each op and a
+//! backend's exhaustive `match` on [`Op`] is checked by the compiler.
 //!
 //! Invariants (checked by [`Program::validate`]):
 //! - Every dim is concrete; buffer `i` of [`Program::buffers`] has id `BufferId(i)`.
+//! - A kernel's main op is a kernel op ([`Op::is_kernel_main`]) in normal form: every axis
+//!   attribute is in `0..rank`, a reduction lists its axes sorted and distinct, and reshape's
+//!   shape and slice's size are the output buffer's dims; its operand count fits its arity.
 //! - Kernels are in a valid execution order: a kernel reads only sources and buffers written by
 //!   earlier kernels, and every kernel writes exactly one buffer (a temporary or an output) that
 //!   no other kernel writes.
@@ -28,9 +34,7 @@
 //!   values may be fetched or used) but commit nothing.
 
 use crate::backend::{ExecutableInfo, KernelTime};
-use crate::op::{
-    AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, PoolAttrs, ReduceOp, UnaryOp,
-};
+use crate::op::{BinaryOp, Op, UnaryOp};
 use crate::shape::{Dims, fmt_dims};
 use crate::{DType, Tensor};
 use std::fmt;
@@ -102,220 +106,10 @@ impl Buffer {
     }
 }
 
-/// The main op of a kernel. Attributes are normalised: axes are non-negative, and sizes that
-/// the output buffer's dims already say (reshape target, slice size) are not repeated.
-#[derive(Clone, Debug, PartialEq)]
-pub enum KernelOp {
-    /// No main op: the epilogue alone computes every output element from its loads.
-    Elementwise,
-    /// `matmul(a, b)`, rank 2 or rank-3 batched.
-    MatMul {
-        /// Use a's last two axes transposed.
-        transpose_a: bool,
-        /// Use b's last two axes transposed.
-        transpose_b: bool,
-    },
-    /// `conv2d(x, w)` with w HWIO.
-    Conv2d(ConvAttrs),
-    /// `depthwise_conv2d(x, w)` with w `[kh, kw, cin, multiplier]`.
-    DepthwiseConv2d(ConvAttrs),
-    /// `max_pool(x)`.
-    MaxPool(PoolAttrs),
-    /// `avg_pool(x)`.
-    AvgPool(PoolAttrs),
-    /// `reduce_*(x)` over `axes` (sorted, distinct, in `0..rank`).
-    Reduce {
-        /// Which reduction.
-        op: ReduceOp,
-        /// Reduced input axes.
-        axes: Vec<usize>,
-        /// Whether reduced axes stay as size 1 in the output.
-        keepdims: bool,
-    },
-    /// `softmax(x)` along `axis`.
-    Softmax {
-        /// The axis, in `0..rank`.
-        axis: usize,
-    },
-    /// `log_softmax(x)` along `axis`.
-    LogSoftmax {
-        /// The axis, in `0..rank`.
-        axis: usize,
-    },
-    /// `reshape(x)`: same elements; the output buffer's dims are the new shape.
-    Reshape,
-    /// `transpose(x)`: output axis `i` is input axis `perm[i]`.
-    Transpose {
-        /// A permutation of `0..rank`.
-        perm: Vec<usize>,
-    },
-    /// `concat(a, b, ...)` along `axis`.
-    Concat {
-        /// The axis, in `0..rank`.
-        axis: usize,
-    },
-    /// `slice(x)`: the box starting at `begin` with the output buffer's dims as its size.
-    Slice {
-        /// Start index per axis.
-        begin: Vec<usize>,
-    },
-    /// `pad(x)`.
-    Pad {
-        /// `[before, after]` cells per axis.
-        paddings: Vec<[usize; 2]>,
-        /// Value of padded cells.
-        constant_value: Float,
-    },
-    /// `batch_norm(x, scale, offset, mean, variance)`, inference form.
-    BatchNorm {
-        /// Added to the variance.
-        epsilon: Float,
-        /// Which axis is channels.
-        data_format: DataFormat,
-    },
-    /// `assign*(var, value)`: computes the variable's new value into the kernel's output; the
-    /// variable itself changes only when [`Program::updates`] are committed. Never has an
-    /// epilogue.
-    Assign(AssignOp),
-    /// `lrn(x)` over the last axis.
-    Lrn {
-        /// Half-width of the channel window.
-        depth_radius: usize,
-        /// Added to the weighted sum of squares.
-        bias: Float,
-        /// Weight of the sum of squares.
-        alpha: Float,
-        /// Exponent.
-        beta: Float,
-    },
-    /// `argmax(x)` along `axis`; the output buffer's dtype is the index type.
-    ArgMax {
-        /// The axis, in `0..rank`.
-        axis: usize,
-    },
-    /// `gather(params, indices)` along `axis` of params; an index outside `-n..n` is a run-time
-    /// error.
-    Gather {
-        /// The axis of params, in `0..rank`.
-        axis: usize,
-    },
-    /// `cast(x)` to the output buffer's dtype.
-    Cast,
-}
-
-impl KernelOp {
-    /// The op's .kiln keyword (`elementwise` for a pure cluster).
-    pub fn name(&self) -> &'static str {
-        match self {
-            KernelOp::Elementwise => "elementwise",
-            KernelOp::MatMul { .. } => "matmul",
-            KernelOp::Conv2d(_) => "conv2d",
-            KernelOp::DepthwiseConv2d(_) => "depthwise_conv2d",
-            KernelOp::MaxPool(_) => "max_pool",
-            KernelOp::AvgPool(_) => "avg_pool",
-            KernelOp::Reduce { op, .. } => op.name(),
-            KernelOp::Softmax { .. } => "softmax",
-            KernelOp::LogSoftmax { .. } => "log_softmax",
-            KernelOp::Reshape => "reshape",
-            KernelOp::Transpose { .. } => "transpose",
-            KernelOp::Concat { .. } => "concat",
-            KernelOp::Slice { .. } => "slice",
-            KernelOp::Pad { .. } => "pad",
-            KernelOp::BatchNorm { .. } => "batch_norm",
-            KernelOp::Assign(a) => a.name(),
-            KernelOp::Lrn { .. } => "lrn",
-            KernelOp::ArgMax { .. } => "argmax",
-            KernelOp::Gather { .. } => "gather",
-            KernelOp::Cast => "cast",
-        }
-    }
-
-    /// Whether elementwise consumers may be fused after this op (f32 results other than
-    /// assign's, whose output must stay the variable's new value).
-    pub fn accepts_epilogue(&self) -> bool {
-        !matches!(
-            self,
-            KernelOp::Assign(_)
-                | KernelOp::ArgMax { .. }
-                | KernelOp::Gather { .. }
-                | KernelOp::Cast
-        )
-    }
-
-    /// The graph op this main op computes, given the kernel's output dims (which carry the
-    /// reshape target and slice size); `None` for [`KernelOp::Elementwise`]. Evaluating it with
-    /// [`crate::eval::eval_op`] on the kernel's inputs gives the main result.
-    pub fn to_op(&self, out_dims: &[usize], out_dtype: DType) -> Option<Op> {
-        let to_i64 = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
-        Some(match self {
-            KernelOp::Elementwise => return None,
-            KernelOp::MatMul {
-                transpose_a,
-                transpose_b,
-            } => Op::MatMul {
-                transpose_a: *transpose_a,
-                transpose_b: *transpose_b,
-            },
-            KernelOp::Conv2d(a) => Op::Conv2d(*a),
-            KernelOp::DepthwiseConv2d(a) => Op::DepthwiseConv2d(*a),
-            KernelOp::MaxPool(a) => Op::MaxPool(*a),
-            KernelOp::AvgPool(a) => Op::AvgPool(*a),
-            KernelOp::Reduce { op, axes, keepdims } => Op::Reduce {
-                op: *op,
-                axes: Some(to_i64(axes)),
-                keepdims: *keepdims,
-            },
-            KernelOp::Softmax { axis } => Op::Softmax { axis: *axis as i64 },
-            KernelOp::LogSoftmax { axis } => Op::LogSoftmax { axis: *axis as i64 },
-            KernelOp::Reshape => Op::Reshape {
-                shape: to_i64(out_dims),
-            },
-            KernelOp::Transpose { perm } => Op::Transpose { perm: perm.clone() },
-            KernelOp::Concat { axis } => Op::Concat { axis: *axis as i64 },
-            KernelOp::Slice { begin } => Op::Slice {
-                begin: begin.clone(),
-                size: to_i64(out_dims),
-            },
-            KernelOp::Pad {
-                paddings,
-                constant_value,
-            } => Op::Pad {
-                paddings: paddings.clone(),
-                constant_value: *constant_value,
-            },
-            KernelOp::BatchNorm {
-                epsilon,
-                data_format,
-            } => Op::BatchNorm {
-                epsilon: *epsilon,
-                data_format: *data_format,
-            },
-            KernelOp::Assign(a) => Op::Assign(*a),
-            KernelOp::Lrn {
-                depth_radius,
-                bias,
-                alpha,
-                beta,
-            } => Op::Lrn {
-                depth_radius: *depth_radius,
-                bias: *bias,
-                alpha: *alpha,
-                beta: *beta,
-            },
-            KernelOp::ArgMax { axis } => Op::ArgMax {
-                axis: *axis as i64,
-                output_type: out_dtype,
-            },
-            KernelOp::Gather { axis } => Op::Gather { axis: *axis as i64 },
-            KernelOp::Cast => Op::Cast { to: out_dtype },
-        })
-    }
-}
-
 /// A scalar value inside an epilogue, at the current output index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operand {
-    /// The main op's result (invalid in an `Elementwise` kernel).
+    /// The main op's result (invalid in a kernel without a main op).
     Main,
     /// The value read by [`Expr::loads`]`[i]`.
     Load(usize),
@@ -382,9 +176,9 @@ pub struct Kernel {
     pub name: String,
     /// The graph nodes fused in, in topological order (for profiles and `explain`).
     pub nodes: Vec<String>,
-    /// The main op.
-    pub main: KernelOp,
-    /// The main op's operands, in the op's order (empty for `Elementwise`).
+    /// The main op, attributes normalised; `None` for a pure elementwise kernel.
+    pub main: Option<Op>,
+    /// The main op's operands, in the op's order (empty without a main op).
     pub inputs: Vec<BufferId>,
     /// Applied to the main result at every output element ([`Expr::identity`] for none).
     pub epilogue: Expr,
@@ -393,6 +187,20 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The main op's .kiln keyword, or `elementwise` for a pure elementwise kernel.
+    pub fn op_name(&self) -> &'static str {
+        self.main.as_ref().map_or("elementwise", Op::name)
+    }
+
+    /// Whether elementwise consumers may be fused after the main op: f32 results other than
+    /// assign's, whose output must stay the variable's new value.
+    pub fn accepts_epilogue(&self) -> bool {
+        !matches!(
+            self.main,
+            Some(Op::Assign(_) | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. })
+        )
+    }
+
     /// Every buffer the kernel reads (main operands, then epilogue loads), without repeats.
     pub fn reads(&self) -> Vec<BufferId> {
         let mut out: Vec<BufferId> = Vec::new();
@@ -556,7 +364,7 @@ impl fmt::Display for Program {
                 f,
                 "  k{k} {} {}({}) -> {}  [{}]",
                 kernel.name,
-                kernel.main.name(),
+                kernel.op_name(),
                 inputs.join(", "),
                 kernel.output,
                 nodes.join(" ")

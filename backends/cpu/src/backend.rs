@@ -18,6 +18,9 @@ impl Backend for CpuBackend {
 
     fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
         let program = lower(request)?;
+        // The stages index buffers and arena offsets through raw pointers: check every
+        // invariant of the program contract before any of that is planned.
+        program.validate()?;
         let plan = plan(&program)?;
         Ok(Box::new(CpuExecutable::new(program, plan)))
     }

@@ -16,8 +16,8 @@ use crate::gemm::{self, Activation, ConvGeometry, PackedB};
 use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
 use kiln_ir::cost::flops;
-use kiln_ir::program::{BufferId, BufferKind, Kernel, KernelOp, Operand, Program, Step};
-use kiln_ir::{BinaryOp, DataFormat, Error, Result, Shape, TensorType, UnaryOp};
+use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
+use kiln_ir::{BinaryOp, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
 
 /// A contraction's B operand: packed once when it is a constant, else packed per run.
 pub enum Weights {
@@ -146,8 +146,8 @@ fn kernel_work(program: &Program, kernel: &Kernel) -> u64 {
     let out_ty = TensorType::new(out.dtype, Shape::known(&out.dims));
     kernel
         .main
-        .to_op(&out.dims, out.dtype)
-        .and_then(|op| flops(&op, &refs, &out_ty))
+        .as_ref()
+        .and_then(|op| flops(op, &refs, &out_ty))
         .unwrap_or(0)
         .max(out_numel)
 }
@@ -165,20 +165,21 @@ pub fn plan(program: &Program) -> Result<Plan> {
                 .map_err(err)?
                 .map(|h| (Stage::Host(h), false)),
         };
-        match host {
-            Some((stage, fused)) => {
+        match (host, &kernel.main) {
+            (Some((stage, fused)), _) => {
                 epilogue_fused = fused;
                 pending.push((index, Pending::Ready(stage)));
             }
-            None if kernel.main == KernelOp::Elementwise => {}
-            None => {
+            // A pure elementwise kernel: its epilogue stage below is the whole kernel.
+            (None, None) => {}
+            (None, Some(main)) => {
                 let mut split = None;
-                let id = match &kernel.main {
-                    KernelOp::Conv2d(_)
-                    | KernelOp::DepthwiseConv2d(_)
-                    | KernelOp::MaxPool(_)
-                    | KernelOp::AvgPool(_)
-                    | KernelOp::BatchNorm { .. } => {
+                let id = match main {
+                    Op::Conv2d(_)
+                    | Op::DepthwiseConv2d(_)
+                    | Op::MaxPool(_)
+                    | Op::AvgPool(_)
+                    | Op::BatchNorm { .. } => {
                         let extent =
                             codegen::window::window_outer_extent(program, kernel).map_err(err)?;
                         split = Some(Split {
@@ -187,12 +188,32 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         });
                         codegen::window::define_window_range(&mut jit, program, kernel)
                     }
-                    KernelOp::Reduce { .. }
-                    | KernelOp::Softmax { .. }
-                    | KernelOp::LogSoftmax { .. } => {
+                    Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => {
                         codegen::reduce::define_reduce(&mut jit, program, kernel)
                     }
-                    _ => codegen::movement::define_movement(&mut jit, program, kernel),
+                    Op::Reshape { .. }
+                    | Op::Transpose { .. }
+                    | Op::Concat { .. }
+                    | Op::Slice { .. }
+                    | Op::Pad { .. }
+                    | Op::Assign(_) => {
+                        codegen::movement::define_movement(&mut jit, program, kernel)
+                    }
+                    // Matmul, lrn, argmax, gather, cast and grouped NCHW conv2d were taken by
+                    // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
+                    // (Program::validate rejects them).
+                    Op::MatMul { .. }
+                    | Op::Lrn { .. }
+                    | Op::ArgMax { .. }
+                    | Op::Gather { .. }
+                    | Op::Cast { .. }
+                    | Op::Input(_)
+                    | Op::Var(_)
+                    | Op::Const(_)
+                    | Op::Unary(_)
+                    | Op::Binary(_)
+                    | Op::BiasAdd { .. }
+                    | Op::Fused(_) => Err(format!("no cpu code path for {}", main.name())),
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();
@@ -242,9 +263,7 @@ fn unsupported(kernel: Option<&Kernel>, reason: String) -> Error {
         node: kernel
             .map(|k| k.name.clone())
             .unwrap_or_else(|| "(program)".into()),
-        op: kernel
-            .map(|k| k.main.name().to_string())
-            .unwrap_or_default(),
+        op: kernel.map(|k| k.op_name().to_string()).unwrap_or_default(),
         reason,
     }
 }
@@ -272,10 +291,10 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
         })
     };
     match &kernel.main {
-        KernelOp::MatMul {
+        Some(Op::MatMul {
             transpose_a,
             transpose_b,
-        } => {
+        }) => {
             let (a, b) = (kernel.inputs[0], kernel.inputs[1]);
             let (ad, bd, od) = (dims(a), dims(b), dims(kernel.output));
             let r = od.len();
@@ -313,7 +332,7 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
             };
             Ok(Some((stage, fused)))
         }
-        KernelOp::Conv2d(attrs) if attrs.data_format == DataFormat::Nhwc => {
+        Some(Op::Conv2d(attrs)) if attrs.data_format == DataFormat::Nhwc => {
             let (x, w) = (kernel.inputs[0], kernel.inputs[1]);
             let (xd, wd) = (dims(x), dims(w));
             let (kdepth, cout) = (wd[0] * wd[1] * wd[2], wd[3]);

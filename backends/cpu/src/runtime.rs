@@ -146,32 +146,7 @@ impl CpuExecutable {
         mut times: Option<&mut Vec<KernelTime>>,
     ) -> Result<Vec<Tensor>> {
         let p = &self.program;
-        if feeds.len() != p.feeds.len() || variables.len() != p.variables.len() {
-            return Err(Error::Invalid(format!(
-                "cpu program takes {} feeds and {} variables, got {} and {}",
-                p.feeds.len(),
-                p.variables.len(),
-                feeds.len(),
-                variables.len()
-            )));
-        }
-        let given = feeds
-            .iter()
-            .copied()
-            .zip(&p.feeds)
-            .chain(variables.iter().zip(&p.variables));
-        for (t, &b) in given {
-            let buf = p.buffer(b);
-            if t.dtype() != buf.dtype || t.dims() != buf.dims.as_slice() {
-                return Err(Error::Invalid(format!(
-                    "buffer %{} is {}{:?}, got {}",
-                    buf.name,
-                    buf.dtype,
-                    buf.dims.as_slice(),
-                    t.ty()
-                )));
-            }
-        }
+        p.check_inputs(feeds, variables)?;
         let reused = self.arenas.lock().ok().and_then(|mut pool| pool.pop());
         let mut arena = reused.unwrap_or_else(|| GuardedArena::new(p.arena_bytes));
         let base = arena.base();
@@ -201,7 +176,7 @@ impl CpuExecutable {
                 let k = &p.kernels[*index];
                 Error::Eval {
                     node: k.name.clone(),
-                    op: k.main.name(),
+                    op: k.op_name(),
                     message,
                 }
             })?;

@@ -1,7 +1,7 @@
 //! Epilogue kernels on programs that `kiln_ir::lower::lower` really produces: elementwise
 //! clusters with broadcasts (bias over NHWC channels, rows, columns, scalars, a transpose-free
 //! NCHW bias_add) and epilogues fused after matmul, reduce and transpose. Main stages are
-//! evaluated with the reference evaluator (`KernelOp::to_op` + `eval_op`), epilogues with the
+//! evaluated with the reference evaluator (`eval_op` on the kernel's main op), epilogues with the
 //! generated code, and every fetch must match `kiln_ir::lower::run_program` within 1e-5
 //! relative.
 
@@ -32,7 +32,7 @@ fn run_with_epilogues(program: &Program, feeds: &[Tensor]) -> Vec<Vec<f32>> {
     let mut ran = 0;
     for kernel in &program.kernels {
         let out_buf = program.buffer(kernel.output);
-        let mut out = match kernel.main.to_op(&out_buf.dims, out_buf.dtype) {
+        let mut out = match &kernel.main {
             Some(op) => {
                 let inputs: Vec<Tensor> = kernel
                     .inputs
@@ -95,7 +95,7 @@ fn check(g: &Graph, feeds: Vec<NodeId>, fetches: Vec<NodeId>, expect_kernels: &[
         targets: Vec::new(),
     };
     let program = lower(&request).expect("lower");
-    let names: Vec<&str> = program.kernels.iter().map(|k| k.main.name()).collect();
+    let names: Vec<&str> = program.kernels.iter().map(|k| k.op_name()).collect();
     assert_eq!(names, expect_kernels, "{program}");
     let tensors: Vec<Tensor> = feeds
         .iter()

@@ -75,11 +75,7 @@ fn time_conv(dims: &[usize], attrs: ConvAttrs, what: &str) {
         targets: vec![],
     };
     let p = lower(&req).unwrap();
-    let k = p
-        .kernels
-        .iter()
-        .find(|k| k.main.name() == "conv2d")
-        .unwrap();
+    let k = p.kernels.iter().find(|k| k.op_name() == "conv2d").unwrap();
     let mut jit = Jit::new().unwrap();
     let id = define_window(&mut jit, &p, k).unwrap();
     let kernel = jit.finish().unwrap().kernel(id).unwrap();

@@ -21,7 +21,9 @@ use crate::backend::DeviceCtx;
 use crate::device::cl_err;
 use crate::render::{Arg, Rendered};
 use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
-use kiln_ir::program::{BufferId, BufferKind, KernelOp, Program};
+use kiln_ir::lower::axis_index;
+use kiln_ir::op::Op;
+use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::shape::fmt_dims;
 use kiln_ir::tensor::Data;
 use kiln_ir::{DType, Error, Result, Tensor};
@@ -198,47 +200,13 @@ impl Executable for OpenClExecutable {
 }
 
 impl OpenClExecutable {
-    /// Feeds and variables must match their buffers' dtypes and dims.
-    fn check_inputs(&self, feeds: &[&Tensor], variables: &[Tensor]) -> Result<()> {
-        let p = &self.program;
-        if feeds.len() != p.feeds.len() || variables.len() != p.variables.len() {
-            return Err(Error::Invalid(format!(
-                "opencl program takes {} feed(s) and {} variable(s), got {} and {}",
-                p.feeds.len(),
-                p.variables.len(),
-                feeds.len(),
-                variables.len()
-            )));
-        }
-        let given = feeds
-            .iter()
-            .copied()
-            .zip(&p.feeds)
-            .chain(variables.iter().zip(&p.variables));
-        for (t, &b) in given {
-            let buf = p.buffer(b);
-            if t.dtype() != buf.dtype || t.dims() != buf.dims.as_slice() {
-                return Err(Error::Feed {
-                    name: buf.name.clone(),
-                    message: format!(
-                        "expected {}{}, got {}",
-                        buf.dtype,
-                        fmt_dims(&buf.dims),
-                        t.ty()
-                    ),
-                });
-            }
-        }
-        Ok(())
-    }
-
     fn execute(
         &self,
         feeds: &[&Tensor],
         variables: &mut [Tensor],
         mut times: Option<&mut Vec<KernelTime>>,
     ) -> Result<Vec<Tensor>> {
-        self.check_inputs(feeds, variables)?;
+        self.program.check_inputs(feeds, variables)?;
         let p = &self.program;
         // A shape-decided failure fails the run before anything is launched: the kernels before
         // it have no visible effect (nothing commits), so the outcome is the same.
@@ -393,7 +361,7 @@ fn kernel_error(p: &Program, k: usize, message: String) -> Error {
     let kernel = &p.kernels[k];
     Error::Eval {
         node: kernel.name.clone(),
-        op: kernel.main.name(),
+        op: kernel.op_name(),
         message,
     }
 }
@@ -406,8 +374,8 @@ fn gather_error(p: &Program, flag: [i32; 4]) -> Error {
     match p.kernels.get(k) {
         Some(kernel) => {
             let (axis, params, indices) = match (&kernel.main, kernel.inputs.as_slice()) {
-                (KernelOp::Gather { axis }, [pb, ib]) => (
-                    *axis,
+                (Some(Op::Gather { axis }), [pb, ib]) => (
+                    axis_index(*axis),
                     p.buffer(*pb).dims.to_vec(),
                     p.buffer(*ib).dims.to_vec(),
                 ),

@@ -4,14 +4,57 @@
 //! the feed/variable/fetch lists, kernel order, operand counts, epilogue references and load
 //! bounds, alignment, and that no two simultaneously-live temporaries share a byte.
 
-use crate::program::{ARENA_ALIGN, BufferId, BufferKind, KernelOp, Operand, Program, Step};
-use crate::{DType, Error, Result};
+use super::normalize_main_op;
+use crate::program::{ARENA_ALIGN, BufferId, BufferKind, Operand, Program, Step};
+use crate::shape::fmt_dims;
+use crate::{DType, Error, Result, Tensor};
+use std::collections::BTreeMap;
 
 impl Program {
     /// Checks the program's invariants; the error says which buffer or kernel breaks which.
     pub fn validate(&self) -> Result<()> {
         self.check_structure()?;
         self.check_overlaps()
+    }
+
+    /// Checks a run's feeds and variables against the program's buffers: their counts, and each
+    /// tensor's dtype and dims. Every backend calls this before touching a buffer, so a wrong
+    /// feed is the same [`Error::Feed`] on each; a wrong variable is [`Error::Invalid`] naming
+    /// it (a caller, not a user, hands variables in).
+    pub fn check_inputs(&self, feeds: &[&Tensor], variables: &[Tensor]) -> Result<()> {
+        if feeds.len() != self.feeds.len() || variables.len() != self.variables.len() {
+            return Err(Error::Invalid(format!(
+                "the program takes {} feed(s) and {} variable(s), got {} and {}",
+                self.feeds.len(),
+                self.variables.len(),
+                feeds.len(),
+                variables.len()
+            )));
+        }
+        let expected = |b: BufferId, t: &Tensor| {
+            let buf = self.buffer(b);
+            let fits = t.dtype() == buf.dtype && t.dims() == buf.dims.as_slice();
+            (!fits).then(|| {
+                let message = format!(
+                    "expected {}{}, got {}",
+                    buf.dtype,
+                    fmt_dims(&buf.dims),
+                    t.ty()
+                );
+                (buf.name.clone(), message)
+            })
+        };
+        for (&t, &b) in feeds.iter().zip(&self.feeds) {
+            if let Some((name, message)) = expected(b, t) {
+                return Err(Error::Feed { name, message });
+            }
+        }
+        for (t, &b) in variables.iter().zip(&self.variables) {
+            if let Some((name, message)) = expected(b, t) {
+                return Err(Error::Invalid(format!("variable %{name}: {message}")));
+            }
+        }
+        Ok(())
     }
 
     /// Every invariant except that simultaneously-live temporaries do not overlap: after this,
@@ -96,21 +139,28 @@ impl Program {
                 ));
             }
             written[kernel.output.index()] = true;
-            let arity_ok = match &kernel.main {
-                KernelOp::Elementwise => kernel.inputs.is_empty(),
-                KernelOp::Concat { .. } => !kernel.inputs.is_empty(),
-                KernelOp::BatchNorm { .. } => kernel.inputs.len() == 5,
-                KernelOp::MatMul { .. }
-                | KernelOp::Conv2d(_)
-                | KernelOp::DepthwiseConv2d(_)
-                | KernelOp::Gather { .. }
-                | KernelOp::Assign(_) => kernel.inputs.len() == 2,
-                _ => kernel.inputs.len() == 1,
-            };
-            if !arity_ok {
+            if let Some(op) = &kernel.main {
+                if !op.is_kernel_main() || !op.arity().accepts(kernel.inputs.len()) {
+                    return err(format!(
+                        "{at}: {} cannot be a main op with {} operand(s)",
+                        op.name(),
+                        kernel.inputs.len()
+                    ));
+                }
+                let rank = kernel
+                    .inputs
+                    .first()
+                    .map_or(0, |&b| self.buffer(b).dims.len());
+                if normalize_main_op(op, rank, &out.dims).as_ref() != Ok(op) {
+                    return err(format!(
+                        "{at}: {} is not in normal form (axes in 0..{rank}, sizes equal to \
+                         the output's dims): {op:?}",
+                        op.name()
+                    ));
+                }
+            } else if !kernel.inputs.is_empty() {
                 return err(format!(
-                    "{at}: {} cannot take {} operand(s)",
-                    kernel.main.name(),
+                    "{at}: an elementwise kernel has {} main operand(s)",
                     kernel.inputs.len()
                 ));
             }
@@ -144,7 +194,7 @@ impl Program {
         let kernel = &self.kernels[k];
         let e = &kernel.epilogue;
         let out = self.buffer(kernel.output);
-        let has_main = kernel.main != KernelOp::Elementwise;
+        let has_main = kernel.main.is_some();
         if e.is_identity() {
             return if has_main {
                 Ok(())
@@ -152,8 +202,8 @@ impl Program {
                 err("an elementwise kernel stores nothing".into())
             };
         }
-        if !kernel.main.accepts_epilogue() {
-            return err(format!("{} takes no epilogue", kernel.main.name()));
+        if !kernel.accepts_epilogue() {
+            return err(format!("{} takes no epilogue", kernel.op_name()));
         }
         if out.dtype != DType::F32 {
             return err(format!(
@@ -201,31 +251,58 @@ impl Program {
     }
 
     /// No two non-empty temporaries whose live ranges intersect share a byte.
+    ///
+    /// A sweep over kernel indices keeps the live temporaries ordered by offset; while no
+    /// overlap has been found they are disjoint, so a new one need only be compared with its
+    /// neighbours in that order: O(n log n), which matters for 100k-kernel programs.
     fn check_overlaps(&self) -> Result<()> {
         let ranges = self.live_ranges();
-        let spans: Vec<(usize, usize, usize, (usize, usize))> = self
+        // (first kernel, last kernel, offset, end, buffer index)
+        let mut spans: Vec<(usize, usize, usize, usize, usize)> = self
             .buffers
             .iter()
             .enumerate()
             .filter_map(|(i, b)| match (&b.kind, ranges[i]) {
-                (BufferKind::Temporary { offset }, Some(r)) if b.size_bytes() > 0 => {
-                    Some((i, *offset, offset + b.size_bytes(), r))
+                (BufferKind::Temporary { offset }, Some((first, last))) if b.size_bytes() > 0 => {
+                    Some((first, last, *offset, offset + b.size_bytes(), i))
                 }
                 _ => None,
             })
             .collect();
+        spans.sort_unstable();
+        let mut by_last: Vec<usize> = (0..spans.len()).collect();
+        by_last.sort_unstable_by_key(|&s| spans[s].1);
+        let mut retired = 0;
+        // offset -> span index, for the temporaries live at the current kernel.
+        let mut live: BTreeMap<usize, usize> = BTreeMap::new();
         for (x, a) in spans.iter().enumerate() {
-            for b in &spans[x + 1..] {
-                let live_together = a.3.0 <= b.3.1 && b.3.0 <= a.3.1;
-                let share_bytes = a.1 < b.2 && b.1 < a.2;
-                if live_together && share_bytes {
+            while retired < by_last.len() && spans[by_last[retired]].1 < a.0 {
+                let old = spans[by_last[retired]];
+                if live.get(&old.2) == Some(&by_last[retired]) {
+                    live.remove(&old.2);
+                }
+                retired += 1;
+            }
+            let before = live.range(..=a.2).next_back().map(|(_, &y)| y);
+            let after = live.range(a.2..).next().map(|(_, &y)| y);
+            for y in before.into_iter().chain(after) {
+                let b = spans[y];
+                if a.2 < b.3 && b.2 < a.3 {
                     return Err(Error::Invalid(format!(
                         "invalid program: temporaries b{} (bytes {}..{}, kernels {:?}) and b{} \
                          (bytes {}..{}, kernels {:?}) are live together and overlap",
-                        a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
+                        b.4,
+                        b.2,
+                        b.3,
+                        (b.0, b.1),
+                        a.4,
+                        a.2,
+                        a.3,
+                        (a.0, a.1)
                     )));
                 }
             }
+            live.insert(a.2, x);
         }
         Ok(())
     }

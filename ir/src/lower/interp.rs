@@ -18,7 +18,6 @@
 use crate::eval::eval_op;
 use crate::op::Op;
 use crate::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
-use crate::shape::fmt_dims;
 use crate::tensor::Data;
 use crate::{DType, Error, Result, Tensor};
 
@@ -33,7 +32,7 @@ pub fn run_program(
     // Structure only: overlapping temporaries are deliberately not rejected here, so that a bad
     // plan shows up as corrupted results (which is what this interpreter exists to test).
     program.check_structure()?;
-    check_inputs(program, feeds, variables)?;
+    program.check_inputs(feeds, variables)?;
     let mut state = State {
         program,
         feeds,
@@ -72,46 +71,6 @@ pub fn run_program(
     Ok(results)
 }
 
-/// Feeds and variables must match their buffers' dtypes and dims.
-fn check_inputs(program: &Program, feeds: &[&Tensor], variables: &[Tensor]) -> Result<()> {
-    if feeds.len() != program.feeds.len() || variables.len() != program.variables.len() {
-        return Err(Error::Invalid(format!(
-            "the program takes {} feed(s) and {} variable(s), got {} and {}",
-            program.feeds.len(),
-            program.variables.len(),
-            feeds.len(),
-            variables.len()
-        )));
-    }
-    for (&t, &b) in feeds.iter().zip(&program.feeds) {
-        let buf = program.buffer(b);
-        if t.dtype() != buf.dtype || t.dims() != buf.dims.as_slice() {
-            return Err(Error::Feed {
-                name: buf.name.clone(),
-                message: format!(
-                    "expected {}{}, got {}",
-                    buf.dtype,
-                    fmt_dims(&buf.dims),
-                    t.ty()
-                ),
-            });
-        }
-    }
-    for (t, &b) in variables.iter().zip(&program.variables) {
-        let buf = program.buffer(b);
-        if t.dtype() != buf.dtype || t.dims() != buf.dims.as_slice() {
-            return Err(Error::Invalid(format!(
-                "variable %{}: expected {}{}, got {}",
-                buf.name,
-                buf.dtype,
-                fmt_dims(&buf.dims),
-                t.ty()
-            )));
-        }
-    }
-    Ok(())
-}
-
 struct State<'a> {
     program: &'a Program,
     feeds: &'a [&'a Tensor],
@@ -128,10 +87,10 @@ impl State<'_> {
         }
         let fail = |message: String| Error::Eval {
             node: kernel.name.clone(),
-            op: kernel.main.name(),
+            op: kernel.op_name(),
             message,
         };
-        let main = match kernel.main.to_op(&out.dims, out.dtype) {
+        let main = match &kernel.main {
             Some(op) => {
                 let args = kernel
                     .inputs
@@ -139,7 +98,7 @@ impl State<'_> {
                     .map(|&b| self.read(b))
                     .collect::<Result<Vec<_>>>()?;
                 let args: Vec<&Tensor> = args.iter().collect();
-                Some(eval_op(&op, &args).map_err(fail)?)
+                Some(eval_op(op, &args).map_err(fail)?)
             }
             None => None,
         };

@@ -24,9 +24,7 @@ use crate::backend::CompileRequest;
 use crate::eval::shared_source_value;
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
-use crate::program::{
-    Buffer, BufferId, BufferKind, Expr, Kernel, KernelOp, Program, VariableUpdate,
-};
+use crate::program::{Buffer, BufferId, BufferKind, Expr, Kernel, Program, VariableUpdate};
 use crate::shape::Dims;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
@@ -137,7 +135,7 @@ fn variable_updates(kernels: &[Kernel], buffers: &[Buffer]) -> Result<Vec<Variab
     let mut updates: Vec<VariableUpdate> = Vec::new();
     for kernel in kernels
         .iter()
-        .filter(|k| matches!(k.main, KernelOp::Assign(_)))
+        .filter(|k| matches!(k.main, Some(Op::Assign(_))))
     {
         let target = kernel.inputs.first().map(|&v| &buffers[v.index()].kind);
         let Some(&BufferKind::Variable(variable)) = target else {
@@ -284,7 +282,7 @@ impl Builder<'_> {
         let (main, inputs, epilogue) = match &node.op {
             Op::Unary(_) | Op::Binary(_) | Op::BiasAdd { .. } => {
                 let e = expr::single(&node.op, &buffers, &operand_dims, out).map_err(fail)?;
-                (KernelOp::Elementwise, Vec::new(), e)
+                (None, Vec::new(), e)
             }
             Op::Fused(f) => {
                 let e = expr::fused(f.expr(), &buffers, &operand_dims, out).map_err(fail)?;
@@ -292,15 +290,15 @@ impl Builder<'_> {
                 let main = match f.main() {
                     Some(m) => {
                         let rank = operand_dims.first().map_or(0, |d| d.len());
-                        kernel_op(m, rank, out).map_err(fail)?
+                        Some(normalize_main_op(m, rank, out).map_err(fail)?)
                     }
-                    None => KernelOp::Elementwise,
+                    None => None,
                 };
                 (main, buffers[..k.min(buffers.len())].to_vec(), e)
             }
             op => {
                 let rank = operand_dims.first().map_or(0, |d| d.len());
-                let main = kernel_op(op, rank, out).map_err(fail)?;
+                let main = Some(normalize_main_op(op, rank, out).map_err(fail)?);
                 (main, buffers, Expr::identity())
             }
         };
@@ -315,46 +313,50 @@ impl Builder<'_> {
     }
 }
 
-/// The [`KernelOp`] of a non-elementwise graph op, with axes normalised against `rank` (of
-/// the first operand) (the graph was checked by inference, so errors here mean an inconsistent graph).
-fn kernel_op(op: &Op, rank: usize, out: &[usize]) -> Result<KernelOp, String> {
-    let axis = |a: i64| -> Result<usize, String> {
+/// A kernel's main op: `op` (a kernel op, see [`Op::is_kernel_main`]) with its attributes in
+/// normal form for operands of rank `rank` (the first operand's) and output dims `out`: axes
+/// in `0..rank`, a reduction's axes listed, sorted and distinct, reshape's shape and slice's
+/// size equal to `out`. Normalising a normal op gives it back unchanged, which is how
+/// [`Program::validate`] checks the form. Errors mean an op inconsistent with its operands
+/// (the graph was checked by inference, so a lowered program never has one).
+pub fn normalize_main_op(op: &Op, rank: usize, out: &[usize]) -> Result<Op, String> {
+    let axis = |a: i64| -> Result<i64, String> {
         let r = rank as i64;
         if a < -r || a >= r {
             return Err(format!("axis {a} is out of range for rank {rank}"));
         }
-        Ok(if a < 0 { (a + r) as usize } else { a as usize })
+        Ok(if a < 0 { a + r } else { a })
     };
+    let out_i64 = || out.iter().map(|&d| d as i64).collect::<Vec<_>>();
+    if !op.is_kernel_main() {
+        return Err(format!("{} is not a main op of a kernel", op.name()));
+    }
     Ok(match op {
-        Op::MatMul {
-            transpose_a,
-            transpose_b,
-        } => KernelOp::MatMul {
-            transpose_a: *transpose_a,
-            transpose_b: *transpose_b,
-        },
-        Op::Conv2d(a) => KernelOp::Conv2d(*a),
-        Op::DepthwiseConv2d(a) => KernelOp::DepthwiseConv2d(*a),
-        Op::MaxPool(a) => KernelOp::MaxPool(*a),
-        Op::AvgPool(a) => KernelOp::AvgPool(*a),
         Op::Reduce { op, axes, keepdims } => {
-            let mut list: Vec<usize> = match axes {
+            let mut list: Vec<i64> = match axes {
                 Some(axes) => axes.iter().map(|&a| axis(a)).collect::<Result<_, _>>()?,
-                None => (0..rank).collect(),
+                None => (0..rank as i64).collect(),
             };
             list.sort_unstable();
             list.dedup();
-            KernelOp::Reduce {
+            Op::Reduce {
                 op: *op,
-                axes: list,
+                axes: Some(list),
                 keepdims: *keepdims,
             }
         }
-        Op::Softmax { axis: a } => KernelOp::Softmax { axis: axis(*a)? },
-        Op::LogSoftmax { axis: a } => KernelOp::LogSoftmax { axis: axis(*a)? },
-        Op::Reshape { .. } => KernelOp::Reshape,
-        Op::Transpose { perm } => KernelOp::Transpose { perm: perm.clone() },
-        Op::Concat { axis: a } => KernelOp::Concat { axis: axis(*a)? },
+        Op::Softmax { axis: a } => Op::Softmax { axis: axis(*a)? },
+        Op::LogSoftmax { axis: a } => Op::LogSoftmax { axis: axis(*a)? },
+        Op::Concat { axis: a } => Op::Concat { axis: axis(*a)? },
+        Op::ArgMax {
+            axis: a,
+            output_type,
+        } => Op::ArgMax {
+            axis: axis(*a)?,
+            output_type: *output_type,
+        },
+        Op::Gather { axis: a } => Op::Gather { axis: axis(*a)? },
+        Op::Reshape { .. } => Op::Reshape { shape: out_i64() },
         Op::Slice { begin, .. } => {
             if begin.len() != out.len() {
                 return Err(format!(
@@ -362,50 +364,16 @@ fn kernel_op(op: &Op, rank: usize, out: &[usize]) -> Result<KernelOp, String> {
                     out.len()
                 ));
             }
-            KernelOp::Slice {
+            Op::Slice {
                 begin: begin.clone(),
+                size: out_i64(),
             }
         }
-        Op::Pad {
-            paddings,
-            constant_value,
-        } => KernelOp::Pad {
-            paddings: paddings.clone(),
-            constant_value: *constant_value,
-        },
-        Op::BatchNorm {
-            epsilon,
-            data_format,
-        } => KernelOp::BatchNorm {
-            epsilon: *epsilon,
-            data_format: *data_format,
-        },
-        Op::Assign(a) => KernelOp::Assign(*a),
-        Op::Lrn {
-            depth_radius,
-            bias,
-            alpha,
-            beta,
-        } => KernelOp::Lrn {
-            depth_radius: *depth_radius,
-            bias: *bias,
-            alpha: *alpha,
-            beta: *beta,
-        },
-        Op::ArgMax { axis: a, .. } => KernelOp::ArgMax { axis: axis(*a)? },
-        Op::Gather { axis: a } => KernelOp::Gather { axis: axis(*a)? },
-        Op::Cast { .. } => KernelOp::Cast,
-        Op::Fused(f) => match f.main() {
-            Some(main) => return kernel_op(main, rank, out),
-            None => KernelOp::Elementwise,
-        },
-        Op::Input(_)
-        | Op::Var(_)
-        | Op::Const(_)
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::BiasAdd { .. } => {
-            return Err(format!("{} is not a main op of a kernel", op.name()));
-        }
+        op => op.clone(),
     })
+}
+
+/// An axis of a normalised main op as an index (normal form guarantees `0..rank`).
+pub fn axis_index(axis: i64) -> usize {
+    usize::try_from(axis).unwrap_or(usize::MAX)
 }

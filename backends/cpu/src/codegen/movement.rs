@@ -21,8 +21,10 @@ pub(crate) use copy::{Axis, c64, loop_nest, strides};
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::DType;
+use kiln_ir::lower::axis_index;
 use kiln_ir::op::AssignOp;
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::op::Op;
+use kiln_ir::program::{Kernel, Program};
 
 use crate::jit::loops::{data_flags, elem_addr, for_range_tail};
 use crate::jit::{Jit, KernelId};
@@ -41,9 +43,9 @@ pub fn define_movement(
     program: &Program,
     kernel: &Kernel,
 ) -> Result<KernelId, String> {
-    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.main.name());
+    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.op_name());
     let n_in = kernel.inputs.len();
-    if let KernelOp::Assign(op @ (AssignOp::AssignAdd | AssignOp::AssignSub)) = kernel.main {
+    if let Some(Op::Assign(op @ (AssignOp::AssignAdd | AssignOp::AssignSub))) = kernel.main {
         check_assign(program, kernel).map_err(fail)?;
         let n = program.buffer(kernel.output).numel();
         return jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
@@ -160,7 +162,7 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
     let (in_s, out_s) = (strides(&first.dims), strides(&out.dims));
     let mut fill = None;
     let copies = match &kernel.main {
-        KernelOp::Reshape => {
+        Some(Op::Reshape { .. }) => {
             single(1)?;
             if first.numel() != out.numel() {
                 return Err(format!(
@@ -170,7 +172,7 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
             }
             vec![whole(0)]
         }
-        KernelOp::Assign(AssignOp::Assign) => {
+        Some(Op::Assign(AssignOp::Assign)) => {
             single(2)?;
             if ins[1].dims != out.dims || first.dims != out.dims {
                 return Err(format!(
@@ -180,7 +182,7 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
             }
             vec![whole(1)]
         }
-        KernelOp::Transpose { perm } => {
+        Some(Op::Transpose { perm }) => {
             single(1)?;
             let mut seen = vec![false; rank];
             let ok = perm.len() == rank
@@ -212,8 +214,8 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
                 dst_base: 0,
             }]
         }
-        KernelOp::Concat { axis } => plan_concat(&ins, out, *axis, e)?,
-        KernelOp::Slice { begin } => {
+        Some(Op::Concat { axis }) => plan_concat(&ins, out, axis_index(*axis), e)?,
+        Some(Op::Slice { begin, .. }) => {
             single(1)?;
             let ok = begin.len() == rank
                 && out.dims.len() == rank
@@ -244,10 +246,10 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
                 dst_base: 0,
             }]
         }
-        KernelOp::Pad {
+        Some(Op::Pad {
             paddings,
             constant_value,
-        } => {
+        }) => {
             single(1)?;
             let ok = paddings.len() == rank
                 && out.dims.len() == rank
@@ -284,7 +286,7 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
                 dst_base,
             }]
         }
-        other => return Err(format!("{} is not a movement op", other.name())),
+        _ => return Err(format!("{} is not a movement op", kernel.op_name())),
     };
     Ok(MovePlan {
         fill,

@@ -24,8 +24,10 @@ mod softmax;
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::DType;
+use kiln_ir::lower::axis_index;
+use kiln_ir::op::Op;
 use kiln_ir::op::ReduceOp;
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::program::{Kernel, Program};
 
 use super::movement::{Axis, c64, loop_nest, strides};
 use crate::jit::loops::{data_flags, elem_addr, for_range, for_range_carry};
@@ -40,7 +42,7 @@ pub fn define_reduce(
     program: &Program,
     kernel: &Kernel,
 ) -> Result<KernelId, String> {
-    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.main.name());
+    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.op_name());
     let [input] = kernel.inputs[..] else {
         return Err(fail(format!(
             "expected 1 input, got {}",
@@ -57,17 +59,18 @@ pub fn define_reduce(
     let name = format!("{}.main", kernel.name);
     let cfg = jit.math_config();
     match &kernel.main {
-        KernelOp::Reduce { op, axes, .. } => {
-            let plan = ReducePlan::new(&x.dims, axes, &out.dims).map_err(fail)?;
+        Some(Op::Reduce { op, axes, .. }) => {
+            let axes: Vec<usize> = axes.iter().flatten().map(|&a| axis_index(a)).collect();
+            let plan = ReducePlan::new(&x.dims, &axes, &out.dims).map_err(fail)?;
             let op = *op;
             jit.define_kernel(&name, 2, |b, env| {
                 let (src, dst) = (env.buffer(0)?, env.buffer(1)?);
                 emit_reduce(b, &plan, op, src, dst)
             })
         }
-        KernelOp::Softmax { axis } | KernelOp::LogSoftmax { axis } => {
-            let log = matches!(kernel.main, KernelOp::LogSoftmax { .. });
-            let axis = *axis;
+        Some(Op::Softmax { axis } | Op::LogSoftmax { axis }) => {
+            let log = matches!(kernel.main, Some(Op::LogSoftmax { .. }));
+            let axis = axis_index(*axis);
             if axis >= x.dims.len() || out.dims != x.dims {
                 return Err(fail(format!(
                     "axis {axis} of input {:?} with output {:?}",
@@ -100,7 +103,7 @@ pub fn define_reduce(
                 })
             })
         }
-        other => Err(fail(format!("{} is not a reduction", other.name()))),
+        _ => Err(fail(format!("{} is not a reduction", kernel.op_name()))),
     }
 }
 

@@ -31,7 +31,8 @@ mod pixel;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::op::Op;
+use kiln_ir::program::{Kernel, Program};
 
 use crate::jit::loops::{Bound, data_flags, for_range};
 use crate::jit::{FnEnv, Jit, KernelId};
@@ -66,7 +67,7 @@ pub fn define_window_range(
 /// or its shapes are invalid.
 pub fn window_outer_extent(program: &Program, kernel: &Kernel) -> Result<usize, String> {
     let units = match kernel.main {
-        KernelOp::BatchNorm { .. } => batchnorm::Plan::of(program, kernel)?.rows,
+        Some(Op::BatchNorm { .. }) => batchnorm::Plan::of(program, kernel)?.rows,
         _ => {
             let g = Geo::of(program, kernel)?;
             g.n * g.oh
@@ -83,8 +84,8 @@ fn define(
 ) -> Result<KernelId, String> {
     let n_bufs = kernel.inputs.len() + 1 + usize::from(ranged);
     let suffix = if ranged { "__range" } else { "" };
-    let name = format!("{}__{}{suffix}", kernel.name, kernel.main.name());
-    if let KernelOp::BatchNorm { .. } = kernel.main {
+    let name = format!("{}__{}{suffix}", kernel.name, kernel.op_name());
+    if let Some(Op::BatchNorm { .. }) = kernel.main {
         let plan = batchnorm::Plan::of(program, kernel)?;
         return jit.define_kernel(&name, n_bufs, |b, env| {
             let (start, end) = work_range(b, env, ranged, kernel.inputs.len() + 1, plan.rows)?;

@@ -18,11 +18,13 @@ mod conv;
 mod indexing;
 mod lrn;
 
-use kiln_ir::program::{BufferId, Kernel, KernelOp, Program};
+use kiln_ir::lower::axis_index;
+use kiln_ir::op::Op;
+use kiln_ir::program::{BufferId, Kernel, Program};
 use kiln_ir::shape::fmt_dims;
 use kiln_ir::{ConvAttrs, DType, DataFormat};
 
-/// What a host kernel computes (attributes normalised as in [`KernelOp`]).
+/// Which host routine a kernel runs, with the attributes it needs in the routine's types.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostOp {
     /// `lrn(x)` over the last axis of a rank-4 f32 tensor.
@@ -122,21 +124,25 @@ impl HostKernel {
     /// micro-kernel). Errors describe operands that do not fit the op.
     pub fn plan(program: &Program, kernel: &Kernel) -> Result<Option<HostKernel>, String> {
         let op = match &kernel.main {
-            KernelOp::Lrn {
+            Some(Op::Lrn {
                 depth_radius,
                 bias,
                 alpha,
                 beta,
-            } => HostOp::Lrn {
+            }) => HostOp::Lrn {
                 depth_radius: *depth_radius,
                 bias: bias.0,
                 alpha: alpha.0,
                 beta: beta.0,
             },
-            KernelOp::ArgMax { axis } => HostOp::ArgMax { axis: *axis },
-            KernelOp::Gather { axis } => HostOp::Gather { axis: *axis },
-            KernelOp::Cast => HostOp::Cast,
-            KernelOp::Conv2d(a)
+            Some(Op::ArgMax { axis, .. }) => HostOp::ArgMax {
+                axis: axis_index(*axis),
+            },
+            Some(Op::Gather { axis }) => HostOp::Gather {
+                axis: axis_index(*axis),
+            },
+            Some(Op::Cast { .. }) => HostOp::Cast,
+            Some(Op::Conv2d(a))
                 if a.data_format == DataFormat::Nchw && conv_groups(program, kernel) > 1 =>
             {
                 HostOp::GroupedConv(*a)
@@ -275,7 +281,7 @@ impl HostKernel {
 /// The group count of a conv2d kernel: input channels over the filter's `cin` (1 when either
 /// is unknown or the filter is empty).
 pub fn conv_groups(program: &Program, kernel: &Kernel) -> usize {
-    let KernelOp::Conv2d(a) = &kernel.main else {
+    let Some(Op::Conv2d(a)) = &kernel.main else {
         return 1;
     };
     let dims = |i: usize| {

@@ -8,7 +8,7 @@ use kiln_cpu::jit::{Jit, JitOptions, KernelId};
 use kiln_ir::backend::CompileRequest;
 use kiln_ir::eval::eval_op;
 use kiln_ir::lower::lower;
-use kiln_ir::program::{BufferKind, Kernel, KernelOp, Program};
+use kiln_ir::program::{BufferKind, Kernel, Program};
 use kiln_ir::{DType, Data, Graph, Op, Shape, Tensor, TensorType};
 
 /// A `define_*` entry point.
@@ -107,7 +107,7 @@ pub struct Outcome {
     /// `eval_op` on the same inputs.
     pub want: Tensor,
     /// The kernel's main op (to check how lowering normalised attributes).
-    pub main: KernelOp,
+    pub main: Option<Op>,
 }
 
 /// Builds `op(inputs...)` (inputs as placeholders, or with `variable` the first operand is a
@@ -158,7 +158,7 @@ pub fn run_op_full(
     let kernel = program
         .kernels
         .iter()
-        .find(|k| k.main != KernelOp::Elementwise)
+        .find(|k| k.main.is_some())
         .unwrap_or_else(|| panic!("no main-op kernel in\n{program}"))
         .clone();
     let mut jit = Jit::with_options(JitOptions::default()).expect("jit");

@@ -8,9 +8,7 @@ use kiln_cpu::codegen::epilogue::{define_epilogue, epilogue_n_buffers, epilogue_
 use kiln_cpu::jit::{CompiledKernel, Jit, JitOptions};
 use kiln_ir::eval::eval_op;
 use kiln_ir::op::{BinaryOp, Op, UnaryOp};
-use kiln_ir::program::{
-    Buffer, BufferId, BufferKind, Expr, Kernel, KernelOp, Load, Operand, Program, Step,
-};
+use kiln_ir::program::{Buffer, BufferId, BufferKind, Expr, Kernel, Load, Operand, Program, Step};
 use kiln_ir::{DType, Tensor};
 
 pub const CANARY: u32 = 0x7fc0_dead;
@@ -212,9 +210,11 @@ pub fn program_of(case: &Case) -> Program {
         name: "k".to_string(),
         nodes: vec!["k".to_string()],
         main: if case.elementwise {
-            KernelOp::Elementwise
+            None
         } else {
-            KernelOp::Reshape
+            Some(Op::Reshape {
+                shape: case.dims.iter().map(|&d| d as i64).collect(),
+            })
         },
         inputs: Vec::new(),
         epilogue: Expr {

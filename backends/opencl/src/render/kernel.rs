@@ -75,7 +75,7 @@ impl<'p> KernelSrc<'p> {
             .ok_or_else(|| {
                 format!(
                     "{} expects operand {i}, the kernel has {}",
-                    self.kernel.main.name(),
+                    self.kernel.op_name(),
                     self.kernel.inputs.len()
                 )
             })
@@ -143,7 +143,7 @@ impl<'p> KernelSrc<'p> {
         let mut s = format!(
             "// {} {} -> {}{:?} [{}]\n__kernel {attrs}void {}({}) {{\n",
             self.kernel.name,
-            self.kernel.main.name(),
+            self.kernel.op_name(),
             out.dtype,
             out.dims.as_slice(),
             nodes.join(" "),

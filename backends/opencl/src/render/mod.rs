@@ -22,7 +22,9 @@ mod reduce;
 mod window;
 
 use kernel::KernelSrc;
-use kiln_ir::program::{BufferId, KernelOp, Program};
+use kiln_ir::lower::axis_index;
+use kiln_ir::op::Op;
+use kiln_ir::program::{BufferId, Program};
 use kiln_ir::{DType, Error, Result};
 use std::fmt::Write;
 
@@ -115,7 +117,7 @@ pub fn render(program: &Program, limits: &Limits) -> Result<Rendered> {
         let unsupported = |reason: String| Error::Unsupported {
             backend: "opencl".into(),
             node: kernel.name.clone(),
-            op: kernel.main.name().into(),
+            op: kernel.op_name().into(),
             reason,
         };
         if program.buffer(kernel.output).numel() == 0 {
@@ -152,43 +154,54 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
             out.dtype
         ));
     }
-    match &src.kernel.main {
-        KernelOp::Elementwise => movement::elementwise(src, limits),
-        KernelOp::MatMul {
+    let Some(main) = &src.kernel.main else {
+        return movement::elementwise(src, limits);
+    };
+    match main {
+        Op::MatMul {
             transpose_a,
             transpose_b,
         } => gemm::matmul(src, limits, *transpose_a, *transpose_b),
-        KernelOp::Conv2d(a) => gemm::conv2d(src, limits, a),
-        KernelOp::DepthwiseConv2d(a) => window::depthwise(src, limits, a),
-        KernelOp::MaxPool(a) => window::pool(src, limits, a, false),
-        KernelOp::AvgPool(a) => window::pool(src, limits, a, true),
-        KernelOp::Reduce { op, axes, keepdims } => {
-            reduce::reduce(src, limits, *op, axes, *keepdims)
+        Op::Conv2d(a) => gemm::conv2d(src, limits, a),
+        Op::DepthwiseConv2d(a) => window::depthwise(src, limits, a),
+        Op::MaxPool(a) => window::pool(src, limits, a, false),
+        Op::AvgPool(a) => window::pool(src, limits, a, true),
+        Op::Reduce { op, axes, keepdims } => {
+            let axes: Vec<usize> = axes.iter().flatten().map(|&a| axis_index(a)).collect();
+            reduce::reduce(src, limits, *op, &axes, *keepdims)
         }
-        KernelOp::Softmax { axis } => reduce::softmax(src, limits, *axis, false),
-        KernelOp::LogSoftmax { axis } => reduce::softmax(src, limits, *axis, true),
-        KernelOp::Lrn {
+        Op::Softmax { axis } => reduce::softmax(src, limits, axis_index(*axis), false),
+        Op::LogSoftmax { axis } => reduce::softmax(src, limits, axis_index(*axis), true),
+        Op::Lrn {
             depth_radius,
             bias,
             alpha,
             beta,
         } => reduce::lrn(src, limits, *depth_radius, [bias.0, alpha.0, beta.0]),
-        KernelOp::ArgMax { axis } => reduce::argmax(src, limits, *axis),
-        KernelOp::Reshape => movement::reshape(src, limits),
-        KernelOp::Transpose { perm } => movement::transpose(src, limits, perm),
-        KernelOp::Concat { axis } => movement::concat(src, limits, *axis),
-        KernelOp::Slice { begin } => movement::slice(src, limits, begin),
-        KernelOp::Pad {
+        Op::ArgMax { axis, .. } => reduce::argmax(src, limits, axis_index(*axis)),
+        Op::Reshape { .. } => movement::reshape(src, limits),
+        Op::Transpose { perm } => movement::transpose(src, limits, perm),
+        Op::Concat { axis } => movement::concat(src, limits, axis_index(*axis)),
+        Op::Slice { begin, .. } => movement::slice(src, limits, begin),
+        Op::Pad {
             paddings,
             constant_value,
         } => movement::pad(src, limits, paddings, constant_value.0),
-        KernelOp::BatchNorm {
+        Op::BatchNorm {
             epsilon,
             data_format,
         } => movement::batch_norm(src, limits, epsilon.0, *data_format),
-        KernelOp::Assign(op) => movement::assign(src, limits, *op),
-        KernelOp::Gather { axis } => movement::gather(src, limits, *axis),
-        KernelOp::Cast => movement::cast(src, limits),
+        Op::Assign(op) => movement::assign(src, limits, *op),
+        Op::Gather { axis } => movement::gather(src, limits, axis_index(*axis)),
+        Op::Cast { .. } => movement::cast(src, limits),
+        // Program::validate rejects these as main ops; say so rather than panic.
+        Op::Input(_)
+        | Op::Var(_)
+        | Op::Const(_)
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::BiasAdd { .. }
+        | Op::Fused(_) => Err(format!("{} is not a kernel's main op", main.name())),
     }
 }
 

@@ -39,7 +39,7 @@ fn f32_input(src: &KernelSrc<'_>) -> Result<Vec<usize>, String> {
     if x.dtype != DType::F32 {
         return Err(format!(
             "{} needs an f32 input, got {}",
-            src.kernel.main.name(),
+            src.kernel.op_name(),
             x.dtype
         ));
     }

@@ -123,7 +123,7 @@ fn an_epilogue_on_an_integer_result_is_unsupported_by_name() {
 #[test]
 fn an_inconsistent_kernel_is_unsupported_by_name() {
     let mut p = program("kiln 1\ninput %x : f32[2,3]\n%t = transpose(%x, perm=[1, 0])\noutput %t");
-    p.kernels[0].main = KernelOp::Transpose { perm: vec![0, 0] };
+    p.kernels[0].main = Some(Op::Transpose { perm: vec![0, 0] });
     let err = render(&p, &Limits::default()).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     let err = err.to_string();

@@ -1,4 +1,4 @@
-//! The epilogue stage, and whole `KernelOp::Elementwise` kernels, generated from a kernel's
+//! The epilogue stage, and whole elementwise kernels (no main op), generated from a kernel's
 //! [`Expr`](kiln_ir::program::Expr).
 //!
 //! # ABI (differs from main-stage kernels)
@@ -36,7 +36,7 @@
 mod emit;
 mod plan;
 
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::program::{Kernel, Program};
 
 use crate::jit::{Jit, KernelId};
 use plan::Plan;
@@ -52,7 +52,7 @@ pub fn define_epilogue(
     program: &Program,
     kernel: &Kernel,
 ) -> Result<Option<KernelId>, String> {
-    if kernel.epilogue.is_identity() && kernel.main != KernelOp::Elementwise {
+    if kernel.epilogue.is_identity() && kernel.main.is_some() {
         return Ok(None);
     }
     let plan = Plan::new(program, kernel)?;

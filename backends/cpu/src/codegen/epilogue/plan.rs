@@ -12,7 +12,7 @@
 //!   `Elementwise` kernel.
 
 use kiln_ir::DType;
-use kiln_ir::program::{Kernel, KernelOp, Operand, Program, Step};
+use kiln_ir::program::{Kernel, Operand, Program, Step};
 use kiln_ir::shape::fmt_dims;
 
 /// A checked and collapsed epilogue iteration space.
@@ -36,7 +36,7 @@ impl Plan {
     /// Checks `kernel.epilogue` against the program's buffers and builds its loop plan.
     pub fn new(program: &Program, kernel: &Kernel) -> Result<Plan, String> {
         let e = &kernel.epilogue;
-        let what = || format!("kernel '{}' ({} epilogue)", kernel.name, kernel.main.name());
+        let what = || format!("kernel '{}' ({} epilogue)", kernel.name, kernel.op_name());
         let out = buffer(program, kernel.output.index())
             .ok_or_else(|| format!("{}: output {} does not exist", what(), kernel.output))?;
         if out.dtype != DType::F32 {
@@ -99,7 +99,7 @@ impl Plan {
             }
         }
         let uses_main = check_operands(kernel, &what())?;
-        if uses_main && kernel.main == KernelOp::Elementwise {
+        if uses_main && kernel.main.is_none() {
             return Err(format!(
                 "{}: the epilogue reads the main result, but an elementwise kernel has none",
                 what()

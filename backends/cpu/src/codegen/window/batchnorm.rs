@@ -13,8 +13,8 @@
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::DType;
-use kiln_ir::op::DataFormat;
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::op::{DataFormat, Op};
+use kiln_ir::program::{Kernel, Program};
 use kiln_ir::shape::fmt_dims;
 
 use super::geom::{Ix, Lin, imin, load, store};
@@ -41,12 +41,12 @@ impl Plan {
     /// Reads and checks the shapes of a batch_norm kernel.
     pub fn of(program: &Program, kernel: &Kernel) -> Result<Plan, String> {
         let ctx = |m: String| format!("kernel '{}' (batch_norm): {m}", kernel.name);
-        let KernelOp::BatchNorm {
+        let Some(Op::BatchNorm {
             epsilon,
             data_format,
-        } = kernel.main
+        }) = kernel.main
         else {
-            return Err(ctx(format!("{} is not batch_norm", kernel.main.name())));
+            return Err(ctx(format!("{} is not batch_norm", kernel.op_name())));
         };
         if kernel.inputs.len() != 5 {
             return Err(ctx(format!(

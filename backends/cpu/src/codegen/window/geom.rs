@@ -12,8 +12,8 @@ use cranelift_codegen::ir::{BlockArg, InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::DType;
 use kiln_ir::infer::window_dim;
-use kiln_ir::op::{DataFormat, Padding};
-use kiln_ir::program::{Kernel, KernelOp, Program};
+use kiln_ir::op::{DataFormat, Op, Padding};
+use kiln_ir::program::{Kernel, Program};
 use kiln_ir::shape::fmt_dims;
 
 use crate::jit::loops::{Bound, data_flags, for_range_carry};
@@ -83,10 +83,10 @@ fn to_i64(v: usize, what: &str) -> Result<i64, String> {
 impl Geo {
     /// Reads and checks the geometry of a conv/pool kernel.
     pub fn of(program: &Program, kernel: &Kernel) -> Result<Geo, String> {
-        let op = kernel.main.name();
+        let op = kernel.op_name();
         let ctx = |m: String| format!("kernel '{}' ({op}): {m}", kernel.name);
         let (fam, ksize, strides, dil, padding, format, want_inputs) = match &kernel.main {
-            KernelOp::Conv2d(a) => (
+            Some(Op::Conv2d(a)) => (
                 Family::Conv,
                 None,
                 a.strides,
@@ -95,7 +95,7 @@ impl Geo {
                 a.data_format,
                 2,
             ),
-            KernelOp::DepthwiseConv2d(a) => (
+            Some(Op::DepthwiseConv2d(a)) => (
                 Family::Depthwise { mult: 0 },
                 None,
                 a.strides,
@@ -104,7 +104,7 @@ impl Geo {
                 a.data_format,
                 2,
             ),
-            KernelOp::MaxPool(a) => (
+            Some(Op::MaxPool(a)) => (
                 Family::Max,
                 Some(a.ksize),
                 a.strides,
@@ -113,7 +113,7 @@ impl Geo {
                 a.data_format,
                 1,
             ),
-            KernelOp::AvgPool(a) => (
+            Some(Op::AvgPool(a)) => (
                 Family::Avg,
                 Some(a.ksize),
                 a.strides,
@@ -122,7 +122,7 @@ impl Geo {
                 a.data_format,
                 1,
             ),
-            other => return Err(ctx(format!("{} is not a window op", other.name()))),
+            _ => return Err(ctx(format!("{op} is not a window op"))),
         };
         if kernel.inputs.len() != want_inputs {
             return Err(ctx(format!(
