@@ -202,22 +202,7 @@ impl FusedOp {
     /// whose result a kernel computes element by element into its output (contractions,
     /// windows, reductions, softmax, batch_norm and the single-input movement ops).
     pub fn accepts_main(op: &Op) -> bool {
-        matches!(
-            op,
-            Op::Conv2d(_)
-                | Op::DepthwiseConv2d(_)
-                | Op::MatMul { .. }
-                | Op::MaxPool(_)
-                | Op::AvgPool(_)
-                | Op::Reduce { .. }
-                | Op::Softmax { .. }
-                | Op::LogSoftmax { .. }
-                | Op::BatchNorm { .. }
-                | Op::Reshape { .. }
-                | Op::Transpose { .. }
-                | Op::Slice { .. }
-                | Op::Pad { .. }
-        )
+        op.schema().is_some_and(|s| s.fused.is_some())
     }
 
     /// A fused op; errors if `main` cannot be fused or the expression does not fit it.
@@ -271,31 +256,14 @@ impl FusedOp {
     pub fn name(&self) -> &'static str {
         match self.main() {
             None => "elementwise",
-            Some(Op::Conv2d(_)) => "fused_conv2d",
-            Some(Op::DepthwiseConv2d(_)) => "fused_depthwise_conv2d",
-            Some(Op::MatMul { .. }) => "fused_matmul",
-            Some(Op::MaxPool(_)) => "fused_max_pool",
-            Some(Op::AvgPool(_)) => "fused_avg_pool",
-            Some(Op::Reduce { op, .. }) => match op {
-                crate::op::ReduceOp::Sum => "fused_reduce_sum",
-                crate::op::ReduceOp::Mean => "fused_reduce_mean",
-                crate::op::ReduceOp::Max => "fused_reduce_max",
-                crate::op::ReduceOp::Min => "fused_reduce_min",
-            },
-            Some(Op::Softmax { .. }) => "fused_softmax",
-            Some(Op::LogSoftmax { .. }) => "fused_log_softmax",
-            Some(Op::BatchNorm { .. }) => "fused_batch_norm",
-            Some(Op::Reshape { .. }) => "fused_reshape",
-            Some(Op::Transpose { .. }) => "fused_transpose",
-            Some(Op::Slice { .. }) => "fused_slice",
-            Some(Op::Pad { .. }) => "fused_pad",
-            Some(_) => "fused",
+            // `new` admits only main ops whose schema names a fused keyword.
+            Some(m) => m.schema().and_then(|s| s.fused).unwrap_or("fused"),
         }
     }
 
     /// The main op's keyword for a `fused_<main>` keyword.
-    pub fn main_keyword(keyword: &str) -> Option<&str> {
-        keyword.strip_prefix("fused_")
+    pub fn main_keyword(keyword: &str) -> Option<&'static str> {
+        crate::schema::fused_main(keyword).map(|s| s.keyword)
     }
 }
 

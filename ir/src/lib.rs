@@ -23,6 +23,7 @@ pub mod op;
 pub mod passes;
 pub mod program;
 pub mod reference;
+pub mod schema;
 pub mod shape;
 pub mod tensor;
 pub mod text;

@@ -2,7 +2,7 @@
 """Generates kiln's golden conformance cases, with TensorFlow as the oracle.
 
 Every case is a folder tests/golden/cases/<name>/ holding graph.kiln (the .kiln text format,
-`kiln 1`), inputs/<placeholder>.npy (feeds), expected/<output>.npy (TensorFlow's
+`kiln 1`, or `kiln 2` when it uses a version-2 op), inputs/<placeholder>.npy (feeds), expected/<output>.npy (TensorFlow's
 result), weight .npy files referenced by npy("...") initialisers, and optionally tolerance.txt.
 Feeds and results of index and mask values keep their dtype (int32, int64, bool).
 

@@ -70,6 +70,11 @@ def fmt_element(v):
     return fmt_float(v)
 
 
+# The ops that format version 2 introduced (`since: 2` in ir/src/schema.rs); a file using one
+# must say `kiln 2`.
+VERSION_2_OPS = {"lrn", "argmax", "gather", "cast"}
+
+
 class Case:
     """One graph plus its feeds and TF-computed outputs."""
 
@@ -123,7 +128,10 @@ class Case:
         return self.source("var", name, arr, how)
 
     def op(self, name, op, operands, value, **attrs):
-        """`%name = op(%a, ..., k=v, ...)` whose TF value is `value`."""
+        """`%name = op(%a, ..., k=v, ...)` whose TF value is `value`. An op of format version 2
+        (ir/src/schema.rs) raises the header to `kiln 2`."""
+        if op in VERSION_2_OPS:
+            self.lines[0] = "kiln 2"
         args = ["%" + o for o in operands]
         args += ["%s=%s" % (k, fmt_attr(v)) for k, v in attrs.items()]
         self.lines.append("%%%s = %s(%s)" % (name, op, ", ".join(args)))

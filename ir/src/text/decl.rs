@@ -421,7 +421,13 @@ mod tests {
     fn printer_writes_the_oldest_version_that_fits() {
         let v1 = "kiln 1\ninput %x : f32[2]\n%y = relu(%x)\noutput %y\n";
         assert!(print(&parse(v1, None).expect("v1")).starts_with("kiln 1\n"));
-        let v2 = "kiln 1\ninput %x : f32[2]\n%y = cast(%x, to=\"i32\")\noutput %y\n";
+        let v2 = "kiln 2\ninput %x : f32[2]\n%y = cast(%x, to=\"i32\")\noutput %y\n";
         assert!(print(&parse(v2, None).expect("v2 op")).starts_with("kiln 2\n"));
+        // A version-2 op under a `kiln 1` header is refused, as docs/FORMAT.md says.
+        let e = parse(&v2.replace("kiln 2", "kiln 1"), None).unwrap_err();
+        assert!(
+            e.to_string().contains("`cast` needs format version 2"),
+            "{e}"
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! From an op keyword and its `name=value` attributes to an [`Op`].
 //!
-//! Each op family lists the attributes it accepts; anything else is an error naming the
-//! accepted ones. Defaults follow DESIGN.md (strides/dilations `[1,1]`, `data_format="NHWC"`,
-//! `alpha=0.2`, `epsilon=0.001`, `axis=-1`, ...); `padding` and the shape-giving attributes of
-//! movement ops have no default. Window attributes accept `[h,w]`, a single integer, or
-//! TensorFlow's 4-element form (`[1,h,w,1]` for NHWC, `[1,1,h,w]` for NCHW).
+//! The op's [`crate::schema`] entry says which attributes it accepts (anything else is an
+//! error naming the accepted ones), which it requires, the defaults of the others (filled in
+//! here before the op is built, so no default is written in this file) and the format version
+//! that introduced it. Window attributes accept `[h,w]`, a single integer, or TensorFlow's
+//! 4-element form (`[1,h,w,1]` for NHWC, `[1,1,h,w]` for NCHW).
 
-use super::values::{LineCtx, Val, ValKind};
+use super::lexer::lex_line;
+use super::values::{LineCtx, Val, ValKind, parse_value};
 use crate::fused::{FusedExpr, FusedOp};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, Padding, PoolAttrs, ReduceOp, UnaryOp,
 };
+use crate::schema::{self, AttrDefault, AttrKind, FUSED_SINCE};
 use crate::{DType, Error, Result};
 
 /// One `name=value` attribute as written.
@@ -24,74 +26,9 @@ pub(crate) struct Attr<'a> {
     pub val: Val<'a>,
 }
 
-const CONV: &[&str] = &["strides", "padding", "dilations", "data_format"];
-const POOL: &[&str] = &["ksize", "strides", "padding", "data_format"];
-const PADDING_FORMS: &str = "\"SAME\", \"VALID\" or [[top,bottom],[left,right]]";
-
-/// The attributes op keyword `kw` accepts, or `None` if `kw` is not an op.
-fn accepted(kw: &str) -> Option<&'static [&'static str]> {
-    Some(match kw {
-        "leaky_relu" => &["alpha"],
-        "bias_add" => &["data_format"],
-        "matmul" => &["transpose_a", "transpose_b"],
-        "conv2d" | "depthwise_conv2d" => CONV,
-        "max_pool" | "avg_pool" => POOL,
-        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" => &["axes", "axis", "keepdims"],
-        "softmax" | "log_softmax" | "concat" => &["axis"],
-        "reshape" => &["shape"],
-        "transpose" => &["perm"],
-        "slice" => &["begin", "size"],
-        "pad" => &["paddings", "constant_value"],
-        "batch_norm" => &["epsilon", "data_format"],
-        "lrn" => &["depth_radius", "bias", "alpha", "beta"],
-        "argmax" => &["axis", "output_type"],
-        "gather" => &["axis"],
-        "cast" => &["to"],
-        "elementwise" => &["expr"],
-        "assign" | "assign_add" | "assign_sub" => &[],
-        _ if UnaryOp::ALL.iter().any(|u| u.name() == kw) => &[],
-        _ if BinaryOp::ALL.iter().any(|b| b.name() == kw) => &[],
-        _ => return None,
-    })
-}
-
 /// Every op keyword, for suggestions.
 fn all_keywords() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = UnaryOp::ALL.iter().map(|u| u.name()).collect();
-    v.extend(BinaryOp::ALL.iter().map(|b| b.name()));
-    v.extend(ReduceOp::ALL.iter().map(|r| r.name()));
-    v.extend([
-        "bias_add",
-        "matmul",
-        "conv2d",
-        "depthwise_conv2d",
-        "max_pool",
-        "avg_pool",
-        "softmax",
-        "log_softmax",
-        "reshape",
-        "transpose",
-        "concat",
-        "slice",
-        "pad",
-        "batch_norm",
-        "lrn",
-        "argmax",
-        "gather",
-        "cast",
-        "elementwise",
-        "fused_conv2d",
-        "fused_depthwise_conv2d",
-        "fused_matmul",
-        "fused_max_pool",
-        "fused_avg_pool",
-        "fused_reduce_sum",
-        "fused_softmax",
-        "assign",
-        "assign_add",
-        "assign_sub",
-    ]);
-    v
+    schema::all_keywords().collect()
 }
 
 /// Edit distance (insert, delete, substitute), for "did you mean" hints.
@@ -138,38 +75,75 @@ fn unknown_op(lc: &LineCtx<'_>, kw: &str, off: usize) -> Error {
     lc.err(off, format!("unknown op `{kw}`{hint}"))
 }
 
-/// Builds the op for keyword `kw` (at byte `kw_off`) from its attributes.
+/// Builds the op for keyword `kw` (at byte `kw_off`) from its attributes, in a file of format
+/// `version`. The op's [`schema`] entry decides which attributes are accepted, which are
+/// required, the defaults of the others, and the version that introduced the op.
 pub(crate) fn build_op(
     lc: &LineCtx<'_>,
     kw: &str,
     kw_off: usize,
     mut attrs: Vec<Attr<'_>>,
+    version: u64,
 ) -> Result<Op> {
-    if let Some(main_kw) = FusedOp::main_keyword(kw) {
+    if let Some(main) = schema::fused_main(kw) {
         // `fused_<main>(...)`: the main op's attributes plus `expr`.
+        check_version(lc, kw, kw_off, main.since.max(FUSED_SINCE), version)?;
         let expr = take_expr(lc, kw, kw_off, &mut attrs)?;
-        let main = build_op(lc, main_kw, kw_off, attrs)?;
+        let main = build_op(lc, main.keyword, kw_off, attrs, version)?;
         return FusedOp::new(Some(main), expr)
             .map(Op::Fused)
             .map_err(|e| lc.err(kw_off, format!("{kw}: {e}")));
     }
-    let Some(accepted) = accepted(kw) else {
+    let Some(schema) = schema::lookup(kw) else {
         return Err(unknown_op(lc, kw, kw_off));
     };
+    check_version(lc, kw, kw_off, schema.since, version)?;
     for (i, a) in attrs.iter().enumerate() {
-        if !accepted.contains(&a.name) {
-            let list = if accepted.is_empty() {
+        let Some(spec) = schema.attr(a.name) else {
+            let list = if schema.attrs.is_empty() {
                 "it takes no attributes".to_string()
             } else {
-                format!("expected one of {}", accepted.join(", "))
+                let names: Vec<&str> = schema.attrs.iter().map(|s| s.name).collect();
+                format!("expected one of {}", names.join(", "))
             };
             return Err(lc.err(
                 a.off,
                 format!("unknown attribute `{}` for {kw}: {list}", a.name),
             ));
-        }
+        };
         if attrs[..i].iter().any(|b| b.name == a.name) {
             return Err(lc.err(a.off, format!("attribute `{}` given twice", a.name)));
+        }
+        if let AttrDefault::AliasOf(other) = spec.default
+            && attrs.iter().any(|b| b.name == other)
+        {
+            return Err(lc.err(
+                a.val.off,
+                format!("give `{other}` or `{}`, not both", a.name),
+            ));
+        }
+    }
+    for spec in schema.attrs {
+        if attrs.iter().any(|a| a.name == spec.name) {
+            continue;
+        }
+        match spec.default {
+            AttrDefault::Required => {
+                return Err(lc.err(
+                    kw_off,
+                    format!(
+                        "{kw} needs the attribute `{}` ({})",
+                        spec.name,
+                        spec.kind.expected()
+                    ),
+                ));
+            }
+            AttrDefault::Value(text) => attrs.push(Attr {
+                name: spec.name,
+                off: kw_off,
+                val: default_value(text, kw_off),
+            }),
+            AttrDefault::Absent(_) | AttrDefault::AliasOf(_) => {}
         }
     }
     let mut a = Attrs {
@@ -178,21 +152,23 @@ pub(crate) fn build_op(
         kw_off,
         attrs,
     };
+    // Every attribute the schema gives a default is present now; the getters below fail
+    // only on a value of the wrong kind (or, for a schema out of step with this match, on an
+    // absent one, which the schema tests catch).
     let op = if let Some(&u) = UnaryOp::ALL.iter().find(|u| u.name() == kw) {
         Op::Unary(match u {
             UnaryOp::LeakyRelu { .. } => UnaryOp::LeakyRelu {
-                alpha: Float(a.f32("alpha")?.unwrap_or(0.2)),
+                alpha: Float(a.f32("alpha")?),
             },
             u => u,
         })
     } else if let Some(&b) = BinaryOp::ALL.iter().find(|b| b.name() == kw) {
         Op::Binary(b)
     } else if let Some(&r) = ReduceOp::ALL.iter().find(|r| r.name() == kw) {
-        let axes = a.axes()?;
         Op::Reduce {
             op: r,
-            axes,
-            keepdims: a.bool("keepdims")?.unwrap_or(false),
+            axes: a.axes()?,
+            keepdims: a.bool("keepdims")?,
         }
     } else {
         match kw {
@@ -200,67 +176,54 @@ pub(crate) fn build_op(
                 data_format: a.data_format()?,
             },
             "matmul" => Op::MatMul {
-                transpose_a: a.bool("transpose_a")?.unwrap_or(false),
-                transpose_b: a.bool("transpose_b")?.unwrap_or(false),
+                transpose_a: a.bool("transpose_a")?,
+                transpose_b: a.bool("transpose_b")?,
             },
             "conv2d" => Op::Conv2d(a.conv()?),
             "depthwise_conv2d" => Op::DepthwiseConv2d(a.conv()?),
             "max_pool" => Op::MaxPool(a.pool()?),
             "avg_pool" => Op::AvgPool(a.pool()?),
             "softmax" => Op::Softmax {
-                axis: a.i64("axis")?.unwrap_or(-1),
+                axis: a.i64("axis")?,
             },
             "log_softmax" => Op::LogSoftmax {
-                axis: a.i64("axis")?.unwrap_or(-1),
+                axis: a.i64("axis")?,
             },
             "reshape" => Op::Reshape {
-                shape: a.i64_list("shape", true)?,
+                shape: a.i64_list("shape")?,
             },
             "transpose" => Op::Transpose {
                 perm: a.usize_list("perm")?,
             },
             "concat" => Op::Concat {
-                axis: a
-                    .required("axis", "an integer")?
-                    .to_i64(lc, &a.what("axis"))?,
+                axis: a.i64("axis")?,
             },
             "slice" => Op::Slice {
                 begin: a.usize_list("begin")?,
-                size: a.i64_list("size", true)?,
+                size: a.i64_list("size")?,
             },
             "pad" => Op::Pad {
                 paddings: a.pad_pairs()?,
-                constant_value: Float(a.f32("constant_value")?.unwrap_or(0.0)),
+                constant_value: Float(a.f32("constant_value")?),
             },
             "batch_norm" => Op::BatchNorm {
-                epsilon: Float(a.f32("epsilon")?.unwrap_or(0.001)),
+                epsilon: Float(a.f32("epsilon")?),
                 data_format: a.data_format()?,
             },
             "lrn" => Op::Lrn {
-                depth_radius: a
-                    .take("depth_radius")
-                    .map(|v| v.to_usize(lc, &a.what("depth_radius")))
-                    .transpose()?
-                    .unwrap_or(5),
-                bias: Float(a.f32("bias")?.unwrap_or(1.0)),
-                alpha: Float(a.f32("alpha")?.unwrap_or(1.0)),
-                beta: Float(a.f32("beta")?.unwrap_or(0.5)),
+                depth_radius: a.usize("depth_radius")?,
+                bias: Float(a.f32("bias")?),
+                alpha: Float(a.f32("alpha")?),
+                beta: Float(a.f32("beta")?),
             },
             "argmax" => Op::ArgMax {
-                axis: a
-                    .required("axis", "an integer")?
-                    .to_i64(lc, &a.what("axis"))?,
-                output_type: a.dtype("output_type")?.unwrap_or(DType::I64),
+                axis: a.i64("axis")?,
+                output_type: a.dtype("output_type")?,
             },
             "gather" => Op::Gather {
-                axis: a.i64("axis")?.unwrap_or(0),
+                axis: a.i64("axis")?,
             },
-            "cast" => Op::Cast {
-                to: match a.dtype("to")? {
-                    Some(d) => d,
-                    None => return Err(lc.err(kw_off, "cast needs the attribute `to` (a dtype)")),
-                },
-            },
+            "cast" => Op::Cast { to: a.dtype("to")? },
             "elementwise" => {
                 let expr = take_expr(lc, kw, kw_off, &mut a.attrs)?;
                 Op::Fused(
@@ -274,6 +237,41 @@ pub(crate) fn build_op(
         }
     };
     Ok(op)
+}
+
+/// An op of format version `since` in a file of format `version` is an error naming both.
+fn check_version(
+    lc: &LineCtx<'_>,
+    kw: &str,
+    kw_off: usize,
+    since: u64,
+    version: u64,
+) -> Result<()> {
+    if since <= version {
+        return Ok(());
+    }
+    Err(lc.err(
+        kw_off,
+        format!(
+            "`{kw}` needs format version {since}, but the file's header says `kiln {version}` \
+             (write `kiln {since}` as the first line)"
+        ),
+    ))
+}
+
+/// A schema default as a [`Val`] placed at the op keyword (so a message about it points there).
+fn default_value(text: &'static str, off: usize) -> Val<'static> {
+    let lc = LineCtx { no: 0, text };
+    // Invariant (tested in schema_defaults_round_trip): every schema default lexes and parses.
+    let parsed = lex_line(text)
+        .ok()
+        .and_then(|toks| parse_value(&lc, &toks, &mut 0, 0).ok());
+    let mut val = parsed.unwrap_or(Val {
+        kind: ValKind::Word(text),
+        off,
+    });
+    val.off = off;
+    val
 }
 
 /// Takes the `expr` attribute (a fused expression in a string) out of `attrs`.
@@ -313,39 +311,40 @@ impl<'a> Attrs<'_, 'a> {
         Some(self.attrs.swap_remove(i).val)
     }
 
-    fn required(&mut self, name: &str, expected: &str) -> Result<Val<'a>> {
+    /// The attribute's value; the schema made it required or gave it a default, so it is
+    /// present unless the schema and `build_op` disagree.
+    fn value(&mut self, name: &str) -> Result<Val<'a>> {
         self.take(name).ok_or_else(|| {
             self.lc.err(
                 self.kw_off,
-                format!("{} needs the attribute `{name}` ({expected})", self.kw),
+                format!(
+                    "internal error: the schema of {} gives attribute `{name}` no value",
+                    self.kw
+                ),
             )
         })
     }
 
-    fn f32(&mut self, name: &str) -> Result<Option<f32>> {
-        self.take(name)
-            .map(|v| v.to_f32(self.lc, &self.what(name)))
-            .transpose()
+    fn f32(&mut self, name: &str) -> Result<f32> {
+        self.value(name)?.to_f32(self.lc, &self.what(name))
     }
 
-    fn i64(&mut self, name: &str) -> Result<Option<i64>> {
-        self.take(name)
-            .map(|v| v.to_i64(self.lc, &self.what(name)))
-            .transpose()
+    fn i64(&mut self, name: &str) -> Result<i64> {
+        self.value(name)?.to_i64(self.lc, &self.what(name))
     }
 
-    fn bool(&mut self, name: &str) -> Result<Option<bool>> {
-        self.take(name)
-            .map(|v| v.to_bool(self.lc, &self.what(name)))
-            .transpose()
+    fn usize(&mut self, name: &str) -> Result<usize> {
+        self.value(name)?.to_usize(self.lc, &self.what(name))
     }
 
-    fn dtype(&mut self, name: &str) -> Result<Option<DType>> {
-        let Some(v) = self.take(name) else {
-            return Ok(None);
-        };
+    fn bool(&mut self, name: &str) -> Result<bool> {
+        self.value(name)?.to_bool(self.lc, &self.what(name))
+    }
+
+    fn dtype(&mut self, name: &str) -> Result<DType> {
+        let v = self.value(name)?;
         let text = v.to_str(self.lc, &self.what(name))?;
-        DType::from_name(text).map(Some).ok_or_else(|| {
+        DType::from_name(text).ok_or_else(|| {
             self.lc.err(
                 v.off,
                 format!(
@@ -357,9 +356,7 @@ impl<'a> Attrs<'_, 'a> {
     }
 
     fn data_format(&mut self) -> Result<DataFormat> {
-        let Some(v) = self.take("data_format") else {
-            return Ok(DataFormat::Nhwc);
-        };
+        let v = self.value("data_format")?;
         match v.to_str(self.lc, &self.what("data_format"))? {
             "NHWC" => Ok(DataFormat::Nhwc),
             "NCHW" => Ok(DataFormat::Nchw),
@@ -370,35 +367,26 @@ impl<'a> Attrs<'_, 'a> {
         }
     }
 
-    /// A required list of integers; `-1` allowed when `signed`.
-    fn i64_list(&mut self, name: &str, signed: bool) -> Result<Vec<i64>> {
-        let expected = if signed {
-            "a list of integers"
-        } else {
-            "a list of non-negative integers"
-        };
-        let v = self.required(name, expected)?;
+    /// A list of integers (`-1` has the op's meaning).
+    fn i64_list(&mut self, name: &str) -> Result<Vec<i64>> {
+        let v = self.value(name)?;
         let what = self.what(name);
-        let items = v.to_list(self.lc, &what, expected)?;
+        let items = v.to_list(self.lc, &what, AttrKind::Ints.expected())?;
         items.iter().map(|x| x.to_i64(self.lc, &what)).collect()
     }
 
     fn usize_list(&mut self, name: &str) -> Result<Vec<usize>> {
-        let v = self.required(name, "a list of non-negative integers")?;
+        let v = self.value(name)?;
         let what = self.what(name);
-        let items = v.to_list(self.lc, &what, "a list of non-negative integers")?;
+        let items = v.to_list(self.lc, &what, AttrKind::Counts.expected())?;
         items.iter().map(|x| x.to_usize(self.lc, &what)).collect()
     }
 
     /// `axes=[..]` or `axes=int`, or the synonym `axis=`; absent means every axis.
     fn axes(&mut self) -> Result<Option<Vec<i64>>> {
-        let axes = self.take("axes");
-        let axis = self.take("axis");
-        let (name, v) = match (axes, axis) {
-            (Some(_), Some(b)) => {
-                return Err(self.lc.err(b.off, "give `axes` or `axis`, not both"));
-            }
-            (Some(v), None) => ("axes", v),
+        // build_op already refused both being given (the schema makes `axis` an alias).
+        let (name, v) = match (self.take("axes"), self.take("axis")) {
+            (Some(v), _) => ("axes", v),
             (None, Some(v)) => ("axis", v),
             (None, None) => return Ok(None),
         };
@@ -415,20 +403,15 @@ impl<'a> Attrs<'_, 'a> {
     }
 
     /// A window attribute: `[h,w]`, `n` (both), or the 4-element form for `df`.
-    fn window(&mut self, name: &str, df: DataFormat, required: bool) -> Result<Option<[usize; 2]>> {
-        let forms = "[h,w], an integer, or [1,h,w,1] (NHWC) / [1,1,h,w] (NCHW)";
-        let v = if required {
-            Some(self.required(name, forms)?)
-        } else {
-            self.take(name)
-        };
-        let Some(v) = v else { return Ok(None) };
+    fn window(&mut self, name: &str, df: DataFormat) -> Result<[usize; 2]> {
+        let forms = AttrKind::Window.expected();
+        let v = self.value(name)?;
         let what = self.what(name);
         let items = match &v.kind {
             ValKind::List(items) => items,
             ValKind::Num { .. } => {
                 let n = v.to_usize(self.lc, &what)?;
-                return Ok(Some([n, n]));
+                return Ok([n, n]);
             }
             _ => {
                 return Err(self.lc.err(
@@ -442,10 +425,9 @@ impl<'a> Attrs<'_, 'a> {
             .map(|x| x.to_usize(self.lc, &what))
             .collect::<Result<_>>()?;
         match (n.as_slice(), df) {
-            (&[h, w], _) => Ok(Some([h, w])),
-            (&[1, h, w, 1], DataFormat::Nhwc) | (&[1, 1, h, w], DataFormat::Nchw) => {
-                Ok(Some([h, w]))
-            }
+            (&[h, w], _)
+            | (&[1, h, w, 1], DataFormat::Nhwc)
+            | (&[1, 1, h, w], DataFormat::Nchw) => Ok([h, w]),
             (&[_, _, _, _], _) => Err(self.lc.err(
                 v.off,
                 format!(
@@ -465,19 +447,19 @@ impl<'a> Attrs<'_, 'a> {
     }
 
     fn padding(&mut self, df: DataFormat) -> Result<Padding> {
-        let v = self.required("padding", PADDING_FORMS)?;
+        let v = self.value("padding")?;
         let what = self.what("padding");
+        let forms = AttrKind::Padding.expected();
         if let ValKind::Str(s) = &v.kind {
             return match s.as_str() {
                 "SAME" => Ok(Padding::Same),
                 "VALID" => Ok(Padding::Valid),
-                _ => Err(self.lc.err(
-                    v.off,
-                    format!("bad padding {s:?}: expected {PADDING_FORMS}"),
-                )),
+                _ => Err(self
+                    .lc
+                    .err(v.off, format!("bad padding {s:?}: expected {forms}"))),
             };
         }
-        let pairs = self.pairs(&v, &what, PADDING_FORMS)?;
+        let pairs = self.pairs(&v, &what, forms)?;
         // TensorFlow's explicit form lists all four axes; batch and channels must be [0,0].
         let spatial = match (pairs.as_slice(), df) {
             (&[hp, wp], _) => [hp, wp],
@@ -487,7 +469,7 @@ impl<'a> Attrs<'_, 'a> {
                 return Err(self.lc.err(
                     v.off,
                     format!(
-                        "bad padding: expected {PADDING_FORMS}, found {} pair(s)",
+                        "bad padding: expected {forms}, found {} pair(s)",
                         pairs.len()
                     ),
                 ));
@@ -516,34 +498,26 @@ impl<'a> Attrs<'_, 'a> {
     }
 
     fn pad_pairs(&mut self) -> Result<Vec<[usize; 2]>> {
-        let expected = "[[before,after], ...] with one pair per axis";
-        let v = self.required("paddings", expected)?;
-        self.pairs(&v, &self.what("paddings"), expected)
+        let v = self.value("paddings")?;
+        self.pairs(&v, &self.what("paddings"), AttrKind::Pairs.expected())
     }
 
     fn conv(&mut self) -> Result<ConvAttrs> {
         // data_format first: it decides how a 4-element strides list reads.
         let data_format = self.data_format()?;
         Ok(ConvAttrs {
-            strides: self
-                .window("strides", data_format, false)?
-                .unwrap_or([1, 1]),
+            strides: self.window("strides", data_format)?,
             padding: self.padding(data_format)?,
-            dilations: self
-                .window("dilations", data_format, false)?
-                .unwrap_or([1, 1]),
+            dilations: self.window("dilations", data_format)?,
             data_format,
         })
     }
 
     fn pool(&mut self) -> Result<PoolAttrs> {
         let data_format = self.data_format()?;
-        let ksize = self.window("ksize", data_format, true)?.unwrap_or([1, 1]);
         Ok(PoolAttrs {
-            ksize,
-            strides: self
-                .window("strides", data_format, false)?
-                .unwrap_or([1, 1]),
+            ksize: self.window("ksize", data_format)?,
+            strides: self.window("strides", data_format)?,
             padding: self.padding(data_format)?,
             data_format,
         })
@@ -552,7 +526,9 @@ impl<'a> Attrs<'_, 'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::{FORMAT_VERSION, printer};
     use super::*;
+    use crate::schema::{AttrKind, OPS};
 
     #[test]
     fn edit_distance_counts_edits() {
@@ -562,12 +538,114 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
     }
 
-    #[test]
-    fn every_keyword_is_accepted() {
-        for k in all_keywords() {
-            let main = FusedOp::main_keyword(k).unwrap_or(k);
-            assert!(accepted(main).is_some(), "{k}");
+    /// A value of each kind that no schema has as its default.
+    fn sample(kind: AttrKind, fused: bool) -> &'static str {
+        match kind {
+            AttrKind::Int => "1",
+            AttrKind::Count => "3",
+            AttrKind::Float => "1.5",
+            AttrKind::Bool => "true",
+            AttrKind::Ints => "[2,-1]",
+            AttrKind::Counts => "[1,0]",
+            AttrKind::Pairs => "[[1,2]]",
+            AttrKind::Padding => "\"VALID\"",
+            AttrKind::Window => "[2,3]",
+            AttrKind::DataFormat => "\"NCHW\"",
+            AttrKind::DType => "\"i32\"",
+            AttrKind::Axes => "[0,1]",
+            AttrKind::Expr if fused => "\"relu(main)\"",
+            AttrKind::Expr => "\"relu($0)\"",
         }
-        assert!(accepted("conv3d").is_none());
+    }
+
+    fn attr(name: &'static str, text: &'static str) -> Attr<'static> {
+        Attr {
+            name,
+            off: 0,
+            val: default_value(text, 0),
+        }
+    }
+
+    /// Builds `kw` from the given attributes plus every required one (a sample value).
+    fn build(kw: &str, given: Vec<Attr<'static>>) -> Result<Op> {
+        let lc = LineCtx { no: 1, text: "" };
+        let fused_main = schema::fused_main(kw);
+        let schema = fused_main.or_else(|| schema::lookup(kw)).unwrap();
+        let mut attrs = given;
+        let required = schema
+            .attrs
+            .iter()
+            .chain(fused_main.map(|_| &schema::EXPR))
+            .filter(|a| a.default == AttrDefault::Required);
+        for a in required {
+            if attrs.iter().all(|x| x.name != a.name) {
+                attrs.push(attr(a.name, sample(a.kind, fused_main.is_some())));
+            }
+        }
+        build_op(&lc, kw, 0, attrs, FORMAT_VERSION)
+    }
+
+    #[test]
+    fn every_keyword_builds_its_op_and_prints_only_what_is_not_default() {
+        for kw in schema::all_keywords() {
+            let op = build(kw, Vec::new()).unwrap_or_else(|e| panic!("{kw}: {e}"));
+            assert_eq!(op.name(), kw);
+            let schema = op.schema().unwrap();
+            let printed: Vec<String> = printer::attrs(&op)
+                .into_iter()
+                .map(|a| a.split('=').next().unwrap_or_default().to_string())
+                .collect();
+            let required: Vec<&str> = schema
+                .attrs
+                .iter()
+                .chain(schema::fused_main(kw).map(|_| &schema::EXPR))
+                .filter(|a| a.default == AttrDefault::Required)
+                .map(|a| a.name)
+                .collect();
+            let mut printed_sorted = printed.clone();
+            printed_sorted.sort_unstable();
+            let mut required_sorted = required.clone();
+            required_sorted.sort_unstable();
+            assert_eq!(printed_sorted, required_sorted, "{kw} printed {printed:?}");
+        }
+    }
+
+    #[test]
+    fn schema_defaults_round_trip() {
+        for s in OPS {
+            for a in s.attrs {
+                let AttrDefault::Value(text) = a.default else {
+                    continue;
+                };
+                // Giving the default explicitly builds the same op as leaving it out, and
+                // a non-default value builds another one (so the attribute is really read).
+                let implicit = build(s.keyword, Vec::new()).unwrap();
+                let explicit = build(s.keyword, vec![attr(a.name, text)]);
+                assert_eq!(explicit.as_ref(), Ok(&implicit), "{} {}", s.keyword, a.name);
+                let other = build(s.keyword, vec![attr(a.name, sample(a.kind, false))]);
+                assert_ne!(
+                    other.as_ref().ok(),
+                    Some(&implicit),
+                    "{} {}",
+                    s.keyword,
+                    a.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_version_2_op_in_a_version_1_file_is_an_error() {
+        let lc = LineCtx { no: 3, text: "" };
+        let err = build_op(&lc, "lrn", 0, Vec::new(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`lrn` needs format version 2"), "{err}");
+        let expr = vec![attr("expr", "\"relu(main)\""), attr("axis", "1")];
+        let err = build_op(&lc, "fused_softmax", 0, expr, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs format version 2"), "{err}");
+        assert!(build_op(&lc, "relu", 0, Vec::new(), 1).is_ok());
     }
 }

@@ -11,7 +11,7 @@ use super::lexer::{Cursor, Tok, Token, lex_line};
 use super::ops::{Attr, build_op};
 use super::values::{LineCtx, describe_tok, unclosed};
 use super::{FORMAT_VERSION, MIN_FORMAT_VERSION};
-use crate::op::{Op, Source};
+use crate::op::{Initializer, Op, Source};
 use crate::{Error, Graph, Result};
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +25,7 @@ pub(crate) fn parse_text(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
         outputs: Vec::new(),
         base_dir,
         files: SafetensorsFiles::new(),
+        version: FORMAT_VERSION,
     };
     let mut seen_header = false;
     for (i, line) in text.split('\n').enumerate() {
@@ -40,7 +41,7 @@ pub(crate) fn parse_text(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
         if seen_header {
             p.statement(&mut cur)?;
         } else {
-            header(&mut cur)?;
+            p.version = header(&mut cur)?;
             seen_header = true;
         }
     }
@@ -62,8 +63,9 @@ fn versions() -> String {
     all.join(" or ")
 }
 
-/// Checks the `kiln N` header line (versions [`MIN_FORMAT_VERSION`] to [`FORMAT_VERSION`]).
-fn header(cur: &mut Cursor<'_>) -> Result<()> {
+/// Checks the `kiln N` header line (versions [`MIN_FORMAT_VERSION`] to [`FORMAT_VERSION`]) and
+/// returns N.
+fn header(cur: &mut Cursor<'_>) -> Result<u64> {
     if !matches!(
         cur.peek(),
         Some(Token {
@@ -89,10 +91,11 @@ fn header(cur: &mut Cursor<'_>) -> Result<()> {
         _ => return Err(cur.expected("the format version after `kiln` (e.g. `kiln 1`)")),
     };
     cur.pos += 1;
-    let known = text
+    let version = text
         .parse::<u64>()
-        .is_ok_and(|v| (MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v));
-    if !known {
+        .ok()
+        .filter(|v| (MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(v));
+    let Some(version) = version else {
         return Err(cur.lc.err(
             off,
             format!(
@@ -101,8 +104,9 @@ fn header(cur: &mut Cursor<'_>) -> Result<()> {
                 versions()
             ),
         ));
-    }
-    cur.expect_end()
+    };
+    cur.expect_end()?;
+    Ok(version)
 }
 
 /// The state of a parse: the graph so far, where each name was defined, pending outputs.
@@ -115,6 +119,8 @@ struct Parser<'p> {
     base_dir: Option<&'p Path>,
     /// Safetensors files read so far (each is read once).
     files: SafetensorsFiles,
+    /// The header's format version: ops newer than it are errors.
+    version: u64,
 }
 
 impl Parser<'_> {
@@ -191,7 +197,18 @@ impl Parser<'_> {
             '=',
             &format!("`=` and an initialiser after the type of {kw} %{name}"),
         )?;
+        let init_off = cur.here();
         let init = initializer(cur, self.base_dir, &mut self.files, name, &ty)?;
+        if matches!(init, Initializer::Safetensors { .. }) && self.version < 2 {
+            return Err(cur.lc.err(
+                init_off,
+                format!(
+                    "`safetensors` needs format version 2, but the file's header says \
+                     `kiln {}` (write `kiln 2` as the first line)",
+                    self.version
+                ),
+            ));
+        }
         cur.expect_end()?;
         let source = Source { ty, init };
         let op = if kw == "var" {
@@ -273,7 +290,7 @@ impl Parser<'_> {
         }
         cur.expect_end()?;
         let lc = cur.lc;
-        let op = build_op(&lc, kw, kw_off, attrs)?;
+        let op = build_op(&lc, kw, kw_off, attrs, self.version)?;
         let mut inputs = Vec::with_capacity(operands.len());
         for &(n, off) in &operands {
             let id = self.graph.find(n).ok_or_else(|| {

@@ -8,6 +8,7 @@
 
 use super::FORMAT_VERSION;
 use crate::op::{ConvAttrs, DataFormat, Float, Initializer, Op, Padding, PoolAttrs, UnaryOp};
+use crate::schema::AttrDefault;
 use crate::tensor::Data;
 use crate::{Graph, Node};
 use std::fmt::Write;
@@ -60,126 +61,104 @@ fn padding(p: &Padding) -> String {
     }
 }
 
-fn push_format(out: &mut Vec<String>, df: DataFormat) {
-    if df != DataFormat::Nhwc {
-        out.push(format!("data_format={}", quote(df.name())));
-    }
-}
-
-fn push_float(out: &mut Vec<String>, name: &str, v: Float, default: f32) {
-    if v != Float(default) {
-        out.push(format!("{name}={}", fmt_f32(v.0)));
-    }
-}
-
-fn conv(out: &mut Vec<String>, a: &ConvAttrs) {
-    if a.strides != [1, 1] {
-        out.push(format!("strides={}", list(&a.strides)));
-    }
-    out.push(format!("padding={}", padding(&a.padding)));
-    if a.dilations != [1, 1] {
-        out.push(format!("dilations={}", list(&a.dilations)));
-    }
-    push_format(out, a.data_format);
-}
-
-fn pool(out: &mut Vec<String>, a: &PoolAttrs) {
-    out.push(format!("ksize={}", list(&a.ksize)));
-    if a.strides != [1, 1] {
-        out.push(format!("strides={}", list(&a.strides)));
-    }
-    out.push(format!("padding={}", padding(&a.padding)));
-    push_format(out, a.data_format);
-}
-
-/// The op's attributes as `name=value`, in the canonical order, defaults omitted.
-pub(crate) fn attrs(op: &Op) -> Vec<String> {
-    let mut out = Vec::new();
+/// Every attribute of `op` as `(name, value text)`, defaults included, in schema order.
+fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
+    let float = |v: &Float| fmt_f32(v.0);
+    let format = |df: &DataFormat| quote(df.name());
     match op {
-        Op::Input(_) | Op::Var(_) | Op::Const(_) | Op::Binary(_) | Op::Assign(_) => {}
-        Op::Unary(UnaryOp::LeakyRelu { alpha }) => push_float(&mut out, "alpha", *alpha, 0.2),
-        Op::Unary(_) => {}
-        Op::BiasAdd { data_format } => push_format(&mut out, *data_format),
+        Op::Input(_) | Op::Var(_) | Op::Const(_) | Op::Binary(_) | Op::Assign(_) => Vec::new(),
+        Op::Unary(UnaryOp::LeakyRelu { alpha }) => vec![("alpha", float(alpha))],
+        Op::Unary(_) => Vec::new(),
+        Op::BiasAdd { data_format } => vec![("data_format", format(data_format))],
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => {
-            if *transpose_a {
-                out.push("transpose_a=true".into());
-            }
-            if *transpose_b {
-                out.push("transpose_b=true".into());
-            }
-        }
-        Op::Conv2d(a) | Op::DepthwiseConv2d(a) => conv(&mut out, a),
-        Op::MaxPool(a) | Op::AvgPool(a) => pool(&mut out, a),
+        } => vec![
+            ("transpose_a", transpose_a.to_string()),
+            ("transpose_b", transpose_b.to_string()),
+        ],
+        Op::Conv2d(a) | Op::DepthwiseConv2d(a) => conv(a),
+        Op::MaxPool(a) | Op::AvgPool(a) => pool(a),
         Op::Reduce { axes, keepdims, .. } => {
-            if let Some(axes) = axes {
-                out.push(format!("axes={}", list(axes)));
-            }
-            if *keepdims {
-                out.push("keepdims=true".into());
-            }
+            let mut out: Vec<(&str, String)> = axes.iter().map(|a| ("axes", list(a))).collect();
+            out.push(("keepdims", keepdims.to_string()));
+            out
         }
-        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-            if *axis != -1 {
-                out.push(format!("axis={axis}"));
-            }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Concat { axis } => {
+            vec![("axis", axis.to_string())]
         }
-        Op::Reshape { shape } => out.push(format!("shape={}", list(shape))),
-        Op::Transpose { perm } => out.push(format!("perm={}", list(perm))),
-        Op::Concat { axis } => out.push(format!("axis={axis}")),
-        Op::Slice { begin, size } => {
-            out.push(format!("begin={}", list(begin)));
-            out.push(format!("size={}", list(size)));
-        }
+        Op::Reshape { shape } => vec![("shape", list(shape))],
+        Op::Transpose { perm } => vec![("perm", list(perm))],
+        Op::Slice { begin, size } => vec![("begin", list(begin)), ("size", list(size))],
         Op::Pad {
             paddings,
             constant_value,
-        } => {
-            out.push(format!("paddings={}", pairs(paddings)));
-            push_float(&mut out, "constant_value", *constant_value, 0.0);
-        }
+        } => vec![
+            ("paddings", pairs(paddings)),
+            ("constant_value", float(constant_value)),
+        ],
         Op::BatchNorm {
             epsilon,
             data_format,
-        } => {
-            push_float(&mut out, "epsilon", *epsilon, 0.001);
-            push_format(&mut out, *data_format);
-        }
+        } => vec![
+            ("epsilon", float(epsilon)),
+            ("data_format", format(data_format)),
+        ],
         Op::Lrn {
             depth_radius,
             bias,
             alpha,
             beta,
-        } => {
-            if *depth_radius != 5 {
-                out.push(format!("depth_radius={depth_radius}"));
-            }
-            push_float(&mut out, "bias", *bias, 1.0);
-            push_float(&mut out, "alpha", *alpha, 1.0);
-            push_float(&mut out, "beta", *beta, 0.5);
-        }
-        Op::ArgMax { axis, output_type } => {
-            out.push(format!("axis={axis}"));
-            if *output_type != crate::DType::I64 {
-                out.push(format!("output_type={}", quote(&output_type.to_string())));
-            }
-        }
-        Op::Gather { axis } => {
-            if *axis != 0 {
-                out.push(format!("axis={axis}"));
-            }
-        }
-        Op::Cast { to } => out.push(format!("to={}", quote(&to.to_string()))),
+        } => vec![
+            ("depth_radius", depth_radius.to_string()),
+            ("bias", float(bias)),
+            ("alpha", float(alpha)),
+            ("beta", float(beta)),
+        ],
+        Op::ArgMax { axis, output_type } => vec![
+            ("axis", axis.to_string()),
+            ("output_type", quote(&output_type.to_string())),
+        ],
+        Op::Gather { axis } => vec![("axis", axis.to_string())],
+        Op::Cast { to } => vec![("to", quote(&to.to_string()))],
         Op::Fused(f) => {
-            if let Some(main) = f.main() {
-                out.extend(attrs(main));
-            }
-            out.push(format!("expr={}", quote(&f.expr().to_string())));
+            let mut out = f.main().map(all_attrs).unwrap_or_default();
+            out.push(("expr", quote(&f.expr().to_string())));
+            out
         }
     }
-    out
+}
+
+fn conv(a: &ConvAttrs) -> Vec<(&'static str, String)> {
+    vec![
+        ("strides", list(&a.strides)),
+        ("padding", padding(&a.padding)),
+        ("dilations", list(&a.dilations)),
+        ("data_format", quote(a.data_format.name())),
+    ]
+}
+
+fn pool(a: &PoolAttrs) -> Vec<(&'static str, String)> {
+    vec![
+        ("ksize", list(&a.ksize)),
+        ("strides", list(&a.strides)),
+        ("padding", padding(&a.padding)),
+        ("data_format", quote(a.data_format.name())),
+    ]
+}
+
+/// The op's attributes as `name=value`, in the canonical order, with every attribute equal to
+/// its schema default left out.
+pub(crate) fn attrs(op: &Op) -> Vec<String> {
+    let schema = op.schema();
+    all_attrs(op)
+        .into_iter()
+        .filter(|(name, text)| {
+            let default = schema.and_then(|s| s.attr(name)).map(|a| a.default);
+            !matches!(default, Some(AttrDefault::Value(d)) if d == text)
+        })
+        .map(|(name, text)| format!("{name}={text}"))
+        .collect()
 }
 
 /// An initialiser as written after `=`.
@@ -210,19 +189,19 @@ pub(crate) fn initializer(init: &Initializer) -> String {
     }
 }
 
-/// The oldest format version that can express `graph`: 1 unless it uses a version-2 feature
-/// (a safetensors initialiser, or an op added in version 2: lrn, argmax, gather, cast and the
-/// fused nodes). Writing the oldest version keeps version-1 files and golden texts
-/// byte-stable.
+/// The oldest format version that can express `graph`: the newest [`Op::since_version`] of
+/// its ops, and 2 for a safetensors initialiser. Writing the oldest version keeps version-1
+/// files and golden texts byte-stable.
 pub(crate) fn required_version(graph: &Graph) -> u64 {
-    let v2 = graph.node_ids().any(|id| match &graph.node(id).op {
-        Op::Var(s) | Op::Const(s) => matches!(s.init, Initializer::Safetensors { .. }),
-        Op::Lrn { .. } | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. } | Op::Fused(_) => {
-            true
-        }
-        _ => false,
-    });
-    if v2 { FORMAT_VERSION } else { 1 }
+    graph
+        .node_ids()
+        .map(|id| match &graph.node(id).op {
+            Op::Var(s) | Op::Const(s) if matches!(s.init, Initializer::Safetensors { .. }) => 2,
+            op => op.since_version(),
+        })
+        .max()
+        .unwrap_or(1)
+        .min(FORMAT_VERSION)
 }
 
 /// One node's statement, without the type comment.

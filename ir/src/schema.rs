@@ -1,0 +1,469 @@
+//! The op schema: one declarative entry per op keyword of the .kiln format, stating its
+//! operands, its attributes (name, kind, default) and the format version that introduced it.
+//!
+//! This table is the one place these facts are written. The parser checks attribute names
+//! against it and fills in the defaults from it, the printer omits exactly the attributes
+//! equal to their defaults here, the keyword list for "did you mean" hints, the version check
+//! (a `kiln 1` file may not use a version-2 op) and the printer's choice of version read it,
+//! and a test checks docs/FORMAT.md's op table against [`format_table`]. What an op *means*
+//! lives with the [`Op`] variant's doc comment; how it is built from its attributes lives in
+//! `text/ops.rs`, where each keyword is one arm that takes its attributes by name.
+//!
+//! Invariants (checked by the tests at the bottom): keywords are unique; every default is
+//! written in the printer's canonical form, so it parses and prints back to the same text;
+//! and every keyword parses into an [`Op`] whose [`Op::name`] is that keyword.
+
+use crate::op::Op;
+
+/// The value kinds attributes take; [`AttrKind::expected`] is how messages and docs say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrKind {
+    /// An integer (may be negative).
+    Int,
+    /// A non-negative integer.
+    Count,
+    /// A number (integers are accepted).
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// A list of integers; `-1` has the op's meaning.
+    Ints,
+    /// A list of non-negative integers.
+    Counts,
+    /// A list of `[before, after]` pairs.
+    Pairs,
+    /// `"SAME"`, `"VALID"` or explicit `[[top,bottom],[left,right]]`.
+    Padding,
+    /// `[h,w]`, one integer for both, or TensorFlow's four-element form.
+    Window,
+    /// `"NHWC"` or `"NCHW"`.
+    DataFormat,
+    /// A dtype in a string: `"f32"`, `"i32"`, `"i64"` or `"bool"`.
+    DType,
+    /// One axis or a list of axes.
+    Axes,
+    /// An elementwise expression in a string (fused nodes).
+    Expr,
+}
+
+impl AttrKind {
+    /// What a value of this kind looks like, for messages ("expected ...").
+    pub fn expected(self) -> &'static str {
+        match self {
+            AttrKind::Int => "an integer",
+            AttrKind::Count => "a non-negative integer",
+            AttrKind::Float => "a number",
+            AttrKind::Bool => "true or false",
+            AttrKind::Ints => "a list of integers",
+            AttrKind::Counts => "a list of non-negative integers",
+            AttrKind::Pairs => "[[before,after], ...] with one pair per axis",
+            AttrKind::Padding => "\"SAME\", \"VALID\" or [[top,bottom],[left,right]]",
+            AttrKind::Window => "[h,w], an integer, or [1,h,w,1] (NHWC) / [1,1,h,w] (NCHW)",
+            AttrKind::DataFormat => "\"NHWC\" or \"NCHW\"",
+            AttrKind::DType => "a dtype: \"f32\", \"i32\", \"i64\" or \"bool\"",
+            AttrKind::Axes => "an axis or a list of axes",
+            AttrKind::Expr => "an elementwise expression in a string",
+        }
+    }
+}
+
+/// What an attribute that is left out means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrDefault {
+    /// It must be given.
+    Required,
+    /// This value, written in the printer's canonical form.
+    Value(&'static str),
+    /// Leaving it out has a meaning no value spells (a reduction's `axes`: every axis); the
+    /// text says what, for the docs.
+    Absent(&'static str),
+    /// Another spelling of the named attribute; at most one of the two may be given.
+    AliasOf(&'static str),
+}
+
+/// One attribute of an op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttrSchema {
+    /// The name written before `=`.
+    pub name: &'static str,
+    /// The kind of value it takes.
+    pub kind: AttrKind,
+    /// What leaving it out means.
+    pub default: AttrDefault,
+}
+
+/// One op keyword of the .kiln format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpSchema {
+    /// The keyword (`conv2d`).
+    pub keyword: &'static str,
+    /// Its operands, for the docs (`x, w (HWIO)`).
+    pub operands: &'static str,
+    /// Its attributes in canonical (printing) order.
+    pub attrs: &'static [AttrSchema],
+    /// The .kiln format version that introduced it; older files may not use it.
+    pub since: u64,
+    /// The keyword of a fused node with this op as its main op (`fused_conv2d`), if it can be
+    /// one.
+    pub fused: Option<&'static str>,
+}
+
+impl OpSchema {
+    /// The attribute called `name`, if the op has one.
+    pub fn attr(&self, name: &str) -> Option<&'static AttrSchema> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+}
+
+/// The format version that introduced fused nodes (`fused_<main>` and `elementwise`).
+pub const FUSED_SINCE: u64 = 2;
+
+/// The attribute every fused node has besides its main op's.
+pub const EXPR: AttrSchema = AttrSchema {
+    name: "expr",
+    kind: AttrKind::Expr,
+    default: AttrDefault::Required,
+};
+
+const fn attr(name: &'static str, kind: AttrKind, default: AttrDefault) -> AttrSchema {
+    AttrSchema {
+        name,
+        kind,
+        default,
+    }
+}
+
+const fn op(
+    keyword: &'static str,
+    operands: &'static str,
+    attrs: &'static [AttrSchema],
+    since: u64,
+    fused: Option<&'static str>,
+) -> OpSchema {
+    OpSchema {
+        keyword,
+        operands,
+        attrs,
+        since,
+        fused,
+    }
+}
+
+use AttrDefault::{Absent, AliasOf, Required, Value};
+use AttrKind as K;
+
+const NONE: &[AttrSchema] = &[];
+const DATA_FORMAT: AttrSchema = attr("data_format", K::DataFormat, Value("\"NHWC\""));
+const CONV: &[AttrSchema] = &[
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    attr("dilations", K::Window, Value("[1,1]")),
+    DATA_FORMAT,
+];
+const POOL: &[AttrSchema] = &[
+    attr("ksize", K::Window, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    DATA_FORMAT,
+];
+const REDUCE: &[AttrSchema] = &[
+    attr("axes", K::Axes, Absent("all")),
+    attr("axis", K::Axes, AliasOf("axes")),
+    attr("keepdims", K::Bool, Value("false")),
+];
+const SOFTMAX: &[AttrSchema] = &[attr("axis", K::Int, Value("-1"))];
+const X: &str = "x";
+const AB: &str = "a, b (numpy broadcasting)";
+
+/// Every op keyword, in the order of the docs table. Fused nodes are described by their main
+/// op's entry ([`OpSchema::fused`]) plus [`EXPR`]; `elementwise` is the fused node without a
+/// main op.
+pub const OPS: &[OpSchema] = &[
+    op("neg", X, NONE, 1, None),
+    op("abs", X, NONE, 1, None),
+    op("relu", X, NONE, 1, None),
+    op("relu6", X, NONE, 1, None),
+    op("sigmoid", X, NONE, 1, None),
+    op("tanh", X, NONE, 1, None),
+    op("exp", X, NONE, 1, None),
+    op("log", X, NONE, 1, None),
+    op("sqrt", X, NONE, 1, None),
+    op("rsqrt", X, NONE, 1, None),
+    op("square", X, NONE, 1, None),
+    op(
+        "leaky_relu",
+        X,
+        &[attr("alpha", K::Float, Value("0.2"))],
+        1,
+        None,
+    ),
+    op("add", AB, NONE, 1, None),
+    op("sub", AB, NONE, 1, None),
+    op("mul", AB, NONE, 1, None),
+    op("div", AB, NONE, 1, None),
+    op("maximum", AB, NONE, 1, None),
+    op("minimum", AB, NONE, 1, None),
+    op("pow", AB, NONE, 1, None),
+    op(
+        "bias_add",
+        "x, b (rank 1, channels)",
+        &[DATA_FORMAT],
+        1,
+        None,
+    ),
+    op(
+        "matmul",
+        "a, b (rank 2, or rank 3 batched)",
+        &[
+            attr("transpose_a", K::Bool, Value("false")),
+            attr("transpose_b", K::Bool, Value("false")),
+        ],
+        1,
+        Some("fused_matmul"),
+    ),
+    op("conv2d", "x, w (HWIO)", CONV, 1, Some("fused_conv2d")),
+    op(
+        "depthwise_conv2d",
+        "x, w ([kh,kw,cin,multiplier])",
+        CONV,
+        1,
+        Some("fused_depthwise_conv2d"),
+    ),
+    op("max_pool", X, POOL, 1, Some("fused_max_pool")),
+    op("avg_pool", X, POOL, 1, Some("fused_avg_pool")),
+    op("reduce_sum", X, REDUCE, 1, Some("fused_reduce_sum")),
+    op("reduce_mean", X, REDUCE, 1, Some("fused_reduce_mean")),
+    op("reduce_max", X, REDUCE, 1, Some("fused_reduce_max")),
+    op("reduce_min", X, REDUCE, 1, Some("fused_reduce_min")),
+    op("softmax", X, SOFTMAX, 1, Some("fused_softmax")),
+    op("log_softmax", X, SOFTMAX, 1, Some("fused_log_softmax")),
+    op(
+        "reshape",
+        X,
+        &[attr("shape", K::Ints, Required)],
+        1,
+        Some("fused_reshape"),
+    ),
+    op(
+        "transpose",
+        X,
+        &[attr("perm", K::Counts, Required)],
+        1,
+        Some("fused_transpose"),
+    ),
+    op(
+        "concat",
+        "x1, x2, ...",
+        &[attr("axis", K::Int, Required)],
+        1,
+        None,
+    ),
+    op(
+        "slice",
+        X,
+        &[
+            attr("begin", K::Counts, Required),
+            attr("size", K::Ints, Required),
+        ],
+        1,
+        Some("fused_slice"),
+    ),
+    op(
+        "pad",
+        X,
+        &[
+            attr("paddings", K::Pairs, Required),
+            attr("constant_value", K::Float, Value("0.0")),
+        ],
+        1,
+        Some("fused_pad"),
+    ),
+    op(
+        "batch_norm",
+        "x, scale, offset, mean, variance",
+        &[attr("epsilon", K::Float, Value("0.001")), DATA_FORMAT],
+        1,
+        Some("fused_batch_norm"),
+    ),
+    op("assign", "var, value", NONE, 1, None),
+    op("assign_add", "var, value", NONE, 1, None),
+    op("assign_sub", "var, value", NONE, 1, None),
+    op(
+        "lrn",
+        "x (NHWC)",
+        &[
+            attr("depth_radius", K::Count, Value("5")),
+            attr("bias", K::Float, Value("1.0")),
+            attr("alpha", K::Float, Value("1.0")),
+            attr("beta", K::Float, Value("0.5")),
+        ],
+        2,
+        None,
+    ),
+    op(
+        "argmax",
+        X,
+        &[
+            attr("axis", K::Int, Required),
+            attr("output_type", K::DType, Value("\"i64\"")),
+        ],
+        2,
+        None,
+    ),
+    op(
+        "gather",
+        "params, indices (i32/i64)",
+        &[attr("axis", K::Int, Value("0"))],
+        2,
+        None,
+    ),
+    op("cast", X, &[attr("to", K::DType, Required)], 2, None),
+    op("elementwise", "x1, x2, ...", &[EXPR], FUSED_SINCE, None),
+];
+
+/// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
+pub fn lookup(keyword: &str) -> Option<&'static OpSchema> {
+    OPS.iter().find(|s| s.keyword == keyword)
+}
+
+/// The main op's schema for a `fused_<main>` keyword.
+pub fn fused_main(keyword: &str) -> Option<&'static OpSchema> {
+    OPS.iter().find(|s| s.fused == Some(keyword))
+}
+
+/// Every keyword an op statement may use: the ops and the fused nodes.
+pub fn all_keywords() -> impl Iterator<Item = &'static str> {
+    OPS.iter()
+        .map(|s| s.keyword)
+        .chain(OPS.iter().filter_map(|s| s.fused))
+}
+
+impl Op {
+    /// The op's schema; for a fused node, its main op's (or `elementwise`'s); `None` for the
+    /// sources (`input`, `var`, `const`), which are declarations rather than ops.
+    pub fn schema(&self) -> Option<&'static OpSchema> {
+        match self {
+            Op::Input(_) | Op::Var(_) | Op::Const(_) => None,
+            Op::Fused(f) => lookup(f.main().map_or("elementwise", Op::name)),
+            op => lookup(op.name()),
+        }
+    }
+
+    /// The format version that introduced this op ([`FUSED_SINCE`] at least for a fused node).
+    pub fn since_version(&self) -> u64 {
+        let since = self.schema().map_or(1, |s| s.since);
+        match self {
+            Op::Fused(_) => since.max(FUSED_SINCE),
+            _ => since,
+        }
+    }
+}
+
+/// The op table of docs/FORMAT.md, made from [`OPS`]: consecutive keywords with the same
+/// operands, attributes and version share a row.
+pub fn format_table() -> String {
+    let mut out =
+        String::from("| op | operands | attributes (default) | version |\n|---|---|---|---|\n");
+    let mut rows: Vec<(Vec<&str>, &OpSchema)> = Vec::new();
+    for s in OPS {
+        match rows.last_mut() {
+            Some((kws, prev))
+                if prev.operands == s.operands
+                    && prev.attrs == s.attrs
+                    && prev.since == s.since
+                    && prev.fused.is_some() == s.fused.is_some() =>
+            {
+                kws.push(s.keyword)
+            }
+            _ => rows.push((vec![s.keyword], s)),
+        }
+    }
+    for (kws, s) in rows {
+        let attrs: Vec<String> = s.attrs.iter().map(describe_attr).collect();
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            kws.join(" "),
+            s.operands,
+            attrs.join(", "),
+            s.since
+        ));
+    }
+    let fused: Vec<&str> = OPS.iter().filter_map(|s| s.fused).collect();
+    out.push_str(&format!(
+        "| `{}` | the main op's operands, then the epilogue's | the main op's, plus {} | {} |\n",
+        fused.join(" "),
+        describe_attr(&EXPR),
+        FUSED_SINCE
+    ));
+    out
+}
+
+fn describe_attr(a: &AttrSchema) -> String {
+    match a.default {
+        Required => format!("`{}` (required)", a.name),
+        Value(v) => format!("`{}` ({v})", a.name),
+        Absent(meaning) => format!("`{}` ({meaning})", a.name),
+        AliasOf(other) => format!("`{}` (alias of `{other}`)", a.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_are_unique() {
+        let mut all: Vec<&str> = all_keywords().collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a keyword is listed twice");
+    }
+
+    #[test]
+    fn fused_keywords_name_their_main_op() {
+        for s in OPS {
+            if let Some(f) = s.fused {
+                assert_eq!(f.strip_prefix("fused_"), Some(s.keyword));
+            }
+        }
+    }
+
+    /// docs/FORMAT.md's op table is [`format_table`], between two markers;
+    /// `UPDATE_GOLDEN=1` rewrites it.
+    #[test]
+    fn format_md_op_table_is_the_schema() {
+        const BEGIN: &str = "<!-- op table: generated from ir/src/schema.rs -->\n";
+        const END: &str = "<!-- end of op table -->\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+        let doc = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("docs/FORMAT.md lacks the op table markers {BEGIN:?} and {END:?}");
+        };
+        let current = &doc[b + BEGIN.len()..e];
+        let table = format_table();
+        if current == table {
+            return;
+        }
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            let new = format!("{}{BEGIN}{table}{}", &doc[..b], &doc[e..]);
+            std::fs::write(path, new).expect("write docs/FORMAT.md");
+            return;
+        }
+        panic!(
+            "docs/FORMAT.md's op table differs from the schema (UPDATE_GOLDEN=1 rewrites it):\n\
+             --- docs\n{current}--- schema\n{table}"
+        );
+    }
+
+    #[test]
+    fn aliases_name_an_attribute_of_the_same_op() {
+        for s in OPS {
+            for a in s.attrs {
+                if let AliasOf(other) = a.default {
+                    assert!(s.attr(other).is_some(), "{}: {}", s.keyword, a.name);
+                }
+            }
+        }
+    }
+}
