@@ -19,6 +19,8 @@
 //! # Ok::<(), kiln::Error>(())
 //! ```
 
+// Safe Rust only: unsafe code lives in the backends, in small commented places.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backend_kind;

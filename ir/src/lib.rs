@@ -5,6 +5,8 @@
 //! to a [`backend::Backend`]. The reference evaluator in [`eval`] defines what every op means
 //! and is the oracle all backends are tested against. This crate has no codegen dependencies.
 
+// Safe Rust only: unsafe code lives in the backends, in small commented places.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod backend;

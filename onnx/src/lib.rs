@@ -14,6 +14,8 @@
 //! by [`supported_ops`]. A model using anything else is an error listing every unsupported
 //! op with its node and the opset.
 
+// Safe Rust only: unsafe code lives in the backends, in small commented places.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod attrs;

@@ -2,6 +2,8 @@
 //! clusters, epilogues, transcendental approximations); dense contractions call precompiled SIMD
 //! micro-kernels chosen at run time by CPU feature detection.
 
+// Every unsafe block states why it is sound (CI denies clippy warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 mod backend;

@@ -43,7 +43,7 @@ fn run_with_epilogues(program: &Program, feeds: &[Tensor]) -> Vec<Vec<f32>> {
                     })
                     .collect();
                 let refs: Vec<&Tensor> = inputs.iter().collect();
-                let t = eval_op(&op, &refs).expect("main stage");
+                let t = eval_op(op, &refs).expect("main stage");
                 t.into_f32().expect("f32 main result")
             }
             None => vec![f32::NAN; out_buf.numel()],

@@ -12,6 +12,8 @@
 //!   and device);
 //! - [`runtime`]: [`runtime::OpenClExecutable`], which owns the device buffers and runs.
 
+// Every unsafe block states why it is sound (CI denies clippy warnings).
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod render;

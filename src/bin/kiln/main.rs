@@ -1,5 +1,8 @@
 //! The `kiln` command line: check, dump, draw and run .kiln graphs.
 
+// Safe Rust only: unsafe code lives in the backends, in small commented places.
+#![forbid(unsafe_code)]
+
 mod bench;
 mod devices;
 mod feeds;

@@ -108,7 +108,7 @@ mod imp {
     pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
         // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
         // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
-        // SAFETY (all arms): forwarded from this function's contract; `rows` is the arm's.
+        // SAFETY: (all arms) forwarded from this function's contract; `rows` is the arm's.
         unsafe {
             match t.rows {
                 1 => rows::<1>(t),
