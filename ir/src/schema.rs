@@ -81,6 +81,82 @@ pub enum AttrDefault {
     AliasOf(&'static str),
 }
 
+/// The op families: one taxonomy for the file names of every layer that splits its code by op
+/// (`infer/`, `eval/`, the CPU backend's `codegen/` and `host/`, the OpenCL backend's `render/`),
+/// so an op's code is found under the same name in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpFamily {
+    /// One output element from the same-index input elements: unary and binary ops,
+    /// `bias_add`, `cast`.
+    Elementwise,
+    /// `matmul`.
+    Matmul,
+    /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools.
+    Window,
+    /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`.
+    Reduce,
+    /// Normalisations along the channels: `batch_norm`, `lrn`.
+    Normalize,
+    /// Moving elements without arithmetic: `reshape`, `transpose`, `concat`, `slice`, `pad`,
+    /// `gather`.
+    Movement,
+    /// Sources and state: `input`, `var`, `const`, `assign*`.
+    State,
+    /// Nodes made by the fusion passes: `fused_<main>`, `elementwise`.
+    Fused,
+}
+
+impl OpFamily {
+    /// Every family.
+    pub const ALL: [OpFamily; 8] = [
+        OpFamily::Elementwise,
+        OpFamily::Matmul,
+        OpFamily::Window,
+        OpFamily::Reduce,
+        OpFamily::Normalize,
+        OpFamily::Movement,
+        OpFamily::State,
+        OpFamily::Fused,
+    ];
+
+    /// The family's name: the file (or folder) name its code has in each layer.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpFamily::Elementwise => "elementwise",
+            OpFamily::Matmul => "matmul",
+            OpFamily::Window => "window",
+            OpFamily::Reduce => "reduce",
+            OpFamily::Normalize => "normalize",
+            OpFamily::Movement => "movement",
+            OpFamily::State => "state",
+            OpFamily::Fused => "fused",
+        }
+    }
+}
+
+/// The modules in source folder `dir` (files `NAME.rs` and folders `NAME/`) named neither after
+/// an [`OpFamily`] nor in `others` (the folder's shared, non-per-family modules, e.g. `mod`,
+/// `tests`). Each layer's tests call it, so a file named after something else fails there.
+pub fn modules_outside_the_taxonomy(
+    dir: &std::path::Path,
+    others: &[&str],
+) -> std::io::Result<Vec<String>> {
+    let mut stray = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let is_module = path.is_dir() || path.extension().is_some_and(|e| e == "rs");
+        let known = OpFamily::ALL.iter().any(|f| f.name() == stem) || others.contains(&stem);
+        if is_module && !known {
+            stray.push(stem.to_string());
+        }
+    }
+    stray.sort();
+    Ok(stray)
+}
+
 /// One attribute of an op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttrSchema {
@@ -339,6 +415,32 @@ pub fn all_keywords() -> impl Iterator<Item = &'static str> {
 }
 
 impl Op {
+    /// The op's family (see [`OpFamily`]); a fused node is [`OpFamily::Fused`].
+    pub fn family(&self) -> OpFamily {
+        use crate::op::Op as O;
+        match self {
+            O::Input(_) | O::Var(_) | O::Const(_) | O::Assign(_) => OpFamily::State,
+            O::Unary(_) | O::Binary(_) | O::BiasAdd { .. } | O::Cast { .. } => {
+                OpFamily::Elementwise
+            }
+            O::MatMul { .. } => OpFamily::Matmul,
+            O::Conv2d(_) | O::DepthwiseConv2d(_) | O::MaxPool(_) | O::AvgPool(_) => {
+                OpFamily::Window
+            }
+            O::Reduce { .. } | O::Softmax { .. } | O::LogSoftmax { .. } | O::ArgMax { .. } => {
+                OpFamily::Reduce
+            }
+            O::BatchNorm { .. } | O::Lrn { .. } => OpFamily::Normalize,
+            O::Reshape { .. }
+            | O::Transpose { .. }
+            | O::Concat { .. }
+            | O::Slice { .. }
+            | O::Pad { .. }
+            | O::Gather { .. } => OpFamily::Movement,
+            O::Fused(_) => OpFamily::Fused,
+        }
+    }
+
     /// The op's schema; for a fused node, its main op's (or `elementwise`'s); `None` for the
     /// sources (`input`, `var`, `const`), which are declarations rather than ops.
     pub fn schema(&self) -> Option<&'static OpSchema> {
