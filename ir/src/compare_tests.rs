@@ -143,8 +143,14 @@ fn the_message_names_the_first_bad_index_the_values_and_the_counts() {
     let err = check_close(&got, &want, Tolerance::KERNEL)
         .unwrap_err()
         .to_string();
-    assert!(err.starts_with("2 of 6 elements differ (max abs error 4e0"), "{err}");
-    assert!(err.ends_with("first at [1, 0]: got 3.5, expected 3"), "{err}");
+    assert!(
+        err.starts_with("2 of 6 elements differ (max abs error 4e0"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("first at [1, 0]: got 3.5, expected 3"),
+        "{err}"
+    );
 }
 
 #[test]
