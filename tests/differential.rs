@@ -86,7 +86,7 @@ fn report(test: &str, tally: &Tally) {
 #[test]
 fn random_graphs_agree_with_the_reference() {
     let config = ProptestConfig {
-        cases: 512,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
@@ -106,10 +106,14 @@ fn random_graphs_agree_with_the_reference() {
     }
     let tally = tally.into_inner();
     report("random graphs", &tally);
-    // 512 recipes of 1 to 6 steps: about 1800 steps, about 2/3 as chosen; the rarest kinds
-    // (matmul at rank 2, pooling and lrn at rank 4) about 12 times each.
-    assert!(tally.steps >= 512, "{tally}");
-    tally.check(0..KINDS, 1, 0.5).unwrap();
+    // 256 recipes of 1 to 6 steps: about 900 steps, about 2/3 as chosen. Each kind but five
+    // comes up at least 10 times (matmul, rank 2 only, and conv, which also takes the steps
+    // rank 4 refuses matmul, about 15). The other kinds rank 4 alone allows come up 4 to 15
+    // times, so `convolution_heavy_graphs_agree` and `catalogue_additions_agree` assert theirs.
+    assert!(tally.steps >= 256, "{tally}");
+    let rare = [6, 7, 8, 15, 16];
+    let kinds = (0..KINDS).filter(|k| !rare.contains(k));
+    tally.check(kinds, 1, 0.5).unwrap();
 }
 
 #[test]
