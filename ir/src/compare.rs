@@ -74,9 +74,10 @@ impl fmt::Display for Tolerance {
 }
 
 /// Why a tensor is not close to the expected one.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum Mismatch {
     /// The element types differ.
+    #[error("dtype {got}, expected {want}")]
     Dtype {
         /// The computed tensor's dtype.
         got: DType,
@@ -84,6 +85,7 @@ pub enum Mismatch {
         want: DType,
     },
     /// The dims differ (checked before the dtype).
+    #[error("dims {got:?}, expected {want:?}")]
     Dims {
         /// The computed tensor's dims.
         got: Vec<usize>,
@@ -91,6 +93,10 @@ pub enum Mismatch {
         want: Vec<usize>,
     },
     /// Some elements are out of tolerance.
+    #[error(
+        "{bad} of {total} elements differ (max abs error {max_abs_error:e}, tolerance \
+         {tolerance}); first at {index:?}: got {got}, expected {want}"
+    )]
     Values {
         /// The multi-index of the first bad element.
         index: Vec<usize>,
@@ -109,30 +115,6 @@ pub enum Mismatch {
         tolerance: Tolerance,
     },
 }
-
-impl fmt::Display for Mismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Mismatch::Dtype { got, want } => write!(f, "dtype {got}, expected {want}"),
-            Mismatch::Dims { got, want } => write!(f, "dims {got:?}, expected {want:?}"),
-            Mismatch::Values {
-                index,
-                got,
-                want,
-                bad,
-                total,
-                max_abs_error,
-                tolerance,
-            } => write!(
-                f,
-                "{bad} of {total} elements differ (max abs error {max_abs_error:e}, tolerance \
-                 {tolerance}); first at {index:?}: got {got}, expected {want}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Mismatch {}
 
 /// Compares `got` with `want`: dims, dtype, NaN/infinity placement, then values within `tol`
 /// (integer and bool tensors exactly). See the module doc.
