@@ -2,11 +2,15 @@
 //! onnx/tests/gen_fixtures.py) is imported, run on the reference and CPU backends with the
 //! stored inputs, and compared with ONNX Runtime's stored outputs.
 //!
-//! Tolerance: |kiln - ort| <= 1e-4 + 1e-4 * |ort| per element for single ops; the whole nets
-//! (`net_*`: ResNet-18, MobileNet-v2 and DenseNet style, 20-50 layers of f32 arithmetic summed in
-//! another order than ONNX Runtime's) get 1e-3 + 1e-3 * |ort|. Integer outputs must match exactly.
+//! Every fixture must import and run on both backends: a run-time error fails the test.
+//!
+//! Comparison: `kiln::ir::compare`. Dims and dtypes must be equal; integer outputs must match
+//! exactly. Single ops get `Tolerance::KERNEL`, |kiln - ort| <= 1e-4 + 1e-4 * |ort| + 1e-5 *
+//! max|ort|; the whole nets (`net_*`: ResNet-18, MobileNet-v2 and DenseNet style, 20-50 layers of
+//! f32 arithmetic summed in another order than ONNX Runtime's) get `Tolerance::NETWORK`,
+//! 1e-3 + 1e-3 * |ort|.
 
-use kiln::ir::Data;
+use kiln::ir::compare::{Tolerance, check_close};
 use kiln::onnx::ImportOptions;
 use kiln::{BackendKind, DType, Graph, Op, Session, Tensor};
 use std::path::{Path, PathBuf};
@@ -47,47 +51,34 @@ fn tensors(case: &str, kind: &str) -> Vec<(String, Tensor)> {
     out
 }
 
-/// Compares one output; returns a description of the first mismatch.
-fn compare(name: &str, got: &Tensor, want: &Tensor, tol: f64) -> Result<(), String> {
-    if got.dims() != want.dims() {
-        return Err(format!(
-            "{name}: dims {:?}, ONNX Runtime {:?}",
-            got.dims(),
-            want.dims()
-        ));
+/// The tolerance of one fixture: whole networks get [`Tolerance::NETWORK`], single ops
+/// [`Tolerance::KERNEL`]; integer and bool outputs compare exactly under either.
+fn tolerance(case: &str) -> Tolerance {
+    if case.starts_with("net_") {
+        Tolerance::NETWORK
+    } else {
+        Tolerance::KERNEL
     }
-    if let (Data::F32(_), Data::F32(_)) = (got.data(), want.data()) {
-        let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
-        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-            if (a - b).abs() > tol + tol * b.abs() || a.is_nan() != b.is_nan() {
-                return Err(format!(
-                    "{name}[{i}]: kiln {a}, ONNX Runtime {b} (tol {tol})"
-                ));
-            }
-        }
-        return Ok(());
-    }
-    // Integer outputs: exact, whatever the integer width.
-    if got.to_f64_vec() != want.to_f64_vec() {
-        return Err(format!(
-            "{name}: kiln {:?}, ONNX Runtime {:?}",
-            got.to_f64_vec(),
-            want.to_f64_vec()
-        ));
-    }
-    Ok(())
 }
 
-fn tolerance(case: &str) -> f64 {
-    if case.starts_with("net_") { 1e-3 } else { 1e-4 }
-}
-
+/// Imports fixture `case` and checks it on `backend` against ONNX Runtime's stored outputs.
 fn run_case(case: &str, backend: BackendKind) -> Result<(), String> {
     let path = fixtures().join(format!("{case}.onnx"));
     let graph = Graph::from_onnx(&path).map_err(|e| format!("import: {e}"))?;
-    let feeds = tensors(case, "in");
-    let expected = tensors(case, "out");
-    let mut sess = Session::with_backend(&graph, backend).map_err(|e| format!("session: {e}"))?;
+    let (feeds, expected) = (tensors(case, "in"), tensors(case, "out"));
+    check_outputs(&graph, &feeds, &expected, tolerance(case), backend)
+}
+
+/// Runs `graph` on `backend` with `feeds`; every error, and every output that is missing or
+/// differs from `expected` (dims, dtype, NaN/inf placement, values within `tol`), is an `Err`.
+fn check_outputs(
+    graph: &Graph,
+    feeds: &[(String, Tensor)],
+    expected: &[(String, Tensor)],
+    tol: Tolerance,
+    backend: BackendKind,
+) -> Result<(), String> {
+    let mut sess = Session::with_backend(graph, backend).map_err(|e| format!("session: {e}"))?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outs = sess.run_outputs(&refs).map_err(|e| format!("run: {e}"))?;
     if outs.len() != expected.len() {
@@ -97,37 +88,32 @@ fn run_case(case: &str, backend: BackendKind) -> Result<(), String> {
             expected.len()
         ));
     }
-    for (name, want) in &expected {
+    for (name, want) in expected {
         let got = outs
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, t)| t)
             .ok_or_else(|| format!("no output named {name}"))?;
-        compare(name, got, want, tolerance(case))?;
+        check_close(got, want, tol).map_err(|m| format!("{name}: {m}"))?;
     }
     Ok(())
 }
 
-/// Runs every fixture; an import error or a mismatch fails. On the CPU backend a run the
-/// backend cannot do yet (ops another engineer is adding there: lrn, argmax, gather, cast,
-/// grouped conv) is listed as SKIPPED on stderr, visibly, and does not fail the test; the
-/// reference backend must run everything.
+/// Runs every fixture on `backend`; any import, session or run error, or a mismatch, fails:
+/// every fixture runs on every backend listed here.
 fn run_all(backend: BackendKind) {
     let cases = cases();
     assert!(cases.len() >= 25, "only {} fixtures found", cases.len());
-    let mut failures = Vec::new();
-    for c in &cases {
-        match run_case(c, backend.clone()) {
-            Ok(()) => {}
-            Err(e) if backend == BackendKind::Cpu && e.starts_with("run: ") => {
-                eprintln!("SKIPPED {c} on {backend}: {e}");
-            }
-            Err(e) => failures.push(format!("{c}: {e}")),
-        }
-    }
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            let result = run_case(c, backend.clone());
+            result.err().map(|e| format!("{c}: {e}"))
+        })
+        .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} fixtures differ on {backend}:\n{}",
+        "{} of {} fixtures fail on {backend}:\n{}",
         failures.len(),
         cases.len(),
         failures.join("\n")
@@ -142,6 +128,37 @@ fn fixtures_match_onnx_runtime_on_reference() {
 #[test]
 fn fixtures_match_onnx_runtime_on_cpu() {
     run_all(BackendKind::Cpu);
+}
+
+#[test]
+fn a_run_error_or_a_wrong_dtype_fails_a_fixture() {
+    let graph = Graph::from_onnx(fixtures().join("reduce11.onnx")).expect("imports");
+    let (feeds, expected) = (tensors("reduce11", "in"), tensors("reduce11", "out"));
+    for backend in [BackendKind::Reference, BackendKind::Cpu] {
+        check_outputs(
+            &graph,
+            &feeds,
+            &expected,
+            Tolerance::KERNEL,
+            backend.clone(),
+        )
+        .unwrap();
+        // A run error (here a missing feed) is a failure, not a skip.
+        let err =
+            check_outputs(&graph, &[], &expected, Tolerance::KERNEL, backend.clone()).unwrap_err();
+        assert!(err.starts_with("run: "), "{backend}: {err}");
+        // ONNX Runtime's i64 argmax stored as i32 (same values) no longer passes.
+        let mut retyped = expected.clone();
+        let (_, t) = retyped
+            .iter_mut()
+            .find(|(n, _)| n == "argmax_keep")
+            .expect("argmax_keep output");
+        let values = t.to_f64_vec().iter().map(|&v| v as i32).collect();
+        *t = Tensor::new(t.dims(), kiln::ir::Data::I32(values)).unwrap();
+        let err = check_outputs(&graph, &feeds, &retyped, Tolerance::KERNEL, backend.clone())
+            .unwrap_err();
+        assert_eq!(err, "argmax_keep: dtype i64, expected i32", "{backend}");
+    }
 }
 
 #[test]

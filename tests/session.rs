@@ -59,6 +59,27 @@ fn batch_elements_are_independent() {
     assert_eq!(a[0].f32s().unwrap(), &b[0].f32s().unwrap()[..100]);
 }
 
+/// Built with the `opencl` feature, a session must run on OpenCL here: a missing platform or
+/// device fails (CI installs PoCL), as in the conformance and differential tests.
+#[cfg(feature = "opencl")]
+#[test]
+fn opencl_session_runs_and_matches_cpu() {
+    use kiln::ir::compare::{Tolerance, assert_close};
+    let (g, image, conv) = seed_graph();
+    let img = Tensor::uniform(&[2, 10, 10, 1], 0.0, 1.0, 5);
+    let want = Session::new(&g).unwrap().run(&[(image, &img)], &[conv]);
+    let opencl = kiln::BackendKind::OpenCl { device: None };
+    let got = Session::with_backend(&g, opencl)
+        .and_then(|mut s| s.run(&[(image, &img)], &[conv]))
+        .unwrap_or_else(|e| panic!("built with the opencl feature, but OpenCL cannot run: {e}"));
+    assert_close(
+        &got[0],
+        &want.unwrap()[0],
+        Tolerance::KERNEL,
+        "opencl vs cpu",
+    );
+}
+
 #[test]
 fn only_needed_nodes_need_feeds() {
     let mut g = Graph::new();

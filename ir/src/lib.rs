@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod compare;
 pub mod cost;
 pub mod dot;
 pub mod dtype;

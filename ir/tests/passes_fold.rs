@@ -169,32 +169,17 @@ fn run_reference(
         .collect()
 }
 
-/// Asserts that two runs agree: same output names, and values within `tol`.
+/// Asserts that two runs agree: same output names, and values within `tol`
+/// ([`kiln_ir::compare`]: dims, dtype, NaN/inf placement; integer and bool results exact).
 fn assert_agree(what: &str, before: &[(String, Tensor)], after: &[(String, Tensor)], tol: Tol) {
     assert_eq!(before.len(), after.len(), "{what}: output count");
     for ((n0, a), (n1, b)) in before.iter().zip(after) {
         assert_eq!(n0, n1, "{what}: output names must survive the pass");
-        assert_eq!(a.dims(), b.dims(), "{what}: %{n0} dims");
-        match tol {
-            // Index and mask (non-f32) results have no rounding to tolerate.
-            _ if a.as_f32().is_none() => assert!(a == b, "{what}: %{n0} differs"),
-            Tol::Exact => assert!(a == b, "{what}: %{n0} differs\nbefore {a:?}\nafter  {b:?}"),
-            Tol::Relative(r) => {
-                for (i, (&x, &y)) in a
-                    .as_f32()
-                    .unwrap()
-                    .iter()
-                    .zip(b.as_f32().unwrap())
-                    .enumerate()
-                {
-                    let (x, y) = (x as f64, y as f64);
-                    let ok = (x.is_nan() && y.is_nan())
-                        || x == y
-                        || (x - y).abs() <= r * x.abs().max(y.abs()).max(1.0);
-                    assert!(ok, "{what}: %{n0}[{i}] {x} vs {y} (tolerance {r} relative)");
-                }
-            }
-        }
+        let tol = match tol {
+            Tol::Exact => kiln_ir::compare::Tolerance::EXACT,
+            Tol::Relative(r) => kiln_ir::compare::Tolerance::abs_rel(r),
+        };
+        kiln_ir::compare::assert_close(b, a, tol, &format!("{what}: %{n0}"));
     }
 }
 

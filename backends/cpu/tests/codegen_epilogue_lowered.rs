@@ -108,15 +108,10 @@ fn check(g: &Graph, feeds: Vec<NodeId>, fetches: Vec<NodeId>, expect_kernels: &[
     let refs: Vec<&Tensor> = tensors.iter().collect();
     let want = run_program(&program, &refs, &mut []).expect("interpreter");
     let got = run_with_epilogues(&program, &tensors);
+    let tol = kiln_ir::compare::Tolerance::new(1e-6, 1e-5, 0.0);
     for (j, (w, g)) in want.iter().zip(&got).enumerate() {
-        let w = w.f32s().expect("f32 fetch");
-        assert_eq!(w.len(), g.len());
-        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-            let ok = (a.is_nan() && b.is_nan())
-                || a == b
-                || (a - b).abs() <= 1e-5 * a.abs().max(b.abs()) + 1e-6;
-            assert!(ok, "fetch {j} element {i}: got {a}, want {b}\n{program}");
-        }
+        let g = Tensor::from_vec(w.dims(), g.clone()).expect("fetch size");
+        kiln_ir::compare::assert_close(&g, w, tol, &format!("fetch {j} of\n{program}"));
     }
 }
 

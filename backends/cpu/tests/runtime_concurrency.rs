@@ -51,9 +51,8 @@ fn concurrent_runs_do_not_interfere() {
         .collect();
     for (t, e) in inputs.iter().zip(&expected) {
         let want = reference.run(&[t], &mut []).unwrap().remove(0);
-        for (a, b) in e.f32s().unwrap().iter().zip(want.f32s().unwrap()) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
-        }
+        let tol = kiln_ir::compare::Tolerance::abs_rel(1e-5);
+        kiln_ir::compare::assert_close(e, &want, tol, "cpu against the reference");
     }
     std::thread::scope(|scope| {
         for (t, e) in inputs.iter().zip(&expected) {

@@ -1,5 +1,6 @@
 //! Every kernel family on the OpenCL runtime against the reference interpreter running the same
-//! lowered program (tolerance 1e-4 abs+rel). Skipped, visibly, without an OpenCL platform.
+//! lowered program (`Tolerance::KERNEL`). Skipped, visibly, without an OpenCL platform; a
+//! failure then when `KILN_REQUIRE_OPENCL=1` (CI).
 
 #![cfg(feature = "runtime")]
 

@@ -1,6 +1,6 @@
 //! Runtime behaviour on the OpenCL device: variables stay resident yet follow the caller's
 //! values, errors name their node, empty tensors work, and one executable serves many threads.
-//! Skipped, visibly, without an OpenCL platform.
+//! Skipped, visibly, without an OpenCL platform; a failure then when `KILN_REQUIRE_OPENCL=1` (CI).
 
 #![cfg(feature = "runtime")]
 
@@ -123,6 +123,13 @@ fn device_discovery_from_many_threads() {
     // PoCL crashed when several threads enumerated platforms at once; discovery is now once
     // per process, so this must neither crash nor disagree.
     let first = kiln_opencl::device::list();
+    if common::opencl_required() {
+        let devices = first.as_ref().map(Vec::len);
+        assert!(
+            devices.is_ok_and(|n| n > 0),
+            "KILN_REQUIRE_OPENCL is set: {first:?}"
+        );
+    }
     std::thread::scope(|s| {
         for _ in 0..8 {
             let first = &first;

@@ -268,6 +268,7 @@ fn nan_min(a: f32, b: f32) -> f32 {
 
 #[cfg(test)]
 mod testutil {
+    use crate::compare::Tolerance;
     use crate::tensor::Tensor;
 
     /// An f32 tensor; panics on a size mismatch (test inputs are written by hand).
@@ -294,19 +295,13 @@ mod testutil {
         t(dims, &v)
     }
 
-    /// Asserts equal dims and elementwise |a - e| <= tol * max(1, |e|) (NaN matches NaN).
+    /// Asserts `actual` is an f32 tensor of `dims` within `tol + tol * |e|` of `expected`
+    /// ([`crate::compare`]; `tol == 0` means the same bits, NaN matching NaN).
+    #[track_caller]
     pub fn assert_close(actual: &Tensor, dims: &[usize], expected: &[f32], tol: f32) {
-        assert_eq!(actual.dims(), dims, "dims");
-        let a = actual.as_f32().expect("f32 result");
-        assert_eq!(a.len(), expected.len(), "element count");
-        for (i, (&x, &e)) in a.iter().zip(expected).enumerate() {
-            let ok =
-                (x.is_nan() && e.is_nan()) || x == e || (x - e).abs() <= tol * e.abs().max(1.0);
-            assert!(
-                ok,
-                "element {i}: got {x}, expected {e}\n got {a:?}\nwant {expected:?}"
-            );
-        }
+        let want = t(dims, expected);
+        let tol = Tolerance::abs_rel(f64::from(tol));
+        crate::compare::assert_close(actual, &want, tol, "eval result");
     }
 }
 

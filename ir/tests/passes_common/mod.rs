@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use kiln_ir::backend::{Backend, CompileRequest};
+use kiln_ir::compare::Tolerance;
 use kiln_ir::eval::source_value;
 use kiln_ir::passes::PassContext;
 use kiln_ir::reference::ReferenceBackend;
@@ -258,23 +259,13 @@ pub fn assert_same_results(before: &RunResult, after: &RunResult, rel_tol: f32, 
     }
 }
 
-/// Asserts `actual` equals `expected` bit for bit (`rel_tol == 0.0`, or any non-f32 tensor:
-/// indices and masks) or within `rel_tol`.
+/// Asserts `actual` equals `expected` bit for bit (`rel_tol == 0.0`) or within
+/// `rel_tol + rel_tol * |expected|` ([`kiln_ir::compare`]: dtypes equal, integer and bool
+/// tensors exact, NaN and infinities in the same places).
+#[track_caller]
 pub fn assert_close(expected: &Tensor, actual: &Tensor, rel_tol: f32, what: &str) {
-    assert_eq!(expected.dims(), actual.dims(), "{what}: dims differ");
-    if rel_tol == 0.0 || expected.as_f32().is_none() {
-        assert!(
-            expected == actual,
-            "{what}: values differ\nbefore {expected:?}\n after {actual:?}"
-        );
-        return;
-    }
-    let (e, a) = (expected.f32s().expect("f32"), actual.f32s().expect("f32"));
-    for (i, (&x, &y)) in e.iter().zip(a).enumerate() {
-        let same = x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan());
-        let close = (x - y).abs() <= rel_tol * x.abs().max(y.abs()).max(1.0);
-        assert!(same || close, "{what}: element {i}: {x} before, {y} after");
-    }
+    let tol = Tolerance::abs_rel(f64::from(rel_tol));
+    kiln_ir::compare::assert_close(actual, expected, tol, what);
 }
 
 /// Runs `rewrite` on a copy of `graph` and checks the reference backend gives the same

@@ -68,15 +68,11 @@ fn ints(dims: &[usize], v: Vec<i64>) -> Tensor {
     Tensor::new(dims, Data::I64(v)).unwrap()
 }
 
+/// `a` against `b` within `tol + tol * |b|` (kiln_ir::compare: dims, dtype, NaN/inf too).
+#[track_caller]
 fn close(a: &Tensor, b: &Tensor, tol: f32) {
-    assert_eq!(a.dims(), b.dims());
-    let (x, y) = (a.f32s().unwrap(), b.f32s().unwrap());
-    for (i, (&p, &q)) in x.iter().zip(y).enumerate() {
-        assert!(
-            (p - q).abs() <= tol * (1.0 + q.abs()) || (p.is_nan() && q.is_nan()),
-            "element {i}: {p} vs {q}"
-        );
-    }
+    let tol = kiln_ir::compare::Tolerance::abs_rel(f64::from(tol));
+    kiln_ir::compare::assert_close(a, b, tol, "host op against eval_op");
 }
 
 #[test]

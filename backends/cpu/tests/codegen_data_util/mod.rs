@@ -226,19 +226,10 @@ pub fn assert_bit_exact(o: &Outcome, what: &str) {
     );
 }
 
-/// Asserts f32 results within `rel` relative + `abs` absolute error, NaN where the reference
-/// has NaN and equal infinities.
+/// Asserts results within `abs + rel * |want|` (kiln_ir::compare: dims, dtype, NaN and
+/// infinities in the same places; `rel == abs == 0` means the same bits).
+#[track_caller]
 pub fn assert_close(o: &Outcome, rel: f32, abs: f32, what: &str) {
-    assert_eq!(o.got.dims(), o.want.dims(), "{what}: dims");
-    let (g, w) = (o.got.as_f32().unwrap(), o.want.as_f32().unwrap());
-    for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g - w).abs() <= rel * w.abs() + abs
-        };
-        assert!(ok, "{what}: element {i}: got {g}, want {w}");
-    }
+    let tol = kiln_ir::compare::Tolerance::new(f64::from(abs), f64::from(rel), 0.0);
+    kiln_ir::compare::assert_close(&o.got, &o.want, tol, what);
 }

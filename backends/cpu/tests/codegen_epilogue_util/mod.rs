@@ -375,20 +375,14 @@ pub fn run(
     out[GUARD..GUARD + data.main.len()].to_vec()
 }
 
-pub fn close(got: f32, want: f32) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() || got.is_infinite() {
-        return got == want;
-    }
-    (got - want).abs() <= 1e-5 * want.abs().max(got.abs()) + 1e-6
-}
-
+/// `got` against `want` within `1e-6 + 1e-5 * |want|` (kiln_ir::compare: NaN and infinities in
+/// the same places).
+#[track_caller]
 pub fn assert_close(got: &[f32], want: &[f32], what: &dyn Fn() -> String) {
-    assert_eq!(got.len(), want.len(), "{}", what());
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(close(g, w), "{}: element {i}: got {g}, want {w}", what());
+    let tensor = |v: &[f32]| Tensor::from_vec(&[v.len()], v.to_vec()).expect("1-d tensor");
+    let tol = kiln_ir::compare::Tolerance::new(1e-6, 1e-5, 0.0);
+    if let Err(m) = kiln_ir::compare::check_close(&tensor(got), &tensor(want), tol) {
+        panic!("{}: {m}", what());
     }
 }
 

@@ -1,18 +1,27 @@
 //! Shared helpers of the OpenCL runtime tests: the backend (or a visible skip when this machine
-//! has no OpenCL platform), graphs from .kiln text, and comparison with the reference
-//! interpreter on the same lowered program.
+//! has no OpenCL platform; a failure when `KILN_REQUIRE_OPENCL=1`), graphs from .kiln text, and
+//! comparison with the reference interpreter on the same lowered program.
 
 #![allow(dead_code)]
 
+mod required;
+
+pub use required::opencl_required;
+
 use kiln_ir::backend::{Backend, CompileRequest, Executable};
+use kiln_ir::compare::{self, Tolerance};
 use kiln_ir::lower::{lower, run_program};
 use kiln_ir::{Graph, Tensor};
 use kiln_opencl::OpenClBackend;
 
-/// The backend on the default device, or `None` after printing why the test is skipped.
+/// The backend on the default device, or `None` after printing why the test is skipped;
+/// panics instead when [`opencl_required`].
 pub fn backend() -> Option<OpenClBackend> {
     match OpenClBackend::new(None) {
         Ok(b) => Some(b),
+        Err(e) if opencl_required() => {
+            panic!("KILN_REQUIRE_OPENCL is set but there is no usable OpenCL device: {e}")
+        }
         Err(e) => {
             // Straight to stderr so the skip shows even when output is captured.
             use std::io::Write;
@@ -66,29 +75,10 @@ pub fn variables(g: &Graph) -> Vec<Tensor> {
         .collect()
 }
 
-/// |got - want| <= 1e-4 * (1 + |want|) + 1e-5 * max|want|; NaN and infinities match exactly;
-/// non-f32 tensors must be equal.
+/// The differential tests' tolerance ([`Tolerance::KERNEL`]); dtypes must match and integer
+/// and bool tensors must be equal.
 pub fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    assert_eq!(got.dims(), want.dims(), "{what}: dims");
-    assert_eq!(got.dtype(), want.dtype(), "{what}: dtype");
-    let (Some(g), Some(w)) = (got.as_f32(), want.as_f32()) else {
-        assert_eq!(got, want, "{what}");
-        return;
-    };
-    let scale = w
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0.0f32, |m, v| m.max(v.abs()));
-    for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-        let ok = if b.is_nan() {
-            a.is_nan()
-        } else if b.is_infinite() || a.is_infinite() {
-            a == b
-        } else {
-            (a - b).abs() <= 1e-4 * (1.0 + b.abs()) + 1e-5 * scale
-        };
-        assert!(ok, "{what}: element {i}: got {a}, want {b}");
-    }
+    compare::assert_close(got, want, Tolerance::KERNEL, what);
 }
 
 /// Compiles `text` on `backend` and checks every output against the reference interpreter
