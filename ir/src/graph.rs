@@ -44,6 +44,10 @@ pub struct Node {
     pub ty: TensorType,
 }
 
+/// How many of a replaced node's nearest ancestors [`Graph::depends_on`] collects to cut its
+/// walk short.
+const NEAR_ANCESTORS: usize = 64;
+
 /// Operand lists are short: four inline slots cover all but concat.
 pub type Operands = SmallVec<[NodeId; 4]>;
 
@@ -264,6 +268,38 @@ impl Graph {
         order
     }
 
+    /// Whether `node` depends on `ancestor` (is computed from it, directly or not).
+    ///
+    /// The walk from `node` towards its operands stops at sources and at the nearest
+    /// [`NEAR_ANCESTORS`] ancestors of `ancestor` (none of which can depend on it in an acyclic
+    /// graph). A pass's rewrite builds `node` from values near `ancestor`, so checking it costs
+    /// the size of the rewritten part rather than of the graph above it.
+    pub fn depends_on(&self, node: NodeId, ancestor: NodeId) -> bool {
+        let mut known_above: HashSet<NodeId> = HashSet::new();
+        let mut queue: std::collections::VecDeque<NodeId> =
+            self.inputs(ancestor).into_iter().collect();
+        while let Some(n) = queue.pop_front() {
+            if known_above.len() >= NEAR_ANCESTORS {
+                break;
+            }
+            if known_above.insert(n) {
+                queue.extend(self.inputs(n));
+            }
+        }
+        let mut seen: HashSet<NodeId> = HashSet::new();
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            if n == ancestor {
+                return true;
+            }
+            if known_above.contains(&n) || !seen.insert(n) {
+                continue;
+            }
+            stack.extend(self.inputs(n));
+        }
+        false
+    }
+
     /// Points every use of `old` (and the output list) at `new`, which must have the same type
     /// and must not depend on `old`.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) -> Result<()> {
@@ -277,7 +313,7 @@ impl Graph {
                 o.name, o.ty, n.name, n.ty
             )));
         }
-        if self.topo_order_of([new]).contains(&old) {
+        if self.depends_on(new, old) {
             return Err(Error::Invalid(format!(
                 "cannot replace %{} by %{}: it depends on it",
                 o.name, n.name
