@@ -56,7 +56,19 @@ pub type Operands = SmallVec<[NodeId; 4]>;
 pub struct Graph {
     g: StableDiGraph<Node, usize>,
     by_name: HashMap<String, NodeId>,
+    /// For a base name `b`: every `b_1 .. b_{k-1}` is taken, where `k` is the value (absent:
+    /// 1), so [`Graph::unique_name`] starts there instead of at 1 (builders name thousands of
+    /// nodes `relu_1`, `relu_2`, ...).
+    taken_below: HashMap<String, usize>,
     outputs: Vec<NodeId>,
+}
+
+/// `("b", k)` for a name `b_k` with `k` a positive number written without leading zeros (a
+/// name [`Graph::unique_name`] may generate).
+fn numbered(name: &str) -> Option<(&str, usize)> {
+    let (base, suffix) = name.rsplit_once('_')?;
+    let k: usize = suffix.parse().ok()?;
+    (k > 0 && k.to_string() == suffix).then_some((base, k))
 }
 
 /// Whether `name` is in the .kiln name set: letters, digits and `_ . - /`, not empty.
@@ -91,7 +103,7 @@ impl Graph {
         for (port, input) in inputs.iter().enumerate() {
             self.g.add_edge(input.0, id.0, port);
         }
-        self.by_name.insert(name, id);
+        self.index_name(name, id);
         Ok(id)
     }
 
@@ -133,15 +145,40 @@ impl Graph {
         })
     }
 
-    /// A name not yet used: `base`, else `base_1`, `base_2`, ...
+    /// A name not yet used: `base`, else the first free of `base_1`, `base_2`, ...
     pub fn unique_name(&self, base: &str) -> String {
         if !self.by_name.contains_key(base) {
             return base.to_string();
         }
-        (1..)
+        let first = self.taken_below.get(base).copied().unwrap_or(1);
+        (first..)
             .map(|i| format!("{base}_{i}"))
             .find(|n| !self.by_name.contains_key(n))
             .expect("an unbounded range always yields an unused name")
+    }
+
+    /// Indexes `name` for `id`, advancing [`Graph::unique_name`]'s start for its base.
+    fn index_name(&mut self, name: String, id: NodeId) {
+        if let Some((base, k)) = numbered(&name)
+            && self.taken_below.get(base).copied().unwrap_or(1) == k
+        {
+            let mut next = k + 1;
+            while self.by_name.contains_key(&format!("{base}_{next}")) {
+                next += 1;
+            }
+            self.taken_below.insert(base.to_string(), next);
+        }
+        self.by_name.insert(name, id);
+    }
+
+    /// Drops `name` from the index, so [`Graph::unique_name`] may hand it out again.
+    fn unindex_name(&mut self, name: &str) {
+        self.by_name.remove(name);
+        if let Some((base, k)) = numbered(name)
+            && let Some(first) = self.taken_below.get_mut(base)
+        {
+            *first = (*first).min(k);
+        }
     }
 
     /// The node (panics if `id` is not in this graph; use [`Graph::get`] to check).
@@ -367,7 +404,7 @@ impl Graph {
             .g
             .remove_node(id.0)
             .expect("node() above proved it exists");
-        self.by_name.remove(&node.name);
+        self.unindex_name(&node.name);
         Ok(node)
     }
 
@@ -381,8 +418,8 @@ impl Graph {
             return Err(Error::DuplicateName(name));
         }
         let old = std::mem::replace(&mut self.g[id.0].name, name.clone());
-        self.by_name.remove(&old);
-        self.by_name.insert(name, id);
+        self.unindex_name(&old);
+        self.index_name(name, id);
         Ok(())
     }
 

@@ -187,5 +187,9 @@ fn long_unary_chain_fuses_into_several_bounded_nodes() {
         sizes.len()
     );
     assert!(sizes.iter().all(|&s| s <= MAX_GROUP_NODES), "{sizes:?}");
-    assert_eq!(after.len(), sizes.len() + 1, "only x and fused nodes remain");
+    assert_eq!(
+        after.len(),
+        sizes.len() + 1,
+        "only x and fused nodes remain"
+    );
 }

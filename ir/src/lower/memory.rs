@@ -35,7 +35,10 @@ struct PlacedIndex {
 impl PlacedIndex {
     fn insert(&mut self, range: (usize, usize), bytes: (usize, usize)) {
         if range.1 - range.0 <= SHORT_RANGE {
-            self.short.entry(range.0).or_default().push((range.1, bytes));
+            self.short
+                .entry(range.0)
+                .or_default()
+                .push((range.1, bytes));
         } else {
             self.long.push((range, bytes));
         }
