@@ -22,18 +22,23 @@ use std::collections::BTreeMap;
 /// temporaries is planned in near-linear time.
 const SHORT_RANGE: usize = 64;
 
-/// Placed temporaries by live range: `(offset, end)` byte ranges, found by the live ranges
-/// they intersect.
+/// A live range: first and last kernel (inclusive).
+type Kernels = (usize, usize);
+/// A placed temporary's bytes in the arena: offset and end.
+type Bytes = (usize, usize);
+
+/// Placed temporaries by live range: their byte ranges, found by the live ranges they
+/// intersect.
 #[derive(Default)]
 struct PlacedIndex {
     /// Ranges of at most [`SHORT_RANGE`] kernels, by first kernel: (last kernel, bytes).
-    short: BTreeMap<usize, Vec<(usize, (usize, usize))>>,
-    /// Longer ranges: (live range, bytes).
-    long: Vec<((usize, usize), (usize, usize))>,
+    short: BTreeMap<usize, Vec<(usize, Bytes)>>,
+    /// Longer ranges.
+    long: Vec<(Kernels, Bytes)>,
 }
 
 impl PlacedIndex {
-    fn insert(&mut self, range: (usize, usize), bytes: (usize, usize)) {
+    fn insert(&mut self, range: Kernels, bytes: Bytes) {
         if range.1 - range.0 <= SHORT_RANGE {
             self.short
                 .entry(range.0)
@@ -45,8 +50,8 @@ impl PlacedIndex {
     }
 
     /// The byte ranges of every placed temporary whose live range intersects `range`.
-    fn overlapping(&self, range: (usize, usize)) -> Vec<(usize, usize)> {
-        let intersects = |r: (usize, usize)| r.0 <= range.1 && range.0 <= r.1;
+    fn overlapping(&self, range: Kernels) -> Vec<Bytes> {
+        let intersects = |r: Kernels| r.0 <= range.1 && range.0 <= r.1;
         // A short range intersecting `range` starts at most SHORT_RANGE before it.
         let from = range.0.saturating_sub(SHORT_RANGE);
         let short = self.short.range(from..=range.1).flat_map(|(&first, v)| {
