@@ -278,6 +278,14 @@ fn run(
     let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
     let graph = load(path)?;
     let feeds = feeds::load(&graph, feed_args)?;
+    // Every file name is checked (distinct, not a symlink) before anything runs or is written.
+    let files = match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            output_files(dir, &graph.output_names())?
+        }
+        None => Vec::new(),
+    };
     let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
@@ -292,14 +300,6 @@ fn run(
             .map_err(|e| e.to_string())?;
         bench::print_profile(&times, 1);
     }
-    // Every file name is checked (distinct, not a symlink) before anything is written.
-    let files = match out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            output_files(dir, &outputs)?
-        }
-        None => Vec::new(),
-    };
     for (name, value) in &outputs {
         println!("%{name} {} {}", value.ty(), feeds::summary(value));
     }
@@ -311,14 +311,14 @@ fn run(
 
 /// The file each output is written to in `dir` (`NAME.npy`, `/` becoming `_`); two outputs
 /// that would share a file, or a file that is a symlink, are an error.
-fn output_files(dir: &Path, outputs: &[(String, Tensor)]) -> Result<Vec<PathBuf>, String> {
+fn output_files(dir: &Path, outputs: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = Vec::with_capacity(outputs.len());
-    for (name, _) in outputs {
+    for name in outputs {
         let file = dir.join(format!("{}.npy", name.replace('/', "_")));
         if let Some(j) = files.iter().position(|f| *f == file) {
             return Err(format!(
                 "outputs %{} and %{name} would both be written to {}; rename one of them",
-                outputs[j].0,
+                outputs[j],
                 file.display()
             ));
         }
