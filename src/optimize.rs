@@ -19,6 +19,10 @@ pub struct OptimizeOptions {
     pub freeze_variables: bool,
     /// Record the graph text after these passes.
     pub print_after: PrintAfter,
+    /// Most bytes one run may allocate (its arena plus its outputs); a compilation that needs
+    /// more is an error stating both numbers. `None`: no limit beyond what the system can
+    /// give (an allocation the system refuses is an error too, never an abort).
+    pub memory_limit_bytes: Option<usize>,
 }
 
 impl Default for OptimizeOptions {
@@ -28,6 +32,7 @@ impl Default for OptimizeOptions {
             disabled: Vec::new(),
             freeze_variables: false,
             print_after: PrintAfter::None,
+            memory_limit_bytes: None,
         }
     }
 }

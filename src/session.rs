@@ -345,6 +345,9 @@ impl Session {
             targets: lookup(&key.targets)?,
         };
         let executable = self.backend.compile(&request)?;
+        if let Some(limit) = self.optimize.memory_limit_bytes {
+            check_memory_limit(&sub, &request.fetches, &executable.info(), limit)?;
+        }
         self.compilations += 1;
         self.last_compile = Some(CompileStats {
             time: started.elapsed(),
@@ -482,4 +485,36 @@ impl Session {
             .map(|id| (self.graph.node(id).name.as_str(), &self.variables[&id]))
             .collect()
     }
+}
+
+/// Errors when a run would need more than `limit` bytes: its arena plus its outputs (each
+/// distinct fetch once). Feeds, variables and constants are not counted: they exist already.
+fn check_memory_limit(
+    graph: &kiln_ir::Graph,
+    fetches: &[NodeId],
+    info: &ExecutableInfo,
+    limit: usize,
+) -> Result<()> {
+    let mut distinct: Vec<NodeId> = fetches.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut outputs = 0usize;
+    for id in distinct {
+        let ty = &graph.node(id).ty;
+        let bytes = ty
+            .shape
+            .numel()
+            .and_then(|n| n.checked_mul(ty.dtype.size_bytes()))
+            .unwrap_or(usize::MAX);
+        outputs = outputs.saturating_add(bytes);
+    }
+    let needed = info.arena_bytes.saturating_add(outputs);
+    if needed > limit {
+        return Err(Error::Invalid(format!(
+            "the run needs {needed} bytes ({} bytes of arena + {outputs} bytes of outputs), \
+             more than the session's memory limit of {limit} bytes",
+            info.arena_bytes
+        )));
+    }
+    Ok(())
 }

@@ -353,3 +353,134 @@ fn dump_optimize_fuses_folds_and_computes_the_same() {
         assert!(log.contains(needle), "{needle} missing from\n{log}");
     }
 }
+
+/// Two outputs whose file names collide (`%x/y` and `%x_y` both map to `x_y.npy`) used to be
+/// written one over the other with exit code 0; now the run fails before writing anything.
+#[test]
+fn run_refuses_outputs_that_share_a_file() {
+    let dir = scratch("collide");
+    let g = dir.join("g.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[2]\n%x/y = relu(%x)\n%x_y = neg(%x)\noutput %x/y, %x_y\n",
+    )
+    .unwrap();
+    kiln::npy::write(dir.join("x.npy"), &Tensor::ones(&[2])).unwrap();
+    let out_dir = dir.join("out");
+    let feed = format!("x={}", dir.join("x.npy").display());
+    let out = kiln(&[
+        "run",
+        g.to_str().unwrap(),
+        "--feed",
+        &feed,
+        "--backend",
+        "reference",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("%x/y") && stderr.contains("%x_y") && stderr.contains("x_y.npy"),
+        "{stderr}"
+    );
+    assert!(!out_dir.join("x_y.npy").exists());
+}
+
+/// `--out DIR` used to write through a symlink already in DIR (here to a file outside it);
+/// now the link is refused and its target is untouched.
+#[cfg(unix)]
+#[test]
+fn run_refuses_to_write_through_a_symlink() {
+    let dir = scratch("symlink-out");
+    let g = write_graph(&dir);
+    kiln::npy::write(dir.join("x.npy"), &Tensor::ones(&[1, 3])).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("y.npy")).unwrap();
+    let feed = format!("x={}", dir.join("x.npy").display());
+    let out = kiln(&[
+        "run",
+        &g,
+        "--feed",
+        &feed,
+        "--backend",
+        "reference",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("y.npy") && stderr.contains("symbolic link"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+}
+
+/// `kiln import m.onnx -o m.onnx` used to overwrite the model, and `-o w.safetensors` wrote
+/// the graph text over its own weights file; both are refused and leave the files as they
+/// were. A normal import leaves exactly the graph and its weights (no temporary files).
+#[test]
+fn import_refuses_to_overwrite_its_model_or_weights() {
+    let dir = scratch("import-overwrite");
+    let model = dir.join("m.onnx");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/tests/fixtures/conv_same_lower.onnx");
+    std::fs::copy(&fixture, &model).unwrap();
+    let original = std::fs::read(&model).unwrap();
+    let m = model.to_str().unwrap();
+
+    let out = kiln(&["import", m, "-o", m]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+
+    let weights = dir.join("w.safetensors");
+    let out = kiln(&["import", m, "-o", weights.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(".kiln"), "{stderr}");
+    assert!(!weights.exists());
+
+    let out = kiln(&["import", m, "-o", dir.join("g.kiln").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["g.kiln", "g.safetensors", "m.onnx"]);
+    assert_eq!(std::fs::read(&model).unwrap(), original);
+}
+
+/// `--runs 0` used to run once and report "over 1 runs", `--threads 100000` ran for minutes
+/// and `--batch 18446744073709551615` panicked with "capacity overflow": each is now a clear
+/// error before anything runs.
+#[test]
+fn bench_rejects_counts_it_cannot_honour() {
+    let dir = scratch("bench-counts");
+    let g = write_graph(&dir);
+    for (flag, value, expected) in [
+        ("--runs", "0", "must be at least 1"),
+        ("--threads", "0", "must be at least 1"),
+        ("--batch", "0", "must be at least 1"),
+        ("--threads", "100000", "at most 1024 threads"),
+        (
+            "--batch",
+            "18446744073709551615",
+            "more than this machine can allocate",
+        ),
+    ] {
+        let out = kiln(&["bench", &g, "--backend", "reference", flag, value]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(expected) && !stderr.contains("panicked"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}

@@ -230,3 +230,95 @@ fn sessions_can_move_between_threads() {
     fn assert_send<T: Send>() {}
     assert_send::<Session>();
 }
+
+/// `[?,1] + [1,?]` fed 2^24 each asks for a 2^50-byte result, more than any machine can map:
+/// the cpu backend used to abort the process allocating it; every backend now returns an
+/// error naming the node and the byte count.
+#[test]
+fn a_result_too_large_for_memory_is_an_error_not_an_abort() {
+    let mut g = Graph::new();
+    let a = g.input("a", Shape::of(&[None, Some(1)])).unwrap();
+    let b = g.input("b", Shape::of(&[Some(1), None])).unwrap();
+    let c = g.named("c").add(a, b).unwrap();
+    let side = 1 << 24;
+    let (ta, tb) = (Tensor::zeros(&[side, 1]), Tensor::zeros(&[1, side]));
+    for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
+        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let m = sess
+            .run(&[(a, &ta), (b, &tb)], &[c])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            m.contains("%c") && m.contains("out of memory") && m.contains("1125899906842624 bytes"),
+            "{backend}: {m}"
+        );
+    }
+}
+
+/// A pad whose paddings ask for 2^47 elements fails cleanly on every backend (the cpu
+/// backend used to abort while the reference evaluator reported an error).
+#[test]
+fn a_huge_padding_is_an_error_not_an_abort() {
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[2])).unwrap();
+    let p = g.named("p").pad(x, &[[0, 1 << 47]], 0.0).unwrap();
+    let y = g.named("y").relu(p).unwrap();
+    let t = Tensor::zeros(&[2]);
+    for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
+        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let m = sess.run(&[(x, &t)], &[y]).unwrap_err().to_string();
+        assert!(
+            m.contains("out of memory") && m.contains("bytes"),
+            "{backend}: {m}"
+        );
+    }
+}
+
+/// A session's memory limit refuses a compilation whose arena and outputs exceed it, naming
+/// both numbers; the same run fits under a larger limit.
+#[test]
+fn the_memory_limit_refuses_a_run_that_needs_more() {
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[256])).unwrap();
+    let e = g.exp(x).unwrap();
+    let y = g.named("y").mul(e, x).unwrap();
+    let z = g.named("z").add(y, e).unwrap();
+    let t = Tensor::uniform(&[256], -1.0, 1.0, 1);
+    for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
+        let limited = |limit| kiln::OptimizeOptions {
+            memory_limit_bytes: Some(limit),
+            ..kiln::OptimizeOptions::default()
+        };
+        let mut sess = Session::with_options(&g, backend.clone(), limited(1000)).unwrap();
+        let m = sess.run(&[(x, &t)], &[y, z]).unwrap_err().to_string();
+        assert!(
+            m.contains("2048 bytes of outputs") && m.contains("memory limit of 1000 bytes"),
+            "{backend}: {m}"
+        );
+        let mut sess = Session::with_options(&g, backend.clone(), limited(1 << 20)).unwrap();
+        assert_eq!(sess.run(&[(x, &t)], &[y, z]).unwrap().len(), 2, "{backend}");
+    }
+}
+
+/// A 50,000-op unary chain optimises, compiles and runs on the reference and cpu backends
+/// (the passes used to be quadratic in chain length, and one fused expression held the whole
+/// chain), and both compute the chain's value.
+#[test]
+fn a_long_unary_chain_runs_on_every_backend() {
+    const LENGTH: usize = 50_000;
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[4])).unwrap();
+    let mut prev = x;
+    for i in 0..LENGTH {
+        prev = if i % 2 == 0 { g.abs(prev) } else { g.neg(prev) }.unwrap();
+    }
+    let values = [0.5f32, -1.0, 2.0, -3.0];
+    let t = Tensor::from_vec(&[4], values.to_vec()).unwrap();
+    // abs then neg, LENGTH / 2 times: -|v|.
+    let expected: Vec<f32> = values.iter().map(|v| -v.abs()).collect();
+    for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
+        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let out = sess.run(&[(x, &t)], &[prev]).unwrap();
+        assert_eq!(out[0].as_f32().unwrap(), expected.as_slice(), "{backend}");
+    }
+}

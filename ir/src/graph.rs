@@ -44,6 +44,10 @@ pub struct Node {
     pub ty: TensorType,
 }
 
+/// How many of a replaced node's nearest ancestors [`Graph::depends_on`] collects to cut its
+/// walk short.
+const NEAR_ANCESTORS: usize = 64;
+
 /// Operand lists are short: four inline slots cover all but concat.
 pub type Operands = SmallVec<[NodeId; 4]>;
 
@@ -52,7 +56,19 @@ pub type Operands = SmallVec<[NodeId; 4]>;
 pub struct Graph {
     g: StableDiGraph<Node, usize>,
     by_name: HashMap<String, NodeId>,
+    /// For a base name `b`: every `b_1 .. b_{k-1}` is taken, where `k` is the value (absent:
+    /// 1), so [`Graph::unique_name`] starts there instead of at 1 (builders name thousands of
+    /// nodes `relu_1`, `relu_2`, ...).
+    taken_below: HashMap<String, usize>,
     outputs: Vec<NodeId>,
+}
+
+/// `("b", k)` for a name `b_k` with `k` a positive number written without leading zeros (a
+/// name [`Graph::unique_name`] may generate).
+fn numbered(name: &str) -> Option<(&str, usize)> {
+    let (base, suffix) = name.rsplit_once('_')?;
+    let k: usize = suffix.parse().ok()?;
+    (k > 0 && k.to_string() == suffix).then_some((base, k))
 }
 
 /// Whether `name` is in the .kiln name set: letters, digits and `_ . - /`, not empty.
@@ -87,7 +103,7 @@ impl Graph {
         for (port, input) in inputs.iter().enumerate() {
             self.g.add_edge(input.0, id.0, port);
         }
-        self.by_name.insert(name, id);
+        self.index_name(name, id);
         Ok(id)
     }
 
@@ -129,15 +145,40 @@ impl Graph {
         })
     }
 
-    /// A name not yet used: `base`, else `base_1`, `base_2`, ...
+    /// A name not yet used: `base`, else the first free of `base_1`, `base_2`, ...
     pub fn unique_name(&self, base: &str) -> String {
         if !self.by_name.contains_key(base) {
             return base.to_string();
         }
-        (1..)
+        let first = self.taken_below.get(base).copied().unwrap_or(1);
+        (first..)
             .map(|i| format!("{base}_{i}"))
             .find(|n| !self.by_name.contains_key(n))
             .expect("an unbounded range always yields an unused name")
+    }
+
+    /// Indexes `name` for `id`, advancing [`Graph::unique_name`]'s start for its base.
+    fn index_name(&mut self, name: String, id: NodeId) {
+        if let Some((base, k)) = numbered(&name)
+            && self.taken_below.get(base).copied().unwrap_or(1) == k
+        {
+            let mut next = k + 1;
+            while self.by_name.contains_key(&format!("{base}_{next}")) {
+                next += 1;
+            }
+            self.taken_below.insert(base.to_string(), next);
+        }
+        self.by_name.insert(name, id);
+    }
+
+    /// Drops `name` from the index, so [`Graph::unique_name`] may hand it out again.
+    fn unindex_name(&mut self, name: &str) {
+        self.by_name.remove(name);
+        if let Some((base, k)) = numbered(name)
+            && let Some(first) = self.taken_below.get_mut(base)
+        {
+            *first = (*first).min(k);
+        }
     }
 
     /// The node (panics if `id` is not in this graph; use [`Graph::get`] to check).
@@ -264,6 +305,38 @@ impl Graph {
         order
     }
 
+    /// Whether `node` depends on `ancestor` (is computed from it, directly or not).
+    ///
+    /// The walk from `node` towards its operands stops at sources and at the nearest
+    /// [`NEAR_ANCESTORS`] ancestors of `ancestor` (none of which can depend on it in an acyclic
+    /// graph). A pass's rewrite builds `node` from values near `ancestor`, so checking it costs
+    /// the size of the rewritten part rather than of the graph above it.
+    pub fn depends_on(&self, node: NodeId, ancestor: NodeId) -> bool {
+        let mut known_above: HashSet<NodeId> = HashSet::new();
+        let mut queue: std::collections::VecDeque<NodeId> =
+            self.inputs(ancestor).into_iter().collect();
+        while let Some(n) = queue.pop_front() {
+            if known_above.len() >= NEAR_ANCESTORS {
+                break;
+            }
+            if known_above.insert(n) {
+                queue.extend(self.inputs(n));
+            }
+        }
+        let mut seen: HashSet<NodeId> = HashSet::new();
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            if n == ancestor {
+                return true;
+            }
+            if known_above.contains(&n) || !seen.insert(n) {
+                continue;
+            }
+            stack.extend(self.inputs(n));
+        }
+        false
+    }
+
     /// Points every use of `old` (and the output list) at `new`, which must have the same type
     /// and must not depend on `old`.
     pub fn replace_uses(&mut self, old: NodeId, new: NodeId) -> Result<()> {
@@ -277,7 +350,7 @@ impl Graph {
                 o.name, o.ty, n.name, n.ty
             )));
         }
-        if self.topo_order_of([new]).contains(&old) {
+        if self.depends_on(new, old) {
             return Err(Error::Invalid(format!(
                 "cannot replace %{} by %{}: it depends on it",
                 o.name, n.name
@@ -331,7 +404,7 @@ impl Graph {
             .g
             .remove_node(id.0)
             .expect("node() above proved it exists");
-        self.by_name.remove(&node.name);
+        self.unindex_name(&node.name);
         Ok(node)
     }
 
@@ -345,8 +418,8 @@ impl Graph {
             return Err(Error::DuplicateName(name));
         }
         let old = std::mem::replace(&mut self.g[id.0].name, name.clone());
-        self.by_name.remove(&old);
-        self.by_name.insert(name, id);
+        self.unindex_name(&old);
+        self.index_name(name, id);
         Ok(())
     }
 

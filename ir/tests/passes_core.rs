@@ -380,3 +380,30 @@ fn conformance_graphs_keep_their_values() {
         });
     }
 }
+
+/// `unique_name` hands out the first free `base_k` also after removals and renames, while
+/// naming a long run of same-based nodes costs constant time each (it used to rescan from
+/// `base_1`, quadratic over a 100k-node chain built with the builder's generated names).
+#[test]
+fn unique_names_are_the_first_free_and_cheap() {
+    let mut g = Graph::new();
+    let mut prev = g.add("x", Op::Input(f32_type(&[2])), &[]).unwrap();
+    g.add("relu", Op::Unary(UnaryOp::Relu), &[prev]).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..100_000 {
+        let name = g.unique_name("relu");
+        prev = g.add(name, Op::Unary(UnaryOp::Relu), &[prev]).unwrap();
+        ids.push(prev);
+    }
+    assert_eq!(g.node(prev).name, "relu_100000");
+    assert_eq!(g.unique_name("relu"), "relu_100001");
+    // Removing the last node frees relu_100000; renaming the seventh frees relu_7.
+    let last = ids.pop().unwrap();
+    g.remove(last).unwrap();
+    assert_eq!(g.unique_name("relu"), "relu_100000");
+    g.rename(ids[6], "seventh").unwrap();
+    assert_eq!(g.unique_name("relu"), "relu_7");
+    g.rename(ids[6], "relu_7").unwrap();
+    assert_eq!(g.unique_name("relu"), "relu_100000");
+    g.verify().unwrap();
+}

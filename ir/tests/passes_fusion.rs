@@ -147,3 +147,49 @@ fn conformance_graphs_keep_their_values() {
         assert_eq!(kiln_ir::text::print(&back), text, "{name}");
     }
 }
+
+/// A 100,000-op unary chain (longer than one fused expression may be) goes through the whole
+/// CPU pipeline: it used to take minutes (the passes were quadratic in chain length) and then
+/// fail a valid graph with "a fused expression has 100001 nodes". Now fusion stops each group
+/// at the limit and starts the next, and the results are bit-identical to the chain's.
+#[test]
+fn long_unary_chain_fuses_into_several_bounded_nodes() {
+    use kiln_ir::op::UnaryOp;
+    use kiln_ir::passes::MAX_GROUP_NODES;
+    use kiln_ir::{Shape, TensorType};
+    const LENGTH: usize = 100_000;
+    let mut graph = Graph::new();
+    let mut prev = graph
+        .add("x", Op::Input(TensorType::f32(Shape::known(&[3]))), &[])
+        .unwrap();
+    let cycle = [UnaryOp::Tanh, UnaryOp::Neg, UnaryOp::Abs];
+    for i in 0..LENGTH {
+        let op = Op::Unary(cycle[i % cycle.len()]);
+        prev = graph.add(format!("n{i}"), op, &[prev]).unwrap();
+    }
+    graph.add_output(prev);
+    let feeds = make_feeds(&graph, 7);
+    let after = check_semantics(&graph, &feeds, 0.0, "long chain", |g| {
+        Pipeline::cpu()
+            .run(g, &mut PassContext::default(), &PipelineOptions::default())
+            .unwrap_or_else(|e| panic!("long chain: {e}"));
+    });
+    let sizes: Vec<usize> = after
+        .node_ids()
+        .filter_map(|id| match &after.node(id).op {
+            Op::Fused(f) => Some(f.expr().nodes().len()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sizes.len() >= LENGTH / MAX_GROUP_NODES,
+        "{} fused nodes for {LENGTH} ops",
+        sizes.len()
+    );
+    assert!(sizes.iter().all(|&s| s <= MAX_GROUP_NODES), "{sizes:?}");
+    assert_eq!(
+        after.len(),
+        sizes.len() + 1,
+        "only x and fused nodes remain"
+    );
+}

@@ -24,15 +24,21 @@ pub struct GuardedArena {
 }
 
 impl GuardedArena {
-    /// An arena of `len` usable bytes.
-    pub fn new(len: usize) -> GuardedArena {
-        // Zeroed allocation (calloc: fresh pages cost nothing until touched), then guards at
-        // both ends only: the arena itself is never read before a kernel writes it.
-        let mut bytes = vec![0u8; len + 2 * ARENA_GUARD + ARENA_ALIGN];
+    /// An arena of `len` usable bytes, or an error naming the size when memory runs out.
+    pub fn new(len: usize) -> Result<GuardedArena> {
+        let total = len
+            .checked_add(2 * ARENA_GUARD + ARENA_ALIGN)
+            .ok_or_else(|| out_of_memory("the arena", len))?;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(total)
+            .map_err(|_| out_of_memory("the arena", len))?;
+        // Guards at both ends only; the arena itself is never read before a kernel writes it.
+        bytes.resize(total, 0);
         let start = bytes.as_mut_ptr().align_offset(ARENA_ALIGN) + ARENA_GUARD;
         bytes[start - ARENA_GUARD..start].fill(GUARD_BYTE);
         bytes[start + len..start + len + ARENA_GUARD].fill(GUARD_BYTE);
-        GuardedArena { bytes, start, len }
+        Ok(GuardedArena { bytes, start, len })
     }
 
     /// The first usable byte.
@@ -67,20 +73,30 @@ pub enum GuardedOutput {
 }
 
 impl GuardedOutput {
-    /// A zeroed output of this type.
-    pub fn new(dtype: DType, dims: &[usize]) -> GuardedOutput {
+    /// A zeroed output of this type for buffer `name`, or an error naming it and its size when
+    /// memory runs out.
+    pub fn new(name: &str, dtype: DType, dims: &[usize]) -> Result<GuardedOutput> {
+        let what = || format!("output %{name} ({dtype}{})", kiln_ir::shape::fmt_dims(dims));
+        let n = kiln_ir::tensor::checked_numel(dims)?;
+        let bytes = n.saturating_mul(dtype.size_bytes());
         if dtype != DType::F32 {
-            return GuardedOutput::Other(Tensor::zeros_of(dtype, dims));
+            // Probe first: a zeroed tensor of another dtype has no fallible constructor.
+            Vec::<u8>::new()
+                .try_reserve_exact(bytes)
+                .map_err(|_| out_of_memory(&what(), bytes))?;
+            return Ok(GuardedOutput::Other(Tensor::zeros_of(dtype, dims)));
         }
-        let n: usize = dims.iter().product();
-        let mut values = Vec::with_capacity(n + OUTPUT_GUARD);
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(n.saturating_add(OUTPUT_GUARD))
+            .map_err(|_| out_of_memory(&what(), bytes))?;
         values.resize(n + OUTPUT_GUARD, f32::from_bits(GUARD_F32));
         values.truncate(n);
         values.fill(0.0);
-        GuardedOutput::F32 {
+        Ok(GuardedOutput::F32 {
             values,
             dims: dims.to_vec(),
-        }
+        })
     }
 
     /// The first element's address.
@@ -115,4 +131,11 @@ impl GuardedOutput {
             }
         }
     }
+}
+
+/// The error for an allocation of `bytes` for `what` that the system refused.
+fn out_of_memory(what: &str, bytes: usize) -> Error {
+    Error::Invalid(format!(
+        "out of memory: cannot allocate {bytes} bytes for {what}"
+    ))
 }

@@ -148,13 +148,19 @@ impl CpuExecutable {
         let p = &self.program;
         p.check_inputs(feeds, variables)?;
         let reused = self.arenas.lock().ok().and_then(|mut pool| pool.pop());
-        let mut arena = reused.unwrap_or_else(|| GuardedArena::new(p.arena_bytes));
+        let mut arena = match reused {
+            Some(arena) => arena,
+            None => GuardedArena::new(p.arena_bytes)?,
+        };
         let base = arena.base();
         let mut outputs: Vec<GuardedOutput> = p
             .fetches
             .iter()
-            .map(|&b| GuardedOutput::new(p.buffer(b).dtype, &p.buffer(b).dims))
-            .collect();
+            .map(|&b| {
+                let buf = p.buffer(b);
+                GuardedOutput::new(&buf.name, buf.dtype, &buf.dims)
+            })
+            .collect::<Result<_>>()?;
         let mut ptrs = Vec::with_capacity(p.buffers.len());
         let mut lens = Vec::with_capacity(p.buffers.len());
         for buf in &p.buffers {

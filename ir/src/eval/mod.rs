@@ -32,7 +32,7 @@ mod window;
 pub use source::{shared_source_value, source_value};
 
 use crate::op::{DataFormat, Op};
-use crate::shape::fmt_dims;
+use crate::shape::{TensorType, fmt_dims};
 use crate::tensor::{Tensor, checked_numel};
 
 /// Evaluates one non-source op on concrete operand tensors.
@@ -42,6 +42,7 @@ use crate::tensor::{Tensor, checked_numel};
 /// `var`, `const`) are not evaluated here: feeds and [`source_value`] give their values.
 /// Errors name the shapes involved; the caller adds the node's name.
 pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    check_result_fits(op, inputs)?;
     match op {
         Op::Input(_) | Op::Var(_) | Op::Const(_) => Err(format!(
             "{} is a source; sources are not evaluated here (their values come from feeds \
@@ -181,6 +182,29 @@ fn f32_data<'a>(t: &'a Tensor, role: &str) -> Result<&'a [f32], String> {
 /// Element count of `dims`, or an error when it overflows.
 fn numel(dims: &[usize]) -> Result<usize, String> {
     checked_numel(dims).map_err(|e| e.to_string())
+}
+
+/// Errors when memory for `op`'s result cannot be had (sizes come from run-time shapes and
+/// attributes, e.g. `[?,1] + [1,?]` or huge paddings), so no op's allocation aborts the process.
+/// The result's type is inferred from the operands; operands inference rejects are left for
+/// the op to report in its own words.
+fn check_result_fits(op: &Op, inputs: &[&Tensor]) -> Result<(), String> {
+    let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let Ok(ty) = crate::infer::infer(op, &refs) else {
+        return Ok(());
+    };
+    let Some(dims) = ty.shape.to_dims() else {
+        return Ok(());
+    };
+    let n = numel(&dims)?;
+    let bytes = n
+        .checked_mul(ty.dtype.size_bytes())
+        .ok_or_else(|| format!("the result {ty} has more bytes than memory can address"))?;
+    // The probe reserves address space only; the op allocates (and touches) the real buffer.
+    Vec::<u8>::new()
+        .try_reserve_exact(bytes)
+        .map_err(|_| format!("out of memory: cannot allocate {bytes} bytes for the result {ty}"))
 }
 
 /// A buffer of `n` copies of `value`; an error instead of an abort when memory runs out

@@ -15,6 +15,58 @@
 
 use crate::program::{ARENA_ALIGN, BufferKind, Program};
 use crate::{Error, Result};
+use std::collections::BTreeMap;
+
+/// Live ranges longer than this many kernels are kept in a list scanned on every query;
+/// shorter ones are found through their first kernel, so a long chain of short-lived
+/// temporaries is planned in near-linear time.
+const SHORT_RANGE: usize = 64;
+
+/// A live range: first and last kernel (inclusive).
+type Kernels = (usize, usize);
+/// A placed temporary's bytes in the arena: offset and end.
+type Bytes = (usize, usize);
+
+/// Placed temporaries by live range: their byte ranges, found by the live ranges they
+/// intersect.
+#[derive(Default)]
+struct PlacedIndex {
+    /// Ranges of at most [`SHORT_RANGE`] kernels, by first kernel: (last kernel, bytes).
+    short: BTreeMap<usize, Vec<(usize, Bytes)>>,
+    /// Longer ranges.
+    long: Vec<(Kernels, Bytes)>,
+}
+
+impl PlacedIndex {
+    fn insert(&mut self, range: Kernels, bytes: Bytes) {
+        if range.1 - range.0 <= SHORT_RANGE {
+            self.short
+                .entry(range.0)
+                .or_default()
+                .push((range.1, bytes));
+        } else {
+            self.long.push((range, bytes));
+        }
+    }
+
+    /// The byte ranges of every placed temporary whose live range intersects `range`.
+    fn overlapping(&self, range: Kernels) -> Vec<Bytes> {
+        let intersects = |r: Kernels| r.0 <= range.1 && range.0 <= r.1;
+        // A short range intersecting `range` starts at most SHORT_RANGE before it.
+        let from = range.0.saturating_sub(SHORT_RANGE);
+        let short = self.short.range(from..=range.1).flat_map(|(&first, v)| {
+            v.iter()
+                .filter(move |&&(last, _)| intersects((first, last)))
+                .map(|&(_, bytes)| bytes)
+        });
+        let long = self
+            .long
+            .iter()
+            .filter(|&&(r, _)| intersects(r))
+            .map(|&(_, bytes)| bytes);
+        short.chain(long).collect()
+    }
+}
 
 /// `n` rounded up to a multiple of [`ARENA_ALIGN`], or `None` on overflow.
 pub(super) fn align_up(n: usize) -> Option<usize> {
@@ -49,15 +101,10 @@ pub(super) fn plan(program: &mut Program) -> Result<()> {
     // Largest first; ties by first use, then by id, so the plan is deterministic.
     temps.sort_by_key(|&(i, size, (first, _))| (std::cmp::Reverse(size), first, i));
 
-    // Placed temporaries: (offset, end, live range).
-    let mut placed: Vec<(usize, usize, (usize, usize))> = Vec::with_capacity(temps.len());
+    let mut placed = PlacedIndex::default();
     let mut arena = 0usize;
     for (i, size, range) in temps {
-        let mut conflicts: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|(_, _, r)| r.0 <= range.1 && range.0 <= r.1)
-            .map(|&(offset, end, _)| (offset, end))
-            .collect();
+        let mut conflicts = placed.overlapping(range);
         conflicts.sort_unstable();
         let mut offset = 0usize;
         for (start, end) in conflicts {
@@ -71,7 +118,7 @@ pub(super) fn plan(program: &mut Program) -> Result<()> {
         }
         let end = offset.checked_add(size).ok_or_else(overflow)?;
         arena = arena.max(end);
-        placed.push((offset, end, range));
+        placed.insert(range, (offset, end));
         program.buffers[i].kind = BufferKind::Temporary { offset };
     }
     program.arena_bytes = align_up(arena).ok_or_else(overflow)?;

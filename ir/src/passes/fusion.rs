@@ -25,6 +25,13 @@ use crate::op::{BinaryOp, DataFormat, Op};
 use crate::{DType, Error, Result};
 use std::collections::HashMap;
 
+/// Most expression nodes one fused node gets (a bound on one kernel's size, well below
+/// [`crate::fused::MAX_NODES`]): a longer chain becomes several fused nodes, one after another.
+pub const MAX_GROUP_NODES: usize = 512;
+
+/// Members a fusion's log message names before it abbreviates the rest.
+const LOGGED_MEMBERS: usize = 16;
+
 /// How a node takes part in fusion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -61,28 +68,40 @@ fn groups(graph: &Graph, cx: &PassContext, with_main: bool) -> Vec<Group> {
     let mut fused_into: HashMap<NodeId, NodeId> = HashMap::new();
     // Node (root of an open group) -> the group's main op, if any.
     let mut main_of: HashMap<NodeId, Option<NodeId>> = HashMap::new();
+    // Node (root of an open group) -> a bound on its expression's node count.
+    let mut size_of: HashMap<NodeId, usize> = HashMap::new();
     for &n in &order {
         match role(&graph.node(n).op) {
             Some(Role::Main) if with_main => {
                 main_of.insert(n, Some(n));
+                size_of.insert(n, expr_size(graph, n));
             }
             Some(Role::Elementwise) => {
-                let main = absorb_producers(graph, cx, n, &main_of, &mut fused_into);
+                let open = OpenGroups {
+                    main_of: &main_of,
+                    size_of: &mut size_of,
+                };
+                let main = absorb_producers(graph, cx, n, open, &mut fused_into);
                 main_of.insert(n, main);
             }
             _ => {}
         }
     }
+    // Each member's root, found from the consumers down (reverse topological order), so a
+    // long chain costs one step a node rather than a walk to its end.
+    let mut root_of: HashMap<NodeId, NodeId> = HashMap::with_capacity(main_of.len());
+    for &n in order.iter().rev() {
+        if main_of.contains_key(&n) {
+            let root = fused_into.get(&n).map_or(n, |next| root_of[next]);
+            root_of.insert(n, root);
+        }
+    }
     let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let mut roots = Vec::new();
     for &n in &order {
-        if !main_of.contains_key(&n) {
+        let Some(&root) = root_of.get(&n) else {
             continue;
-        }
-        let mut root = n;
-        while let Some(&next) = fused_into.get(&root) {
-            root = next;
-        }
+        };
         members.entry(root).or_default().push(n);
         if root == n {
             roots.push(n);
@@ -98,14 +117,34 @@ fn groups(graph: &Graph, cx: &PassContext, with_main: bool) -> Vec<Group> {
         .collect()
 }
 
-/// Lets elementwise node `n` absorb its eligible producers; returns the group's main op.
+/// The open groups while grouping: each root's main op and expression size.
+struct OpenGroups<'a> {
+    main_of: &'a HashMap<NodeId, Option<NodeId>>,
+    size_of: &'a mut HashMap<NodeId, usize>,
+}
+
+/// A bound on the expression nodes node `n` contributes to a fused expression: its own
+/// expression (one node for a plain op, `main` for a main op) plus one per operand it reads.
+fn expr_size(graph: &Graph, n: NodeId) -> usize {
+    let own = match &graph.node(n).op {
+        Op::Fused(f) => f.expr().nodes().len(),
+        _ => 1,
+    };
+    own + graph.inputs(n).len()
+}
+
+/// Lets elementwise node `n` absorb its eligible producers while the group's expression stays
+/// within [`MAX_GROUP_NODES`] (a producer that would cross it stays the root of a group of its
+/// own); returns the group's main op.
 fn absorb_producers(
     graph: &Graph,
     cx: &PassContext,
     n: NodeId,
-    main_of: &HashMap<NodeId, Option<NodeId>>,
+    open: OpenGroups<'_>,
     fused_into: &mut HashMap<NodeId, NodeId>,
 ) -> Option<NodeId> {
+    let OpenGroups { main_of, size_of } = open;
+    let mut size = expr_size(graph, n);
     let node = graph.node(n);
     let inputs = graph.inputs(n);
     let mut main: Option<NodeId> = None;
@@ -129,9 +168,15 @@ fn absorb_producers(
         if pmain.is_some() && !broadcast_safe(graph, n, p) {
             continue;
         }
+        let psize = size_of.get(&p).copied().unwrap_or(0);
+        if size + psize > MAX_GROUP_NODES {
+            continue;
+        }
+        size += psize;
         main = main.or(pmain);
         fused_into.insert(p, n);
     }
+    size_of.insert(n, size);
     main
 }
 
@@ -170,11 +215,15 @@ fn fuse_group(graph: &mut Graph, cx: &mut PassContext, g: &Group) -> Result<Stri
     let temp = graph.unique_name(&format!("{root_name}.fused"));
     let keyword = op.name();
     let new = graph.add(temp, Op::Fused(op), &operands)?;
-    let names: Vec<String> = g
-        .members
-        .iter()
-        .map(|&m| format!("%{}", graph.node(m).name))
-        .collect();
+    // Long groups are logged by their first and last members, so the log stays readable.
+    let mut names: Vec<String> = Vec::with_capacity(LOGGED_MEMBERS + 2);
+    for (i, &m) in g.members.iter().enumerate() {
+        if i < LOGGED_MEMBERS || i + 1 == g.members.len() {
+            names.push(format!("%{}", graph.node(m).name));
+        } else if i == LOGGED_MEMBERS {
+            names.push(format!("({} more)", g.members.len() - LOGGED_MEMBERS - 1));
+        }
+    }
     replace_with_new(graph, cx, g.root, new)?;
     for &m in g.members.iter().rev() {
         if m != g.root {

@@ -21,6 +21,7 @@ pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fuse_elementwise::FuseElementwise;
 pub use fuse_epilogues::FuseEpilogues;
+pub use fusion::MAX_GROUP_NODES;
 pub use manager::{PassStats, Pipeline, PipelineOptions, PipelineReport, PrintAfter};
 pub use select_layout::SelectLayout;
 

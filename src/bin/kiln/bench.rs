@@ -25,12 +25,12 @@ pub struct BenchArgs<'a> {
 }
 
 /// Feeds for every placeholder: from `--feed` files, else seeded uniform data with unknown dims
-/// set to `batch`.
+/// set to `batch`; a feed too large to allocate is an error naming it and its size.
 fn complete_feeds(
     graph: &Graph,
     given: Vec<(String, Tensor)>,
     batch: usize,
-) -> Vec<(String, Tensor)> {
+) -> Result<Vec<(String, Tensor)>, String> {
     let mut all = given;
     for (seed, id) in graph.placeholders().into_iter().enumerate() {
         let node = graph.node(id);
@@ -39,20 +39,33 @@ fn complete_feeds(
         }
         let Op::Input(ty) = &node.op else { continue };
         let dims: Vec<usize> = ty.shape.dims().iter().map(|d| d.unwrap_or(batch)).collect();
+        let bytes = kiln::ir::tensor::checked_numel(&dims)
+            .ok()
+            .and_then(|n| n.checked_mul(ty.dtype.size_bytes()));
+        let fits = bytes.is_some_and(|b| Vec::<u8>::new().try_reserve_exact(b).is_ok());
+        if !fits {
+            return Err(format!(
+                "--batch {batch}: the generated feed %{} of {}{dims:?} needs {} bytes, more than \
+                 this machine can allocate",
+                node.name,
+                ty.dtype,
+                bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string())
+            ));
+        }
         let tensor = match ty.dtype {
             DType::F32 => Tensor::uniform(&dims, -1.0, 1.0, seed as u64 + 1),
             other => Tensor::zeros_of(other, &dims),
         };
         all.push((node.name.clone(), tensor));
     }
-    all
+    Ok(all)
 }
 
 pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     let backend = BackendKind::from_name(args.backend).map_err(|e| e.to_string())?;
     let graph = crate::load(args.graph)?;
     let given = feeds::load(&graph, args.feeds)?;
-    let feeds = complete_feeds(&graph, given, args.batch.unwrap_or(1));
+    let feeds = complete_feeds(&graph, given, args.batch.unwrap_or(1))?;
     let outputs: Vec<NodeId> = graph.outputs().to_vec();
     if outputs.is_empty() {
         return Err("the graph declares no outputs to benchmark".into());
@@ -81,8 +94,8 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .run(&feed_ids, &outputs)
             .map_err(|e| e.to_string())?;
     }
-    let mut times = Vec::with_capacity(args.runs.max(1));
-    for _ in 0..args.runs.max(1) {
+    let mut times = Vec::new();
+    for _ in 0..args.runs {
         let start = Instant::now();
         session
             .run(&feed_ids, &outputs)
@@ -129,7 +142,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     }
     if args.profile {
         let mut total: Vec<KernelTime> = Vec::new();
-        for _ in 0..args.runs.max(1) {
+        for _ in 0..args.runs {
             let (_, profile) = session
                 .run_profiled(&feed_ids, &outputs)
                 .map_err(|e| e.to_string())?;
@@ -142,7 +155,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
                     .for_each(|(t, p)| t.nanos += p.nanos);
             }
         }
-        print_profile(&total, args.runs.max(1));
+        print_profile(&total, args.runs);
     }
     Ok(())
 }

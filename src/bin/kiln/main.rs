@@ -8,6 +8,7 @@ mod devices;
 mod feeds;
 mod import;
 mod passes;
+mod safe_write;
 
 use clap::{Parser, Subcommand};
 use kiln::{BackendKind, Graph, Session, Tensor};
@@ -97,17 +98,17 @@ enum Command {
         /// A feed: NAME=FILE.npy; placeholders not fed get seeded random data.
         #[arg(long = "feed", value_name = "NAME=FILE.npy")]
         feeds: Vec<String>,
-        /// The value of every unknown dim (default 1).
-        #[arg(long)]
+        /// The value of every unknown dim (default 1; at least 1).
+        #[arg(long, value_parser = at_least_one)]
         batch: Option<usize>,
-        /// Timed runs.
-        #[arg(long, default_value_t = 20)]
+        /// Timed runs (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = at_least_one)]
         runs: usize,
         /// Untimed runs before timing.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
+        /// Worker threads, 1 to 1024 (default: one per core).
+        #[arg(long, value_parser = thread_count)]
         threads: Option<usize>,
         /// Backend: reference, cpu or opencl.
         #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
@@ -125,6 +126,31 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+}
+
+/// The most worker threads `--threads` accepts: far more than any machine's cores, few enough
+/// that starting them takes no noticeable time (100,000 took minutes).
+const MAX_THREADS: usize = 1024;
+
+/// A count that must be at least 1 (`--runs 0` would time nothing, `--batch 0` feed nothing).
+fn at_least_one(arg: &str) -> Result<usize, String> {
+    match arg.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number: {e}")),
+    }
+}
+
+/// A worker-thread count from 1 to [`MAX_THREADS`].
+fn thread_count(arg: &str) -> Result<usize, String> {
+    let n = at_least_one(arg)?;
+    if n > MAX_THREADS {
+        return Err(format!(
+            "at most {MAX_THREADS} threads (this machine has {} logical CPUs)",
+            std::thread::available_parallelism().map_or(1, |p| p.get())
+        ));
+    }
+    Ok(n)
 }
 
 fn main() -> ExitCode {
@@ -164,9 +190,7 @@ fn execute(command: Command) -> Result<(), String> {
         } => {
             let dot = passes::load_optimized(&graph, &passes, false)?.0.to_dot();
             match output {
-                Some(path) => {
-                    std::fs::write(&path, dot).map_err(|e| format!("{}: {e}", path.display()))
-                }
+                Some(path) => safe_write::write_bytes(&path, dot.as_bytes()),
                 None => {
                     print!("{dot}");
                     Ok(())
@@ -200,7 +224,7 @@ fn execute(command: Command) -> Result<(), String> {
         } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
-                    .num_threads(n.max(1))
+                    .num_threads(n)
                     .build_global()
                     .map_err(|e| format!("--threads {n}: {e}"))?;
             }
@@ -257,6 +281,14 @@ fn run(
     let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
     let graph = load(path)?;
     let feeds = feeds::load(&graph, feed_args)?;
+    // Every file name is checked (distinct, not a symlink) before anything runs or is written.
+    let files = match out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            output_files(dir, &graph.output_names())?
+        }
+        None => Vec::new(),
+    };
     let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
@@ -271,15 +303,30 @@ fn run(
             .map_err(|e| e.to_string())?;
         bench::print_profile(&times, 1);
     }
-    if let Some(dir) = out {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
     for (name, value) in &outputs {
         println!("%{name} {} {}", value.ty(), feeds::summary(value));
-        if let Some(dir) = out {
-            let file = dir.join(format!("{}.npy", name.replace('/', "_")));
-            kiln::npy::write(&file, value).map_err(|e| e.to_string())?;
-        }
+    }
+    for (file, (_, value)) in files.iter().zip(&outputs) {
+        safe_write::write_file(file, |w| kiln::npy::write_to(w, value))?;
     }
     Ok(())
+}
+
+/// The file each output is written to in `dir` (`NAME.npy`, `/` becoming `_`); two outputs
+/// that would share a file, or a file that is a symlink, are an error.
+fn output_files(dir: &Path, outputs: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = Vec::with_capacity(outputs.len());
+    for name in outputs {
+        let file = dir.join(format!("{}.npy", name.replace('/', "_")));
+        if let Some(j) = files.iter().position(|f| *f == file) {
+            return Err(format!(
+                "outputs %{} and %{name} would both be written to {}; rename one of them",
+                outputs[j],
+                file.display()
+            ));
+        }
+        safe_write::refuse_symlink(&file)?;
+        files.push(file);
+    }
+    Ok(files)
 }

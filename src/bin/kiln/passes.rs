@@ -52,6 +52,7 @@ pub fn load_optimized(
         disabled: args.disable.clone(),
         freeze_variables: args.freeze,
         print_after,
+        ..OptimizeOptions::default()
     };
     let mut ir = graph.into_ir();
     let roots = ir.outputs().to_vec();
