@@ -24,9 +24,7 @@
 //! [`PassContext::fold_budget_bytes`]. The bias_add replacing the batch norm takes its name;
 //! the new conv takes the old conv's name.
 
-use super::fold_constants::{
-    frozen_variables, is_pinned, remove_if_dead, replace_with_new, source_of,
-};
+use super::rewrite::{frozen_variables, is_pinned, remove_if_dead, replace_with_new, source_of};
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::{Graph, NodeId};

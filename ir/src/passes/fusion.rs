@@ -18,7 +18,7 @@
 //! graph output's name); the other members become dead and are removed.
 
 use super::PassContext;
-use super::fold_constants::{is_pinned, remove_if_dead, replace_with_new};
+use super::rewrite::{is_pinned, remove_if_dead, replace_with_new};
 use crate::fused::{ExprNode, FusedExpr, FusedOp};
 use crate::graph::{Graph, NodeId};
 use crate::op::{BinaryOp, DataFormat, Op};

@@ -14,6 +14,7 @@ pub mod fuse_elementwise;
 pub mod fuse_epilogues;
 mod fusion;
 pub mod manager;
+mod rewrite;
 pub mod select_layout;
 pub mod simplify_algebra;
 

@@ -21,7 +21,7 @@
 //! result would differ is abandoned), so results are bit-identical: transposes move data and
 //! each op computes the same sums in either layout.
 
-use super::fold_constants::{describe, remove_if_dead, replace_with_existing};
+use super::rewrite::{describe, remove_if_dead, replace_with_existing};
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::{Graph, NodeId};
@@ -203,7 +203,7 @@ impl SelectLayout {
             return Ok(false);
         }
         let inputs = graph.inputs(old);
-        super::fold_constants::replace_with_new(graph, cx, old, new)?;
+        super::rewrite::replace_with_new(graph, cx, old, new)?;
         for i in inputs {
             remove_if_dead(graph, cx, i)?;
         }

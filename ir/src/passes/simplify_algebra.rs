@@ -18,7 +18,7 @@
 //! exact values, and folding variables is `fold-constants`' business). Nodes orphaned by a
 //! rewrite are removed.
 
-use super::fold_constants::{remove_if_dead, replace_with_existing, replace_with_new};
+use super::rewrite::{remove_if_dead, replace_with_existing, replace_with_new};
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::eval::source_value;
@@ -55,7 +55,7 @@ impl Pass for SimplifyAlgebra {
             let Some((rule, rewrite)) = match_rule(graph, id) else {
                 continue;
             };
-            let before = super::fold_constants::describe(graph, id);
+            let before = super::rewrite::describe(graph, id);
             let inputs = graph.inputs(id);
             let done = match rewrite {
                 Action::Keep(x) => {
@@ -107,7 +107,7 @@ impl Pass for SimplifyAlgebra {
 
 /// The statement of a node just made (operands by name).
 fn describe_new(graph: &Graph, id: NodeId) -> String {
-    super::fold_constants::describe(graph, id)
+    super::rewrite::describe(graph, id)
 }
 
 /// The first rule that matches node `id`: its name for the log and the rewrite.
