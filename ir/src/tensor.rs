@@ -121,6 +121,8 @@ impl Tensor {
     }
 
     /// Normally distributed f32 values (Box-Muller over ChaCha8), reproducible from `seed`.
+    /// Computed in f64 and rounded once; samples beyond f32's range (a huge `mean` or `std`)
+    /// saturate at `±f32::MAX` rather than becoming infinite.
     pub fn normal(dims: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
@@ -131,9 +133,9 @@ impl Tensor {
             let u2 = unit_f64(&mut rng);
             let r = (-2.0 * u1.ln()).sqrt();
             let theta = std::f64::consts::TAU * u2;
-            v.push(mean + std * (r * theta.cos()) as f32);
+            v.push(finite_f32(mean as f64 + std as f64 * r * theta.cos()));
             if v.len() < n {
-                v.push(mean + std * (r * theta.sin()) as f32);
+                v.push(finite_f32(mean as f64 + std as f64 * r * theta.sin()));
             }
         }
         Tensor {
@@ -142,13 +144,22 @@ impl Tensor {
         }
     }
 
-    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`.
+    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`: a real sample
+    /// `lo + u * (hi - lo)` (u with 53 random bits, computed in f64 so that neither a range
+    /// wider than f32's, like `[-3e38, 3e38)`, nor one narrower than f32's spacing collapses)
+    /// rounded to the nearest f32. A sample that rounds up to `hi` becomes the f32 just below
+    /// `hi`, unless that is `lo` itself (a range one f32 step wide, such as
+    /// `[16777216, 16777218)`): then `hi` is kept, so the samples still spread over the range.
     pub fn uniform(dims: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
+        let (lo64, hi64) = (lo as f64, hi as f64);
         let v = (0..n)
-            .map(|_| lo + (hi - lo) * unit_f64(&mut rng) as f32)
-            .map(|x| if x >= hi { lo } else { x })
+            .map(|_| {
+                let x = finite_f32(lo64 + (hi64 - lo64) * unit_f64(&mut rng));
+                let below_hi = hi.next_down();
+                if x >= hi && below_hi > lo { below_hi } else { x }
+            })
             .collect();
         Tensor {
             dims: dims.into(),
@@ -268,6 +279,12 @@ impl Tensor {
     }
 }
 
+/// `x` rounded to the nearest f32, saturating at `±f32::MAX` (a sampler never makes an
+/// infinity from finite parameters).
+fn finite_f32(x: f64) -> f32 {
+    (x as f32).clamp(-f32::MAX, f32::MAX)
+}
+
 /// A float in [0, 1) with 53 random bits.
 fn unit_f64(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -300,5 +317,60 @@ impl Hash for Tensor {
             Data::I64(v) => v.hash(state),
             Data::Bool(v) => v.hash(state),
         }
+    }
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use super::Tensor;
+
+    fn stats(t: &Tensor) -> (f32, f32, usize) {
+        let v = t.as_f32().expect("f32");
+        let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        bits.sort_unstable();
+        bits.dedup();
+        (min, max, bits.len())
+    }
+
+    #[test]
+    fn uniform_spans_ranges_wider_than_f32_arithmetic_allows() {
+        // (hi - lo) overflows f32: every sample used to be -3e38.
+        let (min, max, distinct) = stats(&Tensor::uniform(&[1000], -3e38, 3e38, 7));
+        assert!(min < -2.9e38 && max > 2.9e38, "{min} {max}");
+        assert!(max < 3e38 && distinct > 990, "{max} {distinct}");
+    }
+
+    #[test]
+    fn uniform_spreads_over_a_range_one_f32_step_wide() {
+        // lo + 2u rounded in f32 used to make every sample lo.
+        let t = Tensor::uniform(&[1000], 16_777_216.0, 16_777_218.0, 7);
+        let v = t.as_f32().expect("f32");
+        let highs = v.iter().filter(|&&x| x == 16_777_218.0).count();
+        assert!(v.iter().all(|&x| x == 16_777_216.0 || x == 16_777_218.0));
+        assert!((400..600).contains(&highs), "{highs} of 1000 at hi");
+    }
+
+    #[test]
+    fn uniform_stays_below_hi_in_ordinary_ranges() {
+        let (min, max, distinct) = stats(&Tensor::uniform(&[10_000], -1.0, 1.0, 3));
+        assert!(min >= -1.0 && min < -0.99 && max < 1.0 && max > 0.99, "{min} {max}");
+        assert!(distinct > 9_900, "{distinct}");
+        // A range whose real samples often round up to hi still excludes hi.
+        let (lo, hi) = (1.0f32, 1.0f32.next_up().next_up());
+        let (min, max, distinct) = stats(&Tensor::uniform(&[1000], lo, hi, 3));
+        assert_eq!((min, max, distinct), (lo, lo.next_up(), 2));
+    }
+
+    #[test]
+    fn normal_saturates_instead_of_overflowing() {
+        let (min, max, distinct) = stats(&Tensor::normal(&[1000], 0.0, 3e38, 5));
+        assert!(min == -f32::MAX && max == f32::MAX && distinct > 100, "{min} {max}");
+        let (min, max, _) = stats(&Tensor::normal(&[1000], 3e38, 1e38, 5));
+        assert!(min.is_finite() && max == f32::MAX && min < 2e38, "{min} {max}");
+        let t = Tensor::normal(&[10_000], 0.0, 1.0, 5);
+        let mean = t.as_f32().expect("f32").iter().sum::<f32>() / 10_000.0;
+        assert!(mean.abs() < 0.05, "{mean}");
     }
 }

@@ -14,7 +14,7 @@
 //! One statement a line, `#` comments, names `%` + letters, digits and `_ . - /`. The grammar,
 //! op keywords and attribute defaults are those of DESIGN.md. Invariants: every error is an
 //! [`Error::Parse`] with the 1-based line and column of the offending token; nothing in the
-//! file can make the parser panic, recurse without bound (lists nest at most 64 deep) or
+//! file can make the parser panic, recurse without bound (lists nest at most 64 deep, fused expressions 32) or
 //! allocate more than the file's own content (declared shapes hold at most [`MAX_ELEMENTS`]
 //! elements and literals are counted before they are stored); and [`print`] output parses back
 //! to the same graph and prints byte-identically. File references (`npy(...)`,
