@@ -209,3 +209,43 @@ pub fn write_to(w: impl std::io::Write, tensor: &Tensor) -> std::io::Result<()> 
         Data::Bool(v) => put!(v),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1.0 .npy file with `header` as its header text, then `data`.
+    fn npy_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn a_malformed_header_is_echoed_escaped_and_short() {
+        let evil = format!(
+            "\x1b[2J\x1b]0;pwned\x07{{'descr': '<f4', 'fortran_order': False, 'shape': (1,), {}}}",
+            "A".repeat(60_000)
+        );
+        let e = read_from(&npy_bytes(&evil, &[0; 4])[..])
+            .expect_err("bad descr")
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("\\u{1b}"), "escapes are shown escaped: {e:?}");
+        assert!(e.len() < 200, "{} bytes: {e:?}", e.len());
+    }
+
+    #[test]
+    fn a_shape_larger_than_the_file_is_refused_before_allocating() {
+        let dir = std::env::temp_dir().join(format!("kiln-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("big.npy");
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824, 2), }";
+        std::fs::write(&path, npy_bytes(header, &[0; 16])).expect("write");
+        let e = read(&path).expect_err("too short").to_string();
+        assert!(e.contains("declares shape [1073741824,2] (8589934592 bytes)"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
