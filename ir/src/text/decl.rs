@@ -335,7 +335,6 @@ fn literal(lc: &LineCtx<'_>, v: &Val<'_>, ty: &TensorType) -> Result<Tensor> {
 mod tests {
     use crate::text::{parse, print};
     use crate::{Data, Tensor};
-    use safetensors::tensor::{Dtype, TensorView};
     use std::path::PathBuf;
 
     /// A fresh folder holding `w.safetensors` with tensor "w" = [[1, 2], [3, 4]] and an i64
@@ -343,22 +342,10 @@ mod tests {
     fn folder(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-st-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp");
-        let w: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let ids: Vec<u8> = [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let views = vec![
-            (
-                "w",
-                TensorView::new(Dtype::F32, vec![2, 2], &w).expect("view"),
-            ),
-            (
-                "ids",
-                TensorView::new(Dtype::I64, vec![2], &ids).expect("view"),
-            ),
-        ];
-        safetensors::serialize_to_file(views, None, &dir.join("w.safetensors")).expect("write");
+        let w = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).expect("t");
+        let ids = Tensor::new(&[2], Data::I64(vec![7, -1])).expect("t");
+        crate::safetensors_io::write_file(&dir.join("w.safetensors"), [("w", &w), ("ids", &ids)])
+            .expect("write");
         dir
     }
 
