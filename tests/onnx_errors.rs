@@ -1,7 +1,7 @@
 //! ONNX import of bad input: every case is a clear error naming what is wrong, never a panic.
 
 use kiln::Graph;
-use kiln::onnx::ImportOptions;
+use kiln::onnx::{ImportError, ImportOptions, UnsupportedOp};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,23 @@ fn unsupported_ops_are_all_listed_with_node_and_opset() {
         ],
     );
     assert!(!e.contains("Relu"), "{e}");
+}
+
+#[test]
+fn unsupported_ops_can_be_matched_on_kiln_error() {
+    let err = Graph::from_onnx(fixture("bad_unsupported.onnx")).expect_err("unsupported");
+    let kiln::Error::Import(ImportError::Unsupported { ops, opset }) = err else {
+        panic!("expected Error::Import(Unsupported), got {err:?}");
+    };
+    assert_eq!(opset, 13);
+    let listed: Vec<(&str, &str)> = ops
+        .iter()
+        .map(|o: &UnsupportedOp| (o.op.as_str(), o.node.as_str()))
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.contains(&("NonMaxSuppression", "nms_node")), "{listed:?}");
+    assert!(listed.contains(&("com.example.Frobnicate", "frob")), "{listed:?}");
+    assert!(listed.iter().any(|(op, _)| *op == "Erf"), "{listed:?}");
 }
 
 #[test]

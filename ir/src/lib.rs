@@ -17,6 +17,7 @@ pub mod file_access;
 pub mod fused;
 pub mod graph;
 pub mod image;
+pub mod import_error;
 pub mod infer;
 pub mod lower;
 pub mod npy;
