@@ -370,16 +370,34 @@ fn run_and_check_refuse_file_references_outside_the_graph_folder() {
         ("st", "safetensors(\"../secret.npy\", \"w\")".to_string()),
     ] {
         let g = dir.join(format!("{tag}.kiln"));
-        std::fs::write(&g, format!("kiln 2\nconst %w : f32[2] = {init}\noutput %w\n")).unwrap();
+        std::fs::write(
+            &g,
+            format!("kiln 2\nconst %w : f32[2] = {init}\noutput %w\n"),
+        )
+        .unwrap();
         let out = kiln(&["check", g.to_str().unwrap()]);
         let (_, stderr) = text(&out);
         assert!(!out.status.success(), "{tag}: check accepted it");
-        assert!(stderr.contains("does not resolve to a file inside"), "{tag}: {stderr}");
-        let out = kiln(&["run", g.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+        assert!(
+            stderr.contains("does not resolve to a file inside"),
+            "{tag}: {stderr}"
+        );
+        let out = kiln(&[
+            "run",
+            g.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
         let (stdout, stderr) = text(&out);
         assert!(!out.status.success(), "{tag}: run accepted it: {stdout}");
-        assert!(stderr.contains(&format!("{tag}.kiln:2:")), "{tag}: {stderr}");
-        assert!(!stdout.contains('4') && !stderr.contains("4.0"), "{tag}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!("{tag}.kiln:2:")),
+            "{tag}: {stderr}"
+        );
+        assert!(
+            !stdout.contains('4') && !stderr.contains("4.0"),
+            "{tag}: {stdout}{stderr}"
+        );
         let written = std::fs::read_dir(&out_dir).map_or(0, |d| d.count());
         assert_eq!(written, 0, "{tag}: run wrote {written} file(s)");
     }
@@ -391,10 +409,17 @@ fn check_gives_a_fast_error_for_a_fifo_reference() {
     let made = Command::new("mkfifo").arg(dir.join("w.npy")).status();
     assert!(made.is_ok_and(|s| s.success()), "mkfifo");
     let g = dir.join("g.kiln");
-    std::fs::write(&g, "kiln 1\nconst %w : f32[2] = npy(\"w.npy\")\noutput %w\n").unwrap();
+    std::fs::write(
+        &g,
+        "kiln 1\nconst %w : f32[2] = npy(\"w.npy\")\noutput %w\n",
+    )
+    .unwrap();
     // Opening the FIFO for reading would block forever; the check refuses it first.
     let out = kiln(&["check", g.to_str().unwrap()]);
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
-    assert!(stderr.contains("g.kiln:2:") && stderr.contains("is not a regular file"), "{stderr}");
+    assert!(
+        stderr.contains("g.kiln:2:") && stderr.contains("is not a regular file"),
+        "{stderr}"
+    );
 }

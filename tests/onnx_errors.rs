@@ -53,8 +53,14 @@ fn unsupported_ops_can_be_matched_on_kiln_error() {
         .map(|o: &UnsupportedOp| (o.op.as_str(), o.node.as_str()))
         .collect();
     assert_eq!(listed.len(), 3, "{listed:?}");
-    assert!(listed.contains(&("NonMaxSuppression", "nms_node")), "{listed:?}");
-    assert!(listed.contains(&("com.example.Frobnicate", "frob")), "{listed:?}");
+    assert!(
+        listed.contains(&("NonMaxSuppression", "nms_node")),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("com.example.Frobnicate", "frob")),
+        "{listed:?}"
+    );
     assert!(listed.iter().any(|(op, _)| *op == "Erf"), "{listed:?}");
 }
 
@@ -139,14 +145,26 @@ fn external_data_through_a_symlink_out_of_the_folder_is_refused() {
         std::fs::copy(real, &outside).expect("copy");
         std::os::unix::fs::symlink(&outside, dir.join("external.weights")).expect("symlink");
     });
-    let e = Graph::from_onnx(&model).expect_err("symlink out").to_string();
-    assert_mentions(&e, &["\"W\"", "external.weights", "does not resolve to a file inside"]);
+    let e = Graph::from_onnx(&model)
+        .expect_err("symlink out")
+        .to_string();
+    assert_mentions(
+        &e,
+        &[
+            "\"W\"",
+            "external.weights",
+            "does not resolve to a file inside",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&top);
     let (top, model) = external_model("devzero", |dir, _| {
         std::os::unix::fs::symlink("/dev/zero", dir.join("external.weights")).expect("symlink");
     });
     let e = Graph::from_onnx(&model).expect_err("/dev/zero").to_string();
-    assert_mentions(&e, &["external.weights", "does not resolve to a file inside"]);
+    assert_mentions(
+        &e,
+        &["external.weights", "does not resolve to a file inside"],
+    );
     let _ = std::fs::remove_dir_all(&top);
 }
 
@@ -177,7 +195,10 @@ fn external_data_reads_only_its_range() {
     let (top, model) = external_model("sparse", |dir, real| {
         let path = dir.join("external.weights");
         std::fs::copy(real, &path).expect("copy");
-        let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         f.set_len(64 << 30).expect("sparse file");
     });
     let g = Graph::from_onnx(&model).expect("imports");

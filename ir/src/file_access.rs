@@ -77,14 +77,22 @@ pub struct RegularFile {
 
 /// Resolves `reference` against `folder` under `access` and opens it, refusing anything but a
 /// regular file.
-pub fn open(folder: &Path, reference: &str, access: FileAccess) -> Result<RegularFile, FileRefError> {
+pub fn open(
+    folder: &Path,
+    reference: &str,
+    access: FileAccess,
+) -> Result<RegularFile, FileRefError> {
     let path = resolve(folder, reference, access)?;
     open_regular(&path, reference)
 }
 
 /// The path `reference` names under `access`: for [`FileAccess::Confined`] its canonical form,
 /// checked to lie inside `folder`; for [`FileAccess::Unrestricted`] `folder.join(reference)`.
-pub fn resolve(folder: &Path, reference: &str, access: FileAccess) -> Result<PathBuf, FileRefError> {
+pub fn resolve(
+    folder: &Path,
+    reference: &str,
+    access: FileAccess,
+) -> Result<PathBuf, FileRefError> {
     let folder = if folder.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -171,13 +179,15 @@ impl RegularFile {
             Some(l) => offset.checked_add(l),
             None => Some(self.len.max(offset)),
         };
-        let end = end.filter(|&e| e <= self.len && offset <= e).ok_or_else(|| {
-            format!(
-                "wants bytes {offset}..{} of a file that has {}",
-                len.map_or("end".to_string(), |l| offset.saturating_add(l).to_string()),
-                self.len
-            )
-        })?;
+        let end = end
+            .filter(|&e| e <= self.len && offset <= e)
+            .ok_or_else(|| {
+                format!(
+                    "wants bytes {offset}..{} of a file that has {}",
+                    len.map_or("end".to_string(), |l| offset.saturating_add(l).to_string()),
+                    self.len
+                )
+            })?;
         let want = usize::try_from(end - offset).map_err(|_| "range too large".to_string())?;
         self.file
             .seek(SeekFrom::Start(offset))

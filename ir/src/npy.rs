@@ -245,7 +245,10 @@ mod tests {
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824, 2), }";
         std::fs::write(&path, npy_bytes(header, &[0; 16])).expect("write");
         let e = read(&path).expect_err("too short").to_string();
-        assert!(e.contains("declares shape [1073741824,2] (8589934592 bytes)"), "{e}");
+        assert!(
+            e.contains("declares shape [1073741824,2] (8589934592 bytes)"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,10 +5,10 @@
 //! are read. Reading is bounded: the header's length is checked against the file's before
 //! anything else is read, and only regular files are read (see [`crate::file_access`]).
 
+use crate::DType;
 use crate::file_access::RegularFile;
 use crate::shape::fmt_dims;
 use crate::tensor::{Data, Tensor};
-use crate::DType;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::path::Path;
 
@@ -42,9 +42,21 @@ pub fn tensor_from_view(view: &TensorView<'_>) -> Result<Tensor, String> {
     }
     let b = view.data();
     let data = match view.dtype() {
-        Dtype::F32 => Data::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes(le(c))).collect()),
-        Dtype::I32 => Data::I32(b.chunks_exact(4).map(|c| i32::from_le_bytes(le(c))).collect()),
-        Dtype::I64 => Data::I64(b.chunks_exact(8).map(|c| i64::from_le_bytes(le(c))).collect()),
+        Dtype::F32 => Data::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(le(c)))
+                .collect(),
+        ),
+        Dtype::I32 => Data::I32(
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(le(c)))
+                .collect(),
+        ),
+        Dtype::I64 => Data::I64(
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(le(c)))
+                .collect(),
+        ),
         Dtype::BOOL => Data::Bool(b.iter().map(|&x| x != 0).collect()),
         other => {
             return Err(format!(
@@ -124,7 +136,11 @@ mod tests {
         for (k, t) in [("f", &f), ("i", &i), ("b", &b), ("j", &j)] {
             assert_eq!(read_tensor(&bytes, k).expect(k), *t);
         }
-        assert!(read_tensor(&bytes, "nope").expect_err("missing").contains("no tensor"));
+        assert!(
+            read_tensor(&bytes, "nope")
+                .expect_err("missing")
+                .contains("no tensor")
+        );
         // A header claiming more bytes than the file has is refused before the read.
         let mut huge = u64::MAX.to_le_bytes().to_vec();
         huge.extend_from_slice(b"{}");

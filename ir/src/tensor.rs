@@ -158,7 +158,11 @@ impl Tensor {
             .map(|_| {
                 let x = finite_f32(lo64 + (hi64 - lo64) * unit_f64(&mut rng));
                 let below_hi = hi.next_down();
-                if x >= hi && below_hi > lo { below_hi } else { x }
+                if x >= hi && below_hi > lo {
+                    below_hi
+                } else {
+                    x
+                }
             })
             .collect();
         Tensor {
@@ -355,7 +359,10 @@ mod sampler_tests {
     #[test]
     fn uniform_stays_below_hi_in_ordinary_ranges() {
         let (min, max, distinct) = stats(&Tensor::uniform(&[10_000], -1.0, 1.0, 3));
-        assert!(min >= -1.0 && min < -0.99 && max < 1.0 && max > 0.99, "{min} {max}");
+        assert!(
+            (-1.0..-0.99).contains(&min) && (0.99..1.0).contains(&max),
+            "{min} {max}"
+        );
         assert!(distinct > 9_900, "{distinct}");
         // A range whose real samples often round up to hi still excludes hi.
         let (lo, hi) = (1.0f32, 1.0f32.next_up().next_up());
@@ -366,9 +373,15 @@ mod sampler_tests {
     #[test]
     fn normal_saturates_instead_of_overflowing() {
         let (min, max, distinct) = stats(&Tensor::normal(&[1000], 0.0, 3e38, 5));
-        assert!(min == -f32::MAX && max == f32::MAX && distinct > 100, "{min} {max}");
+        assert!(
+            min == -f32::MAX && max == f32::MAX && distinct > 100,
+            "{min} {max}"
+        );
         let (min, max, _) = stats(&Tensor::normal(&[1000], 3e38, 1e38, 5));
-        assert!(min.is_finite() && max == f32::MAX && min < 2e38, "{min} {max}");
+        assert!(
+            min.is_finite() && max == f32::MAX && min < 2e38,
+            "{min} {max}"
+        );
         let t = Tensor::normal(&[10_000], 0.0, 1.0, 5);
         let mean = t.as_f32().expect("f32").iter().sum::<f32>() / 10_000.0;
         assert!(mean.abs() < 0.05, "{mean}");

@@ -179,7 +179,9 @@ fn single_assignment(graph: &GraphProto, opset: i64) -> Result<()> {
     }
     for name in graph.initializer.iter().filter_map(|t| t.name.as_deref()) {
         // An initializer may also be listed as a graph input (its default value).
-        writers.entry(name).or_insert_with(|| "an initializer".to_string());
+        writers
+            .entry(name)
+            .or_insert_with(|| "an initializer".to_string());
     }
     for node in &graph.node {
         let cx = Ctx::new(node, opset);
@@ -478,9 +480,16 @@ mod tests {
             "tensor \"y\" is written by both node \"first\" (Relu) and node \"second\" \
              (Sigmoid): every ONNX tensor must have exactly one writer"
         );
-        let over_input = model(vec![node("n", "Relu", "x", "x"), node("m", "Relu", "x", "y")]);
+        let over_input = model(vec![
+            node("n", "Relu", "x", "x"),
+            node("m", "Relu", "x", "y"),
+        ]);
         let e = crate::import_bytes(&over_input, None, &opts).expect_err("writes an input");
-        assert!(e.to_string().contains("both the graph input and node \"n\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("both the graph input and node \"n\""),
+            "{e}"
+        );
     }
 
     #[test]

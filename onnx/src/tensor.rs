@@ -9,8 +9,8 @@
 
 use crate::error::{ImportError, Result};
 use crate::proto::{TensorProto, data_type as dt};
-use kiln_ir::{DType, Data, Tensor};
 use kiln_ir::file_access::{self, FileAccess};
+use kiln_ir::{DType, Data, Tensor};
 use std::path::Path;
 
 /// The kiln dtype an ONNX element type is imported as, or `None` when kiln has none.
@@ -195,8 +195,9 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result
     let folder = base_dir.unwrap_or(Path::new(""));
     let mut file = file_access::open(folder, &location, FileAccess::Confined)
         .map_err(|e| bad(e.to_string()))?;
-    file.read_range(offset, length).map_err(|m| ImportError::Io {
-        path: location.clone(),
-        message: format!("cannot read the external data of {what}: {m}"),
-    })
+    file.read_range(offset, length)
+        .map_err(|m| ImportError::Io {
+            path: location.clone(),
+            message: format!("cannot read the external data of {what}: {m}"),
+        })
 }

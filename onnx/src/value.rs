@@ -168,11 +168,18 @@ mod tests {
         let t = Tensor::new(&[1], Data::I64(vec![x])).expect("t");
         let f = cast_tensor(&t, DType::F32).expect("cast");
         assert_eq!(f.as_f32().expect("f32"), [x as f32]);
-        assert_ne!(x as f32, (x as f64) as f32, "the example must tell the paths apart");
+        assert_ne!(
+            x as f32,
+            (x as f64) as f32,
+            "the example must tell the paths apart"
+        );
         // Saturation, as the evaluator casts.
         let big = Tensor::from_vec(&[2], vec![3e9, -3e9]).expect("t");
         let i = cast_tensor(&big, DType::I32).expect("cast");
-        assert_eq!(i, Tensor::new(&[2], Data::I32(vec![i32::MAX, i32::MIN])).expect("t"));
+        assert_eq!(
+            i,
+            Tensor::new(&[2], Data::I32(vec![i32::MAX, i32::MIN])).expect("t")
+        );
     }
 
     #[test]

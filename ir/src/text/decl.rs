@@ -10,10 +10,10 @@
 use super::MAX_ELEMENTS;
 use super::lexer::{Cursor, Tok, Token};
 use super::values::{LineCtx, Val, flatten_literal, unclosed};
-use crate::op::Initializer;
-use crate::shape::{Shape, TensorType};
 use crate::file_access::{self, FileAccess};
+use crate::op::Initializer;
 use crate::safetensors_io;
+use crate::shape::{Shape, TensorType};
 use crate::tensor::{Data, Tensor};
 use crate::{DType, Result};
 use std::collections::HashMap;
@@ -145,7 +145,8 @@ impl FileRefs {
         let tensor = match self.tensors.get(&key) {
             Some(t) => t.clone(),
             None => {
-                let file = file_access::open_regular(&key.0, path).map_err(|e| err(e.to_string()))?;
+                let file =
+                    file_access::open_regular(&key.0, path).map_err(|e| err(e.to_string()))?;
                 let read = crate::npy::read_regular(file).map_err(|e| err(e.to_string()))?;
                 let t = Arc::new(read.tensor);
                 self.tensors.insert(key, t.clone());

@@ -59,14 +59,22 @@ fn references_cannot_leave_the_folder_and_do_not_reveal_what_exists_outside() {
     // Whether the outside file exists changes nothing but the name echoed.
     let same = |a: &str, b: &str| {
         let (ea, eb) = (err(&dir, a), err(&dir, b));
-        let ea = ea.replace("secret", "missing").replace("link.npy", "gone.npy");
+        let ea = ea
+            .replace("secret", "missing")
+            .replace("link.npy", "gone.npy");
         assert_eq!(ea, eb);
     };
     same("npy(\"../secret.npy\")", "npy(\"../missing.npy\")");
     same("npy(\"link.npy\")", "npy(\"gone.npy\")");
     same(&format!("npy({abs:?})"), &format!("npy({abs_missing:?})"));
     // Inside the folder still loads; the explicit opt-out reaches outside.
-    assert!(parse("kiln 2\nconst %w : f32[2] = npy(\"w.npy\")\noutput %w\n", Some(&dir)).is_ok());
+    assert!(
+        parse(
+            "kiln 2\nconst %w : f32[2] = npy(\"w.npy\")\noutput %w\n",
+            Some(&dir)
+        )
+        .is_ok()
+    );
     let text = "kiln 2\nconst %w : f32[2] = npy(\"../secret.npy\")\noutput %w\n";
     assert!(parse_with(text, Some(&dir), FileAccess::Unrestricted).is_ok());
     let _ = std::fs::remove_dir_all(&top);
@@ -122,7 +130,10 @@ fn many_references_to_one_file_share_one_tensor() {
         other => panic!("{other:?}"),
     };
     for i in 2..150 {
-        assert!(Arc::ptr_eq(&value(i % 2), &value(i)), "w{i} has its own copy");
+        assert!(
+            Arc::ptr_eq(&value(i % 2), &value(i)),
+            "w{i} has its own copy"
+        );
     }
     // Two tensors in memory, each shared by its 75 initialisers (and this test's two handles).
     assert_eq!(Arc::strong_count(&value(0)), 76);
