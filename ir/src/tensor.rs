@@ -121,8 +121,8 @@ impl Tensor {
     }
 
     /// Normally distributed f32 values (Box-Muller over ChaCha8), reproducible from `seed`.
-    /// Computed in f64 and rounded once; samples beyond f32's range (a huge `mean` or `std`)
-    /// saturate at `±f32::MAX` rather than becoming infinite.
+    /// Samples beyond f32's range (a huge `mean` or `std`) saturate at `±f32::MAX` rather
+    /// than becoming infinite.
     pub fn normal(dims: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
@@ -133,9 +133,9 @@ impl Tensor {
             let u2 = unit_f64(&mut rng);
             let r = (-2.0 * u1.ln()).sqrt();
             let theta = std::f64::consts::TAU * u2;
-            v.push(finite_f32(mean as f64 + std as f64 * r * theta.cos()));
+            v.push(scaled_normal(mean, std, r * theta.cos()));
             if v.len() < n {
-                v.push(finite_f32(mean as f64 + std as f64 * r * theta.sin()));
+                v.push(scaled_normal(mean, std, r * theta.sin()));
             }
         }
         Tensor {
@@ -144,20 +144,31 @@ impl Tensor {
         }
     }
 
-    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`: a real sample
-    /// `lo + u * (hi - lo)` (u with 53 random bits, computed in f64 so that neither a range
-    /// wider than f32's, like `[-3e38, 3e38)`, nor one narrower than f32's spacing collapses)
-    /// rounded to the nearest f32. A sample that rounds up to `hi` becomes the f32 just below
-    /// `hi`, unless that is `lo` itself (a range one f32 step wide, such as
-    /// `[16777216, 16777218)`): then `hi` is kept, so the samples still spread over the range.
+    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`:
+    /// `lo + u * (hi - lo)` with `u` in [0, 1) (53 random bits). In f32 as long as the range
+    /// spans at least [`EXACT_BELOW_STEPS`] f32 steps (so existing graphs keep their values);
+    /// otherwise in f64, rounded once, so that neither a range wider than f32 arithmetic allows
+    /// (`[-3e38, 3e38)`) nor one only a few steps wide (`[16777216, 16777218)`) collapses onto
+    /// `lo`. A sample that rounds up to `hi` becomes the f32 just below `hi`, unless that is `lo`
+    /// itself (a range one step wide): then `hi` is kept, so the samples still spread.
     pub fn uniform(dims: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
         let (lo64, hi64) = (lo as f64, hi as f64);
+        let width = hi - lo;
+        let widest = lo.abs().max(hi.abs());
+        // Not `width < ...`: an infinite width (hi - lo overflowed) or NaN must take f64.
+        let exact =
+            !width.is_finite() || !(width >= EXACT_BELOW_STEPS * (widest.next_up() - widest));
+        let below_hi = hi.next_down();
         let v = (0..n)
             .map(|_| {
-                let x = finite_f32(lo64 + (hi64 - lo64) * unit_f64(&mut rng));
-                let below_hi = hi.next_down();
+                let u = unit_f64(&mut rng);
+                let x = if exact {
+                    finite_f32(lo64 + (hi64 - lo64) * u)
+                } else {
+                    lo + width * u as f32
+                };
                 if x >= hi && below_hi > lo {
                     below_hi
                 } else {
@@ -283,6 +294,21 @@ impl Tensor {
     }
 }
 
+/// Ranges narrower than this many f32 steps are sampled in f64: there, f32 rounding of
+/// `lo + width * u` (up to about one step) is a visible share of the range.
+const EXACT_BELOW_STEPS: f32 = 256.0;
+
+/// `mean + std * z` in f32, or in f64 saturated to f32's range when f32 overflows (a huge
+/// `mean` or `std`); the f32 path keeps the values existing graphs were made with.
+fn scaled_normal(mean: f32, std: f32, z: f64) -> f32 {
+    let x = mean + std * z as f32;
+    if x.is_finite() {
+        x
+    } else {
+        finite_f32(mean as f64 + std as f64 * z)
+    }
+}
+
 /// `x` rounded to the nearest f32, saturating at `±f32::MAX` (a sampler never makes an
 /// infinity from finite parameters).
 fn finite_f32(x: f64) -> f32 {
@@ -327,6 +353,7 @@ impl Hash for Tensor {
 #[cfg(test)]
 mod sampler_tests {
     use super::Tensor;
+    use rand_chacha::rand_core::SeedableRng;
 
     fn stats(t: &Tensor) -> (f32, f32, usize) {
         let v = t.as_f32().expect("f32");
@@ -368,6 +395,30 @@ mod sampler_tests {
         let (lo, hi) = (1.0f32, 1.0f32.next_up().next_up());
         let (min, max, distinct) = stats(&Tensor::uniform(&[1000], lo, hi, 3));
         assert_eq!((min, max, distinct), (lo, lo.next_up(), 2));
+    }
+
+    #[test]
+    fn ordinary_ranges_keep_the_values_existing_graphs_were_made_with() {
+        // The f32 formula the samplers used before the f64 fallbacks (graph goldens hold
+        // constants folded from these values).
+        let mut rng = super::ChaCha8Rng::seed_from_u64(5);
+        let old: Vec<f32> = (0..64)
+            .map(|_| -1.0 + 2.0 * super::unit_f64(&mut rng) as f32)
+            .collect();
+        assert_eq!(
+            Tensor::uniform(&[64], -1.0, 1.0, 5).as_f32(),
+            Some(&old[..])
+        );
+        let mut rng = super::ChaCha8Rng::seed_from_u64(7);
+        let mut old = Vec::new();
+        while old.len() < 64 {
+            let u1 = 1.0 - super::unit_f64(&mut rng);
+            let u2 = super::unit_f64(&mut rng);
+            let (r, theta) = ((-2.0 * u1.ln()).sqrt(), std::f64::consts::TAU * u2);
+            old.push(0.1 * (r * theta.cos()) as f32);
+            old.push(0.1 * (r * theta.sin()) as f32);
+        }
+        assert_eq!(Tensor::normal(&[64], 0.0, 0.1, 7).as_f32(), Some(&old[..]));
     }
 
     #[test]
