@@ -157,9 +157,8 @@ impl Tensor {
         let (lo64, hi64) = (lo as f64, hi as f64);
         let width = hi - lo;
         let widest = lo.abs().max(hi.abs());
-        // Not `width < ...`: an infinite width (hi - lo overflowed) or NaN must take f64.
-        let exact =
-            !width.is_finite() || !(width >= EXACT_BELOW_STEPS * (widest.next_up() - widest));
+        // An infinite width (hi - lo overflowed) or a NaN one takes f64 too.
+        let exact = !width.is_finite() || width < EXACT_BELOW_STEPS * (widest.next_up() - widest);
         let below_hi = hi.next_down();
         let v = (0..n)
             .map(|_| {
