@@ -4,33 +4,28 @@
 //! graph has before changing any, so a bad checkpoint leaves the session as it was.
 
 use crate::Session;
-use kiln_ir::shape::fmt_dims;
-use kiln_ir::{DType, Data, Error, Result, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use kiln_ir::file_access;
+use kiln_ir::safetensors_io;
+use kiln_ir::{Error, Result};
+use safetensors::tensor::SafeTensors;
 use std::path::Path;
 
 /// Writes every variable of `session` to `path`.
 pub fn save(session: &Session, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let vars = session.variables();
-    let bytes: Vec<Vec<u8>> = vars.iter().map(|(_, t)| to_le_bytes(t)).collect();
-    let views = vars
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            let view = TensorView::new(dtype_to_st(t.dtype()), t.dims().to_vec(), b)
-                .map_err(|e| Error::io(path, e))?;
-            Ok((name.to_string(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| Error::io(path, e))
+    safetensors_io::write_file(path, vars.iter().map(|(name, t)| (*name, *t)))
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Reads `path` and sets every variable of `session` from it. Every variable must be present
-/// with its exact dtype and shape; tensors the graph does not use are ignored.
+/// with its exact dtype and shape; tensors the graph does not use are ignored. Only a regular
+/// file is read, and no more of it than its header declares.
 pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let buffer = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut file = file_access::open_regular(path, &path.display().to_string())
+        .map_err(|e| Error::io(path, e))?;
+    let buffer = safetensors_io::read_bytes(&mut file).map_err(|e| Error::io(path, e))?;
     let file = SafeTensors::deserialize(&buffer)
         .map_err(|e| Error::io(path, format!("not a valid safetensors file: {e}")))?;
     let mut values = Vec::new();
@@ -41,7 +36,8 @@ pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
                 format!("checkpoint has no tensor for variable %{name}"),
             )
         })?;
-        let value = from_view(&view).map_err(|m| Error::io(path, format!("tensor {name}: {m}")))?;
+        let value = safetensors_io::tensor_from_view(&view)
+            .map_err(|m| Error::io(path, format!("tensor {name}: {m}")))?;
         if value.ty() != current.ty() {
             return Err(Error::io(
                 path,
@@ -58,48 +54,6 @@ pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
         session.set_variable(id, value)?;
     }
     Ok(())
-}
-
-fn dtype_to_st(d: DType) -> Dtype {
-    match d {
-        DType::F32 => Dtype::F32,
-        DType::I32 => Dtype::I32,
-        DType::I64 => Dtype::I64,
-        DType::Bool => Dtype::BOOL,
-    }
-}
-
-fn to_le_bytes(t: &Tensor) -> Vec<u8> {
-    match t.data() {
-        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
-    }
-}
-
-fn from_view(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
-    let b = view.data();
-    let data = match view.dtype() {
-        Dtype::F32 => Data::F32(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        Dtype::I32 => Data::I32(
-            b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        Dtype::I64 => Data::I64(
-            b.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        ),
-        Dtype::BOOL => Data::Bool(b.iter().map(|&x| x != 0).collect()),
-        other => return Err(format!("unsupported dtype {other:?}")),
-    };
-    Tensor::new(view.shape(), data).map_err(|e| format!("shape {}: {e}", fmt_dims(view.shape())))
 }
 
 impl Session {

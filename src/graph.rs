@@ -4,6 +4,7 @@
 //! Nodes made by the builder are named after their op (`conv2d`, `conv2d_1`, ...) unless the
 //! caller names them with [`Graph::named`] or renames them later with [`Graph::rename`].
 
+use kiln_ir::file_access::FileAccess;
 use kiln_ir::op::Source;
 use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, DataFormat, Float, Initializer, NodeId, Op, PoolAttrs,
@@ -42,14 +43,27 @@ impl Graph {
         Graph::default()
     }
 
-    /// Loads a .kiln file (npy paths inside resolve relative to its folder).
+    /// Loads a .kiln file. Its `npy`/`safetensors` paths resolve relative to its folder and
+    /// must name regular files inside it (after resolving symlinks).
     pub fn load(path: impl AsRef<Path>) -> Result<Graph> {
         kiln_ir::text::parse_file(path.as_ref()).map(Graph::from)
     }
 
-    /// Parses .kiln text; npy paths resolve relative to the current directory.
+    /// [`Graph::load`] with an explicit [`FileAccess`]: `FileAccess::Unrestricted` lets a
+    /// trusted graph reference files outside its folder.
+    pub fn load_with(path: impl AsRef<Path>, access: FileAccess) -> Result<Graph> {
+        kiln_ir::text::parse_file_with(path.as_ref(), access).map(Graph::from)
+    }
+
+    /// Parses .kiln text; npy paths resolve relative to the current directory and must stay
+    /// inside it.
     pub fn parse(text: &str) -> Result<Graph> {
         kiln_ir::text::parse(text, None).map(Graph::from)
+    }
+
+    /// [`Graph::parse`] with file references resolved against `base_dir` under `access`.
+    pub fn parse_with(text: &str, base_dir: Option<&Path>, access: FileAccess) -> Result<Graph> {
+        kiln_ir::text::parse_with(text, base_dir, access).map(Graph::from)
     }
 
     /// The graph in .kiln text, with inferred types as comments.

@@ -5,7 +5,7 @@ use crate::Graph;
 use kiln_ir::Result;
 use std::path::Path;
 
-pub use kiln_onnx::{ImportError, ImportOptions, MAX_OPSET, MIN_OPSET};
+pub use kiln_onnx::{ImportError, ImportOptions, MAX_OPSET, MIN_OPSET, UnsupportedOp};
 
 impl Graph {
     /// Imports an ONNX model. Large constants reference `MODEL.safetensors` (the model's file
@@ -22,7 +22,9 @@ impl Graph {
         Graph::from_onnx_with(path, &opts)
     }
 
-    /// Imports an ONNX model with the given options (weights file name, variables).
+    /// Imports an ONNX model with the given options (weights file name, variables). A failure
+    /// is an [`Error::Import`](crate::Error::Import) holding the importer's [`ImportError`],
+    /// so the unsupported ops, for one, can be matched rather than parsed from the message.
     pub fn from_onnx_with(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Graph> {
         Ok(Graph::from(kiln_onnx::import_file(path.as_ref(), opts)?))
     }
@@ -32,7 +34,11 @@ impl Graph {
     pub fn save_with_weights(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let dir = path.parent().unwrap_or(Path::new(""));
-        kiln_onnx::write_weights(self.ir(), dir)?;
+        kiln_onnx::write_weights(self.ir(), dir).map_err(|e| match e {
+            // Writing is not importing: a failed write is an I/O error on that file.
+            ImportError::Io { path, message } => kiln_ir::Error::Io { path, message },
+            other => kiln_ir::Error::from(other),
+        })?;
         self.save(path)
     }
 }

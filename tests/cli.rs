@@ -484,3 +484,73 @@ fn bench_rejects_counts_it_cannot_honour() {
         );
     }
 }
+
+#[test]
+fn run_and_check_refuse_file_references_outside_the_graph_folder() {
+    let top = scratch("confine");
+    let dir = top.join("graph");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = top.join("secret.npy");
+    kiln::npy::write(&secret, &Tensor::from_vec(&[2], vec![4.0, 2.0]).unwrap()).unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("link.npy")).unwrap();
+    let out_dir = top.join("out");
+    for (tag, init) in [
+        ("abs", format!("npy({:?})", secret.display().to_string())),
+        ("dotdot", "npy(\"../secret.npy\")".to_string()),
+        ("symlink", "npy(\"link.npy\")".to_string()),
+        ("st", "safetensors(\"../secret.npy\", \"w\")".to_string()),
+    ] {
+        let g = dir.join(format!("{tag}.kiln"));
+        std::fs::write(
+            &g,
+            format!("kiln 2\nconst %w : f32[2] = {init}\noutput %w\n"),
+        )
+        .unwrap();
+        let out = kiln(&["check", g.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{tag}: check accepted it");
+        assert!(
+            stderr.contains("does not resolve to a file inside"),
+            "{tag}: {stderr}"
+        );
+        let out = kiln(&[
+            "run",
+            g.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{tag}: run accepted it: {stdout}");
+        assert!(
+            stderr.contains(&format!("{tag}.kiln:2:")),
+            "{tag}: {stderr}"
+        );
+        assert!(
+            !stdout.contains('4') && !stderr.contains("4.0"),
+            "{tag}: {stdout}{stderr}"
+        );
+        let written = std::fs::read_dir(&out_dir).map_or(0, |d| d.count());
+        assert_eq!(written, 0, "{tag}: run wrote {written} file(s)");
+    }
+}
+
+#[test]
+fn check_gives_a_fast_error_for_a_fifo_reference() {
+    let dir = scratch("fifo");
+    let made = Command::new("mkfifo").arg(dir.join("w.npy")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    let g = dir.join("g.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\nconst %w : f32[2] = npy(\"w.npy\")\noutput %w\n",
+    )
+    .unwrap();
+    // Opening the FIFO for reading would block forever; the check refuses it first.
+    let out = kiln(&["check", g.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("g.kiln:2:") && stderr.contains("is not a regular file"),
+        "{stderr}"
+    );
+}

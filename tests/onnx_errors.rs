@@ -1,7 +1,7 @@
 //! ONNX import of bad input: every case is a clear error naming what is wrong, never a panic.
 
 use kiln::Graph;
-use kiln::onnx::ImportOptions;
+use kiln::onnx::{ImportError, ImportOptions, UnsupportedOp};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,29 @@ fn unsupported_ops_are_all_listed_with_node_and_opset() {
         ],
     );
     assert!(!e.contains("Relu"), "{e}");
+}
+
+#[test]
+fn unsupported_ops_can_be_matched_on_kiln_error() {
+    let err = Graph::from_onnx(fixture("bad_unsupported.onnx")).expect_err("unsupported");
+    let kiln::Error::Import(ImportError::Unsupported { ops, opset }) = err else {
+        panic!("expected Error::Import(Unsupported), got {err:?}");
+    };
+    assert_eq!(opset, 13);
+    let listed: Vec<(&str, &str)> = ops
+        .iter()
+        .map(|o: &UnsupportedOp| (o.op.as_str(), o.node.as_str()))
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        listed.contains(&("NonMaxSuppression", "nms_node")),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("com.example.Frobnicate", "frob")),
+        "{listed:?}"
+    );
+    assert!(listed.iter().any(|(op, _)| *op == "Erf"), "{listed:?}");
 }
 
 #[test]
@@ -99,4 +122,87 @@ proptest! {
         }
         let _ = kiln_onnx::import_bytes(&bytes, None, &ImportOptions::default());
     }
+}
+
+/// A fresh folder holding a copy of the `external.onnx` fixture whose `external.weights` is
+/// made by `weights` (given the folder and the real weights file), inside `top`; returns the
+/// model path.
+fn external_model(tag: &str, weights: impl FnOnce(&Path, &Path)) -> (PathBuf, PathBuf) {
+    let top = std::env::temp_dir().join(format!("kiln-onnx-ext-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&top);
+    let dir = top.join("model");
+    std::fs::create_dir_all(&dir).expect("tmp");
+    std::fs::copy(fixture("external.onnx"), dir.join("external.onnx")).expect("copy");
+    weights(&dir, &fixture("external.weights"));
+    (top, dir.join("external.onnx"))
+}
+
+#[test]
+fn external_data_through_a_symlink_out_of_the_folder_is_refused() {
+    // The CVE-2024-27318 pattern: the location is a plain name, but a symlink leads out.
+    let (top, model) = external_model("symlink", |dir, real| {
+        let outside = dir.parent().expect("top").join("outside.weights");
+        std::fs::copy(real, &outside).expect("copy");
+        std::os::unix::fs::symlink(&outside, dir.join("external.weights")).expect("symlink");
+    });
+    let e = Graph::from_onnx(&model)
+        .expect_err("symlink out")
+        .to_string();
+    assert_mentions(
+        &e,
+        &[
+            "\"W\"",
+            "external.weights",
+            "does not resolve to a file inside",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&top);
+    let (top, model) = external_model("devzero", |dir, _| {
+        std::os::unix::fs::symlink("/dev/zero", dir.join("external.weights")).expect("symlink");
+    });
+    let e = Graph::from_onnx(&model).expect_err("/dev/zero").to_string();
+    assert_mentions(
+        &e,
+        &["external.weights", "does not resolve to a file inside"],
+    );
+    let _ = std::fs::remove_dir_all(&top);
+}
+
+#[test]
+fn external_data_must_be_a_regular_file() {
+    let (top, model) = external_model("fifo", |dir, _| {
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join("external.weights"))
+            .status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+    });
+    // Opening a FIFO for reading would block forever.
+    let e = Graph::from_onnx(&model).expect_err("fifo").to_string();
+    assert_mentions(&e, &["\"W\"", "external.weights", "is not a regular file"]);
+    let _ = std::fs::remove_dir_all(&top);
+    let (top, model) = external_model("dir", |dir, _| {
+        std::fs::create_dir(dir.join("external.weights")).expect("dir");
+    });
+    let e = Graph::from_onnx(&model).expect_err("directory").to_string();
+    assert_mentions(&e, &["external.weights", "is not a regular file"]);
+    let _ = std::fs::remove_dir_all(&top);
+}
+
+#[test]
+fn external_data_reads_only_its_range() {
+    // The weights followed by 64 GiB of (sparse) zeros: reading the whole file first, as the
+    // importer once did, runs out of memory; reading offset..offset+length is instant.
+    let (top, model) = external_model("sparse", |dir, real| {
+        let path = dir.join("external.weights");
+        std::fs::copy(real, &path).expect("copy");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
+        f.set_len(64 << 30).expect("sparse file");
+    });
+    let g = Graph::from_onnx(&model).expect("imports");
+    let reference = Graph::from_onnx(fixture("external.onnx")).expect("fixture imports");
+    assert_eq!(g.to_text(), reference.to_text());
+    let _ = std::fs::remove_dir_all(&top);
 }

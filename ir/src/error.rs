@@ -1,6 +1,7 @@
 //! The error type of kiln-ir. Messages use the names the user gave (`%conv`), the shapes
 //! involved and what was expected.
 
+use crate::import_error::ImportError;
 use crate::op::Arity;
 use thiserror::Error;
 
@@ -89,6 +90,10 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// Importing an ONNX model failed; the importer's error is kept whole, so a caller can
+    /// match it (e.g. the list of unsupported ops in [`ImportError::Unsupported`]).
+    #[error("ONNX import: {0}")]
+    Import(#[from] ImportError),
     /// Any other invalid value (e.g. tensor data that does not fit its shape).
     #[error("{0}")]
     Invalid(String),

@@ -24,8 +24,8 @@ use crate::op::{BinaryOp, Float, Op, UnaryOp};
 use std::collections::HashMap;
 use std::fmt;
 
-/// Deepest inline nesting the printer writes (and deeper than the parser needs to recurse:
-/// the parser accepts up to twice this).
+/// Deepest nesting of ops in one term: the printer binds deeper nodes first, and the parser
+/// refuses anything deeper (docs/FORMAT.md states this number).
 pub const MAX_INLINE_DEPTH: usize = 32;
 
 /// Most nodes an expression may have (a bound on parser work and kernel size).
@@ -313,7 +313,7 @@ impl fmt::Display for FusedExpr {
 }
 
 /// A recursive-descent parser over the expression text; nesting is bounded by
-/// `2 * MAX_INLINE_DEPTH`.
+/// [`MAX_INLINE_DEPTH`].
 struct ExprParser<'a> {
     toks: Vec<Tok<'a>>,
     pos: usize,
@@ -437,10 +437,10 @@ impl<'a> ExprParser<'a> {
     }
 
     fn term(&mut self, depth: usize) -> Result<usize, String> {
-        if depth > 2 * MAX_INLINE_DEPTH {
+        if depth > MAX_INLINE_DEPTH {
             return Err(format!(
-                "the expression nests deeper than {} levels; bind inner terms with `tK = ...;`",
-                2 * MAX_INLINE_DEPTH
+                "the expression nests deeper than {MAX_INLINE_DEPTH} levels; bind inner terms \
+                 with `tK = ...;`"
             ));
         }
         let tok = self.peek(0).ok_or("the expression ends early")?;

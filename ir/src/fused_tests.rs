@@ -101,6 +101,24 @@ fn long_chains_are_bound_not_nested_and_round_trip() {
 }
 
 #[test]
+fn terms_nest_exactly_max_inline_depth_levels() {
+    let nested = |n: usize| format!("{}$0{}", "tanh(".repeat(n), ")".repeat(n));
+    let e = parse(&nested(MAX_INLINE_DEPTH));
+    assert_eq!(
+        e.to_string(),
+        nested(MAX_INLINE_DEPTH),
+        "printed inline, unbound"
+    );
+    let err = FusedExpr::parse(&nested(MAX_INLINE_DEPTH + 1)).unwrap_err();
+    assert!(err.contains("deeper than 32 levels"), "{err}");
+    // The documented number is the one enforced.
+    let doc = include_str!("../../docs/FORMAT.md");
+    assert!(doc.contains(&format!(
+        "A term nests at most {MAX_INLINE_DEPTH} levels of ops"
+    )));
+}
+
+#[test]
 fn bad_text_is_an_error_not_a_panic() {
     for (text, fragment) in [
         ("", "ends early"),

@@ -3,7 +3,10 @@
 //! Reading accepts what numpy writes for the supported dtypes, in C or Fortran order.
 //! Floats of other widths (f64, f16) are converted to f32 and reported, so callers can say so;
 //! integer and bool data keep their own dtype so that a float placeholder can reject them.
+//! Files are bounded: only regular files are read, the header's shape must fit in the file
+//! before any data is allocated, and a malformed header is echoed escaped and truncated.
 
+use crate::file_access::{RegularFile, open_regular};
 use crate::tensor::{Data, Tensor, checked_numel};
 use crate::{Error, Result};
 use npyz::{NpyFile, Order, TypeChar, WriteOptions, WriterBuilder};
@@ -19,20 +22,59 @@ pub struct NpyRead {
     pub converted_from: Option<&'static str>,
 }
 
-/// Reads a .npy file.
+/// Reads a .npy file (a regular file: a directory, device or FIFO is an error).
 pub fn read(path: impl AsRef<Path>) -> Result<NpyRead> {
     let path = path.as_ref();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    read_from(BufReader::new(file)).map_err(|e| match e {
+    let file = open_regular(path, &path.display().to_string()).map_err(|e| match e {
+        crate::file_access::FileRefError::Io { message, .. } => Error::io(path, message),
+        other => Error::Invalid(other.to_string()),
+    })?;
+    read_regular(file).map_err(|e| match e {
         Error::Invalid(m) => Error::io(path, m),
         other => other,
     })
 }
 
+/// Reads an opened regular .npy file, reading no more data than its header declares and
+/// refusing a header whose shape needs more bytes than the file has.
+pub fn read_regular(file: RegularFile) -> Result<NpyRead> {
+    read_bounded(BufReader::new(file.file), Some(file.len))
+}
+
 /// Reads .npy bytes from any reader.
 pub fn read_from(reader: impl Read) -> Result<NpyRead> {
-    let npy =
-        NpyFile::new(reader).map_err(|e| Error::Invalid(format!("not a valid .npy file: {e}")))?;
+    read_bounded(reader, None)
+}
+
+/// Most characters of a malformed header echoed in an error message.
+const MAX_ECHO: usize = 80;
+
+/// `text` with control characters escaped and cut to [`MAX_ECHO`] characters, so a hostile
+/// header can neither send terminal escapes nor flood the message.
+fn sanitize(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_ECHO {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads .npy bytes; with `limit`, the data the header declares must fit in that many bytes.
+fn read_bounded(reader: impl Read, limit: Option<u64>) -> Result<NpyRead> {
+    let npy = NpyFile::new(reader).map_err(|e| {
+        Error::Invalid(format!(
+            "not a valid .npy file: {}",
+            sanitize(&e.to_string())
+        ))
+    })?;
     let dims: Vec<usize> = npy
         .shape()
         .iter()
@@ -47,6 +89,16 @@ pub fn read_from(reader: impl Read) -> Result<NpyRead> {
             npy.dtype().descr()
         )));
     };
+    let data_bytes = (n as u128) * (ts.size_field() as u128);
+    if let Some(len) = limit
+        && data_bytes > len as u128
+    {
+        return Err(Error::Invalid(format!(
+            "truncated .npy data: the header declares shape {} ({data_bytes} bytes), but the \
+             file has {len} bytes",
+            crate::shape::fmt_dims(&dims)
+        )));
+    }
     let bad = |e: std::io::Error| Error::Invalid(format!("truncated or corrupt .npy data: {e}"));
     let mut converted_from = None;
     let data = match (ts.type_char(), ts.size_field()) {
@@ -155,5 +207,48 @@ pub fn write_to(w: impl std::io::Write, tensor: &Tensor) -> std::io::Result<()> 
         Data::I32(v) => put!(v),
         Data::I64(v) => put!(v),
         Data::Bool(v) => put!(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1.0 .npy file with `header` as its header text, then `data`.
+    fn npy_bytes(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn a_malformed_header_is_echoed_escaped_and_short() {
+        let evil = format!(
+            "\x1b[2J\x1b]0;pwned\x07{{'descr': '<f4', 'fortran_order': False, 'shape': (1,), {}}}",
+            "A".repeat(60_000)
+        );
+        let e = read_from(&npy_bytes(&evil, &[0; 4])[..])
+            .expect_err("bad descr")
+            .to_string();
+        assert!(!e.chars().any(|c| c.is_control()), "{e:?}");
+        assert!(e.contains("\\u{1b}"), "escapes are shown escaped: {e:?}");
+        assert!(e.len() < 200, "{} bytes: {e:?}", e.len());
+    }
+
+    #[test]
+    fn a_shape_larger_than_the_file_is_refused_before_allocating() {
+        let dir = std::env::temp_dir().join(format!("kiln-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("big.npy");
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824, 2), }";
+        std::fs::write(&path, npy_bytes(header, &[0; 16])).expect("write");
+        let e = read(&path).expect_err("too short").to_string();
+        assert!(
+            e.contains("declares shape [1073741824,2] (8589934592 bytes)"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

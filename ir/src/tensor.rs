@@ -121,6 +121,8 @@ impl Tensor {
     }
 
     /// Normally distributed f32 values (Box-Muller over ChaCha8), reproducible from `seed`.
+    /// Samples beyond f32's range (a huge `mean` or `std`) saturate at `±f32::MAX` rather
+    /// than becoming infinite.
     pub fn normal(dims: &[usize], mean: f32, std: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
@@ -131,9 +133,9 @@ impl Tensor {
             let u2 = unit_f64(&mut rng);
             let r = (-2.0 * u1.ln()).sqrt();
             let theta = std::f64::consts::TAU * u2;
-            v.push(mean + std * (r * theta.cos()) as f32);
+            v.push(scaled_normal(mean, std, r * theta.cos()));
             if v.len() < n {
-                v.push(mean + std * (r * theta.sin()) as f32);
+                v.push(scaled_normal(mean, std, r * theta.sin()));
             }
         }
         Tensor {
@@ -142,13 +144,36 @@ impl Tensor {
         }
     }
 
-    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`.
+    /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`:
+    /// `lo + u * (hi - lo)` with `u` in [0, 1) (53 random bits). In f32 as long as the range
+    /// spans at least [`EXACT_BELOW_STEPS`] f32 steps (so existing graphs keep their values);
+    /// otherwise in f64, rounded once, so that neither a range wider than f32 arithmetic allows
+    /// (`[-3e38, 3e38)`) nor one only a few steps wide (`[16777216, 16777218)`) collapses onto
+    /// `lo`. A sample that rounds up to `hi` becomes the f32 just below `hi`, unless that is `lo`
+    /// itself (a range one step wide): then `hi` is kept, so the samples still spread.
     pub fn uniform(dims: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let n: usize = dims.iter().product();
+        let (lo64, hi64) = (lo as f64, hi as f64);
+        let width = hi - lo;
+        let widest = lo.abs().max(hi.abs());
+        // An infinite width (hi - lo overflowed) or a NaN one takes f64 too.
+        let exact = !width.is_finite() || width < EXACT_BELOW_STEPS * (widest.next_up() - widest);
+        let below_hi = hi.next_down();
         let v = (0..n)
-            .map(|_| lo + (hi - lo) * unit_f64(&mut rng) as f32)
-            .map(|x| if x >= hi { lo } else { x })
+            .map(|_| {
+                let u = unit_f64(&mut rng);
+                let x = if exact {
+                    finite_f32(lo64 + (hi64 - lo64) * u)
+                } else {
+                    lo + width * u as f32
+                };
+                if x >= hi && below_hi > lo {
+                    below_hi
+                } else {
+                    x
+                }
+            })
             .collect();
         Tensor {
             dims: dims.into(),
@@ -268,6 +293,27 @@ impl Tensor {
     }
 }
 
+/// Ranges narrower than this many f32 steps are sampled in f64: there, f32 rounding of
+/// `lo + width * u` (up to about one step) is a visible share of the range.
+const EXACT_BELOW_STEPS: f32 = 256.0;
+
+/// `mean + std * z` in f32, or in f64 saturated to f32's range when f32 overflows (a huge
+/// `mean` or `std`); the f32 path keeps the values existing graphs were made with.
+fn scaled_normal(mean: f32, std: f32, z: f64) -> f32 {
+    let x = mean + std * z as f32;
+    if x.is_finite() {
+        x
+    } else {
+        finite_f32(mean as f64 + std as f64 * z)
+    }
+}
+
+/// `x` rounded to the nearest f32, saturating at `±f32::MAX` (a sampler never makes an
+/// infinity from finite parameters).
+fn finite_f32(x: f64) -> f32 {
+    (x as f32).clamp(-f32::MAX, f32::MAX)
+}
+
 /// A float in [0, 1) with 53 random bits.
 fn unit_f64(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -300,5 +346,94 @@ impl Hash for Tensor {
             Data::I64(v) => v.hash(state),
             Data::Bool(v) => v.hash(state),
         }
+    }
+}
+
+#[cfg(test)]
+mod sampler_tests {
+    use super::Tensor;
+    use rand_chacha::rand_core::SeedableRng;
+
+    fn stats(t: &Tensor) -> (f32, f32, usize) {
+        let v = t.as_f32().expect("f32");
+        let min = v.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+        bits.sort_unstable();
+        bits.dedup();
+        (min, max, bits.len())
+    }
+
+    #[test]
+    fn uniform_spans_ranges_wider_than_f32_arithmetic_allows() {
+        // (hi - lo) overflows f32: every sample used to be -3e38.
+        let (min, max, distinct) = stats(&Tensor::uniform(&[1000], -3e38, 3e38, 7));
+        assert!(min < -2.9e38 && max > 2.9e38, "{min} {max}");
+        assert!(max < 3e38 && distinct > 990, "{max} {distinct}");
+    }
+
+    #[test]
+    fn uniform_spreads_over_a_range_one_f32_step_wide() {
+        // lo + 2u rounded in f32 used to make every sample lo.
+        let t = Tensor::uniform(&[1000], 16_777_216.0, 16_777_218.0, 7);
+        let v = t.as_f32().expect("f32");
+        let highs = v.iter().filter(|&&x| x == 16_777_218.0).count();
+        assert!(v.iter().all(|&x| x == 16_777_216.0 || x == 16_777_218.0));
+        assert!((400..600).contains(&highs), "{highs} of 1000 at hi");
+    }
+
+    #[test]
+    fn uniform_stays_below_hi_in_ordinary_ranges() {
+        let (min, max, distinct) = stats(&Tensor::uniform(&[10_000], -1.0, 1.0, 3));
+        assert!(
+            (-1.0..-0.99).contains(&min) && (0.99..1.0).contains(&max),
+            "{min} {max}"
+        );
+        assert!(distinct > 9_900, "{distinct}");
+        // A range whose real samples often round up to hi still excludes hi.
+        let (lo, hi) = (1.0f32, 1.0f32.next_up().next_up());
+        let (min, max, distinct) = stats(&Tensor::uniform(&[1000], lo, hi, 3));
+        assert_eq!((min, max, distinct), (lo, lo.next_up(), 2));
+    }
+
+    #[test]
+    fn ordinary_ranges_keep_the_values_existing_graphs_were_made_with() {
+        // The f32 formula the samplers used before the f64 fallbacks (graph goldens hold
+        // constants folded from these values).
+        let mut rng = super::ChaCha8Rng::seed_from_u64(5);
+        let old: Vec<f32> = (0..64)
+            .map(|_| -1.0 + 2.0 * super::unit_f64(&mut rng) as f32)
+            .collect();
+        assert_eq!(
+            Tensor::uniform(&[64], -1.0, 1.0, 5).as_f32(),
+            Some(&old[..])
+        );
+        let mut rng = super::ChaCha8Rng::seed_from_u64(7);
+        let mut old = Vec::new();
+        while old.len() < 64 {
+            let u1 = 1.0 - super::unit_f64(&mut rng);
+            let u2 = super::unit_f64(&mut rng);
+            let (r, theta) = ((-2.0 * u1.ln()).sqrt(), std::f64::consts::TAU * u2);
+            old.push(0.1 * (r * theta.cos()) as f32);
+            old.push(0.1 * (r * theta.sin()) as f32);
+        }
+        assert_eq!(Tensor::normal(&[64], 0.0, 0.1, 7).as_f32(), Some(&old[..]));
+    }
+
+    #[test]
+    fn normal_saturates_instead_of_overflowing() {
+        let (min, max, distinct) = stats(&Tensor::normal(&[1000], 0.0, 3e38, 5));
+        assert!(
+            min == -f32::MAX && max == f32::MAX && distinct > 100,
+            "{min} {max}"
+        );
+        let (min, max, _) = stats(&Tensor::normal(&[1000], 3e38, 1e38, 5));
+        assert!(
+            min.is_finite() && max == f32::MAX && min < 2e38,
+            "{min} {max}"
+        );
+        let t = Tensor::normal(&[10_000], 0.0, 1.0, 5);
+        let mean = t.as_f32().expect("f32").iter().sum::<f32>() / 10_000.0;
+        assert!(mean.abs() < 0.05, "{mean}");
     }
 }

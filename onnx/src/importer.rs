@@ -9,7 +9,7 @@
 use crate::attrs::Ctx;
 use crate::error::{ImportError, Result, UnsupportedOp};
 use crate::ops;
-use crate::proto::{ModelProto, ValueInfoProto};
+use crate::proto::{GraphProto, ModelProto, ValueInfoProto};
 use crate::tensor::{import_dtype, read_tensor};
 use crate::value::Value;
 use crate::{ImportOptions, MAX_OPSET, MIN_OPSET};
@@ -88,6 +88,7 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, opts: &ImportOptions) -> Re
             opset,
         });
     }
+    single_assignment(graph, opset)?;
     if let Some(s) = graph.sparse_initializer.first() {
         let name = s.values.as_ref().and_then(|v| v.name.clone());
         return Err(ImportError::Model(format!(
@@ -166,6 +167,35 @@ pub fn import(bytes: &[u8], base_dir: Option<&Path>, opts: &ImportOptions) -> Re
         imp.graph.add_output(id);
     }
     Ok(imp.graph)
+}
+
+/// Checks that every tensor has one writer (a graph input or initializer, or one node's
+/// output), as onnx.checker and ONNX Runtime require: a second writer would silently replace
+/// the first one's value for every later reader.
+fn single_assignment(graph: &GraphProto, opset: i64) -> Result<()> {
+    let mut writers: HashMap<&str, String> = HashMap::new();
+    for name in graph.input.iter().filter_map(|i| i.name.as_deref()) {
+        writers.insert(name, "the graph input".to_string());
+    }
+    for name in graph.initializer.iter().filter_map(|t| t.name.as_deref()) {
+        // An initializer may also be listed as a graph input (its default value).
+        writers
+            .entry(name)
+            .or_insert_with(|| "an initializer".to_string());
+    }
+    for node in &graph.node {
+        let cx = Ctx::new(node, opset);
+        let writer = format!("node {:?} ({})", cx.name, cx.op);
+        for name in node.output.iter().filter(|n| !n.is_empty()) {
+            if let Some(first) = writers.insert(name, writer.clone()) {
+                return Err(ImportError::Model(format!(
+                    "tensor {name:?} is written by both {first} and {writer}: every ONNX tensor \
+                     must have exactly one writer"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The default-domain opset, checked against the supported range.
@@ -383,6 +413,84 @@ impl Importer<'_> {
 #[cfg(test)]
 mod tests {
     use super::sanitize;
+    use crate::proto::{
+        Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
+        TypeProto, TypeProtoTensor, ValueInfoProto, data_type,
+    };
+    use prost::Message;
+
+    fn value(name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TypeProtoTensor {
+                    elem_type: Some(data_type::FLOAT),
+                    shape: Some(TensorShapeProto {
+                        dim: vec![Dimension {
+                            dim_value: Some(2),
+                            dim_param: None,
+                        }],
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn node(name: &str, op: &str, input: &str, output: &str) -> NodeProto {
+        NodeProto {
+            input: vec![input.into()],
+            output: vec![output.into()],
+            name: Some(name.into()),
+            op_type: Some(op.into()),
+            ..NodeProto::default()
+        }
+    }
+
+    /// An opset-13 model of `nodes` with input `x` and output `y`, encoded.
+    fn model(nodes: Vec<NodeProto>) -> Vec<u8> {
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(13),
+            }],
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![value("x")],
+                output: vec![value("y")],
+                ..GraphProto::default()
+            }),
+            ..ModelProto::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn two_writers_of_one_tensor_are_an_error_naming_both() {
+        let opts = crate::ImportOptions::default();
+        let ok = model(vec![node("first", "Relu", "x", "y")]);
+        crate::import_bytes(&ok, None, &opts).expect("one writer imports");
+        let twice = model(vec![
+            node("first", "Relu", "x", "y"),
+            node("second", "Sigmoid", "x", "y"),
+        ]);
+        let e = crate::import_bytes(&twice, None, &opts).expect_err("two writers");
+        assert_eq!(
+            e.to_string(),
+            "tensor \"y\" is written by both node \"first\" (Relu) and node \"second\" \
+             (Sigmoid): every ONNX tensor must have exactly one writer"
+        );
+        let over_input = model(vec![
+            node("n", "Relu", "x", "x"),
+            node("m", "Relu", "x", "y"),
+        ]);
+        let e = crate::import_bytes(&over_input, None, &opts).expect_err("writes an input");
+        assert!(
+            e.to_string()
+                .contains("both the graph input and node \"n\""),
+            "{e}"
+        );
+    }
 
     #[test]
     fn names_map_other_characters_to_underscore() {

@@ -4,12 +4,14 @@
 //! the signed and small unsigned integer types i32 (INT64 and UINT32/UINT64 i64, checked), BOOL
 //! bool. Invariants: the element count implied by `dims` is checked against the data before
 //! anything is allocated, so a corrupt model cannot ask for more memory than its own bytes;
-//! external data is read only from files under the model's folder.
+//! external data is read only from regular files under the model's folder (after resolving
+//! symlinks), and only its `offset..offset + length` bytes.
 
 use crate::error::{ImportError, Result};
 use crate::proto::{TensorProto, data_type as dt};
+use kiln_ir::file_access::{self, FileAccess};
 use kiln_ir::{DType, Data, Tensor};
-use std::path::{Component, Path};
+use std::path::Path;
 
 /// The kiln dtype an ONNX element type is imported as, or `None` when kiln has none.
 pub fn import_dtype(onnx: i32) -> Option<DType> {
@@ -178,15 +180,6 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result
     };
     let bad = |m: String| ImportError::Model(format!("{what}: external data {m}"));
     let location = entry("location").ok_or_else(|| bad("has no `location`".into()))?;
-    let rel = Path::new(&location);
-    if rel
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(bad(format!(
-            "location {location:?} must be a relative path inside the model's folder"
-        )));
-    }
     let number = |key: &str| -> Result<Option<u64>> {
         entry(key)
             .map(|v| {
@@ -197,21 +190,14 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, what: &str) -> Result
     };
     let offset = number("offset")?.unwrap_or(0);
     let length = number("length")?;
-    let path = base_dir.unwrap_or(Path::new("")).join(rel);
-    let bytes = std::fs::read(&path).map_err(|e| ImportError::Io {
-        path: path.display().to_string(),
-        message: format!("cannot read the external data of {what}: {e}"),
-    })?;
-    let start = usize::try_from(offset).unwrap_or(usize::MAX);
-    let end = match length {
-        Some(l) => start.saturating_add(usize::try_from(l).unwrap_or(usize::MAX)),
-        None => bytes.len(),
-    };
-    bytes.get(start..end).map(<[u8]>::to_vec).ok_or_else(|| {
-        bad(format!(
-            "wants bytes {start}..{end} of {}, which has {}",
-            path.display(),
-            bytes.len()
-        ))
-    })
+    // Confined to the model's folder after resolving symlinks, and only a regular file: a
+    // symlink out of the folder, /dev/zero or a FIFO is refused before anything is read.
+    let folder = base_dir.unwrap_or(Path::new(""));
+    let mut file = file_access::open(folder, &location, FileAccess::Confined)
+        .map_err(|e| bad(e.to_string()))?;
+    file.read_range(offset, length)
+        .map_err(|m| ImportError::Io {
+            path: location.clone(),
+            message: format!("cannot read the external data of {what}: {m}"),
+        })
 }

@@ -7,7 +7,8 @@
 //! unknown (`None`, from a `?` dim). Invariant: `Sym::vals.len()` is 1 for rank 0 and
 //! `dims[0]` for rank 1.
 
-use kiln_ir::{DType, Data, NodeId, Tensor};
+use kiln_ir::eval::eval_op;
+use kiln_ir::{DType, Data, NodeId, Op, Tensor};
 use std::sync::Arc;
 
 /// An ONNX value as the importer holds it.
@@ -97,61 +98,22 @@ pub fn tensor_f32s(t: &Tensor) -> Vec<f32> {
     t.to_f64_vec().into_iter().map(|x| x as f32).collect()
 }
 
-/// `t` with its axes permuted: output axis `i` is input axis `perm[i]` (any dtype).
-/// `perm` must be a permutation of `0..rank` (callers check).
+/// Transposes a constant: the reference evaluator's `transpose`, so import-time folding
+/// computes exactly what the op computes at run time.
 pub fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor, String> {
-    let dims = t.dims();
-    if perm.len() != dims.len() {
-        return Err(format!("perm {perm:?} does not fit dims {dims:?}"));
-    }
-    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
-    let mut in_strides = vec![1usize; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        in_strides[i] = in_strides[i + 1] * dims[i + 1];
-    }
-    let n = t.numel();
-    // For each output element (row-major), the input offset.
-    let mut index = vec![0usize; dims.len()];
-    let mut offsets = Vec::with_capacity(n);
-    for _ in 0..n {
-        offsets.push(
-            index
-                .iter()
-                .zip(perm)
-                .map(|(&i, &p)| i * in_strides[p])
-                .sum::<usize>(),
-        );
-        for ax in (0..index.len()).rev() {
-            index[ax] += 1;
-            if index[ax] < out_dims[ax] {
-                break;
-            }
-            index[ax] = 0;
-        }
-    }
-    let data = match t.data() {
-        Data::F32(v) => Data::F32(offsets.iter().map(|&o| v[o]).collect()),
-        Data::I32(v) => Data::I32(offsets.iter().map(|&o| v[o]).collect()),
-        Data::I64(v) => Data::I64(offsets.iter().map(|&o| v[o]).collect()),
-        Data::Bool(v) => Data::Bool(offsets.iter().map(|&o| v[o]).collect()),
-    };
-    Tensor::new(&out_dims, data).map_err(|e| e.to_string())
+    eval_op(
+        &Op::Transpose {
+            perm: perm.to_vec(),
+        },
+        &[t],
+    )
 }
 
-/// Converts a constant to another dtype (ONNX `Cast` semantics for the kiln dtypes: float to
-/// integer truncates toward zero, NaN becomes 0, to bool is `x != 0`).
+/// Converts a constant to another dtype: the reference evaluator's `cast` (float to integer
+/// truncates toward zero and saturates, NaN becomes 0, to bool is `x != 0`), so a folded
+/// `Cast` equals the run-time one (no detour through f64, which rounds i64 to f32 twice).
 pub fn cast_tensor(t: &Tensor, to: DType) -> Result<Tensor, String> {
-    let f = t.to_f64_vec();
-    let data = match (t.data(), to) {
-        (Data::I64(v), DType::I64) => Data::I64(v.clone()),
-        (Data::I32(v), DType::I64) => Data::I64(v.iter().map(|&x| x as i64).collect()),
-        (Data::I64(v), DType::I32) => Data::I32(v.iter().map(|&x| x as i32).collect()),
-        (_, DType::F32) => Data::F32(f.iter().map(|&x| x as f32).collect()),
-        (_, DType::I32) => Data::I32(f.iter().map(|&x| x as i32).collect()),
-        (_, DType::I64) => Data::I64(f.iter().map(|&x| x as i64).collect()),
-        (_, DType::Bool) => Data::Bool(f.iter().map(|&x| x != 0.0).collect()),
-    };
-    Tensor::new(t.dims(), data).map_err(|e| e.to_string())
+    eval_op(&Op::Cast { to }, &[t])
 }
 
 #[cfg(test)]
@@ -196,6 +158,28 @@ mod tests {
         );
         let b = cast_tensor(&t, DType::Bool).expect("cast");
         assert_eq!(b.to_f64_vec(), vec![1.0, 1.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn casts_round_once_as_the_evaluator_does() {
+        // 2^60 + 2^36 + 1 is just above halfway between two f32s and rounds up; through f64
+        // it first loses the +1, lands exactly halfway and rounds to even (down).
+        let x: i64 = (1 << 60) + (1 << 36) + 1;
+        let t = Tensor::new(&[1], Data::I64(vec![x])).expect("t");
+        let f = cast_tensor(&t, DType::F32).expect("cast");
+        assert_eq!(f.as_f32().expect("f32"), [x as f32]);
+        assert_ne!(
+            x as f32,
+            (x as f64) as f32,
+            "the example must tell the paths apart"
+        );
+        // Saturation, as the evaluator casts.
+        let big = Tensor::from_vec(&[2], vec![3e9, -3e9]).expect("t");
+        let i = cast_tensor(&big, DType::I32).expect("cast");
+        assert_eq!(
+            i,
+            Tensor::new(&[2], Data::I32(vec![i32::MAX, i32::MIN])).expect("t")
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! .kiln file is written to, as the parser resolves them when reading it back.
 
 use crate::error::{ImportError, Result};
-use kiln_ir::{DType, Data, Graph, Initializer, Op, Tensor};
-use safetensors::tensor::{Dtype, TensorView};
+use kiln_ir::safetensors_io;
+use kiln_ir::{Graph, Initializer, Op, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,39 +43,12 @@ pub fn write_weights(graph: &Graph, dir: &Path) -> Result<Vec<std::path::PathBuf
             path: full.display().to_string(),
             message: e,
         };
-        let bytes: Vec<(&str, Vec<u8>, &Arc<Tensor>)> =
-            tensors.iter().map(|(k, t)| (*k, le_bytes(t), t)).collect();
-        let views = bytes
-            .iter()
-            .map(|(k, b, t)| {
-                TensorView::new(st_dtype(t.dtype()), t.dims().to_vec(), b)
-                    .map(|v| (k.to_string(), v))
-                    .map_err(|e| io(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io(e.to_string()))?;
         }
-        safetensors::serialize_to_file(views, None, &full).map_err(|e| io(e.to_string()))?;
+        safetensors_io::write_file(&full, tensors.iter().map(|(k, t)| (*k, t.as_ref())))
+            .map_err(io)?;
         written.push(full);
     }
     Ok(written)
-}
-
-fn st_dtype(d: DType) -> Dtype {
-    match d {
-        DType::F32 => Dtype::F32,
-        DType::I32 => Dtype::I32,
-        DType::I64 => Dtype::I64,
-        DType::Bool => Dtype::BOOL,
-    }
-}
-
-fn le_bytes(t: &Tensor) -> Vec<u8> {
-    match t.data() {
-        Data::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::Bool(v) => v.iter().map(|&x| x as u8).collect(),
-    }
 }

@@ -3,17 +3,19 @@
 //!
 //! Invariants: a declared type's known dims multiply to at most [`MAX_ELEMENTS`], checked
 //! before anything is built; literals are counted against the declared shape before their
-//! data is stored; `npy` and `safetensors` files are read relative to the base folder and must
-//! hold exactly the declared type (each safetensors file is read once per parse).
+//! data is stored; `npy` and `safetensors` files are opened through [`file_access`] (by
+//! default only regular files inside the base folder), must hold exactly the declared type,
+//! and are read once per parse: every reference to one file (and key) shares one tensor.
 
 use super::MAX_ELEMENTS;
 use super::lexer::{Cursor, Tok, Token};
 use super::values::{LineCtx, Val, flatten_literal, unclosed};
+use crate::file_access::{self, FileAccess};
 use crate::op::Initializer;
+use crate::safetensors_io;
 use crate::shape::{Shape, TensorType};
 use crate::tensor::{Data, Tensor};
 use crate::{DType, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +23,7 @@ use std::sync::Arc;
 /// The initialiser after `=` in a `var`/`const` declaration of `%name : ty`.
 pub(super) fn initializer(
     cur: &mut Cursor<'_>,
-    base_dir: Option<&Path>,
-    files: &mut SafetensorsFiles,
+    files: &mut FileRefs,
     name: &str,
     ty: &TensorType,
 ) -> Result<Initializer> {
@@ -90,123 +91,118 @@ pub(super) fn initializer(
         "safetensors" => {
             let path = args[0].to_str(&lc, &what(0))?.to_string();
             let tensor = args[1].to_str(&lc, &what(1))?.to_string();
-            let value = load_safetensors(files, base_dir, &lc, t.off, (&path, &tensor), name, ty)?;
+            let value = files.safetensors((&lc, t.off), (&path, &tensor), name, ty)?;
             Initializer::Safetensors {
                 path,
                 tensor,
-                value: Arc::new(value),
+                value,
             }
         }
         _ => {
             let path = args[0].to_str(&lc, &what(0))?.to_string();
-            let value = load_npy(base_dir, &lc, t.off, &path, name, ty)?;
-            Initializer::Npy {
-                path,
-                value: Arc::new(value),
-            }
+            let value = files.npy((&lc, t.off), &path, name, ty)?;
+            Initializer::Npy { path, value }
         }
     })
 }
 
-/// Reads `path` (relative to the base folder) and checks it against the declared type.
-fn load_npy(
-    base_dir: Option<&Path>,
-    lc: &LineCtx<'_>,
-    off: usize,
-    path: &str,
-    name: &str,
-    ty: &TensorType,
-) -> Result<Tensor> {
-    let full = match base_dir {
-        Some(dir) => dir.join(path),
-        None => Path::new(path).to_path_buf(),
-    };
-    let read = crate::npy::read(&full).map_err(|e| lc.err(off, format!("npy({path:?}): {e}")))?;
-    if read.tensor.ty() != *ty {
-        return Err(lc.err(
-            off,
-            format!(
-                "npy({path:?}) holds {} but %{name} is declared {ty}",
-                read.tensor.ty()
-            ),
-        ));
-    }
-    Ok(read.tensor)
+/// The files a parse references: where they are looked up, how far they may reach, and what
+/// has been read (each file is read once, and each tensor in it is built once and shared by
+/// every initialiser that references it).
+pub(crate) struct FileRefs {
+    folder: PathBuf,
+    access: FileAccess,
+    /// Whole safetensors files by resolved path.
+    safetensors: HashMap<PathBuf, Arc<Vec<u8>>>,
+    /// Tensors by resolved path and safetensors key (`None` for a .npy file).
+    tensors: HashMap<(PathBuf, Option<String>), Arc<Tensor>>,
 }
 
-/// The bytes of every safetensors file a parse has read, by full path, so that a graph with
-/// hundreds of weights in one file reads it once.
-pub(super) type SafetensorsFiles = HashMap<PathBuf, Arc<Vec<u8>>>;
-
-/// Reads tensor `key` of the safetensors file `path` (relative to the base folder) and checks
-/// it against the declared type. Only f32, i32, i64 and bool tensors are read (kiln's dtypes).
-fn load_safetensors(
-    files: &mut SafetensorsFiles,
-    base_dir: Option<&Path>,
-    lc: &LineCtx<'_>,
-    off: usize,
-    (path, key): (&str, &str),
-    name: &str,
-    ty: &TensorType,
-) -> Result<Tensor> {
-    let full = match base_dir {
-        Some(dir) => dir.join(path),
-        None => Path::new(path).to_path_buf(),
-    };
-    let call = format!("safetensors({path:?}, {key:?})");
-    let bytes = match files.get(&full) {
-        Some(b) => b.clone(),
-        None => {
-            let b = std::fs::read(&full)
-                .map_err(|e| lc.err(off, format!("{call}: {}: {e}", full.display())))?;
-            let b = Arc::new(b);
-            files.insert(full.clone(), b.clone());
-            b
+impl FileRefs {
+    /// References resolve against `folder` (the current directory when `None`).
+    pub(crate) fn new(folder: Option<&Path>, access: FileAccess) -> FileRefs {
+        FileRefs {
+            folder: folder.unwrap_or(Path::new("")).to_path_buf(),
+            access,
+            safetensors: HashMap::new(),
+            tensors: HashMap::new(),
         }
-    };
-    let file = SafeTensors::deserialize(&bytes)
-        .map_err(|e| lc.err(off, format!("{call}: not a valid safetensors file: {e}")))?;
-    let view = file
-        .tensor(key)
-        .map_err(|_| lc.err(off, format!("{call}: the file has no tensor {key:?}")))?;
-    let tensor = tensor_from_view(&view).map_err(|m| lc.err(off, format!("{call}: {m}")))?;
-    if tensor.ty() != *ty {
-        return Err(lc.err(
-            off,
-            format!("{call} holds {} but %{name} is declared {ty}", tensor.ty()),
-        ));
     }
-    Ok(tensor)
-}
 
-/// A safetensors view as a kiln tensor (little-endian data, as the format stores it).
-fn tensor_from_view(view: &TensorView<'_>) -> std::result::Result<Tensor, String> {
-    let b = view.data();
-    // chunks_exact(N) yields slices of exactly N bytes, so the conversions cannot fail.
-    let data = match view.dtype() {
-        Dtype::F32 => Data::F32(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        Dtype::I32 => Data::I32(
-            b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        Dtype::I64 => Data::I64(
-            b.chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        Dtype::BOOL => Data::Bool(b.iter().map(|&x| x != 0).collect()),
-        other => {
-            return Err(format!(
-                "dtype {other:?} is not one of kiln's (F32, I32, I64, BOOL)"
+    /// Reads `path` (relative to the folder) and checks it against the declared type.
+    fn npy(
+        &mut self,
+        (lc, off): (&LineCtx<'_>, usize),
+        path: &str,
+        name: &str,
+        ty: &TensorType,
+    ) -> Result<Arc<Tensor>> {
+        let call = format!("npy({path:?})");
+        let err = |m: String| lc.err(off, format!("{call}: {m}"));
+        let full = file_access::resolve(&self.folder, path, self.access)
+            .map_err(|e| err(e.to_string()))?;
+        let key = (full, None);
+        let tensor = match self.tensors.get(&key) {
+            Some(t) => t.clone(),
+            None => {
+                let file =
+                    file_access::open_regular(&key.0, path).map_err(|e| err(e.to_string()))?;
+                let read = crate::npy::read_regular(file).map_err(|e| err(e.to_string()))?;
+                let t = Arc::new(read.tensor);
+                self.tensors.insert(key, t.clone());
+                t
+            }
+        };
+        if tensor.ty() != *ty {
+            return Err(lc.err(
+                off,
+                format!("{call} holds {} but %{name} is declared {ty}", tensor.ty()),
             ));
         }
-    };
-    Tensor::new(view.shape(), data).map_err(|e| e.to_string())
+        Ok(tensor)
+    }
+
+    /// Reads tensor `key` of the safetensors file `path` (relative to the folder) and checks
+    /// it against the declared type. Only kiln's dtypes (f32, i32, i64, bool) are read.
+    fn safetensors(
+        &mut self,
+        (lc, off): (&LineCtx<'_>, usize),
+        (path, key): (&str, &str),
+        name: &str,
+        ty: &TensorType,
+    ) -> Result<Arc<Tensor>> {
+        let call = format!("safetensors({path:?}, {key:?})");
+        let err = |m: String| lc.err(off, format!("{call}: {m}"));
+        let full = file_access::resolve(&self.folder, path, self.access)
+            .map_err(|e| err(e.to_string()))?;
+        let tensor_key = (full, Some(key.to_string()));
+        let tensor = match self.tensors.get(&tensor_key) {
+            Some(t) => t.clone(),
+            None => {
+                let full = &tensor_key.0;
+                let bytes = match self.safetensors.get(full) {
+                    Some(b) => b.clone(),
+                    None => {
+                        let mut file = file_access::open_regular(full, path)
+                            .map_err(|e| err(e.to_string()))?;
+                        let b = Arc::new(safetensors_io::read_bytes(&mut file).map_err(err)?);
+                        self.safetensors.insert(full.clone(), b.clone());
+                        b
+                    }
+                };
+                let t = Arc::new(safetensors_io::read_tensor(&bytes, key).map_err(err)?);
+                self.tensors.insert(tensor_key, t.clone());
+                t
+            }
+        };
+        if tensor.ty() != *ty {
+            return Err(lc.err(
+                off,
+                format!("{call} holds {} but %{name} is declared {ty}", tensor.ty()),
+            ));
+        }
+        Ok(tensor)
+    }
 }
 
 /// `( value, value, ... )` after an initialiser keyword.
@@ -340,7 +336,6 @@ fn literal(lc: &LineCtx<'_>, v: &Val<'_>, ty: &TensorType) -> Result<Tensor> {
 mod tests {
     use crate::text::{parse, print};
     use crate::{Data, Tensor};
-    use safetensors::tensor::{Dtype, TensorView};
     use std::path::PathBuf;
 
     /// A fresh folder holding `w.safetensors` with tensor "w" = [[1, 2], [3, 4]] and an i64
@@ -348,22 +343,10 @@ mod tests {
     fn folder(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("kiln-st-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp");
-        let w: Vec<u8> = [1f32, 2.0, 3.0, 4.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let ids: Vec<u8> = [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let views = vec![
-            (
-                "w",
-                TensorView::new(Dtype::F32, vec![2, 2], &w).expect("view"),
-            ),
-            (
-                "ids",
-                TensorView::new(Dtype::I64, vec![2], &ids).expect("view"),
-            ),
-        ];
-        safetensors::serialize_to_file(views, None, &dir.join("w.safetensors")).expect("write");
+        let w = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).expect("t");
+        let ids = Tensor::new(&[2], Data::I64(vec![7, -1])).expect("t");
+        crate::safetensors_io::write_file(&dir.join("w.safetensors"), [("w", &w), ("ids", &ids)])
+            .expect("write");
         dir
     }
 

@@ -14,10 +14,12 @@
 //! One statement a line, `#` comments, names `%` + letters, digits and `_ . - /`. The grammar,
 //! op keywords and attribute defaults are those of DESIGN.md. Invariants: every error is an
 //! [`Error::Parse`] with the 1-based line and column of the offending token; nothing in the
-//! file can make the parser panic, recurse without bound (lists nest at most 64 deep) or
+//! file can make the parser panic, recurse without bound (lists nest at most 64 deep, fused expressions 32) or
 //! allocate more than the file's own content (declared shapes hold at most [`MAX_ELEMENTS`]
 //! elements and literals are counted before they are stored); and [`print`] output parses back
-//! to the same graph and prints byte-identically.
+//! to the same graph and prints byte-identically. File references (`npy(...)`,
+//! `safetensors(...)`) are confined to the graph's folder unless the caller opts out with
+//! [`FileAccess::Unrestricted`] (see [`crate::file_access`]).
 
 mod decl;
 mod lexer;
@@ -28,7 +30,9 @@ mod printer;
 pub use printer::fmt_f32;
 mod values;
 
+pub use crate::file_access::FileAccess;
 use crate::{Error, Graph, Result};
+use decl::FileRefs;
 use std::path::Path;
 
 /// The newest format version: this reader reads versions 1 and 2, and the printer writes the
@@ -44,22 +48,34 @@ pub const MIN_FORMAT_VERSION: u64 = 1;
 /// so that no initialiser can ask for an absurd allocation.
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
-/// Parses .kiln text into a graph. `npy("file")` paths resolve relative to `base_dir` (the
-/// current directory when `None`); the path is kept as written for printing.
+/// Parses .kiln text into a graph. `npy("file")` and `safetensors("file", "key")` paths
+/// resolve relative to `base_dir` (the current directory when `None`) and must name regular
+/// files inside it ([`FileAccess::Confined`]); the path is kept as written for printing.
 pub fn parse(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
-    parser::parse_text(text, base_dir)
+    parse_with(text, base_dir, FileAccess::Confined)
 }
 
-/// Reads and parses a .kiln file; `npy` paths resolve relative to the file's folder.
+/// [`parse`] with an explicit [`FileAccess`]: [`FileAccess::Unrestricted`] lets trusted text
+/// reference files anywhere (absolute paths, `..`).
+pub fn parse_with(text: &str, base_dir: Option<&Path>, access: FileAccess) -> Result<Graph> {
+    parser::parse_text(text, FileRefs::new(base_dir, access))
+}
+
+/// Reads and parses a .kiln file; file references must stay in the file's folder.
 /// A file that cannot be read is an [`Error::Io`]; bytes that are not UTF-8 are an
 /// [`Error::Parse`] at their line and column.
 pub fn parse_file(path: &Path) -> Result<Graph> {
+    parse_file_with(path, FileAccess::Confined)
+}
+
+/// [`parse_file`] with an explicit [`FileAccess`].
+pub fn parse_file_with(path: &Path, access: FileAccess) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(text) => text,
         Err(e) => return Err(utf8_error(&bytes, e)),
     };
-    parse(text, Some(path.parent().unwrap_or(Path::new(""))))
+    parse_with(text, Some(path.parent().unwrap_or(Path::new(""))), access)
 }
 
 /// A parse error at the first byte that is not valid UTF-8.
@@ -99,3 +115,6 @@ pub fn op_attributes(op: &crate::Op) -> Vec<String> {
 pub fn initializer_text(init: &crate::Initializer) -> String {
     printer::initializer(init)
 }
+
+#[cfg(test)]
+mod file_refs_tests;

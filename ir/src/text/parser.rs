@@ -6,7 +6,7 @@
 //! is an [`Error::Parse`] at the offending token; errors from [`Graph::add`] (shape inference)
 //! are wrapped with the statement's position.
 
-use super::decl::{SafetensorsFiles, initializer, parse_type};
+use super::decl::{FileRefs, initializer, parse_type};
 use super::lexer::{Cursor, Tok, Token, lex_line};
 use super::ops::{Attr, build_op};
 use super::values::{LineCtx, describe_tok, unclosed};
@@ -14,17 +14,15 @@ use super::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 use crate::op::{Initializer, Op, Source};
 use crate::{Error, Graph, Result};
 use std::collections::HashMap;
-use std::path::Path;
 
 /// Parses a whole file's text (see [`super::parse`]).
-pub(crate) fn parse_text(text: &str, base_dir: Option<&Path>) -> Result<Graph> {
+pub(crate) fn parse_text(text: &str, files: FileRefs) -> Result<Graph> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut p = Parser {
         graph: Graph::new(),
         defined: HashMap::new(),
         outputs: Vec::new(),
-        base_dir,
-        files: SafetensorsFiles::new(),
+        files,
         version: FORMAT_VERSION,
     };
     let mut seen_header = false;
@@ -110,20 +108,19 @@ fn header(cur: &mut Cursor<'_>) -> Result<u64> {
 }
 
 /// The state of a parse: the graph so far, where each name was defined, pending outputs.
-struct Parser<'p> {
+struct Parser {
     graph: Graph,
     /// Line each name was defined on, for duplicate-name messages.
     defined: HashMap<String, usize>,
     /// Output names with the position to report if they turn out undefined.
     outputs: Vec<(String, Error)>,
-    base_dir: Option<&'p Path>,
-    /// Safetensors files read so far (each is read once).
-    files: SafetensorsFiles,
+    /// The files initialisers reference, and those read so far (each is read once).
+    files: FileRefs,
     /// The header's format version: ops newer than it are errors.
     version: u64,
 }
 
-impl Parser<'_> {
+impl Parser {
     fn statement(&mut self, cur: &mut Cursor<'_>) -> Result<()> {
         let first = cur.peek().cloned();
         match first.map(|t| t.tok) {
@@ -198,7 +195,7 @@ impl Parser<'_> {
             &format!("`=` and an initialiser after the type of {kw} %{name}"),
         )?;
         let init_off = cur.here();
-        let init = initializer(cur, self.base_dir, &mut self.files, name, &ty)?;
+        let init = initializer(cur, &mut self.files, name, &ty)?;
         if matches!(init, Initializer::Safetensors { .. }) && self.version < 2 {
             return Err(cur.lc.err(
                 init_off,
