@@ -12,11 +12,7 @@ pub(super) fn cast(x: View<'_>, out: ViewMut<'_>) -> Result<(), String> {
         }
     }
     if x.len() != out.len() {
-        return Err(format!(
-            "cast of {} elements into {}",
-            x.len(),
-            out.len()
-        ));
+        return Err(format!("cast of {} elements into {}", x.len(), out.len()));
     }
     match (x, out) {
         (View::F32(s), ViewMut::F32(d)) => d.copy_from_slice(s),

@@ -242,5 +242,8 @@ fn grouped_convolutions_are_routed_and_correct() {
 fn files_are_named_after_op_families() {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/host"));
     let stray = kiln_ir::schema::modules_outside_the_taxonomy(dir, &["mod", "tests"]).unwrap();
-    assert!(stray.is_empty(), "host/ modules outside OpFamily: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "host/ modules outside OpFamily: {stray:?}"
+    );
 }
