@@ -151,3 +151,14 @@ fn gather_reports_through_the_error_flag() {
         Err(e) => assert!(e.to_string().contains("gather"), "{e}"),
     }
 }
+
+#[test]
+fn files_are_named_after_op_families() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/render"));
+    let others = ["mod", "tests", "expr", "kernel"];
+    let stray = kiln_ir::schema::modules_outside_the_taxonomy(dir, &others).unwrap();
+    assert!(
+        stray.is_empty(),
+        "render/ modules outside OpFamily: {stray:?}"
+    );
+}
