@@ -1,6 +1,7 @@
-//! Movement and assign kernels (codegen/movement.rs, codegen/state.rs) against `eval_op`, bit for bit: reshape,
-//! transposes of rank 2-5, concat of 1-3 operands along every axis, slices, pads, every dtype,
-//! empty tensors, NaN payloads; canaries around every buffer (see codegen_data_util).
+//! Movement and assign kernels (codegen/movement.rs, codegen/state.rs) against `eval_op`, bit
+//! for bit: reshape, transposes of rank 2-5, concat of 1-3 operands along every axis, slices,
+//! pads, assigns, every dtype, empty tensors, NaN payloads; canaries around every buffer (see
+//! codegen_data_util).
 
 mod codegen_data_util;
 

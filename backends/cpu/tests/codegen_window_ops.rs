@@ -77,15 +77,10 @@ fn lowered(op: &Op, inputs: &[&Tensor]) -> (Program, Kernel) {
 }
 
 type Define = fn(&mut Jit, &Program, &Kernel) -> Result<KernelId, String>;
+type Extent = fn(&Program, &Kernel) -> Result<usize, String>;
 
 /// The whole-range definer, the ranged one and the extent of `k`'s family.
-fn family(
-    k: &Kernel,
-) -> (
-    Define,
-    Define,
-    fn(&Program, &Kernel) -> Result<usize, String>,
-) {
+fn family(k: &Kernel) -> (Define, Define, Extent) {
     match k.main {
         Some(Op::BatchNorm { .. }) => (
             define_normalize,

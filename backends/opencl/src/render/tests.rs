@@ -1,6 +1,7 @@
 //! Renderer unit tests that need no device: which kernel shape each op gets for which sizes
-//! and device limits, how buffers are bound, and that unsupported kernels are errors naming
-//! them. (Numerical agreement is tested on a device in `tests/`.)
+//! and device limits, how buffers are bound, that unsupported kernels are errors naming them,
+//! and that render/'s files are named after op families. (Numerical agreement is tested on a
+//! device in `tests/`.)
 
 use super::*;
 use kiln_ir::backend::CompileRequest;
