@@ -175,11 +175,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
             (None, Some(main)) => {
                 let mut split = None;
                 let id = match main {
-                    Op::Conv2d(_)
-                    | Op::DepthwiseConv2d(_)
-                    | Op::MaxPool(_)
-                    | Op::AvgPool(_)
-                    | Op::BatchNorm { .. } => {
+                    Op::Conv2d(_) | Op::DepthwiseConv2d(_) | Op::MaxPool(_) | Op::AvgPool(_) => {
                         let extent =
                             codegen::window::window_outer_extent(program, kernel).map_err(err)?;
                         split = Some(Split {
@@ -188,6 +184,15 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         });
                         codegen::window::define_window_range(&mut jit, program, kernel)
                     }
+                    Op::BatchNorm { .. } => {
+                        let extent = codegen::normalize::normalize_outer_extent(program, kernel)
+                            .map_err(err)?;
+                        split = Some(Split {
+                            extent,
+                            work: kernel_work(program, kernel),
+                        });
+                        codegen::normalize::define_normalize_range(&mut jit, program, kernel)
+                    }
                     Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } => {
                         codegen::reduce::define_reduce(&mut jit, program, kernel)
                     }
@@ -195,10 +200,10 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Transpose { .. }
                     | Op::Concat { .. }
                     | Op::Slice { .. }
-                    | Op::Pad { .. }
-                    | Op::Assign(_) => {
+                    | Op::Pad { .. } => {
                         codegen::movement::define_movement(&mut jit, program, kernel)
                     }
+                    Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
                     // Matmul, lrn, argmax, gather, cast and grouped NCHW conv2d were taken by
                     // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
                     // (Program::validate rejects them).
@@ -223,11 +228,11 @@ pub fn plan(program: &Program) -> Result<Plan> {
         }
         if !epilogue_fused
             && let Some(id) =
-                codegen::epilogue::define_epilogue(&mut jit, program, kernel).map_err(err)?
+                codegen::elementwise::define_epilogue(&mut jit, program, kernel).map_err(err)?
         {
             let mut buffers = vec![kernel.output];
             buffers.extend(kernel.epilogue.loads.iter().map(|l| l.buffer));
-            let extent = codegen::epilogue::epilogue_outer_extent(program, kernel);
+            let extent = codegen::elementwise::epilogue_outer_extent(program, kernel);
             let work = program.buffer(kernel.output).numel() as u64
                 * (1 + kernel.epilogue.steps.len() as u64);
             pending.push((

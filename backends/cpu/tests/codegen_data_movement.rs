@@ -1,11 +1,13 @@
-//! Movement and assign kernels (codegen/movement.rs) against `eval_op`, bit for bit: reshape,
-//! transposes of rank 2-5, concat of 1-3 operands along every axis, slices, pads, every dtype,
-//! empty tensors, NaN payloads; canaries around every buffer (see codegen_data_util).
+//! Movement and assign kernels (codegen/movement.rs, codegen/state.rs) against `eval_op`, bit
+//! for bit: reshape, transposes of rank 2-5, concat of 1-3 operands along every axis, slices,
+//! pads, assigns, every dtype, empty tensors, NaN payloads; canaries around every buffer (see
+//! codegen_data_util).
 
 mod codegen_data_util;
 
 use codegen_data_util::{assert_bit_exact, run_op, run_op_full, run_op_with};
 use kiln_cpu::codegen::movement::define_movement;
+use kiln_cpu::codegen::state::define_state;
 use kiln_ir::{AssignOp, DType, Data, Float, Op, Tensor};
 
 fn t(dims: &[usize], seed: u64) -> Tensor {
@@ -202,7 +204,7 @@ fn assigns_write_the_new_value() {
     for dims in [vec![1usize], vec![3, 7], vec![2, 17], vec![0, 4]] {
         for op in [AssignOp::Assign, AssignOp::AssignAdd, AssignOp::AssignSub] {
             let (cur, val) = (t(&dims, 1), t(&dims, 2));
-            let o = run_op_with(Op::Assign(op), &[cur, val], true, define_movement);
+            let o = run_op_with(Op::Assign(op), &[cur, val], true, define_state);
             assert_bit_exact(&o, &format!("{} {dims:?}", op.name()));
         }
     }
@@ -211,7 +213,7 @@ fn assigns_write_the_new_value() {
         Op::Assign(AssignOp::Assign),
         &[cur, val],
         true,
-        define_movement,
+        define_state,
     );
     assert_bit_exact(&o, "assign i64");
 }

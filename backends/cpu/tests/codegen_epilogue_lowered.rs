@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use kiln_cpu::codegen::epilogue::{define_epilogue, epilogue_outer_extent};
+use kiln_cpu::codegen::elementwise::{define_epilogue, epilogue_outer_extent};
 use kiln_cpu::jit::{Jit, JitOptions};
 use kiln_ir::backend::CompileRequest;
 use kiln_ir::eval::eval_op;

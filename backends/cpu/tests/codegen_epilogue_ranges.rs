@@ -4,7 +4,7 @@
 mod codegen_epilogue_util;
 
 use codegen_epilogue_util::*;
-use kiln_cpu::codegen::epilogue::epilogue_outer_extent;
+use kiln_cpu::codegen::elementwise::epilogue_outer_extent;
 use kiln_ir::DType;
 use kiln_ir::op::{BinaryOp, UnaryOp};
 use kiln_ir::program::{Expr, Operand, Program, Step};

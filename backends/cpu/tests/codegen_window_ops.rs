@@ -1,11 +1,14 @@
-//! Window kernels (conv2d, depthwise_conv2d, max_pool, avg_pool, batch_norm) against the
-//! reference evaluator: each case builds a one-op graph fed by placeholders, lowers it, JITs
+//! Window kernels (conv2d, depthwise_conv2d, max_pool, avg_pool) and batch_norm's normalize
+//! kernel, which shares their range ABI, against the reference evaluator: each case builds a one-op graph fed by placeholders, lowers it, JITs
 //! the window kernel, runs it on canary-guarded buffers (output pre-filled with NaN) and
 //! compares with `eval_op` (1e-5 relative + 1e-6 absolute). Every case also runs the range
 //! variant split into three pieces and must give the same bits.
 
+use kiln_cpu::codegen::normalize::{
+    define_normalize, define_normalize_range, normalize_outer_extent,
+};
 use kiln_cpu::codegen::window::{define_window, define_window_range, window_outer_extent};
-use kiln_cpu::jit::Jit;
+use kiln_cpu::jit::{Jit, KernelId};
 use kiln_ir::backend::CompileRequest;
 use kiln_ir::eval::eval_op;
 use kiln_ir::lower::lower;
@@ -73,13 +76,29 @@ fn lowered(op: &Op, inputs: &[&Tensor]) -> (Program, Kernel) {
     (p, k)
 }
 
-/// Runs the window kernel (whole range, or the ranged variant over `splits`) and returns the
-/// output.
+type Define = fn(&mut Jit, &Program, &Kernel) -> Result<KernelId, String>;
+type Extent = fn(&Program, &Kernel) -> Result<usize, String>;
+
+/// The whole-range definer, the ranged one and the extent of `k`'s family.
+fn family(k: &Kernel) -> (Define, Define, Extent) {
+    match k.main {
+        Some(Op::BatchNorm { .. }) => (
+            define_normalize,
+            define_normalize_range,
+            normalize_outer_extent,
+        ),
+        _ => (define_window, define_window_range, window_outer_extent),
+    }
+}
+
+/// Runs the window or normalize kernel (whole range, or the ranged variant over `splits`) and
+/// returns the output.
 fn run(p: &Program, k: &Kernel, feeds: &[&Tensor], splits: Option<&[i64]>) -> Vec<f32> {
     let mut jit = Jit::new().unwrap();
+    let (whole, ranged, _) = family(k);
     let id = match splits {
-        None => define_window(&mut jit, p, k).unwrap(),
-        Some(_) => define_window_range(&mut jit, p, k).unwrap(),
+        None => whole(&mut jit, p, k).unwrap(),
+        Some(_) => ranged(&mut jit, p, k).unwrap(),
     };
     let kernel = jit.finish().unwrap().kernel(id).unwrap();
     let mut bufs: Vec<Guarded> = k
@@ -148,7 +167,7 @@ fn check_impl(op: Op, inputs: &[Tensor], split: bool) {
     if !split {
         return;
     }
-    let ext = window_outer_extent(&p, &k).unwrap() as i64;
+    let ext = family(&k).2(&p, &k).unwrap() as i64;
     let splits = [0, ext / 3, ext / 3 + (ext + 1) / 2 - ext / 3, ext];
     let parts = run(&p, &k, &refs, Some(&splits));
     let same = got
@@ -466,4 +485,26 @@ fn non_window_kernels_are_errors() {
     let err = define_window(&mut jit, &p, &k).unwrap_err();
     assert!(err.contains(&k.name) && err.contains("softmax"), "{err}");
     assert!(window_outer_extent(&p, &k).is_err());
+    let err = define_normalize(&mut jit, &p, &k).unwrap_err();
+    assert!(
+        err.contains(&k.name) && err.contains("softmax is not batch_norm"),
+        "{err}"
+    );
+    assert!(normalize_outer_extent(&p, &k).is_err());
+}
+
+#[test]
+fn batch_norm_is_not_a_window_kernel() {
+    let (c, x) = (3, u(&[1, 2, 2, 3], 7));
+    let params: Vec<Tensor> = (0..4).map(|i| u(&[c], 8 + i)).collect();
+    let op = Op::BatchNorm {
+        epsilon: Float(0.001),
+        data_format: DataFormat::Nhwc,
+    };
+    let (p, k) = lowered(&op, &[&x, &params[0], &params[1], &params[2], &params[3]]);
+    let mut jit = Jit::new().unwrap();
+    let err = define_window(&mut jit, &p, &k).unwrap_err();
+    assert!(err.contains(&k.name) && err.contains("batch_norm"), "{err}");
+    assert!(window_outer_extent(&p, &k).is_err());
+    assert_eq!(normalize_outer_extent(&p, &k), Ok(4));
 }

@@ -1,5 +1,6 @@
 //! Main-stage kernels of the data-movement family (`reshape`, `transpose`, `concat`, `slice`,
-//! `pad`) and of `assign*`, plus the loop-nest helper the reduction kernels share.
+//! `pad`; `gather` runs on the host), plus the loop-nest helper the reduction kernels share and
+//! the run copy the state kernels share.
 //!
 //! Every movement op is expressed as a few *copy plans*: a loop nest over byte strides whose
 //! innermost step copies one contiguous run of bytes. Plans are normalised before code is
@@ -16,19 +17,16 @@
 
 mod copy;
 
-pub(crate) use copy::{Axis, c64, loop_nest, strides};
+pub(crate) use copy::{Axis, c64, emit_run_copy, loop_nest, strides};
 
-use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_codegen::ir::{InstBuilder, types};
 use kiln_ir::DType;
 use kiln_ir::lower::axis_index;
-use kiln_ir::op::AssignOp;
 use kiln_ir::op::Op;
 use kiln_ir::program::{Kernel, Program};
 
-use crate::jit::loops::{data_flags, elem_addr, for_range_tail};
 use crate::jit::{Jit, KernelId};
-use copy::{CopyPlan, emit_fill, emit_run_copy};
+use copy::{CopyPlan, emit_fill};
 
 /// What a movement kernel does: fill the output (pad), then copies.
 struct MovePlan {
@@ -36,7 +34,7 @@ struct MovePlan {
     copies: Vec<CopyPlan>,
 }
 
-/// Defines the main stage of a movement or assign kernel (see the module docs). Buffers are
+/// Defines the main stage of a movement kernel (see the module docs). Buffers are
 /// `kernel.inputs` then `kernel.output`.
 pub fn define_movement(
     jit: &mut Jit,
@@ -45,14 +43,6 @@ pub fn define_movement(
 ) -> Result<KernelId, String> {
     let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.op_name());
     let n_in = kernel.inputs.len();
-    if let Some(Op::Assign(op @ (AssignOp::AssignAdd | AssignOp::AssignSub))) = kernel.main {
-        check_assign(program, kernel).map_err(fail)?;
-        let n = program.buffer(kernel.output).numel();
-        return jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
-            let (cur, val, out) = (env.buffer(0)?, env.buffer(1)?, env.buffer(2)?);
-            emit_assign_arith(b, cur, val, out, n, op == AssignOp::AssignAdd)
-        });
-    }
     let plan = plan_movement(program, kernel).map_err(fail)?;
     let out_bytes = program.buffer(kernel.output).size_bytes();
     jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
@@ -76,63 +66,7 @@ pub fn define_movement(
     })
 }
 
-/// `assign_add` / `assign_sub` need f32 operands of the variable's exact type.
-fn check_assign(program: &Program, kernel: &Kernel) -> Result<(), String> {
-    let [cur, val] = kernel.inputs[..] else {
-        return Err(format!("expected 2 inputs, got {}", kernel.inputs.len()));
-    };
-    let (cur, val, out) = (
-        program.buffer(cur),
-        program.buffer(val),
-        program.buffer(kernel.output),
-    );
-    for (what, buf) in [("variable", cur), ("value", val), ("output", out)] {
-        if buf.dtype != DType::F32 || buf.dims != cur.dims {
-            return Err(format!(
-                "{what} is {}{:?}, expected f32{:?} like the variable",
-                buf.dtype, buf.dims, cur.dims
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `out = cur ± val` over `n` f32 elements (f32x4 main loop, scalar tail).
-fn emit_assign_arith(
-    b: &mut FunctionBuilder,
-    cur: Value,
-    val: Value,
-    out: Value,
-    n: usize,
-    add: bool,
-) -> Result<(), String> {
-    let step = |b: &mut FunctionBuilder, i: Value, ty: Type| {
-        let (pc, pv, po) = (
-            elem_addr(b, cur, i, 4),
-            elem_addr(b, val, i, 4),
-            elem_addr(b, out, i, 4),
-        );
-        let c = b.ins().load(ty, data_flags(), pc, 0);
-        let v = b.ins().load(ty, data_flags(), pv, 0);
-        let r = if add {
-            b.ins().fadd(c, v)
-        } else {
-            b.ins().fsub(c, v)
-        };
-        b.ins().store(data_flags(), r, po, 0);
-        Ok(())
-    };
-    for_range_tail(
-        b,
-        0,
-        c64(n)?,
-        4,
-        |b, i| step(b, i, types::F32X4),
-        |b, i| step(b, i, types::F32),
-    )
-}
-
-/// The copy plan of a movement op (or plain `assign`), after checking its shapes.
+/// The copy plan of a movement op, after checking its shapes.
 fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String> {
     let out = program.buffer(kernel.output);
     let ins: Vec<_> = kernel.inputs.iter().map(|&i| program.buffer(i)).collect();
@@ -171,16 +105,6 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
                 ));
             }
             vec![whole(0)]
-        }
-        Some(Op::Assign(AssignOp::Assign)) => {
-            single(2)?;
-            if ins[1].dims != out.dims || first.dims != out.dims {
-                return Err(format!(
-                    "variable {:?}, value {:?} and output {:?} must agree",
-                    first.dims, ins[1].dims, out.dims
-                ));
-            }
-            vec![whole(1)]
         }
         Some(Op::Transpose { perm }) => {
             single(1)?;

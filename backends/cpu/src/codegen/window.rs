@@ -1,5 +1,5 @@
 //! Main-stage kernels of the window ops: `conv2d` (direct convolution), `depthwise_conv2d`,
-//! `max_pool`, `avg_pool`, and `batch_norm` (inference form), specialised to exact shapes.
+//! `max_pool`, `avg_pool`, specialised to exact shapes.
 //!
 //! Conv and pool kernels walk the output rows `r` in `0..n*out_h` (`n = r / out_h`,
 //! `oy = r % out_h`). Rows and columns whose taps all lie inside the input (the interior,
@@ -18,20 +18,18 @@
 //! Threading. [`define_window`] uses the fixed main-stage ABI (`kernel.inputs` then
 //! `kernel.output`) and computes everything. [`define_window_range`] appends one more buffer
 //! pointer: two `i64` `[start, end)` (clamped to `0..extent`) selecting the outer work units
-//! [`window_outer_extent`] counts — output rows `n * out_h` for conv/pool, and for batch_norm
-//! the rows of the channel loop (see `batchnorm`). Threads given disjoint ranges write
+//! [`window_outer_extent`] counts: output rows `n * out_h`. Threads given disjoint ranges write
 //! disjoint output elements, so a driver may split `0..extent` over threads and call the
-//! same kernel concurrently.
+//! same kernel concurrently. The batch_norm kernels of [`super::normalize`] share this range
+//! ABI ([`work_range`]) and the element-index helpers of `geom`.
 
-mod batchnorm;
 mod colvec;
-mod geom;
+pub(super) mod geom;
 mod pixel;
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
-use kiln_ir::op::Op;
 use kiln_ir::program::{Kernel, Program};
 
 use crate::jit::loops::{Bound, data_flags, for_range};
@@ -42,8 +40,8 @@ use geom::{Geo, Ix, imax, imin};
 const BORDER_UNROLL: i64 = 8;
 use pixel::{Bufs, emit_pixel};
 
-/// Defines the main-stage kernel of a conv2d / depthwise_conv2d / max_pool / avg_pool /
-/// batch_norm kernel, computing the whole output. Buffers: `kernel.inputs`, then the output.
+/// Defines the main-stage kernel of a conv2d / depthwise_conv2d / max_pool / avg_pool kernel,
+/// computing the whole output. Buffers: `kernel.inputs`, then the output.
 pub fn define_window(
     jit: &mut Jit,
     program: &Program,
@@ -62,17 +60,11 @@ pub fn define_window_range(
     define(jit, program, kernel, true)
 }
 
-/// Number of outer work units of a window kernel: output rows `n * out_h` for conv/pool,
-/// the channel-loop rows of batch_norm. An error names the kernel when it is not a window op
-/// or its shapes are invalid.
+/// Number of outer work units of a window kernel: output rows `n * out_h`. An error names the
+/// kernel when it is not a window op or its shapes are invalid.
 pub fn window_outer_extent(program: &Program, kernel: &Kernel) -> Result<usize, String> {
-    let units = match kernel.main {
-        Some(Op::BatchNorm { .. }) => batchnorm::Plan::of(program, kernel)?.rows,
-        _ => {
-            let g = Geo::of(program, kernel)?;
-            g.n * g.oh
-        }
-    };
+    let g = Geo::of(program, kernel)?;
+    let units = g.n * g.oh;
     usize::try_from(units).map_err(|_| format!("kernel '{}': negative extent", kernel.name))
 }
 
@@ -85,13 +77,6 @@ fn define(
     let n_bufs = kernel.inputs.len() + 1 + usize::from(ranged);
     let suffix = if ranged { "__range" } else { "" };
     let name = format!("{}__{}{suffix}", kernel.name, kernel.op_name());
-    if let Some(Op::BatchNorm { .. }) = kernel.main {
-        let plan = batchnorm::Plan::of(program, kernel)?;
-        return jit.define_kernel(&name, n_bufs, |b, env| {
-            let (start, end) = work_range(b, env, ranged, kernel.inputs.len() + 1, plan.rows)?;
-            plan.emit(b, env, start, end)
-        });
-    }
     let g = Geo::of(program, kernel)?;
     jit.define_kernel(&name, n_bufs, |b, env| {
         let bufs = Bufs {
@@ -113,7 +98,7 @@ fn define(
 
 /// The `[start, end)` of the outer units: constants, or read from buffer `index` and clamped
 /// to `0..extent`.
-fn work_range(
+pub(super) fn work_range(
     b: &mut FunctionBuilder,
     env: &FnEnv,
     ranged: bool,

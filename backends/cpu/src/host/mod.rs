@@ -12,11 +12,16 @@
 //! A host kernel stores its main result; a non-identity epilogue (only `lrn`, `gather` and
 //! `cast` to f32 could get one) runs afterwards as the ordinary in-place epilogue stage the
 //! planner adds for every kernel whose epilogue was not folded.
+//!
+//! One file per op family, named as in [`kiln_ir::schema::OpFamily`]: `elementwise` (cast),
+//! `window` (grouped conv2d), `reduce` (argmax), `normalize` (lrn), `movement` (gather). This
+//! file holds what they share: the planner, its checks, and the buffer views.
 
-mod cast;
-mod conv;
-mod indexing;
-mod lrn;
+mod elementwise;
+mod movement;
+mod normalize;
+mod reduce;
+mod window;
 
 use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
@@ -116,6 +121,18 @@ impl View<'_> {
     /// Whether the view has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl ViewMut<'_> {
+    /// Number of elements.
+    fn len(&self) -> usize {
+        match self {
+            ViewMut::F32(v) => v.len(),
+            ViewMut::I32(v) => v.len(),
+            ViewMut::I64(v) => v.len(),
+            ViewMut::Bool(v) => v.len(),
+        }
     }
 }
 
@@ -231,7 +248,7 @@ impl HostKernel {
                 }
             }
             HostOp::GroupedConv(attrs) => {
-                conv::check(attrs, x, &ins[1], out)?;
+                window::check(attrs, x, &ins[1], out)?;
             }
         }
         Ok(())
@@ -252,18 +269,18 @@ impl HostKernel {
                 [View::F32(x)],
             ) => match out {
                 ViewMut::F32(y) => {
-                    lrn::lrn(x, dims(0), *depth_radius, [*bias, *alpha, *beta], y);
+                    normalize::lrn(x, dims(0), *depth_radius, [*bias, *alpha, *beta], y);
                     Ok(())
                 }
                 _ => Err(self.bad_views()),
             },
-            (HostOp::ArgMax { axis }, [x]) => indexing::argmax(*x, dims(0), *axis, out),
+            (HostOp::ArgMax { axis }, [x]) => reduce::argmax(*x, dims(0), *axis, out),
             (HostOp::Gather { axis }, [params, indices]) => {
-                indexing::gather(*params, dims(0), *indices, *axis, out)
+                movement::gather(*params, dims(0), *indices, *axis, out)
             }
-            (HostOp::Cast, [x]) => cast::cast(*x, out),
+            (HostOp::Cast, [x]) => elementwise::cast(*x, out),
             (HostOp::GroupedConv(attrs), [View::F32(x), View::F32(w)]) => match out {
-                ViewMut::F32(y) => conv::grouped_conv(attrs, x, dims(0), w, dims(1), y),
+                ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
                 _ => Err(self.bad_views()),
             },
             _ => Err(self.bad_views()),

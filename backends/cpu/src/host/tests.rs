@@ -1,6 +1,7 @@
 //! Host kernels end to end: graphs lowered and planned by the real pipeline, run on the CPU
 //! executable, compared with the reference evaluator bit for bit (integer results, copies) or
-//! to rounding (lrn, conv); and the planner's routing of grouped convolutions.
+//! to rounding (lrn, conv); the planner's routing of grouped convolutions; and that the files
+//! of host/ are named after op families.
 
 use crate::plan::{Stage, Weights, plan};
 use crate::runtime::CpuExecutable;
@@ -231,4 +232,14 @@ fn grouped_convolutions_are_routed_and_correct() {
         };
         close(&got[0], &eval_op(&op, &[&x, &w]).unwrap(), 1e-5);
     }
+}
+
+#[test]
+fn files_are_named_after_op_families() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/host"));
+    let stray = kiln_ir::schema::modules_outside_the_taxonomy(dir, &["mod", "tests"]).unwrap();
+    assert!(
+        stray.is_empty(),
+        "host/ modules outside OpFamily: {stray:?}"
+    );
 }

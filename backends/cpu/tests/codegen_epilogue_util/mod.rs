@@ -4,7 +4,7 @@
 //! [`check_case`] (one call against the reference, then split ranges bit-equal to it).
 #![allow(dead_code)]
 
-use kiln_cpu::codegen::epilogue::{define_epilogue, epilogue_n_buffers, epilogue_outer_extent};
+use kiln_cpu::codegen::elementwise::{define_epilogue, epilogue_n_buffers, epilogue_outer_extent};
 use kiln_cpu::jit::{CompiledKernel, Jit, JitOptions};
 use kiln_ir::eval::eval_op;
 use kiln_ir::op::{BinaryOp, Op, UnaryOp};

@@ -13,12 +13,20 @@
 //!   [`Error::Unsupported`] naming the kernel; run-time failures that the shapes already decide
 //!   (an average pool window of only padding, argmax over an empty axis) become the launch's
 //!   `failure`, raised when the program runs, as the reference evaluator raises them.
+//!
+//! One file per op family, named as in [`kiln_ir::schema::OpFamily`] (`elementwise`, `matmul`,
+//! `window`, `reduce`, `normalize`, `movement`, `state`); `expr` (scalar C pieces and the fused
+//! epilogue) and `kernel` (a kernel's arguments and addressing) are shared helpers, and this
+//! file dispatches on the main op.
 
+mod elementwise;
 mod expr;
-mod gemm;
 mod kernel;
+mod matmul;
 mod movement;
+mod normalize;
 mod reduce;
+mod state;
 mod window;
 
 use kernel::KernelSrc;
@@ -155,14 +163,14 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         ));
     }
     let Some(main) = &src.kernel.main else {
-        return movement::elementwise(src, limits);
+        return elementwise::elementwise(src, limits);
     };
     match main {
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => gemm::matmul(src, limits, *transpose_a, *transpose_b),
-        Op::Conv2d(a) => gemm::conv2d(src, limits, a),
+        } => matmul::matmul(src, limits, *transpose_a, *transpose_b),
+        Op::Conv2d(a) => window::conv2d(src, limits, a),
         Op::DepthwiseConv2d(a) => window::depthwise(src, limits, a),
         Op::MaxPool(a) => window::pool(src, limits, a, false),
         Op::AvgPool(a) => window::pool(src, limits, a, true),
@@ -177,7 +185,7 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
             bias,
             alpha,
             beta,
-        } => reduce::lrn(src, limits, *depth_radius, [bias.0, alpha.0, beta.0]),
+        } => normalize::lrn(src, limits, *depth_radius, [bias.0, alpha.0, beta.0]),
         Op::ArgMax { axis, .. } => reduce::argmax(src, limits, axis_index(*axis)),
         Op::Reshape { .. } => movement::reshape(src, limits),
         Op::Transpose { perm } => movement::transpose(src, limits, perm),
@@ -190,10 +198,10 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         Op::BatchNorm {
             epsilon,
             data_format,
-        } => movement::batch_norm(src, limits, epsilon.0, *data_format),
-        Op::Assign(op) => movement::assign(src, limits, *op),
+        } => normalize::batch_norm(src, limits, epsilon.0, *data_format),
+        Op::Assign(op) => state::assign(src, limits, *op),
         Op::Gather { axis } => movement::gather(src, limits, axis_index(*axis)),
-        Op::Cast { .. } => movement::cast(src, limits),
+        Op::Cast { .. } => elementwise::cast(src, limits),
         // Program::validate rejects these as main ops; say so rather than panic.
         Op::Input(_)
         | Op::Var(_)

@@ -1,28 +1,21 @@
-//! One-work-item-per-element kernels: pure elementwise clusters, data movement (reshape,
-//! transpose, concat, slice, pad, gather), cast, batch_norm and assign.
+//! The movement family, one work-item per output element: reshape, transpose, concat, slice,
+//! pad and gather.
 //!
 //! Each computes, for flat output index `gid`, which input element it takes (or the fill value)
-//! with the dims baked in, then applies the epilogue. Movement ops and assign accept any dtype
-//! (the element type of the C pointers follows the buffers); batch_norm and assign_add/sub are
-//! f32. Gather checks every index at run time: an index outside `-n..n` sets the error flag
-//! (first failure wins, through `atomic_cmpxchg`) and the element gets 0, so no read ever leaves
-//! `params`.
+//! with the dims baked in, then applies the epilogue. Movement ops accept any dtype (the element
+//! type of the C pointers follows the buffers). Gather checks every index at run time: an index
+//! outside `-n..n` sets the error flag (first failure wins, through `atomic_cmpxchg`) and the
+//! element gets 0, so no read ever leaves `params`.
 
 use super::expr::{coord, ctype, lit, row_major, strided_offset};
 use super::kernel::KernelSrc;
 use super::{Body, Limits, per_element};
 use kiln_ir::DType;
-use kiln_ir::op::{AssignOp, DataFormat};
 use kiln_ir::shape::fmt_dims;
 use std::fmt::Write;
 
-/// A pure elementwise cluster: the epilogue alone.
-pub(super) fn elementwise(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, String> {
-    per_element(src, limits, "")
-}
-
 /// Checks that operand `i` has the output's dtype and returns its C type.
-fn same_dtype(src: &KernelSrc<'_>, i: usize) -> Result<&'static str, String> {
+pub(super) fn same_dtype(src: &KernelSrc<'_>, i: usize) -> Result<&'static str, String> {
     let (x, out) = (src.input(i)?, src.out());
     if x.dtype != out.dtype {
         return Err(format!(
@@ -252,77 +245,6 @@ pub(super) fn concat(
     per_element(src, limits, &main)
 }
 
-/// `batch_norm(x, scale, offset, mean, variance)`: per channel `(x - mean) * scale /
-/// sqrt(variance + epsilon) + offset`.
-pub(super) fn batch_norm(
-    src: &mut KernelSrc<'_>,
-    limits: &Limits,
-    epsilon: f32,
-    format: DataFormat,
-) -> Result<Body, String> {
-    let dims = src.input(0)?.dims.clone();
-    let axis = match format {
-        DataFormat::Nhwc if !dims.is_empty() => dims.len() - 1,
-        DataFormat::Nchw if dims.len() >= 2 => 1,
-        _ => {
-            return Err(format!(
-                "input {} has no channel axis for {}",
-                fmt_dims(&dims),
-                format.name()
-            ));
-        }
-    };
-    for i in 0..5 {
-        let b = src.input(i)?;
-        let want: &[usize] = if i == 0 { &dims } else { &dims[axis..=axis] };
-        if b.dtype != DType::F32 || b.dims.as_slice() != want {
-            return Err(format!(
-                "operand {i} is {}{}, expected f32{}",
-                b.dtype,
-                fmt_dims(&b.dims),
-                fmt_dims(want)
-            ));
-        }
-    }
-    let [x, scale, offset, mean, var] = [0, 1, 2, 3, 4].map(|i| src.buf(src.kernel.inputs[i]));
-    let main = format!(
-        "    const {it} ch = {c};\n    const float m = ({x}[gid] - {mean}[ch]) * {scale}[ch] * \
-         (1.0f / sqrt({var}[ch] + {eps})) + {offset}[ch];\n",
-        it = src.it,
-        c = coord("gid", &dims, axis),
-        eps = lit(epsilon),
-    );
-    per_element(src, limits, &main)
-}
-
-/// `assign*(var, value)`: the variable's new value.
-pub(super) fn assign(
-    src: &mut KernelSrc<'_>,
-    limits: &Limits,
-    op: AssignOp,
-) -> Result<Body, String> {
-    let ty = same_dtype(src, 1)?;
-    same_dtype(src, 0)?;
-    if src.input(0)?.dims != src.out().dims || src.input(1)?.dims != src.out().dims {
-        return Err(format!(
-            "value {} does not match variable {}",
-            fmt_dims(&src.input(1)?.dims),
-            fmt_dims(&src.input(0)?.dims)
-        ));
-    }
-    if op != AssignOp::Assign && src.out().dtype != DType::F32 {
-        return Err(format!("{} needs f32, got {}", op.name(), src.out().dtype));
-    }
-    let cur = src.input_name(0)?;
-    let val = src.input_name(1)?;
-    let value = match op {
-        AssignOp::Assign => format!("{val}[gid]"),
-        AssignOp::AssignAdd => format!("{cur}[gid] + {val}[gid]"),
-        AssignOp::AssignSub => format!("{cur}[gid] - {val}[gid]"),
-    };
-    per_element(src, limits, &format!("    const {ty} m = {value};\n"))
-}
-
 /// `gather(params, indices)` along `axis`, with the run-time index check.
 pub(super) fn gather(
     src: &mut KernelSrc<'_>,
@@ -386,34 +308,4 @@ pub(super) fn gather(
         code = src.index + 1,
     );
     per_element(src, limits, &main)
-}
-
-/// `cast(x)` to the output's dtype, with `tf.cast`'s rules.
-pub(super) fn cast(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, String> {
-    let from = src.input(0)?.dtype;
-    let to = src.out().dtype;
-    if src.input(0)?.dims != src.out().dims {
-        return Err(format!(
-            "input {} and output {} differ",
-            fmt_dims(&src.input(0)?.dims),
-            fmt_dims(&src.out().dims)
-        ));
-    }
-    let x = src.input_name(0)?;
-    let v = format!("{x}[gid]");
-    let value = match (from, to) {
-        (a, b) if a == b => v,
-        // Truncation toward zero, saturating; NaN is 0 (tf.cast / Rust `as`).
-        (DType::F32, DType::I32) => format!("(isnan({v}) ? 0 : convert_int_sat_rtz({v}))"),
-        (DType::F32, DType::I64) => format!("(isnan({v}) ? 0L : convert_long_sat_rtz({v}))"),
-        (_, DType::Bool) => format!("(uchar)({v} != 0)"),
-        (_, DType::F32) => format!("convert_float({v})"),
-        // Integer narrowing keeps the low bits (two's complement), like Rust `as`.
-        (_, t) => format!("({})({v})", ctype(t)),
-    };
-    per_element(
-        src,
-        limits,
-        &format!("    const {} m = {value};\n", ctype(to)),
-    )
 }

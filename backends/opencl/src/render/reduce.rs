@@ -1,5 +1,5 @@
-//! Reductions: reduce_sum/mean/max/min over any axis set, softmax and log_softmax along one
-//! axis, lrn (a window over the last axis) and argmax.
+//! The reduce family: reduce_sum/mean/max/min over any axis set, softmax and log_softmax along
+//! one axis, and argmax.
 //!
 //! A reduction with few outputs or long rows gets one work-group per output: each work-item
 //! folds a strided share of the row, then a fixed tree in local memory combines the shares. Many
@@ -34,7 +34,7 @@ fn group_size(limits: &Limits) -> usize {
 }
 
 /// The input, checked to be f32.
-fn f32_input(src: &KernelSrc<'_>) -> Result<Vec<usize>, String> {
+pub(super) fn f32_input(src: &KernelSrc<'_>) -> Result<Vec<usize>, String> {
     let x = src.input(0)?;
     if x.dtype != DType::F32 {
         return Err(format!(
@@ -279,44 +279,6 @@ pub(super) fn softmax(
 "
     );
     Ok(row_body(grouped, l, limits, outputs, code))
-}
-
-/// `lrn(x)`: `x / (bias + alpha * sum(x[c-r..=c+r]^2)) ^ beta` over the last axis.
-pub(super) fn lrn(
-    src: &mut KernelSrc<'_>,
-    limits: &Limits,
-    radius: usize,
-    [bias, alpha, beta]: [f32; 3],
-) -> Result<Body, String> {
-    let dims = f32_input(src)?;
-    if dims != src.out().dims.as_slice() || dims.is_empty() {
-        return Err(format!(
-            "lrn of input {} to output {}",
-            fmt_dims(&dims),
-            fmt_dims(&src.out().dims)
-        ));
-    }
-    let c = dims[dims.len() - 1];
-    // A radius beyond the axis length covers the whole axis either way.
-    let r = radius.min(c);
-    let it = src.it;
-    let x = src.input_name(0)?;
-    let main = format!(
-        "    const {it} ch = gid % {c};
-    const {it} lo = max(ch - {r}, ({it})0), hi = min(ch + {r}, ({it}){cm1});
-    float sq = 0.0f;
-    for ({it} j = lo; j <= hi; j++) {{
-        const float v = {x}[gid - ch + j];
-        sq += v * v;
-    }}
-    const float m = {x}[gid] / pow({b} + {a} * sq, {be});
-",
-        cm1 = c - 1,
-        b = lit(bias),
-        a = lit(alpha),
-        be = lit(beta),
-    );
-    per_element(src, limits, &main)
 }
 
 /// `argmax(x)` along `axis`, as i32 or i64; x is f32, i32 or i64 (compared in its own type).

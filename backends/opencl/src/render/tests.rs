@@ -1,6 +1,7 @@
 //! Renderer unit tests that need no device: which kernel shape each op gets for which sizes
-//! and device limits, how buffers are bound, and that unsupported kernels are errors naming
-//! them. (Numerical agreement is tested on a device in `tests/`.)
+//! and device limits, how buffers are bound, that unsupported kernels are errors naming them,
+//! and that render/'s files are named after op families. (Numerical agreement is tested on a
+//! device in `tests/`.)
 
 use super::*;
 use kiln_ir::backend::CompileRequest;
@@ -150,4 +151,15 @@ fn gather_reports_through_the_error_flag() {
         // Until `Program::validate` accepts gather's two operands, rendering must fail cleanly.
         Err(e) => assert!(e.to_string().contains("gather"), "{e}"),
     }
+}
+
+#[test]
+fn files_are_named_after_op_families() {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/render"));
+    let others = ["mod", "tests", "expr", "kernel"];
+    let stray = kiln_ir::schema::modules_outside_the_taxonomy(dir, &others).unwrap();
+    assert!(
+        stray.is_empty(),
+        "render/ modules outside OpFamily: {stray:?}"
+    );
 }

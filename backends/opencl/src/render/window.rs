@@ -1,7 +1,9 @@
-//! Window ops with one work-item per output element: the direct conv2d (for contractions too
-//! thin to tile, e.g. one input and one output channel), depthwise_conv2d, max_pool and
-//! avg_pool; and the window geometry (TensorFlow's SAME / VALID / explicit padding) that the
-//! tiled conv in `gemm.rs` shares.
+//! The window family: conv2d, depthwise_conv2d, max_pool and avg_pool, and the window geometry
+//! (TensorFlow's SAME / VALID / explicit padding) they share. conv2d is an implicit GEMM on the
+//! tiled kernel of `matmul.rs` (`M = n*oh*ow`, `N = cout / groups`, `K = kh*kw*cin_per_group`;
+//! group `g` is the third grid dimension, like a batch; conv taps in the padding load zeros),
+//! or, for contractions too thin to tile (e.g. one input and one output channel), a direct
+//! convolution with one work-item per output element like the other window ops.
 //!
 //! Geometry comes from `kiln_ir::infer::window_dim`, the formula shape inference uses, so the
 //! two cannot disagree. Window coordinates are computed in `long`: strides, dilations and
@@ -12,6 +14,7 @@
 
 use super::expr::coord;
 use super::kernel::KernelSrc;
+use super::matmul::{Gemm, tile_side, tiled};
 use super::{Body, Limits, per_element};
 use kiln_ir::DType;
 use kiln_ir::image::Image;
@@ -22,7 +25,7 @@ use std::fmt::Write;
 
 /// OpenCL C index expressions over an image ([`Image`] is kiln-ir's, shared with the
 /// reference evaluator).
-pub(super) trait ImageSrc {
+trait ImageSrc {
     /// The C flat index of element (n, y, x, c), given C expressions.
     fn c_at(&self, n: &str, y: &str, x: &str, c: &str) -> String;
     /// C statements defining `on`, `oy`, `ox`, `oc` from flat index `gid` over this image.
@@ -61,7 +64,7 @@ impl ImageSrc for Image {
 
 /// One spatial axis: output extent, padding before, stride, dilation, kernel extent.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Axis {
+struct Axis {
     pub input: usize,
     pub out: usize,
     pub before: usize,
@@ -71,7 +74,7 @@ pub(super) struct Axis {
 }
 
 /// Geometry of both spatial axes.
-pub(super) fn spatial(
+fn spatial(
     img: &Image,
     k: [usize; 2],
     strides: [usize; 2],
@@ -119,7 +122,7 @@ fn check_out(src: &KernelSrc<'_>, want: &Image) -> Result<(), String> {
 }
 
 /// Validated shapes of a conv2d: input image, `[kh, kw, cin_per_group, cout]`, groups, axes.
-pub(super) struct ConvShape {
+struct ConvShape {
     pub img: Image,
     pub out: Image,
     pub kh: usize,
@@ -131,7 +134,7 @@ pub(super) struct ConvShape {
 }
 
 /// Checks conv2d's operands (grouped when the image has `groups * cin` channels).
-pub(super) fn conv_shape(src: &KernelSrc<'_>, attrs: &ConvAttrs) -> Result<ConvShape, String> {
+fn conv_shape(src: &KernelSrc<'_>, attrs: &ConvAttrs) -> Result<ConvShape, String> {
     let (x, w) = (src.input(0)?, src.input(1)?);
     if x.dtype != DType::F32 || w.dtype != DType::F32 {
         return Err(format!(
@@ -205,11 +208,7 @@ fn window_loops(ax: &[Axis; 2], tap: &str) -> String {
 }
 
 /// conv2d with one work-item per output element (grouped, any layout).
-pub(super) fn conv_direct(
-    src: &mut KernelSrc<'_>,
-    limits: &Limits,
-    s: &ConvShape,
-) -> Result<Body, String> {
+fn conv_direct(src: &mut KernelSrc<'_>, limits: &Limits, s: &ConvShape) -> Result<Body, String> {
     let x = src.input_name(0)?;
     let w = src.input_name(1)?;
     let cog = s.cout / s.groups;
@@ -227,6 +226,83 @@ pub(super) fn conv_direct(
     );
     main.push_str(&window_loops(&s.ax, &tap));
     per_element(src, limits, &main)
+}
+
+/// Whether every coordinate the tiled conv computes in `int` fits: padded extents times
+/// strides and dilations stay far below 2^31.
+fn conv_fits_int(s: &ConvShape) -> bool {
+    let limit = 1u128 << 30;
+    s.ax.iter().all(|a| {
+        let reach = (a.out as u128) * (a.stride as u128)
+            + (a.k as u128) * (a.dilation as u128)
+            + a.before as u128
+            + a.input as u128;
+        reach < limit
+    })
+}
+
+/// `conv2d(x, w)`, grouped when x has `groups * cin` channels.
+pub(super) fn conv2d(
+    src: &mut KernelSrc<'_>,
+    limits: &Limits,
+    attrs: &ConvAttrs,
+) -> Result<Body, String> {
+    let s = conv_shape(src, attrs)?;
+    let cog = s.cout / s.groups;
+    let ohw = s.out.h * s.out.w;
+    let g = Gemm {
+        m: s.img.n * ohw,
+        n: cog,
+        k: s.kh * s.kw * s.cg,
+        batch: s.groups,
+        load_a: String::new(),
+        load_b: String::new(),
+        out_index: String::new(),
+    };
+    let t = match tile_side(&g, limits) {
+        Some(t) if src.it == "int" && conv_fits_int(&s) => t,
+        _ => return conv_direct(src, limits, &s),
+    };
+    let x = src.input_name(0)?;
+    let w = src.input_name(1)?;
+    let [ay, ax] = &s.ax;
+    let load_a = format!(
+        "    const int on = mi / {ohw}, r = mi % {ohw};
+    const int oy = r / {ow}, ox = r % {ow};
+    const int ky = ki / {kwcg}, kx = (ki / {cg}) % {kw}, c = ki % {cg};
+    const int iy = oy * {sy} + ky * {dy} - {py};
+    const int ix = ox * {sx} + kx * {dx} - {px};
+    if (iy >= 0 && iy < {h} && ix >= 0 && ix < {wd}) av = {x}[{xi}];
+",
+        ow = s.out.w,
+        kwcg = s.kw * s.cg,
+        cg = s.cg,
+        kw = s.kw,
+        sy = ay.stride,
+        dy = ay.dilation,
+        py = ay.before,
+        sx = ax.stride,
+        dx = ax.dilation,
+        px = ax.before,
+        h = s.img.h,
+        wd = s.img.w,
+        xi = s.img.c_at("on", "iy", "ix", &format!("z * {} + c", s.cg)),
+    );
+    let load_b = format!("    bv = {w}[ki * {} + z * {cog} + ni];\n", s.cout);
+    let out_index = match s.img.format {
+        DataFormat::Nhwc => format!("mi * {} + z * {cog} + ni", s.cout),
+        DataFormat::Nchw => format!(
+            "(mi / {ohw}) * {} + (z * {cog} + ni) * {ohw} + mi % {ohw}",
+            s.cout * ohw
+        ),
+    };
+    let g = Gemm {
+        load_a,
+        load_b,
+        out_index,
+        ..g
+    };
+    tiled(src, &g, t)
 }
 
 /// depthwise_conv2d: output channel `c * mult + m` convolves input channel `c` with

@@ -133,7 +133,7 @@ fn addr_plus(b: &mut FunctionBuilder, base: Value, off: usize) -> Result<Value, 
 
 /// Copies `bytes` bytes from `src` to `dst` (not overlapping): 64-byte vector loop, then a
 /// straight-line tail of 16/8/4/2/1-byte pieces (the length is a compile-time constant).
-pub(super) fn emit_run_copy(
+pub(crate) fn emit_run_copy(
     b: &mut FunctionBuilder,
     src: Value,
     dst: Value,

@@ -263,7 +263,7 @@ impl Geo {
 
 /// A loop index: a constant of an unrolled loop or the induction variable of an emitted one.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Ix {
+pub(crate) enum Ix {
     /// Unrolled: known when compiling.
     S(i64),
     /// An `i64` SSA value.
@@ -273,7 +273,7 @@ pub(super) enum Ix {
 /// A linear element index `c + v`, with the constant part kept apart so it can become a load's
 /// immediate offset.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Lin {
+pub(crate) struct Lin {
     /// Compile-time part.
     pub c: i64,
     /// Run-time part (an `i64` value), if any.
@@ -365,7 +365,7 @@ impl Lin {
 /// hoisted out of loops when invariant (filter values). Pure values are only hoisted to
 /// preheaders of loops they do not depend on; every load on a border path depends on the
 /// checked tap index, so none is moved above its bounds check.
-pub(super) fn load(b: &mut FunctionBuilder, ty: Type, base: Value, at: Lin) -> Value {
+pub(crate) fn load(b: &mut FunctionBuilder, ty: Type, base: Value, at: Lin) -> Value {
     let (p, off) = at.addr(b, base);
     let flags = data_flags().with_readonly().with_can_move();
     b.ins().load(ty, flags, p, off)
@@ -381,7 +381,7 @@ pub(super) fn mac(b: &mut FunctionBuilder, acc: Value, x: Value, w: Value) -> Va
 }
 
 /// Stores `x` at element `at` of the buffer at `base`.
-pub(super) fn store(b: &mut FunctionBuilder, base: Value, at: Lin, x: Value) {
+pub(crate) fn store(b: &mut FunctionBuilder, base: Value, at: Lin, x: Value) {
     let (p, off) = at.addr(b, base);
     b.ins().store(data_flags(), x, p, off);
 }
@@ -452,7 +452,7 @@ pub(super) fn imax(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
 }
 
 /// `min(a, b)` of `i64` values (signed).
-pub(super) fn imin(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
+pub(crate) fn imin(b: &mut FunctionBuilder, x: Value, y: Value) -> Value {
     let lt = b.ins().icmp(IntCC::SignedLessThan, x, y);
     b.ins().select(lt, x, y)
 }

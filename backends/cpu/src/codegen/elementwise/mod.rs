@@ -1,5 +1,6 @@
-//! The epilogue stage, and whole elementwise kernels (no main op), generated from a kernel's
-//! [`Expr`](kiln_ir::program::Expr).
+//! The elementwise family: the epilogue stage, and whole elementwise kernels (no main op),
+//! generated from a kernel's [`Expr`](kiln_ir::program::Expr). (`cast`, also elementwise, runs
+//! on the host: see `crate::host`.)
 //!
 //! # ABI (differs from main-stage kernels)
 //!

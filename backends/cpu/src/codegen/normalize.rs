@@ -1,6 +1,8 @@
-//! `batch_norm(x, scale, offset, mean, variance)`, inference form:
+//! Main-stage kernels of the normalize family: `batch_norm(x, scale, offset, mean, variance)`,
+//! inference form:
 //! `out = (x - mean[c]) * (scale[c] / sqrt(variance[c] + epsilon)) + offset[c]` along the
-//! channel axis (last for NHWC, axis 1 for NCHW, any rank the op accepts).
+//! channel axis (last for NHWC, axis 1 for NCHW, any rank the op accepts). (`lrn`, the other
+//! normalize op, runs on the host: see `crate::host`.)
 //!
 //! Two layouts of work, both over "rows" (the outer units of the range ABI):
 //! - Channels innermost (NHWC, or NCHW of rank 2): a row is one position's `C` contiguous
@@ -9,6 +11,11 @@
 //!   the tile's rows.
 //! - Channels outer (NCHW): a row is the contiguous plane of one (batch, channel), so the
 //!   factors are scalars splatted across an f32x4 loop with a scalar tail.
+//!
+//! Threading is the window kernels' range ABI (see [`super::window`]), whose work-range reader
+//! and element-index helpers this file shares: [`define_normalize_range`] appends a pointer to
+//! two `i64` `[start, end)` selecting the rows [`normalize_outer_extent`] counts, and disjoint
+//! ranges write disjoint output elements.
 
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
@@ -17,19 +24,63 @@ use kiln_ir::op::{DataFormat, Op};
 use kiln_ir::program::{Kernel, Program};
 use kiln_ir::shape::fmt_dims;
 
-use super::geom::{Ix, Lin, imin, load, store};
-use crate::jit::FnEnv;
+use super::window::geom::{Ix, Lin, imin, load, store};
+use super::window::work_range;
 use crate::jit::loops::{Bound, for_range, for_range_tail};
+use crate::jit::{FnEnv, Jit, KernelId};
 use crate::math::{MathConfig, emit_f32_const, emit_mul_add};
+
+/// Defines the main-stage kernel of a batch_norm kernel, computing the whole output.
+/// Buffers: `kernel.inputs`, then the output.
+pub fn define_normalize(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+) -> Result<KernelId, String> {
+    define(jit, program, kernel, false)
+}
+
+/// Like [`define_normalize`] with one extra last buffer: a pointer to two `i64` `[start, end)`
+/// selecting the rows (see [`normalize_outer_extent`]) this call computes.
+pub fn define_normalize_range(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+) -> Result<KernelId, String> {
+    define(jit, program, kernel, true)
+}
+
+/// Number of outer work units (rows of the channel loop) of a batch_norm kernel. An error
+/// names the kernel when it is not batch_norm or its shapes are invalid.
+pub fn normalize_outer_extent(program: &Program, kernel: &Kernel) -> Result<usize, String> {
+    let rows = Plan::of(program, kernel)?.rows;
+    usize::try_from(rows).map_err(|_| format!("kernel '{}': negative extent", kernel.name))
+}
+
+fn define(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+    ranged: bool,
+) -> Result<KernelId, String> {
+    let n_bufs = kernel.inputs.len() + 1 + usize::from(ranged);
+    let suffix = if ranged { "__range" } else { "" };
+    let name = format!("{}__{}{suffix}", kernel.name, kernel.op_name());
+    let plan = Plan::of(program, kernel)?;
+    jit.define_kernel(&name, n_bufs, |b, env| {
+        let (start, end) = work_range(b, env, ranged, kernel.inputs.len() + 1, plan.rows)?;
+        plan.emit(b, env, start, end)
+    })
+}
 
 /// Elements per tile in the channels-innermost layout (keeps a tile in L1).
 const TILE_ELEMS: i64 = 2048;
 
 /// Shape facts of one batch_norm kernel.
 #[derive(Clone, Debug)]
-pub(super) struct Plan {
+struct Plan {
     /// Outer work units.
-    pub rows: i64,
+    rows: i64,
     /// Channels.
     c: i64,
     /// Elements after the channel axis (1 when channels are innermost).
@@ -39,7 +90,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// Reads and checks the shapes of a batch_norm kernel.
-    pub fn of(program: &Program, kernel: &Kernel) -> Result<Plan, String> {
+    fn of(program: &Program, kernel: &Kernel) -> Result<Plan, String> {
         let ctx = |m: String| format!("kernel '{}' (batch_norm): {m}", kernel.name);
         let Some(Op::BatchNorm {
             epsilon,
@@ -117,7 +168,7 @@ impl Plan {
     }
 
     /// Emits rows `start..end`.
-    pub fn emit(
+    fn emit(
         &self,
         b: &mut FunctionBuilder,
         env: &mut FnEnv,

@@ -1,6 +1,6 @@
-//! Contractions: matmul (rank 2 and batched rank 3, with transposes and batch broadcasting)
-//! and conv2d as an implicit GEMM (`M = n*oh*ow`, `N = cout / groups`, `K = kh*kw*cin_per_group`;
-//! group `g` is the third grid dimension, like a batch).
+//! The matmul family: matmul (rank 2 and batched rank 3, with transposes and batch
+//! broadcasting), and the tiled GEMM kernel it runs on, which `window.rs` also renders conv2d
+//! with, as an implicit GEMM.
 //!
 //! The tiled kernel is the classic local-memory SGEMM: a `T x T` work-group computes a
 //! `T*R x T*R` output tile, each work-item an `R x R` register block (R = 4); K advances in
@@ -12,13 +12,14 @@
 //!
 //! Thin contractions (few rows, columns or a short K: the seed case's 1-channel conv, tiny
 //! matmuls) waste most of a tile, so they use one work-item per output instead.
+//!
+//! conv2d's renderer lives in `window.rs`, with the other window ops: only the tiled kernel is
+//! shared, through [`Gemm`], [`tile_side`] and [`tiled`].
 
 use super::expr::coord;
 use super::kernel::KernelSrc;
-use super::window::{ConvShape, ImageSrc, conv_direct, conv_shape};
 use super::{Body, Limits, per_element, store_f32};
 use kiln_ir::DType;
-use kiln_ir::op::{ConvAttrs, DataFormat};
 use kiln_ir::shape::fmt_dims;
 use std::fmt::Write;
 
@@ -29,23 +30,27 @@ const TK: usize = 16;
 
 /// A GEMM `out[z][mi][ni] = sum_ki A[z][mi][ki] * B[z][ki][ni]` whose operand reads and output
 /// index are C snippets.
-struct Gemm {
-    m: usize,
-    n: usize,
-    k: usize,
-    batch: usize,
+pub(super) struct Gemm {
+    /// Rows of A and of the output.
+    pub m: usize,
+    /// Columns of B and of the output.
+    pub n: usize,
+    /// The contracted extent.
+    pub k: usize,
+    /// Independent products, the third grid dimension.
+    pub batch: usize,
     /// Statements that set `av` to A at (`z`, `mi`, `ki`), all in range.
-    load_a: String,
+    pub load_a: String,
     /// Statements that set `bv` to B at (`z`, `ki`, `ni`), all in range.
-    load_b: String,
+    pub load_b: String,
     /// The flat output index of (`z`, `mi`, `ni`).
-    out_index: String,
+    pub out_index: String,
 }
 
 /// The work-group side `T` of the tiled kernel, or `None` when tiling does not pay or does not
 /// fit the device. Sizes below which tiling is skipped: with fewer than 16 rows or columns or
 /// a K below 16 most of a 64x64 tile is padding.
-fn tile_side(g: &Gemm, limits: &Limits) -> Option<usize> {
+pub(super) fn tile_side(g: &Gemm, limits: &Limits) -> Option<usize> {
     if g.m < 16 || g.n < 16 || g.k < 16 || g.m.saturating_mul(g.n).saturating_mul(g.k) < 1 << 16 {
         return None;
     }
@@ -56,7 +61,7 @@ fn tile_side(g: &Gemm, limits: &Limits) -> Option<usize> {
 }
 
 /// The tiled kernel body for `g` with work-group side `t`.
-fn tiled(src: &mut KernelSrc<'_>, g: &Gemm, t: usize) -> Result<Body, String> {
+pub(super) fn tiled(src: &mut KernelSrc<'_>, g: &Gemm, t: usize) -> Result<Body, String> {
     let it = src.it;
     let (tm, tn, wg) = (t * R, t * R, t * t);
     let Gemm { m, n, k, batch, .. } = *g;
@@ -225,81 +230,4 @@ pub(super) fn matmul(
         ni = coord("gid", &out3, 2),
     );
     per_element(src, limits, &main)
-}
-
-/// Whether every coordinate the tiled conv computes in `int` fits: padded extents times
-/// strides and dilations stay far below 2^31.
-fn conv_fits_int(s: &ConvShape) -> bool {
-    let limit = 1u128 << 30;
-    s.ax.iter().all(|a| {
-        let reach = (a.out as u128) * (a.stride as u128)
-            + (a.k as u128) * (a.dilation as u128)
-            + a.before as u128
-            + a.input as u128;
-        reach < limit
-    })
-}
-
-/// `conv2d(x, w)`, grouped when x has `groups * cin` channels.
-pub(super) fn conv2d(
-    src: &mut KernelSrc<'_>,
-    limits: &Limits,
-    attrs: &ConvAttrs,
-) -> Result<Body, String> {
-    let s = conv_shape(src, attrs)?;
-    let cog = s.cout / s.groups;
-    let ohw = s.out.h * s.out.w;
-    let g = Gemm {
-        m: s.img.n * ohw,
-        n: cog,
-        k: s.kh * s.kw * s.cg,
-        batch: s.groups,
-        load_a: String::new(),
-        load_b: String::new(),
-        out_index: String::new(),
-    };
-    let t = match tile_side(&g, limits) {
-        Some(t) if src.it == "int" && conv_fits_int(&s) => t,
-        _ => return conv_direct(src, limits, &s),
-    };
-    let x = src.input_name(0)?;
-    let w = src.input_name(1)?;
-    let [ay, ax] = &s.ax;
-    let load_a = format!(
-        "    const int on = mi / {ohw}, r = mi % {ohw};
-    const int oy = r / {ow}, ox = r % {ow};
-    const int ky = ki / {kwcg}, kx = (ki / {cg}) % {kw}, c = ki % {cg};
-    const int iy = oy * {sy} + ky * {dy} - {py};
-    const int ix = ox * {sx} + kx * {dx} - {px};
-    if (iy >= 0 && iy < {h} && ix >= 0 && ix < {wd}) av = {x}[{xi}];
-",
-        ow = s.out.w,
-        kwcg = s.kw * s.cg,
-        cg = s.cg,
-        kw = s.kw,
-        sy = ay.stride,
-        dy = ay.dilation,
-        py = ay.before,
-        sx = ax.stride,
-        dx = ax.dilation,
-        px = ax.before,
-        h = s.img.h,
-        wd = s.img.w,
-        xi = s.img.c_at("on", "iy", "ix", &format!("z * {} + c", s.cg)),
-    );
-    let load_b = format!("    bv = {w}[ki * {} + z * {cog} + ni];\n", s.cout);
-    let out_index = match s.img.format {
-        DataFormat::Nhwc => format!("mi * {} + z * {cog} + ni", s.cout),
-        DataFormat::Nchw => format!(
-            "(mi / {ohw}) * {} + (z * {cog} + ni) * {ohw} + mi % {ohw}",
-            s.cout * ohw
-        ),
-    };
-    let g = Gemm {
-        load_a,
-        load_b,
-        out_index,
-        ..g
-    };
-    tiled(src, &g, t)
 }

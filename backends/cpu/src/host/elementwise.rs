@@ -11,12 +11,8 @@ pub(super) fn cast(x: View<'_>, out: ViewMut<'_>) -> Result<(), String> {
             *d = f(s);
         }
     }
-    if x.len() != out_len(&out) {
-        return Err(format!(
-            "cast of {} elements into {}",
-            x.len(),
-            out_len(&out)
-        ));
+    if x.len() != out.len() {
+        return Err(format!("cast of {} elements into {}", x.len(), out.len()));
     }
     match (x, out) {
         (View::F32(s), ViewMut::F32(d)) => d.copy_from_slice(s),
@@ -38,13 +34,4 @@ pub(super) fn cast(x: View<'_>, out: ViewMut<'_>) -> Result<(), String> {
         (View::Bool(s), ViewMut::Bool(d)) => each(s, d, |a| u8::from(a != 0)),
     }
     Ok(())
-}
-
-fn out_len(out: &ViewMut<'_>) -> usize {
-    match out {
-        ViewMut::F32(v) => v.len(),
-        ViewMut::I32(v) => v.len(),
-        ViewMut::I64(v) => v.len(),
-        ViewMut::Bool(v) => v.len(),
-    }
 }
