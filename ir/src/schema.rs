@@ -558,6 +558,37 @@ mod tests {
         );
     }
 
+    /// `infer/` and `eval/` keep one file (or folder) per op family; the CPU and OpenCL
+    /// backends check their own folders the same way.
+    #[test]
+    fn infer_and_eval_files_follow_the_op_families() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let infer = ["mod", "movement_tests", "window_tests"];
+        for (dir, others) in [("infer", &infer[..]), ("eval", &["mod"][..])] {
+            let stray = modules_outside_the_taxonomy(&src.join(dir), others).unwrap();
+            assert!(
+                stray.is_empty(),
+                "{dir}/ has modules outside the op families: {stray:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_has_its_inference_and_evaluation_module() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for dir in ["infer", "eval"] {
+            for f in OpFamily::ALL {
+                let (file, folder) = (format!("{}.rs", f.name()), f.name());
+                let here = src.join(dir);
+                assert!(
+                    here.join(file).is_file() || here.join(folder).is_dir(),
+                    "{dir}/ has no module for the {} family",
+                    f.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn aliases_name_an_attribute_of_the_same_op() {
         for s in OPS {

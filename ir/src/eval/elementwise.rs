@@ -1,11 +1,15 @@
 //! Elementwise ops: unary functions, binary functions with numpy broadcasting, bias_add, and
-//! the assign family (whose value is the variable's new value).
+//! `cast` (in `elementwise/cast.rs`).
 //!
 //! Transcendentals are evaluated in f64 and rounded once to f32, so they are correctly rounded
 //! in all but rare cases; +, -, *, / and sqrt are exact-rounded in f32 already.
 
+mod cast;
+
+pub(super) use cast::cast;
+
 use super::{alloc, channel_axis, f32_data, finish, nan_max, nan_min, numel, prod, strides};
-use crate::op::{AssignOp, BinaryOp, DataFormat, UnaryOp};
+use crate::op::{BinaryOp, DataFormat, UnaryOp};
 use crate::shape::fmt_dims;
 use crate::tensor::Tensor;
 
@@ -134,28 +138,6 @@ pub(super) fn bias_add(x: &Tensor, b: &Tensor, format: DataFormat) -> Result<Ten
         .map(|(i, &v)| v + bs[(i / inner) % c])
         .collect();
     finish(x.dims(), values)
-}
-
-/// `assign*(var, value)`: the variable's new value. Shapes must match exactly (no
-/// broadcasting, as TensorFlow's `validate_shape`).
-pub(super) fn assign(op: AssignOp, current: &Tensor, value: &Tensor) -> Result<Tensor, String> {
-    if current.ty() != value.ty() {
-        return Err(format!(
-            "value {} does not match the variable's type {}",
-            value.ty(),
-            current.ty()
-        ));
-    }
-    if op == AssignOp::Assign {
-        return Ok(value.clone());
-    }
-    let cs = f32_data(current, "variable")?;
-    let vs = f32_data(value, "value")?;
-    let sign = if op == AssignOp::AssignAdd { 1.0 } else { -1.0 };
-    finish(
-        current.dims(),
-        cs.iter().zip(vs).map(|(&c, &v)| c + sign * v).collect(),
-    )
 }
 
 #[cfg(test)]
@@ -342,29 +324,5 @@ mod tests {
         let err = bias_add(&x, &t(&[3], &[0.0; 3]), DataFormat::Nhwc).unwrap_err();
         assert!(err.contains("[3]") && err.contains("[1,2,2,2]"), "{err}");
         assert!(bias_add(&Tensor::scalar(1.0), &b, DataFormat::Nhwc).is_err());
-    }
-
-    #[test]
-    fn assign_family() {
-        let cur = t(&[2], &[1.0, 2.0]);
-        let val = t(&[2], &[10.0, 20.0]);
-        assert_eq!(assign(AssignOp::Assign, &cur, &val).unwrap(), val);
-        assert_close(
-            &assign(AssignOp::AssignAdd, &cur, &val).unwrap(),
-            &[2],
-            &[11.0, 22.0],
-            0.0,
-        );
-        assert_close(
-            &assign(AssignOp::AssignSub, &cur, &val).unwrap(),
-            &[2],
-            &[-9.0, -18.0],
-            0.0,
-        );
-        let err = assign(AssignOp::AssignAdd, &cur, &t(&[1], &[1.0])).unwrap_err();
-        assert!(err.contains("f32[1]") && err.contains("f32[2]"), "{err}");
-        let ints = Tensor::new(&[2], Data::I32(vec![1, 2])).unwrap();
-        assert_eq!(assign(AssignOp::Assign, &ints, &ints).unwrap(), ints);
-        assert!(assign(AssignOp::AssignAdd, &ints, &ints).is_err());
     }
 }

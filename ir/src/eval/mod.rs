@@ -16,20 +16,16 @@
 //!   dtype, `argmax` on f32/i32/i64, `cast` between all dtypes; all other ops need f32
 //!   operands.
 
-mod conv;
 mod elementwise;
 mod fused;
-mod indexing;
-mod lrn;
 mod matmul;
 mod movement;
-mod norm;
-mod pool;
+mod normalize;
 mod reduce;
-mod source;
+mod state;
 mod window;
 
-pub use source::{shared_source_value, source_value};
+pub use state::{shared_source_value, source_value};
 
 use crate::op::{DataFormat, Op};
 use crate::shape::{TensorType, fmt_dims};
@@ -63,7 +59,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
         }
         Op::Assign(a) => {
             let [current, value] = operands(op, inputs)?;
-            elementwise::assign(*a, current, value)
+            state::assign(*a, current, value)
         }
         Op::MatMul {
             transpose_a,
@@ -74,19 +70,19 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
         }
         Op::Conv2d(attrs) => {
             let [x, w] = operands(op, inputs)?;
-            conv::conv2d(x, w, attrs)
+            window::conv::conv2d(x, w, attrs)
         }
         Op::DepthwiseConv2d(attrs) => {
             let [x, w] = operands(op, inputs)?;
-            conv::depthwise_conv2d(x, w, attrs)
+            window::conv::depthwise_conv2d(x, w, attrs)
         }
         Op::MaxPool(attrs) => {
             let [x] = operands(op, inputs)?;
-            pool::max_pool(x, attrs)
+            window::pool::max_pool(x, attrs)
         }
         Op::AvgPool(attrs) => {
             let [x] = operands(op, inputs)?;
-            pool::avg_pool(x, attrs)
+            window::pool::avg_pool(x, attrs)
         }
         Op::Reduce {
             op: r,
@@ -134,7 +130,7 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             data_format,
         } => {
             let [x, scale, offset, mean, variance] = operands(op, inputs)?;
-            norm::batch_norm(x, [scale, offset, mean, variance], epsilon.0, *data_format)
+            normalize::batch_norm(x, [scale, offset, mean, variance], epsilon.0, *data_format)
         }
         Op::Fused(f) => fused::fused(f, inputs),
         Op::Lrn {
@@ -144,19 +140,19 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             beta,
         } => {
             let [x] = operands(op, inputs)?;
-            lrn::lrn(x, *depth_radius, bias.0, alpha.0, beta.0)
+            normalize::lrn(x, *depth_radius, bias.0, alpha.0, beta.0)
         }
         Op::ArgMax { axis, output_type } => {
             let [x] = operands(op, inputs)?;
-            indexing::argmax(x, *axis, *output_type)
+            reduce::argmax(x, *axis, *output_type)
         }
         Op::Gather { axis } => {
             let [params, indices] = operands(op, inputs)?;
-            indexing::gather(params, indices, *axis)
+            movement::gather(params, indices, *axis)
         }
         Op::Cast { to } => {
             let [x] = operands(op, inputs)?;
-            indexing::cast(x, *to)
+            elementwise::cast(x, *to)
         }
     }
 }
@@ -331,7 +327,7 @@ mod testutil {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::t;
+    use super::testutil::{noise, t};
     use super::*;
     use crate::op::{Float, Initializer, Source, UnaryOp};
     use crate::shape::{Shape, TensorType};
@@ -485,5 +481,59 @@ mod tests {
         assert_eq!(channel_axis(&[5], DataFormat::Nhwc, "x"), Ok(0));
         assert!(channel_axis(&[5], DataFormat::Nchw, "x").is_err());
         assert!(channel_axis(&[], DataFormat::Nhwc, "x").is_err());
+    }
+
+    /// The new ops (and grouped conv) on many operand combinations: Ok or Err, never a panic.
+    #[test]
+    fn no_panic_on_any_operands() {
+        use crate::DType;
+        use crate::op::{ConvAttrs, Float};
+        use crate::tensor::Data;
+        let i32s = |d: &[usize], v: &[i32]| Tensor::new(d, Data::I32(v.to_vec())).unwrap();
+        let ints = |d: &[usize], v: &[i64]| Tensor::new(d, Data::I64(v.to_vec())).unwrap();
+        let pool = vec![
+            Tensor::scalar(1.0),
+            t(&[0], &[]),
+            noise(&[3], 1),
+            noise(&[2, 3], 2),
+            noise(&[1, 3, 3, 4], 4),
+            t(&[0, 2, 0, 3], &[]),
+            i32s(&[2], &[1, -2]),
+            ints(&[2, 1], &[0, 7]),
+            ints(&[], &[-1]),
+            Tensor::new(&[2, 2], Data::Bool(vec![true; 4])).unwrap(),
+            noise(&[1, 1, 2, 4], 5),
+        ];
+        let ops = [
+            Op::Lrn {
+                depth_radius: 2,
+                bias: Float(1.0),
+                alpha: Float(1e-4),
+                beta: Float(0.75),
+            },
+            Op::ArgMax {
+                axis: -1,
+                output_type: DType::I32,
+            },
+            Op::ArgMax {
+                axis: 0,
+                output_type: DType::I64,
+            },
+            Op::Gather { axis: 0 },
+            Op::Gather { axis: -1 },
+            Op::Cast { to: DType::I32 },
+            Op::Cast { to: DType::Bool },
+            Op::Conv2d(ConvAttrs::same().strides(2, 1)),
+        ];
+        let mut ok = 0;
+        for op in &ops {
+            for a in &pool {
+                ok += usize::from(super::eval_op(op, &[a]).is_ok());
+                for b in &pool {
+                    ok += usize::from(super::eval_op(op, &[a, b]).is_ok());
+                }
+            }
+        }
+        assert!(ok > 40, "only {ok} successful evaluations");
     }
 }

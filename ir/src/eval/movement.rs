@@ -2,13 +2,17 @@
 //! they accept every dtype; each computes, for every output element, which input element (or
 //! which padding value) it takes, and then gathers.
 
+mod gather;
+
+pub(super) use gather::gather;
+
 use super::{norm_axis, numel, prod, strides};
 use crate::shape::fmt_dims;
 use crate::tensor::{Data, Tensor};
 
 /// Output element `i` takes input element `src[i]` (`None`: the fill value).
 /// Indices are in range by construction of each caller.
-fn gather(data: &Data, src: &[Option<usize>], fill: f32) -> Data {
+fn take_elements(data: &Data, src: &[Option<usize>], fill: f32) -> Data {
     fn pick<T: Copy>(v: &[T], src: &[Option<usize>], fill: T) -> Vec<T> {
         src.iter().map(|i| i.map_or(fill, |i| v[i])).collect()
     }
@@ -92,7 +96,7 @@ pub(super) fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor, String> {
             Some(c.iter().zip(perm).map(|(&ci, &p)| ci * in_strides[p]).sum())
         })
         .collect();
-    finish(&out_dims, gather(x.data(), &src, 0.0))
+    finish(&out_dims, take_elements(x.data(), &src, 0.0))
 }
 
 /// Appends the elements of `parts` (all of one dtype) into one buffer.
@@ -171,7 +175,7 @@ pub(super) fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor, String> {
             src.extend((0..block).map(|i| Some(starts[k] + o * block + i)));
         }
     }
-    finish(&out_dims, gather(&join(parts), &src, 0.0))
+    finish(&out_dims, take_elements(&join(parts), &src, 0.0))
 }
 
 /// `slice(x; begin, size)`: the box `begin[i] .. begin[i] + size[i]`; size -1 runs to the end.
@@ -206,7 +210,7 @@ pub(super) fn slice(x: &Tensor, begin: &[usize], size: &[i64]) -> Result<Tensor,
             )
         })
         .collect();
-    finish(&out_dims, gather(x.data(), &src, 0.0))
+    finish(&out_dims, take_elements(x.data(), &src, 0.0))
 }
 
 /// `pad(x; paddings, value)`: `paddings[i] = [before, after]` cells of `value` on axis `i`.
@@ -241,7 +245,7 @@ pub(super) fn pad(x: &Tensor, paddings: &[[usize; 2]], value: f32) -> Result<Ten
         }
         Some(at)
     }));
-    finish(&out_dims, gather(x.data(), &src, value))
+    finish(&out_dims, take_elements(x.data(), &src, value))
 }
 
 #[cfg(test)]

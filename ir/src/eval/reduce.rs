@@ -5,6 +5,10 @@
 //! mean NaN (0/0), max -inf, min +inf. Max and min propagate NaN. Softmax subtracts the
 //! maximum before exponentiating, so large inputs do not overflow.
 
+mod argmax;
+
+pub(super) use argmax::argmax;
+
 use super::{f32_data, finish, nan_max, nan_min, norm_axis, numel, prod, strides};
 use crate::op::ReduceOp;
 use crate::tensor::Tensor;

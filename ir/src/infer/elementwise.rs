@@ -1,4 +1,4 @@
-//! Elementwise and per-channel ops: unary, binary (numpy broadcasting), bias_add, batch_norm.
+//! Elementwise ops: unary, binary (numpy broadcasting), bias_add (per channel) and cast.
 //!
 //! Broadcasting aligns shapes from the right. With unknown dims it keeps what is certain: a
 //! known `d > 1` against `?` gives `d` (the `?` must be 1 or `d` at run time), `1` against `?`
@@ -7,6 +7,7 @@
 //! into their producer keeps every downstream type as it was.
 
 use super::{normalize_axis, require_f32};
+use crate::DType;
 use crate::op::DataFormat;
 use crate::shape::{Dim, Shape, TensorType};
 
@@ -57,7 +58,11 @@ pub(super) fn broadcast(a: &TensorType, b: &TensorType) -> Result<Shape, String>
 }
 
 /// The channel axis of `x` for a per-channel op, checking the rank the format needs.
-fn channel_axis(format: DataFormat, x: &TensorType, min_nchw_rank: usize) -> Result<usize, String> {
+pub(super) fn channel_axis(
+    format: DataFormat,
+    x: &TensorType,
+    min_nchw_rank: usize,
+) -> Result<usize, String> {
     match format {
         DataFormat::Nhwc if x.rank() >= 2 => Ok(x.rank() - 1),
         DataFormat::Nhwc => Err(format!(
@@ -76,7 +81,7 @@ fn channel_axis(format: DataFormat, x: &TensorType, min_nchw_rank: usize) -> Res
 }
 
 /// Checks a rank-1 per-channel operand (`role` = "b", "scale", ...) against `x`'s channels.
-fn check_per_channel(
+pub(super) fn check_per_channel(
     role: &str,
     v: &TensorType,
     x: &TensorType,
@@ -110,35 +115,15 @@ pub(super) fn bias_add(
     Ok(x.clone())
 }
 
-/// `batch_norm(x, scale, offset, mean, variance)`: x rank 4 (NHWC also allows rank >= 2, channels
-/// last); the four statistics rank 1 of the channel count; epsilon finite and >= 0.
-pub(super) fn batch_norm(
-    epsilon: f32,
-    format: DataFormat,
-    inputs: &[&TensorType],
-) -> Result<TensorType, String> {
-    if !(epsilon.is_finite() && epsilon >= 0.0) {
-        return Err(format!("epsilon must be finite and >= 0, got {epsilon}"));
-    }
-    let x = inputs[0];
-    require_f32("x", x)?;
-    let c = channel_axis(format, x, 4)?;
-    if format == DataFormat::Nchw && x.rank() != 4 {
-        return Err(format!("x must have rank 4 with NCHW, got {x}"));
-    }
-    for (role, v) in ["scale", "offset", "mean", "variance"]
-        .into_iter()
-        .zip(&inputs[1..])
-    {
-        check_per_channel(role, v, x, x.shape.dim(c))?;
-    }
-    Ok(x.clone())
+/// `cast(x; to)`: same shape, dtype `to`.
+pub(super) fn cast(to: DType, x: &TensorType) -> Result<TensorType, String> {
+    Ok(TensorType::new(to, x.shape.clone()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::{assert_err, run, ty};
-    use crate::op::{BinaryOp, DataFormat, Float, Op, UnaryOp};
+    use crate::op::{BinaryOp, DataFormat, Op, UnaryOp};
 
     const ADD: Op = Op::Binary(BinaryOp::Add);
 
@@ -256,54 +241,5 @@ mod tests {
             &["b must be rank 1", "f32[1,8]"],
         );
         assert_err(&nhwc, &["f32[2,8]", "i32[8]"], &["b must be f32"]);
-    }
-
-    #[test]
-    fn batch_norm_channels() {
-        let bn = |f| Op::BatchNorm {
-            epsilon: Float(0.001),
-            data_format: f,
-        };
-        let (nhwc, nchw) = (bn(DataFormat::Nhwc), bn(DataFormat::Nchw));
-        let stats = ["f32[8]", "f32[8]", "f32[8]", "f32[8]"];
-        let with = |x: &'static str| {
-            let mut v = vec![x];
-            v.extend(stats);
-            v
-        };
-        assert_eq!(
-            run(&nhwc, &with("f32[?,4,4,8]")).unwrap(),
-            ty("f32[?,4,4,8]")
-        );
-        assert_eq!(run(&nhwc, &with("f32[3,8]")).unwrap(), ty("f32[3,8]"));
-        assert_eq!(
-            run(&nchw, &with("f32[2,8,4,4]")).unwrap(),
-            ty("f32[2,8,4,4]")
-        );
-        assert_err(&nchw, &with("f32[2,8,4]"), &["rank 4", "NCHW"]);
-        assert_err(&nhwc, &with("f32[8]"), &["rank >= 2"]);
-        assert_err(
-            &nhwc,
-            &["f32[1,2,2,8]", "f32[8]", "f32[8]", "f32[7]", "f32[8]"],
-            &[
-                "x is f32[1,2,2,8] (8 channels)",
-                "mean is f32[7] (7 values)",
-            ],
-        );
-        assert_err(
-            &nhwc,
-            &["f32[1,2,2,8]", "f32[8]", "f32[8]", "f32[8]", "f32[8,1]"],
-            &["variance must be rank 1"],
-        );
-        let neg = Op::BatchNorm {
-            epsilon: Float(-1.0),
-            data_format: DataFormat::Nhwc,
-        };
-        assert_err(&neg, &with("f32[1,2,2,8]"), &["epsilon", ">= 0"]);
-        let nan = Op::BatchNorm {
-            epsilon: Float(f32::NAN),
-            data_format: DataFormat::Nhwc,
-        };
-        assert_err(&nan, &with("f32[1,2,2,8]"), &["epsilon"]);
     }
 }

@@ -11,16 +11,17 @@
 
 mod elementwise;
 mod fused;
-mod indexing;
 mod matmul;
 mod movement;
+mod normalize;
 mod reduce;
+mod state;
 mod window;
 
 pub use window::{WindowDim, conv_output_dim, effective_kernel, window_dim};
 
 use crate::DType;
-use crate::op::{AssignOp, Initializer, Op, Source};
+use crate::op::Op;
 use crate::shape::TensorType;
 
 /// The type of `op`'s value given its operands' types, or a message saying what is wrong.
@@ -37,14 +38,14 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
     }
     let ty = match op {
         Op::Input(ty) => Ok(ty.clone()),
-        Op::Var(s) | Op::Const(s) => source(s),
+        Op::Var(s) | Op::Const(s) => state::source(s),
         Op::Unary(_) => elementwise::unary(inputs[0]),
         Op::Binary(_) => elementwise::binary(inputs[0], inputs[1]),
         Op::BiasAdd { data_format } => elementwise::bias_add(*data_format, inputs[0], inputs[1]),
         Op::BatchNorm {
             epsilon,
             data_format,
-        } => elementwise::batch_norm(epsilon.0, *data_format, inputs),
+        } => normalize::batch_norm(epsilon.0, *data_format, inputs),
         Op::MatMul {
             transpose_a,
             transpose_b,
@@ -59,110 +60,15 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Concat { axis } => movement::concat(*axis, inputs),
         Op::Slice { begin, size } => movement::slice(begin, size, inputs[0]),
         Op::Pad { paddings, .. } => movement::pad(paddings, inputs[0]),
-        Op::Assign(a) => assign(*a, inputs[0], inputs[1]),
-        Op::Lrn { beta, .. } => indexing::lrn(beta.0, inputs[0]),
-        Op::ArgMax { axis, output_type } => indexing::argmax(*axis, *output_type, inputs[0]),
-        Op::Gather { axis } => indexing::gather(*axis, inputs[0], inputs[1]),
-        Op::Cast { to } => indexing::cast(*to, inputs[0]),
+        Op::Assign(a) => state::assign(*a, inputs[0], inputs[1]),
+        Op::Lrn { beta, .. } => normalize::lrn(beta.0, inputs[0]),
+        Op::ArgMax { axis, output_type } => reduce::argmax(*axis, *output_type, inputs[0]),
+        Op::Gather { axis } => movement::gather(*axis, inputs[0], inputs[1]),
+        Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
     }?;
     check_size(&ty)?;
     Ok(ty)
-}
-
-/// Checks a `var`/`const` declaration: concrete type, and an initialiser that makes exactly it.
-fn source(s: &Source) -> Result<TensorType, String> {
-    let ty = &s.ty;
-    if !ty.shape.is_concrete() {
-        return Err(format!(
-            "the declared type {ty} has unknown dims; variables and constants need every dim known"
-        ));
-    }
-    // Check the size first: a literal's own dims were checked when it was built, but the
-    // generated initialisers would allocate the declared size.
-    check_size(ty)?;
-    let float_only = |what: String| -> Result<(), String> {
-        if ty.dtype == DType::F32 {
-            Ok(())
-        } else {
-            Err(format!(
-                "initializer {what} makes f32 values, but the declared type is {ty}"
-            ))
-        }
-    };
-    let finite = |name: &str, v: f32| -> Result<(), String> {
-        if v.is_finite() {
-            Ok(())
-        } else {
-            Err(format!("{name} must be finite, got {v}"))
-        }
-    };
-    match &s.init {
-        Initializer::Zeros => {}
-        Initializer::Ones => float_only("ones".into())?,
-        Initializer::Fill(v) => float_only(format!("fill({})", v.0))?,
-        Initializer::Normal { mean, std, .. } => {
-            float_only("normal".into())?;
-            finite("normal mean", mean.0)?;
-            finite("normal std", std.0)?;
-            if std.0 < 0.0 {
-                return Err(format!("normal std must be >= 0, got {}", std.0));
-            }
-        }
-        Initializer::Uniform { lo, hi, .. } => {
-            float_only("uniform".into())?;
-            finite("uniform lo", lo.0)?;
-            finite("uniform hi", hi.0)?;
-            if lo.0 > hi.0 {
-                return Err(format!(
-                    "uniform needs lo <= hi, got lo = {} and hi = {}",
-                    lo.0, hi.0
-                ));
-            }
-        }
-        Initializer::Literal(t) => {
-            if t.ty() != *ty {
-                return Err(format!(
-                    "the literal is {} but the declared type is {ty}",
-                    t.ty()
-                ));
-            }
-        }
-        Initializer::Npy { path, value } => {
-            if value.ty() != *ty {
-                return Err(format!(
-                    "npy(\"{path}\") holds {} but the declared type is {ty}",
-                    value.ty()
-                ));
-            }
-        }
-        Initializer::Safetensors {
-            path,
-            tensor,
-            value,
-        } => {
-            if value.ty() != *ty {
-                return Err(format!(
-                    "safetensors(\"{path}\", \"{tensor}\") holds {} but the declared type is {ty}",
-                    value.ty()
-                ));
-            }
-        }
-    }
-    Ok(ty.clone())
-}
-
-/// `assign*(var, value)`: the value must have exactly the variable's type.
-fn assign(op: AssignOp, var: &TensorType, value: &TensorType) -> Result<TensorType, String> {
-    if var != value {
-        return Err(format!(
-            "the value must have exactly the variable's type: variable is {var}, value is {value}"
-        ));
-    }
-    if op != AssignOp::Assign {
-        require_f32("the variable", var)?;
-    }
-    Ok(var.clone())
 }
 
 /// Errors unless `t` is f32 (all compute is f32); `role` names the operand (`x`, `filter`, ...).
@@ -252,6 +158,7 @@ fn assert_err(op: &Op, inputs: &[&str], fragments: &[&str]) {
 mod tests {
     use super::*;
     use crate::op::Float;
+    use crate::op::{AssignOp, Initializer, Source};
     use crate::shape::Shape;
     use crate::tensor::Tensor;
     use std::sync::Arc;

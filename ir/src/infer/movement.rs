@@ -5,6 +5,7 @@
 //! error rather than an overflow.
 
 use super::{normalize_axis, require_f32};
+use crate::DType;
 use crate::shape::{Dim, Shape, TensorType};
 
 /// `reshape(x; shape)`: at most one `-1`, other entries >= 0, element counts equal.
@@ -206,6 +207,26 @@ pub(super) fn pad(paddings: &[[usize; 2]], x: &TensorType) -> Result<TensorType,
         });
     }
     Ok(TensorType::f32(Shape::of(&dims)))
+}
+
+/// `gather(params, indices; axis)`: `params[..axis] ++ indices ++ params[axis+1..]`.
+pub(super) fn gather(
+    axis: i64,
+    params: &TensorType,
+    indices: &TensorType,
+) -> Result<TensorType, String> {
+    if !matches!(indices.dtype, DType::I32 | DType::I64) {
+        return Err(format!("indices must be i32 or i64, got {indices}"));
+    }
+    if params.rank() == 0 {
+        return Err(format!("params must have rank >= 1, got {params}"));
+    }
+    let a = normalize_axis(axis, params.rank(), "params", params)?;
+    let p = params.shape.dims();
+    let mut dims = p[..a].to_vec();
+    dims.extend_from_slice(indices.shape.dims());
+    dims.extend_from_slice(&p[a + 1..]);
+    Ok(TensorType::new(params.dtype, Shape::of(&dims)))
 }
 
 #[cfg(test)]

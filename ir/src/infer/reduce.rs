@@ -2,6 +2,7 @@
 //! rank (negative axes count from the end, duplicates after normalising are an error).
 
 use super::{normalize_axis, require_f32};
+use crate::DType;
 use crate::shape::{Shape, TensorType};
 
 /// `reduce_*(x; axes, keepdims)`: `None` reduces every axis.
@@ -49,6 +50,29 @@ pub(super) fn softmax(axis: i64, x: &TensorType) -> Result<TensorType, String> {
     }
     normalize_axis(axis, x.rank(), "x", x)?;
     Ok(x.clone())
+}
+
+/// `argmax(x; axis)`: x's shape without `axis`, dtype `output_type` (i32 or i64).
+pub(super) fn argmax(axis: i64, output_type: DType, x: &TensorType) -> Result<TensorType, String> {
+    if !matches!(output_type, DType::I32 | DType::I64) {
+        return Err(format!("output_type must be i32 or i64, got {output_type}"));
+    }
+    if x.dtype == DType::Bool {
+        return Err(format!("x must be numeric, got {x}"));
+    }
+    let a = normalize_axis(axis, x.rank(), "x", x)?;
+    if x.shape.dim(a) == Some(0) {
+        return Err(format!("argmax over an empty axis {a} of x = {x}"));
+    }
+    let dims: Vec<_> = x
+        .shape
+        .dims()
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != a)
+        .map(|(_, &d)| d)
+        .collect();
+    Ok(TensorType::new(output_type, Shape::of(&dims)))
 }
 
 #[cfg(test)]

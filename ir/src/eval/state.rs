@@ -1,13 +1,37 @@
-//! Initial values of `var` and `const` sources, materialised for their declared type.
+//! State: the initial values of `var` and `const` sources, materialised for their declared
+//! type, and the value an `assign*` gives its variable.
 //!
 //! Random initialisers are f32 only and reproducible from their seed (`Tensor::normal` /
 //! `Tensor::uniform`). Literal, .npy and safetensors values must already have exactly the declared dims
 //! and dtype; nothing is converted here.
 
+use super::{f32_data, finish};
 use crate::DType;
-use crate::op::{Initializer, Source};
+use crate::op::{AssignOp, Initializer, Source};
 use crate::tensor::{Data, Tensor, checked_numel};
 use std::sync::Arc;
+
+/// `assign*(var, value)`: the variable's new value. Shapes must match exactly (no
+/// broadcasting, as TensorFlow's `validate_shape`).
+pub(super) fn assign(op: AssignOp, current: &Tensor, value: &Tensor) -> Result<Tensor, String> {
+    if current.ty() != value.ty() {
+        return Err(format!(
+            "value {} does not match the variable's type {}",
+            value.ty(),
+            current.ty()
+        ));
+    }
+    if op == AssignOp::Assign {
+        return Ok(value.clone());
+    }
+    let cs = f32_data(current, "variable")?;
+    let vs = f32_data(value, "value")?;
+    let sign = if op == AssignOp::AssignAdd { 1.0 } else { -1.0 };
+    finish(
+        current.dims(),
+        cs.iter().zip(vs).map(|(&c, &v)| c + sign * v).collect(),
+    )
+}
 
 /// The value of a `var` / `const` initialiser, for the source's declared type.
 ///
@@ -116,6 +140,7 @@ fn filled(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::{assert_close, t};
     use super::*;
     use crate::op::Float;
     use crate::shape::{Shape, TensorType};
@@ -217,5 +242,29 @@ mod tests {
         assert!(source_value(&huge).is_err());
         let too_big = src(DType::F32, &[1 << 40, 1 << 20], Initializer::Ones);
         assert!(source_value(&too_big).is_err());
+    }
+
+    #[test]
+    fn assign_family() {
+        let cur = t(&[2], &[1.0, 2.0]);
+        let val = t(&[2], &[10.0, 20.0]);
+        assert_eq!(assign(AssignOp::Assign, &cur, &val).unwrap(), val);
+        assert_close(
+            &assign(AssignOp::AssignAdd, &cur, &val).unwrap(),
+            &[2],
+            &[11.0, 22.0],
+            0.0,
+        );
+        assert_close(
+            &assign(AssignOp::AssignSub, &cur, &val).unwrap(),
+            &[2],
+            &[-9.0, -18.0],
+            0.0,
+        );
+        let err = assign(AssignOp::AssignAdd, &cur, &t(&[1], &[1.0])).unwrap_err();
+        assert!(err.contains("f32[1]") && err.contains("f32[2]"), "{err}");
+        let ints = Tensor::new(&[2], Data::I32(vec![1, 2])).unwrap();
+        assert_eq!(assign(AssignOp::Assign, &ints, &ints).unwrap(), ints);
+        assert!(assign(AssignOp::AssignAdd, &ints, &ints).is_err());
     }
 }

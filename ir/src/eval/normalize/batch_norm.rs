@@ -3,13 +3,13 @@
 //! axis chosen by the data format like `bias_add` (last for NHWC, axis 1 for NCHW).
 //! Evaluated in f64 and rounded once.
 
-use super::{channel_axis, f32_data, finish, prod};
+use super::super::{channel_axis, f32_data, finish, prod};
 use crate::op::DataFormat;
 use crate::shape::fmt_dims;
 use crate::tensor::Tensor;
 
 /// `batch_norm(x, scale, offset, mean, variance)`; `params` are in that order after `x`.
-pub(super) fn batch_norm(
+pub(crate) fn batch_norm(
     x: &Tensor,
     params: [&Tensor; 4],
     epsilon: f32,
@@ -48,8 +48,8 @@ pub(super) fn batch_norm(
 
 #[cfg(test)]
 mod tests {
-    use super::super::movement::transpose;
-    use super::super::testutil::{assert_close, noise, t};
+    use super::super::super::movement::transpose;
+    use super::super::super::testutil::{assert_close, noise, t};
     use super::*;
 
     #[test]

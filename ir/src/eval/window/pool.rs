@@ -5,8 +5,8 @@
 //! that covers only padding (possible with explicit padding at least the kernel size) is an
 //! error rather than an invented value. NaN in a window makes its max NaN, like `maximum`.
 
-use super::window::{Image, spatial};
-use super::{alloc, f32_data, finish, nan_max, numel};
+use super::super::{alloc, f32_data, finish, nan_max, numel};
+use super::{Image, spatial};
 use crate::op::PoolAttrs;
 use crate::tensor::Tensor;
 
@@ -55,12 +55,12 @@ fn pool(
 }
 
 /// `max_pool(x)`: the maximum of each window's unpadded cells.
-pub(super) fn max_pool(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor, String> {
+pub(crate) fn max_pool(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor, String> {
     pool(x, attrs, |cells| cells.reduce(nan_max))
 }
 
 /// `avg_pool(x)`: the mean of each window's unpadded cells (f64 sum / valid count).
-pub(super) fn avg_pool(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor, String> {
+pub(crate) fn avg_pool(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor, String> {
     pool(x, attrs, |cells| {
         let (sum, count) = cells.fold((0.0f64, 0usize), |(s, k), v| (s + v as f64, k + 1));
         (count > 0).then(|| (sum / count as f64) as f32)
@@ -69,8 +69,8 @@ pub(super) fn avg_pool(x: &Tensor, attrs: &PoolAttrs) -> Result<Tensor, String> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::movement::transpose;
-    use super::super::testutil::{assert_close, iota, noise, t};
+    use super::super::super::movement::transpose;
+    use super::super::super::testutil::{assert_close, iota, noise, t};
     use super::*;
     use crate::op::{DataFormat, Padding};
 

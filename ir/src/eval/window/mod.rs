@@ -8,6 +8,9 @@
 //! The output-size and padding formulas themselves live in [`crate::infer::window_dim`], shared
 //! with shape inference so the two can never disagree.
 
+pub(super) mod conv;
+pub(super) mod pool;
+
 pub(super) use crate::image::Image;
 use crate::infer::window_dim;
 use crate::op::Padding;

@@ -6,12 +6,12 @@
 //! with the window clipped at the first and last channel. Unlike Caffe's LRN, `alpha` is not
 //! divided by the window size. The sum and the power are evaluated in f64 and rounded once.
 
-use super::{alloc, f32_data, finish};
+use super::super::{alloc, f32_data, finish};
 use crate::shape::fmt_dims;
 use crate::tensor::Tensor;
 
 /// `lrn(x; depth_radius, bias, alpha, beta)` over the last axis of the rank-4 `x`.
-pub(super) fn lrn(
+pub(crate) fn lrn(
     x: &Tensor,
     depth_radius: usize,
     bias: f32,
@@ -44,7 +44,7 @@ pub(super) fn lrn(
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_close, noise, t};
+    use super::super::super::testutil::{assert_close, noise, t};
     use super::*;
 
     #[test]

@@ -6,8 +6,8 @@
 //! depthwise, whose output channel `c * multiplier + m` convolves input channel `c` with
 //! filter `[.., .., c, m]`. Sums accumulate in f64.
 
-use super::window::{Image, spatial};
-use super::{alloc, f32_data, finish, numel};
+use super::super::{alloc, f32_data, finish, numel};
+use super::{Image, spatial};
 use crate::op::ConvAttrs;
 use crate::shape::fmt_dims;
 use crate::tensor::Tensor;
@@ -68,7 +68,7 @@ fn conv_groups(x: &Tensor, w: &Tensor, img: &Image, ci: usize, co: usize) -> Res
 /// `conv2d(x, w)`: `out[n,y,x,o] = sum_{ky,kx,c} in[n, y*s+ky*d-pt, x*s+kx*d-pl, g*cin+c] *
 /// w[ky,kx,c,o]`, where `g = o / (cout / groups)` is the output channel's group (always 0
 /// without grouping).
-pub(super) fn conv2d(x: &Tensor, w: &Tensor, attrs: &ConvAttrs) -> Result<Tensor, String> {
+pub(crate) fn conv2d(x: &Tensor, w: &Tensor, attrs: &ConvAttrs) -> Result<Tensor, String> {
     let xs = f32_data(x, "input")?;
     let ws = f32_data(w, "filter")?;
     let img = Image::of(x.dims(), attrs.data_format, "input")?;
@@ -128,7 +128,7 @@ pub(super) fn conv2d(x: &Tensor, w: &Tensor, attrs: &ConvAttrs) -> Result<Tensor
 
 /// `depthwise_conv2d(x, w)`:
 /// `out[n,y,x,c*mult+m] = sum_{ky,kx} in[n, y*s+ky*d-pt, x*s+kx*d-pl, c] * w[ky,kx,c,m]`.
-pub(super) fn depthwise_conv2d(
+pub(crate) fn depthwise_conv2d(
     x: &Tensor,
     w: &Tensor,
     attrs: &ConvAttrs,
@@ -186,8 +186,8 @@ pub(super) fn depthwise_conv2d(
 
 #[cfg(test)]
 mod tests {
-    use super::super::movement::transpose;
-    use super::super::testutil::{assert_close, iota, noise, t};
+    use super::super::super::movement::transpose;
+    use super::super::super::testutil::{assert_close, iota, noise, t};
     use super::*;
     use crate::op::{DataFormat, Padding};
     use crate::tensor::Data;
@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn grouped_equals_per_group_convs_concatenated() {
-        use super::super::movement::{concat, slice};
+        use super::super::super::movement::{concat, slice};
         let (ci, groups, co) = (3, 4, 8);
         let x = noise(&[2, 7, 6, ci * groups], 21);
         let w = noise(&[3, 2, ci, co], 22);
