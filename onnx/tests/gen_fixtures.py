@@ -7,7 +7,7 @@ For each case NAME it writes, into onnx/tests/fixtures/:
     NAME.out.OUTPUT.npy     one file per graph output, as ONNX Runtime computes it
 
 plus a few models the importer must reject (bad_*.onnx) and one model with external data.
-The Rust tests (tests/onnx_import.rs) import every NAME.onnx, run it on kiln's backends and
+The Rust tests (tests/suite/onnx_import.rs) import every NAME.onnx, run it on kiln's backends and
 compare with the .out files. Keep everything small: the whole folder stays well under 2 MB.
 
     python3 onnx/tests/gen_fixtures.py            # needs onnx, onnxruntime and numpy; no torch

@@ -4,7 +4,7 @@
 //! (coefficients fitted with Lawson's iteration on Chebyshev nodes, relative-error weighted, then
 //! rounded to f32); exponents are taken apart and rebuilt with integer lane ops. Special values
 //! are fixed up with selects at the end rather than branches, so vector lanes stay independent.
-//! Measured accuracy (tests/math_accuracy.rs, 1M-point sweep over all f32 bit patterns, vector
+//! Measured accuracy (tests/suite/math_accuracy.rs, 1M-point sweep over all f32 bit patterns, vector
 //! and scalar code, with and without FMA) is listed on each function.
 
 use cranelift_codegen::ir::condcodes::FloatCC;

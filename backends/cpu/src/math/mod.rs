@@ -7,7 +7,7 @@
 //! are independent, special values (±0, ±inf, NaN, subnormals) are handled with selects.
 //!
 //! Accuracy, measured against f64 references over a 1M-point sweep of all f32 bit patterns plus
-//! special values, for scalar and vector code, with and without FMA (tests/math_accuracy.rs):
+//! special values, for scalar and vector code, with and without FMA (tests/suite/math_accuracy.rs):
 //! exp, log, tanh, pow ≤ 1 ulp; sigmoid ≤ 2 ulp; max relative error 7.9e-8 (exp), 8.1e-8 (log),
 //! 1.5e-7 (tanh), 1.7e-7 (sigmoid), 6.0e-8 (pow) for normal results; subnormal results within
 //! 1 ulp. NaN semantics follow TensorFlow: NaN in

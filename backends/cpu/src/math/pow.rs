@@ -5,7 +5,7 @@
 //! cost ~5e-6 relative error near the ends of the range. In f64 (each `f32x4` split into two
 //! `f64x2` halves) log and exp only need ~1e-13 accuracy, and the final rounding to f32 (which
 //! also produces overflow to inf and correctly rounded subnormals) dominates: measured max error
-//! 1 ulp (see tests/math_accuracy.rs).
+//! 1 ulp (see tests/suite/math_accuracy.rs).
 //!
 //! Special cases follow C99 `powf` / IEEE 754 `pow`, which TensorFlow's `pow` inherits:
 //! pow(x, ±0) = 1 and pow(1, y) = 1 even for NaN; pow(-1, ±inf) = 1; a negative finite x with a

@@ -1,6 +1,6 @@
 //! Timing of the seed convolution (1x100x100x1 image, 5x5x1x1 filter, SAME, NHWC), single
 //! threaded. Ignored by default; run with
-//! `cargo test --release -p kiln-cpu --test codegen_window_bench -- --ignored --nocapture`.
+//! `cargo test --release -p kiln-cpu --test suite -- codegen_window_bench:: --ignored --nocapture`.
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "runtime")]
 
-mod common;
+use crate::common;
 
 use common::{backend, check};
 

@@ -3,7 +3,7 @@
 //! for vector (f32x4 + scalar tail) and scalar-only kernels, with the host's features (FMA) and
 //! with the SSE2 baseline. Prints the measured max ulp / relative error per function.
 
-mod math_util;
+use crate::math_util;
 
 use kiln_cpu::math::{emit_exp, emit_log, emit_pow, emit_sigmoid, emit_tanh};
 use math_util::*;

@@ -3,7 +3,7 @@
 //! pads, assigns, every dtype, empty tensors, NaN payloads; canaries around every buffer (see
 //! codegen_data_util).
 
-mod codegen_data_util;
+use crate::codegen_data_util;
 
 use codegen_data_util::{assert_bit_exact, run_op, run_op_full, run_op_with};
 use kiln_cpu::codegen::movement::define_movement;

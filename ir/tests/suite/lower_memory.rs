@@ -2,7 +2,7 @@
 //! they do, and a deliberately broken plan is caught both by `validate` and, through
 //! corrupted results, by the interpreter.
 
-mod lower_common;
+use crate::lower_common;
 
 use kiln_ir::lower::{lower, run_program};
 use kiln_ir::program::BufferKind;

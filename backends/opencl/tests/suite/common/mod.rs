@@ -4,9 +4,7 @@
 
 #![allow(dead_code)]
 
-mod required;
-
-pub use required::opencl_required;
+pub use crate::required::opencl_required;
 
 use kiln_ir::backend::{Backend, CompileRequest, Executable};
 use kiln_ir::compare::{self, Tolerance};

@@ -3,7 +3,7 @@
 //! that validate, never overlap live temporaries, and compute bit-identical results to the
 //! reference backend.
 
-mod lower_common;
+use crate::lower_common;
 
 use kiln_ir::backend::CompileRequest;
 use kiln_ir::{

@@ -4,7 +4,7 @@
 //! binary op. Each case also checks canaries around every buffer and that random split ranges
 //! give the one-call result bit for bit (see `codegen_epilogue_util`).
 
-mod codegen_epilogue_util;
+use crate::codegen_epilogue_util;
 
 use codegen_epilogue_util::*;
 use kiln_ir::op::BinaryOp;

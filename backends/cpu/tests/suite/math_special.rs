@@ -1,7 +1,7 @@
 //! Exact special-value behaviour of the math emitters (±0, ±inf, NaN, subnormals, overflow
 //! thresholds), the simple elementwise helpers, op dispatch, and type errors.
 
-mod math_util;
+use crate::math_util;
 
 use cranelift_codegen::ir::{InstBuilder, types};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};

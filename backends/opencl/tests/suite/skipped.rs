@@ -3,8 +3,7 @@
 //! asks for the device tests.
 
 #[cfg(not(feature = "runtime"))]
-#[path = "common/required.rs"]
-mod required;
+use crate::required;
 
 #[cfg(not(feature = "runtime"))]
 #[test]

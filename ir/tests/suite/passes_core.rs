@@ -3,7 +3,7 @@
 //! wrapping, and bit-exact agreement of the reference backend before and after the passes on
 //! every conformance graph.
 
-mod passes_common;
+use crate::passes_common;
 
 use kiln_ir::passes::{
     EliminateCommonSubexpressions, EliminateDeadCode, Pass, PassContext, Pipeline, PipelineOptions,

@@ -7,7 +7,7 @@
 //! so sums are compared within 1e-5 relative to the sum of absolute values (+1e-6); max/min
 //! are exact; softmax within 1e-5 relative + 1e-6 absolute.
 
-mod codegen_data_util;
+use crate::codegen_data_util;
 
 use codegen_data_util::{Outcome, assert_close, run_op};
 use kiln_cpu::codegen::reduce::define_reduce;

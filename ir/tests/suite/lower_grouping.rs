@@ -3,7 +3,7 @@
 //! values are materialised, how fetches and variable updates are wired; every program is also
 //! run against the reference backend on the unfused graph's semantics.
 
-mod lower_common;
+use crate::lower_common;
 
 use kiln_ir::lower::lower;
 use kiln_ir::program::{BufferKind, Expr, Load, Operand, Step};

@@ -4,7 +4,7 @@
 //! onnx/tests/real/gen_real.py. Each is imported with kiln, run on the CPU backend (the two
 //! smallest also on the reference backend) on ONNX's test-runner input, and compared with the
 //! output ONNX stores beside the model. Import, compile and run times are printed per model
-//! (`cargo test --test onnx_real -- --nocapture`).
+//! (`cargo test --test suite -- onnx_real:: --nocapture`).
 //!
 //! What is compared. The weights of these models are all 0.02 (ConstantOfShape), so every
 //! classifier logit is equal and the stored softmax output is exactly 1/1000 whatever the

@@ -21,7 +21,6 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 use std::cell::RefCell;
 use std::io::Write;
 
-#[path = "differential/recipe.rs"]
 mod recipe;
 
 use recipe::{Built, KINDS, MAX_NUMEL, Tally, build};

@@ -1,7 +1,7 @@
 //! Epilogue kernel structure: every tail length of the vector loop, threads on disjoint ranges,
 //! the identity / empty cases, and errors (never panics) for malformed epilogues.
 
-mod codegen_epilogue_util;
+use crate::codegen_epilogue_util;
 
 use codegen_epilogue_util::*;
 use kiln_cpu::codegen::elementwise::epilogue_outer_extent;

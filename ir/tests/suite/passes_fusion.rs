@@ -4,7 +4,7 @@
 //! before and after each pass on the golden inputs and on every conformance graph (fusion
 //! evaluates the same ops in the same order; layout changes only move data).
 
-mod passes_common;
+use crate::passes_common;
 
 use kiln_ir::passes::{
     FuseElementwise, FuseEpilogues, Pass, PassContext, Pipeline, PipelineOptions, SelectLayout,

@@ -2,7 +2,7 @@
 //! the same graph and prints byte-identically; specific attribute spellings map to the
 //! expected `Op` values; floats survive bit-exactly.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p kiln-ir --test text_roundtrip` rewrites
+//! `UPDATE_GOLDEN=1 cargo test -p kiln-ir --test suite -- text_roundtrip::` rewrites
 //! `tests/data/all_ops.expected.kiln`.
 
 use kiln_ir::text::{parse, parse_file, print};
