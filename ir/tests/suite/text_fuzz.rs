@@ -9,7 +9,7 @@ use proptest::sample::Index;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const SEED: &str = include_str!("data/all_ops.kiln");
+const SEED: &str = include_str!("../data/all_ops.kiln");
 
 /// Fragments worth inserting: delimiters, edge-case numbers, keywords, huge shapes.
 const TOKENS: &[&str] = &[
