@@ -289,11 +289,21 @@ fn nan_min(a: f32, b: f32) -> f32 {
 #[cfg(test)]
 mod testutil {
     use crate::compare::Tolerance;
-    use crate::tensor::Tensor;
+    use crate::tensor::{Data, Tensor};
 
     /// An f32 tensor; panics on a size mismatch (test inputs are written by hand).
     pub fn t(dims: &[usize], values: &[f32]) -> Tensor {
         Tensor::from_vec(dims, values.to_vec()).expect("test tensor size")
+    }
+
+    /// An i64 tensor.
+    pub fn ints(dims: &[usize], v: &[i64]) -> Tensor {
+        Tensor::new(dims, Data::I64(v.to_vec())).expect("test tensor size")
+    }
+
+    /// An i32 tensor.
+    pub fn i32s(dims: &[usize], v: &[i32]) -> Tensor {
+        Tensor::new(dims, Data::I32(v.to_vec())).expect("test tensor size")
     }
 
     /// 1.0, 2.0, ... n as an f32 tensor of `dims`.
@@ -327,7 +337,7 @@ mod testutil {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{noise, t};
+    use super::testutil::{i32s, ints, noise, t};
     use super::*;
     use crate::op::{Float, Initializer, Source, UnaryOp};
     use crate::shape::{Shape, TensorType};
@@ -489,8 +499,6 @@ mod tests {
         use crate::DType;
         use crate::op::{ConvAttrs, Float};
         use crate::tensor::Data;
-        let i32s = |d: &[usize], v: &[i32]| Tensor::new(d, Data::I32(v.to_vec())).unwrap();
-        let ints = |d: &[usize], v: &[i64]| Tensor::new(d, Data::I64(v.to_vec())).unwrap();
         let pool = vec![
             Tensor::scalar(1.0),
             t(&[0], &[]),

@@ -39,17 +39,9 @@ pub(crate) fn cast(x: &Tensor, to: DType) -> Result<Tensor, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::testutil::t;
+    use super::super::super::testutil::{i32s, ints, t};
     use super::*;
     use crate::tensor::Data;
-
-    fn ints(dims: &[usize], v: &[i64]) -> Tensor {
-        Tensor::new(dims, Data::I64(v.to_vec())).unwrap()
-    }
-
-    fn i32s(dims: &[usize], v: &[i32]) -> Tensor {
-        Tensor::new(dims, Data::I32(v.to_vec())).unwrap()
-    }
 
     #[test]
     fn cast_rules() {

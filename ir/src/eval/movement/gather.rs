@@ -93,17 +93,9 @@ fn empty_like(d: &Data) -> Data {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::testutil::{iota, t};
+    use super::super::super::testutil::{i32s, ints, iota, t};
     use super::*;
     use crate::tensor::Data;
-
-    fn ints(dims: &[usize], v: &[i64]) -> Tensor {
-        Tensor::new(dims, Data::I64(v.to_vec())).unwrap()
-    }
-
-    fn i32s(dims: &[usize], v: &[i32]) -> Tensor {
-        Tensor::new(dims, Data::I32(v.to_vec())).unwrap()
-    }
 
     #[test]
     fn gather_axis0_axis1_negative_and_index_shapes() {

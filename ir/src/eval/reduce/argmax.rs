@@ -82,17 +82,9 @@ fn arg_best<T: Copy>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::testutil::{iota, noise, t};
+    use super::super::super::testutil::{i32s, ints, iota, noise, t};
     use super::*;
     use crate::tensor::Data;
-
-    fn ints(dims: &[usize], v: &[i64]) -> Tensor {
-        Tensor::new(dims, Data::I64(v.to_vec())).unwrap()
-    }
-
-    fn i32s(dims: &[usize], v: &[i32]) -> Tensor {
-        Tensor::new(dims, Data::I32(v.to_vec())).unwrap()
-    }
 
     #[test]
     fn argmax_middle_axis_ties_and_nan() {
