@@ -24,12 +24,22 @@ the same .onnx weights at batch 1 and 8 (kiln on the imported NCHW graph, whose 
 picks the CPU layout). `--only R18-1,MNV2-8` picks some; nothing big is written to the repo. The ORT session is dropped (and its
 thread pool with it) before kiln runs so the two never compete for the cores.
 
+Model zoo (SQZ-1, SHUF-1, INCV1-1, INCV2-1, DN121-1, R50-1): SqueezeNet 1.0, ShuffleNet,
+Inception v1 and v2, DenseNet-121 and ResNet-50 at batch 1, the graphs ONNX ships as its
+"light" model tests with seeded random weights (onnx_zoo.py), built and imported the same way.
+`--zoo` runs only these, `--no-zoo` all but these.
+
+Each row also shows kiln's compile time (`compile_ms`: the first run's compilation of the
+loaded graph) beside ONNX Runtime's session creation (InferenceSession from the serialized
+model: parse, graph optimisation, kernel creation, weight prepacking).
+
 Layouts differ: kiln's graphs are NHWC, the ONNX models NCHW (each engine's native layout);
 see onnx_models.py. Needs `pip install onnxruntime onnx numpy`; nothing in cargo needs Python.
 
     python benches/peers/run_peers.py                       # kiln at target/release/kiln
     python benches/peers/run_peers.py --kiln path/to/kiln --runs 100 --json-out peers.json
     python benches/peers/run_peers.py --no-kiln             # ONNX Runtime only
+    python benches/peers/run_peers.py --zoo --runs 20       # the model-zoo CNNs only
 """
 
 import argparse
@@ -51,6 +61,7 @@ import onnxruntime as ort
 
 import onnx_models
 import onnx_nets
+import onnx_zoo
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GRAPHS = os.path.join(os.path.dirname(HERE), "graphs")
@@ -91,6 +102,18 @@ NETS = {
 # Multiply-adds per image count 2 (ResNet-18: 1.82 GMAC; MobileNet-v2: 0.30 GMAC).
 _NET_FLOPS = {"resnet18": 2 * 1.82e9, "mobilenet_v2": 2 * 0.30e9}
 
+# ONNX model-zoo CNNs with seeded random weights (onnx_zoo.py), batch 1 (their input is fixed
+# at [1,3,224,224]). Their FLOPs are counted from the model when it is built.
+ZOO = {
+    "SQZ": ("SqueezeNet 1.0", "squeezenet"),
+    "SHUF": ("ShuffleNet", "shufflenet"),
+    "INCV1": ("Inception v1", "inception_v1"),
+    "INCV2": ("Inception v2", "inception_v2"),
+    "DN121": ("DenseNet-121", "densenet121"),
+    "R50": ("ResNet-50", "resnet50"),
+}
+NETS.update({net: (lambda net=net: onnx_zoo.zoo_model(net)) for _, net in ZOO.values()})
+
 
 WORKLOADS = [
     Workload("W1", "seed conv 1x100x100x1, 5x5, SAME", "w1_seed_conv", 1, 2 * 100 * 100 * 25),
@@ -112,11 +135,17 @@ WORKLOADS = [
     for key, what, net in [("R18", "ResNet-18", "resnet18"), ("MNV2", "MobileNet-v2", "mobilenet_v2")]
     for b in (1, 8)
 ]  # fmt: skip
+ZOO_WORKLOADS = [
+    Workload(f"{key}-1", f"{what} 224x224 (ONNX model zoo, random weights), batch 1", net, 1, None)
+    for key, (what, net) in ZOO.items()
+]
+WORKLOADS += ZOO_WORKLOADS
 
 
 def prepare_nets(workloads, args, run_kiln):
-    """Builds the nets the workloads use into a temporary folder and imports them with kiln;
-    returns the folder (the caller removes it) or None when no net is needed."""
+    """Builds the nets the workloads use into a temporary folder, imports them with kiln and
+    fills in the zoo workloads' FLOPs; returns the folder (the caller removes it) or None when
+    no net is needed."""
     nets = sorted({w.model for w in workloads if w.model in NETS})
     if not nets:
         return None
@@ -124,7 +153,12 @@ def prepare_nets(workloads, args, run_kiln):
     Workload.imported_dir = tmp
     for net in nets:
         path = os.path.join(tmp, net + ".onnx")
-        onnx.save(NETS[net](), path)
+        model = NETS[net]()
+        onnx.save(model, path)
+        for w in workloads:
+            if w.model == net and w.flops is None:
+                w.flops = w.batch * onnx_zoo.model_flops(model)
+        del model
         if run_kiln:
             cmd = [args.kiln, "import", path, "-o", os.path.join(tmp, net + ".kiln")]
             proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -133,15 +167,14 @@ def prepare_nets(workloads, args, run_kiln):
     return tmp
 
 
-def ort_session(model, threads):
+def ort_session(model_bytes, threads):
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # the zoo models carry an unused initializer ORT warns about
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(
-        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def ort_feeds(sess, batch, seed):
@@ -169,10 +202,13 @@ def time_runs(fn, runs, warmup):
 
 
 def bench_ort(w, args):
-    model = w.onnx_model()
+    # Serialized before the clock starts: session creation (parse, graph optimisation, kernel
+    # creation, weight prepacking) is what is timed, next to kiln's compile time.
+    model_bytes = w.onnx_model().SerializeToString()
     t0 = time.perf_counter()
-    sess = ort_session(model, args.threads)
+    sess = ort_session(model_bytes, args.threads)
     create_ms = (time.perf_counter() - t0) * 1e3
+    del model_bytes
     feeds = ort_feeds(sess, w.batch, seed=7)
     outputs = [o.name for o in sess.get_outputs()]
     result = time_runs(lambda: sess.run(outputs, feeds), args.runs, args.warmup)
@@ -264,18 +300,27 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="threads for both engines")
     parser.add_argument("--suites", type=int, default=1, help="repeat everything; take medians")
     parser.add_argument("--only", help="comma-separated workload keys, e.g. W1,W5,resnet")
+    zoo = parser.add_mutually_exclusive_group()
+    zoo.add_argument("--zoo", action="store_true", help="only the model-zoo CNNs (SQZ-1 ... R50-1)")
+    zoo.add_argument("--no-zoo", action="store_true", help="skip the model-zoo CNNs")
     parser.add_argument("--kiln-timeout", type=float, default=300, help="seconds per kiln bench")
     parser.add_argument("--json-out", help="also write the results as JSON to this file")
     args = parser.parse_args()
 
     workloads = WORKLOADS
+    if args.zoo:
+        workloads = ZOO_WORKLOADS
+    elif args.no_zoo:
+        workloads = [w for w in WORKLOADS if w not in ZOO_WORKLOADS]
     if args.only:
         keys = {k.strip().lower() for k in args.only.split(",")}
-        workloads = [w for w in WORKLOADS if w.key.lower() in keys]
+        workloads = [w for w in workloads if w.key.lower() in keys]
         unknown = keys - {w.key.lower() for w in WORKLOADS}
         if unknown:
             sys.exit(f"unknown workload(s) {sorted(unknown)}; known: "
                      + ", ".join(w.key for w in WORKLOADS))  # fmt: skip
+    if not workloads:
+        sys.exit("no workload selected (--only names none of the --zoo / --no-zoo set)")
     run_kiln = not args.no_kiln
     if run_kiln and not os.path.isfile(args.kiln):
         print(f"note: no kiln binary at {args.kiln} (build it with `cargo build --release`, or "
@@ -321,13 +366,13 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     header = ["workload", "kiln ms", "ORT ms", "ORT/kiln", "ORT io-bind ms",
-              "kiln GFLOP/s", "ORT GFLOP/s", "kiln compile ms"]  # fmt: skip
+              "kiln GFLOP/s", "ORT GFLOP/s", "kiln compile ms", "ORT session ms"]  # fmt: skip
     table = [header]
     for r in rows:
         table.append([
             r["workload"], fmt(r["kiln_ms"]), fmt(r["ort_ms"]), fmt(r["ratio_ort_over_kiln"], 3),
             fmt(r["ort_iobinding_ms"]), fmt(r["kiln_gflops"], 3), fmt(r["ort_gflops"], 3),
-            fmt(r["kiln_compile_ms"], 3),
+            fmt(r["kiln_compile_ms"]), fmt(r["ort_session_ms"]),
         ])  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, median of {args.runs} runs "
