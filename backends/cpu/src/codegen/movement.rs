@@ -19,14 +19,13 @@ mod copy;
 
 pub(crate) use copy::{Axis, c64, emit_run_copy, loop_nest, strides};
 
-use cranelift_codegen::ir::{InstBuilder, types};
 use kiln_ir::DType;
 use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
 use kiln_ir::program::{Kernel, Program};
 
 use crate::jit::{Jit, KernelId};
-use copy::{CopyPlan, emit_fill};
+use copy::{CopyPlan, emit_copy, emit_fill};
 
 /// What a movement kernel does: fill the output (pad), then copies.
 struct MovePlan {
@@ -52,15 +51,7 @@ pub fn define_movement(
         }
         for copy in &plan.copies {
             let src = env.buffer(copy.src)?;
-            let src_base = b.ins().iconst(types::I64, c64(copy.src_base)?);
-            let dst_base = b.ins().iconst(types::I64, c64(copy.dst_base)?);
-            let run = copy.run;
-            loop_nest(b, &copy.axes, src_base, dst_base, &[], &mut |b, i, o, _| {
-                let s = b.ins().iadd(src, i);
-                let d = b.ins().iadd(out, o);
-                emit_run_copy(b, s, d, run)?;
-                Ok(Vec::new())
-            })?;
+            emit_copy(b, copy, src, out)?;
         }
         Ok(())
     })

@@ -111,6 +111,152 @@ impl CopyPlan {
     }
 }
 
+/// Runs narrower than this are copied as a blocked transpose when the innermost loop is
+/// contiguous only in the output (a wider run already moves whole vectors).
+const NARROW_RUN: usize = 16;
+/// Edge of a transpose tile in bytes: one cache line, so every line a tile reads or writes is
+/// used whole before the tile moves on.
+const TILE_BYTES: usize = 64;
+/// Most runs one tile row copies (the row is unrolled straight-line code).
+const MAX_TILE: usize = 16;
+
+impl CopyPlan {
+    /// For a normalised transpose-like plan (narrow runs, innermost loop contiguous in the
+    /// output but not in the input), the index of the loop that is contiguous in the input.
+    fn input_contiguous_axis(&self) -> Option<usize> {
+        let (last, rest) = self.axes.split_last()?;
+        if self.run >= NARROW_RUN || last.out_stride != self.run || last.in_stride == self.run {
+            return None;
+        }
+        rest.iter().rposition(|a| a.in_stride == self.run)
+    }
+}
+
+/// Emits `plan`, copying from kernel buffer address `src` to output address `dst`.
+///
+/// A transpose that moves the innermost axis is blocked: with A the loop contiguous in the
+/// input and B the one contiguous in the output, the A x B plane is walked in tiles of about
+/// one cache line per edge, so each line read or written is used whole while it is in L1
+/// (one element at a time it would be refetched once per element on the strided side). The
+/// tile's row along B is straight-line code. Loops other than A and B stay outside, in order:
+/// a movement plan writes every output byte at most once, so the loop order is free.
+pub(super) fn emit_copy(
+    b: &mut FunctionBuilder,
+    plan: &CopyPlan,
+    src: Value,
+    dst: Value,
+) -> Result<(), String> {
+    let src_base = b.ins().iconst(types::I64, c64(plan.src_base)?);
+    let dst_base = b.ins().iconst(types::I64, c64(plan.dst_base)?);
+    let run = plan.run;
+    let Some(a_index) = plan.input_contiguous_axis() else {
+        // Plain nest; a short innermost loop of narrow runs is unrolled.
+        let (axes, row) = match plan.axes.split_last() {
+            Some((&last, rest)) if run < NARROW_RUN && last.count <= MAX_TILE => (rest, last),
+            _ => (
+                &plan.axes[..],
+                Axis {
+                    count: 1,
+                    in_stride: 0,
+                    out_stride: 0,
+                },
+            ),
+        };
+        loop_nest(b, axes, src_base, dst_base, &[], &mut |b, i, o, _| {
+            emit_row(b, src, dst, i, o, row, run)?;
+            Ok(Vec::new())
+        })?;
+        return Ok(());
+    };
+    let (&b_axis, rest) = plan.axes.split_last().ok_or("a tiled copy without loops")?;
+    let a_axis = rest[a_index];
+    let outer: Vec<Axis> = rest
+        .iter()
+        .enumerate()
+        .filter(|&(k, _)| k != a_index)
+        .map(|(_, &a)| a)
+        .collect();
+    let edge = (TILE_BYTES / run).clamp(1, MAX_TILE);
+    let tile_b = edge.min(b_axis.count);
+    // When B fits one tile, whole input rows along A are read per pass: no need to cut A.
+    let tile_a = if b_axis.count <= edge {
+        a_axis.count
+    } else {
+        edge.min(a_axis.count)
+    };
+    // Full tiles, then the leftover strip, along each of A and B: up to four rectangles.
+    let parts = |count: usize, tile: usize| {
+        [
+            (0, count / tile, tile),
+            (count / tile * tile, 1, count % tile),
+        ]
+        .into_iter()
+        .filter(|&(_, tiles, size)| tiles > 0 && size > 0)
+        .collect::<Vec<_>>()
+    };
+    let (a_parts, b_parts) = (parts(a_axis.count, tile_a), parts(b_axis.count, tile_b));
+    loop_nest(b, &outer, src_base, dst_base, &[], &mut |b, i, o, _| {
+        for &(a_start, a_tiles, a_size) in &a_parts {
+            for &(b_start, b_tiles, b_size) in &b_parts {
+                let i0 = b.ins().iadd_imm_s(
+                    i,
+                    c64(a_start * a_axis.in_stride + b_start * b_axis.in_stride)?,
+                );
+                let o0 = b.ins().iadd_imm_s(
+                    o,
+                    c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
+                );
+                let tile_loops: Vec<Axis> = [
+                    (a_tiles, a_axis, a_size),
+                    (b_tiles, b_axis, b_size),
+                    (a_size, a_axis, 1),
+                ]
+                .into_iter()
+                .filter(|&(count, _, _)| count > 1)
+                .map(|(count, axis, step)| Axis {
+                    count,
+                    in_stride: axis.in_stride * step,
+                    out_stride: axis.out_stride * step,
+                })
+                .collect();
+                let row = Axis {
+                    count: b_size,
+                    ..b_axis
+                };
+                loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
+                    emit_row(b, src, dst, i, o, row, run)?;
+                    Ok(Vec::new())
+                })?;
+            }
+        }
+        Ok(Vec::new())
+    })?;
+    Ok(())
+}
+
+/// Straight-line copies of `row.count` runs of `run` bytes, the k-th from
+/// `src + i + k * row.in_stride` to `dst + o + k * row.out_stride`.
+fn emit_row(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    i: Value,
+    o: Value,
+    row: Axis,
+    run: usize,
+) -> Result<(), String> {
+    let s = b.ins().iadd(src, i);
+    let d = b.ins().iadd(dst, o);
+    for k in 0..row.count {
+        let (sk, dk) = (
+            addr_plus(b, s, k * row.in_stride)?,
+            addr_plus(b, d, k * row.out_stride)?,
+        );
+        emit_run_copy(b, sk, dk, run)?;
+    }
+    Ok(())
+}
+
 /// The integer type of a `bytes`-wide memory access (1, 2, 4, 8 or 16 bytes).
 fn piece_type(bytes: usize) -> Type {
     match bytes {
