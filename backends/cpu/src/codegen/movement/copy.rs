@@ -5,7 +5,7 @@
 //! Invariant: a normalised [`CopyPlan`] touches exactly the bytes the un-normalised one does,
 //! in the same order within each run; normalisation only removes loop overhead.
 
-use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
+use cranelift_codegen::ir::{ConstantData, InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use crate::jit::loops::{data_flags, for_range, for_range_carry};
@@ -206,10 +206,13 @@ pub(super) fn emit_copy(
                     o,
                     c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
                 );
+                // 4-byte elements in 4 x 4 blocks go through registers (see emit_block_4x4).
+                let blocked = run == 4 && a_size % 4 == 0 && b_size % 4 == 0;
+                let a_step = if blocked { 4 } else { 1 };
                 let tile_loops: Vec<Axis> = [
                     (a_tiles, a_axis, a_size),
                     (b_tiles, b_axis, b_size),
-                    (a_size, a_axis, 1),
+                    (a_size / a_step, a_axis, a_step),
                 ]
                 .into_iter()
                 .filter(|&(count, _, _)| count > 1)
@@ -224,13 +227,73 @@ pub(super) fn emit_copy(
                     ..b_axis
                 };
                 loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
-                    emit_row(b, src, dst, i, o, row, run)?;
+                    if blocked {
+                        let s = b.ins().iadd(src, i);
+                        let d = b.ins().iadd(dst, o);
+                        for k in 0..b_size / 4 {
+                            let (sk, dk) = (
+                                addr_plus(b, s, 4 * k * b_axis.in_stride)?,
+                                addr_plus(b, d, 4 * k * b_axis.out_stride)?,
+                            );
+                            emit_block_4x4(b, sk, dk, b_axis.in_stride, a_axis.out_stride)?;
+                        }
+                    } else {
+                        emit_row(b, src, dst, i, o, row, run)?;
+                    }
                     Ok(Vec::new())
                 })?;
             }
         }
         Ok(Vec::new())
     })?;
+    Ok(())
+}
+
+/// Transposes a 4 x 4 block of 4-byte elements: four 16-byte loads from `src + r * src_row`,
+/// the two-stage unpack transpose (`punpck{l,h}dq` then `punpck{l,h}qdq` on x86, which
+/// Cranelift matches from these shuffle masks; every x86-64 has them), four 16-byte stores to
+/// `dst + r * dst_row`. Four loads and four stores move what takes sixteen of each one element
+/// at a time.
+fn emit_block_4x4(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    src_row: usize,
+    dst_row: usize,
+) -> Result<(), String> {
+    let mut rows = Vec::with_capacity(4);
+    for r in 0..4 {
+        let at = addr_plus(b, src, r * src_row)?;
+        rows.push(b.ins().load(types::I8X16, data_flags(), at, 0));
+    }
+    let lanes = |lo: std::ops::Range<u8>, hi: std::ops::Range<u8>, width: u8| -> Vec<u8> {
+        // Alternating `width`-byte lanes of the two operands (bytes 16.. are the second).
+        lo.step_by(width.into())
+            .zip(hi.step_by(width.into()))
+            .flat_map(|(x, y)| (x..x + width).chain(y..y + width))
+            .collect()
+    };
+    let shuffle = |b: &mut FunctionBuilder, x: Value, y: Value, mask: Vec<u8>| {
+        let imm = b.func.dfg.immediates.push(ConstantData::from(mask));
+        b.ins().shuffle(x, y, imm)
+    };
+    let (lo32, hi32) = (lanes(0..8, 16..24, 4), lanes(8..16, 24..32, 4));
+    let (lo64, hi64) = (lanes(0..8, 16..24, 8), lanes(8..16, 24..32, 8));
+    // t0 = a0 b0 a1 b1, t1 = c0 d0 c1 d1, t2 = a2 b2 a3 b3, t3 = c2 d2 c3 d3.
+    let t0 = shuffle(b, rows[0], rows[1], lo32.clone());
+    let t1 = shuffle(b, rows[2], rows[3], lo32);
+    let t2 = shuffle(b, rows[0], rows[1], hi32.clone());
+    let t3 = shuffle(b, rows[2], rows[3], hi32);
+    let out = [
+        shuffle(b, t0, t1, lo64.clone()),
+        shuffle(b, t0, t1, hi64.clone()),
+        shuffle(b, t2, t3, lo64),
+        shuffle(b, t2, t3, hi64),
+    ];
+    for (r, v) in out.into_iter().enumerate() {
+        let at = addr_plus(b, dst, r * dst_row)?;
+        b.ins().store(data_flags(), v, at, 0);
+    }
     Ok(())
 }
 
