@@ -167,7 +167,8 @@ fn transposes_of_rank_5_and_6() {
 }
 
 /// The layouts networks use: NHWC <-> NCHW with sizes that leave partial tiles on both axes,
-/// and channel shuffles (reshape to groups, swap the group and channel axes).
+/// and channel shuffles (reshape to groups, swap the group and channel axes): f32 runs through
+/// the 4 x 4 register blocks and the two-group interleave with leftover rows.
 #[test]
 fn layout_transposes_and_channel_shuffles() {
     for (dims, perm) in [
@@ -178,6 +179,8 @@ fn layout_transposes_and_channel_shuffles() {
         (vec![2, 3, 5, 2, 58], vec![0, 1, 2, 4, 3]),
         (vec![1, 4, 4, 3, 20], vec![0, 1, 2, 4, 3]),
         (vec![1, 4, 4, 8, 3], vec![0, 1, 2, 4, 3]),
+        (vec![1, 2, 3, 4, 9], vec![0, 1, 2, 4, 3]),
+        (vec![3, 2, 8], vec![0, 2, 1]),
     ] {
         for dtype in [DType::F32, DType::Bool, DType::I64] {
             check_transpose(dtype, &dims, &perm, 5);

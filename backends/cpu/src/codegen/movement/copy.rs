@@ -163,7 +163,9 @@ pub(super) fn emit_copy(
             ),
         };
         loop_nest(b, axes, src_base, dst_base, &[], &mut |b, i, o, _| {
-            emit_row(b, src, dst, i, o, row, run)?;
+            let s = b.ins().iadd(src, i);
+            let d = b.ins().iadd(dst, o);
+            emit_row(b, s, d, row, run)?;
             Ok(Vec::new())
         })?;
         return Ok(());
@@ -206,40 +208,27 @@ pub(super) fn emit_copy(
                     o,
                     c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
                 );
-                // 4-byte elements in 4 x 4 blocks go through registers (see emit_block_4x4).
-                let blocked = run == 4 && a_size % 4 == 0 && b_size % 4 == 0;
-                let a_step = if blocked { 4 } else { 1 };
-                let tile_loops: Vec<Axis> = [
-                    (a_tiles, a_axis, a_size),
-                    (b_tiles, b_axis, b_size),
-                    (a_size / a_step, a_axis, a_step),
-                ]
-                .into_iter()
-                .filter(|&(count, _, _)| count > 1)
-                .map(|(count, axis, step)| Axis {
-                    count,
-                    in_stride: axis.in_stride * step,
-                    out_stride: axis.out_stride * step,
-                })
-                .collect();
-                let row = Axis {
-                    count: b_size,
-                    ..b_axis
-                };
+                let tile_loops: Vec<Axis> = [(a_tiles, a_axis, a_size), (b_tiles, b_axis, b_size)]
+                    .into_iter()
+                    .filter(|&(count, _, _)| count > 1)
+                    .map(|(count, axis, step)| Axis {
+                        count,
+                        in_stride: axis.in_stride * step,
+                        out_stride: axis.out_stride * step,
+                    })
+                    .collect();
+                let (a_tile, b_tile) = (
+                    Axis {
+                        count: a_size,
+                        ..a_axis
+                    },
+                    Axis {
+                        count: b_size,
+                        ..b_axis
+                    },
+                );
                 loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
-                    if blocked {
-                        let s = b.ins().iadd(src, i);
-                        let d = b.ins().iadd(dst, o);
-                        for k in 0..b_size / 4 {
-                            let (sk, dk) = (
-                                addr_plus(b, s, 4 * k * b_axis.in_stride)?,
-                                addr_plus(b, d, 4 * k * b_axis.out_stride)?,
-                            );
-                            emit_block_4x4(b, sk, dk, b_axis.in_stride, a_axis.out_stride)?;
-                        }
-                    } else {
-                        emit_row(b, src, dst, i, o, row, run)?;
-                    }
+                    emit_tile(b, src, dst, i, o, a_tile, b_tile, run)?;
                     Ok(Vec::new())
                 })?;
             }
@@ -247,6 +236,84 @@ pub(super) fn emit_copy(
         Ok(Vec::new())
     })?;
     Ok(())
+}
+
+/// One tile of a blocked transpose: `a.count` rows along A (contiguous in the input), each
+/// copying `bx.count` runs along B (contiguous in the output), from `src + i` to `dst + o`.
+///
+/// 4-byte elements go through registers four rows of A at a time: 4 x 4 blocks when B is a
+/// multiple of 4, a two-way interleave when B is 2 and the output rows are packed (the
+/// two-group channel shuffle). Leftover rows, and other element sizes, copy run by run.
+#[allow(clippy::too_many_arguments)]
+fn emit_tile(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    i: Value,
+    o: Value,
+    a: Axis,
+    bx: Axis,
+    run: usize,
+) -> Result<(), String> {
+    let zip = run == 4 && bx.count == 2 && a.out_stride == 2 * run;
+    let group = if run == 4 && (bx.count % 4 == 0 || zip) {
+        4
+    } else {
+        1
+    };
+    let groups = a.count / group;
+    if groups > 0 {
+        let step = [Axis {
+            count: groups,
+            in_stride: a.in_stride * group,
+            out_stride: a.out_stride * group,
+        }];
+        let loops = if groups > 1 { &step[..] } else { &[] };
+        loop_nest(b, loops, i, o, &[], &mut |b, i, o, _| {
+            let s = b.ins().iadd(src, i);
+            let d = b.ins().iadd(dst, o);
+            if group == 1 {
+                emit_row(b, s, d, bx, run)?;
+            } else if zip {
+                emit_zip_4x2(b, s, d, bx.in_stride)?;
+            } else {
+                for k in 0..bx.count / 4 {
+                    let (sk, dk) = (
+                        addr_plus(b, s, 4 * k * bx.in_stride)?,
+                        addr_plus(b, d, 4 * k * bx.out_stride)?,
+                    );
+                    emit_block_4x4(b, sk, dk, bx.in_stride, a.out_stride)?;
+                }
+            }
+            Ok(Vec::new())
+        })?;
+    }
+    let s = b.ins().iadd(src, i);
+    let d = b.ins().iadd(dst, o);
+    for r in groups * group..a.count {
+        let (sr, dr) = (
+            addr_plus(b, s, r * a.in_stride)?,
+            addr_plus(b, d, r * a.out_stride)?,
+        );
+        emit_row(b, sr, dr, bx, run)?;
+    }
+    Ok(())
+}
+
+/// A shuffle mask taking alternating `width`-byte lanes from bytes `first` of the first
+/// operand and `second` of the second (CLIF numbers the second operand's bytes 16..32).
+fn alternate(first: std::ops::Range<u8>, second: std::ops::Range<u8>, width: u8) -> Vec<u8> {
+    first
+        .step_by(width.into())
+        .zip(second.step_by(width.into()))
+        .flat_map(|(x, y)| (x..x + width).chain(y..y + width))
+        .collect()
+}
+
+/// `shuffle(x, y, mask)` on two 16-byte vectors.
+fn shuffle(b: &mut FunctionBuilder, x: Value, y: Value, mask: Vec<u8>) -> Value {
+    let imm = b.func.dfg.immediates.push(ConstantData::from(mask));
+    b.ins().shuffle(x, y, imm)
 }
 
 /// Transposes a 4 x 4 block of 4-byte elements: four 16-byte loads from `src + r * src_row`,
@@ -266,19 +333,8 @@ fn emit_block_4x4(
         let at = addr_plus(b, src, r * src_row)?;
         rows.push(b.ins().load(types::I8X16, data_flags(), at, 0));
     }
-    let lanes = |lo: std::ops::Range<u8>, hi: std::ops::Range<u8>, width: u8| -> Vec<u8> {
-        // Alternating `width`-byte lanes of the two operands (bytes 16.. are the second).
-        lo.step_by(width.into())
-            .zip(hi.step_by(width.into()))
-            .flat_map(|(x, y)| (x..x + width).chain(y..y + width))
-            .collect()
-    };
-    let shuffle = |b: &mut FunctionBuilder, x: Value, y: Value, mask: Vec<u8>| {
-        let imm = b.func.dfg.immediates.push(ConstantData::from(mask));
-        b.ins().shuffle(x, y, imm)
-    };
-    let (lo32, hi32) = (lanes(0..8, 16..24, 4), lanes(8..16, 24..32, 4));
-    let (lo64, hi64) = (lanes(0..8, 16..24, 8), lanes(8..16, 24..32, 8));
+    let (lo32, hi32) = (alternate(0..8, 16..24, 4), alternate(8..16, 24..32, 4));
+    let (lo64, hi64) = (alternate(0..8, 16..24, 8), alternate(8..16, 24..32, 8));
     // t0 = a0 b0 a1 b1, t1 = c0 d0 c1 d1, t2 = a2 b2 a3 b3, t3 = c2 d2 c3 d3.
     let t0 = shuffle(b, rows[0], rows[1], lo32.clone());
     let t1 = shuffle(b, rows[2], rows[3], lo32);
@@ -297,23 +353,37 @@ fn emit_block_4x4(
     Ok(())
 }
 
+/// Interleaves two rows of four 4-byte elements (`src` and `src + src_row`) into 32 packed
+/// output bytes at `dst`: `punpckldq` / `punpckhdq` on x86.
+fn emit_zip_4x2(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    src_row: usize,
+) -> Result<(), String> {
+    let second = addr_plus(b, src, src_row)?;
+    let x = b.ins().load(types::I8X16, data_flags(), src, 0);
+    let y = b.ins().load(types::I8X16, data_flags(), second, 0);
+    let lo = shuffle(b, x, y, alternate(0..8, 16..24, 4));
+    let hi = shuffle(b, x, y, alternate(8..16, 24..32, 4));
+    b.ins().store(data_flags(), lo, dst, 0);
+    b.ins().store(data_flags(), hi, dst, 16);
+    Ok(())
+}
+
 /// Straight-line copies of `row.count` runs of `run` bytes, the k-th from
-/// `src + i + k * row.in_stride` to `dst + o + k * row.out_stride`.
+/// `src + k * row.in_stride` to `dst + k * row.out_stride`.
 fn emit_row(
     b: &mut FunctionBuilder,
     src: Value,
     dst: Value,
-    i: Value,
-    o: Value,
     row: Axis,
     run: usize,
 ) -> Result<(), String> {
-    let s = b.ins().iadd(src, i);
-    let d = b.ins().iadd(dst, o);
     for k in 0..row.count {
         let (sk, dk) = (
-            addr_plus(b, s, k * row.in_stride)?,
-            addr_plus(b, d, k * row.out_stride)?,
+            addr_plus(b, src, k * row.in_stride)?,
+            addr_plus(b, dst, k * row.out_stride)?,
         );
         emit_run_copy(b, sk, dk, run)?;
     }
