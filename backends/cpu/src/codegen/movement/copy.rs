@@ -228,7 +228,9 @@ pub(super) fn emit_copy(
                     },
                 );
                 loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
-                    emit_tile(b, src, dst, i, o, a_tile, b_tile, run)?;
+                    let s = b.ins().iadd(src, i);
+                    let d = b.ins().iadd(dst, o);
+                    emit_tile(b, s, d, a_tile, b_tile, run)?;
                     Ok(Vec::new())
                 })?;
             }
@@ -239,24 +241,21 @@ pub(super) fn emit_copy(
 }
 
 /// One tile of a blocked transpose: `a.count` rows along A (contiguous in the input), each
-/// copying `bx.count` runs along B (contiguous in the output), from `src + i` to `dst + o`.
+/// copying `bx.count` runs along B (contiguous in the output), from address `src` to `dst`.
 ///
 /// 4-byte elements go through registers four rows of A at a time: 4 x 4 blocks when B is a
 /// multiple of 4, a two-way interleave when B is 2 and the output rows are packed (the
 /// two-group channel shuffle). Leftover rows, and other element sizes, copy run by run.
-#[allow(clippy::too_many_arguments)]
 fn emit_tile(
     b: &mut FunctionBuilder,
     src: Value,
     dst: Value,
-    i: Value,
-    o: Value,
     a: Axis,
     bx: Axis,
     run: usize,
 ) -> Result<(), String> {
     let zip = run == 4 && bx.count == 2 && a.out_stride == 2 * run;
-    let group = if run == 4 && (bx.count % 4 == 0 || zip) {
+    let group = if run == 4 && (bx.count.is_multiple_of(4) || zip) {
         4
     } else {
         1
@@ -269,9 +268,8 @@ fn emit_tile(
             out_stride: a.out_stride * group,
         }];
         let loops = if groups > 1 { &step[..] } else { &[] };
-        loop_nest(b, loops, i, o, &[], &mut |b, i, o, _| {
-            let s = b.ins().iadd(src, i);
-            let d = b.ins().iadd(dst, o);
+        // The nest's offsets are addresses here: it starts from `src` and `dst`.
+        loop_nest(b, loops, src, dst, &[], &mut |b, s, d, _| {
             if group == 1 {
                 emit_row(b, s, d, bx, run)?;
             } else if zip {
@@ -288,12 +286,10 @@ fn emit_tile(
             Ok(Vec::new())
         })?;
     }
-    let s = b.ins().iadd(src, i);
-    let d = b.ins().iadd(dst, o);
     for r in groups * group..a.count {
         let (sr, dr) = (
-            addr_plus(b, s, r * a.in_stride)?,
-            addr_plus(b, d, r * a.out_stride)?,
+            addr_plus(b, src, r * a.in_stride)?,
+            addr_plus(b, dst, r * a.out_stride)?,
         );
         emit_row(b, sr, dr, bx, run)?;
     }
