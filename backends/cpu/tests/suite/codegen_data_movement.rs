@@ -1,5 +1,6 @@
 //! Movement and assign kernels (codegen/movement.rs, codegen/state.rs) against `eval_op`, bit
-//! for bit: reshape, transposes of rank 2-5, concat of 1-3 operands along every axis, slices,
+//! for bit: reshape, transposes of rank 1-6 (every permutation up to rank 4, blocked tiles with
+//! partial edges), concat of 1-3 operands along every axis, slices,
 //! pads, assigns, every dtype, empty tensors, NaN payloads; canaries around every buffer (see
 //! codegen_data_util).
 
@@ -74,6 +75,115 @@ fn transposes_of_rank_2_to_5() {
                 define_movement,
             );
             assert_bit_exact(&o, &format!("transpose {dims:?} by {perm:?} {dtype}"));
+        }
+    }
+}
+
+/// Every permutation of `0..n`, in lexicographic order.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for first in 0..n {
+        for rest in permutations(n - 1) {
+            let mut p = vec![first];
+            p.extend(rest.into_iter().map(|r| if r >= first { r + 1 } else { r }));
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn check_transpose(dtype: DType, dims: &[usize], perm: &[usize], seed: u64) {
+    let o = run_op(
+        Op::Transpose {
+            perm: perm.to_vec(),
+        },
+        &[typed(dtype, dims, seed)],
+        define_movement,
+    );
+    assert_bit_exact(&o, &format!("transpose {dims:?} by {perm:?} {dtype}"));
+}
+
+/// Every permutation of rank 1-4 over shapes that cross the blocked transpose's tile edges (16
+/// f32 = 64 bytes) with odd and prime remainders, runs merged from adjacent axes, size-1 axes
+/// and empty tensors; element sizes 1, 4 and 8 (tiles of 16, 16 and 8 elements).
+#[test]
+fn transposes_of_every_permutation_up_to_rank_4() {
+    let shapes: &[&[usize]] = &[
+        &[7],
+        &[0],
+        &[3, 7],
+        &[17, 33],
+        &[16, 16],
+        &[1, 19],
+        &[70, 3],
+        &[0, 5],
+        &[2, 3, 5],
+        &[5, 17, 19],
+        &[1, 18, 1],
+        &[33, 2, 17],
+        &[3, 0, 2],
+        &[2, 3, 4, 5],
+        &[1, 13, 17, 3],
+        &[3, 1, 1, 35],
+        &[2, 0, 3, 1],
+    ];
+    for (seed, dims) in shapes.iter().enumerate() {
+        for perm in permutations(dims.len()) {
+            check_transpose(DType::F32, dims, &perm, seed as u64);
+            if dims.len() <= 3 {
+                check_transpose(DType::Bool, dims, &perm, seed as u64);
+                check_transpose(DType::I64, dims, &perm, seed as u64);
+            }
+        }
+    }
+}
+
+/// Ranks 5 and 6: a fixed pseudo-random sample of permutations per shape.
+#[test]
+fn transposes_of_rank_5_and_6() {
+    let shapes: &[&[usize]] = &[
+        &[2, 3, 1, 5, 7],
+        &[3, 17, 2, 1, 5],
+        &[2, 2, 3, 1, 3, 5],
+        &[1, 5, 2, 3, 1, 7],
+        &[2, 0, 3, 1, 2, 2],
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for (seed, dims) in shapes.iter().enumerate() {
+        let all = permutations(dims.len());
+        for _ in 0..12 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let perm = &all[(state % all.len() as u64) as usize];
+            check_transpose(DType::F32, dims, perm, seed as u64);
+        }
+        let reversed: Vec<usize> = (0..dims.len()).rev().collect();
+        check_transpose(DType::I32, dims, &reversed, seed as u64);
+    }
+}
+
+/// The layouts networks use: NHWC <-> NCHW with sizes that leave partial tiles on both axes,
+/// and channel shuffles (reshape to groups, swap the group and channel axes): f32 runs through
+/// the 4 x 4 register blocks and the two-group interleave with leftover rows.
+#[test]
+fn layout_transposes_and_channel_shuffles() {
+    for (dims, perm) in [
+        (vec![2usize, 19, 21, 40], vec![0usize, 3, 1, 2]),
+        (vec![2, 40, 19, 21], vec![0, 2, 3, 1]),
+        (vec![1, 56, 9, 64], vec![0, 3, 1, 2]),
+        (vec![1, 3, 31, 29], vec![0, 2, 3, 1]),
+        (vec![2, 3, 5, 2, 58], vec![0, 1, 2, 4, 3]),
+        (vec![1, 4, 4, 3, 20], vec![0, 1, 2, 4, 3]),
+        (vec![1, 4, 4, 8, 3], vec![0, 1, 2, 4, 3]),
+        (vec![1, 2, 3, 4, 9], vec![0, 1, 2, 4, 3]),
+        (vec![3, 2, 8], vec![0, 2, 1]),
+    ] {
+        for dtype in [DType::F32, DType::Bool, DType::I64] {
+            check_transpose(dtype, &dims, &perm, 5);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The copy machinery of the movement kernels: loop nests over strided offsets (shared with the
-//! reduction kernels), copy plans and their normalisation, and the emitters that copy or fill
-//! one contiguous run of bytes.
+//! reduction kernels), copy plans and their normalisation, the emitters that copy or fill one
+//! contiguous run of bytes, and the choice between a plain nest and a blocked transpose.
 //!
 //! Invariant: a normalised [`CopyPlan`] touches exactly the bytes the un-normalised one does,
 //! in the same order within each run; normalisation only removes loop overhead.
@@ -8,6 +8,7 @@
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
+use super::tile::emit_blocked;
 use crate::jit::loops::{data_flags, for_range, for_range_carry};
 
 /// One loop of a nest: its trip count and what one iteration adds to the input and output
@@ -111,6 +112,78 @@ impl CopyPlan {
     }
 }
 
+/// Runs narrower than this are copied as a blocked transpose when the innermost loop is
+/// contiguous only in the output (a wider run already moves whole vectors).
+const NARROW_RUN: usize = 16;
+/// Most runs an unrolled row copies (the row is straight-line code).
+pub(super) const MAX_TILE: usize = 16;
+impl CopyPlan {
+    /// For a normalised transpose-like plan (narrow runs, innermost loop contiguous in the
+    /// output but not in the input), the index of the loop that is contiguous in the input.
+    fn input_contiguous_axis(&self) -> Option<usize> {
+        let (last, rest) = self.axes.split_last()?;
+        if self.run >= NARROW_RUN || last.out_stride != self.run || last.in_stride == self.run {
+            return None;
+        }
+        rest.iter().rposition(|a| a.in_stride == self.run)
+    }
+}
+
+/// Emits `plan`, copying from kernel buffer address `src` to output address `dst`: a
+/// transpose that moves the innermost axis as a blocked transpose (see `tile.rs`), anything
+/// else as its loop nest with a short innermost loop of narrow runs unrolled.
+pub(super) fn emit_copy(
+    b: &mut FunctionBuilder,
+    plan: &CopyPlan,
+    src: Value,
+    dst: Value,
+) -> Result<(), String> {
+    let src_base = b.ins().iconst(types::I64, c64(plan.src_base)?);
+    let dst_base = b.ins().iconst(types::I64, c64(plan.dst_base)?);
+    let run = plan.run;
+    let Some(a_index) = plan.input_contiguous_axis() else {
+        // Plain nest; a short innermost loop of narrow runs is unrolled.
+        let (axes, row) = match plan.axes.split_last() {
+            Some((&last, rest)) if run < NARROW_RUN && last.count <= MAX_TILE => (rest, last),
+            _ => (
+                &plan.axes[..],
+                Axis {
+                    count: 1,
+                    in_stride: 0,
+                    out_stride: 0,
+                },
+            ),
+        };
+        loop_nest(b, axes, src_base, dst_base, &[], &mut |b, i, o, _| {
+            let s = b.ins().iadd(src, i);
+            let d = b.ins().iadd(dst, o);
+            emit_row(b, s, d, row, run)?;
+            Ok(Vec::new())
+        })?;
+        return Ok(());
+    };
+    emit_blocked(b, plan, a_index, src, dst, src_base, dst_base)
+}
+
+/// Straight-line copies of `row.count` runs of `run` bytes, the k-th from
+/// `src + k * row.in_stride` to `dst + k * row.out_stride`.
+pub(super) fn emit_row(
+    b: &mut FunctionBuilder,
+    src: Value,
+    dst: Value,
+    row: Axis,
+    run: usize,
+) -> Result<(), String> {
+    for k in 0..row.count {
+        let (sk, dk) = (
+            addr_plus(b, src, k * row.in_stride)?,
+            addr_plus(b, dst, k * row.out_stride)?,
+        );
+        emit_run_copy(b, sk, dk, run)?;
+    }
+    Ok(())
+}
+
 /// The integer type of a `bytes`-wide memory access (1, 2, 4, 8 or 16 bytes).
 fn piece_type(bytes: usize) -> Type {
     match bytes {
@@ -123,7 +196,7 @@ fn piece_type(bytes: usize) -> Type {
 }
 
 /// `base + off` as an address, folding a zero offset.
-fn addr_plus(b: &mut FunctionBuilder, base: Value, off: usize) -> Result<Value, String> {
+pub(super) fn addr_plus(b: &mut FunctionBuilder, base: Value, off: usize) -> Result<Value, String> {
     Ok(if off == 0 {
         base
     } else {
@@ -260,5 +333,37 @@ mod tests {
             dst_base: 0,
         };
         assert_eq!(p.normalized().expect("non-empty").axes, vec![a(3, 4, 12)]);
+    }
+
+    #[test]
+    fn nhwc_to_nchw_is_a_batched_2d_transpose_with_a_blocked_axis() {
+        let a = |count, in_stride, out_stride| Axis {
+            count,
+            in_stride,
+            out_stride,
+        };
+        // f32 [2, 5, 7, 3] by [0, 3, 1, 2]: the H and W loops merge, the C loop is input-contiguous.
+        let p = CopyPlan {
+            src: 0,
+            axes: vec![a(2, 420, 420), a(3, 4, 140), a(5, 84, 28), a(7, 12, 4)],
+            run: 4,
+            src_base: 0,
+            dst_base: 0,
+        };
+        let n = p.normalized().expect("non-empty");
+        assert_eq!(n.axes, vec![a(2, 420, 420), a(3, 4, 140), a(35, 12, 4)]);
+        assert_eq!(n.input_contiguous_axis(), Some(1));
+        // A slice's rows are contiguous on both sides: a plain nest.
+        let p = CopyPlan {
+            src: 0,
+            axes: vec![a(4, 24, 8), a(2, 4, 4)],
+            run: 4,
+            src_base: 4,
+            dst_base: 0,
+        };
+        assert_eq!(
+            p.normalized().expect("non-empty").input_contiguous_axis(),
+            None
+        );
     }
 }
