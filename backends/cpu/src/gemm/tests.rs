@@ -202,6 +202,78 @@ fn gemm_deep_and_wide_shapes_cross_cache_blocks() {
     }
 }
 
+/// Odd and edge sizes for the matrix-vector path: one lane, partial vectors, partial panels
+/// and panel groups, and a B wider than the threading threshold.
+const GEMV_SIZES: [usize; 5] = [1, 3, 17, 1000, 1001];
+
+#[test]
+fn gemm_small_m_matches_reference() {
+    let mut variant = 0;
+    for isa in Isa::supported() {
+        // m = 4 is the first product left to the blocked driver.
+        for m in 1..=4 {
+            for &n in &GEMV_SIZES {
+                for &k in &GEMV_SIZES {
+                    run_case(isa, m, n, k, variant);
+                    variant += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_small_m_gives_the_blocked_drivers_bits() {
+    let bias = values(5, 1001);
+    let res = values(6, 3 * 1001);
+    let epilogues = [
+        Epilogue::none(),
+        Epilogue {
+            bias: Some(&bias),
+            add: None,
+            activation: Activation::Relu,
+        },
+        Epilogue {
+            bias: Some(&bias),
+            add: Some(Residual {
+                data: &res,
+                ld: 1001,
+            }),
+            activation: Activation::LeakyRelu(0.1),
+        },
+    ];
+    for isa in Isa::supported() {
+        for m in 1..=gemv::MAX_ROWS {
+            for &n in &GEMV_SIZES {
+                for &k in &GEMV_SIZES {
+                    let a = values(1, m * k);
+                    let b = pack_b_for(isa, k, n, &values(2, k * n), false).unwrap();
+                    for (e, epi) in epilogues.iter().enumerate() {
+                        let tag = format!("{isa:?} m={m} n={n} k={k} epilogue {e}");
+                        let mut fast = vec![CANARY; m * n];
+                        gemv::run(m, &a, k, &b, &mut fast, n, epi).expect(&tag);
+                        let mut blocked = vec![CANARY; m * n];
+                        let src = DenseA {
+                            a: &a,
+                            lda: k,
+                            m,
+                            k,
+                        };
+                        driver::run(&src, &b, &mut blocked, n, epi).expect(&tag);
+                        let differs = fast
+                            .iter()
+                            .zip(&blocked)
+                            .position(|(x, y)| x.to_bits() != y.to_bits());
+                        if let Some(t) = differs {
+                            panic!("{tag}: C[{t}] = {} vs {}", fast[t], blocked[t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_results_do_not_depend_on_thread_count() {
     for isa in Isa::supported() {
