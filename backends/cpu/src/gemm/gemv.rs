@@ -98,12 +98,16 @@ fn columns(
     while j0 < c1 {
         let p = group.min((c1 - j0).div_ceil(nr));
         let width = (p * nr).min(c1 - j0);
-        let panel_slices: Vec<&[f32]> = (0..p).map(|q| b.panel_rows(j0 + q * nr, 0, k)).collect();
+        let mut panel_slices: [&[f32]; MAX_PANELS] = [&[]; MAX_PANELS];
+        for (q, slot) in panel_slices.iter_mut().enumerate().take(p) {
+            *slot = b.panel_rows(j0 + q * nr, 0, k);
+        }
+        let panel_slices = &panel_slices[..p];
         let out = &mut sums[..rows.len() * p * nr];
         match isa {
-            Isa::Avx512 => avx512::dots(rows, &panel_slices, k, out),
-            Isa::Avx2Fma => avx2::dots(rows, &panel_slices, k, out),
-            Isa::Portable => portable::dots(rows, &panel_slices, k, out),
+            Isa::Avx512 => avx512::dots(rows, panel_slices, k, out),
+            Isa::Avx2Fma => avx2::dots(rows, panel_slices, k, out),
+            Isa::Portable => portable::dots(rows, panel_slices, k, out),
         }
         let tile = epi.at(0, j0);
         for (i, row_sums) in out.chunks_exact(p * nr).enumerate() {
