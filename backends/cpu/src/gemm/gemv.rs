@@ -18,9 +18,11 @@ use rayon::prelude::*;
 /// Products with at most this many rows take this path; from four rows on, the blocked
 /// kernels' tiles are full enough.
 pub(super) const MAX_ROWS: usize = 3;
-/// Bytes of B a parallel task should stream at least: waking a second worker costs several
-/// microseconds, 256 KiB take a few microseconds from L2 and more from memory.
-const MIN_TASK_BYTES: usize = 256 << 10;
+/// Bytes of B a parallel task should stream at least. Waking a second worker costs 10-20 us
+/// on a loaded 2-core machine: measured with `kiln bench --threads 1|2` on a 2-core AMD EPYC
+/// (Zen 4), 1x1024 by 1024x1024 (4 MiB of B) took 45 us on one thread and 62 us split in two;
+/// with 4 MiB per task the split saves more than that.
+const MIN_TASK_BYTES: usize = 4 << 20;
 /// Panels processed side by side, at most (sizes the sums buffer).
 const MAX_PANELS: usize = 4;
 /// Widest panel of any ISA (AVX-512's NR).
