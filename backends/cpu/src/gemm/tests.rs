@@ -277,11 +277,12 @@ fn gemm_small_m_gives_the_blocked_drivers_bits() {
 #[test]
 fn gemm_results_do_not_depend_on_thread_count() {
     for isa in Isa::supported() {
-        // Row split, column split (few row tiles), a thin one, one across k-blocks.
+        // Row split, column split (few row tiles), thin ones, one across k-blocks.
         for (m, n, k) in [
             (301, 97, 130),
             (3, 2048, 512),
             (1, 777, 3000),
+            (3, 1001, 2100), // matrix-vector path, B over 8 MiB: split along n
             (49, 300, 1100),
         ] {
             let a = values(1, m * k);
