@@ -20,8 +20,8 @@ use rayon::prelude::*;
 pub(super) const MAX_ROWS: usize = 3;
 /// Bytes of B a parallel task should stream at least. Waking a second worker costs 10-20 us
 /// on a loaded 2-core machine: measured with `kiln bench --threads 1|2` on a 2-core AMD EPYC
-/// (Zen 4), 1x1024 by 1024x1024 (4 MiB of B) took 45 us on one thread and 62 us split in two;
-/// with 4 MiB per task the split saves more than that.
+/// (Zen 4), 1x1024 by 1024x1024 (4 MiB of B) took 45 us on one thread and 62 us split in two.
+/// From 4 MiB per task (90 us or more on one thread) the wake-up is a small share.
 const MIN_TASK_BYTES: usize = 4 << 20;
 /// Panels processed side by side, at most (sizes the sums buffer).
 const MAX_PANELS: usize = 4;
@@ -35,8 +35,8 @@ fn panels_at_once(rows: usize) -> usize {
     if rows == 1 { MAX_PANELS } else { 2 }
 }
 
-/// `c = epilogue(a * b)` for `m` rows (`1..=MAX_ROWS`) of `a` at stride `lda`; every operand
-/// already validated by the caller (`sgemm_rows`).
+/// `c = epilogue(a * b)` for `m` rows (`1..=MAX_ROWS`) of `a` at stride `lda`; C, the
+/// epilogue and B's ISA already validated by the caller (`sgemm_rows`).
 pub(super) fn run(
     m: usize,
     a: &[f32],
@@ -50,7 +50,16 @@ pub(super) fn run(
     if !(1..=MAX_ROWS).contains(&m) {
         return Err(format!("gemv: {m} rows, expected 1..={MAX_ROWS}"));
     }
-    let rows: Vec<&[f32]> = (0..m).map(|i| &a[i * lda..i * lda + k]).collect();
+    // `sgemm` checked A's extent, but a custom `RowSource::dense` may hand in anything.
+    let rows = (0..m)
+        .map(|i| a.get(i * lda..i * lda + k))
+        .collect::<Option<Vec<&[f32]>>>()
+        .ok_or_else(|| {
+            format!(
+                "gemv: A has {} values, expected {m} rows of {k} at stride {lda}",
+                a.len()
+            )
+        })?;
     let nr = isa.nr();
     let group = panels_at_once(m);
     let panels = n.div_ceil(nr);

@@ -11,7 +11,7 @@
 //! a matrix-vector path instead (`gemv.rs`) that streams B once, split across threads along n,
 //! with the same bits as the driver. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
 //! `portable.rs`; `unsafe` exists only inside the two intrinsic kernels, behind
-//! `Tile::assert_valid`.
+//! `Tile::assert_valid` (the matrix-vector ones behind `gemv::assert_dots`).
 
 mod avx2;
 mod avx512;

@@ -380,6 +380,45 @@ fn gemm_caller_errors_are_reported() {
     assert_eq!(c, [2.0; 6]);
 }
 
+/// A row source claiming two dense rows of 4 while its dense matrix holds only 5 values.
+struct ShortDense;
+
+impl RowSource for ShortDense {
+    fn rows(&self) -> usize {
+        2
+    }
+    fn depth(&self) -> usize {
+        4
+    }
+    fn segment_len(&self) -> usize {
+        4
+    }
+    fn segments<'s>(
+        &'s self,
+        _i0: usize,
+        _rows: usize,
+        _k0: usize,
+        _len: usize,
+        _nseg: usize,
+        _out: &mut Vec<Option<&'s [f32]>>,
+    ) {
+    }
+    fn dense(&self) -> Option<(&[f32], usize)> {
+        Some((&[1.0; 5], 4))
+    }
+}
+
+#[test]
+fn gemm_small_m_short_dense_source_is_an_error() {
+    let b = pack_b_for(Isa::Portable, 4, 3, &[0.5; 12], false).unwrap();
+    let mut c = [0.0; 6];
+    let err = sgemm_rows(&ShortDense, &b, &mut c, 3, &Epilogue::none()).unwrap_err();
+    assert_eq!(
+        err,
+        "gemv: A has 5 values, expected 2 rows of 4 at stride 4"
+    );
+}
+
 /// A row source serving A's rows in reverse order, in segments of 3, with segment 1 of every
 /// row zero (`None`); `short` makes it return slices one value too short (a broken source).
 struct Reversed<'a> {
