@@ -144,6 +144,61 @@ fn assign_targets_update_variables() {
     assert_eq!(sess.variable(v).unwrap().f32s().unwrap(), &[3.0, 3.0]);
 }
 
+/// `x [1, 4] = [1, 2, 3, 4]` times the variable `w [4, 3]`: column j is `sum_p x[p] * w[p, j]`.
+fn expected_product(w: &[f32]) -> Vec<f32> {
+    (0..3)
+        .map(|j| (0..4).map(|p| (p + 1) as f32 * w[p * 3 + j]).sum())
+        .collect()
+}
+
+#[test]
+fn variable_weights_are_repacked_when_they_change() {
+    // The CPU backend keeps a variable's packed weights between runs; every way of changing
+    // the variable must show in the next product, down to one element.
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[1, 4])).unwrap();
+    let w = g.var("w", Tensor::ones(&[4, 3])).unwrap();
+    let y = g.matmul(x, w).unwrap();
+    let mut last_one = vec![2.0f32; 12];
+    last_one[11] = 5.0;
+    let new_w = g
+        .constant(
+            "new_w",
+            Tensor::from_vec(&[4, 3], last_one.clone()).unwrap(),
+        )
+        .unwrap();
+    let set_w = g.assign(w, new_w).unwrap();
+    // A convolution on a variable filter, thick enough for the GEMM path.
+    let image = g.input("image", Shape::known(&[1, 2, 2, 8])).unwrap();
+    let filter = g.var("filter", Tensor::ones(&[1, 1, 8, 4])).unwrap();
+    let conv = g.conv2d(image, filter, ConvAttrs::same()).unwrap();
+    let mut sess = Session::new(&g).unwrap();
+    let xv = Tensor::from_vec(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    let img = Tensor::ones(&[1, 2, 2, 8]);
+    let product = |sess: &mut Session| {
+        let out = sess.run(&[(x, &xv), (image, &img)], &[y, conv]).unwrap();
+        (out[0].f32s().unwrap().to_vec(), out[1].f32s().unwrap()[0])
+    };
+    assert_eq!(product(&mut sess), (vec![10.0; 3], 8.0));
+    assert_eq!(product(&mut sess), (vec![10.0; 3], 8.0), "cached packing");
+
+    let mut w2: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    sess.set_variable(w, Tensor::from_vec(&[4, 3], w2.clone()).unwrap())
+        .unwrap();
+    sess.set_variable(filter, Tensor::fill(&[1, 1, 8, 4], 0.5))
+        .unwrap();
+    assert_eq!(product(&mut sess), (expected_product(&w2), 4.0));
+    // One element, changed in place through a fresh tensor of otherwise equal values.
+    w2[7] = -3.0;
+    sess.set_variable(w, Tensor::from_vec(&[4, 3], w2.clone()).unwrap())
+        .unwrap();
+    assert_eq!(product(&mut sess).0, expected_product(&w2));
+
+    sess.run_with_targets(&[], &[], &[set_w]).unwrap();
+    assert_eq!(product(&mut sess).0, expected_product(&last_one));
+    assert_eq!(product(&mut sess).0, vec![20.0, 20.0, 32.0]);
+}
+
 #[test]
 fn set_variable_checks_type_and_is_used() {
     let (g, image, conv) = seed_graph();

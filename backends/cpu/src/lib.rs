@@ -13,6 +13,7 @@ mod guard;
 pub mod host;
 pub mod jit;
 pub mod math;
+pub mod pack_cache;
 pub mod plan;
 pub mod runtime;
 

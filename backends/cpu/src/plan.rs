@@ -15,11 +15,13 @@ use crate::codegen;
 use crate::gemm::{self, Activation, ConvGeometry, PackedB};
 use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
+use crate::pack_cache::PackCache;
 use kiln_ir::cost::flops;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
 use kiln_ir::{BinaryOp, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
 
-/// A contraction's B operand: packed once when it is a constant, else packed per run.
+/// A contraction's B operand: packed once when it is a constant, else packed per run (for a
+/// variable, only when its bytes changed).
 pub enum Weights {
     /// Packed at compile time.
     Packed(PackedB),
@@ -31,6 +33,8 @@ pub enum Weights {
         buffer: BufferId,
         /// Whether B is stored transposed.
         transposed: bool,
+        /// For a variable: its last packing, reused while its bytes are unchanged.
+        cache: Option<PackCache>,
     },
 }
 
@@ -289,9 +293,10 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
                 t.f32s().map_err(|e| e.to_string())?,
                 transposed,
             )?),
-            _ => Weights::Runtime {
+            kind => Weights::Runtime {
                 buffer: id,
                 transposed,
+                cache: matches!(kind, BufferKind::Variable(_)).then(PackCache::default),
             },
         })
     };
@@ -321,6 +326,7 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
                 Weights::Runtime {
                     buffer: b,
                     transposed: *transpose_b,
+                    cache: None,
                 }
             };
             let stage = Stage::MatMul {

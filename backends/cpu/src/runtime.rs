@@ -8,12 +8,13 @@ use crate::gemm::{self, Epilogue, PackedB};
 use crate::guard::{GuardedArena, GuardedOutput};
 use crate::host::{View, ViewMut};
 use crate::jit::CompiledKernel;
+use crate::pack_cache::PackedEntry;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
 use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
 use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A compiled program, ready to run.
@@ -279,13 +280,21 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                     Weights::PackedGroups(_) => {
                         return Err("internal error: a matmul got grouped weights".into());
                     }
-                    Weights::Runtime { buffer, transposed } => {
+                    Weights::Runtime {
+                        buffer,
+                        transposed,
+                        cache,
+                    } => {
                         if *b_batch == 1 {
                             if packed_shared.is_none() {
-                                packed_shared =
-                                    Some(gemm::pack_b(k, n, b.f32s(*buffer), *transposed)?);
+                                let pack =
+                                    |src: &[f32]| Ok(vec![gemm::pack_b(k, n, src, *transposed)?]);
+                                packed_shared = Some(match cache {
+                                    Some(cache) => cache.get_or_pack(b.f32s(*buffer), pack)?,
+                                    None => Arc::new(PackedEntry::uncached(pack(b.f32s(*buffer))?)),
+                                });
                             }
-                            packed_shared.as_ref().expect("just packed")
+                            &packed_shared.as_ref().expect("just packed").packed()[0]
                         } else {
                             let all = b.f32s(*buffer);
                             packed_now =
@@ -323,9 +332,13 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             let filters: &[PackedB] = match filter {
                 Weights::Packed(p) => std::slice::from_ref(p),
                 Weights::PackedGroups(p) => p,
-                Weights::Runtime { buffer, .. } => {
-                    packed_now = gemm::pack_conv_groups(b.f32s(*buffer), *depth, *cout, *groups)?;
-                    &packed_now
+                Weights::Runtime { buffer, cache, .. } => {
+                    let pack = |src: &[f32]| gemm::pack_conv_groups(src, *depth, *cout, *groups);
+                    packed_now = match cache {
+                        Some(cache) => cache.get_or_pack(b.f32s(*buffer), pack)?,
+                        None => Arc::new(PackedEntry::uncached(pack(b.f32s(*buffer))?)),
+                    };
+                    packed_now.packed()
                 }
             };
             let bias = epilogue.bias.map(|id| b.f32s(id));

@@ -223,3 +223,92 @@ mod imp {
         });
     }
 }
+
+/// Matrix-vector sums for the GEMV path: `out[(r * P + q) * NR + l] = sum_p a[r][p] *
+/// panels[q][p * NR + l]` for `R = a.len()` rows (1..=3) and `P = panels.len()` panels (1, 2
+/// or 4), summed in k order with FMA like [`run`]. Panics on short slices or without AVX-512F.
+pub(crate) fn dots(a: &[&[f32]], panels: &[&[f32]], k: usize, out: &mut [f32]) {
+    super::gemv::assert_dots(a, panels, k, out, NR);
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            is_x86_feature_detected!("avx512f"),
+            "AVX-512 kernel on a CPU without AVX-512F"
+        );
+        // SAFETY: (all arms) the feature was just checked, `assert_dots` established the
+        // bounds, and each arm's R and P are the slices' lengths.
+        unsafe {
+            match (a.len(), panels.len()) {
+                (1, 1) => gemv::dots::<1, 1>(a, panels, k, out),
+                (1, 2) => gemv::dots::<1, 2>(a, panels, k, out),
+                (1, 3) => gemv::dots::<1, 3>(a, panels, k, out),
+                (1, 4) => gemv::dots::<1, 4>(a, panels, k, out),
+                (2, 1) => gemv::dots::<2, 1>(a, panels, k, out),
+                (2, 2) => gemv::dots::<2, 2>(a, panels, k, out),
+                (3, 1) => gemv::dots::<3, 1>(a, panels, k, out),
+                (3, 2) => gemv::dots::<3, 2>(a, panels, k, out),
+                (r, p) => unreachable!("gemv: no kernel for {r} rows x {p} panels"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("Isa::Avx512 is never supported off x86_64");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod gemv {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    /// [`super::dots`] for exactly `R` rows and `P` panels.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, `a.len() == R`, `panels.len() == P`, and
+    /// `gemv::assert_dots(a, panels, k, out, NR)` holds.
+    #[allow(clippy::needless_range_loop)] // indices to the constants R and P, unrolled
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dots<const R: usize, const P: usize>(
+        a: &[&[f32]],
+        panels: &[&[f32]],
+        k: usize,
+        out: &mut [f32],
+    ) {
+        // Loops to the constants R and P unroll fully, so the accumulators stay in registers.
+        let mut acc = [[[_mm512_setzero_ps(); 2]; P]; R];
+        let mut ap = [std::ptr::null::<f32>(); R];
+        for r in 0..R {
+            ap[r] = a[r].as_ptr();
+        }
+        let mut bp = [std::ptr::null::<f32>(); P];
+        for q in 0..P {
+            bp[q] = panels[q].as_ptr();
+        }
+        for p in 0..k {
+            // SAFETY: p < k, every row holds k values and every panel k * NR.
+            unsafe {
+                let mut av = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    av[r] = _mm512_set1_ps(*ap[r].add(p));
+                }
+                for q in 0..P {
+                    let b0 = _mm512_loadu_ps(bp[q].add(p * NR));
+                    let b1 = _mm512_loadu_ps(bp[q].add(p * NR + 16));
+                    for r in 0..R {
+                        acc[r][q][0] = _mm512_fmadd_ps(av[r], b0, acc[r][q][0]);
+                        acc[r][q][1] = _mm512_fmadd_ps(av[r], b1, acc[r][q][1]);
+                    }
+                }
+            }
+        }
+        let o = out.as_mut_ptr();
+        for r in 0..R {
+            for q in 0..P {
+                // SAFETY: out holds R * P * NR values; this writes NR of them at (r * P + q) * NR.
+                unsafe {
+                    _mm512_storeu_ps(o.add((r * P + q) * NR), acc[r][q][0]);
+                    _mm512_storeu_ps(o.add((r * P + q) * NR + 16), acc[r][q][1]);
+                }
+            }
+        }
+    }
+}

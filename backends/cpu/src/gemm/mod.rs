@@ -7,15 +7,18 @@
 //! (a convolution's rows are pixels, its segments are filter taps: no im2col copy). The driver
 //! (`driver.rs`) blocks over n, k and m for the caches and splits independent output tiles
 //! across rayon's threads; the reduction over k is never split, so results are bitwise
-//! identical for any thread count. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
+//! identical for any thread count. Products of one to three rows (batch-1 dense layers) take
+//! a matrix-vector path instead (`gemv.rs`) that streams B once, split across threads along n,
+//! with the same bits as the driver. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
 //! `portable.rs`; `unsafe` exists only inside the two intrinsic kernels, behind
-//! `Tile::assert_valid`.
+//! `Tile::assert_valid` (the matrix-vector ones behind `gemv::assert_dots`).
 
 mod avx2;
 mod avx512;
 mod conv;
 mod driver;
 mod epilogue;
+mod gemv;
 mod isa;
 mod pack;
 mod portable;
@@ -188,6 +191,12 @@ pub fn sgemm_rows<S: RowSource>(
             "sgemm: B is packed for {}, unsupported here",
             b.isa().name()
         ));
+    }
+    if let Some((a, lda)) = src.dense()
+        && m <= gemv::MAX_ROWS
+        && k > 0
+    {
+        return gemv::run(m, a, lda, b, &mut c[..need], ldc, epilogue);
     }
     driver::run(src, b, &mut c[..need], ldc, epilogue)
 }

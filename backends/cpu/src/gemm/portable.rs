@@ -58,3 +58,22 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
         }
     }
 }
+
+/// Matrix-vector sums for the GEMV path: `out[(r * P + q) * NR + l] = sum_p a[r][p] *
+/// panels[q][p * NR + l]` for `P = panels.len()`, summed in k order with separate multiply
+/// and add like [`run`] (so both give the same bits). Panics on short slices.
+pub(crate) fn dots(a: &[&[f32]], panels: &[&[f32]], k: usize, out: &mut [f32]) {
+    super::gemv::assert_dots(a, panels, k, out, NR);
+    let p_count = panels.len();
+    for (r, row) in a.iter().enumerate() {
+        for (q, panel) in panels.iter().enumerate() {
+            let mut acc = [0.0f32; NR];
+            for (bk, &av) in panel[..k * NR].chunks_exact(NR).zip(&row[..k]) {
+                for j in 0..NR {
+                    acc[j] += av * bk[j];
+                }
+            }
+            out[(r * p_count + q) * NR..][..NR].copy_from_slice(&acc);
+        }
+    }
+}

@@ -202,14 +202,87 @@ fn gemm_deep_and_wide_shapes_cross_cache_blocks() {
     }
 }
 
+/// Odd and edge sizes for the matrix-vector path: one lane, partial vectors, partial panels
+/// and panel groups, and a B wider than the threading threshold.
+const GEMV_SIZES: [usize; 5] = [1, 3, 17, 1000, 1001];
+
+#[test]
+fn gemm_small_m_matches_reference() {
+    let mut variant = 0;
+    for isa in Isa::supported() {
+        // m = 4 is the first product left to the blocked driver.
+        for m in 1..=4 {
+            for &n in &GEMV_SIZES {
+                for &k in &GEMV_SIZES {
+                    run_case(isa, m, n, k, variant);
+                    variant += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_small_m_gives_the_blocked_drivers_bits() {
+    let bias = values(5, 1001);
+    let res = values(6, 3 * 1001);
+    let epilogues = [
+        Epilogue::none(),
+        Epilogue {
+            bias: Some(&bias),
+            add: None,
+            activation: Activation::Relu,
+        },
+        Epilogue {
+            bias: Some(&bias),
+            add: Some(Residual {
+                data: &res,
+                ld: 1001,
+            }),
+            activation: Activation::LeakyRelu(0.1),
+        },
+    ];
+    for isa in Isa::supported() {
+        for m in 1..=gemv::MAX_ROWS {
+            for &n in &GEMV_SIZES {
+                for &k in &GEMV_SIZES {
+                    let a = values(1, m * k);
+                    let b = pack_b_for(isa, k, n, &values(2, k * n), false).unwrap();
+                    for (e, epi) in epilogues.iter().enumerate() {
+                        let tag = format!("{isa:?} m={m} n={n} k={k} epilogue {e}");
+                        let mut fast = vec![CANARY; m * n];
+                        gemv::run(m, &a, k, &b, &mut fast, n, epi).expect(&tag);
+                        let mut blocked = vec![CANARY; m * n];
+                        let src = DenseA {
+                            a: &a,
+                            lda: k,
+                            m,
+                            k,
+                        };
+                        driver::run(&src, &b, &mut blocked, n, epi).expect(&tag);
+                        let differs = fast
+                            .iter()
+                            .zip(&blocked)
+                            .position(|(x, y)| x.to_bits() != y.to_bits());
+                        if let Some(t) = differs {
+                            panic!("{tag}: C[{t}] = {} vs {}", fast[t], blocked[t]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_results_do_not_depend_on_thread_count() {
     for isa in Isa::supported() {
-        // Row split, column split (few row tiles), a thin one, one across k-blocks.
+        // Row split, column split (few row tiles), thin ones, one across k-blocks.
         for (m, n, k) in [
             (301, 97, 130),
             (3, 2048, 512),
             (1, 777, 3000),
+            (3, 1001, 2100), // matrix-vector path, B over 8 MiB: split along n
             (49, 300, 1100),
         ] {
             let a = values(1, m * k);
@@ -305,6 +378,45 @@ fn gemm_caller_errors_are_reported() {
     // A correct call on the same operands still works: 4 * 0.5 = 2.
     sgemm(2, 3, 4, &a, 4, &b, &mut c, 3, &none).unwrap();
     assert_eq!(c, [2.0; 6]);
+}
+
+/// A row source claiming two dense rows of 4 while its dense matrix holds only 5 values.
+struct ShortDense;
+
+impl RowSource for ShortDense {
+    fn rows(&self) -> usize {
+        2
+    }
+    fn depth(&self) -> usize {
+        4
+    }
+    fn segment_len(&self) -> usize {
+        4
+    }
+    fn segments<'s>(
+        &'s self,
+        _i0: usize,
+        _rows: usize,
+        _k0: usize,
+        _len: usize,
+        _nseg: usize,
+        _out: &mut Vec<Option<&'s [f32]>>,
+    ) {
+    }
+    fn dense(&self) -> Option<(&[f32], usize)> {
+        Some((&[1.0; 5], 4))
+    }
+}
+
+#[test]
+fn gemm_small_m_short_dense_source_is_an_error() {
+    let b = pack_b_for(Isa::Portable, 4, 3, &[0.5; 12], false).unwrap();
+    let mut c = [0.0; 6];
+    let err = sgemm_rows(&ShortDense, &b, &mut c, 3, &Epilogue::none()).unwrap_err();
+    assert_eq!(
+        err,
+        "gemv: A has 5 values, expected 2 rows of 4 at stride 4"
+    );
 }
 
 /// A row source serving A's rows in reverse order, in segments of 3, with segment 1 of every

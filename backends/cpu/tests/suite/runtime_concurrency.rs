@@ -65,3 +65,60 @@ fn concurrent_runs_do_not_interfere() {
         }
     });
 }
+
+#[test]
+fn concurrent_runs_with_different_variable_weights_each_use_their_own() {
+    // Runs of one executable share the packed-weights cache of its variable; threads that
+    // hand in different weights must never see each other's packing.
+    let mut g = Graph::new();
+    let x = g
+        .add("x", Op::Input(TensorType::f32(Shape::known(&[1, 64]))), &[])
+        .unwrap();
+    let w = Source {
+        ty: TensorType::f32(Shape::known(&[64, 40])),
+        init: Initializer::Zeros,
+    };
+    let w = g.add("w", Op::Var(w), &[]).unwrap();
+    let matmul = Op::MatMul {
+        transpose_a: false,
+        transpose_b: false,
+    };
+    let y = g.add("y", matmul, &[x, w]).unwrap();
+    let request = CompileRequest {
+        graph: &g,
+        feeds: vec![x],
+        variables: vec![w],
+        fetches: vec![y],
+        targets: vec![],
+    };
+    let cpu = CpuBackend.compile(&request).unwrap();
+    let reference = ReferenceBackend.compile(&request).unwrap();
+    let input = Tensor::uniform(&[1, 64], -1.0, 1.0, 9);
+    let weights: Vec<Tensor> = (0..4)
+        .map(|i| Tensor::uniform(&[64, 40], -1.0, 1.0, 100 + i))
+        .collect();
+    let expected: Vec<Tensor> = weights
+        .iter()
+        .map(|wt| {
+            let got = cpu.run(&[&input], &mut [wt.clone()]).unwrap().remove(0);
+            let want = reference
+                .run(&[&input], &mut [wt.clone()])
+                .unwrap()
+                .remove(0);
+            let tol = kiln_ir::compare::Tolerance::abs_rel(1e-5);
+            kiln_ir::compare::assert_close(&got, &want, tol, "cpu against the reference");
+            got
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (wt, e) in weights.iter().zip(&expected) {
+            let (cpu, input) = (&cpu, &input);
+            scope.spawn(move || {
+                let mut vars = [wt.clone()];
+                for _ in 0..50 {
+                    assert_eq!(&cpu.run(&[input], &mut vars).unwrap()[0], e);
+                }
+            });
+        }
+    });
+}
