@@ -13,6 +13,7 @@ mod guard;
 pub mod host;
 pub mod jit;
 pub mod math;
+pub mod peak;
 pub mod plan;
 pub mod runtime;
 
