@@ -9,7 +9,7 @@ use crate::guard::{GuardedArena, GuardedOutput};
 use crate::host::{View, ViewMut};
 use crate::jit::CompiledKernel;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
-use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
+use kiln_ir::backend::{CompileTimes, Executable, ExecutableInfo, KernelTime};
 use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -25,6 +25,8 @@ pub struct CpuExecutable {
     /// Arenas of finished runs, reused so that a run does not page-fault a fresh one in;
     /// concurrent runs each take their own.
     arenas: Mutex<Vec<GuardedArena>>,
+    /// How long compiling it took, by phase (zero where not timed).
+    compile_times: CompileTimes,
 }
 
 impl CpuExecutable {
@@ -34,6 +36,15 @@ impl CpuExecutable {
             program,
             plan,
             arenas: Mutex::new(Vec::new()),
+            compile_times: CompileTimes::default(),
+        }
+    }
+
+    /// The same executable, reporting `times` as its compilation's phases.
+    pub fn with_compile_times(self, times: CompileTimes) -> CpuExecutable {
+        CpuExecutable {
+            compile_times: times,
+            ..self
         }
     }
 }
@@ -133,7 +144,10 @@ impl Executable for CpuExecutable {
     }
 
     fn info(&self) -> ExecutableInfo {
-        self.program.executable_info()
+        ExecutableInfo {
+            compile_times: self.compile_times,
+            ..self.program.executable_info()
+        }
     }
 }
 
