@@ -19,14 +19,16 @@ use std::time::{Duration, Instant};
 
 /// How long each thread runs the loop before timing starts (clock ramp-up, AVX-512 licence).
 const WARMUP: Duration = Duration::from_millis(20);
-/// How long each thread's timed loop runs.
+/// How long each thread's timed loop runs, all rounds together.
 const MEASURE: Duration = Duration::from_millis(150);
+/// Timed rounds per measurement (the best one counts).
+const ROUNDS: u32 = 6;
 /// Loop iterations between two clock reads (12 vector FMAs each; tens of microseconds).
 const CHUNK: u64 = 4096;
 /// Independent accumulators per thread.
 const CHAINS: u64 = 12;
 /// The cache file's name inside the cache folder.
-const CACHE_FILE: &str = "fma_peak.tsv";
+pub const CACHE_FILE: &str = "fma_peak.tsv";
 
 /// A measured FMA peak and what it was measured for.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,9 +104,10 @@ pub fn fma_peak_cached(dir: Option<&Path>, threads: usize) -> FmaPeak {
     }
 }
 
-/// Runs the FMA loop on `threads` threads at once for `duration` each (after a warm-up) and
-/// returns GFLOP/s, all threads together.
-/// An `isa` this CPU lacks is measured as [`Isa::Portable`].
+/// Runs the FMA loop on `threads` threads at once for `duration` in all (after a warm-up) and
+/// returns GFLOP/s, all threads together. The time is split into rounds that start together on
+/// every thread, and the best round counts: on a shared machine other processes can only slow
+/// a round down. An `isa` this CPU lacks is measured as [`Isa::Portable`].
 pub fn measure(isa: Isa, threads: usize, duration: Duration) -> f64 {
     let threads = threads.max(1);
     let isa = if isa.is_supported() {
@@ -112,33 +115,37 @@ pub fn measure(isa: Isa, threads: usize, duration: Duration) -> f64 {
     } else {
         Isa::Portable
     };
+    let round = duration / ROUNDS;
     let start = Barrier::new(threads);
-    let per_thread: Vec<(u64, Duration)> = std::thread::scope(|s| {
+    let per_thread: Vec<Vec<(u64, Duration)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     run_for(isa, WARMUP.min(duration));
-                    start.wait();
-                    run_for(isa, duration)
+                    (0..ROUNDS)
+                        .map(|_| {
+                            start.wait();
+                            run_for(isa, round)
+                        })
+                        .collect()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or((0, Duration::ZERO)))
+            .map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let iterations: u64 = per_thread.iter().map(|(n, _)| n).sum();
-    let slowest = per_thread
-        .iter()
-        .map(|(_, t)| t.as_secs_f64())
-        .fold(0.0, f64::max);
-    let flops = iterations as f64 * (CHAINS * lanes(isa) * 2) as f64;
-    if slowest > 0.0 {
-        flops / slowest / 1e9
-    } else {
-        0.0
-    }
+    let flops_per_iteration = (CHAINS * lanes(isa) * 2) as f64;
+    (0..ROUNDS as usize)
+        .filter_map(|r| {
+            let runs: Vec<&(u64, Duration)> =
+                per_thread.iter().filter_map(|t| t.get(r)).collect();
+            let iterations: u64 = runs.iter().map(|(n, _)| n).sum();
+            let slowest = runs.iter().map(|(_, t)| t.as_secs_f64()).fold(0.0, f64::max);
+            (slowest > 0.0).then(|| iterations as f64 * flops_per_iteration / slowest / 1e9)
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Runs chunks of the loop until `duration` has passed; returns iterations run and the time.

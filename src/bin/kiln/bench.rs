@@ -125,8 +125,12 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         println!("graph      {}", args.graph.display());
         println!("backend    {} ({threads} threads)", session.backend());
         println!("cpu        {} ({})", peak.cpu, peak.isa.name());
+        let cached = kiln_cpu::peak::cache_dir().map_or_else(
+            || "not cached".to_string(),
+            |d| format!("cached in {}", d.join(kiln_cpu::peak::CACHE_FILE).display()),
+        );
         println!(
-            "peak       {:.1} GFLOP/s FMA on 1 thread, {:.1} on {threads} (measured once, cached)",
+            "peak       {:.1} GFLOP/s FMA on 1 thread, {:.1} on {threads} (measured once, {cached})",
             peak_one.gflops, peak.gflops
         );
         let breakdown: Vec<String> = phases
