@@ -535,7 +535,10 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
     let json = bench_json(g, &cache, &["--profile"]);
 
     let peak = json_numbers(&json, "fma_peak_gflops");
-    assert!(peak.len() == 1 && peak[0].is_finite() && peak[0] > 0.0, "{json}");
+    assert!(
+        peak.len() == 1 && peak[0].is_finite() && peak[0] > 0.0,
+        "{json}"
+    );
     assert!(!json.contains("\"cpu\":\"\""), "{json}");
     let compile = json_numbers(&json, "compile_ms")[0];
     let phases: Vec<f64> = ["passes", "lowering", "packing", "codegen", "other"]
@@ -545,7 +548,10 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
     assert!(phases.iter().all(|&t| t >= 0.0), "{json}");
     assert!(phases[3] > 0.0, "code generation takes time: {json}");
     let sum: f64 = phases.iter().sum();
-    assert!((sum - compile).abs() < 0.01, "phases sum {sum} != {compile}: {json}");
+    assert!(
+        (sum - compile).abs() < 0.01,
+        "phases sum {sum} != {compile}: {json}"
+    );
 
     let profile = &json[json.find("\"profile\":[").expect("a profile array")..];
     let shares = json_numbers(profile, "share");
@@ -557,7 +563,11 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
         profile.contains("\"ops\":[\"matmul\",\"add\",\"relu\"]"),
         "the fused kernel names its ops: {json}"
     );
-    assert!(json_numbers(profile, "peak_share").iter().all(|&p| p >= 0.0));
+    assert!(
+        json_numbers(profile, "peak_share")
+            .iter()
+            .all(|&p| p >= 0.0)
+    );
 
     // The peak was cached: an edited cache entry is what the next bench reports.
     let file = cache.join("kiln/fma_peak.tsv");
@@ -578,7 +588,10 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
     std::fs::write(&blocked, "").unwrap();
     let json = bench_json(g, &blocked, &[]);
     let peak = json_numbers(&json, "fma_peak_gflops");
-    assert!(peak.len() == 1 && peak[0] > 0.0 && peak[0] != 4321.5, "{json}");
+    assert!(
+        peak.len() == 1 && peak[0] > 0.0 && peak[0] != 4321.5,
+        "{json}"
+    );
 }
 
 #[test]

@@ -5,8 +5,8 @@ use crate::plan::plan;
 use crate::runtime::CpuExecutable;
 use kiln_ir::Result;
 use kiln_ir::backend::{Backend, CompileRequest, CompileTimes, Executable};
-use std::time::Instant;
 use kiln_ir::lower::lower;
+use std::time::Instant;
 
 /// Native code for this machine's CPU.
 #[derive(Debug, Default, Clone, Copy)]

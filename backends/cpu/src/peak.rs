@@ -139,10 +139,12 @@ pub fn measure(isa: Isa, threads: usize, duration: Duration) -> f64 {
     let flops_per_iteration = (CHAINS * lanes(isa) * 2) as f64;
     (0..ROUNDS as usize)
         .filter_map(|r| {
-            let runs: Vec<&(u64, Duration)> =
-                per_thread.iter().filter_map(|t| t.get(r)).collect();
+            let runs: Vec<&(u64, Duration)> = per_thread.iter().filter_map(|t| t.get(r)).collect();
             let iterations: u64 = runs.iter().map(|(n, _)| n).sum();
-            let slowest = runs.iter().map(|(_, t)| t.as_secs_f64()).fold(0.0, f64::max);
+            let slowest = runs
+                .iter()
+                .map(|(_, t)| t.as_secs_f64())
+                .fold(0.0, f64::max);
             (slowest > 0.0).then(|| iterations as f64 * flops_per_iteration / slowest / 1e9)
         })
         .fold(0.0, f64::max)
@@ -225,7 +227,10 @@ mod x86 {
                 c10 = $fmadd(c10, a, b);
                 c11 = $fmadd(c11, a, b);
             }
-            let s = $add($add($add(c0, c1), $add(c2, c3)), $add($add(c4, c5), $add(c6, c7)));
+            let s = $add(
+                $add($add(c0, c1), $add(c2, c3)),
+                $add($add(c4, c5), $add(c6, c7)),
+            );
             $add(s, $add($add(c8, c9), $add(c10, c11)))
         }};
     }
@@ -346,7 +351,10 @@ mod tests {
         store_cached(&dir.0, "cpu B\tavx512\t2\trelease", 300.25).unwrap();
         store_cached(&dir.0, "cpu A\tavx2\t1\trelease", 13.0).unwrap();
         assert_eq!(load_cached(&dir.0, "cpu A\tavx2\t1\trelease"), Some(13.0));
-        assert_eq!(load_cached(&dir.0, "cpu B\tavx512\t2\trelease"), Some(300.25));
+        assert_eq!(
+            load_cached(&dir.0, "cpu B\tavx512\t2\trelease"),
+            Some(300.25)
+        );
         assert_eq!(load_cached(&dir.0, "cpu A\tavx2\t2\trelease"), None);
 
         // The public entry point stores what it measured, and later reads it back unchanged.
@@ -362,7 +370,12 @@ mod tests {
         let dir = TempDir::new("corrupt");
         std::fs::create_dir_all(&dir.0).unwrap();
         let key = cache_key(&cpu_model(), best_isa(), 1);
-        for junk in ["", "\t\t\t", &format!("{key}\tnot-a-number"), &format!("{key}\t-4")] {
+        for junk in [
+            "",
+            "\t\t\t",
+            &format!("{key}\tnot-a-number"),
+            &format!("{key}\t-4"),
+        ] {
             std::fs::write(dir.0.join(CACHE_FILE), junk).unwrap();
             assert_eq!(load_cached(&dir.0, &key), None, "{junk:?}");
         }
