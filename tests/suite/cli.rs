@@ -568,6 +568,18 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
             .iter()
             .all(|&p| p >= 0.0)
     );
+    // Each kernel's rate times its time gives back its FLOPs; together, the graph's.
+    let kernel_flops: f64 = json_numbers(profile, "gflops")
+        .iter()
+        .zip(json_numbers(profile, "ms"))
+        .map(|(g, ms)| g * ms * 1e6)
+        .sum();
+    let graph_flops = json_numbers(&json, "flops")[0];
+    assert_eq!(graph_flops, 2.0 * 3.0 * 4.0 + 4.0 + 4.0, "{json}");
+    assert!(
+        (kernel_flops / graph_flops - 1.0).abs() < 0.05,
+        "kernels {kernel_flops} vs graph {graph_flops}: {json}"
+    );
 
     // The peak was cached: an edited cache entry is what the next bench reports.
     let file = cache.join("kiln/fma_peak.tsv");
