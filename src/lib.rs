@@ -32,7 +32,7 @@ mod session;
 
 pub use backend_kind::BackendKind;
 pub use graph::Graph;
-pub use kiln_ir::backend::{ExecutableInfo, KernelTime};
+pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
 pub use kiln_ir::file_access::FileAccess;
 pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,

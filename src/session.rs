@@ -304,6 +304,7 @@ impl Session {
             .iter()
             .filter_map(|(old, new)| self.variables.get(old).map(|t| (*new, t)))
             .collect();
+        let passes_started = Instant::now();
         optimize_graph(
             &mut sub,
             &self.backend_kind,
@@ -311,6 +312,7 @@ impl Session {
             &sub_roots,
             &|id| current.get(&id).map(|t| (*t).clone()),
         )?;
+        let passes = passes_started.elapsed();
         // Passes keep names, not ids: find the run's nodes again by name.
         let by_name = |id: &NodeId| sub.find(&self.graph.node(*id).name);
         let lookup = |ids: &[NodeId]| -> Result<Vec<NodeId>> {
@@ -349,9 +351,11 @@ impl Session {
             check_memory_limit(&sub, &request.fetches, &executable.info(), limit)?;
         }
         self.compilations += 1;
+        let mut info = executable.info();
+        info.compile_times.passes = passes;
         self.last_compile = Some(CompileStats {
             time: started.elapsed(),
-            info: executable.info(),
+            info,
         });
         let compiled = Arc::new(Compiled {
             executable,

@@ -8,6 +8,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::{Result, Tensor};
+use std::time::Duration;
 
 /// What to compile: a graph whose placeholders all have concrete shapes, and the roles of its
 /// nodes in a run.
@@ -67,6 +68,10 @@ pub struct KernelTime {
     pub kernel: String,
     /// The graph nodes fused into it.
     pub nodes: Vec<String>,
+    /// The ops it runs: its main op, then each epilogue step (`conv2d`, `add`, `relu`).
+    pub ops: Vec<String>,
+    /// Floating-point operations per run ([`crate::cost::kernel_flops`]); `None` if unknown.
+    pub flops: Option<u64>,
     /// Its output type, e.g. `f32[1,56,56,64]`.
     pub output: String,
     /// Wall-clock time in nanoseconds.
@@ -82,4 +87,20 @@ pub struct ExecutableInfo {
     pub arena_bytes: usize,
     /// What the temporaries would take without sharing memory.
     pub sum_temporary_bytes: usize,
+    /// Where the compilation's time went (zero for the phases a backend does not time).
+    pub compile_times: CompileTimes,
+}
+
+/// Wall time of a compilation's phases, for `kiln bench`. The session times the graph passes;
+/// the backend times the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CompileTimes {
+    /// The optimisation pipeline on the graph.
+    pub passes: Duration,
+    /// Lowering the graph to a [`crate::program::Program`] and validating it.
+    pub lowering: Duration,
+    /// Packing constant weights into the layouts the kernels read.
+    pub packing: Duration,
+    /// Planning the kernels and generating (JIT-compiling) their code, packing excluded.
+    pub codegen: Duration,
 }

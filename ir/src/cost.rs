@@ -5,7 +5,8 @@
 use crate::fused::ExprNode;
 use crate::graph::Graph;
 use crate::op::Op;
-use crate::shape::TensorType;
+use crate::program::{BufferId, Kernel, Program};
+use crate::shape::{Shape, TensorType};
 
 /// FLOPs of one op given its operand types and its result type.
 pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64> {
@@ -73,6 +74,26 @@ pub fn graph_flops(graph: &Graph, roots: &[crate::NodeId]) -> Option<u64> {
             let types: Vec<&TensorType> = inputs.iter().map(|&i| &graph.node(i).ty).collect();
             Some(acc + flops(&node.op, &types, &node.ty)?)
         })
+}
+
+/// FLOPs of one lowered kernel: its main op's, plus one per output element for each epilogue
+/// step; `None` if the main op's count is unknown.
+pub fn kernel_flops(program: &Program, kernel: &Kernel) -> Option<u64> {
+    let type_of = |b: BufferId| {
+        let buffer = program.buffer(b);
+        TensorType::new(buffer.dtype, Shape::known(&buffer.dims))
+    };
+    let out = type_of(kernel.output);
+    let main = match &kernel.main {
+        Some(op) => {
+            let inputs: Vec<TensorType> = kernel.inputs.iter().map(|&b| type_of(b)).collect();
+            let refs: Vec<&TensorType> = inputs.iter().collect();
+            flops(op, &refs, &out)?
+        }
+        None => 0,
+    };
+    let steps = kernel.epilogue.steps.len() as u64;
+    Some(main + steps * out.shape.numel()? as u64)
 }
 
 #[cfg(test)]

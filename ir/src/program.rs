@@ -34,6 +34,7 @@
 //!   values may be fetched or used) but commit nothing.
 
 use crate::backend::{ExecutableInfo, KernelTime};
+use crate::cost::kernel_flops;
 use crate::op::{BinaryOp, Op, UnaryOp};
 use crate::shape::{Dims, fmt_dims};
 use crate::{DType, Tensor};
@@ -192,6 +193,22 @@ impl Kernel {
         self.main.as_ref().map_or("elementwise", Op::name)
     }
 
+    /// The ops the kernel runs, for profiles: the main op's keyword (none for a pure
+    /// elementwise kernel), then each epilogue step's, e.g. `conv2d`, `add`, `relu`.
+    pub fn op_names(&self) -> Vec<String> {
+        let steps = self.epilogue.steps.iter().map(|s| match s {
+            Step::Unary(op, _) => op.name(),
+            Step::Binary(op, _, _) => op.name(),
+        });
+        self.main
+            .as_ref()
+            .map(Op::name)
+            .into_iter()
+            .chain(steps)
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Whether elementwise consumers may be fused after the main op: f32 results other than
     /// assign's, whose output must stay the variable's new value.
     pub fn accepts_epilogue(&self) -> bool {
@@ -296,6 +313,8 @@ impl Program {
                 KernelTime {
                     kernel: k.name.clone(),
                     nodes: k.nodes.clone(),
+                    ops: k.op_names(),
+                    flops: kernel_flops(self, k),
                     output: format!("{}{}", out.dtype, fmt_dims(&out.dims)),
                     nanos: 0,
                 }
@@ -309,6 +328,7 @@ impl Program {
             kernels: self.kernels.len(),
             arena_bytes: self.arena_bytes,
             sum_temporary_bytes: self.sum_temporary_bytes,
+            compile_times: Default::default(),
         }
     }
 

@@ -485,6 +485,127 @@ fn bench_rejects_counts_it_cannot_honour() {
     }
 }
 
+/// A matmul with a bias and relu: one kernel whose ops the profile must name.
+const DENSE_GRAPH: &str = "kiln 1
+input %x : f32[?,3]
+const %w : f32[3,4] = [[1, 0, 2, -1], [0, 1, 1, 1], [1, 1, -3, 0]]
+const %b : f32[4] = [0.5, -0.5, 1, 0]
+%y = matmul(%x, %w)
+%z = bias_add(%y, %b)
+%r = relu(%z)
+output %r
+";
+
+/// Every number following `"key":` in `json`, in order (`null` is skipped).
+fn json_numbers(json: &str, key: &str) -> Vec<f64> {
+    let pattern = format!("\"{key}\":");
+    json.match_indices(&pattern)
+        .filter_map(|(at, _)| {
+            let rest = &json[at + pattern.len()..];
+            let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
+/// `kiln bench --json` with a cache folder; returns the JSON line.
+fn bench_json(graph: &str, cache: &Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .env("XDG_CACHE_HOME", cache)
+        .args(["bench", graph, "--backend", "cpu", "--json", "--runs", "3"])
+        .args(["--threads", "1"])
+        .args(extra)
+        .output()
+        .expect("the kiln binary runs");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    stdout.trim().to_string()
+}
+
+/// `kiln bench --json --profile` reports the CPU, its measured FMA peak (read back from the
+/// cache on later runs), the compile time by phase, and per kernel its ops, time share,
+/// GFLOP/s and share of the peak.
+#[test]
+fn bench_reports_peak_compile_phases_and_kernel_ops() {
+    let dir = scratch("bench-peak");
+    let g = dir.join("dense.kiln");
+    std::fs::write(&g, DENSE_GRAPH).unwrap();
+    let g = g.to_str().unwrap();
+    let cache = dir.join("cache");
+    let json = bench_json(g, &cache, &["--profile"]);
+
+    let peak = json_numbers(&json, "fma_peak_gflops");
+    assert!(
+        peak.len() == 1 && peak[0].is_finite() && peak[0] > 0.0,
+        "{json}"
+    );
+    assert!(!json.contains("\"cpu\":\"\""), "{json}");
+    let compile = json_numbers(&json, "compile_ms")[0];
+    let phases: Vec<f64> = ["passes", "lowering", "packing", "codegen", "other"]
+        .iter()
+        .map(|p| json_numbers(&json, p)[0])
+        .collect();
+    assert!(phases.iter().all(|&t| t >= 0.0), "{json}");
+    assert!(phases[3] > 0.0, "code generation takes time: {json}");
+    let sum: f64 = phases.iter().sum();
+    assert!(
+        (sum - compile).abs() < 0.01,
+        "phases sum {sum} != {compile}: {json}"
+    );
+
+    let profile = &json[json.find("\"profile\":[").expect("a profile array")..];
+    let shares = json_numbers(profile, "share");
+    assert!(!shares.is_empty(), "{json}");
+    let total: f64 = shares.iter().sum();
+    assert!((total - 1.0).abs() < 1e-3, "shares sum to {total}: {json}");
+    assert!(!profile.contains("\"ops\":[]"), "{json}");
+    assert!(
+        profile.contains("\"ops\":[\"matmul\",\"add\",\"relu\"]"),
+        "the fused kernel names its ops: {json}"
+    );
+    assert!(
+        json_numbers(profile, "peak_share")
+            .iter()
+            .all(|&p| p >= 0.0)
+    );
+    // Each kernel's rate times its time gives back its FLOPs; together, the graph's.
+    let kernel_flops: f64 = json_numbers(profile, "gflops")
+        .iter()
+        .zip(json_numbers(profile, "ms"))
+        .map(|(g, ms)| g * ms * 1e6)
+        .sum();
+    let graph_flops = json_numbers(&json, "flops")[0];
+    assert_eq!(graph_flops, 2.0 * 3.0 * 4.0 + 4.0 + 4.0, "{json}");
+    assert!(
+        (kernel_flops / graph_flops - 1.0).abs() < 0.05,
+        "kernels {kernel_flops} vs graph {graph_flops}: {json}"
+    );
+
+    // The peak was cached: an edited cache entry is what the next bench reports.
+    let file = cache.join("kiln/fma_peak.tsv");
+    let cached = std::fs::read_to_string(&file).unwrap();
+    let edited: String = cached
+        .lines()
+        .map(|l| {
+            let (key, _) = l.rsplit_once('\t').unwrap();
+            format!("{key}\t4321.5\n")
+        })
+        .collect();
+    std::fs::write(&file, edited).unwrap();
+    let json = bench_json(g, &cache, &[]);
+    assert_eq!(json_numbers(&json, "fma_peak_gflops"), [4321.5], "{json}");
+
+    // A cache folder that cannot be created (a file stands in its way) means measuring.
+    let blocked = dir.join("not-a-folder");
+    std::fs::write(&blocked, "").unwrap();
+    let json = bench_json(g, &blocked, &[]);
+    let peak = json_numbers(&json, "fma_peak_gflops");
+    assert!(
+        peak.len() == 1 && peak[0] > 0.0 && peak[0] != 4321.5,
+        "{json}"
+    );
+}
+
 #[test]
 fn run_and_check_refuse_file_references_outside_the_graph_folder() {
     let top = scratch("confine");

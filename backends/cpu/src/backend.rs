@@ -4,8 +4,9 @@
 use crate::plan::plan;
 use crate::runtime::CpuExecutable;
 use kiln_ir::Result;
-use kiln_ir::backend::{Backend, CompileRequest, Executable};
+use kiln_ir::backend::{Backend, CompileRequest, CompileTimes, Executable};
 use kiln_ir::lower::lower;
+use std::time::Instant;
 
 /// Native code for this machine's CPU.
 #[derive(Debug, Default, Clone, Copy)]
@@ -17,11 +18,21 @@ impl Backend for CpuBackend {
     }
 
     fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
+        let started = Instant::now();
         let program = lower(request)?;
         // The stages index buffers and arena offsets through raw pointers: check every
         // invariant of the program contract before any of that is planned.
         program.validate()?;
+        let lowered = Instant::now();
         let plan = plan(&program)?;
-        Ok(Box::new(CpuExecutable::new(program, plan)))
+        let times = CompileTimes {
+            lowering: lowered - started,
+            packing: plan.packing,
+            codegen: lowered.elapsed().saturating_sub(plan.packing),
+            ..CompileTimes::default()
+        };
+        Ok(Box::new(
+            CpuExecutable::new(program, plan).with_compile_times(times),
+        ))
     }
 }

@@ -14,6 +14,7 @@ pub mod host;
 pub mod jit;
 pub mod math;
 pub mod pack_cache;
+pub mod peak;
 pub mod plan;
 pub mod runtime;
 

@@ -19,6 +19,8 @@ use crate::pack_cache::PackCache;
 use kiln_ir::cost::flops;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
 use kiln_ir::{BinaryOp, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 /// A contraction's B operand: packed once when it is a constant, else packed per run (for a
 /// variable, only when its bytes changed).
@@ -120,6 +122,8 @@ pub struct Split {
 pub struct Plan {
     /// The stages.
     pub stages: Vec<(usize, Stage)>,
+    /// Time spent packing constant weights while planning.
+    pub packing: Duration,
 }
 
 /// Contractions thinner than this (k or n) run as direct Cranelift loops: a micro-kernel tile
@@ -160,10 +164,11 @@ fn kernel_work(program: &Program, kernel: &Kernel) -> u64 {
 pub fn plan(program: &Program) -> Result<Plan> {
     let mut jit = Jit::new().map_err(|m| unsupported(None, m))?;
     let mut pending: Vec<(usize, Pending)> = Vec::new();
+    let packing = Cell::new(Duration::ZERO);
     for (index, kernel) in program.kernels.iter().enumerate() {
         let err = |m: String| unsupported(Some(kernel), m);
         let mut epilogue_fused = false;
-        let host = match contraction(program, kernel).map_err(err)? {
+        let host = match contraction(program, kernel, &packing).map_err(err)? {
             Some(found) => Some(found),
             None => HostKernel::plan(program, kernel)
                 .map_err(err)?
@@ -263,7 +268,10 @@ pub fn plan(program: &Program) -> Result<Plan> {
             }
         })
         .collect::<Result<_>>()?;
-    Ok(Plan { stages })
+    Ok(Plan {
+        stages,
+        packing: packing.get(),
+    })
 }
 
 fn unsupported(kernel: Option<&Kernel>, reason: String) -> Error {
@@ -279,7 +287,12 @@ fn unsupported(kernel: Option<&Kernel>, reason: String) -> Error {
 
 /// A GEMM stage for matmul and thick NHWC convolutions, with the epilogue folded when it is a
 /// per-column bias and/or an activation; `None` for everything else.
-fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool)>, String> {
+/// Time spent packing weights is added to `packing`.
+fn contraction(
+    program: &Program,
+    kernel: &Kernel,
+    packing: &Cell<Duration>,
+) -> Result<Option<(Stage, bool)>, String> {
     let dims = |id: BufferId| program.buffer(id).dims.to_vec();
     let (folded, fused) = match fold_epilogue(program, kernel) {
         Some(f) => (f, true),
@@ -287,12 +300,9 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
     };
     let weights = |id: BufferId, k: usize, n: usize, transposed: bool| -> Result<Weights, String> {
         Ok(match &program.buffer(id).kind {
-            BufferKind::Constant(t) => Weights::Packed(gemm::pack_b(
-                k,
-                n,
-                t.f32s().map_err(|e| e.to_string())?,
-                transposed,
-            )?),
+            BufferKind::Constant(t) => Weights::Packed(timed(packing, || {
+                gemm::pack_b(k, n, t.f32s().map_err(|e| e.to_string())?, transposed)
+            })?),
             kind => Weights::Runtime {
                 buffer: id,
                 transposed,
@@ -361,12 +371,14 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
             )?;
             let filter = match &program.buffer(w).kind {
                 BufferKind::Constant(t) if groups > 1 => {
-                    Weights::PackedGroups(gemm::pack_conv_groups(
-                        t.f32s().map_err(|e| e.to_string())?,
-                        kdepth,
-                        cout,
-                        groups,
-                    )?)
+                    Weights::PackedGroups(timed(packing, || {
+                        gemm::pack_conv_groups(
+                            t.f32s().map_err(|e| e.to_string())?,
+                            kdepth,
+                            cout,
+                            groups,
+                        )
+                    })?)
                 }
                 _ => weights(w, kdepth, cout, false)?,
             };
@@ -385,6 +397,14 @@ fn contraction(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool
         }
         _ => Ok(None),
     }
+}
+
+/// Runs `work`, adding its wall time to `total`.
+fn timed<T>(total: &Cell<Duration>, work: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = work();
+    total.set(total.get() + started.elapsed());
+    result
 }
 
 /// Recognises `act(main + bias)`, `main + bias` and `act(main)` where the bias varies only

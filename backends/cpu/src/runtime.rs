@@ -10,7 +10,7 @@ use crate::host::{View, ViewMut};
 use crate::jit::CompiledKernel;
 use crate::pack_cache::PackedEntry;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
-use kiln_ir::backend::{Executable, ExecutableInfo, KernelTime};
+use kiln_ir::backend::{CompileTimes, Executable, ExecutableInfo, KernelTime};
 use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
@@ -26,6 +26,8 @@ pub struct CpuExecutable {
     /// Arenas of finished runs, reused so that a run does not page-fault a fresh one in;
     /// concurrent runs each take their own.
     arenas: Mutex<Vec<GuardedArena>>,
+    /// How long compiling it took, by phase (zero where not timed).
+    compile_times: CompileTimes,
 }
 
 impl CpuExecutable {
@@ -35,6 +37,15 @@ impl CpuExecutable {
             program,
             plan,
             arenas: Mutex::new(Vec::new()),
+            compile_times: CompileTimes::default(),
+        }
+    }
+
+    /// The same executable, reporting `times` as its compilation's phases.
+    pub fn with_compile_times(self, times: CompileTimes) -> CpuExecutable {
+        CpuExecutable {
+            compile_times: times,
+            ..self
         }
     }
 }
@@ -134,7 +145,10 @@ impl Executable for CpuExecutable {
     }
 
     fn info(&self) -> ExecutableInfo {
-        self.program.executable_info()
+        ExecutableInfo {
+            compile_times: self.compile_times,
+            ..self.program.executable_info()
+        }
     }
 }
 

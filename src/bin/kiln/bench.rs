@@ -1,11 +1,14 @@
 //! `kiln bench`: compile once, run many times with the feeds already in memory, report times,
-//! GFLOP/s and the arena size; `--profile` adds a per-kernel table.
+//! GFLOP/s against the machine's measured FMA peak, the compile time by phase and the arena
+//! size; `--profile` adds a per-kernel table.
 
 use crate::feeds;
 use kiln::ir::cost::graph_flops;
 use kiln::{
-    BackendKind, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session, Shape, Tensor,
+    BackendKind, CompileTimes, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session,
+    Shape, Tensor,
 };
+use kiln_cpu::peak::{FmaPeak, fma_peak};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
@@ -80,6 +83,15 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         graph_flops(&g, &roots)
     });
 
+    let threads = rayon::current_num_threads();
+    // Measured (or read from the cache) before compiling, so nothing else competes for the cores.
+    let peak_one = fma_peak(1);
+    let peak = if threads == 1 {
+        peak_one.clone()
+    } else {
+        fma_peak(threads)
+    };
+
     let mut session =
         Session::with_options(&graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
     session
@@ -107,39 +119,45 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     let (min, max) = (times[0], times[times.len() - 1]);
     let gflops = flops.map(|f| f as f64 / (median * 1e-3) / 1e9);
     let compile_ms = stats.time.as_secs_f64() * 1e3;
-    let threads = rayon::current_num_threads();
+    let phases = compile_phases(&stats.info.compile_times, stats.time);
 
-    if args.json {
-        let gf = gflops.map_or("null".to_string(), |g| format!("{g:.3}"));
-        println!(
-            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{gf},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{}}}",
-            json_string(&args.graph.display().to_string()),
-            session.backend(),
-            times.len(),
-            flops.map_or("null".to_string(), |f| f.to_string()),
-            stats.info.arena_bytes,
-            stats.info.sum_temporary_bytes,
-            stats.info.kernels,
-        );
-    } else {
+    if !args.json {
         println!("graph      {}", args.graph.display());
         println!("backend    {} ({threads} threads)", session.backend());
+        println!("cpu        {} ({})", peak.cpu, peak.isa.name());
+        let cached = kiln_cpu::peak::cache_dir().map_or_else(
+            || "not cached".to_string(),
+            |d| format!("cached in {}", d.join(kiln_cpu::peak::CACHE_FILE).display()),
+        );
         println!(
-            "compile    {compile_ms:.3} ms ({} kernels)",
-            stats.info.kernels
+            "peak       {:.1} GFLOP/s FMA on 1 thread, {:.1} on {threads} (measured once, {cached})",
+            peak_one.gflops, peak.gflops
+        );
+        let breakdown: Vec<String> = phases
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.3}"))
+            .collect();
+        println!(
+            "compile    {compile_ms:.3} ms ({} kernels): {} ms",
+            stats.info.kernels,
+            breakdown.join(", ")
         );
         println!(
             "run        median {median:.4} ms, min {min:.4} ms, max {max:.4} ms over {} runs",
             times.len()
         );
         if let Some(g) = gflops {
-            println!("throughput {g:.2} GFLOP/s");
+            println!(
+                "throughput {g:.2} GFLOP/s ({:.1}% of peak)",
+                100.0 * g / peak.gflops
+            );
         }
         println!(
             "arena      {} bytes (temporaries without sharing: {} bytes)",
             stats.info.arena_bytes, stats.info.sum_temporary_bytes
         );
     }
+    let mut profile_json = String::new();
     if args.profile {
         let mut total: Vec<KernelTime> = Vec::new();
         for _ in 0..args.runs {
@@ -155,37 +173,153 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
                     .for_each(|(t, p)| t.nanos += p.nanos);
             }
         }
-        print_profile(&total, args.runs);
+        if args.json {
+            profile_json = format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
+        } else {
+            print_profile(&total, args.runs, Some(&peak));
+        }
+    }
+    if args.json {
+        let num = |v: Option<f64>| v.map_or("null".to_string(), |g| format!("{g:.3}"));
+        let breakdown: Vec<String> = phases
+            .iter()
+            .map(|(name, ms)| format!("\"{name}\":{ms:.3}"))
+            .collect();
+        println!(
+            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{}{profile_json}}}",
+            json_string(&args.graph.display().to_string()),
+            session.backend(),
+            json_string(&peak.cpu),
+            peak.isa.name(),
+            peak.gflops,
+            peak_one.gflops,
+            times.len(),
+            breakdown.join(","),
+            num(gflops),
+            num(gflops.map(|g| g / peak.gflops)),
+            flops.map_or("null".to_string(), |f| f.to_string()),
+            stats.info.arena_bytes,
+            stats.info.sum_temporary_bytes,
+            stats.info.kernels,
+        );
     }
     Ok(())
 }
 
-/// A table of kernels: name, fused ops, output type, mean time and share of the total.
-pub fn print_profile(times: &[KernelTime], runs: usize) {
+/// The compile phases in milliseconds, in order, with what none of them covers (pruning,
+/// validation, the session's bookkeeping) as `other`.
+fn compile_phases(t: &CompileTimes, total: std::time::Duration) -> [(&'static str, f64); 5] {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let timed = t.passes + t.lowering + t.packing + t.codegen;
+    [
+        ("passes", ms(t.passes)),
+        ("lowering", ms(t.lowering)),
+        ("packing", ms(t.packing)),
+        ("codegen", ms(t.codegen)),
+        ("other", ms(total.saturating_sub(timed))),
+    ]
+}
+
+/// One kernel's profile figures over `runs` runs.
+struct KernelFigures {
+    ms: f64,
+    share: f64,
+    gflops: Option<f64>,
+    peak_share: Option<f64>,
+}
+
+impl KernelFigures {
+    fn of(t: &KernelTime, total_nanos: u64, runs: usize, peak: Option<&FmaPeak>) -> Self {
+        let nanos = t.nanos as f64 / runs.max(1) as f64;
+        // A kernel too fast for the clock has no meaningful rate.
+        let gflops = t.flops.filter(|_| nanos > 0.0).map(|f| f as f64 / nanos);
+        KernelFigures {
+            ms: nanos / 1e6,
+            share: t.nanos as f64 / total_nanos.max(1) as f64,
+            gflops,
+            peak_share: gflops.zip(peak).map(|(g, p)| g / p.gflops),
+        }
+    }
+}
+
+/// What a kernel runs, for people: its ops joined by `+` (`conv2d+add+relu`), followed by the
+/// graph nodes fused into it when they are more than the kernel's own name.
+fn kernel_ops(t: &KernelTime) -> String {
+    let ops = if t.ops.is_empty() {
+        "elementwise".to_string()
+    } else {
+        t.ops.join("+")
+    };
+    if t.nodes.iter().all(|n| *n == t.kernel) {
+        ops
+    } else {
+        format!("{ops} [{}]", t.nodes.join(", "))
+    }
+}
+
+/// The `--json --profile` kernel array: name, ops, nodes, output, ms, share, gflops, peak_share.
+fn profile_to_json(times: &[KernelTime], runs: usize, peak: &FmaPeak) -> String {
+    let total: u64 = times.iter().map(|t| t.nanos).sum();
+    let num = |v: Option<f64>| v.map_or("null".to_string(), |g| format!("{g:.6}"));
+    let list = |items: &[String]| {
+        let quoted: Vec<String> = items.iter().map(|s| json_string(s)).collect();
+        format!("[{}]", quoted.join(","))
+    };
+    let kernels: Vec<String> = times
+        .iter()
+        .map(|t| {
+            let f = KernelFigures::of(t, total, runs, Some(peak));
+            format!(
+                "{{\"name\":{},\"ops\":{},\"nodes\":{},\"output\":{},\"ms\":{:.6},\"share\":{:.6},\"gflops\":{},\"peak_share\":{}}}",
+                json_string(&t.kernel),
+                list(&t.ops),
+                list(&t.nodes),
+                json_string(&t.output),
+                f.ms,
+                f.share,
+                num(f.gflops),
+                num(f.peak_share),
+            )
+        })
+        .collect();
+    format!("[{}]", kernels.join(","))
+}
+
+/// A table of kernels: name, fused ops, output type, mean time, share of the total, GFLOP/s
+/// and (given the machine's `peak`) the share of that peak.
+pub fn print_profile(times: &[KernelTime], runs: usize, peak: Option<&FmaPeak>) {
     if times.is_empty() {
         println!("(this backend does not time kernels)");
         return;
     }
-    let total: u64 = times.iter().map(|t| t.nanos).sum::<u64>().max(1);
+    let total: u64 = times.iter().map(|t| t.nanos).sum();
     println!(
-        "{:<24} {:<40} {:<22} {:>10} {:>6}",
-        "kernel", "ops fused", "output", "time us", "share"
+        "{:<24} {:<32} {:<22} {:>9} {:>6} {:>8} {:>6}",
+        "kernel", "ops fused", "output", "ms", "share", "GFLOP/s", "peak"
     );
     for t in times {
-        let ops = t.nodes.join("+");
-        let ops = if ops.len() > 40 {
-            format!("{}...", &ops[..37])
-        } else {
-            ops
-        };
+        let f = KernelFigures::of(t, total, runs, peak);
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
         println!(
-            "{:<24} {:<40} {:<22} {:>10.2} {:>5.1}%",
+            "{:<24} {:<32} {:<22} {:>9.4} {:>6} {:>8} {:>6}",
             t.kernel,
-            ops,
+            truncate(&kernel_ops(t), 32),
             t.output,
-            t.nanos as f64 / runs as f64 / 1e3,
-            100.0 * t.nanos as f64 / total as f64
+            f.ms,
+            pct(Some(f.share)),
+            f.gflops.map_or("-".to_string(), |g| format!("{g:.1}")),
+            pct(f.peak_share),
         );
+    }
+}
+
+/// `s` cut to at most `width` characters, ending in `...` when cut.
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let kept: String = s.chars().take(width.saturating_sub(3)).collect();
+        format!("{kept}...")
     }
 }
 

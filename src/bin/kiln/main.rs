@@ -301,7 +301,7 @@ fn run(
         let (_, times) = session
             .run_profiled(&feeds, &fetches)
             .map_err(|e| e.to_string())?;
-        bench::print_profile(&times, 1);
+        bench::print_profile(&times, 1, None);
     }
     for (name, value) in &outputs {
         println!("%{name} {} {}", value.ty(), feeds::summary(value));
