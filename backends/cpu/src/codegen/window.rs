@@ -10,8 +10,9 @@
 //! column stride is 1 (NCHW, or a single-channel NHWC image such as the 1x100x100x1 5x5 seed
 //! convolution) the interior columns of every row vectorise over four adjacent output columns
 //! instead, 16 columns per step (kernel rows as a loop, kernel columns unrolled; border rows
-//! clamp the kernel-row range). NHWC depthwise convolutions with multiplier 1 compute their
-//! interior columns four at a time, over two f32x4 channel vectors per step (`chanvec`). Border columns (up to 8 per side) get constant coordinates, so
+//! clamp the kernel-row range). NHWC depthwise convolutions with multiplier 1 and column stride
+//! 1 compute their interior columns four at a time, over two f32x4 channel vectors per step
+//! (`chanvec`). Border columns (up to 8 per side) get constant coordinates, so
 //! their valid taps are known when compiling and unrolled. Avg pool divides by the number of unpadded cells of
 //! each window; a pool window made only of padding is rejected at compile time, as the
 //! reference evaluator rejects it.
@@ -80,7 +81,6 @@ fn define(
     let suffix = if ranged { "__range" } else { "" };
     let name = format!("{}__{}{suffix}", kernel.name, kernel.op_name());
     let g = Geo::of(program, kernel)?;
-    let fma = jit.has_fma();
     jit.define_kernel(&name, n_bufs, |b, env| {
         let bufs = Bufs {
             x: env.buffer(0)?,
@@ -95,7 +95,7 @@ fn define(
             return Ok(());
         }
         let (start, end) = work_range(b, env, ranged, kernel.inputs.len() + 1, g.n * g.oh)?;
-        for_range(b, start, end, 1, |b, r| emit_row(b, &g, bufs, fma, r))
+        for_range(b, start, end, 1, |b, r| emit_row(b, &g, bufs, r))
     })
 }
 
@@ -121,15 +121,8 @@ pub(super) fn work_range(
     Ok((Bound::Dyn(s), Bound::Dyn(e)))
 }
 
-/// One output row `r` (= `n * out_h + oy`) of a conv/pool; `fma`: the target fuses
-/// multiply-adds.
-fn emit_row(
-    b: &mut FunctionBuilder,
-    g: &Geo,
-    bufs: Bufs,
-    fma: bool,
-    r: Value,
-) -> Result<(), String> {
+/// One output row `r` (= `n * out_h + oy`) of a conv/pool.
+fn emit_row(b: &mut FunctionBuilder, g: &Geo, bufs: Bufs, r: Value) -> Result<(), String> {
     let (n, oy) = if g.oh == 1 {
         (r, b.ins().iconst(types::I64, 0))
     } else {
@@ -139,7 +132,7 @@ fn emit_row(
     };
     let (rlo, rhi) = g.rows;
     if rlo >= rhi {
-        return emit_columns(b, g, bufs, fma, n, oy, true);
+        return emit_columns(b, g, bufs, n, oy, true);
     }
     let ge = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, oy, rlo);
     let lt = b.ins().icmp_imm_s(IntCC::SignedLessThan, oy, rhi);
@@ -150,11 +143,11 @@ fn emit_row(
     b.ins().brif(inside, inner, &[], border, &[]);
     b.switch_to_block(inner);
     b.seal_block(inner);
-    emit_columns(b, g, bufs, fma, n, oy, false)?;
+    emit_columns(b, g, bufs, n, oy, false)?;
     b.ins().jump(done, &[]);
     b.switch_to_block(border);
     b.seal_block(border);
-    emit_columns(b, g, bufs, fma, n, oy, true)?;
+    emit_columns(b, g, bufs, n, oy, true)?;
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);
@@ -167,7 +160,6 @@ fn emit_columns(
     b: &mut FunctionBuilder,
     g: &Geo,
     bufs: Bufs,
-    fma: bool,
     n: Value,
     oy: Value,
     ycheck: bool,
@@ -188,7 +180,7 @@ fn emit_columns(
     if colvec::eligible(g) {
         from = colvec::emit_colvec(b, g, bufs, n, oy, clo, chi, ycheck)?;
     } else if chanvec::eligible(g) {
-        from = chanvec::emit_chanvec(b, g, bufs, fma, n, oy, clo, chi, ycheck)?;
+        from = chanvec::emit_chanvec(b, g, bufs, n, oy, clo, chi, ycheck)?;
     }
     pixels(b, from, chi, false)?;
     pixels(b, chi, g.ow, true)

@@ -335,9 +335,9 @@ fn depthwise_multipliers() {
     }
 }
 
-/// NHWC depthwise over odd and round channel counts: multiplier 1 takes the channel-vector
-/// path (blocks of four interior columns, two f32x4 channel vectors, one vector, scalar
-/// channel tail, leftover columns per pixel); multiplier 2 the per-pixel path. Widths 13 and
+/// NHWC depthwise over odd and round channel counts: multiplier 1 with column stride 1 takes
+/// the channel-vector path (blocks of four interior columns, two f32x4 channel vectors, one
+/// vector, scalar channel tail, leftover columns per pixel); the rest the per-pixel path. Widths 13 and
 /// 14 leave interior columns past the last block of four; 3 rows of 5 make every interior row
 /// also a border row under dilation 2.
 #[test]
