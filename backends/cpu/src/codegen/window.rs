@@ -10,7 +10,9 @@
 //! column stride is 1 (NCHW, or a single-channel NHWC image such as the 1x100x100x1 5x5 seed
 //! convolution) the interior columns of every row vectorise over four adjacent output columns
 //! instead, 16 columns per step (kernel rows as a loop, kernel columns unrolled; border rows
-//! clamp the kernel-row range). Border columns (up to 8 per side) get constant coordinates, so
+//! clamp the kernel-row range). NHWC depthwise convolutions with multiplier 1 and column stride
+//! 1 compute their interior columns four at a time, over two f32x4 channel vectors per step
+//! (`chanvec`). Border columns (up to 8 per side) get constant coordinates, so
 //! their valid taps are known when compiling and unrolled. Avg pool divides by the number of unpadded cells of
 //! each window; a pool window made only of padding is rejected at compile time, as the
 //! reference evaluator rejects it.
@@ -23,6 +25,7 @@
 //! same kernel concurrently. The batch_norm kernels of [`super::normalize`] share this range
 //! ABI ([`work_range`]) and the element-index helpers of `geom`.
 
+mod chanvec;
 mod colvec;
 pub(super) mod geom;
 mod pixel;
@@ -176,6 +179,8 @@ fn emit_columns(
     let mut from = clo;
     if colvec::eligible(g) {
         from = colvec::emit_colvec(b, g, bufs, n, oy, clo, chi, ycheck)?;
+    } else if chanvec::eligible(g) {
+        from = chanvec::emit_chanvec(b, g, bufs, n, oy, clo, chi, ycheck)?;
     }
     pixels(b, from, chi, false)?;
     pixels(b, chi, g.ow, true)

@@ -335,6 +335,50 @@ fn depthwise_multipliers() {
     }
 }
 
+/// NHWC depthwise over odd and round channel counts: multiplier 1 with column stride 1 takes
+/// the channel-vector path (blocks of four interior columns, two f32x4 channel vectors, one
+/// vector, scalar channel tail, leftover columns per pixel); the rest the per-pixel path. Widths 13 and
+/// 14 leave interior columns past the last block of four; 3 rows of 5 make every interior row
+/// also a border row under dilation 2.
+#[test]
+fn depthwise_nhwc_channel_vectors() {
+    let paddings = [
+        Padding::Same,
+        Padding::Valid,
+        Padding::Explicit([[2, 0], [1, 3]]),
+    ];
+    let mut seed = 300;
+    for c in [1, 3, 5, 17, 32, 33] {
+        for mult in [1, 2] {
+            for stride in [1, 2] {
+                // Strides above 1 cannot be combined with dilations above 1.
+                let dilations: &[usize] = if stride == 1 { &[1, 2] } else { &[1] };
+                for &dil in dilations {
+                    for pad in paddings {
+                        seed += 2;
+                        let a = ConvAttrs::with_padding(pad)
+                            .strides(stride, stride)
+                            .dilations(dil, dil);
+                        let x = u(&[1, 5, 13 + stride, c], seed);
+                        let w = u(&[3, 3, c, mult], seed + 1);
+                        check_split(Op::DepthwiseConv2d(a), &[x, w]);
+                    }
+                }
+            }
+        }
+    }
+    // Batch 2 and a 5x5 filter (row taps as a loop in interior rows).
+    let x = u(&[2, 9, 17, 33], 401);
+    check_split(
+        Op::DepthwiseConv2d(ConvAttrs::same()),
+        &[x.clone(), u(&[5, 5, 33, 1], 402)],
+    );
+    check_split(
+        Op::DepthwiseConv2d(ConvAttrs::same().strides(1, 2)),
+        &[x, u(&[7, 7, 33, 1], 403)],
+    );
+}
+
 fn pools(x: [usize; 4], k: [usize; 2], s: [usize; 2], padding: Padding, seed: u64) {
     pools_with(x, k, s, padding, seed, check)
 }
