@@ -26,11 +26,17 @@ mod portable;
 mod tests;
 #[cfg(test)]
 mod tests_conv;
+#[cfg(test)]
+mod tests_winograd;
+mod winograd;
 
 pub use conv::{ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, pack_conv_groups};
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};
+pub use winograd::{
+    WinogradFilter, conv2d_winograd, pack_winograd, winograd_applies, winograd_chosen,
+};
 
 use epilogue::TileEpilogue;
 
