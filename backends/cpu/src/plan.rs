@@ -104,7 +104,7 @@ pub enum Stage {
         epilogue: FusedEpilogue,
     },
     /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
-    /// ([`gemm::conv2d_winograd`]).
+    /// ([`gemm::conv2d_winograd`]), when [`gemm::winograd_chosen`] asks for it.
     Winograd {
         /// Input `[n, h, w, cin]`.
         input: BufferId,

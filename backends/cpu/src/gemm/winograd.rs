@@ -25,8 +25,9 @@ use rayon::prelude::*;
 const POSITIONS: usize = 16;
 /// Channels a transform handles at once (fixed-size arrays the compiler vectorises).
 const LANES: usize = 8;
-/// Bytes of transformed inputs plus products one block of tiles may use (about half an L2).
-const BLOCK_BYTES: usize = 512 * 1024;
+/// Bytes of transformed inputs plus products one block of tiles may use (about an L2): fewer,
+/// larger GEMMs.
+const BLOCK_BYTES: usize = 1024 * 1024;
 
 /// A 3x3 filter transformed and packed for [`conv2d_winograd`]: one packed `[cin, cout]` B per
 /// position `e` of the 4x4 transformed tile.
@@ -68,11 +69,12 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Whether the plan runs a convolution with `cin` input and `cout` output channels as
 /// Winograd: it applies, both channel counts reach [`WINOGRAD_MIN_CHANNELS`], and the
-/// environment variable `KILN_WINOGRAD` is not `0` (read once per process; `0` keeps every
-/// convolution on the implicit GEMM, for comparison).
+/// environment variable `KILN_WINOGRAD` is `1` (read once per process). Off by default: on
+/// the 2-core AMD EPYC it was measured on (W2/W3, resnet block) it did not beat the implicit
+/// GEMM, because the transforms, compiled for baseline x86-64, cost as much as the GEMMs.
 pub fn winograd_chosen(g: &ConvGeometry, cin: usize, cout: usize) -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("KILN_WINOGRAD").as_deref() != Ok("0"));
+    let enabled = *ENABLED.get_or_init(|| std::env::var("KILN_WINOGRAD").as_deref() == Ok("1"));
     enabled && winograd_applies(g) && cin.min(cout) >= WINOGRAD_MIN_CHANNELS
 }
 
@@ -272,12 +274,12 @@ fn run_block(
             let mut d = [[0.0f32; LANES]; 16];
             for (dp, src) in d.iter_mut().zip(&patch) {
                 let src = src.map_or(&zeros[..len], |px| &px[c0..c0 + len]);
-                dp[..len].copy_from_slice(src);
+                copy_lanes(&mut dp[..len], src);
             }
             let v = input_transform(&d);
             for (e, ve) in v.iter().enumerate() {
                 let at = (e * tiles + t) * cin + c0;
-                scratch.v[at..at + len].copy_from_slice(&ve[..len]);
+                copy_lanes(&mut scratch.v[at..at + len], &ve[..len]);
             }
         }
     }
@@ -296,9 +298,13 @@ fn run_block(
             let mut mt = [[0.0f32; LANES]; 16];
             for (e, me) in mt.iter_mut().enumerate() {
                 let at = (e * tiles + t) * cout + c0;
-                me[..len].copy_from_slice(&scratch.m[at..at + len]);
+                copy_lanes(&mut me[..len], &scratch.m[at..at + len]);
             }
             let y = output_transform(&mt);
+            let mut bias = [0.0f32; LANES];
+            if let Some(b) = epilogue.bias {
+                copy_lanes(&mut bias[..len], &b[c0..c0 + len]);
+            }
             for (q, yq) in y.iter().enumerate() {
                 let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
                 if oy >= s.oh || ox >= s.ow {
@@ -306,24 +312,49 @@ fn run_block(
                 }
                 let local = (oy - 2 * ty0) * s.ow + ox;
                 let dst = &mut out[local * cout + c0..local * cout + c0 + len];
-                for (j, (o, &acc)) in dst.iter_mut().zip(yq).enumerate() {
-                    let mut x = acc;
-                    if let Some(bias) = epilogue.bias {
-                        x += bias[c0 + j];
-                    }
-                    if let Some(r) = epilogue.add {
-                        x += r.data[(first_pixel + local) * r.ld + c0 + j];
-                    }
-                    *o = epilogue.activation.apply(x);
+                let mut v = *yq;
+                for (x, b) in v.iter_mut().zip(&bias) {
+                    *x += b;
                 }
+                if let Some(r) = epilogue.add {
+                    let at = (first_pixel + local) * r.ld + c0;
+                    for (x, a) in v.iter_mut().zip(&r.data[at..at + len]) {
+                        *x += a;
+                    }
+                }
+                for x in &mut v {
+                    *x = epilogue.activation.apply(*x);
+                }
+                copy_lanes(dst, &v[..len]);
             }
         }
     }
     Ok(())
 }
 
+/// Copies up to `LANES` values; a full group is a fixed-size copy the compiler keeps in
+/// registers. The partial group is a separate, never-inlined call: otherwise the compiler
+/// merges both into one `memcpy` call of run-time length (a fifth of the run time).
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; LANES]>::try_from(&mut *dst),
+        <&[f32; LANES]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => copy_partial(dst, src),
+    }
+}
+
+#[inline(never)]
+fn copy_partial(dst: &mut [f32], src: &[f32]) {
+    dst.copy_from_slice(src);
+}
+
 /// `B^T d B` for a 4x4 patch `d` (row-major positions), lane by lane.
-/// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
+/// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. Inlined: returned by value, the arrays
+/// would be copied through `memcpy` (a fifth of the run time).
+#[inline(always)]
 fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
     let mut t = [[0.0f32; LANES]; 16];
     for c in 0..4 {
@@ -354,6 +385,7 @@ fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
 }
 
 /// `A^T m A` for a 4x4 `m`: the 2x2 outputs, row-major. `A^T = [1 1 1 0; 0 1 -1 -1]`.
+#[inline(always)]
 fn output_transform(m: &[[f32; LANES]; 16]) -> [[f32; LANES]; 4] {
     let mut t = [[0.0f32; LANES]; 8];
     for c in 0..4 {
