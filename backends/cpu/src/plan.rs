@@ -105,6 +105,22 @@ pub enum Stage {
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
     },
+    /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
+    /// ([`gemm::conv2d_winograd`]), when [`gemm::winograd_chosen`] asks for it.
+    Winograd {
+        /// Input `[n, h, w, cin]`.
+        input: BufferId,
+        /// Its dims.
+        in_dims: [usize; 4],
+        /// The transformed, packed filter.
+        filter: gemm::WinogradFilter,
+        /// Padding and output size.
+        geometry: ConvGeometry,
+        /// Output `[n, oh, ow, cout]`.
+        out: BufferId,
+        /// Folded bias/activation.
+        epilogue: FusedEpilogue,
+    },
     /// A plain Rust kernel (see [`crate::host`]); its epilogue, if any, is a separate stage.
     Host(HostKernel),
 }
@@ -369,6 +385,22 @@ fn contraction(
                 attrs.dilations,
                 attrs.padding,
             )?;
+            if let BufferKind::Constant(t) = &program.buffer(w).kind
+                && groups == 1
+                && gemm::winograd_chosen(&geometry, xd[3], cout)
+            {
+                let filter =
+                    gemm::pack_winograd(t.f32s().map_err(|e| e.to_string())?, xd[3], cout)?;
+                let stage = Stage::Winograd {
+                    input: x,
+                    in_dims: [xd[0], xd[1], xd[2], xd[3]],
+                    filter,
+                    geometry,
+                    out: kernel.output,
+                    epilogue: folded,
+                };
+                return Ok(Some((stage, fused)));
+            }
             let filter = match &program.buffer(w).kind {
                 BufferKind::Constant(t) if groups > 1 => {
                     Weights::PackedGroups(timed(packing, || {

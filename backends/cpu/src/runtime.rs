@@ -366,6 +366,25 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                 &ep,
             )
         }
+        Stage::Winograd {
+            input,
+            in_dims,
+            filter,
+            geometry,
+            out,
+            epilogue,
+        } => {
+            let bias = epilogue.bias.map(|id| b.f32s(id));
+            let ep = gemm_epilogue(epilogue, bias);
+            gemm::conv2d_winograd(
+                b.f32s(*input),
+                *in_dims,
+                filter,
+                geometry,
+                b.f32s_mut(*out),
+                &ep,
+            )
+        }
         Stage::Host(kernel) => {
             let inputs = kernel
                 .inputs

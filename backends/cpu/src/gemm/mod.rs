@@ -9,9 +9,11 @@
 //! across rayon's threads; the reduction over k is never split, so results are bitwise
 //! identical for any thread count. Products of one to three rows (batch-1 dense layers) take
 //! a matrix-vector path instead (`gemv.rs`) that streams B once, split across threads along n,
-//! with the same bits as the driver. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
-//! `portable.rs`; `unsafe` exists only inside the two intrinsic kernels, behind
-//! `Tile::assert_valid` (the matrix-vector ones behind `gemv::assert_dots`).
+//! with the same bits as the driver. A 3x3 stride-1 convolution can also run as Winograd
+//! F(2x2, 3x3) (`winograd.rs`: 16 GEMMs on transformed tiles), when `KILN_WINOGRAD=1` asks
+//! for it. Kernels per ISA live in `avx512.rs`, `avx2.rs`, `portable.rs`; `unsafe` exists
+//! only inside the two intrinsic kernels, behind `Tile::assert_valid` (the matrix-vector ones
+//! behind `gemv::assert_dots`).
 
 mod avx2;
 mod avx512;
@@ -26,11 +28,17 @@ mod portable;
 mod tests;
 #[cfg(test)]
 mod tests_conv;
+#[cfg(test)]
+mod tests_winograd;
+mod winograd;
 
 pub use conv::{ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, pack_conv_groups};
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};
+pub use winograd::{
+    WinogradFilter, conv2d_winograd, pack_winograd, winograd_applies, winograd_chosen,
+};
 
 use epilogue::TileEpilogue;
 

@@ -61,6 +61,7 @@ fn stage_kind(s: &Stage) -> &'static str {
         } => "conv-groups",
         Stage::Conv { groups, .. } if *groups > 1 => "conv-groups-runtime",
         Stage::Conv { .. } => "conv",
+        Stage::Winograd { .. } => "winograd",
         Stage::Host(_) => "host",
     }
 }

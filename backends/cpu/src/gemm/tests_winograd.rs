@@ -1,0 +1,189 @@
+//! Winograd F(2x2, 3x3) tests: every supported ISA against a naive f64 convolution over odd
+//! and even sizes (partial tiles at the borders), every padding, bias/residual/activation
+//! epilogues; the measured error; caller errors.
+
+use super::tests::{CANARY, check, reference, values};
+use super::winograd::pack_winograd_for;
+use super::*;
+use kiln_ir::op::Padding;
+
+/// Runs one case on `isa` and checks every output; returns the largest absolute error and the
+/// largest error relative to the magnitude of the summed terms.
+fn run(
+    isa: Isa,
+    n: usize,
+    hw: [usize; 2],
+    cin: usize,
+    cout: usize,
+    pad: Padding,
+    variant: usize,
+) -> (f64, f64) {
+    let [h, w] = hw;
+    let g = ConvGeometry::new(hw, [3, 3], [1, 1], [1, 1], pad).unwrap();
+    let tag = format!("{isa:?} n={n} {h}x{w}x{cin} -> {cout} {pad:?} variant {variant}");
+    let input = values(variant as u64 + 3, n * h * w * cin);
+    let kdim = 9 * cin;
+    let filter = values(variant as u64 + 5, kdim * cout);
+    let packed = pack_winograd_for(isa, &filter, cin, cout).unwrap();
+    let bias = values(variant as u64 + 9, cout);
+    let m = n * g.out_h * g.out_w;
+    let res = values(variant as u64 + 11, m * cout);
+    let act = [Activation::Relu, Activation::None, Activation::Relu6][variant % 3];
+    let epi = Epilogue {
+        bias: variant.is_multiple_of(2).then_some(&bias[..]),
+        add: (variant % 4 == 1).then(|| Residual {
+            data: &res,
+            ld: cout,
+        }),
+        activation: act,
+    };
+    let mut in_big = input.clone();
+    in_big.extend([CANARY; 8]);
+    let mut out = vec![CANARY; m * cout + 10];
+    conv2d_winograd(
+        &in_big[..input.len()],
+        [n, h, w, cin],
+        &packed,
+        &g,
+        &mut out[3..3 + m * cout],
+        &epi,
+    )
+    .expect(&tag);
+    assert!(
+        out[..3]
+            .iter()
+            .chain(&out[3 + m * cout..])
+            .all(|v| v.to_bits() == CANARY.to_bits()),
+        "{tag}: wrote outside the output"
+    );
+    let at = |i: usize, p: usize| -> f64 {
+        let (img, oy, ox) = (i / (g.out_h * g.out_w), i / g.out_w % g.out_h, i % g.out_w);
+        let (tap, ci) = (p / cin, p % cin);
+        let iy = (oy + tap / 3) as isize - g.pad_top as isize;
+        let ix = (ox + tap % 3) as isize - g.pad_left as isize;
+        if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+            return 0.0;
+        }
+        input[((img * h + iy as usize) * w + ix as usize) * cin + ci] as f64
+    };
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for i in 0..m {
+        for j in 0..cout {
+            let r = epi.add.map(|_| res[i * cout + j] as f64);
+            let (want, mag) = reference(
+                i,
+                j,
+                kdim,
+                at,
+                |p, j| filter[p * cout + j] as f64,
+                epi.bias,
+                r,
+                act,
+            );
+            let got = out[3 + i * cout + j];
+            check(&format!("{tag} out[{i},{j}]"), got, want, mag);
+            let err = (got as f64 - want).abs();
+            max_abs = max_abs.max(err);
+            max_rel = max_rel.max(err / mag.max(1e-30));
+        }
+    }
+    (max_abs, max_rel)
+}
+
+#[test]
+fn gemm_winograd_matches_naive_convolution() {
+    let explicit = Padding::Explicit([[2, 0], [1, 3]]);
+    let mut variant = 0;
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for isa in Isa::supported() {
+        for (cin, cout) in [(16, 16), (17, 17), (16, 64), (64, 17)] {
+            for h in 1..=9 {
+                let w = (h * 5) % 9 + 1;
+                for pad in [Padding::Same, Padding::Valid, explicit] {
+                    if pad == Padding::Valid && (h < 3 || w < 3) {
+                        continue;
+                    }
+                    let n = 1 + variant % 2;
+                    let (a, r) = run(isa, n, [h, w], cin, cout, pad, variant);
+                    (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
+                    variant += 1;
+                }
+            }
+        }
+        for pad in [Padding::Same, Padding::Valid, explicit] {
+            let (a, r) = run(isa, 1, [56, 56], 16, 17, pad, variant);
+            (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
+            variant += 1;
+        }
+    }
+    // The measured error, for the record (`cargo test ... -- --nocapture`).
+    println!("winograd F(2x2,3x3): max abs error {max_abs:e}, max error / sum|terms| {max_rel:e}");
+}
+
+#[test]
+fn gemm_winograd_rejects_bad_calls() {
+    let isa = detect();
+    let filter = values(1, 9 * 16 * 16);
+    let packed = pack_winograd_for(isa, &filter, 16, 16).unwrap();
+    let input = values(2, 5 * 5 * 16);
+    let mut out = vec![0.0; 5 * 5 * 16];
+    let same = ConvGeometry::new([5, 5], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    let strided = ConvGeometry::new([5, 5], [3, 3], [2, 2], [1, 1], Padding::Same).unwrap();
+    let err = conv2d_winograd(
+        &input,
+        [1, 5, 5, 16],
+        &packed,
+        &strided,
+        &mut out,
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("stride 1") && err.contains("stride_h: 2"),
+        "{err}"
+    );
+    let err = conv2d_winograd(
+        &input,
+        [1, 5, 5, 17],
+        &packed,
+        &same,
+        &mut out,
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "winograd: input [1, 5, 5, 17] has 17 channels, the filter expects 16"
+    );
+    let err = conv2d_winograd(
+        &input[1..],
+        [1, 5, 5, 16],
+        &packed,
+        &same,
+        &mut out,
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "winograd: input has 399 values, expected at least 400 for [1, 5, 5, 16]"
+    );
+    let err = conv2d_winograd(
+        &input,
+        [1, 5, 5, 16],
+        &packed,
+        &same,
+        &mut out[1..],
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "winograd: output has 399 values, expected at least 400 for [1, 5, 5, 16]"
+    );
+    let err = pack_winograd_for(isa, &filter[1..], 16, 16).unwrap_err();
+    assert_eq!(
+        err,
+        "winograd: filter has 2303 values, expected 2304 for [3, 3, 16, 16]"
+    );
+}

@@ -1,0 +1,412 @@
+//! Winograd F(2x2, 3x3) for 3x3, stride-1, dilation-1 NHWC convolutions.
+//!
+//! Each 2x2 block of output pixels (a tile) is computed from the 4x4 input patch under it:
+//! `Y = A^T [ (G g G^T) .* (B^T d B) ] A` per input/output channel pair, summed over input
+//! channels. The element-wise product summed over channels is 16 independent GEMMs
+//! `V_e[tiles, cin] x U_e[cin, cout]` (`e` one of the 16 transformed positions), which run on
+//! the SGEMM micro-kernels with `U_e` transformed and packed once, at compile time. 16
+//! multiplies per tile instead of 36: 2.25x fewer FLOPs than the direct convolution, at the
+//! price of two cheap linear transforms per tile and a little rounding (the transforms add and
+//! subtract up to 4 values; `G` has only 0.5 and 1, so the filter transform is nearly exact).
+//!
+//! Tiles are processed in blocks sized so that a block's transformed inputs and products stay
+//! in L2; blocks are whole rows of tiles of one image, so each block owns a contiguous band of
+//! the output and blocks run in parallel. Padding (any of SAME, VALID, explicit) is the zero
+//! patch values outside the image; the output rows and columns a partial tile would spill
+//! past the edge are dropped.
+
+use super::conv::ConvGeometry;
+use super::epilogue::Epilogue;
+use super::pack::PackedB;
+use super::{Isa, sgemm};
+use rayon::prelude::*;
+
+/// Positions of a transformed 4x4 tile: one GEMM each.
+const POSITIONS: usize = 16;
+/// Channels a transform handles at once (fixed-size arrays the compiler vectorises).
+const LANES: usize = 8;
+/// Bytes of transformed inputs plus products one block of tiles may use (about an L2): fewer,
+/// larger GEMMs.
+const BLOCK_BYTES: usize = 1024 * 1024;
+
+/// A 3x3 filter transformed and packed for [`conv2d_winograd`]: one packed `[cin, cout]` B per
+/// position `e` of the 4x4 transformed tile.
+#[derive(Clone, Debug)]
+pub struct WinogradFilter {
+    cin: usize,
+    cout: usize,
+    packed: Vec<PackedB>,
+}
+
+impl WinogradFilter {
+    /// Input channels.
+    pub fn cin(&self) -> usize {
+        self.cin
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.cout
+    }
+}
+
+/// Whether a convolution can run as Winograd F(2x2, 3x3): a 3x3 filter at stride 1 and
+/// dilation 1 (any padding).
+pub fn winograd_applies(g: &ConvGeometry) -> bool {
+    [
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dilation_h,
+        g.dilation_w,
+    ] == [3, 3, 1, 1, 1, 1]
+}
+
+/// Channels below which the implicit GEMM keeps a 3x3 convolution: thin GEMMs waste most of
+/// a micro-kernel tile, and the transforms' cost grows relative to the multiplies saved.
+pub const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// Whether the plan runs a convolution with `cin` input and `cout` output channels as
+/// Winograd: it applies, both channel counts reach [`WINOGRAD_MIN_CHANNELS`], and the
+/// environment variable `KILN_WINOGRAD` is `1` (read once per process). Off by default: on
+/// the 2-core AMD EPYC it was measured on (W2/W3, resnet block) it did not beat the implicit
+/// GEMM, because the transforms, compiled for baseline x86-64, cost as much as the GEMMs.
+pub fn winograd_chosen(g: &ConvGeometry, cin: usize, cout: usize) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled = *ENABLED.get_or_init(|| std::env::var("KILN_WINOGRAD").as_deref() == Ok("1"));
+    enabled && winograd_applies(g) && cin.min(cout) >= WINOGRAD_MIN_CHANNELS
+}
+
+/// Transforms the HWIO filter `w` (`[3, 3, cin, cout]` row-major) into `G g G^T` and packs it
+/// for the kernels [`super::detect`] chooses.
+pub fn pack_winograd(w: &[f32], cin: usize, cout: usize) -> Result<WinogradFilter, String> {
+    pack_winograd_for(super::detect(), w, cin, cout)
+}
+
+/// [`pack_winograd`] for the kernels of `isa`.
+pub(crate) fn pack_winograd_for(
+    isa: Isa,
+    w: &[f32],
+    cin: usize,
+    cout: usize,
+) -> Result<WinogradFilter, String> {
+    let plane = cin
+        .checked_mul(cout)
+        .ok_or_else(|| format!("winograd: filter [3, 3, {cin}, {cout}] overflows"))?;
+    let need = plane
+        .checked_mul(9)
+        .ok_or_else(|| format!("winograd: filter [3, 3, {cin}, {cout}] overflows"))?;
+    if w.len() < need {
+        return Err(format!(
+            "winograd: filter has {} values, expected {need} for [3, 3, {cin}, {cout}]",
+            w.len()
+        ));
+    }
+    // U_e[ci, co] for every position e, row-major [cin, cout] each.
+    let mut u = vec![vec![0.0f32; plane]; POSITIONS];
+    for p in 0..plane {
+        let g: [[f32; 3]; 3] =
+            std::array::from_fn(|dy| std::array::from_fn(|dx| w[(dy * 3 + dx) * plane + p]));
+        // G g (4x3), then (G g) G^T (4x4); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
+        let gg: [[f32; 3]; 4] = std::array::from_fn(|i| {
+            std::array::from_fn(|c| filter_row(i, [g[0][c], g[1][c], g[2][c]]))
+        });
+        for (i, row) in gg.iter().enumerate() {
+            for j in 0..4 {
+                u[i * 4 + j][p] = filter_row(j, *row);
+            }
+        }
+    }
+    let packed = u
+        .iter()
+        .map(|ue| super::pack_b_for(isa, cin, cout, ue, false))
+        .collect::<Result<_, _>>()?;
+    Ok(WinogradFilter { cin, cout, packed })
+}
+
+/// Row `i` of `G` applied to three values.
+fn filter_row(i: usize, [a, b, c]: [f32; 3]) -> f32 {
+    match i {
+        0 => a,
+        1 => 0.5 * (a + b + c),
+        2 => 0.5 * (a - b + c),
+        _ => c,
+    }
+}
+
+/// `out = epilogue(conv2d(input, filter))` for `input` `[n, h, w, cin]` (`in_dims`), a 3x3
+/// stride-1 dilation-1 `geom` (see [`winograd_applies`]) and `out` `[n, out_h, out_w, cout]`.
+/// The epilogue's bias has one value per output channel; its residual is indexed
+/// `[pixel, channel]` with its own leading dimension.
+pub fn conv2d_winograd(
+    input: &[f32],
+    in_dims: [usize; 4],
+    filter: &WinogradFilter,
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let [n, h, w, cin] = in_dims;
+    let cout = filter.cout;
+    if !winograd_applies(geom) {
+        return Err(format!(
+            "winograd: needs a 3x3 filter at stride 1 and dilation 1, got {geom:?}"
+        ));
+    }
+    if cin != filter.cin {
+        return Err(format!(
+            "winograd: input {in_dims:?} has {cin} channels, the filter expects {}",
+            filter.cin
+        ));
+    }
+    let product = |dims: &[usize]| dims.iter().try_fold(1usize, |p, &d| p.checked_mul(d));
+    let overflow = || format!("winograd: sizes overflow usize (input {in_dims:?}, {geom:?})");
+    let in_len = product(&in_dims).ok_or_else(overflow)?;
+    if input.len() < in_len {
+        return Err(format!(
+            "winograd: input has {} values, expected at least {in_len} for {in_dims:?}",
+            input.len()
+        ));
+    }
+    let (oh, ow) = (geom.out_h, geom.out_w);
+    let m = product(&[n, oh, ow]).ok_or_else(overflow)?;
+    let out_len = m.checked_mul(cout).ok_or_else(overflow)?;
+    if out.len() < out_len {
+        return Err(format!(
+            "winograd: output has {} values, expected at least {out_len} for [{n}, {oh}, {ow}, {cout}]",
+            out.len()
+        ));
+    }
+    if out_len == 0 {
+        return Ok(());
+    }
+    epilogue.validate("winograd", m, cout)?;
+    let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
+    // Blocks of whole tile rows: as many as fit BLOCK_BYTES, at least one row.
+    let per_tile = POSITIONS * (cin + cout) * 4;
+    let rows_per_block = (BLOCK_BYTES / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
+    let band = 2 * rows_per_block * ow * cout;
+    let shape = Shape {
+        h,
+        w,
+        cin,
+        oh,
+        ow,
+        cout,
+        pad_top: geom.pad_top,
+        pad_left: geom.pad_left,
+    };
+    let input = &input[..in_len];
+    // Every block's band of the output, so that blocks of one image also run in parallel.
+    let blocks: Vec<(usize, usize, &mut [f32])> = out[..out_len]
+        .chunks_mut(oh * ow * cout)
+        .enumerate()
+        .flat_map(|(img, image_out)| {
+            image_out
+                .chunks_mut(band)
+                .enumerate()
+                .map(move |(b, chunk)| (img, b, chunk))
+        })
+        .collect();
+    blocks
+        .into_par_iter()
+        .try_for_each_init(Scratch::default, |scratch, (img, b, chunk)| {
+            let ty0 = b * rows_per_block;
+            let ty1 = (ty0 + rows_per_block).min(tiles_h);
+            run_block(
+                &shape, input, img, ty0, ty1, filter, epilogue, chunk, scratch,
+            )
+        })
+}
+
+/// Sizes one block needs.
+struct Shape {
+    h: usize,
+    w: usize,
+    cin: usize,
+    oh: usize,
+    ow: usize,
+    cout: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+/// A worker's reused buffers: transformed inputs `[16, tiles, cin]`, products
+/// `[16, tiles, cout]`.
+#[derive(Default)]
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// Tile rows `ty0..ty1` of image `img`: output rows `2 * ty0 ..`, stored into `out` (which
+/// starts at output row `2 * ty0` of that image).
+#[allow(clippy::too_many_arguments)] // a block's coordinates, operands and buffers
+fn run_block(
+    s: &Shape,
+    input: &[f32],
+    img: usize,
+    ty0: usize,
+    ty1: usize,
+    filter: &WinogradFilter,
+    epilogue: &Epilogue<'_>,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) -> Result<(), String> {
+    let tiles_w = s.ow.div_ceil(2);
+    let tiles = (ty1 - ty0) * tiles_w;
+    let (cin, cout) = (s.cin, s.cout);
+    scratch.v.resize(POSITIONS * tiles * cin, 0.0);
+    scratch.m.resize(POSITIONS * tiles * cout, 0.0);
+    let zeros = [0.0f32; LANES];
+    // Input transform: V_e[t, ci] = (B^T d B)[e] for tile t's 4x4 patch d.
+    let image = &input[img * s.h * s.w * cin..(img + 1) * s.h * s.w * cin];
+    for t in 0..tiles {
+        let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
+        let patch: [Option<&[f32]>; 16] = std::array::from_fn(|p| {
+            let y = (2 * ty + p / 4).checked_sub(s.pad_top)?;
+            let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
+            (y < s.h && x < s.w).then(|| &image[(y * s.w + x) * cin..(y * s.w + x + 1) * cin])
+        });
+        for c0 in (0..cin).step_by(LANES) {
+            let len = LANES.min(cin - c0);
+            let mut d = [[0.0f32; LANES]; 16];
+            for (dp, src) in d.iter_mut().zip(&patch) {
+                let src = src.map_or(&zeros[..len], |px| &px[c0..c0 + len]);
+                copy_lanes(&mut dp[..len], src);
+            }
+            let v = input_transform(&d);
+            for (e, ve) in v.iter().enumerate() {
+                let at = (e * tiles + t) * cin + c0;
+                copy_lanes(&mut scratch.v[at..at + len], &ve[..len]);
+            }
+        }
+    }
+    // 16 GEMMs: M_e = V_e x U_e.
+    for (e, ue) in filter.packed.iter().enumerate() {
+        let a = &scratch.v[e * tiles * cin..(e + 1) * tiles * cin];
+        let c = &mut scratch.m[e * tiles * cout..(e + 1) * tiles * cout];
+        sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())?;
+    }
+    // Output transform A^T M A, then the epilogue, for the output pixels inside the image.
+    let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
+    for t in 0..tiles {
+        let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
+        for c0 in (0..cout).step_by(LANES) {
+            let len = LANES.min(cout - c0);
+            let mut mt = [[0.0f32; LANES]; 16];
+            for (e, me) in mt.iter_mut().enumerate() {
+                let at = (e * tiles + t) * cout + c0;
+                copy_lanes(&mut me[..len], &scratch.m[at..at + len]);
+            }
+            let y = output_transform(&mt);
+            let mut bias = [0.0f32; LANES];
+            if let Some(b) = epilogue.bias {
+                copy_lanes(&mut bias[..len], &b[c0..c0 + len]);
+            }
+            for (q, yq) in y.iter().enumerate() {
+                let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
+                if oy >= s.oh || ox >= s.ow {
+                    continue;
+                }
+                let local = (oy - 2 * ty0) * s.ow + ox;
+                let dst = &mut out[local * cout + c0..local * cout + c0 + len];
+                let mut v = *yq;
+                for (x, b) in v.iter_mut().zip(&bias) {
+                    *x += b;
+                }
+                if let Some(r) = epilogue.add {
+                    let at = (first_pixel + local) * r.ld + c0;
+                    for (x, a) in v.iter_mut().zip(&r.data[at..at + len]) {
+                        *x += a;
+                    }
+                }
+                for x in &mut v {
+                    *x = epilogue.activation.apply(*x);
+                }
+                copy_lanes(dst, &v[..len]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies up to `LANES` values; a full group is a fixed-size copy the compiler keeps in
+/// registers. The partial group is a separate, never-inlined call: otherwise the compiler
+/// merges both into one `memcpy` call of run-time length (a fifth of the run time).
+#[inline(always)]
+fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; LANES]>::try_from(&mut *dst),
+        <&[f32; LANES]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => copy_partial(dst, src),
+    }
+}
+
+#[inline(never)]
+fn copy_partial(dst: &mut [f32], src: &[f32]) {
+    dst.copy_from_slice(src);
+}
+
+/// `B^T d B` for a 4x4 patch `d` (row-major positions), lane by lane.
+/// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. Inlined: returned by value, the arrays
+/// would be copied through `memcpy` (a fifth of the run time).
+#[inline(always)]
+fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
+    let mut t = [[0.0f32; LANES]; 16];
+    for c in 0..4 {
+        for l in 0..LANES {
+            let (d0, d1, d2, d3) = (d[c][l], d[4 + c][l], d[8 + c][l], d[12 + c][l]);
+            t[c][l] = d0 - d2;
+            t[4 + c][l] = d1 + d2;
+            t[8 + c][l] = d2 - d1;
+            t[12 + c][l] = d1 - d3;
+        }
+    }
+    let mut v = [[0.0f32; LANES]; 16];
+    for r in 0..4 {
+        for l in 0..LANES {
+            let (t0, t1, t2, t3) = (
+                t[4 * r][l],
+                t[4 * r + 1][l],
+                t[4 * r + 2][l],
+                t[4 * r + 3][l],
+            );
+            v[4 * r][l] = t0 - t2;
+            v[4 * r + 1][l] = t1 + t2;
+            v[4 * r + 2][l] = t2 - t1;
+            v[4 * r + 3][l] = t1 - t3;
+        }
+    }
+    v
+}
+
+/// `A^T m A` for a 4x4 `m`: the 2x2 outputs, row-major. `A^T = [1 1 1 0; 0 1 -1 -1]`.
+#[inline(always)]
+fn output_transform(m: &[[f32; LANES]; 16]) -> [[f32; LANES]; 4] {
+    let mut t = [[0.0f32; LANES]; 8];
+    for c in 0..4 {
+        for l in 0..LANES {
+            let (m0, m1, m2, m3) = (m[c][l], m[4 + c][l], m[8 + c][l], m[12 + c][l]);
+            t[c][l] = m0 + m1 + m2;
+            t[4 + c][l] = m1 - m2 - m3;
+        }
+    }
+    let mut y = [[0.0f32; LANES]; 4];
+    for r in 0..2 {
+        for l in 0..LANES {
+            let (t0, t1, t2, t3) = (
+                t[4 * r][l],
+                t[4 * r + 1][l],
+                t[4 * r + 2][l],
+                t[4 * r + 3][l],
+            );
+            y[2 * r][l] = t0 + t1 + t2;
+            y[2 * r + 1][l] = t1 - t2 - t3;
+        }
+    }
+    y
+}
