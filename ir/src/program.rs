@@ -22,6 +22,13 @@
 //!   two temporaries that are live at the same kernel never share a byte. A temporary is live
 //!   from the kernel that writes it through the last kernel that reads it, and to the end of the
 //!   run when it holds a variable's new value.
+//! - Aliases: a buffer of kind [`BufferKind::Alias`] is another view (same dtype, same number
+//!   of elements, new dims) of the bytes of buffer `of`: a temporary, feed, variable or
+//!   constant, never an alias or an output. `lower` makes one for a reshape of such a buffer
+//!   instead of a copying kernel. No kernel writes an alias; reading it requires `of` to be
+//!   ready, and every read of an alias counts as a read of `of` in `of`'s live range, so the
+//!   arena keeps a temporary's bytes until the alias's last reader. An alias is never fetched
+//!   nor a variable update's value (those are read after the last kernel).
 //! - Outputs: fetch `j` is written straight into output tensor `j` when its buffer has kind
 //!   `Output(j)`. Otherwise (a feed, variable or constant is fetched, or a value is fetched twice)
 //!   the runtime copies the fetched buffer into result `j` after the last kernel and before
@@ -79,6 +86,12 @@ pub enum BufferKind {
     },
     /// A kernel result written straight into the run's result tensor `i` (a fetch position).
     Output(usize),
+    /// The bytes of buffer `of` (a temporary, feed, variable or constant) seen with this
+    /// buffer's dims: a reshape that copies nothing. Read-only; no kernel writes it.
+    Alias {
+        /// The buffer whose bytes this is (never an alias or an output).
+        of: BufferId,
+    },
 }
 
 /// One tensor the program reads or writes.
@@ -276,9 +289,28 @@ impl Program {
         &self.buffers[id.index()]
     }
 
+    /// The buffer whose memory `id` uses: the viewed buffer for an [`BufferKind::Alias`],
+    /// else `id` itself (also for an id out of range, which `validate` reports).
+    pub fn storage(&self, id: BufferId) -> BufferId {
+        match self.buffers.get(id.index()).map(|b| &b.kind) {
+            Some(&BufferKind::Alias { of }) => of,
+            _ => id,
+        }
+    }
+
+    /// The arena offset of a temporary, or of the temporary an alias views; `None` for other
+    /// buffers (and for an alias of a non-temporary, which `validate` rejects).
+    pub fn arena_offset(&self, id: BufferId) -> Option<usize> {
+        match self.buffers.get(self.storage(id).index())?.kind {
+            BufferKind::Temporary { offset } => Some(offset),
+            _ => None,
+        }
+    }
+
     /// Live range `(first, last)` of every temporary, in kernel indices, `None` for other
-    /// buffers. `last` is `kernels.len()` for a temporary holding a variable update (it must
-    /// survive until the commit). A temporary no kernel writes gets `None`.
+    /// buffers (aliases included: a read of an alias counts as a read of its temporary).
+    /// `last` is `kernels.len()` for a temporary holding a variable update (it must survive
+    /// until the commit). A temporary no kernel writes gets `None`.
     pub fn live_ranges(&self) -> Vec<Option<(usize, usize)>> {
         let mut ranges: Vec<Option<(usize, usize)>> = vec![None; self.buffers.len()];
         let is_temp = |b: BufferId| {
@@ -288,7 +320,7 @@ impl Program {
         };
         for (k, kernel) in self.kernels.iter().enumerate() {
             for b in kernel.reads() {
-                if let Some(Some((_, last))) = ranges.get_mut(b.index()) {
+                if let Some(Some((_, last))) = ranges.get_mut(self.storage(b).index()) {
                     *last = (*last).max(k);
                 }
             }
@@ -368,6 +400,7 @@ impl fmt::Display for Program {
                     format!("temp @{offset}..{}", offset.saturating_add(b.size_bytes()))
                 }
                 BufferKind::Output(j) => format!("output {j}"),
+                BufferKind::Alias { of } => format!("alias of {of}"),
             };
             writeln!(
                 f,

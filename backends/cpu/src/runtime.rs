@@ -186,9 +186,18 @@ impl CpuExecutable {
                 // In bounds: the plan keeps offset + size within arena_bytes.
                 BufferKind::Temporary { offset } => base.wrapping_add(*offset),
                 BufferKind::Output(i) => outputs[*i].as_mut_ptr(),
+                // Resolved below, once every viewed buffer has its pointer.
+                BufferKind::Alias { .. } => std::ptr::null_mut(),
             };
             ptrs.push(ptr);
             lens.push(buf.size_bytes());
+        }
+        // An alias is its source's bytes: `validate` checked that the source exists, is not an
+        // alias, and has the alias's size, so the pointer is valid for `lens` bytes.
+        for (id, buf) in p.buffers.iter().enumerate() {
+            if let BufferKind::Alias { of } = buf.kind {
+                ptrs[id] = ptrs[of.index()];
+            }
         }
         let buffers = Buffers { ptrs, lens };
         for (index, stage) in &self.plan.stages {

@@ -83,7 +83,7 @@ impl OpenClExecutable {
         let mut mems = Vec::with_capacity(program.buffers.len());
         for buf in &program.buffers {
             let mem = match &buf.kind {
-                BufferKind::Temporary { .. } => None,
+                BufferKind::Temporary { .. } | BufferKind::Alias { .. } => None,
                 kind => {
                     let m = device_buffer(&queue, buf.size_bytes(), &format!("%{}", buf.name))?;
                     if let BufferKind::Constant(t) = kind
@@ -298,6 +298,8 @@ impl State {
             self.mems.get(b.index()).and_then(Option::as_ref),
         ) {
             (BufferKind::Temporary { offset }, _) => Ok((&self.arena, *offset)),
+            // `validate` guarantees the viewed buffer is not an alias itself.
+            (BufferKind::Alias { of }, _) if *of != b => self.home(p, *of),
             (_, Some(m)) => Ok((m, 0)),
             _ => Err(Error::Invalid(format!(
                 "opencl: buffer {b} has no device memory"

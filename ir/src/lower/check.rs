@@ -2,7 +2,8 @@
 //! [`crate::program`]) so that a backend, or a test, can trust a program before generating code
 //! for it. The checks are independent of how `lower` built the program: buffer kinds against
 //! the feed/variable/fetch lists, kernel order, operand counts, epilogue references and load
-//! bounds, alignment, and that no two simultaneously-live temporaries share a byte.
+//! bounds, alignment, aliases, and that no two simultaneously-live temporaries share a byte
+//! (an alias's readers keep its temporary live).
 
 use super::normalize_main_op;
 use crate::program::{ARENA_ALIGN, BufferId, BufferKind, Operand, Program, Step};
@@ -87,6 +88,21 @@ impl Program {
                             .checked_add(buf.size_bytes())
                             .is_some_and(|e| e <= self.arena_bytes)
                 }
+                // A view of a read-only buffer's bytes, never fetched nor committed (a
+                // temporary is dead after the last kernel).
+                BufferKind::Alias { of } => {
+                    self.buffers.get(of.index()).is_some_and(|src| {
+                        matches!(
+                            src.kind,
+                            BufferKind::Temporary { .. }
+                                | BufferKind::Feed(_)
+                                | BufferKind::Variable(_)
+                                | BufferKind::Constant(_)
+                        ) && src.dtype == buf.dtype
+                            && src.numel() == buf.numel()
+                    }) && !self.fetches.contains(&id)
+                        && !self.updates.iter().any(|u| u.value == id)
+                }
             };
             if !ok {
                 return err(format!(
@@ -122,6 +138,11 @@ impl Program {
                 let ready = match self.buffer(*b).kind {
                     BufferKind::Feed(_) | BufferKind::Variable(_) | BufferKind::Constant(_) => true,
                     BufferKind::Temporary { .. } | BufferKind::Output(_) => written[b.index()],
+                    // The source exists and is not an alias (checked above).
+                    BufferKind::Alias { of } => match self.buffer(of).kind {
+                        BufferKind::Temporary { .. } => written[of.index()],
+                        _ => true,
+                    },
                 };
                 if !ready {
                     return err(format!("{at} reads {b} before any kernel writes it"));

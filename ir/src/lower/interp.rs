@@ -152,6 +152,11 @@ impl State<'_> {
                 let bytes = &self.arena[*offset..*offset + buf.size_bytes()];
                 Tensor::new(&buf.dims, decode(buf.dtype, bytes))?
             }
+            // `check_structure` guarantees the source is not an alias, so this recurses once.
+            BufferKind::Alias { of } if *of != b => self.read(*of)?.reshaped(&buf.dims)?,
+            BufferKind::Alias { .. } => {
+                return Err(Error::Invalid(format!("alias {b} views itself")));
+            }
         })
     }
 

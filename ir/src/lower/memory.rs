@@ -2,7 +2,9 @@
 //!
 //! The live range of a temporary runs from the kernel that writes it through the last kernel
 //! that reads it (to the end of the run when it holds a variable's new value), see
-//! [`Program::live_ranges`]. A kernel's inputs and its output are live at the same kernel, so a
+//! [`Program::live_ranges`]; a read of an alias (a reshape viewing a temporary's bytes) counts
+//! as a read of its temporary, so those bytes stay put until the alias's last reader. Aliases
+//! take no arena bytes of their own. A kernel's inputs and its output are live at the same kernel, so a
 //! kernel never writes over what it reads. Placement is greedy by size, the scheme of TFLite's
 //! greedy memory planner and XLA's heap simulator: temporaries are taken largest first, and
 //! each goes to the lowest offset (a multiple of [`ARENA_ALIGN`]) where it overlaps no

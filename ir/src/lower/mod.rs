@@ -5,9 +5,10 @@
 //! elementwise ops) with one [`Op::Fused`] node. This file makes the buffers and the kernels
 //! (epilogues via `expr.rs`: a fused node's expression, or the single step of a lone
 //! elementwise node); `memory.rs` gives every temporary an arena offset by liveness (greedy by
-//! size, 64-byte aligned). [`interp`] runs a program with the reference evaluator; it is the
-//! test oracle for lowering and the template backends follow. `check.rs` holds
-//! [`Program::validate`].
+//! size, 64-byte aligned); a reshape of a temporary, feed, variable or constant gets no
+//! kernel but a [`BufferKind::Alias`] of its input's bytes. [`interp`] runs a program with
+//! the reference evaluator; it is the test oracle for lowering and the template backends
+//! follow. `check.rs` holds [`Program::validate`].
 //!
 //! Invariants: lowering never evaluates user data except constants; everything that can be
 //! wrong with a request (a dim left unknown, a placeholder that is not fed, an assign whose
@@ -60,17 +61,26 @@ pub fn lower(request: &CompileRequest<'_>) -> Result<Program> {
     let feeds = b.list(&request.feeds, BufferKind::Feed)?;
     let variables = b.list(&request.variables, BufferKind::Variable)?;
     b.constants(&order)?;
-    // Each computed node gets its buffer: the first fetch position holding it, else the arena
-    // (offsets are assigned by `memory::plan` below).
+    // Each computed node gets its buffer: the first fetch position holding it, else a view of
+    // its input's bytes for a reshape that need not copy, else the arena (offsets are assigned
+    // by `memory::plan` below).
+    let mut aliases = HashSet::new();
     for &n in &computed {
         let kind = match request.fetches.iter().position(|&f| f == n) {
             Some(j) => BufferKind::Output(j),
-            None => BufferKind::Temporary { offset: 0 },
+            None => match b.reshaped_source(n) {
+                Some(of) => {
+                    aliases.insert(n);
+                    BufferKind::Alias { of }
+                }
+                None => BufferKind::Temporary { offset: 0 },
+            },
         };
         b.add(n, kind)?;
     }
     let kernels = computed
         .iter()
+        .filter(|n| !aliases.contains(*n))
         .map(|&n| b.kernel(n))
         .collect::<Result<Vec<_>>>()?;
     let updates = variable_updates(&kernels, &b.buffers)?;
@@ -262,6 +272,33 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The buffer whose bytes node `n` can view instead of copying them: `n` is a plain
+    /// reshape (row-major, so the same bytes in the same order) of a temporary, a feed, a
+    /// variable or a constant (kernels only read those during a run), or of an alias of one.
+    /// An output is copied (a fetch's bytes are the caller's result tensor), and so is an
+    /// assign's result (it becomes a variable's new value and keeps its own buffer).
+    fn reshaped_source(&self, n: NodeId) -> Option<BufferId> {
+        if !matches!(self.graph.node(n).op, Op::Reshape { .. }) {
+            return None;
+        }
+        let inputs = self.graph.inputs(n);
+        let &[input] = inputs.as_slice() else {
+            return None;
+        };
+        if matches!(self.graph.node(input).op, Op::Assign(_)) {
+            return None;
+        }
+        let source = *self.of.get(&input)?;
+        match self.buffers[source.index()].kind {
+            BufferKind::Temporary { .. }
+            | BufferKind::Feed(_)
+            | BufferKind::Variable(_)
+            | BufferKind::Constant(_) => Some(source),
+            BufferKind::Alias { of } => Some(of),
+            BufferKind::Output(_) => None,
+        }
     }
 
     /// The kernel computing node `n`; every buffer it reads or writes exists already.

@@ -195,3 +195,175 @@ fn run_program_checks_its_inputs() {
     );
     assert!(run_program(&p, &[], &mut []).is_err());
 }
+
+/// `%r` and `%c` reshape temporaries. Kernels run in the order t, a, b, m, y: `%a` is `%t`'s
+/// last direct reader, but `%m` reads `%t`'s bytes later through `%r`, and `%b`, written in
+/// between, needs bytes of `%t`'s size.
+const RESHAPED_TEMPORARIES: &str = "kiln 1
+input %x : f32[4,6]
+const %w : f32[4,4] = uniform(-0.5, 0.5, 3)
+%t = relu(%x)
+%r = reshape(%t, shape=[6,4])
+%a = sigmoid(%t)
+%b = neg(%a)
+%c = reshape(%b, shape=[6,4])
+%m = matmul(%r, %w)
+%y = add(%c, %m)
+output %y
+";
+
+fn buffer_id(p: &kiln_ir::program::Program, name: &str) -> kiln_ir::program::BufferId {
+    let i = p.buffers.iter().position(|b| b.name == name).unwrap();
+    kiln_ir::program::BufferId(i as u32)
+}
+
+fn kernel_of(p: &kiln_ir::program::Program, name: &str) -> usize {
+    p.kernels.iter().position(|k| k.name == name).unwrap()
+}
+
+#[test]
+fn a_reshape_of_a_temporary_is_a_view_without_a_kernel() {
+    let g = parse(RESHAPED_TEMPORARIES);
+    let p = check_against_reference(&request(&g, &["y"], &[]), 8);
+    assert_eq!(p.kernels.len(), 5, "{}", p.describe());
+    assert!(p.kernels.iter().all(|k| k.op_name() != "reshape"));
+    let (t, b) = (buffer_id(&p, "t"), buffer_id(&p, "b"));
+    assert_eq!(
+        p.buffer(buffer_id(&p, "r")).kind,
+        BufferKind::Alias { of: t }
+    );
+    assert_eq!(
+        p.buffer(buffer_id(&p, "c")).kind,
+        BufferKind::Alias { of: b }
+    );
+    // The view shares %t's bytes, so %t stays live until %m reads them through %r, and %b,
+    // written in between, gets bytes of its own.
+    assert_eq!(p.arena_offset(buffer_id(&p, "r")), Some(offset_of(&p, "t")));
+    assert_eq!(p.live_ranges()[t.index()].unwrap().1, kernel_of(&p, "m"));
+    let order: Vec<&str> = p.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(order, ["t", "a", "b", "m", "y"]);
+    assert_ne!(offset_of(&p, "b"), offset_of(&p, "t"));
+    // A view of a view is a view of the first buffer.
+    let g = parse(
+        "kiln 1
+input %x : f32[4,6]
+%t = relu(%x)
+%r = reshape(%t, shape=[24])
+%s = reshape(%r, shape=[2,12])
+%y = neg(%s)
+output %y
+",
+    );
+    let p = check_against_reference(&request(&g, &["y"], &[]), 9);
+    assert_eq!(p.kernels.len(), 2, "{}", p.describe());
+    let t = buffer_id(&p, "t");
+    assert_eq!(
+        p.buffer(buffer_id(&p, "s")).kind,
+        BufferKind::Alias { of: t }
+    );
+}
+
+#[test]
+fn reshapes_of_sources_are_views_and_of_outputs_or_assigns_are_copies() {
+    let g = parse(
+        "kiln 1
+input %x : f32[4,6]
+var %v : f32[6,4] = zeros
+%fx = reshape(%x, shape=[6,4])
+%rv = reshape(%v, shape=[4,6])
+%t = relu(%x)
+%out = reshape(%t, shape=[24])
+%s = assign_add(%v, %fx)
+%rs = reshape(%s, shape=[24])
+%z = neg(%rs)
+%y = add(%rv, %t)
+output %out
+output %y
+output %z
+",
+    );
+    let p = check_against_reference(&request(&g, &["out", "y", "z"], &["s"]), 10);
+    let (x, v) = (buffer_id(&p, "x"), buffer_id(&p, "v"));
+    assert_eq!(
+        p.buffer(buffer_id(&p, "fx")).kind,
+        BufferKind::Alias { of: x }
+    );
+    assert_eq!(
+        p.buffer(buffer_id(&p, "rv")).kind,
+        BufferKind::Alias { of: v }
+    );
+    // A fetched reshape writes the caller's tensor; an assign's result keeps its own buffer.
+    assert_eq!(p.buffer(buffer_id(&p, "out")).kind, BufferKind::Output(0));
+    assert!(matches!(
+        p.buffer(buffer_id(&p, "rs")).kind,
+        BufferKind::Temporary { .. }
+    ));
+    let copies: Vec<&str> = p
+        .kernels
+        .iter()
+        .filter(|k| k.op_name() == "reshape")
+        .map(|k| k.name.as_str())
+        .collect();
+    assert_eq!(copies, ["out", "rs"]);
+}
+
+#[test]
+fn an_alias_whose_source_dies_early_or_that_views_the_wrong_buffer_is_invalid() {
+    let g = parse(RESHAPED_TEMPORARIES);
+    let req = request(&g, &["y"], &[]);
+    let good = lower(&req).unwrap();
+    // %b is written while %m still has to read %t through %r: put %b on %t's bytes, as a plan
+    // that ended %t's life at its last direct reader (%a) would.
+    let mut p = good.clone();
+    let b = buffer_id(&p, "b").index();
+    p.buffers[b].kind = BufferKind::Temporary {
+        offset: offset_of(&p, "t"),
+    };
+    let err = p.validate().unwrap_err().to_string();
+    assert!(err.contains("are live together and overlap"), "{err}");
+    // The interpreter shows the damage: %m reads %b's values through %r.
+    let (feeds, mut vars) = inputs(&req, 11);
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    let want = run_program(&good, &feeds, &mut vars).unwrap();
+    assert_ne!(run_program(&p, &feeds, &mut vars).unwrap(), want);
+
+    let r = buffer_id(&good, "r").index();
+    let broken = |kind: BufferKind, dims: Option<&[usize]>| {
+        let mut p = good.clone();
+        p.buffers[r].kind = kind;
+        if let Some(d) = dims {
+            p.buffers[r].dims = d.iter().copied().collect();
+        }
+        p.validate().unwrap_err().to_string()
+    };
+    let (y, c, w) = (
+        buffer_id(&good, "y"),
+        buffer_id(&good, "c"),
+        buffer_id(&good, "w"),
+    );
+    let t = buffer_id(&good, "t");
+    // A view of an output, of another view, of a buffer of another size, or of itself.
+    for err in [
+        broken(BufferKind::Alias { of: y }, None),
+        broken(BufferKind::Alias { of: c }, None),
+        broken(BufferKind::Alias { of: w }, None),
+        broken(BufferKind::Alias { of: t }, Some(&[5, 4])),
+        broken(
+            BufferKind::Alias {
+                of: kiln_ir::program::BufferId(r as u32),
+            },
+            None,
+        ),
+        broken(
+            BufferKind::Alias {
+                of: kiln_ir::program::BufferId(9999),
+            },
+            None,
+        ),
+    ] {
+        assert!(
+            err.contains("b") && err.contains("inconsistent kind"),
+            "{err}"
+        );
+    }
+}

@@ -10,7 +10,7 @@
 
 use super::Arg;
 use super::expr::ctype;
-use kiln_ir::program::{Buffer, BufferId, BufferKind, Kernel, Program};
+use kiln_ir::program::{Buffer, BufferId, Kernel, Program};
 
 /// Largest element count for which `int` indices are used.
 const INT_INDEX_LIMIT: usize = i32::MAX as usize;
@@ -102,15 +102,17 @@ impl<'p> KernelSrc<'p> {
         self.seen.push(b);
         let buf = self.program.buffer(b);
         let ty = ctype(buf.dtype);
-        match buf.kind {
-            BufferKind::Temporary { offset } => {
+        // A temporary, or an alias of one, is a pointer into the arena.
+        match self.program.arena_offset(b) {
+            Some(offset) => {
                 self.arena();
                 self.decls.push(format!(
                     "    __global {ty}* {name} = (__global {ty}*)(arena + {offset});"
                 ));
             }
+            // An alias of a feed, variable or constant binds that buffer's memory.
             _ => {
-                self.args.push(Arg::Buffer(b));
+                self.args.push(Arg::Buffer(self.program.storage(b)));
                 self.params.push(format!("__global {ty}* {name}"));
             }
         }

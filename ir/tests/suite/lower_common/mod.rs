@@ -96,6 +96,11 @@ pub fn assert_no_live_overlap(p: &Program) {
             .iter()
             .chain(kernel.epilogue.loads.iter().map(|l| &l.buffer));
         for b in reads {
+            // A read of an alias (a reshape viewing another buffer's bytes) reads its source.
+            let b = match p.buffers[b.index()].kind {
+                BufferKind::Alias { of } => of,
+                _ => *b,
+            };
             if let Some(s) = span.get_mut(&b.index()) {
                 s.1 = s.1.max(k);
             }
