@@ -191,6 +191,9 @@ impl OpSchema {
     }
 }
 
+/// The format version that introduced the `safetensors(...)` initialiser.
+pub const SAFETENSORS_SINCE: u64 = 2;
+
 /// The format version that introduced fused nodes (`fused_<main>` and `elementwise`).
 pub const FUSED_SINCE: u64 = 2;
 

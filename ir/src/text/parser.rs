@@ -12,6 +12,7 @@ use super::ops::{Attr, build_op};
 use super::values::{LineCtx, describe_tok, unclosed};
 use super::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 use crate::op::{Initializer, Op, Source};
+use crate::schema::SAFETENSORS_SINCE;
 use crate::{Error, Graph, Result};
 use std::collections::HashMap;
 
@@ -196,12 +197,12 @@ impl Parser {
         )?;
         let init_off = cur.here();
         let init = initializer(cur, &mut self.files, name, &ty)?;
-        if matches!(init, Initializer::Safetensors { .. }) && self.version < 2 {
+        if matches!(init, Initializer::Safetensors { .. }) && self.version < SAFETENSORS_SINCE {
             return Err(cur.lc.err(
                 init_off,
                 format!(
-                    "`safetensors` needs format version 2, but the file's header says \
-                     `kiln {}` (write `kiln 2` as the first line)",
+                    "`safetensors` needs format version {SAFETENSORS_SINCE}, but the file's \
+                     header says `kiln {}` (write `kiln {SAFETENSORS_SINCE}` as the first line)",
                     self.version
                 ),
             ));

@@ -196,7 +196,9 @@ pub(crate) fn required_version(graph: &Graph) -> u64 {
     graph
         .node_ids()
         .map(|id| match &graph.node(id).op {
-            Op::Var(s) | Op::Const(s) if matches!(s.init, Initializer::Safetensors { .. }) => 2,
+            Op::Var(s) | Op::Const(s) if matches!(s.init, Initializer::Safetensors { .. }) => {
+                crate::schema::SAFETENSORS_SINCE
+            }
             op => op.since_version(),
         })
         .max()

@@ -14,6 +14,27 @@ pub mod reduce;
 pub mod state;
 pub mod window;
 
+use kiln_ir::DType;
+use kiln_ir::program::{Kernel, Program};
+
+/// Checks that every operand and the output of `kernel` exist and are f32 (what the window
+/// and normalisation kernels compute in).
+fn require_f32_buffers(program: &Program, kernel: &Kernel) -> Result<(), String> {
+    for &id in kernel.inputs.iter().chain([&kernel.output]) {
+        let buf = program
+            .buffers
+            .get(id.index())
+            .ok_or_else(|| format!("buffer {id} does not exist"))?;
+        if buf.dtype != DType::F32 {
+            return Err(format!(
+                "buffer %{} is {}, only f32 is supported",
+                buf.name, buf.dtype
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -19,7 +19,6 @@
 
 use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
-use kiln_ir::DType;
 use kiln_ir::op::{DataFormat, Op};
 use kiln_ir::program::{Kernel, Program};
 use kiln_ir::shape::fmt_dims;
@@ -105,18 +104,7 @@ impl Plan {
                 kernel.inputs.len()
             )));
         }
-        for &id in kernel.inputs.iter().chain([&kernel.output]) {
-            let buf = program
-                .buffers
-                .get(id.index())
-                .ok_or_else(|| ctx(format!("buffer {id} does not exist")))?;
-            if buf.dtype != DType::F32 {
-                return Err(ctx(format!(
-                    "buffer %{} is {}, only f32 is supported",
-                    buf.name, buf.dtype
-                )));
-            }
-        }
+        super::require_f32_buffers(program, kernel).map_err(ctx)?;
         let dims = &program.buffer(kernel.inputs[0]).dims;
         let axis = match data_format {
             DataFormat::Nhwc if !dims.is_empty() => dims.len() - 1,

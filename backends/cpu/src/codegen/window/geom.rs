@@ -10,7 +10,6 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{BlockArg, InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
-use kiln_ir::DType;
 use kiln_ir::infer::window_dim;
 use kiln_ir::op::{DataFormat, Op, Padding};
 use kiln_ir::program::{Kernel, Program};
@@ -130,18 +129,7 @@ impl Geo {
                 kernel.inputs.len()
             )));
         }
-        for &id in kernel.inputs.iter().chain([&kernel.output]) {
-            let buf = program
-                .buffers
-                .get(id.index())
-                .ok_or_else(|| ctx(format!("buffer {id} does not exist")))?;
-            if buf.dtype != DType::F32 {
-                return Err(ctx(format!(
-                    "buffer %{} is {}, only f32 is supported",
-                    buf.name, buf.dtype
-                )));
-            }
-        }
+        crate::codegen::require_f32_buffers(program, kernel).map_err(ctx)?;
         let xd = &program.buffer(kernel.inputs[0]).dims;
         let &[n, d1, d2, d3] = xd.as_slice() else {
             return Err(ctx(format!("input must be rank 4, got {}", fmt_dims(xd))));
