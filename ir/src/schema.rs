@@ -197,6 +197,10 @@ pub const SAFETENSORS_SINCE: u64 = 2;
 /// The format version that introduced fused nodes (`fused_<main>` and `elementwise`).
 pub const FUSED_SINCE: u64 = 2;
 
+/// The format version that introduced the ops of training: comparisons, logical ops, `select`,
+/// `sign`, `stop_gradient`, the backward window ops and the optimizer updates.
+pub const TRAINING_SINCE: u64 = 3;
+
 /// The attribute every fused node has besides its main op's.
 pub const EXPR: AttrSchema = AttrSchema {
     name: "expr",

@@ -35,11 +35,11 @@ use crate::{Error, Graph, Result};
 use decl::FileRefs;
 use std::path::Path;
 
-/// The newest format version: this reader reads versions 1 and 2, and the printer writes the
-/// oldest version that can express the graph (`kiln 1` unless it uses a version-2 feature:
-/// a `safetensors(...)` initialiser or one of the ops lrn, argmax, gather, cast, fused_*,
-/// elementwise).
-pub const FORMAT_VERSION: u64 = 2;
+/// The newest format version: this reader reads versions 1 to 3, and the printer writes the
+/// oldest version that can express the graph (`kiln 1` unless it uses a later feature: version 2
+/// added a `safetensors(...)` initialiser and the ops lrn, argmax, gather, cast, fused_*,
+/// elementwise; version 3 the training ops, whose schema entries say `TRAINING_SINCE`).
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The oldest format version this reader still reads.
 pub const MIN_FORMAT_VERSION: u64 = 1;

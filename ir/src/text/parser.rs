@@ -54,7 +54,7 @@ pub(crate) fn parse_text(text: &str, files: FileRefs) -> Result<Graph> {
     p.finish()
 }
 
-/// The headers this reader accepts, for messages: "`kiln 1` or `kiln 2`".
+/// The headers this reader accepts, for messages: "`kiln 1` or `kiln 2` or `kiln 3`".
 fn versions() -> String {
     let all: Vec<String> = (MIN_FORMAT_VERSION..=FORMAT_VERSION)
         .map(|v| format!("`kiln {v}`"))

@@ -329,10 +329,10 @@ fn header_errors() {
     check_text("", 1, 1, &["empty file", "kiln 1"]);
     check_text("# only a comment\n\n", 1, 1, &["empty file"]);
     check_text(
-        "kiln 3\ninput %x : f32[1]\n",
+        "kiln 4\ninput %x : f32[1]\n",
         1,
         6,
-        &["unsupported format version 3", "kiln 1", "kiln 2"],
+        &["unsupported format version 4", "kiln 1", "kiln 2", "kiln 3"],
     );
     check_text("kiln 0\n", 1, 6, &["unsupported format version 0"]);
     check_text("kiln\n", 1, 5, &["format version"]);
