@@ -43,7 +43,7 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
         Op::Reduce { .. } => inputs.first()?.shape.numel()? as u64,
         // max, subtract, exp, sum, divide (or log): about five per element.
         Op::Softmax { .. } | Op::LogSoftmax { .. } => 5 * out,
-        Op::Gather { .. } | Op::Cast { .. } => 0,
+        Op::Gather { .. } | Op::Cast { .. } | Op::BroadcastLike => 0,
         Op::ArgMax { .. } => inputs.first()?.shape.numel()? as u64,
         // Square, window sum (2r + 1 adds), scale, pow and divide per element.
         Op::Lrn { depth_radius, .. } => out * (2 * *depth_radius as u64 + 5),

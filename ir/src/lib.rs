@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod file_access;
 pub mod fused;
+pub mod grad;
 pub mod graph;
 pub mod image;
 pub mod import_error;

@@ -504,6 +504,11 @@ pub enum Op {
     /// no intermediate stored. See [`FusedOp`]; `.kiln` spells it `fused_<main>` or
     /// `elementwise`.
     Fused(FusedOp),
+    /// `broadcast_like(x, like)`: `x` broadcast (numpy rules) to `like`'s shape; only `like`'s
+    /// shape is used, never its values. It is `tf.broadcast_to(x, tf.shape(like))` for shapes
+    /// with `?` dims: the gradient transformation gives a reduced or broadcast gradient its
+    /// operand's shape with it, and seeds `ones_like(y)` as `broadcast_like(1, y)`.
+    BroadcastLike,
 }
 
 /// How many operands an op takes.
@@ -583,6 +588,7 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::Cast { .. } => "cast",
             Op::Fused(f) => f.name(),
+            Op::BroadcastLike => "broadcast_like",
         }
     }
 
@@ -609,7 +615,8 @@ impl Op {
             | Op::MatMul { .. }
             | Op::Conv2d(_)
             | Op::DepthwiseConv2d(_)
-            | Op::Assign(_) => Arity::Exact(2),
+            | Op::Assign(_)
+            | Op::BroadcastLike => Arity::Exact(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
             Op::Fused(f) => Arity::AtLeast(f.main_arity().max(1)),
@@ -636,6 +643,7 @@ impl Op {
                 | Op::Binary(_)
                 | Op::BiasAdd { .. }
                 | Op::Fused(_)
+                | Op::BroadcastLike
         )
     }
 
@@ -666,7 +674,8 @@ impl Op {
             | Op::DepthwiseConv2d(_)
             | Op::MaxPool(_)
             | Op::AvgPool(_) => FusionKind::ComplexEpilogue,
-            Op::Assign(_) => FusionKind::Opaque,
+            // Lowered to an elementwise kernel of its own (fusion has no expression node for it).
+            Op::Assign(_) | Op::BroadcastLike => FusionKind::Opaque,
             Op::Fused(f) if f.main().is_some() => FusionKind::ComplexEpilogue,
             Op::Fused(_) => FusionKind::Broadcast,
         }

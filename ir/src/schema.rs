@@ -402,6 +402,7 @@ pub const OPS: &[OpSchema] = &[
     ),
     op("cast", X, &[attr("to", K::DType, Required)], 2, None),
     op("elementwise", "x1, x2, ...", &[EXPR], FUSED_SINCE, None),
+    op("broadcast_like", "x, like", NONE, TRAINING_SINCE, None),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -427,7 +428,7 @@ impl Op {
         use crate::op::Op as O;
         match self {
             O::Input(_) | O::Var(_) | O::Const(_) | O::Assign(_) => OpFamily::State,
-            O::Unary(_) | O::Binary(_) | O::BiasAdd { .. } | O::Cast { .. } => {
+            O::Unary(_) | O::Binary(_) | O::BiasAdd { .. } | O::Cast { .. } | O::BroadcastLike => {
                 OpFamily::Elementwise
             }
             O::MatMul { .. } => OpFamily::Matmul,

@@ -84,6 +84,26 @@ fn broadcast_strides(dims: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// `broadcast_like(x, like)`: x's values broadcast to `out` (like's dims).
+pub(super) fn broadcast_like(x: &Tensor, out: &[usize]) -> Result<Tensor, String> {
+    let xs = f32_data(x, "x")?;
+    if x.rank() > out.len() || broadcast_dims(x.dims(), out)? != out {
+        return Err(format!(
+            "x {} does not broadcast to {}",
+            fmt_dims(x.dims()),
+            fmt_dims(out)
+        ));
+    }
+    let sx = broadcast_strides(x.dims(), out);
+    let so = strides(out);
+    let mut values = alloc(numel(out)?, 0.0)?;
+    for (flat, v) in values.iter_mut().enumerate() {
+        let i: usize = (0..out.len()).map(|a| flat / so[a] % out[a] * sx[a]).sum();
+        *v = xs[i];
+    }
+    finish(out, values)
+}
+
 /// Applies a binary function elementwise with numpy broadcasting.
 pub(super) fn binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let xs = f32_data(a, "left operand")?;

@@ -154,6 +154,10 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [x] = operands(op, inputs)?;
             elementwise::cast(x, *to)
         }
+        Op::BroadcastLike => {
+            let [x, like] = operands(op, inputs)?;
+            elementwise::broadcast_like(x, like.dims())
+        }
     }
 }
 

@@ -115,6 +115,18 @@ pub(super) fn bias_add(
     Ok(x.clone())
 }
 
+/// `broadcast_like(x, like)`: x (f32) must broadcast to like's shape, which is the result's.
+pub(super) fn broadcast_like(x: &TensorType, like: &TensorType) -> Result<TensorType, String> {
+    require_f32("x", x)?;
+    let out = TensorType::f32(like.shape.clone());
+    if x.rank() > like.rank() || broadcast(x, &out)? != like.shape {
+        return Err(format!(
+            "x does not broadcast to like's shape: x is {x}, like is {like}"
+        ));
+    }
+    Ok(out)
+}
+
 /// `cast(x; to)`: same shape, dtype `to`.
 pub(super) fn cast(to: DType, x: &TensorType) -> Result<TensorType, String> {
     Ok(TensorType::new(to, x.shape.clone()))

@@ -66,6 +66,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Gather { axis } => movement::gather(*axis, inputs[0], inputs[1]),
         Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
+        Op::BroadcastLike => elementwise::broadcast_like(inputs[0], inputs[1]),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -94,6 +94,13 @@ pub(super) fn single(
     Ok(expr)
 }
 
+/// The epilogue of `broadcast_like`: a load of `buffer` (dims `dims`) broadcast to `out`.
+pub(super) fn broadcast(buffer: BufferId, dims: &[usize], out: &[usize]) -> Result<Expr, String> {
+    let mut expr = Expr::identity();
+    expr.result = load(&mut expr, buffer, broadcast_strides(dims, out)?);
+    Ok(expr)
+}
+
 /// Strides reading a value of dims `dims` broadcast (numpy rules) to `out`: the row-major
 /// stride on real axes, 0 on size-1 and missing leading axes.
 pub(super) fn broadcast_strides(dims: &[usize], out: &[usize]) -> Result<Vec<usize>, String> {

@@ -321,6 +321,10 @@ impl Builder<'_> {
                 let e = expr::single(&node.op, &buffers, &operand_dims, out).map_err(fail)?;
                 (None, Vec::new(), e)
             }
+            Op::BroadcastLike => {
+                let e = expr::broadcast(buffers[0], operand_dims[0], out).map_err(fail)?;
+                (None, Vec::new(), e)
+            }
             Op::Fused(f) => {
                 let e = expr::fused(f.expr(), &buffers, &operand_dims, out).map_err(fail)?;
                 let k = f.main_arity();

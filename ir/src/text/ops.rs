@@ -233,6 +233,7 @@ pub(crate) fn build_op(
             "assign" => Op::Assign(AssignOp::Assign),
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
+            "broadcast_like" => Op::BroadcastLike,
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };

@@ -126,6 +126,7 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
+        Op::BroadcastLike => vec![],
     }
 }
 

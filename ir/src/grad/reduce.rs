@@ -1,0 +1,113 @@
+//! Gradients of reductions, softmax and log_softmax. A sum's gradient is `g` broadcast back
+//! over the reduced axes, a mean's that divided by the count; max and min send `g` to the
+//! elements equal to the result, shared equally among ties (TensorFlow's `_MinOrMaxGrad`).
+//! argmax has none.
+
+use super::{Ctx, Grads, no_gradient};
+use crate::graph::NodeId;
+use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::shape::Dim;
+use crate::Result;
+
+pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bool]) -> Grads {
+    let x = cx.graph.inputs(n)[0];
+    let rank = cx.ty(x).rank();
+    match op {
+        Op::Reduce { op, axes, keepdims } => {
+            let axes = normalize_axes(axes.as_deref(), rank);
+            let dx = match op {
+                ReduceOp::Sum => {
+                    let gk = keep_dims(cx, g, x, &axes, *keepdims)?;
+                    cx.broadcast_like(gk, x)?
+                }
+                ReduceOp::Mean => {
+                    let gk = keep_dims(cx, g, x, &axes, *keepdims)?;
+                    let q = divide_by_count(cx, gk, x, &axes)?;
+                    cx.broadcast_like(q, x)?
+                }
+                ReduceOp::Max | ReduceOp::Min => {
+                    return Err(no_gradient(format!("{} needs equal", op.name())));
+                }
+            };
+            Ok(vec![Some(dx)])
+        }
+        // (g - sum(g * y)) * y along the axis.
+        Op::Softmax { axis } => {
+            let gy = cx.mul(g, n)?;
+            let s = cx.reduce_sum(gy, vec![*axis], true)?;
+            let d = cx.binary(BinaryOp::Sub, g, s)?;
+            Ok(vec![Some(cx.mul(d, n)?)])
+        }
+        // g - exp(y) * sum(g) along the axis.
+        Op::LogSoftmax { axis } => {
+            let s = cx.reduce_sum(g, vec![*axis], true)?;
+            let e = cx.unary(UnaryOp::Exp, n)?;
+            let es = cx.mul(e, s)?;
+            Ok(vec![Some(cx.binary(BinaryOp::Sub, g, es)?)])
+        }
+        Op::ArgMax { .. } => Err(no_gradient("argmax's result is an index")),
+        other => Err(no_gradient(format!("{} is not differentiable", other.name()))),
+    }
+}
+
+/// The reduced axes in `0..rank`, sorted and distinct (`None`: every axis).
+pub(super) fn normalize_axes(axes: Option<&[i64]>, rank: usize) -> Vec<usize> {
+    let mut list: Vec<usize> = match axes {
+        Some(axes) => axes
+            .iter()
+            .map(|&a| if a < 0 { a + rank as i64 } else { a } as usize)
+            .collect(),
+        None => (0..rank).collect(),
+    };
+    list.sort_unstable();
+    list.dedup();
+    list
+}
+
+/// `g` (the gradient of a reduction of `x` over `axes`) with the reduced axes present as 1,
+/// so that it broadcasts against x. Nothing to do when the reduction kept them, or when the
+/// reduced axes lead (numpy broadcasting restores leading axes).
+pub(super) fn keep_dims(
+    cx: &mut Ctx<'_>,
+    g: NodeId,
+    x: NodeId,
+    axes: &[usize],
+    keepdims: bool,
+) -> Result<NodeId> {
+    if keepdims || axes.iter().enumerate().all(|(i, &a)| i == a) {
+        return Ok(g);
+    }
+    let tx = cx.ty(x);
+    let dims: Vec<Dim> = (0..tx.rank())
+        .map(|i| {
+            if axes.contains(&i) {
+                Some(1)
+            } else {
+                tx.shape.dim(i)
+            }
+        })
+        .collect();
+    let shape = cx.reshape_dims(&dims, x)?;
+    cx.add("reshape", Op::Reshape { shape }, &[g])
+}
+
+/// `v / count`, where count is the number of elements of `x` reduced into each result: a
+/// constant when those dims are known, else counted at run time.
+pub(super) fn divide_by_count(
+    cx: &mut Ctx<'_>,
+    v: NodeId,
+    x: NodeId,
+    axes: &[usize],
+) -> Result<NodeId> {
+    let tx = cx.ty(x);
+    let known: Option<usize> = axes.iter().map(|&a| tx.shape.dim(a)).product();
+    let count = match known {
+        Some(c) => cx.scalar(c as f32)?,
+        None => {
+            let ones = cx.ones_like(x)?;
+            let axes = axes.iter().map(|&a| a as i64).collect();
+            cx.reduce_sum(ones, axes, true)?
+        }
+    };
+    cx.binary(BinaryOp::Div, v, count)
+}
