@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// A computation graph under construction. Derefs to [`kiln_ir::Graph`] for inspection.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
-    ir: kiln_ir::Graph,
+    pub(crate) ir: kiln_ir::Graph,
     next_name: Option<String>,
 }
 

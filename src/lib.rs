@@ -25,6 +25,7 @@
 
 mod backend_kind;
 pub mod checkpoint;
+mod gradients;
 mod graph;
 pub mod onnx;
 mod optimize;
@@ -34,6 +35,7 @@ pub use backend_kind::BackendKind;
 pub use graph::Graph;
 pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
 pub use kiln_ir::file_access::FileAccess;
+pub use kiln_ir::grad::{GradientOptions, Unconnected};
 pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,

@@ -675,3 +675,122 @@ fn check_gives_a_fast_error_for_a_fifo_reference() {
         "{stderr}"
     );
 }
+
+const LINEAR: &str = "kiln 2
+input %x : f32[?,3]
+input %y : f32[?,1]
+var %w : f32[3,1] = [[0.5], [-1], [2]]
+var %b : f32[1] = [0.25]
+input %other : f32[2]
+%p = matmul(%x, %w)
+%q = bias_add(%p, %b)
+%d = sub(%q, %y)
+%sq = square(%d)
+%loss = reduce_mean(%sq)
+%pick = argmax(%q, axis=0)
+%picked = cast(%pick, to=\"f32\")
+%picked_sum = reduce_sum(%picked)
+%bad = add(%loss, %picked_sum)
+output %loss
+";
+
+#[test]
+fn grad_adds_outputs_that_run_and_match_the_formula() {
+    let dir = scratch("grad");
+    let g = dir.join("lin.kiln");
+    std::fs::write(&g, LINEAR).unwrap();
+    let out_graph = dir.join("lin_grad.kiln");
+    let out = kiln(&[
+        "grad",
+        g.to_str().unwrap(),
+        "--loss",
+        "%loss",
+        "-o",
+        out_graph.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("%grad/w, %grad/b"),
+        "default --wrt is the variables: {stderr}"
+    );
+    let x = Tensor::from_vec(&[4, 3], (0..12).map(|i| i as f32 * 0.25 - 1.0).collect()).unwrap();
+    let y = Tensor::from_vec(&[4, 1], vec![1.0, -1.0, 0.5, 2.0]).unwrap();
+    kiln::npy::write(dir.join("x.npy"), &x).unwrap();
+    kiln::npy::write(dir.join("y.npy"), &y).unwrap();
+    let res = dir.join("res");
+    let feed_x = format!("x={}", dir.join("x.npy").display());
+    let feed_y = format!("y={}", dir.join("y.npy").display());
+    let out = kiln(&[
+        "run",
+        out_graph.to_str().unwrap(),
+        "--feed",
+        &feed_x,
+        "--feed",
+        &feed_y,
+        "--out",
+        res.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    // d/dw mean((xw + b - y)^2) = 2/N x^T r, d/db = 2/N sum(r), r = xw + b - y.
+    let (xs, ys) = (x.as_f32().unwrap(), y.as_f32().unwrap());
+    let w = [0.5f32, -1.0, 2.0];
+    let r: Vec<f32> = (0..4)
+        .map(|i| (0..3).map(|k| xs[i * 3 + k] * w[k]).sum::<f32>() + 0.25 - ys[i])
+        .collect();
+    let gw: Vec<f32> = (0..3)
+        .map(|k| (0..4).map(|i| xs[i * 3 + k] * r[i]).sum::<f32>() * 2.0 / 4.0)
+        .collect();
+    let gb = r.iter().sum::<f32>() * 2.0 / 4.0;
+    let read = |n: &str| kiln::npy::read(res.join(n)).unwrap().tensor;
+    let want_w = Tensor::from_vec(&[3, 1], gw).unwrap();
+    let want_b = Tensor::from_vec(&[1], vec![gb]).unwrap();
+    kiln::ir::compare::assert_close(
+        &read("grad_w.npy"),
+        &want_w,
+        kiln::ir::compare::Tolerance::KERNEL,
+        "grad_w",
+    );
+    kiln::ir::compare::assert_close(
+        &read("grad_b.npy"),
+        &want_b,
+        kiln::ir::compare::Tolerance::KERNEL,
+        "grad_b",
+    );
+}
+
+#[test]
+fn grad_errors_name_the_node() {
+    let dir = scratch("grad-errors");
+    let g = dir.join("lin.kiln");
+    std::fs::write(&g, LINEAR).unwrap();
+    let g = g.to_str().unwrap();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--loss", "lossy"],
+            &["--loss %lossy", "no node has this name", "%loss"],
+        ),
+        (
+            &["--loss", "loss", "--wrt", "other"],
+            &["%other", "does not depend on it"],
+        ),
+        (
+            &["--loss", "bad", "--wrt", "w"],
+            &["%picked", "has no gradient", "stop_gradient"],
+        ),
+        (
+            &["--loss", "loss", "-o", g],
+            &["refusing to overwrite the input graph"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let mut all = vec!["grad", g];
+        all.extend_from_slice(args);
+        let out = kiln(&all);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
+        }
+    }
+}

@@ -243,7 +243,8 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Unary(_)
                     | Op::Binary(_)
                     | Op::BiasAdd { .. }
-                    | Op::Fused(_) => Err(format!("no cpu code path for {}", main.name())),
+                    | Op::Fused(_)
+                    | Op::BroadcastLike => Err(format!("no cpu code path for {}", main.name())),
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

@@ -34,10 +34,8 @@ use crate::graph::{Graph, NodeId};
 use crate::op::{BinaryOp, Float, Initializer, Op, ReduceOp, Source, UnaryOp};
 use crate::schema::OpFamily;
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::Tensor;
 use crate::{DType, Error, Result};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 /// What [`Graph::gradients_with`] does with an `x` that no `y` depends on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,6 +80,28 @@ impl Graph {
             *self = before;
         }
         result
+    }
+
+    /// The variables that `ys` depend on along paths gradients can follow (not through
+    /// `stop_gradient` or a bool value), in topological order: what an optimizer trains and
+    /// `kiln grad` differentiates by default.
+    pub fn trainable_variables(&self, ys: &[NodeId]) -> Vec<NodeId> {
+        let vars: Vec<NodeId> = self
+            .topo_order_of(ys.iter().copied())
+            .into_iter()
+            .filter(|&n| matches!(self.node(n).op, Op::Var(_)))
+            .collect();
+        let between = between(self, ys, &vars);
+        // Walk back from the ys through nodes gradients reach, so a variable whose every path
+        // passes through a cut is left out.
+        let mut seen = HashSet::new();
+        let mut stack: Vec<NodeId> = ys.iter().copied().filter(|y| between.contains(y)).collect();
+        while let Some(n) = stack.pop() {
+            if seen.insert(n) {
+                stack.extend(self.inputs(n).into_iter().filter(|i| between.contains(i)));
+            }
+        }
+        vars.into_iter().filter(|v| seen.contains(v)).collect()
     }
 }
 
@@ -180,10 +200,7 @@ impl<'g> Backprop<'g> {
             let g = self.cx.add_n(n, parts)?;
             total.insert(n, g);
             let operands = self.cx.graph.inputs(n);
-            let needs: Vec<bool> = operands
-                .iter()
-                .map(|o| self.between.contains(o))
-                .collect();
+            let needs: Vec<bool> = operands.iter().map(|o| self.between.contains(o)).collect();
             if !needs.contains(&true) {
                 continue;
             }
@@ -287,7 +304,10 @@ impl<'g> Backprop<'g> {
 
 /// The nodes on some path from an x to a y that does not pass through a cut node.
 fn between(graph: &Graph, ys: &[NodeId], xs: &[NodeId]) -> HashSet<NodeId> {
-    let ancestors: HashSet<NodeId> = graph.topo_order_of(ys.iter().copied()).into_iter().collect();
+    let ancestors: HashSet<NodeId> = graph
+        .topo_order_of(ys.iter().copied())
+        .into_iter()
+        .collect();
     let mut reached = HashSet::new();
     let mut stack: Vec<NodeId> = xs.to_vec();
     while let Some(n) = stack.pop() {
@@ -348,15 +368,6 @@ impl<'g> Ctx<'g> {
         self.graph.node(n).ty.clone()
     }
 
-    /// A constant tensor.
-    pub(crate) fn constant(&mut self, base: &str, value: Tensor) -> Result<NodeId> {
-        let op = Op::Const(Source {
-            ty: value.ty(),
-            init: Initializer::Literal(Arc::new(value)),
-        });
-        self.add(base, op, &[])
-    }
-
     /// A scalar f32 constant.
     pub(crate) fn scalar(&mut self, v: f32) -> Result<NodeId> {
         let op = Op::Const(Source {
@@ -398,14 +409,27 @@ impl<'g> Ctx<'g> {
 
     /// Ones of `like`'s shape (f32).
     pub(crate) fn ones_like(&mut self, like: NodeId) -> Result<NodeId> {
-        let one = self.scalar(1.0)?;
-        self.add("ones_like", Op::BroadcastLike, &[one, like])
+        self.fill_like("ones_like", 1.0, like)
     }
 
     /// Zeros of `like`'s shape (f32).
     pub(crate) fn zeros_like(&mut self, like: NodeId) -> Result<NodeId> {
-        let zero = self.scalar(0.0)?;
-        self.add("zeros_like", Op::BroadcastLike, &[zero, like])
+        self.fill_like("zeros_like", 0.0, like)
+    }
+
+    /// `value` everywhere in `like`'s shape: a constant when the shape is known, else a scalar
+    /// broadcast at run time.
+    fn fill_like(&mut self, base: &str, value: f32, like: NodeId) -> Result<NodeId> {
+        let shape = self.ty(like).shape;
+        if shape.is_concrete() {
+            let op = Op::Const(Source {
+                ty: TensorType::f32(shape),
+                init: Initializer::Fill(Float(value)),
+            });
+            return self.add(base, op, &[]);
+        }
+        let v = self.scalar(value)?;
+        self.add(base, Op::BroadcastLike, &[v, like])
     }
 
     /// The sum of the gradient contributions to node `n` (a balanced tree of adds, so a
@@ -428,7 +452,12 @@ impl<'g> Ctx<'g> {
     }
 
     /// `reduce_sum(x; axes, keepdims)`.
-    pub(crate) fn reduce_sum(&mut self, x: NodeId, axes: Vec<i64>, keepdims: bool) -> Result<NodeId> {
+    pub(crate) fn reduce_sum(
+        &mut self,
+        x: NodeId,
+        axes: Vec<i64>,
+        keepdims: bool,
+    ) -> Result<NodeId> {
         let op = Op::Reduce {
             op: ReduceOp::Sum,
             axes: Some(axes),

@@ -4,9 +4,9 @@
 //! padding off. gather's params gradient is a scatter-add of `g`; its indices have none.
 
 use super::{Ctx, Grads, no_gradient};
+use crate::Error;
 use crate::graph::NodeId;
 use crate::op::{Float, Op};
-use crate::Error;
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[bool]) -> Grads {
     let operands = cx.graph.inputs(n);
@@ -36,7 +36,11 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
         }
         Op::Concat { axis } => {
             let rank = cx.ty(n).rank();
-            let axis = if *axis < 0 { *axis + rank as i64 } else { *axis } as usize;
+            let axis = if *axis < 0 {
+                *axis + rank as i64
+            } else {
+                *axis
+            } as usize;
             let mut offset = 0;
             let mut out = Vec::with_capacity(operands.len());
             for (&o, &need) in operands.iter().zip(needs) {
@@ -95,7 +99,11 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
                     None => return Err(unknown(&format!("the size along axis {i}")).into()),
                 });
             }
-            Ok(vec![Some(cx.add("slice", Op::Slice { begin, size }, &[g])?)])
+            Ok(vec![Some(cx.add(
+                "slice",
+                Op::Slice { begin, size },
+                &[g],
+            )?)])
         }
         Op::Gather { .. } => {
             if needs[1] {
@@ -103,6 +111,9 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
             }
             Err(no_gradient("gather's params need a scatter-add"))
         }
-        other => Err(no_gradient(format!("{} is not differentiable", other.name()))),
+        other => Err(no_gradient(format!(
+            "{} is not differentiable",
+            other.name()
+        ))),
     }
 }

@@ -4,10 +4,10 @@
 //! argmax has none.
 
 use super::{Ctx, Grads, no_gradient};
+use crate::Result;
 use crate::graph::NodeId;
 use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::shape::Dim;
-use crate::Result;
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bool]) -> Grads {
     let x = cx.graph.inputs(n)[0];
@@ -46,7 +46,10 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bo
             Ok(vec![Some(cx.binary(BinaryOp::Sub, g, es)?)])
         }
         Op::ArgMax { .. } => Err(no_gradient("argmax's result is an index")),
-        other => Err(no_gradient(format!("{} is not differentiable", other.name()))),
+        other => Err(no_gradient(format!(
+            "{} is not differentiable",
+            other.name()
+        ))),
     }
 }
 

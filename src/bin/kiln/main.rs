@@ -6,6 +6,7 @@
 mod bench;
 mod devices;
 mod feeds;
+mod grad;
 mod import;
 mod passes;
 mod safe_write;
@@ -79,6 +80,22 @@ enum Command {
         /// Print a per-kernel time table.
         #[arg(long)]
         profile: bool,
+    },
+    /// Add the gradient of a loss: outputs grad/<name> per differentiated node (`kiln run`
+    /// writes them as grad_<name>.npy).
+    Grad {
+        /// The .kiln file.
+        graph: PathBuf,
+        /// The node to differentiate (its elements are summed), with or without %.
+        #[arg(long)]
+        loss: String,
+        /// Nodes to differentiate with respect to, comma-separated (default: every variable
+        /// the loss depends on).
+        #[arg(long, value_delimiter = ',')]
+        wrt: Vec<String>,
+        /// Write the graph to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Import an ONNX model: write MODEL.kiln and its weights (MODEL.safetensors) beside it.
     Import {
@@ -209,6 +226,12 @@ fn execute(command: Command) -> Result<(), String> {
             output,
             variables,
         } => import::import(&model, output, variables),
+        Command::Grad {
+            graph,
+            loss,
+            wrt,
+            output,
+        } => grad::grad(&graph, &loss, &wrt, output),
         Command::Bench {
             graph,
             feeds,

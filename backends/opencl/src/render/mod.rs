@@ -209,7 +209,8 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::BiasAdd { .. }
-        | Op::Fused(_) => Err(format!("{} is not a kernel's main op", main.name())),
+        | Op::Fused(_)
+        | Op::BroadcastLike => Err(format!("{} is not a kernel's main op", main.name())),
     }
 }
 
