@@ -1,0 +1,271 @@
+"""Gradient goldens: for each differentiable op and each attribute variant that changes the
+arithmetic, TensorFlow's GradientTape gradient of a weighted sum of the op's result.
+
+A gradient case is an ordinary case (graph.kiln with `output %loss`, inputs/, expected/loss.npy)
+plus `gradients.txt`: the loss's name on the first line and the names to differentiate with
+respect to, comma-separated, on the second. The conformance test adds the gradient outputs as
+`kiln grad` does (`grad/<name>`) and compares them with expected/grad_<name>.npy on every
+backend. The loss is `reduce_sum(y * seed)` with a random constant `seed`, so every element of
+the op's result gets a different incoming gradient.
+"""
+
+import numpy as np
+import tensorflow as tf
+from kiln_case import Case, f32
+
+
+class GradCase(Case):
+    """A case whose forward graph is written op by op while TF computes it under a tape."""
+
+    def __init__(self, name, tol=None):
+        super().__init__(name, tol)
+        self.tape = tf.GradientTape(persistent=True)
+        self.tape.__enter__()
+        self.tensors = {}
+        self.wrt = []
+
+    def x(self, name, arr, kind="input", unknown=()):
+        """A value to differentiate with respect to: a placeholder or a variable."""
+        if kind == "input":
+            arr = self.input(name, arr, unknown)
+        else:
+            arr = self.var(name, arr)
+        t = tf.constant(arr)
+        self.tape.watch(t)
+        self.tensors[name] = t
+        self.wrt.append(name)
+        return t
+
+    def fixed(self, name, arr):
+        """A constant operand that is not differentiated."""
+        arr = self.const(name, arr)
+        self.tensors[name] = tf.constant(arr)
+        return self.tensors[name]
+
+    def apply(self, name, op, operands, fn, **attrs):
+        """`%name = op(operands)` with TF value `fn(*operand tensors)`."""
+        t = fn(*[self.tensors[o] for o in operands])
+        self.tensors[name] = t
+        self.op(name, op, operands, t.numpy(), **attrs)
+        return t
+
+    def finish(self, y):
+        """loss = reduce_sum(y * seed); expected loss and gradients."""
+        seed = self.fixed("seed", self.uniform(list(self.tensors[y].shape), -1.0, 1.0))
+        self.apply("weighted", "mul", [y, "seed"], lambda a, b: a * b)
+        loss = self.apply("loss", "reduce_sum", ["weighted"], tf.math.reduce_sum)
+        self.tape.__exit__(None, None, None)
+        del seed
+        self.output("loss")
+        grads = self.tape.gradient(loss, [self.tensors[x] for x in self.wrt])
+        for x, g in zip(self.wrt, grads):
+            if g is None:
+                raise SystemExit("%s: TF gives no gradient for %s" % (self.name, x))
+            self.files["expected/grad_%s.npy" % x] = f32(g)
+        return self
+
+    def write(self, folder):
+        super().write(folder)
+        (folder / "gradients.txt").write_text("loss\n%s\n" % ", ".join(self.wrt))
+
+
+def unary_cases():
+    # Ranges avoid the kinks (0 for relu, 0 and 6 for relu6) by more than a rounding error.
+    specs = [
+        ("neg", tf.math.negative, (-2, 2), {}),
+        ("sigmoid", tf.math.sigmoid, (-4, 4), {}),
+        ("tanh", tf.math.tanh, (-3, 3), {}),
+        ("exp", tf.math.exp, (-2, 2), {}),
+        ("log", tf.math.log, (0.2, 3), {}),
+        ("sqrt", tf.math.sqrt, (0.2, 3), {}),
+        ("rsqrt", tf.math.rsqrt, (0.2, 3), {}),
+        ("square", tf.math.square, (-2, 2), {}),
+    ]
+    cases = []
+    for op, fn, (lo, hi), attrs in specs:
+        c = GradCase("grad_%s" % op)
+        c.x("x", c.uniform([3, 7], lo, hi))
+        c.apply("y", op, ["x"], fn, **attrs)
+        cases.append(c.finish("y"))
+    return cases
+
+
+BINARY = {
+    "add": tf.math.add,
+    "sub": tf.math.subtract,
+    "mul": tf.math.multiply,
+    "div": tf.math.divide,
+}
+
+
+def binary_cases():
+    cases = []
+    shapes = [("same", [2, 3, 4], [2, 3, 4]), ("bcast", [2, 3, 4], [3, 1]),
+              ("rank", [4], [2, 3, 4])]
+    for op, fn in BINARY.items():
+        for label, sa, sb in shapes:
+            c = GradCase("grad_%s_%s" % (op, label))
+            c.x("a", c.uniform(sa, 0.5, 2.0))
+            c.x("b", c.uniform(sb, 0.5, 2.0))
+            c.apply("y", op, ["a", "b"], fn)
+            cases.append(c.finish("y"))
+    return cases
+
+
+def bias_add_cases():
+    cases = []
+    for fmt, shape, ch in [("NHWC", [2, 3, 4, 5], 5), ("NCHW", [2, 3, 4, 5], 3)]:
+        c = GradCase("grad_bias_add_%s" % fmt.lower())
+        c.x("x", c.uniform(shape))
+        c.x("b", c.uniform([ch]))
+        attrs = {} if fmt == "NHWC" else {"data_format": fmt}
+        c.apply("y", "bias_add", ["x", "b"],
+                lambda x, b: tf.nn.bias_add(x, b, data_format=fmt), **attrs)
+        cases.append(c.finish("y"))
+    return cases
+
+
+def matmul_cases():
+    cases = []
+    for ta, tb in [(False, False), (False, True), (True, False), (True, True)]:
+        for batch in [None, 3]:
+            m, k, n = 4, 5, 6
+            sa = [k, m] if ta else [m, k]
+            sb = [n, k] if tb else [k, n]
+            if batch:
+                sa, sb = [batch] + sa, [batch] + sb
+            name = "grad_matmul%s%s%s" % ("_ta" if ta else "", "_tb" if tb else "",
+                                          "_batched" if batch else "")
+            c = GradCase(name)
+            c.x("a", c.uniform(sa))
+            c.x("b", c.uniform(sb))
+            attrs = {}
+            if ta:
+                attrs["transpose_a"] = True
+            if tb:
+                attrs["transpose_b"] = True
+            c.apply("y", "matmul", ["a", "b"],
+                    lambda a, b: tf.linalg.matmul(a, b, transpose_a=ta, transpose_b=tb), **attrs)
+            cases.append(c.finish("y"))
+    return cases
+
+
+def reduce_cases():
+    fns = {"reduce_sum": tf.math.reduce_sum, "reduce_mean": tf.math.reduce_mean}
+    cases = []
+    for op, fn in fns.items():
+        for label, axes, keep in [("all", None, False), ("axis1", [1], False),
+                                  ("axes_keep", [0, -1], True), ("last", [2], False)]:
+            c = GradCase("grad_%s_%s" % (op, label))
+            c.x("x", c.uniform([2, 3, 4]))
+            attrs = {}
+            if axes is not None:
+                attrs["axes"] = axes
+            if keep:
+                attrs["keepdims"] = True
+            c.apply("y", op, ["x"], lambda x: fn(x, axis=axes, keepdims=keep), **attrs)
+            cases.append(c.finish("y"))
+    # A mean over a batch the graph leaves unknown: the count is taken at run time.
+    c = GradCase("grad_reduce_mean_unknown_batch")
+    c.x("x", c.uniform([5, 3]), unknown=(0,))
+    c.apply("y", "reduce_mean", ["x"], tf.math.reduce_mean)
+    c.apply("z", "reshape", ["y"], lambda y: tf.reshape(y, [1]), shape=[1])
+    cases.append(c.finish("z"))
+    return cases
+
+
+def softmax_cases():
+    cases = []
+    for op, fn in [("softmax", tf.nn.softmax), ("log_softmax", tf.nn.log_softmax)]:
+        for axis in [-1, 1]:
+            c = GradCase("grad_%s_axis%d" % (op, axis))
+            c.x("x", c.uniform([2, 5, 3], -2, 2))
+            attrs = {} if axis == -1 else {"axis": axis}
+            c.apply("y", op, ["x"], lambda x: fn(x, axis=axis), **attrs)
+            cases.append(c.finish("y"))
+    return cases
+
+
+def movement_cases():
+    cases = []
+    c = GradCase("grad_reshape")
+    c.x("x", c.uniform([2, 3, 4]))
+    c.apply("y", "reshape", ["x"], lambda x: tf.reshape(x, [4, 6]), shape=[4, -1])
+    cases.append(c.finish("y"))
+
+    c = GradCase("grad_transpose")
+    c.x("x", c.uniform([2, 3, 4]))
+    c.apply("y", "transpose", ["x"], lambda x: tf.transpose(x, [2, 0, 1]), perm=[2, 0, 1])
+    cases.append(c.finish("y"))
+
+    c = GradCase("grad_concat_axis1")
+    c.x("a", c.uniform([2, 3, 4]))
+    c.x("b", c.uniform([2, 5, 4]))
+    c.apply("y", "concat", ["a", "b"], lambda a, b: tf.concat([a, b], 1), axis=1)
+    cases.append(c.finish("y"))
+
+    c = GradCase("grad_slice")
+    c.x("x", c.uniform([3, 4, 5]))
+    c.apply("y", "slice", ["x"], lambda x: tf.slice(x, [1, 0, 2], [2, -1, 2]),
+            begin=[1, 0, 2], size=[2, -1, 2])
+    cases.append(c.finish("y"))
+
+    c = GradCase("grad_pad")
+    c.x("x", c.uniform([2, 3]))
+    c.apply("y", "pad", ["x"], lambda x: tf.pad(x, [[1, 0], [2, 3]], constant_values=1.5),
+            paddings=[[1, 0], [2, 3]], constant_value=1.5)
+    cases.append(c.finish("y"))
+    return cases
+
+
+def batch_norm_cases():
+    cases = []
+    for fmt in ["NHWC", "NCHW"]:
+        c = GradCase("grad_batch_norm_%s" % fmt.lower())
+        ch = 5 if fmt == "NHWC" else 3
+        c.x("x", c.uniform([2, 3, 4, 5]))
+        c.x("scale", c.uniform([ch], 0.5, 1.5))
+        c.x("offset", c.uniform([ch]))
+        c.x("mean", c.uniform([ch]))
+        c.x("variance", c.uniform([ch], 0.5, 1.5))
+
+        def bn(x, scale, offset, mean, variance):
+            shape = [1, 1, 1, ch] if fmt == "NHWC" else [1, ch, 1, 1]
+            r = lambda v: tf.reshape(v, shape)  # noqa: E731
+            return tf.nn.batch_normalization(x, r(mean), r(variance), r(offset), r(scale), 0.001)
+
+        attrs = {} if fmt == "NHWC" else {"data_format": fmt}
+        c.apply("y", "batch_norm", ["x", "scale", "offset", "mean", "variance"], bn, **attrs)
+        cases.append(c.finish("y"))
+    return cases
+
+
+def lrn_cases():
+    c = GradCase("grad_lrn")
+    c.lines[0] = "kiln 2"
+    c.x("x", c.uniform([1, 3, 3, 9]))
+    c.apply("y", "lrn", ["x"],
+            lambda x: tf.nn.local_response_normalization(x, 2, 1.5, 0.3, 0.75),
+            depth_radius=2, bias=1.5, alpha=0.3, beta=0.75)
+    return [c.finish("y")]
+
+
+def network_cases():
+    """A small dense network with variables: the gradients an optimizer step uses."""
+    c = GradCase("grad_dense_net_variables")
+    c.fixed("x", c.uniform([6, 5]))
+    c.x("w1", c.normal([5, 8], 0.5), kind="var")
+    c.x("b1", c.uniform([8], -0.1, 0.1), kind="var")
+    c.x("w2", c.normal([8, 3], 0.5), kind="var")
+    c.apply("h", "matmul", ["x", "w1"], tf.linalg.matmul)
+    c.apply("hb", "bias_add", ["h", "b1"], tf.nn.bias_add)
+    c.apply("t", "tanh", ["hb"], tf.math.tanh)
+    c.apply("logits", "matmul", ["t", "w2"], tf.linalg.matmul)
+    c.apply("y", "log_softmax", ["logits"], tf.nn.log_softmax)
+    return [c.finish("y")]
+
+
+def grad_cases():
+    return (unary_cases() + binary_cases() + bias_add_cases() + matmul_cases() + reduce_cases()
+            + softmax_cases() + movement_cases() + batch_norm_cases() + lrn_cases()
+            + network_cases())
