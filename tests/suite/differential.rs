@@ -21,6 +21,7 @@ use proptest::test_runner::{TestCaseError, TestRunner};
 use std::cell::RefCell;
 use std::io::Write;
 
+mod gradients;
 mod recipe;
 
 use recipe::{Built, KINDS, MAX_NUMEL, Tally, build};
