@@ -25,6 +25,7 @@
 
 mod backend_kind;
 pub mod checkpoint;
+mod dataset;
 mod gradients;
 mod graph;
 pub mod onnx;
@@ -32,6 +33,7 @@ mod optimize;
 mod session;
 
 pub use backend_kind::BackendKind;
+pub use dataset::Dataset;
 pub use graph::Graph;
 pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
 pub use kiln_ir::file_access::FileAccess;

@@ -8,8 +8,8 @@
 //! analytic| <= 2e-2 Σ|g_i v_i| + 1e-3. A difference that straddles a kink (relu at 0, a tie
 //! in max or a max pool) is retried with ε/8 and another direction; a wrong rule fails both.
 
-use super::recipe::{MAX_NUMEL, build};
 use super::close;
+use super::recipe::{MAX_NUMEL, build};
 use kiln::{BackendKind, Graph, NodeId, OptimizeOptions, Session, Tensor};
 
 /// The loss `sum(y * seed)` and d loss / dx, added to the graph.
@@ -64,7 +64,11 @@ fn directional_matches(
         out[0].as_f32().unwrap()[0] as f64
     };
     let numeric = (at(1.0) - at(-1.0)) / (2.0 * eps as f64);
-    let terms = dx.to_f64_vec().into_iter().zip(v.to_f64_vec()).map(|(a, b)| a * b);
+    let terms = dx
+        .to_f64_vec()
+        .into_iter()
+        .zip(v.to_f64_vec())
+        .map(|(a, b)| a * b);
     let (analytic, magnitude) = terms.fold((0.0, 0.0), |(s, m), t| (s + t, m + t.abs()));
     if (numeric - analytic).abs() <= 2e-2 * magnitude + 1e-3 {
         Ok(())
@@ -94,11 +98,19 @@ fn check_recipe(seed: u64, rank: usize, steps: &[u8]) -> Result<(), String> {
     }
     for direction in 0..2u64 {
         let v = |k: u64| Tensor::uniform(built.feeds[0].1.dims(), -1.0, 1.0, seed ^ (k << 40));
-        let first = directional_matches(&mut sess, &built.feeds, loss, &want[0], &v(direction), 1e-2);
+        let first =
+            directional_matches(&mut sess, &built.feeds, loss, &want[0], &v(direction), 1e-2);
         if let Err(e) = first {
             // Straddled a kink? Another direction and a smaller step must agree.
-            directional_matches(&mut sess, &built.feeds, loss, &want[0], &v(direction + 7), 1.25e-3)
-                .map_err(|e2| format!("{e}; retried: {e2}\n{}", g.to_text()))?;
+            directional_matches(
+                &mut sess,
+                &built.feeds,
+                loss,
+                &want[0],
+                &v(direction + 7),
+                1.25e-3,
+            )
+            .map_err(|e2| format!("{e}; retried: {e2}\n{}", g.to_text()))?;
         }
     }
     Ok(())
@@ -110,10 +122,17 @@ fn random_graph_gradients_match_finite_differences() {
     let mut failures = Vec::new();
     for case in 0..96u64 {
         let rank = 1 + (case % 4) as usize;
-        let steps: Vec<u8> = (0..1 + case % 5).map(|i| (case * 7 + i * 13) as u8).collect();
+        let steps: Vec<u8> = (0..1 + case % 5)
+            .map(|i| (case * 7 + i * 13) as u8)
+            .collect();
         if let Err(e) = check_recipe(case, rank, &steps) {
             failures.push(format!("recipe {case} (rank {rank}, steps {steps:?}): {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
