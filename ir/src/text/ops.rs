@@ -12,6 +12,7 @@ use crate::fused::{FusedExpr, FusedOp};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, Padding, PoolAttrs, ReduceOp, UnaryOp,
 };
+use crate::op::{CompareOp, LogicalOp};
 use crate::schema::{self, AttrDefault, AttrKind, FUSED_SINCE};
 use crate::{DType, Error, Result};
 
@@ -233,6 +234,17 @@ pub(crate) fn build_op(
             "assign" => Op::Assign(AssignOp::Assign),
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
+            "equal" => Op::Compare(CompareOp::Equal),
+            "not_equal" => Op::Compare(CompareOp::NotEqual),
+            "less" => Op::Compare(CompareOp::Less),
+            "less_equal" => Op::Compare(CompareOp::LessEqual),
+            "greater" => Op::Compare(CompareOp::Greater),
+            "greater_equal" => Op::Compare(CompareOp::GreaterEqual),
+            "logical_and" => Op::Logical(LogicalOp::And),
+            "logical_or" => Op::Logical(LogicalOp::Or),
+            "logical_not" => Op::LogicalNot,
+            "select" => Op::Select,
+            "stop_gradient" => Op::StopGradient,
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };

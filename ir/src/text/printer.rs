@@ -126,6 +126,9 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
+        Op::Compare(_) | Op::Logical(_) | Op::LogicalNot | Op::Select | Op::StopGradient => {
+            Vec::new()
+        }
     }
 }
 
