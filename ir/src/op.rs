@@ -344,6 +344,19 @@ impl CompareOp {
         }
     }
 
+    /// Whether `a op b` holds; on floats every comparison with NaN is false except `!=`
+    /// (IEEE). The one scalar definition the evaluator and the host kernels share.
+    pub fn holds<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            CompareOp::Equal => a == b,
+            CompareOp::NotEqual => a != b,
+            CompareOp::Less => a < b,
+            CompareOp::LessEqual => a <= b,
+            CompareOp::Greater => a > b,
+            CompareOp::GreaterEqual => a >= b,
+        }
+    }
+
     /// Whether the comparison orders its operands (so bool operands are not allowed).
     pub fn is_ordering(self) -> bool {
         !matches!(self, CompareOp::Equal | CompareOp::NotEqual)
@@ -375,6 +388,14 @@ impl LogicalOp {
         match self {
             LogicalOp::And => "logical_and",
             LogicalOp::Or => "logical_or",
+        }
+    }
+
+    /// `a op b`.
+    pub fn apply(self, a: bool, b: bool) -> bool {
+        match self {
+            LogicalOp::And => a && b,
+            LogicalOp::Or => a || b,
         }
     }
 

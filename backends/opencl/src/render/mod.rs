@@ -209,7 +209,13 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::BiasAdd { .. }
-        | Op::Fused(_) => Err(format!("{} is not a kernel's main op", main.name())),
+        | Op::Fused(_)
+        // Lowering makes stop_gradient a reshape (see `normalize_main_op`).
+        | Op::StopGradient => Err(format!("{} is not a kernel's main op", main.name())),
+        Op::Compare(c) => elementwise::compare(src, limits, *c),
+        Op::Logical(l) => elementwise::logical(src, limits, *l),
+        Op::LogicalNot => elementwise::logical_not(src, limits),
+        Op::Select => elementwise::select(src, limits),
     }
 }
 

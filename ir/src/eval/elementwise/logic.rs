@@ -46,18 +46,6 @@ fn zip<A: Copy, B: Copy, O>(
     Ok((out, values))
 }
 
-/// Whether `x op y` holds (IEEE for floats: every comparison with NaN is false but `!=`).
-fn holds<T: PartialOrd>(op: CompareOp, x: T, y: T) -> bool {
-    match op {
-        CompareOp::Equal => x == y,
-        CompareOp::NotEqual => x != y,
-        CompareOp::Less => x < y,
-        CompareOp::LessEqual => x <= y,
-        CompareOp::Greater => x > y,
-        CompareOp::GreaterEqual => x >= y,
-    }
-}
-
 fn bools(dims: Vec<usize>, values: Vec<bool>) -> Result<Tensor, String> {
     Tensor::new(&dims, Data::Bool(values)).map_err(|e| e.to_string())
 }
@@ -66,11 +54,11 @@ fn bools(dims: Vec<usize>, values: Vec<bool>) -> Result<Tensor, String> {
 pub(in crate::eval) fn compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor, String> {
     let (ad, bd) = (a.dims(), b.dims());
     let (dims, values) = match (a.data(), b.data()) {
-        (Data::F32(x), Data::F32(y)) => zip((x, ad), (y, bd), |p, q| holds(op, p, q))?,
-        (Data::I32(x), Data::I32(y)) => zip((x, ad), (y, bd), |p, q| holds(op, p, q))?,
-        (Data::I64(x), Data::I64(y)) => zip((x, ad), (y, bd), |p, q| holds(op, p, q))?,
+        (Data::F32(x), Data::F32(y)) => zip((x, ad), (y, bd), |p, q| op.holds(p, q))?,
+        (Data::I32(x), Data::I32(y)) => zip((x, ad), (y, bd), |p, q| op.holds(p, q))?,
+        (Data::I64(x), Data::I64(y)) => zip((x, ad), (y, bd), |p, q| op.holds(p, q))?,
         (Data::Bool(x), Data::Bool(y)) if !op.is_ordering() => {
-            zip((x, ad), (y, bd), |p, q| holds(op, p, q))?
+            zip((x, ad), (y, bd), |p, q| op.holds(p, q))?
         }
         _ => {
             return Err(format!(
@@ -95,10 +83,7 @@ pub(in crate::eval) fn logical(op: LogicalOp, a: &Tensor, b: &Tensor) -> Result<
             b.ty()
         ));
     };
-    let (dims, values) = zip((x, a.dims()), (y, b.dims()), |p, q| match op {
-        LogicalOp::And => p && q,
-        LogicalOp::Or => p || q,
-    })?;
+    let (dims, values) = zip((x, a.dims()), (y, b.dims()), |p, q| op.apply(p, q))?;
     bools(dims, values)
 }
 
