@@ -287,10 +287,17 @@ fn bool_ops_report_dtype_errors_with_names_and_types() {
     use kiln::DType;
     let mut g = Graph::new();
     let x = g.input("x", Shape::known(&[2, 3])).unwrap();
-    let i = g.input_typed("i", DType::I32, Shape::known(&[2, 3])).unwrap();
-    let mask = g.input_typed("mask", DType::Bool, Shape::known(&[3])).unwrap();
+    let i = g
+        .input_typed("i", DType::I32, Shape::known(&[2, 3]))
+        .unwrap();
+    let mask = g
+        .input_typed("mask", DType::Bool, Shape::known(&[3]))
+        .unwrap();
     let expect = |m: String, parts: &[&str]| {
-        assert!(parts.iter().all(|p| m.contains(p)), "{m} lacks one of {parts:?}");
+        assert!(
+            parts.iter().all(|p| m.contains(p)),
+            "{m} lacks one of {parts:?}"
+        );
     };
     let m = g.named("pick").select(x, x, x).unwrap_err().to_string();
     expect(m, &["%pick", "select", "cond must be bool", "f32[2,3]"]);
@@ -298,9 +305,17 @@ fn bool_ops_report_dtype_errors_with_names_and_types() {
     expect(m, &["%pick2", "select", "a = f32[2,3]", "b = i32[2,3]"]);
     let m = g.named("lt").less(x, i).unwrap_err().to_string();
     expect(m, &["%lt", "less", "a = f32[2,3]", "b = i32[2,3]"]);
-    let m = g.named("both").logical_and(x, mask).unwrap_err().to_string();
+    let m = g
+        .named("both")
+        .logical_and(x, mask)
+        .unwrap_err()
+        .to_string();
     expect(m, &["%both", "logical_and", "a = f32[2,3]", "b = bool[3]"]);
-    let m = g.named("ordered").greater(mask, mask).unwrap_err().to_string();
+    let m = g
+        .named("ordered")
+        .greater(mask, mask)
+        .unwrap_err()
+        .to_string();
     expect(m, &["%ordered", "greater", "bool[3]"]);
     let m = g.named("not").logical_not(i).unwrap_err().to_string();
     expect(m, &["%not", "logical_not", "i32[2,3]"]);
@@ -333,7 +348,11 @@ fn stop_gradient_is_the_identity_with_and_without_passes() {
             };
             let mut sess = Session::with_options(&g, backend.clone(), options).unwrap();
             let out = sess.run(&[(x, &xs), (i, &is)], &[y, yi, s]).unwrap();
-            assert_eq!(out[0].as_f32().unwrap(), relu.as_slice(), "{backend} {enabled}");
+            assert_eq!(
+                out[0].as_f32().unwrap(),
+                relu.as_slice(),
+                "{backend} {enabled}"
+            );
             assert_eq!(out[1], is, "{backend} {enabled}");
             assert_eq!(out[2], xs, "{backend} {enabled}");
         }

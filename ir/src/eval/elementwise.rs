@@ -225,7 +225,10 @@ mod tests {
         // Large inputs saturate rather than overflow.
         assert_eq!(un(UnaryOp::Sigmoid, &[-200.0, 200.0]), [0.0, 1.0]);
         assert_eq!(un(UnaryOp::Exp, &[100.0]), [f32::INFINITY]);
-        let s = un(UnaryOp::Sign, &[-3.5, -0.0, 0.0, 1e-30, f32::NEG_INFINITY, f32::NAN]);
+        let s = un(
+            UnaryOp::Sign,
+            &[-3.5, -0.0, 0.0, 1e-30, f32::NEG_INFINITY, f32::NAN],
+        );
         assert_eq!(s[..5], [-1.0, 0.0, 0.0, 1.0, -1.0]);
         assert_eq!(s[1].to_bits(), 0.0f32.to_bits(), "sign(-0) is +0");
         assert!(s[5].is_nan());

@@ -671,7 +671,10 @@ mod tests {
     fn a_training_op_needs_version_3_also_inside_an_expression() {
         let lc = LineCtx { no: 3, text: "" };
         let err = build_op(&lc, "select", 0, Vec::new(), 2).unwrap_err();
-        assert!(err.to_string().contains("`select` needs format version 3"), "{err}");
+        assert!(
+            err.to_string().contains("`select` needs format version 3"),
+            "{err}"
+        );
         let expr = || vec![attr("expr", "\"sign(relu($0))\"")];
         let err = build_op(&lc, "elementwise", 0, expr(), 2).unwrap_err();
         assert!(err.to_string().contains("needs format version 3"), "{err}");

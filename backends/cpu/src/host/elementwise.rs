@@ -106,8 +106,12 @@ pub(super) fn compare(
     let f = |p, q| op.holds(p, q);
     match (a, b) {
         (View::F32(x), View::F32(y)) => zip_to_bool((x, ad), (y, bd), (o, od), f),
-        (View::I32(x), View::I32(y)) => zip_to_bool((x, ad), (y, bd), (o, od), |p, q| op.holds(p, q)),
-        (View::I64(x), View::I64(y)) => zip_to_bool((x, ad), (y, bd), (o, od), |p, q| op.holds(p, q)),
+        (View::I32(x), View::I32(y)) => {
+            zip_to_bool((x, ad), (y, bd), (o, od), |p, q| op.holds(p, q))
+        }
+        (View::I64(x), View::I64(y)) => {
+            zip_to_bool((x, ad), (y, bd), (o, od), |p, q| op.holds(p, q))
+        }
         // Any nonzero byte reads as true (see the module docs of `host`).
         (View::Bool(x), View::Bool(y)) => {
             zip_to_bool((x, ad), (y, bd), (o, od), |p, q| op.holds(p != 0, q != 0))

@@ -288,7 +288,9 @@ impl HostKernel {
                 let (a, b) = (&ins[1], &ins[2]);
                 let typed = x.dtype == DType::Bool && a.dtype == b.dtype && out.dtype == a.dtype;
                 if !typed || !broadcasts_to(ins, &out.dims) {
-                    return mismatch("a bool cond and a, b of the output's dtype, broadcasting".into());
+                    return mismatch(
+                        "a bool cond and a, b of the output's dtype, broadcasting".into(),
+                    );
                 }
             }
         }

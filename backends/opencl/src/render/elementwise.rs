@@ -95,7 +95,11 @@ pub(super) fn compare(
     let dtype = require(src, 0, &[DType::F32, DType::I32, DType::I64, DType::Bool])?;
     require(src, 1, &[dtype])?;
     if src.out().dtype != DType::Bool || (dtype == DType::Bool && op.is_ordering()) {
-        return Err(format!("{} of {dtype} operands into {}", op.name(), src.out().dtype));
+        return Err(format!(
+            "{} of {dtype} operands into {}",
+            op.name(),
+            src.out().dtype
+        ));
     }
     let (mut a, mut b) = (broadcast_load(src, 0)?, broadcast_load(src, 1)?);
     if dtype == DType::Bool {
@@ -110,7 +114,11 @@ pub(super) fn compare(
         CompareOp::Greater => ">",
         CompareOp::GreaterEqual => ">=",
     };
-    per_element(src, limits, &format!("    const uchar m = ({a} {c} {b}) ? 1 : 0;\n"))
+    per_element(
+        src,
+        limits,
+        &format!("    const uchar m = ({a} {c} {b}) ? 1 : 0;\n"),
+    )
 }
 
 /// `logical_and(a, b)` / `logical_or(a, b)` on bool operands.
@@ -137,7 +145,11 @@ pub(super) fn logical(
 pub(super) fn logical_not(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, String> {
     require(src, 0, &[DType::Bool])?;
     let x = broadcast_load(src, 0)?;
-    per_element(src, limits, &format!("    const uchar m = ({x} == 0) ? 1 : 0;\n"))
+    per_element(
+        src,
+        limits,
+        &format!("    const uchar m = ({x} == 0) ? 1 : 0;\n"),
+    )
 }
 
 /// `select(cond, a, b)`: the three broadcast to the output; `a`, `b` and the output share a dtype.

@@ -9,10 +9,7 @@ use crate::tensor::{Data, Tensor};
 
 /// For every element of the broadcast `out` dims, in row-major order, the flat index of the
 /// element each operand (of `dims`) contributes.
-fn indices<const N: usize>(
-    dims: [&[usize]; N],
-    out: &[usize],
-) -> Result<Vec<[usize; N]>, String> {
+fn indices<const N: usize>(dims: [&[usize]; N], out: &[usize]) -> Result<Vec<[usize; N]>, String> {
     let n = numel(out)?;
     let so = strides(out);
     let operand_strides = dims.map(|d| broadcast_strides(d, out));
@@ -200,7 +197,11 @@ mod tests {
         assert_eq!(got[0], 1.0);
         assert!(got[1].is_nan());
         assert_eq!(&got[2..], [3.0, -1.0, -1.0, -1.0]);
-        let r = select(&b(&[2], &[false, true]), &ints(&[2], &[1, 2]), &ints(&[2], &[3, 4]));
+        let r = select(
+            &b(&[2], &[false, true]),
+            &ints(&[2], &[1, 2]),
+            &ints(&[2], &[3, 4]),
+        );
         assert_eq!(r.unwrap(), ints(&[2], &[3, 2]));
         let err = select(&t(&[2], &[1.0, 0.0]), &a, &a).unwrap_err();
         assert!(err.contains("cond must be bool"), "{err}");
