@@ -6,6 +6,7 @@
 
 use kiln_ir::file_access::FileAccess;
 use kiln_ir::op::Source;
+use kiln_ir::op::{CompareOp, LogicalOp};
 use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, DataFormat, Float, Initializer, NodeId, Op, PoolAttrs,
     ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
@@ -439,6 +440,59 @@ impl Graph {
     /// var := var - value
     pub fn assign_sub(&mut self, var: NodeId, value: NodeId) -> Result<NodeId> {
         self.op(Op::Assign(AssignOp::AssignSub), &[var, value])
+    }
+
+    fn compare(&mut self, op: CompareOp, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Compare(op), &[a, b])
+    }
+    /// a == b (bool; operands of one dtype, broadcasting; NaN compares false)
+    pub fn equal(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::Equal, a, b)
+    }
+    /// a != b (bool; operands of one dtype, broadcasting; NaN compares true)
+    pub fn not_equal(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::NotEqual, a, b)
+    }
+    /// a < b (bool; f32, i32 or i64 operands of one dtype, broadcasting; NaN compares false)
+    pub fn less(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::Less, a, b)
+    }
+    /// a <= b (bool; f32, i32 or i64 operands of one dtype, broadcasting)
+    pub fn less_equal(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::LessEqual, a, b)
+    }
+    /// a > b (bool; f32, i32 or i64 operands of one dtype, broadcasting)
+    pub fn greater(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::Greater, a, b)
+    }
+    /// a >= b (bool; f32, i32 or i64 operands of one dtype, broadcasting)
+    pub fn greater_equal(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.compare(CompareOp::GreaterEqual, a, b)
+    }
+    /// a && b (bool operands, broadcasting)
+    pub fn logical_and(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Logical(LogicalOp::And), &[a, b])
+    }
+    /// a || b (bool operands, broadcasting)
+    pub fn logical_or(&mut self, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Logical(LogicalOp::Or), &[a, b])
+    }
+    /// !x (bool)
+    pub fn logical_not(&mut self, x: NodeId) -> Result<NodeId> {
+        self.op(Op::LogicalNot, &[x])
+    }
+    /// `tf.where(cond, a, b)`: `a` where the bool `cond` is true, else `b`; `a` and `b` have
+    /// one dtype, and all three broadcast together.
+    pub fn select(&mut self, cond: NodeId, a: NodeId, b: NodeId) -> Result<NodeId> {
+        self.op(Op::Select, &[cond, a, b])
+    }
+    /// -1, 0 or +1 by the sign of x (NaN stays NaN)
+    pub fn sign(&mut self, x: NodeId) -> Result<NodeId> {
+        self.unary(UnaryOp::Sign, x)
+    }
+    /// `x` unchanged, but no gradient flows through it (`tf.stop_gradient`).
+    pub fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
+        self.op(Op::StopGradient, &[x])
     }
 }
 

@@ -60,6 +60,8 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
                 .count() as u64;
             main + steps * out
         }
+        Op::Compare(_) | Op::Logical(_) | Op::LogicalNot | Op::Select => out,
+        Op::StopGradient => 0,
     })
 }
 

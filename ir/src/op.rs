@@ -175,6 +175,8 @@ pub enum UnaryOp {
     Rsqrt,
     /// x * x
     Square,
+    /// -1, 0 or +1 by the sign of x (`tf.sign`): sign(-0) = 0, sign(NaN) = NaN.
+    Sign,
 }
 
 impl UnaryOp {
@@ -193,11 +195,12 @@ impl UnaryOp {
             UnaryOp::Sqrt => "sqrt",
             UnaryOp::Rsqrt => "rsqrt",
             UnaryOp::Square => "square",
+            UnaryOp::Sign => "sign",
         }
     }
 
     /// Every unary op (leaky_relu with its default alpha).
-    pub const ALL: [UnaryOp; 12] = [
+    pub const ALL: [UnaryOp; 13] = [
         UnaryOp::Neg,
         UnaryOp::Abs,
         UnaryOp::Relu,
@@ -210,6 +213,7 @@ impl UnaryOp {
         UnaryOp::Sqrt,
         UnaryOp::Rsqrt,
         UnaryOp::Square,
+        UnaryOp::Sign,
     ];
 }
 
@@ -306,6 +310,97 @@ impl AssignOp {
             AssignOp::AssignSub => "assign_sub",
         }
     }
+}
+
+/// Elementwise comparisons of two operands of one dtype (f32, i32 or i64; `equal` and
+/// `not_equal` also bool), with numpy broadcasting; the result is bool. A NaN operand compares
+/// false, except under `not_equal`, where it is true (IEEE, as `tf.math.less` etc.).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    /// a == b
+    Equal,
+    /// a != b
+    NotEqual,
+    /// a < b
+    Less,
+    /// a <= b
+    LessEqual,
+    /// a > b
+    Greater,
+    /// a >= b
+    GreaterEqual,
+}
+
+impl CompareOp {
+    /// The .kiln spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareOp::Equal => "equal",
+            CompareOp::NotEqual => "not_equal",
+            CompareOp::Less => "less",
+            CompareOp::LessEqual => "less_equal",
+            CompareOp::Greater => "greater",
+            CompareOp::GreaterEqual => "greater_equal",
+        }
+    }
+
+    /// Whether `a op b` holds; on floats every comparison with NaN is false except `!=`
+    /// (IEEE). The one scalar definition the evaluator and the host kernels share.
+    pub fn holds<T: PartialOrd>(self, a: T, b: T) -> bool {
+        match self {
+            CompareOp::Equal => a == b,
+            CompareOp::NotEqual => a != b,
+            CompareOp::Less => a < b,
+            CompareOp::LessEqual => a <= b,
+            CompareOp::Greater => a > b,
+            CompareOp::GreaterEqual => a >= b,
+        }
+    }
+
+    /// Whether the comparison orders its operands (so bool operands are not allowed).
+    pub fn is_ordering(self) -> bool {
+        !matches!(self, CompareOp::Equal | CompareOp::NotEqual)
+    }
+
+    /// Every comparison.
+    pub const ALL: [CompareOp; 6] = [
+        CompareOp::Equal,
+        CompareOp::NotEqual,
+        CompareOp::Less,
+        CompareOp::LessEqual,
+        CompareOp::Greater,
+        CompareOp::GreaterEqual,
+    ];
+}
+
+/// Elementwise logical functions of two bool operands, with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogicalOp {
+    /// a && b
+    And,
+    /// a || b
+    Or,
+}
+
+impl LogicalOp {
+    /// The .kiln spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogicalOp::And => "logical_and",
+            LogicalOp::Or => "logical_or",
+        }
+    }
+
+    /// `a op b`.
+    pub fn apply(self, a: bool, b: bool) -> bool {
+        match self {
+            LogicalOp::And => a && b,
+            LogicalOp::Or => a || b,
+        }
+    }
+
+    /// Every binary logical op.
+    pub const ALL: [LogicalOp; 2] = [LogicalOp::And, LogicalOp::Or];
 }
 
 /// How a `var` or `const` gets its value.
@@ -509,6 +604,21 @@ pub enum Op {
     /// with `?` dims: the gradient transformation gives a reduced or broadcast gradient its
     /// operand's shape with it, and seeds `ones_like(y)` as `broadcast_like(1, y)`.
     BroadcastLike,
+    /// `equal(a, b)`, `less(a, b)`, ...: see [`CompareOp`]; bool result, numpy broadcasting.
+    Compare(CompareOp),
+    /// `logical_and(a, b)` / `logical_or(a, b)`: bool operands and result, numpy broadcasting.
+    Logical(LogicalOp),
+    /// `logical_not(x)`: bool in, bool out.
+    LogicalNot,
+    /// `select(cond, a, b)`: `a` where `cond` is true, else `b` (`tf.where`, v2): cond is bool,
+    /// `a` and `b` have one dtype (any), and all three broadcast together (numpy rules); the
+    /// result has `a`'s dtype.
+    Select,
+    /// `stop_gradient(x)`: `x` unchanged at run time (`tf.stop_gradient`); the gradient
+    /// transformation treats it as a cut (no gradient flows through it). It runs on the user's
+    /// graph before any pass, so the optimisation passes (`simplify-algebra`) may replace the
+    /// node by its operand, and lowering makes it a view of its operand (an identity reshape).
+    StopGradient,
 }
 
 /// How many operands an op takes.
@@ -589,6 +699,11 @@ impl Op {
             Op::Cast { .. } => "cast",
             Op::Fused(f) => f.name(),
             Op::BroadcastLike => "broadcast_like",
+            Op::Compare(c) => c.name(),
+            Op::Logical(l) => l.name(),
+            Op::LogicalNot => "logical_not",
+            Op::Select => "select",
+            Op::StopGradient => "stop_gradient",
         }
     }
 
@@ -620,6 +735,9 @@ impl Op {
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
             Op::Fused(f) => Arity::AtLeast(f.main_arity().max(1)),
+            Op::LogicalNot | Op::StopGradient => Arity::Exact(1),
+            Op::Compare(_) | Op::Logical(_) => Arity::Exact(2),
+            Op::Select => Arity::Exact(3),
         }
     }
 
@@ -678,6 +796,10 @@ impl Op {
             Op::Assign(_) | Op::BroadcastLike => FusionKind::Opaque,
             Op::Fused(f) if f.main().is_some() => FusionKind::ComplexEpilogue,
             Op::Fused(_) => FusionKind::Broadcast,
+            // Bool results (or a bool operand): the fusion passes keep them out of the f32
+            // expressions of fused nodes (see `passes/fusion.rs`).
+            Op::LogicalNot | Op::StopGradient => FusionKind::Elementwise,
+            Op::Compare(_) | Op::Logical(_) | Op::Select => FusionKind::Broadcast,
         }
     }
 

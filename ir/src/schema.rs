@@ -403,6 +403,24 @@ pub const OPS: &[OpSchema] = &[
     op("cast", X, &[attr("to", K::DType, Required)], 2, None),
     op("elementwise", "x1, x2, ...", &[EXPR], FUSED_SINCE, None),
     op("broadcast_like", "x, like", NONE, TRAINING_SINCE, None),
+    op("equal", AB, NONE, TRAINING_SINCE, None),
+    op("not_equal", AB, NONE, TRAINING_SINCE, None),
+    op("less", AB, NONE, TRAINING_SINCE, None),
+    op("less_equal", AB, NONE, TRAINING_SINCE, None),
+    op("greater", AB, NONE, TRAINING_SINCE, None),
+    op("greater_equal", AB, NONE, TRAINING_SINCE, None),
+    op("logical_and", AB, NONE, TRAINING_SINCE, None),
+    op("logical_or", AB, NONE, TRAINING_SINCE, None),
+    op("logical_not", X, NONE, TRAINING_SINCE, None),
+    op(
+        "select",
+        "cond (bool), a, b (numpy broadcasting)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op("sign", X, NONE, TRAINING_SINCE, None),
+    op("stop_gradient", X, NONE, TRAINING_SINCE, None),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -446,6 +464,9 @@ impl Op {
             | O::Pad { .. }
             | O::Gather { .. } => OpFamily::Movement,
             O::Fused(_) => OpFamily::Fused,
+            O::Compare(_) | O::Logical(_) | O::LogicalNot | O::Select | O::StopGradient => {
+                OpFamily::Elementwise
+            }
         }
     }
 
@@ -463,7 +484,16 @@ impl Op {
     pub fn since_version(&self) -> u64 {
         let since = self.schema().map_or(1, |s| s.since);
         match self {
-            Op::Fused(_) => since.max(FUSED_SINCE),
+            // An expression's unary ops have versions of their own (`sign` is newer).
+            Op::Fused(f) => f
+                .expr()
+                .nodes()
+                .iter()
+                .filter_map(|n| match n {
+                    crate::fused::ExprNode::Unary(u, _) => lookup(u.name()).map(|s| s.since),
+                    _ => None,
+                })
+                .fold(since.max(FUSED_SINCE), u64::max),
             _ => since,
         }
     }

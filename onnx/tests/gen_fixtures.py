@@ -202,6 +202,29 @@ def elementwise_cases():
     save_case("clip_opset9", model(b, "clip_opset9", [vi("x", [3, 4])], [vi("y", None)], 9))
 
 
+def logic_cases():
+    b = Builder(21)
+    b.node("Greater", ["a", "b"], ["gt"])
+    b.node("LessOrEqual", ["a", "b"], ["le"])
+    b.node("Less", ["a", "b"], ["lt"])
+    b.node("GreaterOrEqual", ["a", "b"], ["ge"])
+    b.node("Equal", ["i", "j"], ["eq"])
+    b.node("And", ["gt", "eq"], ["both"])
+    b.node("Or", ["lt", "eq"], ["either"])
+    b.node("Not", ["both"], ["neither"])
+    b.node("Where", ["either", "a", "b"], ["picked"])
+    b.node("Sign", ["a"], ["sign"])
+    I = TensorProto.INT32
+    ins = [vi("a", [2, 3, 4]), vi("b", [3, 1]), vi("i", [2, 3, 4], I), vi("j", [4], I)]
+    B = TensorProto.BOOL
+    outs = [vi(n, None, B) for n in ["gt", "le", "ge", "eq", "both", "either", "neither"]]
+    outs += [vi("picked", None), vi("sign", None)]
+    rng = np.random.default_rng(21)
+    given = {"i": rng.integers(0, 3, size=[2, 3, 4]).astype(np.int32),
+             "j": rng.integers(0, 3, size=[4]).astype(np.int32)}  # fmt: skip
+    save_case("logic", model(b, "logic", ins, outs, 13), given=given)
+
+
 def nn_cases():
     b = Builder(12)
     b.node("BatchNormalization", ["x", b.w("s", [3], 0.2, 1.0), b.w("bias", [3]), b.w("m", [3]),
@@ -383,6 +406,7 @@ def main():
     conv_cases()
     matmul_cases()
     elementwise_cases()
+    logic_cases()
     nn_cases()
     shape_cases()
     reduce_cases()

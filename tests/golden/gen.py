@@ -31,6 +31,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of tests/golden/
 from kiln_case import Case, f32  # noqa: E402, I001
 import cases_grad  # noqa: E402
 import cases_indexing  # noqa: E402
+import cases_logic  # noqa: E402
 import cases_ops  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -334,6 +335,8 @@ CASE_FNS = [
     softmax_cases, movement_cases, batch_norm_cases, graph_cases, cases_indexing.lrn_cases,
     cases_indexing.argmax_cases, cases_indexing.gather_cases, cases_indexing.cast_cases,
     cases_grad.grad_cases,
+    cases_logic.compare_cases, cases_logic.logical_cases, cases_logic.select_cases,
+    cases_logic.sign_cases, cases_logic.stop_gradient_cases, cases_logic.relu_mask_cases,
 ]
 
 

@@ -157,6 +157,28 @@ fn catalogue_additions_agree() {
 }
 
 #[test]
+fn comparison_select_and_sign_steps_agree() {
+    // Recipes built around comparisons, logical ops and select (20) and sign after a
+    // stop_gradient (21), among fused elementwise steps (0, 2), reductions and convolutions.
+    let recipes: [&[u8]; 5] = [
+        &[20, 0, 20],
+        &[21, 2, 21, 0],
+        &[5, 20, 21, 9],
+        &[20, 20, 20, 12],
+        &[0, 21, 20, 2, 10],
+    ];
+    let mut tally = Tally::default();
+    for seed in 0..30u64 {
+        for (i, recipe) in recipes.iter().enumerate() {
+            let rank = if i == 2 { 4 } else { 1 + (seed as usize % 4) };
+            tally.add(&check_case(seed, rank, recipe).unwrap());
+        }
+    }
+    report("comparison, select and sign steps", &tally);
+    tally.check([20, 21], 60, 0.9).unwrap();
+}
+
+#[test]
 fn a_graph_with_dropped_or_discarded_steps_fails_the_step_check() {
     let steps = [2u8, 19, 16];
     let built = build(3, 4, &steps, MAX_NUMEL);

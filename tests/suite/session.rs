@@ -280,6 +280,85 @@ fn builder_reports_shape_errors_with_names_and_shapes() {
     assert!(m.contains("variable"), "{m}");
 }
 
+/// The dtype rules of the bool ops: each wrong operand is an error naming the node, the op
+/// and both operand types (a non-bool cond, mismatched comparison operands, f32 logic).
+#[test]
+fn bool_ops_report_dtype_errors_with_names_and_types() {
+    use kiln::DType;
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[2, 3])).unwrap();
+    let i = g
+        .input_typed("i", DType::I32, Shape::known(&[2, 3]))
+        .unwrap();
+    let mask = g
+        .input_typed("mask", DType::Bool, Shape::known(&[3]))
+        .unwrap();
+    let expect = |m: String, parts: &[&str]| {
+        assert!(
+            parts.iter().all(|p| m.contains(p)),
+            "{m} lacks one of {parts:?}"
+        );
+    };
+    let m = g.named("pick").select(x, x, x).unwrap_err().to_string();
+    expect(m, &["%pick", "select", "cond must be bool", "f32[2,3]"]);
+    let m = g.named("pick2").select(mask, x, i).unwrap_err().to_string();
+    expect(m, &["%pick2", "select", "a = f32[2,3]", "b = i32[2,3]"]);
+    let m = g.named("lt").less(x, i).unwrap_err().to_string();
+    expect(m, &["%lt", "less", "a = f32[2,3]", "b = i32[2,3]"]);
+    let m = g
+        .named("both")
+        .logical_and(x, mask)
+        .unwrap_err()
+        .to_string();
+    expect(m, &["%both", "logical_and", "a = f32[2,3]", "b = bool[3]"]);
+    let m = g
+        .named("ordered")
+        .greater(mask, mask)
+        .unwrap_err()
+        .to_string();
+    expect(m, &["%ordered", "greater", "bool[3]"]);
+    let m = g.named("not").logical_not(i).unwrap_err().to_string();
+    expect(m, &["%not", "logical_not", "i32[2,3]"]);
+    // The well-typed forms build.
+    let gt = g.greater(x, x).unwrap();
+    let both = g.logical_or(gt, mask).unwrap();
+    assert!(g.select(both, x, x).is_ok() && g.equal(mask, mask).is_ok());
+}
+
+/// stop_gradient is the identity on every backend, with the passes (which drop it) and
+/// without them (lowering makes it a view, or a copy when it is an output), on any dtype.
+#[test]
+fn stop_gradient_is_the_identity_with_and_without_passes() {
+    use kiln::{BackendKind, DType, Data, OptimizeOptions};
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[2, 3])).unwrap();
+    let i = g.input_typed("i", DType::I32, Shape::known(&[4])).unwrap();
+    let s = g.stop_gradient(x).unwrap();
+    let r = g.relu(s).unwrap();
+    let y = g.named("y").stop_gradient(r).unwrap();
+    let yi = g.named("yi").stop_gradient(i).unwrap();
+    let xs = Tensor::uniform(&[2, 3], -1.0, 1.0, 5);
+    let is = Tensor::new(&[4], Data::I32(vec![3, -1, 0, 7])).unwrap();
+    let relu: Vec<f32> = xs.as_f32().unwrap().iter().map(|v| v.max(0.0)).collect();
+    for backend in BackendKind::available() {
+        for enabled in [true, false] {
+            let options = OptimizeOptions {
+                enabled,
+                ..OptimizeOptions::default()
+            };
+            let mut sess = Session::with_options(&g, backend.clone(), options).unwrap();
+            let out = sess.run(&[(x, &xs), (i, &is)], &[y, yi, s]).unwrap();
+            assert_eq!(
+                out[0].as_f32().unwrap(),
+                relu.as_slice(),
+                "{backend} {enabled}"
+            );
+            assert_eq!(out[1], is, "{backend} {enabled}");
+            assert_eq!(out[2], xs, "{backend} {enabled}");
+        }
+    }
+}
+
 #[test]
 fn sessions_can_move_between_threads() {
     fn assert_send<T: Send>() {}

@@ -7,8 +7,9 @@
 //!   the accumulators before the store;
 //! - grouped NHWC convolutions always take the GEMM path (one micro-kernel GEMM per group,
 //!   however thin), since the generated window kernels do not group;
-//! - lrn, argmax, gather, cast and grouped NCHW convolutions are plain Rust [`crate::host`]
-//!   kernels (rare ops, or ones whose run can fail on data, like a gather index);
+//! - lrn, argmax, gather, cast, the comparisons, logical ops, select and grouped NCHW
+//!   convolutions are plain Rust [`crate::host`] kernels (rare ops, ops on bool or integer
+//!   values, or ones whose run can fail on data, like a gather index);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
@@ -229,8 +230,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         codegen::movement::define_movement(&mut jit, program, kernel)
                     }
                     Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
-                    // Matmul, lrn, argmax, gather, cast and grouped NCHW conv2d were taken by
-                    // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
+                    // Matmul, lrn, argmax, gather, cast, the comparisons, logical ops, select
+                    // and grouped NCHW conv2d were taken by `contraction` or
+                    // `HostKernel::plan` above; the rest never reach a kernel
                     // (Program::validate rejects them).
                     Op::MatMul { .. }
                     | Op::Lrn { .. }
@@ -244,7 +246,13 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Binary(_)
                     | Op::BiasAdd { .. }
                     | Op::Fused(_)
-                    | Op::BroadcastLike => Err(format!("no cpu code path for {}", main.name())),
+                    | Op::BroadcastLike
+                    | Op::Compare(_)
+                    | Op::Logical(_)
+                    | Op::LogicalNot
+                    | Op::Select
+                    // Lowering makes stop_gradient a reshape (see `normalize_main_op`).
+                    | Op::StopGradient => Err(format!("no cpu code path for {}", main.name())),
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

@@ -5,8 +5,10 @@
 //! in all but rare cases; +, -, *, / and sqrt are exact-rounded in f32 already.
 
 mod cast;
+mod logic;
 
 pub(super) use cast::cast;
+pub(super) use logic::{compare, logical, logical_not, select};
 
 use super::{alloc, channel_axis, f32_data, finish, nan_max, nan_min, numel, prod, strides};
 use crate::op::{BinaryOp, DataFormat, UnaryOp};
@@ -45,6 +47,18 @@ pub(super) fn unary(op: UnaryOp, x: &Tensor) -> Result<Tensor, String> {
             UnaryOp::Sqrt => v.sqrt(),
             UnaryOp::Rsqrt => (1.0 / d.sqrt()) as f32,
             UnaryOp::Square => v * v,
+            // NaN and ±0 come back as they are (tf.sign gives 0 for -0, written +0 here).
+            UnaryOp::Sign => {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else if v.is_nan() {
+                    v
+                } else {
+                    0.0
+                }
+            }
         }
     };
     finish(x.dims(), xs.iter().map(|&v| f(v)).collect())
@@ -231,6 +245,13 @@ mod tests {
         // Large inputs saturate rather than overflow.
         assert_eq!(un(UnaryOp::Sigmoid, &[-200.0, 200.0]), [0.0, 1.0]);
         assert_eq!(un(UnaryOp::Exp, &[100.0]), [f32::INFINITY]);
+        let s = un(
+            UnaryOp::Sign,
+            &[-3.5, -0.0, 0.0, 1e-30, f32::NEG_INFINITY, f32::NAN],
+        );
+        assert_eq!(s[..5], [-1.0, 0.0, 0.0, 1.0, -1.0]);
+        assert_eq!(s[1].to_bits(), 0.0f32.to_bits(), "sign(-0) is +0");
+        assert!(s[5].is_nan());
     }
 
     #[test]

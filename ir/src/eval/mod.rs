@@ -12,9 +12,10 @@
 //! - Compute is f32 in and out. Sums (conv, matmul, reductions, average pools, softmax) are
 //!   accumulated in f64 and transcendentals are evaluated in f64, then rounded once, so the
 //!   reference is the more accurate side of any comparison.
-//! - Movement ops (reshape, transpose, concat, slice, pad), `gather` and `assign` work on any
-//!   dtype, `argmax` on f32/i32/i64, `cast` between all dtypes; all other ops need f32
-//!   operands.
+//! - Movement ops (reshape, transpose, concat, slice, pad), `gather`, `assign`, `select` and
+//!   `stop_gradient` work on any dtype, `argmax` and the comparisons on f32/i32/i64 (`equal`
+//!   and `not_equal` on bool too), `cast` between all dtypes, the logical ops on bool; all
+//!   other ops need f32 operands.
 
 mod elementwise;
 mod fused;
@@ -157,6 +158,26 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
         Op::BroadcastLike => {
             let [x, like] = operands(op, inputs)?;
             elementwise::broadcast_like(x, like.dims())
+        }
+        Op::Compare(c) => {
+            let [a, b] = operands(op, inputs)?;
+            elementwise::compare(*c, a, b)
+        }
+        Op::Logical(l) => {
+            let [a, b] = operands(op, inputs)?;
+            elementwise::logical(*l, a, b)
+        }
+        Op::LogicalNot => {
+            let [x] = operands(op, inputs)?;
+            elementwise::logical_not(x)
+        }
+        Op::Select => {
+            let [cond, a, b] = operands(op, inputs)?;
+            elementwise::select(cond, a, b)
+        }
+        Op::StopGradient => {
+            let [x] = operands(op, inputs)?;
+            Ok(x.clone())
         }
     }
 }
@@ -536,6 +557,11 @@ mod tests {
             Op::Cast { to: DType::I32 },
             Op::Cast { to: DType::Bool },
             Op::Conv2d(ConvAttrs::same().strides(2, 1)),
+            Op::Compare(crate::op::CompareOp::Less),
+            Op::Compare(crate::op::CompareOp::Equal),
+            Op::Logical(crate::op::LogicalOp::Or),
+            Op::LogicalNot,
+            Op::StopGradient,
         ];
         let mut ok = 0;
         for op in &ops {
@@ -543,6 +569,13 @@ mod tests {
                 ok += usize::from(super::eval_op(op, &[a]).is_ok());
                 for b in &pool {
                     ok += usize::from(super::eval_op(op, &[a, b]).is_ok());
+                }
+            }
+        }
+        for c in &pool {
+            for a in &pool {
+                for b in &pool {
+                    ok += usize::from(super::eval_op(&Op::Select, &[c, a, b]).is_ok());
                 }
             }
         }

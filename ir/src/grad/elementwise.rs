@@ -4,8 +4,9 @@
 //! forward value so the passes share it).
 
 use super::{Ctx, Grads, no_gradient};
+use crate::Result;
 use crate::graph::NodeId;
-use crate::op::{BinaryOp, DataFormat, Op, UnaryOp};
+use crate::op::{BinaryOp, CompareOp, DataFormat, Op, UnaryOp};
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[bool]) -> Grads {
     let operands = cx.graph.inputs(n);
@@ -39,6 +40,28 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
         }
         // Only like's shape is used, so like gets nothing.
         Op::BroadcastLike => Ok(vec![Some(cx.sum_to(g, operands[0])?), None]),
+        // select(cond, a, b): g goes to a where cond holds, to b elsewhere; cond is a bool.
+        Op::Select => {
+            let (cond, a, b) = (operands[0], operands[1], operands[2]);
+            let zero = cx.scalar(0.0)?;
+            let ga = if needs[1] {
+                let s = cx.add("select", Op::Select, &[cond, g, zero])?;
+                Some(cx.sum_to(s, a)?)
+            } else {
+                None
+            };
+            let gb = if needs[2] {
+                let s = cx.add("select", Op::Select, &[cond, zero, g])?;
+                Some(cx.sum_to(s, b)?)
+            } else {
+                None
+            };
+            Ok(vec![None, ga, gb])
+        }
+        // Bool values and stop_gradient cut every path (see `cuts`), so no rule runs for them.
+        Op::Compare(_) | Op::Logical(_) | Op::LogicalNot | Op::StopGradient => {
+            Ok(vec![None; operands.len()])
+        }
         other => Err(no_gradient(format!(
             "{} is not differentiable",
             other.name()
@@ -47,7 +70,7 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
 }
 
 /// The gradient of `y = u(x)` given `g`.
-fn unary(cx: &mut Ctx<'_>, u: UnaryOp, x: NodeId, y: NodeId, g: NodeId) -> super::Result<NodeId> {
+fn unary(cx: &mut Ctx<'_>, u: UnaryOp, x: NodeId, y: NodeId, g: NodeId) -> Result<NodeId> {
     use UnaryOp as U;
     match u {
         U::Neg => cx.unary(U::Neg, g),
@@ -84,10 +107,34 @@ fn unary(cx: &mut Ctx<'_>, u: UnaryOp, x: NodeId, y: NodeId, g: NodeId) -> super
             let x2 = cx.scale(x, 2.0)?;
             cx.mul(g, x2)
         }
-        U::Abs | U::Relu | U::Relu6 | U::LeakyRelu { .. } => Err(crate::Error::Invalid(format!(
-            "gradients: {} needs sign",
-            u.name()
-        ))),
+        // g * sign(x)
+        U::Abs => {
+            let s = cx.unary(U::Sign, x)?;
+            cx.mul(g, s)
+        }
+        // g where y > 0: sign(y) is 1 there and 0 elsewhere (y >= 0), and it fuses.
+        U::Relu => {
+            let s = cx.unary(U::Sign, y)?;
+            cx.mul(g, s)
+        }
+        // g where 0 < y < 6: sign(y) * sign(6 - y).
+        U::Relu6 => {
+            let six = cx.scalar(6.0)?;
+            let below = cx.binary(BinaryOp::Sub, six, y)?;
+            let s1 = cx.unary(U::Sign, y)?;
+            let s2 = cx.unary(U::Sign, below)?;
+            let s = cx.mul(s1, s2)?;
+            cx.mul(g, s)
+        }
+        // select(x > 0, g, alpha * g), as TensorFlow's LeakyReluGrad.
+        U::LeakyRelu { alpha } => {
+            let zero = cx.scalar(0.0)?;
+            let positive = cx.add("greater", Op::Compare(CompareOp::Greater), &[x, zero])?;
+            let scaled = cx.scale(g, alpha.0)?;
+            cx.add("select", Op::Select, &[positive, g, scaled])
+        }
+        // sign is piecewise constant: zeros, as TensorFlow gives.
+        U::Sign => cx.zeros_like(x),
     }
 }
 
@@ -135,9 +182,50 @@ fn binary(
             };
             (ga, gb)
         }
-        B::Maximum | B::Minimum | B::Pow => {
-            let _ = y;
-            return Err(no_gradient(format!("{} needs select", op.name())));
+        // g goes to a where a >= b (a <= b for minimum), to b elsewhere: ties go to a, as in
+        // TensorFlow's _MaximumMinimumGrad.
+        B::Maximum | B::Minimum => {
+            let cmp = if op == B::Maximum {
+                CompareOp::GreaterEqual
+            } else {
+                CompareOp::LessEqual
+            };
+            let mask = cx.add(cmp.name(), Op::Compare(cmp), &[a, b])?;
+            let zero = cx.scalar(0.0)?;
+            let ga = if needs[0] {
+                Some(cx.add("select", Op::Select, &[mask, g, zero])?)
+            } else {
+                None
+            };
+            let gb = if needs[1] {
+                Some(cx.add("select", Op::Select, &[mask, zero, g])?)
+            } else {
+                None
+            };
+            (ga, gb)
+        }
+        // a^b: g b a^(b-1), and g y log(a) where a > 0 (0 elsewhere), as TensorFlow's _PowGrad.
+        B::Pow => {
+            let ga = if needs[0] {
+                let one = cx.scalar(1.0)?;
+                let bm1 = cx.binary(B::Sub, b, one)?;
+                let p = cx.binary(B::Pow, a, bm1)?;
+                let d = cx.mul(b, p)?;
+                Some(cx.mul(g, d)?)
+            } else {
+                None
+            };
+            let gb = if needs[1] {
+                let zero = cx.scalar(0.0)?;
+                let positive = cx.add("greater", Op::Compare(CompareOp::Greater), &[a, zero])?;
+                let log = cx.unary(UnaryOp::Log, a)?;
+                let safe = cx.add("select", Op::Select, &[positive, log, zero])?;
+                let d = cx.mul(y, safe)?;
+                Some(cx.mul(g, d)?)
+            } else {
+                None
+            };
+            (ga, gb)
         }
     };
     let ga = match ga {

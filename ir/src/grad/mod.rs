@@ -108,7 +108,7 @@ impl Graph {
 /// Whether gradients stop at node `n` without an error: `stop_gradient` and bool values.
 fn cuts(graph: &Graph, n: NodeId) -> bool {
     let node = graph.node(n);
-    node.ty.dtype == DType::Bool || node.op.name() == "stop_gradient"
+    node.ty.dtype == DType::Bool || matches!(node.op, Op::StopGradient)
 }
 
 /// One differentiation: the graph, its ends and the set of nodes between them.

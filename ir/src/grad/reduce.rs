@@ -4,9 +4,10 @@
 //! argmax has none.
 
 use super::{Ctx, Grads, no_gradient};
+use crate::DType;
 use crate::Result;
 use crate::graph::NodeId;
-use crate::op::{BinaryOp, Op, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CompareOp, Op, ReduceOp, UnaryOp};
 use crate::shape::Dim;
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bool]) -> Grads {
@@ -25,8 +26,16 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bo
                     let q = divide_by_count(cx, gk, x, &axes)?;
                     cx.broadcast_like(q, x)?
                 }
+                // g shared equally among the elements equal to the result.
                 ReduceOp::Max | ReduceOp::Min => {
-                    return Err(no_gradient(format!("{} needs equal", op.name())));
+                    let yk = keep_dims(cx, n, x, &axes, *keepdims)?;
+                    let gk = keep_dims(cx, g, x, &axes, *keepdims)?;
+                    let eq = cx.add("equal", Op::Compare(CompareOp::Equal), &[x, yk])?;
+                    let ind = cx.add("cast", Op::Cast { to: DType::F32 }, &[eq])?;
+                    let list = axes.iter().map(|&a| a as i64).collect();
+                    let count = cx.reduce_sum(ind, list, true)?;
+                    let share = cx.binary(BinaryOp::Div, gk, count)?;
+                    cx.mul(ind, share)?
                 }
             };
             Ok(vec![Some(dx)])

@@ -8,7 +8,7 @@
 
 use super::{normalize_axis, require_f32};
 use crate::DType;
-use crate::op::DataFormat;
+use crate::op::{CompareOp, DataFormat};
 use crate::shape::{Dim, Shape, TensorType};
 
 /// Unary elementwise ops: f32 in, same type out.
@@ -132,10 +132,73 @@ pub(super) fn cast(to: DType, x: &TensorType) -> Result<TensorType, String> {
     Ok(TensorType::new(to, x.shape.clone()))
 }
 
+/// `equal(a, b)`, `less(a, b)`, ...: one dtype on both sides (f32, i32, i64; bool only for
+/// `equal` and `not_equal`), shapes broadcast, a bool result.
+pub(super) fn compare(op: CompareOp, a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
+    if a.dtype != b.dtype {
+        return Err(format!(
+            "the operands must have one dtype, got a = {a} (dtype {}) and b = {b} (dtype {})",
+            a.dtype, b.dtype
+        ));
+    }
+    if a.dtype == DType::Bool && op.is_ordering() {
+        return Err(format!(
+            "{} orders numbers: a and b must be f32, i32 or i64, got a = {a} and b = {b}",
+            op.name()
+        ));
+    }
+    Ok(TensorType::new(DType::Bool, broadcast(a, b)?))
+}
+
+/// Errors unless `t` is bool; `role` names the operand.
+fn require_bool(role: &str, t: &TensorType) -> Result<(), String> {
+    if t.dtype == DType::Bool {
+        Ok(())
+    } else {
+        Err(format!("{role} must be bool, got {t} (dtype {})", t.dtype))
+    }
+}
+
+/// `logical_and(a, b)` / `logical_or(a, b)`: both bool, shapes broadcast.
+pub(super) fn logical(a: &TensorType, b: &TensorType) -> Result<TensorType, String> {
+    if a.dtype != DType::Bool || b.dtype != DType::Bool {
+        return Err(format!(
+            "a and b must be bool, got a = {a} (dtype {}) and b = {b} (dtype {})",
+            a.dtype, b.dtype
+        ));
+    }
+    Ok(TensorType::new(DType::Bool, broadcast(a, b)?))
+}
+
+/// `logical_not(x)`: bool in, same type out.
+pub(super) fn logical_not(x: &TensorType) -> Result<TensorType, String> {
+    require_bool("x", x)?;
+    Ok(x.clone())
+}
+
+/// `select(cond, a, b)`: cond bool, a and b one dtype, all three broadcast together.
+pub(super) fn select(
+    cond: &TensorType,
+    a: &TensorType,
+    b: &TensorType,
+) -> Result<TensorType, String> {
+    require_bool("cond", cond)?;
+    if a.dtype != b.dtype {
+        return Err(format!(
+            "a and b must have one dtype, got a = {a} (dtype {}) and b = {b} (dtype {})",
+            a.dtype, b.dtype
+        ));
+    }
+    let values = TensorType::new(a.dtype, broadcast(a, b)?);
+    let shape = broadcast(cond, &values)
+        .map_err(|_| format!("cond = {cond} does not broadcast with a = {a} and b = {b}"))?;
+    Ok(TensorType::new(a.dtype, shape))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{assert_err, run, ty};
-    use crate::op::{BinaryOp, DataFormat, Op, UnaryOp};
+    use crate::op::{BinaryOp, CompareOp, DataFormat, LogicalOp, Op, UnaryOp};
 
     const ADD: Op = Op::Binary(BinaryOp::Add);
 
@@ -253,5 +316,82 @@ mod tests {
             &["b must be rank 1", "f32[1,8]"],
         );
         assert_err(&nhwc, &["f32[2,8]", "i32[8]"], &["b must be f32"]);
+    }
+
+    #[test]
+    fn compare_needs_one_dtype_and_gives_bool() {
+        for c in CompareOp::ALL {
+            let op = Op::Compare(c);
+            for dt in ["f32", "i32", "i64"] {
+                let (a, b) = (format!("{dt}[2,1]"), format!("{dt}[3]"));
+                assert_eq!(run(&op, &[&a, &b]).unwrap(), ty("bool[2,3]"));
+            }
+            assert_err(
+                &op,
+                &["f32[2]", "i32[2]"],
+                &["one dtype", "a = f32[2]", "b = i32[2]"],
+            );
+            assert_err(&op, &["f32[2]", "f32[3]"], &["do not broadcast"]);
+            let bools = run(&op, &["bool[?,2]", "bool[2]"]);
+            if c.is_ordering() {
+                assert!(bools.unwrap_err().contains("orders numbers"));
+            } else {
+                assert_eq!(bools.unwrap(), ty("bool[?,2]"));
+            }
+        }
+    }
+
+    #[test]
+    fn logical_ops_need_bool() {
+        for l in LogicalOp::ALL {
+            let op = Op::Logical(l);
+            assert_eq!(
+                run(&op, &["bool[4,1]", "bool[3]"]).unwrap(),
+                ty("bool[4,3]")
+            );
+            assert_err(
+                &op,
+                &["f32[2]", "bool[2]"],
+                &["must be bool", "a = f32[2]", "b = bool[2]"],
+            );
+        }
+        assert_eq!(run(&Op::LogicalNot, &["bool[?]"]).unwrap(), ty("bool[?]"));
+        assert_err(&Op::LogicalNot, &["i32[2]"], &["x must be bool", "i32[2]"]);
+    }
+
+    #[test]
+    fn select_broadcasts_three_ways() {
+        let s = Op::Select;
+        assert_eq!(
+            run(&s, &["bool[2,1,1]", "f32[3,1]", "f32[4]"]).unwrap(),
+            ty("f32[2,3,4]")
+        );
+        assert_eq!(
+            run(&s, &["bool[]", "i64[?,2]", "i64[2]"]).unwrap(),
+            ty("i64[?,2]")
+        );
+        assert_err(
+            &s,
+            &["f32[2]", "f32[2]", "f32[2]"],
+            &["cond must be bool", "f32[2]"],
+        );
+        assert_err(
+            &s,
+            &["bool[2]", "f32[2]", "i32[2]"],
+            &["one dtype", "a = f32[2]", "b = i32[2]"],
+        );
+        assert_err(
+            &s,
+            &["bool[3]", "f32[2]", "f32[2]"],
+            &["cond = bool[3] does not broadcast", "a = f32[2]"],
+        );
+    }
+
+    #[test]
+    fn stop_gradient_keeps_any_type() {
+        assert_eq!(
+            run(&Op::StopGradient, &["i32[?,3]"]).unwrap(),
+            ty("i32[?,3]")
+        );
     }
 }

@@ -67,6 +67,11 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
         Op::BroadcastLike => elementwise::broadcast_like(inputs[0], inputs[1]),
+        Op::Compare(c) => elementwise::compare(*c, inputs[0], inputs[1]),
+        Op::Logical(_) => elementwise::logical(inputs[0], inputs[1]),
+        Op::LogicalNot => elementwise::logical_not(inputs[0]),
+        Op::Select => elementwise::select(inputs[0], inputs[1], inputs[2]),
+        Op::StopGradient => Ok(inputs[0].clone()),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -275,12 +275,12 @@ impl Builder<'_> {
     }
 
     /// The buffer whose bytes node `n` can view instead of copying them: `n` is a plain
-    /// reshape (row-major, so the same bytes in the same order) of a temporary, a feed, a
+    /// reshape or a stop_gradient (row-major, so the same bytes in the same order) of a temporary, a feed, a
     /// variable or a constant (kernels only read those during a run), or of an alias of one.
     /// An output is copied (a fetch's bytes are the caller's result tensor), and so is an
     /// assign's result (it becomes a variable's new value and keeps its own buffer).
     fn reshaped_source(&self, n: NodeId) -> Option<BufferId> {
-        if !matches!(self.graph.node(n).op, Op::Reshape { .. }) {
+        if !matches!(self.graph.node(n).op, Op::Reshape { .. } | Op::StopGradient) {
             return None;
         }
         let inputs = self.graph.inputs(n);
@@ -397,7 +397,8 @@ pub fn normalize_main_op(op: &Op, rank: usize, out: &[usize]) -> Result<Op, Stri
             output_type: *output_type,
         },
         Op::Gather { axis: a } => Op::Gather { axis: axis(*a)? },
-        Op::Reshape { .. } => Op::Reshape { shape: out_i64() },
+        // stop_gradient is the identity at run time: a reshape to its own shape.
+        Op::Reshape { .. } | Op::StopGradient => Op::Reshape { shape: out_i64() },
         Op::Slice { begin, .. } => {
             if begin.len() != out.len() {
                 return Err(format!(

@@ -42,6 +42,8 @@ enum Role {
 }
 
 fn role(op: &Op) -> Option<Role> {
+    // Comparisons, logical ops and select have none: they read or make bool values, which an
+    // f32 expression cannot hold, so they stay kernels of their own.
     match op {
         Op::Unary(_) | Op::Binary(_) | Op::BiasAdd { .. } => Some(Role::Elementwise),
         Op::Fused(f) if f.main().is_none() => Some(Role::Elementwise),

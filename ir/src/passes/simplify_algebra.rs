@@ -14,6 +14,9 @@
 //! - NaN operands come out of +, *, / and neg with their payload (neg flips only the sign
 //!   bit, twice), so the rules also hold bit for bit on quiet NaNs.
 //!
+//! - `stop_gradient(x) = x` at run time (it cuts gradients only, and gradients are built
+//!   before any pass runs).
+//!
 //! Only `const` operands count as constants here (not frozen variables: the rules are about
 //! exact values, and folding variables is `fold-constants`' business). Nodes orphaned by a
 //! rewrite are removed.
@@ -203,6 +206,12 @@ fn match_rule(graph: &Graph, id: NodeId) -> Option<(&'static str, Action)> {
                 }
             }
             None
+        }
+        // stop_gradient(x) -> x: it only matters to the gradient transformation, which runs
+        // on the user's graph before any pass.
+        Op::StopGradient => {
+            let x = inputs[0];
+            same_type(x).then_some(("stop_gradient(x)", Action::Keep(x)))
         }
         _ => None,
     }

@@ -12,6 +12,7 @@ use crate::fused::{FusedExpr, FusedOp};
 use crate::op::{
     AssignOp, BinaryOp, ConvAttrs, DataFormat, Float, Op, Padding, PoolAttrs, ReduceOp, UnaryOp,
 };
+use crate::op::{CompareOp, LogicalOp};
 use crate::schema::{self, AttrDefault, AttrKind, FUSED_SINCE};
 use crate::{DType, Error, Result};
 
@@ -90,9 +91,12 @@ pub(crate) fn build_op(
         check_version(lc, kw, kw_off, main.since.max(FUSED_SINCE), version)?;
         let expr = take_expr(lc, kw, kw_off, &mut attrs)?;
         let main = build_op(lc, main.keyword, kw_off, attrs, version)?;
-        return FusedOp::new(Some(main), expr)
+        let op = FusedOp::new(Some(main), expr)
             .map(Op::Fused)
-            .map_err(|e| lc.err(kw_off, format!("{kw}: {e}")));
+            .map_err(|e| lc.err(kw_off, format!("{kw}: {e}")))?;
+        // The expression's ops may be newer than the node (`sign`).
+        check_version(lc, kw, kw_off, op.since_version(), version)?;
+        return Ok(op);
     }
     let Some(schema) = schema::lookup(kw) else {
         return Err(unknown_op(lc, kw, kw_off));
@@ -226,14 +230,28 @@ pub(crate) fn build_op(
             "cast" => Op::Cast { to: a.dtype("to")? },
             "elementwise" => {
                 let expr = take_expr(lc, kw, kw_off, &mut a.attrs)?;
-                Op::Fused(
+                let op = Op::Fused(
                     FusedOp::new(None, expr).map_err(|e| lc.err(kw_off, format!("{kw}: {e}")))?,
-                )
+                );
+                // The expression's ops may be newer than the node (`sign`).
+                check_version(lc, kw, kw_off, op.since_version(), version)?;
+                op
             }
             "assign" => Op::Assign(AssignOp::Assign),
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
             "broadcast_like" => Op::BroadcastLike,
+            "equal" => Op::Compare(CompareOp::Equal),
+            "not_equal" => Op::Compare(CompareOp::NotEqual),
+            "less" => Op::Compare(CompareOp::Less),
+            "less_equal" => Op::Compare(CompareOp::LessEqual),
+            "greater" => Op::Compare(CompareOp::Greater),
+            "greater_equal" => Op::Compare(CompareOp::GreaterEqual),
+            "logical_and" => Op::Logical(LogicalOp::And),
+            "logical_or" => Op::Logical(LogicalOp::Or),
+            "logical_not" => Op::LogicalNot,
+            "select" => Op::Select,
+            "stop_gradient" => Op::StopGradient,
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };
@@ -648,5 +666,22 @@ mod tests {
             .to_string();
         assert!(err.contains("needs format version 2"), "{err}");
         assert!(build_op(&lc, "relu", 0, Vec::new(), 1).is_ok());
+    }
+
+    #[test]
+    fn a_training_op_needs_version_3_also_inside_an_expression() {
+        let lc = LineCtx { no: 3, text: "" };
+        let err = build_op(&lc, "select", 0, Vec::new(), 2).unwrap_err();
+        assert!(
+            err.to_string().contains("`select` needs format version 3"),
+            "{err}"
+        );
+        let expr = || vec![attr("expr", "\"sign(relu($0))\"")];
+        let err = build_op(&lc, "elementwise", 0, expr(), 2).unwrap_err();
+        assert!(err.to_string().contains("needs format version 3"), "{err}");
+        assert!(build_op(&lc, "elementwise", 0, expr(), 3).is_ok());
+        let main = vec![attr("expr", "\"sign(main)\""), attr("axis", "1")];
+        let err = build_op(&lc, "fused_softmax", 0, main, 2).unwrap_err();
+        assert!(err.to_string().contains("needs format version 3"), "{err}");
     }
 }

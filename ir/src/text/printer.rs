@@ -126,7 +126,12 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
-        Op::BroadcastLike => vec![],
+        Op::BroadcastLike
+        | Op::Compare(_)
+        | Op::Logical(_)
+        | Op::LogicalNot
+        | Op::Select
+        | Op::StopGradient => Vec::new(),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Elementwise ops, activations, Gemm/MatMul, softmax, reductions, ArgMax, Cast and the
-//! pass-through ops (Identity, Dropout).
+//! Elementwise ops, activations, Gemm/MatMul, softmax, reductions, ArgMax, Cast, the
+//! comparisons, logical ops, Where and Sign, and the pass-through ops (Identity, Dropout).
 
 use super::{binary, leaky, norm_axis, one, reshape_to, scalar, unary};
 use crate::attrs::Ctx;
@@ -444,4 +444,27 @@ pub fn cast(imp: &mut Importer<'_>, cx: &Ctx<'_>) -> Result<Vec<Value>> {
             one(imp.add(cx, &cx.hint(), Op::Cast { to }, &[x])?)
         }
     }
+}
+
+/// Equal, Less, LessOrEqual, Greater, GreaterOrEqual (bool results), And, Or, Not, Where
+/// (`select`) and Sign: the same semantics as kiln's ops, numpy broadcasting included, so each
+/// is one node.
+pub fn logic(imp: &mut Importer<'_>, cx: &Ctx<'_>) -> Result<Vec<Value>> {
+    use kiln_ir::op::{CompareOp, LogicalOp};
+    let (op, arity) = match cx.op {
+        "Equal" => (Op::Compare(CompareOp::Equal), 2),
+        "Less" => (Op::Compare(CompareOp::Less), 2),
+        "LessOrEqual" => (Op::Compare(CompareOp::LessEqual), 2),
+        "Greater" => (Op::Compare(CompareOp::Greater), 2),
+        "GreaterOrEqual" => (Op::Compare(CompareOp::GreaterEqual), 2),
+        "And" => (Op::Logical(LogicalOp::And), 2),
+        "Or" => (Op::Logical(LogicalOp::Or), 2),
+        "Not" => (Op::LogicalNot, 1),
+        "Where" => (Op::Select, 3),
+        _ => (Op::Unary(UnaryOp::Sign), 1),
+    };
+    let inputs = (0..arity)
+        .map(|i| imp.node(cx, i))
+        .collect::<Result<Vec<NodeId>>>()?;
+    one(imp.add(cx, &cx.hint(), op, &inputs)?)
 }

@@ -63,6 +63,16 @@ pub const SUPPORTED: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Not",
+    "Where",
+    "Sign",
 ];
 
 /// Whether the importer maps `op` (default domain).
@@ -105,6 +115,8 @@ pub fn import_node(imp: &mut Importer<'_>, cx: &Ctx<'_>) -> Result<Vec<Value>> {
         "Slice" => shape::slice(imp, cx),
         "Split" => shape::split(imp, cx),
         "Pad" => shape::pad(imp, cx),
+        "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" | "And" | "Or" | "Not"
+        | "Where" | "Sign" => math::logic(imp, cx),
         other => Err(cx.err(format!("op {other} is not supported"))),
     }
 }

@@ -9,7 +9,7 @@
 //! in max or a max pool) is retried with ε/8 and another direction; a wrong rule fails both.
 
 use super::close;
-use super::recipe::{MAX_NUMEL, build};
+use super::recipe::{KINDS, MAX_NUMEL, build};
 use kiln::{BackendKind, Graph, NodeId, OptimizeOptions, Session, Tensor};
 
 /// The loss `sum(y * seed)` and d loss / dx, added to the graph.

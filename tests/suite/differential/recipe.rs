@@ -24,7 +24,7 @@ impl Params {
 const SIZES: [usize; 8] = [1, 2, 3, 4, 5, 7, 13, 16];
 
 /// How many step kinds a recipe byte selects from (`byte % KINDS`).
-pub const KINDS: usize = 20;
+pub const KINDS: usize = 22;
 
 /// The largest value a step may produce; a step making more is not applied.
 pub const MAX_NUMEL: usize = 20_000;
@@ -437,6 +437,68 @@ impl Step<'_> {
                     .and_then(|f| g.cast(f, to))
                     .and_then(|c| g.cast(c, DType::F32))
                     .and_then(|c| g.add(cur, c))
+            }
+            // A mask from comparisons (and logical ops) of new feeds picks between the current
+            // value and another: comparing computed values could flip a near-tie between
+            // backends, while feeds have the same bits everywhere (i32 feeds, made by a cast,
+            // tie often).
+            20 => {
+                let keep = p.next(r as u64 + 1) as usize;
+                let suffix: Vec<usize> = shape[r - keep..]
+                    .iter()
+                    .map(|&d| if p.next(3) == 0 { 1 } else { d })
+                    .collect();
+                let ints = p.next(3) == 0;
+                let mut operand = |g: &mut Graph, d: &[usize]| {
+                    let f = feed(g, d)?;
+                    if ints { g.cast(f, DType::I32) } else { Ok(f) }
+                };
+                let compare = |g: &mut Graph, which: u64, a, b| match which {
+                    0 => g.equal(a, b),
+                    1 => g.not_equal(a, b),
+                    2 => g.less(a, b),
+                    3 => g.less_equal(a, b),
+                    4 => g.greater(a, b),
+                    _ => g.greater_equal(a, b),
+                };
+                let (c0, c1, logic, other) = (p.next(6), p.next(6), p.next(4), p.next(3));
+                let full = operand(g, &shape);
+                let part = operand(g, &suffix);
+                let mask = full.and_then(|a| part.and_then(|b| compare(g, c0, a, b)));
+                let mask = match logic {
+                    0 => mask,
+                    1 => mask.and_then(|m| g.logical_not(m)),
+                    l => operand(g, &suffix).and_then(|b| {
+                        let a = operand(g, &shape)?;
+                        let m2 = compare(g, c1, b, a)?;
+                        let m = mask?;
+                        if l == 2 {
+                            g.logical_and(m, m2)
+                        } else {
+                            g.logical_or(m2, m)
+                        }
+                    }),
+                };
+                let other = match other {
+                    0 => Ok(weight(g, &suffix, 1.0)),
+                    1 => g.neg(cur),
+                    _ => g.scalar(0.5),
+                };
+                mask.and_then(|m| other.and_then(|o| g.select(m, cur, o)))
+            }
+            // sign of a new feed, fused with the current value (sign of a computed value could
+            // flip on a last-bit difference near 0), after a stop_gradient.
+            21 => {
+                let kept = g.stop_gradient(cur);
+                let s = feed(g, &shape).and_then(|f| g.sign(f));
+                kept.and_then(|k| {
+                    let s = s?;
+                    if p.next(2) == 0 {
+                        g.mul(k, s)
+                    } else {
+                        g.add(s, k)
+                    }
+                })
             }
             _ => return None,
         };

@@ -1,5 +1,6 @@
 //! Host kernels: plain, safe Rust for the ops that are not worth generated code — `lrn`,
-//! `argmax`, `gather`, `cast`, and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
+//! `argmax`, `gather`, `cast`, the comparisons, logical ops and `select` (bool and integer
+//! operands), and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
 //! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
@@ -24,7 +25,7 @@ mod reduce;
 mod window;
 
 use kiln_ir::lower::axis_index;
-use kiln_ir::op::Op;
+use kiln_ir::op::{CompareOp, LogicalOp, Op};
 use kiln_ir::program::{BufferId, Kernel, Program};
 use kiln_ir::shape::fmt_dims;
 use kiln_ir::{ConvAttrs, DType, DataFormat};
@@ -57,6 +58,14 @@ pub enum HostOp {
     Cast,
     /// A grouped `conv2d` in NCHW layout (`x` channels a multiple of the filter's `cin`).
     GroupedConv(ConvAttrs),
+    /// `equal(a, b)`, `less(a, b)`, ...: one dtype in, bool out, numpy broadcasting.
+    Compare(CompareOp),
+    /// `logical_and(a, b)` / `logical_or(a, b)`, numpy broadcasting.
+    Logical(LogicalOp),
+    /// `logical_not(x)`.
+    LogicalNot,
+    /// `select(cond, a, b)`, the three broadcast to the output.
+    Select,
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -164,6 +173,10 @@ impl HostKernel {
             {
                 HostOp::GroupedConv(*a)
             }
+            Some(Op::Compare(c)) => HostOp::Compare(*c),
+            Some(Op::Logical(l)) => HostOp::Logical(*l),
+            Some(Op::LogicalNot) => HostOp::LogicalNot,
+            Some(Op::Select) => HostOp::Select,
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -194,7 +207,11 @@ impl HostKernel {
     fn check(&self) -> Result<(), String> {
         let (ins, out) = (&self.inputs, &self.output);
         let arity = match self.op {
-            HostOp::Gather { .. } | HostOp::GroupedConv(_) => 2,
+            HostOp::Gather { .. }
+            | HostOp::GroupedConv(_)
+            | HostOp::Compare(_)
+            | HostOp::Logical(_) => 2,
+            HostOp::Select => 3,
             _ => 1,
         };
         if ins.len() != arity {
@@ -250,6 +267,32 @@ impl HostKernel {
             HostOp::GroupedConv(attrs) => {
                 window::check(attrs, x, &ins[1], out)?;
             }
+            HostOp::Compare(c) => {
+                let y = &ins[1];
+                let dtype_ok = x.dtype == y.dtype && !(c.is_ordering() && x.dtype == DType::Bool);
+                if !dtype_ok || out.dtype != DType::Bool || !broadcasts_to(ins, &out.dims) {
+                    return mismatch("operands of one dtype broadcasting to a bool output".into());
+                }
+            }
+            HostOp::Logical(_) | HostOp::LogicalNot => {
+                let bools = ins.iter().chain([out]).all(|b| b.dtype == DType::Bool);
+                let dims_ok = match self.op {
+                    HostOp::LogicalNot => x.dims == out.dims,
+                    _ => broadcasts_to(ins, &out.dims),
+                };
+                if !bools || !dims_ok {
+                    return mismatch("bool operands broadcasting to a bool output".into());
+                }
+            }
+            HostOp::Select => {
+                let (a, b) = (&ins[1], &ins[2]);
+                let typed = x.dtype == DType::Bool && a.dtype == b.dtype && out.dtype == a.dtype;
+                if !typed || !broadcasts_to(ins, &out.dims) {
+                    return mismatch(
+                        "a bool cond and a, b of the output's dtype, broadcasting".into(),
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -279,6 +322,19 @@ impl HostKernel {
                 movement::gather(*params, dims(0), *indices, *axis, out)
             }
             (HostOp::Cast, [x]) => elementwise::cast(*x, out),
+            (HostOp::Compare(c), [a, b]) => {
+                let od = self.output.dims.as_slice();
+                elementwise::compare(*c, (*a, dims(0)), (*b, dims(1)), (out, od))
+            }
+            (HostOp::Logical(l), [a, b]) => {
+                let od = self.output.dims.as_slice();
+                elementwise::logical(*l, (*a, dims(0)), (*b, dims(1)), (out, od))
+            }
+            (HostOp::LogicalNot, [x]) => elementwise::logical_not(*x, out),
+            (HostOp::Select, [c, a, b]) => {
+                let od = self.output.dims.as_slice();
+                elementwise::select((*c, dims(0)), (*a, dims(1)), (*b, dims(2)), (out, od))
+            }
             (HostOp::GroupedConv(attrs), [View::F32(x), View::F32(w)]) => match out {
                 ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
                 _ => Err(self.bad_views()),
@@ -293,6 +349,19 @@ impl HostKernel {
             self.op
         )
     }
+}
+
+/// Whether every operand broadcasts to exactly `out` (numpy rules: aligned from the right,
+/// each dim equal or 1, no operand of higher rank).
+fn broadcasts_to(operands: &[HostBuffer], out: &[usize]) -> bool {
+    operands.iter().all(|b| {
+        b.dims.len() <= out.len()
+            && b.dims
+                .iter()
+                .rev()
+                .zip(out.iter().rev())
+                .all(|(&d, &o)| d == o || d == 1)
+    })
 }
 
 /// The group count of a conv2d kernel: input channels over the filter's `cin` (1 when either

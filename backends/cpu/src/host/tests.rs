@@ -156,6 +156,55 @@ fn cast_every_dtype_pair() {
     }
 }
 
+/// The comparisons, logical ops and select on every dtype they take, with broadcasting of
+/// every operand (ranks 0 to 3), NaN and signed zeros: host kernels, same bits as the reference.
+#[test]
+fn comparisons_logic_and_select_broadcast_like_the_reference() {
+    use kiln_ir::op::{CompareOp, LogicalOp};
+    let nan = f32::NAN;
+    let f = |dims: &[usize], v: Vec<f32>| Tensor::from_vec(dims, v).unwrap();
+    let b = |dims: &[usize], v: Vec<bool>| Tensor::new(dims, Data::Bool(v)).unwrap();
+    let i32s = |dims: &[usize], v: Vec<i32>| Tensor::new(dims, Data::I32(v)).unwrap();
+    let pairs = [
+        (
+            f(&[2, 1, 3], vec![nan, -0.0, 1.0, 2.0, 0.0, -1.0]),
+            f(&[4, 1], vec![0.0, nan, 1.0, -1.0]),
+        ),
+        (i32s(&[3], vec![1, -2, 3]), i32s(&[2, 1], vec![1, 3])),
+        (ints(&[], vec![5]), ints(&[2, 2], vec![5, 6, 4, 5])),
+        (
+            b(&[2, 1], vec![true, false]),
+            b(&[3], vec![true, false, true]),
+        ),
+    ];
+    for (x, y) in &pairs {
+        for c in CompareOp::ALL {
+            if x.dtype() == DType::Bool && c.is_ordering() {
+                continue;
+            }
+            let (got, want, kinds) = run(Op::Compare(c), &[x.clone(), y.clone()]);
+            assert_eq!(got.unwrap(), want.unwrap(), "{c:?} on {}", x.dtype());
+            assert_eq!(kinds, ["host"]);
+        }
+    }
+    let (p, q) = (&pairs[3].0, &pairs[3].1);
+    for l in LogicalOp::ALL {
+        let (got, want, _) = run(Op::Logical(l), &[p.clone(), q.clone()]);
+        assert_eq!(got.unwrap(), want.unwrap(), "{l:?}");
+    }
+    let (got, want, _) = run(Op::LogicalNot, std::slice::from_ref(q));
+    assert_eq!(got.unwrap(), want.unwrap());
+    let cond = b(&[2, 1, 1], vec![false, true]);
+    for (x, y) in &pairs {
+        let (got, want, kinds) = run(Op::Select, &[cond.clone(), x.clone(), y.clone()]);
+        let (got, want) = (got.unwrap(), want.unwrap());
+        assert_eq!(got.dims(), want.dims(), "select on {}", x.dtype());
+        // Bit-exact, NaN included (Tensor's equality compares f32 by value).
+        assert_eq!(format!("{:?}", got.data()), format!("{:?}", want.data()));
+        assert_eq!(kinds, ["host"]);
+    }
+}
+
 #[test]
 fn lrn_matches_the_reference() {
     let x = Tensor::uniform(&[2, 3, 3, 11], -2.0, 2.0, 3);

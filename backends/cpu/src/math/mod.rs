@@ -141,6 +141,21 @@ pub fn emit_leaky_relu(b: &mut FunctionBuilder, x: Value, alpha: f32) -> Result<
     })
 }
 
+/// -1, 0 or +1 by the sign of x; NaN stays NaN and ±0 gives +0 (`tf.sign`).
+pub fn emit_sign(b: &mut FunctionBuilder, x: Value) -> Result<Value, String> {
+    with_em(b, MathConfig::default(), x, "sign", |e, x| {
+        let nan = e.fcmp(FloatCC::Unordered, x, x);
+        let zero = e.f(0.0);
+        let r = e.sel(nan, x, zero);
+        let neg = e.fcmpc(FloatCC::LessThan, x, 0.0);
+        let minus_one = e.f(-1.0);
+        let r = e.sel(neg, minus_one, r);
+        let pos = e.fcmpc(FloatCC::GreaterThan, x, 0.0);
+        let one = e.f(1.0);
+        e.sel(pos, one, r)
+    })
+}
+
 /// |x| (clears the sign bit, so |NaN| is NaN and |-0| = +0).
 pub fn emit_abs(b: &mut FunctionBuilder, x: Value) -> Result<Value, String> {
     with_em(b, MathConfig::default(), x, "abs", |e, x| e.abs(x))
@@ -232,6 +247,7 @@ pub fn emit_unary(
         UnaryOp::Sqrt => emit_sqrt(b, x),
         UnaryOp::Rsqrt => emit_rsqrt(b, x),
         UnaryOp::Square => emit_square(b, x),
+        UnaryOp::Sign => emit_sign(b, x),
     }
 }
 

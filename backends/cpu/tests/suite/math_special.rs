@@ -186,6 +186,17 @@ fn naive_unary(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Sqrt => x.sqrt(),
         UnaryOp::Rsqrt => (1.0 / f64::from(x).sqrt()) as f32,
         UnaryOp::Square => x * x,
+        UnaryOp::Sign => {
+            if x.is_nan() {
+                x
+            } else if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        }
     }
 }
 

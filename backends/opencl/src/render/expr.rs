@@ -25,6 +25,7 @@ float k_min(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : fmin(a, b)
 float k_relu(float x) { return x < 0.0f ? 0.0f : x; }
 float k_relu6(float x) { return x < 0.0f ? 0.0f : (x > 6.0f ? 6.0f : x); }
 float k_sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }
+float k_sign(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : (isnan(x) ? x : 0.0f)); }
 ";
 
 /// An f32 constant as OpenCL C that parses back to the same bits (Rust's shortest round-trip
@@ -127,6 +128,8 @@ pub(crate) fn unary(op: UnaryOp, x: &str) -> String {
         UnaryOp::Sqrt => format!("sqrt({x})"),
         UnaryOp::Rsqrt => format!("rsqrt({x})"),
         UnaryOp::Square => format!("({x} * {x})"),
+        // Not OpenCL's `sign`, which gives 0 for NaN and keeps -0.
+        UnaryOp::Sign => format!("k_sign({x})"),
     }
 }
 

@@ -210,7 +210,13 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         | Op::Binary(_)
         | Op::BiasAdd { .. }
         | Op::Fused(_)
-        | Op::BroadcastLike => Err(format!("{} is not a kernel's main op", main.name())),
+        | Op::BroadcastLike
+        // Lowering makes stop_gradient a reshape (see `normalize_main_op`).
+        | Op::StopGradient => Err(format!("{} is not a kernel's main op", main.name())),
+        Op::Compare(c) => elementwise::compare(src, limits, *c),
+        Op::Logical(l) => elementwise::logical(src, limits, *l),
+        Op::LogicalNot => elementwise::logical_not(src, limits),
+        Op::Select => elementwise::select(src, limits),
     }
 }
 
