@@ -60,6 +60,22 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
                 .count() as u64;
             main + steps * out
         }
+        // The forward conv2d's multiply-adds, counted over dy: one per (dy element, tap,
+        // input channel of its group).
+        Op::Conv2dBackpropInput { .. } => {
+            let (w, dy) = (inputs.first()?, inputs.get(1)?);
+            2 * dy.shape.numel()? as u64 * dim(w, 0)? * dim(w, 1)? * dim(w, 2)?
+        }
+        Op::Conv2dBackpropFilter { filter_shape, .. } => {
+            let dy = inputs.get(1)?;
+            let taps = (filter_shape[0] * filter_shape[1] * filter_shape[2]) as u64;
+            2 * dy.shape.numel()? as u64 * taps
+        }
+        // One compare (max) or add (avg) per window cell of each gradient element.
+        Op::MaxPoolGrad(p) => (inputs.get(2)?.shape.numel()? as u64)
+            .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
+        Op::AvgPoolGrad { attrs: p, .. } => (inputs.first()?.shape.numel()? as u64)
+            .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
     })
 }
 

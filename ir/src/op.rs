@@ -504,6 +504,50 @@ pub enum Op {
     /// no intermediate stored. See [`FusedOp`]; `.kiln` spells it `fused_<main>` or
     /// `elementwise`.
     Fused(FusedOp),
+    /// `conv2d_backprop_input(w, dy; input_shape, ...)` (`tf.raw_ops.Conv2DBackpropInput`):
+    /// the gradient of `conv2d(x, w)` with respect to `x`, given the gradient `dy` of its
+    /// output, i.e. the adjoint of conv2d in `x`: `dx[n, iy, ix, g*cin+c] = sum of dy[n, oy,
+    /// ox, o] * w[ky, kx, c, o]` over the `(oy, ox, ky, kx)` with `oy*s + ky*d - pad_top = iy`
+    /// (likewise for x) and the output channels `o` of group `g`. `input_shape` is x's shape
+    /// in `data_format` order (kiln shapes are static, so it is an attribute, not a tensor);
+    /// its batch entry may be `-1`, meaning dy's batch (so a gradient of a graph whose batch
+    /// is `?` needs no shape at build time). Grouping, strides, dilations and padding (SAME
+    /// asymmetric as TensorFlow pads it) follow [`Op::Conv2d`]; dy must have exactly the
+    /// shape conv2d gives for `input_shape` and `w`.
+    Conv2dBackpropInput {
+        /// x's shape in `data_format` order; the batch may be `-1` (dy's batch).
+        input_shape: [i64; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `conv2d_backprop_filter(x, dy; filter_shape, ...)` (`tf.raw_ops.Conv2DBackpropFilter`):
+    /// the gradient of `conv2d(x, w)` with respect to the HWIO `w` of `filter_shape`:
+    /// `dw[ky, kx, c, o] = sum over n, oy, ox of x[n, oy*s + ky*d - pad_top, ox*s + kx*d -
+    /// pad_left, g*cin + c] * dy[n, oy, ox, o]` (padded cells are zero), `g` being output
+    /// channel `o`'s group as in [`Op::Conv2d`]; dy must have conv2d's output shape.
+    Conv2dBackpropFilter {
+        /// The filter's shape `[kh, kw, cin / groups, cout]`.
+        filter_shape: [usize; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `max_pool_grad(orig_input, orig_output, grad)` (`tf.raw_ops.MaxPoolGrad`): each
+    /// window's `grad` value is added to the position of the window's maximum in
+    /// `orig_input`; the first maximum in row-major window order wins a tie (a later cell must
+    /// be strictly greater, TensorFlow's rule, so a NaN wins only as a window's first cell)
+    /// and padded cells never win. `orig_output` is `max_pool(orig_input)` (its shape is
+    /// checked; the positions are found from `orig_input`). The result has orig_input's shape.
+    MaxPoolGrad(PoolAttrs),
+    /// `avg_pool_grad(grad; orig_input_shape, ...)` (`tf.raw_ops.AvgPoolGrad`): each window's
+    /// `grad` value divided by the window's count of unpadded cells (the forward divisor) is
+    /// added to each of those cells. `orig_input_shape` is in `data_format` order; its batch
+    /// may be `-1`, meaning grad's batch.
+    AvgPoolGrad {
+        /// The forward input's shape; the batch may be `-1` (grad's batch).
+        orig_input_shape: [i64; 4],
+        /// The forward pool's attributes.
+        attrs: PoolAttrs,
+    },
 }
 
 /// How many operands an op takes.
@@ -583,6 +627,10 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::Cast { .. } => "cast",
             Op::Fused(f) => f.name(),
+            Op::Conv2dBackpropInput { .. } => "conv2d_backprop_input",
+            Op::Conv2dBackpropFilter { .. } => "conv2d_backprop_filter",
+            Op::MaxPoolGrad(_) => "max_pool_grad",
+            Op::AvgPoolGrad { .. } => "avg_pool_grad",
         }
     }
 
@@ -613,6 +661,9 @@ impl Op {
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
             Op::Fused(f) => Arity::AtLeast(f.main_arity().max(1)),
+            Op::Conv2dBackpropInput { .. } | Op::Conv2dBackpropFilter { .. } => Arity::Exact(2),
+            Op::MaxPoolGrad(_) => Arity::Exact(3),
+            Op::AvgPoolGrad { .. } => Arity::Exact(1),
         }
     }
 
@@ -669,6 +720,11 @@ impl Op {
             Op::Assign(_) => FusionKind::Opaque,
             Op::Fused(f) if f.main().is_some() => FusionKind::ComplexEpilogue,
             Op::Fused(_) => FusionKind::Broadcast,
+            // Scatter-adds: no fused_ form, each runs as its own kernel.
+            Op::Conv2dBackpropInput { .. }
+            | Op::Conv2dBackpropFilter { .. }
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPoolGrad { .. } => FusionKind::Opaque,
         }
     }
 
@@ -683,6 +739,10 @@ impl Op {
                 | Op::BiasAdd { .. }
                 | Op::BatchNorm { .. }
                 | Op::Lrn { .. }
+                | Op::Conv2dBackpropInput { .. }
+                | Op::Conv2dBackpropFilter { .. }
+                | Op::MaxPoolGrad(_)
+                | Op::AvgPoolGrad { .. }
         ) || matches!(self, Op::Fused(f) if f.main().is_some_and(Op::is_layout_sensitive))
     }
 }

@@ -249,6 +249,27 @@ const POOL: &[AttrSchema] = &[
     attr("padding", K::Padding, Required),
     DATA_FORMAT,
 ];
+const CONV_BACKPROP_INPUT: &[AttrSchema] = &[
+    attr("input_shape", K::Ints, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    attr("dilations", K::Window, Value("[1,1]")),
+    DATA_FORMAT,
+];
+const CONV_BACKPROP_FILTER: &[AttrSchema] = &[
+    attr("filter_shape", K::Counts, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    attr("dilations", K::Window, Value("[1,1]")),
+    DATA_FORMAT,
+];
+const AVG_POOL_GRAD: &[AttrSchema] = &[
+    attr("orig_input_shape", K::Ints, Required),
+    attr("ksize", K::Window, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    DATA_FORMAT,
+];
 const REDUCE: &[AttrSchema] = &[
     attr("axes", K::Axes, Absent("all")),
     attr("axis", K::Axes, AliasOf("axes")),
@@ -402,6 +423,28 @@ pub const OPS: &[OpSchema] = &[
     ),
     op("cast", X, &[attr("to", K::DType, Required)], 2, None),
     op("elementwise", "x1, x2, ...", &[EXPR], FUSED_SINCE, None),
+    op(
+        "conv2d_backprop_input",
+        "w (HWIO), dy",
+        CONV_BACKPROP_INPUT,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "conv2d_backprop_filter",
+        "x, dy",
+        CONV_BACKPROP_FILTER,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "max_pool_grad",
+        "orig_input, orig_output, grad",
+        POOL,
+        TRAINING_SINCE,
+        None,
+    ),
+    op("avg_pool_grad", "grad", AVG_POOL_GRAD, TRAINING_SINCE, None),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -445,6 +488,10 @@ impl Op {
             | O::Pad { .. }
             | O::Gather { .. } => OpFamily::Movement,
             O::Fused(_) => OpFamily::Fused,
+            O::Conv2dBackpropInput { .. }
+            | O::Conv2dBackpropFilter { .. }
+            | O::MaxPoolGrad(_)
+            | O::AvgPoolGrad { .. } => OpFamily::Window,
         }
     }
 

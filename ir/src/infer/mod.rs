@@ -66,6 +66,18 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Gather { axis } => movement::gather(*axis, inputs[0], inputs[1]),
         Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
+        Op::Conv2dBackpropInput { input_shape, attrs } => {
+            window::conv2d_backprop_input(attrs, *input_shape, inputs[0], inputs[1])
+        }
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => window::conv2d_backprop_filter(attrs, *filter_shape, inputs[0], inputs[1]),
+        Op::MaxPoolGrad(a) => window::max_pool_grad(a, inputs[0], inputs[1], inputs[2]),
+        Op::AvgPoolGrad {
+            orig_input_shape,
+            attrs,
+        } => window::avg_pool_grad(attrs, *orig_input_shape, inputs[0]),
     }?;
     check_size(&ty)?;
     Ok(ty)

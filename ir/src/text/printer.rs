@@ -126,6 +126,28 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
+        Op::Conv2dBackpropInput { input_shape, attrs } => {
+            let mut out = vec![("input_shape", list(input_shape))];
+            out.extend(conv(attrs));
+            out
+        }
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => {
+            let mut out = vec![("filter_shape", list(filter_shape))];
+            out.extend(conv(attrs));
+            out
+        }
+        Op::MaxPoolGrad(a) => pool(a),
+        Op::AvgPoolGrad {
+            orig_input_shape,
+            attrs,
+        } => {
+            let mut out = vec![("orig_input_shape", list(orig_input_shape))];
+            out.extend(pool(attrs));
+            out
+        }
     }
 }
 
