@@ -229,7 +229,8 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         codegen::movement::define_movement(&mut jit, program, kernel)
                     }
                     Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
-                    // Matmul, lrn, argmax, gather, cast and grouped NCHW conv2d were taken by
+                    // Matmul, lrn, argmax, gather, cast, grouped NCHW conv2d and the backward
+                    // window ops were taken by
                     // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
                     // (Program::validate rejects them).
                     Op::MatMul { .. }
@@ -243,7 +244,13 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Unary(_)
                     | Op::Binary(_)
                     | Op::BiasAdd { .. }
-                    | Op::Fused(_) => Err(format!("no cpu code path for {}", main.name())),
+                    | Op::Fused(_)
+                    | Op::Conv2dBackpropInput { .. }
+                    | Op::Conv2dBackpropFilter { .. }
+                    | Op::MaxPoolGrad(_)
+                    | Op::AvgPoolGrad { .. } => {
+                        Err(format!("no cpu code path for {}", main.name()))
+                    }
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

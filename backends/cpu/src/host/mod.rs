@@ -27,7 +27,8 @@ use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
 use kiln_ir::program::{BufferId, Kernel, Program};
 use kiln_ir::shape::fmt_dims;
-use kiln_ir::{ConvAttrs, DType, DataFormat};
+use kiln_ir::shape::{Shape, TensorType};
+use kiln_ir::{ConvAttrs, DType, DataFormat, PoolAttrs};
 
 /// Which host routine a kernel runs, with the attributes it needs in the routine's types.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +58,14 @@ pub enum HostOp {
     Cast,
     /// A grouped `conv2d` in NCHW layout (`x` channels a multiple of the filter's `cin`).
     GroupedConv(ConvAttrs),
+    /// `conv2d_backprop_input(w, dy)` on the SGEMM micro-kernels, then col2im.
+    Conv2dBackpropInput(ConvAttrs),
+    /// `conv2d_backprop_filter(x, dy)` on the SGEMM micro-kernels, over im2col rows.
+    Conv2dBackpropFilter(ConvAttrs),
+    /// `max_pool_grad(orig_input, orig_output, grad)`.
+    MaxPoolGrad(PoolAttrs),
+    /// `avg_pool_grad(grad)`.
+    AvgPoolGrad(PoolAttrs),
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -164,6 +173,10 @@ impl HostKernel {
             {
                 HostOp::GroupedConv(*a)
             }
+            Some(Op::Conv2dBackpropInput { attrs, .. }) => HostOp::Conv2dBackpropInput(*attrs),
+            Some(Op::Conv2dBackpropFilter { attrs, .. }) => HostOp::Conv2dBackpropFilter(*attrs),
+            Some(Op::MaxPoolGrad(a)) => HostOp::MaxPoolGrad(*a),
+            Some(Op::AvgPoolGrad { attrs, .. }) => HostOp::AvgPoolGrad(*attrs),
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -187,14 +200,47 @@ impl HostKernel {
             output: buffer(kernel.output)?,
         };
         host.check()?;
+        if let Some(main) = &kernel.main
+            && main.family() == kiln_ir::schema::OpFamily::Window
+        {
+            // The backward window ops: their shape rules (dy against the forward output) are
+            // kiln-ir's inference, rerun on the concrete buffers.
+            host.check_inferred(main)?;
+        }
         Ok(Some(host))
+    }
+
+    /// Errors unless kiln-ir's inference of `op` on the operand buffers gives the output
+    /// buffer's type exactly.
+    fn check_inferred(&self, op: &Op) -> Result<(), String> {
+        let ty = |b: &HostBuffer| TensorType::new(b.dtype, Shape::known(&b.dims));
+        let types: Vec<TensorType> = self.inputs.iter().map(ty).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let want = kiln_ir::infer::infer(op, &refs)?;
+        if want != ty(&self.output) {
+            return Err(format!(
+                "{} of {} gives {want}, but the output buffer is {}",
+                op.name(),
+                types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ty(&self.output)
+            ));
+        }
+        Ok(())
     }
 
     /// Checks operand count, dtypes and dims against the op (the run relies on it).
     fn check(&self) -> Result<(), String> {
         let (ins, out) = (&self.inputs, &self.output);
         let arity = match self.op {
-            HostOp::Gather { .. } | HostOp::GroupedConv(_) => 2,
+            HostOp::Gather { .. }
+            | HostOp::GroupedConv(_)
+            | HostOp::Conv2dBackpropInput(_)
+            | HostOp::Conv2dBackpropFilter(_) => 2,
+            HostOp::MaxPoolGrad(_) => 3,
             _ => 1,
         };
         if ins.len() != arity {
@@ -250,6 +296,11 @@ impl HostKernel {
             HostOp::GroupedConv(attrs) => {
                 window::check(attrs, x, &ins[1], out)?;
             }
+            // Checked against kiln-ir's inference in `plan` (`check_inferred`).
+            HostOp::Conv2dBackpropInput(_)
+            | HostOp::Conv2dBackpropFilter(_)
+            | HostOp::MaxPoolGrad(_)
+            | HostOp::AvgPoolGrad(_) => {}
         }
         Ok(())
     }
@@ -281,6 +332,32 @@ impl HostKernel {
             (HostOp::Cast, [x]) => elementwise::cast(*x, out),
             (HostOp::GroupedConv(attrs), [View::F32(x), View::F32(w)]) => match out {
                 ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::Conv2dBackpropInput(a), [View::F32(w), View::F32(dy)]) => match out {
+                ViewMut::F32(dx) => {
+                    window::conv2d_backprop_input(a, w, dims(0), dy, dims(1), dx, &self.output.dims)
+                }
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::Conv2dBackpropFilter(a), [View::F32(x), View::F32(dy)]) => match out {
+                ViewMut::F32(dw) => window::conv2d_backprop_filter(
+                    a,
+                    x,
+                    dims(0),
+                    dy,
+                    dims(1),
+                    dw,
+                    &self.output.dims,
+                ),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::MaxPoolGrad(a), [View::F32(x), View::F32(_), View::F32(g)]) => match out {
+                ViewMut::F32(dx) => window::max_pool_grad(a, x, dims(0), g, dx),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::AvgPoolGrad(a), [View::F32(g)]) => match out {
+                ViewMut::F32(dx) => window::avg_pool_grad(a, g, dx, &self.output.dims),
                 _ => Err(self.bad_views()),
             },
             _ => Err(self.bad_views()),
