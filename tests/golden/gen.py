@@ -29,6 +29,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of tests/golden/
 
 # kiln_case sets TensorFlow's environment (oneDNN off, quiet logs), so it loads before TF.
 from kiln_case import Case, f32  # noqa: E402, I001
+import cases_backprop  # noqa: E402
 import cases_indexing  # noqa: E402
 import cases_ops  # noqa: E402
 import numpy as np  # noqa: E402
@@ -332,6 +333,7 @@ CASE_FNS = [
     cases_ops.binary_cases, cases_ops.bias_add_cases, cases_ops.matmul_cases, reduce_cases,
     softmax_cases, movement_cases, batch_norm_cases, graph_cases, cases_indexing.lrn_cases,
     cases_indexing.argmax_cases, cases_indexing.gather_cases, cases_indexing.cast_cases,
+    cases_backprop.conv_backprop_cases, cases_backprop.pool_grad_cases,
 ]
 
 
