@@ -501,6 +501,41 @@ impl Graph {
             &[grad],
         )
     }
+
+    /// The gradient of `depthwise_conv2d(x, w, attrs)` with respect to `x`, from `dy`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropInput`); `input_shape` as for
+    /// [`Graph::conv2d_backprop_input`] (a batch of `-1` takes dy's).
+    pub fn depthwise_conv2d_backprop_input(
+        &mut self,
+        w: NodeId,
+        dy: NodeId,
+        input_shape: [i64; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::DepthwiseConv2dBackpropInput { input_shape, attrs },
+            &[w, dy],
+        )
+    }
+
+    /// The gradient of `depthwise_conv2d(x, w, attrs)` with respect to the filter `w` of
+    /// `filter_shape` `[kh, kw, cin, multiplier]`, from `dy`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropFilter`).
+    pub fn depthwise_conv2d_backprop_filter(
+        &mut self,
+        x: NodeId,
+        dy: NodeId,
+        filter_shape: [usize; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::DepthwiseConv2dBackpropFilter {
+                filter_shape,
+                attrs,
+            },
+            &[x, dy],
+        )
+    }
 }
 
 fn literal_source(value: Tensor) -> Source {

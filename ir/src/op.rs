@@ -548,6 +548,28 @@ pub enum Op {
         /// The forward pool's attributes.
         attrs: PoolAttrs,
     },
+    /// `depthwise_conv2d_backprop_input(w, dy; input_shape, ...)`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropInput`): the gradient of
+    /// `depthwise_conv2d(x, w)` with respect to `x`: `dx[n, iy, ix, c]` sums `dy[n, oy, ox,
+    /// c * multiplier + m] * w[ky, kx, c, m]` over the taps that read it and every `m`.
+    /// `input_shape` is as for [`Op::Conv2dBackpropInput`] (a batch of `-1` is dy's).
+    DepthwiseConv2dBackpropInput {
+        /// x's shape in `data_format` order; the batch may be `-1` (dy's batch).
+        input_shape: [i64; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `depthwise_conv2d_backprop_filter(x, dy; filter_shape, ...)`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropFilter`): the gradient of
+    /// `depthwise_conv2d(x, w)` with respect to `w` of `filter_shape` `[kh, kw, cin,
+    /// multiplier]`: `dw[ky, kx, c, m]` sums `x[n, iy, ix, c] * dy[n, oy, ox, c * multiplier +
+    /// m]` over the batch and the output pixels whose tap reads an input cell.
+    DepthwiseConv2dBackpropFilter {
+        /// The filter's shape `[kh, kw, cin, multiplier]`.
+        filter_shape: [usize; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
 }
 
 /// How many operands an op takes.
@@ -631,6 +653,8 @@ impl Op {
             Op::Conv2dBackpropFilter { .. } => "conv2d_backprop_filter",
             Op::MaxPoolGrad(_) => "max_pool_grad",
             Op::AvgPoolGrad { .. } => "avg_pool_grad",
+            Op::DepthwiseConv2dBackpropInput { .. } => "depthwise_conv2d_backprop_input",
+            Op::DepthwiseConv2dBackpropFilter { .. } => "depthwise_conv2d_backprop_filter",
         }
     }
 
@@ -664,6 +688,9 @@ impl Op {
             Op::Conv2dBackpropInput { .. } | Op::Conv2dBackpropFilter { .. } => Arity::Exact(2),
             Op::MaxPoolGrad(_) => Arity::Exact(3),
             Op::AvgPoolGrad { .. } => Arity::Exact(1),
+            Op::DepthwiseConv2dBackpropInput { .. } | Op::DepthwiseConv2dBackpropFilter { .. } => {
+                Arity::Exact(2)
+            }
         }
     }
 
@@ -724,7 +751,9 @@ impl Op {
             Op::Conv2dBackpropInput { .. }
             | Op::Conv2dBackpropFilter { .. }
             | Op::MaxPoolGrad(_)
-            | Op::AvgPoolGrad { .. } => FusionKind::Opaque,
+            | Op::AvgPoolGrad { .. }
+            | Op::DepthwiseConv2dBackpropInput { .. }
+            | Op::DepthwiseConv2dBackpropFilter { .. } => FusionKind::Opaque,
         }
     }
 
@@ -743,6 +772,8 @@ impl Op {
                 | Op::Conv2dBackpropFilter { .. }
                 | Op::MaxPoolGrad(_)
                 | Op::AvgPoolGrad { .. }
+                | Op::DepthwiseConv2dBackpropInput { .. }
+                | Op::DepthwiseConv2dBackpropFilter { .. }
         ) || matches!(self, Op::Fused(f) if f.main().is_some_and(Op::is_layout_sensitive))
     }
 }

@@ -445,6 +445,20 @@ pub const OPS: &[OpSchema] = &[
         None,
     ),
     op("avg_pool_grad", "grad", AVG_POOL_GRAD, TRAINING_SINCE, None),
+    op(
+        "depthwise_conv2d_backprop_input",
+        "w ([kh,kw,cin,multiplier]), dy",
+        CONV_BACKPROP_INPUT,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "depthwise_conv2d_backprop_filter",
+        "x, dy",
+        CONV_BACKPROP_FILTER,
+        TRAINING_SINCE,
+        None,
+    ),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -491,7 +505,9 @@ impl Op {
             O::Conv2dBackpropInput { .. }
             | O::Conv2dBackpropFilter { .. }
             | O::MaxPoolGrad(_)
-            | O::AvgPoolGrad { .. } => OpFamily::Window,
+            | O::AvgPoolGrad { .. }
+            | O::DepthwiseConv2dBackpropInput { .. }
+            | O::DepthwiseConv2dBackpropFilter { .. } => OpFamily::Window,
         }
     }
 

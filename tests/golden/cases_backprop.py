@@ -1,5 +1,6 @@
 """Golden cases of the backward window ops (format version 3): conv2d_backprop_input and
-conv2d_backprop_filter (one case computes both), max_pool_grad and avg_pool_grad. See gen.py.
+conv2d_backprop_filter (one case computes both), their depthwise equivalents, max_pool_grad and
+avg_pool_grad. See gen.py.
 
 TensorFlow computes each gradient with GradientTape over the forward op and `dy` as the output
 gradient, i.e. through its Conv2DBackpropInput / Conv2DBackpropFilter / MaxPoolGrad /
@@ -13,7 +14,9 @@ wrong TF call stops the script. NCHW cases compute in NHWC and transpose, as the
 import numpy as np
 import tensorflow as tf
 
-from kiln_case import Case, check, f32, kiln_padding, naive_grouped_conv, naive_pool, tf_padding, to_nchw
+from kiln_case import (
+    Case, check, f32, kiln_padding, naive_depthwise, naive_grouped_conv, naive_pool, tf_padding, to_nchw,
+)
 
 VERSION = "kiln 3"  # TRAINING_SINCE in ir/src/schema.rs
 
@@ -181,4 +184,58 @@ def pool_grad_cases():
         pool_grad_case("avg_pool_grad_explicit_pad", [1, 6, 6, 2], (3, 3), (2, 2), ((1, 0), (0, 1)), a),
         pool_grad_case("avg_pool_grad_rect_k3x2_s2x1_same", [1, 7, 6, 2], (3, 2), (2, 1), "SAME", a),
         pool_grad_case("avg_pool_grad_unknown_batch", [3, 6, 6, 2], (2, 2), (2, 2), "SAME", a, unknown_batch=True),
+    ]
+
+
+def depthwise_backprop_case(name, xshape, wshape, strides=(1, 1), padding="SAME", dilations=(1, 1), nchw=False,
+                            unknown_batch=False):
+    c = Case(name)
+    c.lines[0] = VERSION
+    x, w = c.uniform(xshape), c.uniform(wshape)
+    xt, wt = tf.constant(x), tf.constant(w)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        tape.watch(wt)
+        y = tf.nn.depthwise_conv2d(xt, wt, [1, *strides, 1], tf_padding(padding), dilations=list(dilations))
+    check(name, y.numpy(), naive_depthwise(x, w, strides, padding, dilations))
+    dy = c.uniform(y.shape)
+    dx = tape.gradient(y, xt, output_gradients=tf.constant(dy)).numpy()
+    dw = tape.gradient(y, wt, output_gradients=tf.constant(dy)).numpy()
+    lhs = np.sum(y.numpy().astype(np.float64) * dy)
+    for what, a, b in (("dx", x, dx), ("dw", w, dw)):
+        rhs = np.sum(a.astype(np.float64) * b)
+        if abs(lhs - rhs) > 1e-3 * (1 + abs(lhs)):
+            raise SystemExit("%s: <depthwise(x,w),dy> = %g but <%s> gives %g" % (name, lhs, what, rhs))
+    unknown = (0,) if unknown_batch else ()
+    layout = to_nchw if nchw else (lambda a: a)
+    c.input("x", layout(x), unknown)
+    c.input("w", w)
+    c.input("dy", layout(dy), unknown)
+    attrs = {"strides": list(strides), "padding": kiln_padding(padding)}
+    if tuple(dilations) != (1, 1):
+        attrs["dilations"] = list(dilations)
+    if nchw:
+        attrs["data_format"] = "NCHW"
+    in_shape = list(layout(x).shape)
+    if unknown_batch:
+        in_shape[0] = -1
+    c.op("dx", "depthwise_conv2d_backprop_input", ["w", "dy"], layout(dx), input_shape=in_shape, **attrs)
+    c.op("dw", "depthwise_conv2d_backprop_filter", ["x", "dy"], dw, filter_shape=list(w.shape), **attrs)
+    c.output("dx", "dw")
+    return c
+
+
+def depthwise_backprop_cases():
+    return [
+        depthwise_backprop_case("depthwise_backprop_same_m1", [1, 7, 7, 3], [3, 3, 3, 1]),
+        depthwise_backprop_case("depthwise_backprop_valid_m2", [2, 6, 5, 2], [3, 3, 2, 2], padding="VALID"),
+        depthwise_backprop_case("depthwise_backprop_same_s2_m3_odd", [1, 7, 7, 2], [3, 3, 2, 3], strides=(2, 2)),
+        depthwise_backprop_case("depthwise_backprop_same_s2_even", [1, 8, 8, 4], [3, 3, 4, 1], strides=(2, 2)),
+        depthwise_backprop_case("depthwise_backprop_dilation2_m2", [1, 9, 9, 2], [3, 3, 2, 2], dilations=(2, 2)),
+        depthwise_backprop_case("depthwise_backprop_explicit_pad_m2", [1, 6, 7, 3], [3, 3, 3, 2],
+                                padding=((0, 2), (1, 0))),
+        depthwise_backprop_case("depthwise_backprop_nchw_m2_s2", [2, 5, 5, 3], [3, 3, 3, 2], strides=(2, 2),
+                                nchw=True),
+        depthwise_backprop_case("depthwise_backprop_unknown_batch_k5", [2, 13, 13, 4], [5, 5, 4, 1],
+                                unknown_batch=True),
     ]

@@ -334,6 +334,7 @@ CASE_FNS = [
     softmax_cases, movement_cases, batch_norm_cases, graph_cases, cases_indexing.lrn_cases,
     cases_indexing.argmax_cases, cases_indexing.gather_cases, cases_indexing.cast_cases,
     cases_backprop.conv_backprop_cases, cases_backprop.pool_grad_cases,
+    cases_backprop.depthwise_backprop_cases,
 ]
 
 

@@ -142,8 +142,10 @@ fn backward_window_ops_with_inconsistent_shapes_are_errors_naming_node_and_shape
         .unwrap_err()
         .to_string();
     assert!(
-        err.starts_with("node %dw (conv2d_backprop_filter): filter_shape [3, 3, 2, 4]: input \
-             channels differ: x is f32[1,7,7,3]"),
+        err.starts_with(
+            "node %dw (conv2d_backprop_filter): filter_shape [3, 3, 2, 4]: input \
+             channels differ: x is f32[1,7,7,3]"
+        ),
         "{err}"
     );
     // The batch is fixed at 2 but dy's is only known when fed: the run names both.
@@ -165,7 +167,10 @@ fn backward_window_ops_with_inconsistent_shapes_are_errors_naming_node_and_shape
     let text = "kiln 2\ninput %g : f32[1,2,2,1]\n\
                 %d = avg_pool_grad(%g, orig_input_shape=[1,4,4,1], ksize=2, strides=2, padding=\"VALID\")\n";
     let err = Graph::parse(text).unwrap_err().to_string();
-    assert!(err.contains("`avg_pool_grad` needs format version 3"), "{err}");
+    assert!(
+        err.contains("`avg_pool_grad` needs format version 3"),
+        "{err}"
+    );
 }
 
 #[test]

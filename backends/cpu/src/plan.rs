@@ -248,7 +248,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Conv2dBackpropInput { .. }
                     | Op::Conv2dBackpropFilter { .. }
                     | Op::MaxPoolGrad(_)
-                    | Op::AvgPoolGrad { .. } => {
+                    | Op::AvgPoolGrad { .. }
+                    | Op::DepthwiseConv2dBackpropInput { .. }
+                    | Op::DepthwiseConv2dBackpropFilter { .. } => {
                         Err(format!("no cpu code path for {}", main.name()))
                     }
                 }

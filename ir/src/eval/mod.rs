@@ -176,6 +176,17 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [grad] = operands(op, inputs)?;
             window::pool_grad::avg_pool_grad(grad, *orig_input_shape, attrs)
         }
+        Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
+            let [w, dy] = operands(op, inputs)?;
+            window::backprop::depthwise_backprop_input(w, dy, *input_shape, attrs)
+        }
+        Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => {
+            let [x, dy] = operands(op, inputs)?;
+            window::backprop::depthwise_backprop_filter(x, dy, *filter_shape, attrs)
+        }
     }
 }
 

@@ -78,6 +78,13 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
             orig_input_shape,
             attrs,
         } => window::avg_pool_grad(attrs, *orig_input_shape, inputs[0]),
+        Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
+            window::depthwise_backprop_input(attrs, *input_shape, inputs[0], inputs[1])
+        }
+        Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => window::depthwise_backprop_filter(attrs, *filter_shape, inputs[0], inputs[1]),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -11,7 +11,8 @@
 mod backprop;
 
 pub(super) use backprop::{
-    avg_pool_grad, conv2d_backprop_filter, conv2d_backprop_input, max_pool_grad,
+    avg_pool_grad, conv2d_backprop_filter, conv2d_backprop_input, depthwise_backprop_filter,
+    depthwise_backprop_input, max_pool_grad,
 };
 
 use super::require_f32;

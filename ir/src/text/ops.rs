@@ -242,6 +242,14 @@ pub(crate) fn build_op(
                 attrs: a.conv()?,
             },
             "max_pool_grad" => Op::MaxPoolGrad(a.pool()?),
+            "depthwise_conv2d_backprop_input" => Op::DepthwiseConv2dBackpropInput {
+                input_shape: a.image_shape("input_shape")?,
+                attrs: a.conv()?,
+            },
+            "depthwise_conv2d_backprop_filter" => Op::DepthwiseConv2dBackpropFilter {
+                filter_shape: a.filter_shape("filter_shape")?,
+                attrs: a.conv()?,
+            },
             "avg_pool_grad" => Op::AvgPoolGrad {
                 orig_input_shape: a.image_shape("orig_input_shape")?,
                 attrs: a.pool()?,

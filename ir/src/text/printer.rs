@@ -126,12 +126,17 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
-        Op::Conv2dBackpropInput { input_shape, attrs } => {
+        Op::Conv2dBackpropInput { input_shape, attrs }
+        | Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
             let mut out = vec![("input_shape", list(input_shape))];
             out.extend(conv(attrs));
             out
         }
         Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        }
+        | Op::DepthwiseConv2dBackpropFilter {
             filter_shape,
             attrs,
         } => {

@@ -66,6 +66,11 @@ pub enum HostOp {
     MaxPoolGrad(PoolAttrs),
     /// `avg_pool_grad(grad)`.
     AvgPoolGrad(PoolAttrs),
+    /// `depthwise_conv2d_backprop_input(w, dy)`: the grouped conv2d backprop with one group per
+    /// channel (the filter `[kh, kw, cin, mult]` read as `[kh, kw, 1, cin * mult]`).
+    DepthwiseBackpropInput(ConvAttrs),
+    /// `depthwise_conv2d_backprop_filter(x, dy)`, likewise.
+    DepthwiseBackpropFilter(ConvAttrs),
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -177,6 +182,12 @@ impl HostKernel {
             Some(Op::Conv2dBackpropFilter { attrs, .. }) => HostOp::Conv2dBackpropFilter(*attrs),
             Some(Op::MaxPoolGrad(a)) => HostOp::MaxPoolGrad(*a),
             Some(Op::AvgPoolGrad { attrs, .. }) => HostOp::AvgPoolGrad(*attrs),
+            Some(Op::DepthwiseConv2dBackpropInput { attrs, .. }) => {
+                HostOp::DepthwiseBackpropInput(*attrs)
+            }
+            Some(Op::DepthwiseConv2dBackpropFilter { attrs, .. }) => {
+                HostOp::DepthwiseBackpropFilter(*attrs)
+            }
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -239,7 +250,9 @@ impl HostKernel {
             HostOp::Gather { .. }
             | HostOp::GroupedConv(_)
             | HostOp::Conv2dBackpropInput(_)
-            | HostOp::Conv2dBackpropFilter(_) => 2,
+            | HostOp::Conv2dBackpropFilter(_)
+            | HostOp::DepthwiseBackpropInput(_)
+            | HostOp::DepthwiseBackpropFilter(_) => 2,
             HostOp::MaxPoolGrad(_) => 3,
             _ => 1,
         };
@@ -300,7 +313,9 @@ impl HostKernel {
             HostOp::Conv2dBackpropInput(_)
             | HostOp::Conv2dBackpropFilter(_)
             | HostOp::MaxPoolGrad(_)
-            | HostOp::AvgPoolGrad(_) => {}
+            | HostOp::AvgPoolGrad(_)
+            | HostOp::DepthwiseBackpropInput(_)
+            | HostOp::DepthwiseBackpropFilter(_) => {}
         }
         Ok(())
     }
@@ -356,6 +371,30 @@ impl HostKernel {
                 ViewMut::F32(dx) => window::max_pool_grad(a, x, dims(0), g, dx),
                 _ => Err(self.bad_views()),
             },
+            (HostOp::DepthwiseBackpropInput(a), [View::F32(w), View::F32(dy)]) => match out {
+                ViewMut::F32(dx) => window::conv2d_backprop_input(
+                    a,
+                    w,
+                    &depthwise_as_grouped(dims(0)),
+                    dy,
+                    dims(1),
+                    dx,
+                    &self.output.dims,
+                ),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::DepthwiseBackpropFilter(a), [View::F32(x), View::F32(dy)]) => match out {
+                ViewMut::F32(dw) => window::conv2d_backprop_filter(
+                    a,
+                    x,
+                    dims(0),
+                    dy,
+                    dims(1),
+                    dw,
+                    &depthwise_as_grouped(&self.output.dims),
+                ),
+                _ => Err(self.bad_views()),
+            },
             (HostOp::AvgPoolGrad(a), [View::F32(g)]) => match out {
                 ViewMut::F32(dx) => window::avg_pool_grad(a, g, dx, &self.output.dims),
                 _ => Err(self.bad_views()),
@@ -369,6 +408,16 @@ impl HostKernel {
             "internal error: host kernel {:?} was handed buffers of the wrong types",
             self.op
         )
+    }
+}
+
+/// A depthwise filter's dims `[kh, kw, cin, mult]` as the grouped conv2d filter it equals,
+/// `[kh, kw, 1, cin * mult]` (same flat layout; group `c` is input channel `c`). Other ranks
+/// are passed through for the kernel to refuse.
+fn depthwise_as_grouped(d: &[usize]) -> Vec<usize> {
+    match d {
+        &[kh, kw, ci, mult] => vec![kh, kw, 1, ci.saturating_mul(mult)],
+        other => other.to_vec(),
     }
 }
 

@@ -171,3 +171,68 @@ pub(crate) fn conv2d_backprop_filter(
     }
     finish(&filter_shape, acc.into_iter().map(|v| v as f32).collect())
 }
+
+/// A depthwise filter `[kh, kw, cin, mult]` read as the grouped conv2d filter `[kh, kw, 1, cin
+/// * mult]` it equals: output channel `c * mult + m` of group `c` reads input channel `c` with
+/// `w[.., .., c, m]`, and the flat layouts coincide.
+fn as_grouped(fd: [usize; 4]) -> Result<[usize; 4], String> {
+    let [kh, kw, ci, mult] = fd;
+    let co = ci
+        .checked_mul(mult)
+        .ok_or_else(|| format!("output channels {ci} x {mult} overflow"))?;
+    Ok([kh, kw, 1, co])
+}
+
+/// `depthwise_conv2d_backprop_input(w, dy; input_shape)`: the grouped conv2d's, with one group
+/// per input channel.
+pub(crate) fn depthwise_backprop_input(
+    w: &Tensor,
+    dy: &Tensor,
+    input_shape: [i64; 4],
+    attrs: &ConvAttrs,
+) -> Result<Tensor, String> {
+    let &[kh, kw, ci, mult] = w.dims() else {
+        return Err(format!(
+            "filter must be rank 4 [kh,kw,cin,multiplier], got {}",
+            fmt_dims(w.dims())
+        ));
+    };
+    let grouped = w
+        .clone()
+        .reshaped(&as_grouped([kh, kw, ci, mult])?)
+        .map_err(|e| e.to_string())?;
+    let dyi = Image::of(dy.dims(), attrs.data_format, "dy")?;
+    let in_dims = resolve_shape("input_shape", input_shape, dyi.n)?;
+    let img = Image::of(&in_dims, attrs.data_format, "input_shape")?;
+    if img.c != ci {
+        return Err(format!(
+            "input_shape {} has {} channels but the filter {} expects {ci}",
+            fmt_dims(&in_dims),
+            img.c,
+            fmt_dims(w.dims())
+        ));
+    }
+    conv2d_backprop_input(&grouped, dy, input_shape, attrs)
+}
+
+/// `depthwise_conv2d_backprop_filter(x, dy; filter_shape)`: the grouped conv2d's, with one
+/// group per input channel.
+pub(crate) fn depthwise_backprop_filter(
+    x: &Tensor,
+    dy: &Tensor,
+    filter_shape: [usize; 4],
+    attrs: &ConvAttrs,
+) -> Result<Tensor, String> {
+    let img = Image::of(x.dims(), attrs.data_format, "input")?;
+    if img.c != filter_shape[2] {
+        return Err(format!(
+            "input {} has {} channels but filter_shape {} expects {}",
+            fmt_dims(x.dims()),
+            img.c,
+            fmt_dims(&filter_shape),
+            filter_shape[2]
+        ));
+    }
+    let dw = conv2d_backprop_filter(x, dy, as_grouped(filter_shape)?, attrs)?;
+    dw.reshaped(&filter_shape).map_err(|e| e.to_string())
+}

@@ -255,3 +255,46 @@ fn max_pool_grad_matches_finite_differences() {
         );
     }
 }
+
+#[test]
+fn depthwise_backprops_are_the_adjoints_of_depthwise_conv2d() {
+    use super::backprop::{depthwise_backprop_filter, depthwise_backprop_input};
+    use super::conv::depthwise_conv2d;
+    for i in 0..40 {
+        let (xd, wd, a) = conv_variant(i);
+        // Reuse the variant's geometry with a depthwise filter [kh, kw, channels, mult].
+        let c = match a.data_format {
+            DataFormat::Nhwc => xd[3],
+            DataFormat::Nchw => xd[1],
+        };
+        let wd = [wd[0], wd[1], c, 1 + (i as usize % 3)];
+        let (x, w) = (noise(&xd, i), noise(&wd, i + 7));
+        let Ok(y) = depthwise_conv2d(&x, &w, &a) else {
+            continue;
+        };
+        let dy = noise(y.dims(), i + 9);
+        let dx = depthwise_backprop_input(&w, &dy, shape_i64(&xd), &a).unwrap();
+        let dw = depthwise_backprop_filter(&x, &dy, wd, &a).unwrap();
+        let lhs = dot(&y, &dy);
+        close(
+            lhs,
+            dot(&x, &dx),
+            &format!("<x, dx> for {xd:?} {wd:?} {a:?}"),
+        );
+        close(
+            lhs,
+            dot(&w, &dw),
+            &format!("<w, dw> for {xd:?} {wd:?} {a:?}"),
+        );
+    }
+    // By hand: one channel, multiplier 2, VALID 1x1 taps: dx = dy0 * w0 + dy1 * w1.
+    let w = t(&[1, 1, 1, 2], &[2.0, 3.0]);
+    let dy = t(&[1, 1, 1, 2], &[5.0, 7.0]);
+    let dx = depthwise_backprop_input(&w, &dy, [1, 1, 1, 1], &ConvAttrs::valid()).unwrap();
+    assert_close(&dx, &[1, 1, 1, 1], &[31.0], 0.0);
+    let e = depthwise_backprop_input(&w, &dy, [1, 1, 1, 2], &ConvAttrs::valid()).unwrap_err();
+    assert!(
+        e.contains("has 2 channels but the filter [1,1,1,2] expects 1"),
+        "{e}"
+    );
+}

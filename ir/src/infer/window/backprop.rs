@@ -69,16 +69,18 @@ pub(in crate::infer) fn conv2d_backprop_input(
     w: &TensorType,
     dy: &TensorType,
 ) -> Result<TensorType, String> {
-    rank4("dy", dy, a.data_format)?;
-    let x = image_from_attr("input_shape", input_shape, dy)?;
-    let y = conv2d(a, &x, w, false).map_err(|m| format!("input_shape {input_shape:?}: {m}"))?;
-    same_as_forward(
-        "dy",
-        dy,
-        &y,
-        &format!("conv2d of an input {x} and filter {w}"),
-    )?;
-    Ok(x)
+    backprop_input(a, input_shape, w, dy, false)
+}
+
+/// `depthwise_conv2d_backprop_input(w, dy; input_shape)`: as [`conv2d_backprop_input`] for
+/// `depthwise_conv2d`.
+pub(in crate::infer) fn depthwise_backprop_input(
+    a: &ConvAttrs,
+    input_shape: [i64; 4],
+    w: &TensorType,
+    dy: &TensorType,
+) -> Result<TensorType, String> {
+    backprop_input(a, input_shape, w, dy, true)
 }
 
 /// `conv2d_backprop_filter(x, dy; filter_shape)`: the filter's type, with dy checked against
@@ -89,10 +91,60 @@ pub(in crate::infer) fn conv2d_backprop_filter(
     x: &TensorType,
     dy: &TensorType,
 ) -> Result<TensorType, String> {
+    backprop_filter(a, filter_shape, x, dy, false)
+}
+
+/// `depthwise_conv2d_backprop_filter(x, dy; filter_shape)`: as [`conv2d_backprop_filter`] for
+/// `depthwise_conv2d`.
+pub(in crate::infer) fn depthwise_backprop_filter(
+    a: &ConvAttrs,
+    filter_shape: [usize; 4],
+    x: &TensorType,
+    dy: &TensorType,
+) -> Result<TensorType, String> {
+    backprop_filter(a, filter_shape, x, dy, true)
+}
+
+fn forward_name(depthwise: bool) -> &'static str {
+    if depthwise {
+        "depthwise_conv2d"
+    } else {
+        "conv2d"
+    }
+}
+
+fn backprop_input(
+    a: &ConvAttrs,
+    input_shape: [i64; 4],
+    w: &TensorType,
+    dy: &TensorType,
+    depthwise: bool,
+) -> Result<TensorType, String> {
+    rank4("dy", dy, a.data_format)?;
+    let x = image_from_attr("input_shape", input_shape, dy)?;
+    let y = conv2d(a, &x, w, depthwise).map_err(|m| format!("input_shape {input_shape:?}: {m}"))?;
+    same_as_forward(
+        "dy",
+        dy,
+        &y,
+        &format!("{} of an input {x} and filter {w}", forward_name(depthwise)),
+    )?;
+    Ok(x)
+}
+
+fn backprop_filter(
+    a: &ConvAttrs,
+    filter_shape: [usize; 4],
+    x: &TensorType,
+    dy: &TensorType,
+    depthwise: bool,
+) -> Result<TensorType, String> {
     rank4("dy", dy, a.data_format)?;
     let w = TensorType::f32(Shape::known(&filter_shape));
-    let y = conv2d(a, x, &w, false).map_err(|m| format!("filter_shape {filter_shape:?}: {m}"))?;
-    same_as_forward("dy", dy, &y, &format!("conv2d of x {x} and a filter {w}"))?;
+    let y =
+        conv2d(a, x, &w, depthwise).map_err(|m| format!("filter_shape {filter_shape:?}: {m}"))?;
+    let forward = format!("{} of x {x} and a filter {w}", forward_name(depthwise));
+    same_as_forward("dy", dy, &y, &forward)?;
     Ok(w)
 }
 

@@ -62,17 +62,26 @@ fn taps_onto(v: &str, a: &Axis) -> String {
     )
 }
 
-/// `conv2d_backprop_input(w, dy)`.
+/// A filter's `[kh, kw, cin_per_group, cout]`; a depthwise `[kh, kw, cin, mult]` is the
+/// grouped conv2d filter `[kh, kw, 1, cin * mult]` (same flat layout, one group per channel).
+fn filter_dims(dims: &[usize], depthwise: bool) -> Result<[usize; 4], String> {
+    match *dims {
+        [kh, kw, ci, mult] if depthwise => Ok([kh, kw, 1, ci.saturating_mul(mult)]),
+        [kh, kw, cg, cout] => Ok([kh, kw, cg, cout]),
+        _ => Err("the filter must be rank 4".into()),
+    }
+}
+
+/// `conv2d_backprop_input(w, dy)`, or with `depthwise` `depthwise_conv2d_backprop_input`.
 pub(in crate::render) fn conv2d_backprop_input(
     src: &mut KernelSrc<'_>,
     limits: &Limits,
     attrs: &ConvAttrs,
+    depthwise: bool,
 ) -> Result<Body, String> {
     check_inferred(src)?;
     let img = Image::of(&src.out().dims, attrs.data_format, "dx")?;
-    let &[kh, kw, cg, cout] = src.input(0)?.dims.as_slice() else {
-        return Err("the filter must be rank 4".into());
-    };
+    let [kh, kw, cg, cout] = filter_dims(&src.input(0)?.dims, depthwise)?;
     let ax = spatial(
         &img,
         [kh, kw],
@@ -100,17 +109,16 @@ pub(in crate::render) fn conv2d_backprop_input(
     per_element(src, limits, &main)
 }
 
-/// `conv2d_backprop_filter(x, dy)`.
+/// `conv2d_backprop_filter(x, dy)`, or with `depthwise` `depthwise_conv2d_backprop_filter`.
 pub(in crate::render) fn conv2d_backprop_filter(
     src: &mut KernelSrc<'_>,
     limits: &Limits,
     attrs: &ConvAttrs,
+    depthwise: bool,
 ) -> Result<Body, String> {
     check_inferred(src)?;
     let img = Image::of(&src.input(0)?.dims, attrs.data_format, "x")?;
-    let &[kh, kw, cg, cout] = src.out().dims.as_slice() else {
-        return Err("the filter gradient must be rank 4".into());
-    };
+    let [kh, kw, cg, cout] = filter_dims(&src.out().dims, depthwise)?;
     let ax = spatial(
         &img,
         [kh, kw],
