@@ -438,8 +438,9 @@ impl Step<'_> {
                     .and_then(|c| g.cast(c, DType::F32))
                     .and_then(|c| g.add(cur, c))
             }
-            // A backward window op with the current value as its incoming gradient: the
-            // forward input size is drawn so the forward op gives exactly `cur`'s shape.
+            // A backward window op (conv2d, depthwise or pool) with the current value as its
+            // incoming gradient: the forward input size is drawn so the forward op gives
+            // exactly `cur`'s shape.
             20 if r == 4 => {
                 let format = if p.next(4) == 0 {
                     DataFormat::Nchw
@@ -465,7 +466,25 @@ impl Step<'_> {
                     false => (out - 1) * s + (k - 1) * dil + 1 + extra,
                 };
                 let (h, w) = (size(oh, d, ey), size(ow, d, ex));
-                match p.next(4) {
+                match p.next(6) {
+                    kind @ (4 | 5) => {
+                        let attrs = ConvAttrs::with_padding(padding)
+                            .strides(s, s)
+                            .dilations(d, d)
+                            .format(format);
+                        // Output channel c * mult + m: `cur`'s channels split as cin * mult.
+                        let mult = if c % 2 == 0 { 2 } else { 1 };
+                        let (cin, dims) = (c / mult, image(h, w, c / mult));
+                        if kind == 4 {
+                            let w_ = weight(g, &[k, k, cin, mult], 0.5);
+                            let x = dims.map(|v| v as i64);
+                            g.depthwise_conv2d_backprop_input(w_, cur, x, attrs)
+                        } else {
+                            feed(g, &dims).and_then(|x| {
+                                g.depthwise_conv2d_backprop_filter(x, cur, [k, k, cin, mult], attrs)
+                            })
+                        }
+                    }
                     kind @ (0 | 1) => {
                         let attrs = ConvAttrs::with_padding(padding)
                             .strides(s, s)
