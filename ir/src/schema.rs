@@ -91,7 +91,8 @@ pub enum OpFamily {
     Elementwise,
     /// `matmul`.
     Matmul,
-    /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools.
+    /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools, and
+    /// their gradients (`*_backprop_*`, `*_pool_grad`).
     Window,
     /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`.
     Reduce,

@@ -8,7 +8,8 @@
 //! - grouped NHWC convolutions always take the GEMM path (one micro-kernel GEMM per group,
 //!   however thin), since the generated window kernels do not group;
 //! - lrn, argmax, gather, cast and grouped NCHW convolutions are plain Rust [`crate::host`]
-//!   kernels (rare ops, or ones whose run can fail on data, like a gather index);
+//!   kernels (rare ops, or ones whose run can fail on data, like a gather index), and so are
+//!   the backward window ops (their convolution contractions on the GEMM micro-kernels);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;

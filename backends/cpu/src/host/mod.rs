@@ -1,6 +1,8 @@
 //! Host kernels: plain, safe Rust for the ops that are not worth generated code — `lrn`,
 //! `argmax`, `gather`, `cast`, and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
-//! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
+//! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]) — and the backward window
+//! ops, whose convolution contractions call the SGEMM micro-kernels from here
+//! (`window/conv_backprop.rs`; the pool gradients are plain loops).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
 //! (operand count, dtypes, dims and attributes against each other), so that running it can
