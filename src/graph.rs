@@ -494,6 +494,101 @@ impl Graph {
     pub fn stop_gradient(&mut self, x: NodeId) -> Result<NodeId> {
         self.op(Op::StopGradient, &[x])
     }
+    /// The gradient of `conv2d(x, w, attrs)` with respect to `x`, from the gradient `dy` of
+    /// its output (`tf.raw_ops.Conv2DBackpropInput`). `input_shape` is x's shape in
+    /// `attrs.data_format` order; a batch of `-1` takes dy's batch (for a `?` batch).
+    pub fn conv2d_backprop_input(
+        &mut self,
+        w: NodeId,
+        dy: NodeId,
+        input_shape: [i64; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(Op::Conv2dBackpropInput { input_shape, attrs }, &[w, dy])
+    }
+
+    /// The gradient of `conv2d(x, w, attrs)` with respect to the HWIO filter `w` of
+    /// `filter_shape`, from the gradient `dy` of its output (`tf.raw_ops.Conv2DBackpropFilter`).
+    pub fn conv2d_backprop_filter(
+        &mut self,
+        x: NodeId,
+        dy: NodeId,
+        filter_shape: [usize; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::Conv2dBackpropFilter {
+                filter_shape,
+                attrs,
+            },
+            &[x, dy],
+        )
+    }
+
+    /// The gradient of `max_pool(orig_input, attrs)` (whose value is `orig_output`) with
+    /// respect to `orig_input`, from `grad` (`tf.raw_ops.MaxPoolGrad`).
+    pub fn max_pool_grad(
+        &mut self,
+        orig_input: NodeId,
+        orig_output: NodeId,
+        grad: NodeId,
+        attrs: PoolAttrs,
+    ) -> Result<NodeId> {
+        self.op(Op::MaxPoolGrad(attrs), &[orig_input, orig_output, grad])
+    }
+
+    /// The gradient of `avg_pool(x, attrs)` with respect to `x` of `orig_input_shape` (in
+    /// `attrs.data_format` order; a batch of `-1` takes grad's batch), from `grad`
+    /// (`tf.raw_ops.AvgPoolGrad`).
+    pub fn avg_pool_grad(
+        &mut self,
+        grad: NodeId,
+        orig_input_shape: [i64; 4],
+        attrs: PoolAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::AvgPoolGrad {
+                orig_input_shape,
+                attrs,
+            },
+            &[grad],
+        )
+    }
+
+    /// The gradient of `depthwise_conv2d(x, w, attrs)` with respect to `x`, from `dy`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropInput`); `input_shape` as for
+    /// [`Graph::conv2d_backprop_input`] (a batch of `-1` takes dy's).
+    pub fn depthwise_conv2d_backprop_input(
+        &mut self,
+        w: NodeId,
+        dy: NodeId,
+        input_shape: [i64; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::DepthwiseConv2dBackpropInput { input_shape, attrs },
+            &[w, dy],
+        )
+    }
+
+    /// The gradient of `depthwise_conv2d(x, w, attrs)` with respect to the filter `w` of
+    /// `filter_shape` `[kh, kw, cin, multiplier]`, from `dy`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropFilter`).
+    pub fn depthwise_conv2d_backprop_filter(
+        &mut self,
+        x: NodeId,
+        dy: NodeId,
+        filter_shape: [usize; 4],
+        attrs: ConvAttrs,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::DepthwiseConv2dBackpropFilter {
+                filter_shape,
+                attrs,
+            },
+            &[x, dy],
+        )
+    }
 }
 
 fn literal_source(value: Tensor) -> Source {

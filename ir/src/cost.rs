@@ -62,6 +62,31 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
         }
         Op::Compare(_) | Op::Logical(_) | Op::LogicalNot | Op::Select => out,
         Op::StopGradient => 0,
+        // The forward conv2d's multiply-adds, counted over dy: one per (dy element, tap,
+        // input channel of its group).
+        Op::Conv2dBackpropInput { .. } => {
+            let (w, dy) = (inputs.first()?, inputs.get(1)?);
+            2 * dy.shape.numel()? as u64 * dim(w, 0)? * dim(w, 1)? * dim(w, 2)?
+        }
+        Op::Conv2dBackpropFilter { filter_shape, .. } => {
+            let dy = inputs.get(1)?;
+            let taps = (filter_shape[0] * filter_shape[1] * filter_shape[2]) as u64;
+            2 * dy.shape.numel()? as u64 * taps
+        }
+        // One multiply-add per (dy element, tap): each output channel reads one input channel.
+        Op::DepthwiseConv2dBackpropInput { .. } => {
+            let (w, dy) = (inputs.first()?, inputs.get(1)?);
+            2 * dy.shape.numel()? as u64 * dim(w, 0)? * dim(w, 1)?
+        }
+        Op::DepthwiseConv2dBackpropFilter { filter_shape, .. } => {
+            let dy = inputs.get(1)?;
+            2 * dy.shape.numel()? as u64 * (filter_shape[0] * filter_shape[1]) as u64
+        }
+        // One compare (max) or add (avg) per window cell of each gradient element.
+        Op::MaxPoolGrad(p) => (inputs.get(2)?.shape.numel()? as u64)
+            .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
+        Op::AvgPoolGrad { attrs: p, .. } => (inputs.first()?.shape.numel()? as u64)
+            .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
     })
 }
 

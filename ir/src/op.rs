@@ -619,6 +619,72 @@ pub enum Op {
     /// graph before any pass, so the optimisation passes (`simplify-algebra`) may replace the
     /// node by its operand, and lowering makes it a view of its operand (an identity reshape).
     StopGradient,
+    /// `conv2d_backprop_input(w, dy; input_shape, ...)` (`tf.raw_ops.Conv2DBackpropInput`):
+    /// the gradient of `conv2d(x, w)` with respect to `x`, given the gradient `dy` of its
+    /// output, i.e. the adjoint of conv2d in `x`: `dx[n, iy, ix, g*cin+c] = sum of dy[n, oy,
+    /// ox, o] * w[ky, kx, c, o]` over the `(oy, ox, ky, kx)` with `oy*s + ky*d - pad_top = iy`
+    /// (likewise for x) and the output channels `o` of group `g`. `input_shape` is x's shape
+    /// in `data_format` order (kiln shapes are static, so it is an attribute, not a tensor);
+    /// its batch entry may be `-1`, meaning dy's batch (so a gradient of a graph whose batch
+    /// is `?` needs no shape at build time). Grouping, strides, dilations and padding (SAME
+    /// asymmetric as TensorFlow pads it) follow [`Op::Conv2d`]; dy must have exactly the
+    /// shape conv2d gives for `input_shape` and `w`.
+    Conv2dBackpropInput {
+        /// x's shape in `data_format` order; the batch may be `-1` (dy's batch).
+        input_shape: [i64; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `conv2d_backprop_filter(x, dy; filter_shape, ...)` (`tf.raw_ops.Conv2DBackpropFilter`):
+    /// the gradient of `conv2d(x, w)` with respect to the HWIO `w` of `filter_shape`:
+    /// `dw[ky, kx, c, o] = sum over n, oy, ox of x[n, oy*s + ky*d - pad_top, ox*s + kx*d -
+    /// pad_left, g*cin + c] * dy[n, oy, ox, o]` (padded cells are zero), `g` being output
+    /// channel `o`'s group as in [`Op::Conv2d`]; dy must have conv2d's output shape.
+    Conv2dBackpropFilter {
+        /// The filter's shape `[kh, kw, cin / groups, cout]`.
+        filter_shape: [usize; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `max_pool_grad(orig_input, orig_output, grad)` (`tf.raw_ops.MaxPoolGrad`): each
+    /// window's `grad` value is added to the position of the window's maximum in
+    /// `orig_input`; the first maximum in row-major window order wins a tie (a later cell must
+    /// be strictly greater, TensorFlow's rule, so a NaN wins only as a window's first cell)
+    /// and padded cells never win. `orig_output` is `max_pool(orig_input)` (its shape is
+    /// checked; the positions are found from `orig_input`). The result has orig_input's shape.
+    MaxPoolGrad(PoolAttrs),
+    /// `avg_pool_grad(grad; orig_input_shape, ...)` (`tf.raw_ops.AvgPoolGrad`): each window's
+    /// `grad` value divided by the window's count of unpadded cells (the forward divisor) is
+    /// added to each of those cells. `orig_input_shape` is in `data_format` order; its batch
+    /// may be `-1`, meaning grad's batch.
+    AvgPoolGrad {
+        /// The forward input's shape; the batch may be `-1` (grad's batch).
+        orig_input_shape: [i64; 4],
+        /// The forward pool's attributes.
+        attrs: PoolAttrs,
+    },
+    /// `depthwise_conv2d_backprop_input(w, dy; input_shape, ...)`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropInput`): the gradient of
+    /// `depthwise_conv2d(x, w)` with respect to `x`: `dx[n, iy, ix, c]` sums `dy[n, oy, ox,
+    /// c * multiplier + m] * w[ky, kx, c, m]` over the taps that read it and every `m`.
+    /// `input_shape` is as for [`Op::Conv2dBackpropInput`] (a batch of `-1` is dy's).
+    DepthwiseConv2dBackpropInput {
+        /// x's shape in `data_format` order; the batch may be `-1` (dy's batch).
+        input_shape: [i64; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
+    /// `depthwise_conv2d_backprop_filter(x, dy; filter_shape, ...)`
+    /// (`tf.raw_ops.DepthwiseConv2dNativeBackpropFilter`): the gradient of
+    /// `depthwise_conv2d(x, w)` with respect to `w` of `filter_shape` `[kh, kw, cin,
+    /// multiplier]`: `dw[ky, kx, c, m]` sums `x[n, iy, ix, c] * dy[n, oy, ox, c * multiplier +
+    /// m]` over the batch and the output pixels whose tap reads an input cell.
+    DepthwiseConv2dBackpropFilter {
+        /// The filter's shape `[kh, kw, cin, multiplier]`.
+        filter_shape: [usize; 4],
+        /// The forward convolution's attributes.
+        attrs: ConvAttrs,
+    },
 }
 
 /// How many operands an op takes.
@@ -704,6 +770,12 @@ impl Op {
             Op::LogicalNot => "logical_not",
             Op::Select => "select",
             Op::StopGradient => "stop_gradient",
+            Op::Conv2dBackpropInput { .. } => "conv2d_backprop_input",
+            Op::Conv2dBackpropFilter { .. } => "conv2d_backprop_filter",
+            Op::MaxPoolGrad(_) => "max_pool_grad",
+            Op::AvgPoolGrad { .. } => "avg_pool_grad",
+            Op::DepthwiseConv2dBackpropInput { .. } => "depthwise_conv2d_backprop_input",
+            Op::DepthwiseConv2dBackpropFilter { .. } => "depthwise_conv2d_backprop_filter",
         }
     }
 
@@ -738,6 +810,12 @@ impl Op {
             Op::LogicalNot | Op::StopGradient => Arity::Exact(1),
             Op::Compare(_) | Op::Logical(_) => Arity::Exact(2),
             Op::Select => Arity::Exact(3),
+            Op::Conv2dBackpropInput { .. } | Op::Conv2dBackpropFilter { .. } => Arity::Exact(2),
+            Op::MaxPoolGrad(_) => Arity::Exact(3),
+            Op::AvgPoolGrad { .. } => Arity::Exact(1),
+            Op::DepthwiseConv2dBackpropInput { .. } | Op::DepthwiseConv2dBackpropFilter { .. } => {
+                Arity::Exact(2)
+            }
         }
     }
 
@@ -800,6 +878,13 @@ impl Op {
             // expressions of fused nodes (see `passes/fusion.rs`).
             Op::LogicalNot | Op::StopGradient => FusionKind::Elementwise,
             Op::Compare(_) | Op::Logical(_) | Op::Select => FusionKind::Broadcast,
+            // Scatter-adds: no fused_ form, each runs as its own kernel.
+            Op::Conv2dBackpropInput { .. }
+            | Op::Conv2dBackpropFilter { .. }
+            | Op::MaxPoolGrad(_)
+            | Op::AvgPoolGrad { .. }
+            | Op::DepthwiseConv2dBackpropInput { .. }
+            | Op::DepthwiseConv2dBackpropFilter { .. } => FusionKind::Opaque,
         }
     }
 
@@ -814,6 +899,12 @@ impl Op {
                 | Op::BiasAdd { .. }
                 | Op::BatchNorm { .. }
                 | Op::Lrn { .. }
+                | Op::Conv2dBackpropInput { .. }
+                | Op::Conv2dBackpropFilter { .. }
+                | Op::MaxPoolGrad(_)
+                | Op::AvgPoolGrad { .. }
+                | Op::DepthwiseConv2dBackpropInput { .. }
+                | Op::DepthwiseConv2dBackpropFilter { .. }
         ) || matches!(self, Op::Fused(f) if f.main().is_some_and(Op::is_layout_sensitive))
     }
 }

@@ -91,7 +91,8 @@ pub enum OpFamily {
     Elementwise,
     /// `matmul`.
     Matmul,
-    /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools.
+    /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools, and
+    /// their gradients (`*_backprop_*`, `*_pool_grad`).
     Window,
     /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`.
     Reduce,
@@ -244,6 +245,27 @@ const CONV: &[AttrSchema] = &[
     DATA_FORMAT,
 ];
 const POOL: &[AttrSchema] = &[
+    attr("ksize", K::Window, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    DATA_FORMAT,
+];
+const CONV_BACKPROP_INPUT: &[AttrSchema] = &[
+    attr("input_shape", K::Ints, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    attr("dilations", K::Window, Value("[1,1]")),
+    DATA_FORMAT,
+];
+const CONV_BACKPROP_FILTER: &[AttrSchema] = &[
+    attr("filter_shape", K::Counts, Required),
+    attr("strides", K::Window, Value("[1,1]")),
+    attr("padding", K::Padding, Required),
+    attr("dilations", K::Window, Value("[1,1]")),
+    DATA_FORMAT,
+];
+const AVG_POOL_GRAD: &[AttrSchema] = &[
+    attr("orig_input_shape", K::Ints, Required),
     attr("ksize", K::Window, Required),
     attr("strides", K::Window, Value("[1,1]")),
     attr("padding", K::Padding, Required),
@@ -421,6 +443,42 @@ pub const OPS: &[OpSchema] = &[
     ),
     op("sign", X, NONE, TRAINING_SINCE, None),
     op("stop_gradient", X, NONE, TRAINING_SINCE, None),
+    op(
+        "conv2d_backprop_input",
+        "w (HWIO), dy",
+        CONV_BACKPROP_INPUT,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "conv2d_backprop_filter",
+        "x, dy",
+        CONV_BACKPROP_FILTER,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "max_pool_grad",
+        "orig_input, orig_output, grad",
+        POOL,
+        TRAINING_SINCE,
+        None,
+    ),
+    op("avg_pool_grad", "grad", AVG_POOL_GRAD, TRAINING_SINCE, None),
+    op(
+        "depthwise_conv2d_backprop_input",
+        "w ([kh,kw,cin,multiplier]), dy",
+        CONV_BACKPROP_INPUT,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "depthwise_conv2d_backprop_filter",
+        "x, dy",
+        CONV_BACKPROP_FILTER,
+        TRAINING_SINCE,
+        None,
+    ),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -467,6 +525,12 @@ impl Op {
             O::Compare(_) | O::Logical(_) | O::LogicalNot | O::Select | O::StopGradient => {
                 OpFamily::Elementwise
             }
+            O::Conv2dBackpropInput { .. }
+            | O::Conv2dBackpropFilter { .. }
+            | O::MaxPoolGrad(_)
+            | O::AvgPoolGrad { .. }
+            | O::DepthwiseConv2dBackpropInput { .. }
+            | O::DepthwiseConv2dBackpropFilter { .. } => OpFamily::Window,
         }
     }
 

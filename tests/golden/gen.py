@@ -30,6 +30,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of tests/golden/
 # kiln_case sets TensorFlow's environment (oneDNN off, quiet logs), so it loads before TF.
 from kiln_case import Case, f32  # noqa: E402, I001
 import cases_grad  # noqa: E402
+import cases_backprop  # noqa: E402
 import cases_indexing  # noqa: E402
 import cases_logic  # noqa: E402
 import cases_ops  # noqa: E402
@@ -337,6 +338,8 @@ CASE_FNS = [
     cases_grad.grad_cases,
     cases_logic.compare_cases, cases_logic.logical_cases, cases_logic.select_cases,
     cases_logic.sign_cases, cases_logic.stop_gradient_cases, cases_logic.relu_mask_cases,
+    cases_backprop.conv_backprop_cases, cases_backprop.pool_grad_cases,
+    cases_backprop.depthwise_backprop_cases,
 ]
 
 

@@ -111,7 +111,7 @@ fn random_graphs_agree_with_the_reference() {
     // rank 4 refuses matmul, about 15). The other kinds rank 4 alone allows come up 4 to 15
     // times, so `convolution_heavy_graphs_agree` and `catalogue_additions_agree` assert theirs.
     assert!(tally.steps >= 256, "{tally}");
-    let rare = [6, 7, 8, 15, 16];
+    let rare = [6, 7, 8, 15, 16, 22];
     let kinds = (0..KINDS).filter(|k| !rare.contains(k));
     tally.check(kinds, 1, 0.5).unwrap();
 }
@@ -176,6 +176,20 @@ fn comparison_select_and_sign_steps_agree() {
     }
     report("comparison, select and sign steps", &tally);
     tally.check([20, 21], 60, 0.9).unwrap();
+}
+
+#[test]
+fn backward_window_ops_agree() {
+    // Recipes built around the backward window ops (22), after and between forward windows.
+    let recipes: [&[u8]; 4] = [&[22, 0], &[5, 22, 22], &[8, 22, 3], &[22, 6, 22, 10]];
+    let mut tally = Tally::default();
+    for seed in 0..30u64 {
+        for recipe in recipes {
+            tally.add(&check_case(seed, 4, recipe).unwrap());
+        }
+    }
+    report("backward window ops", &tally);
+    tally.check([22], 100, 0.8).unwrap();
 }
 
 #[test]

@@ -119,6 +119,61 @@ fn feed_errors_name_the_placeholder_and_shapes() {
 }
 
 #[test]
+fn backward_window_ops_with_inconsistent_shapes_are_errors_naming_node_and_shapes() {
+    let mut g = Graph::new();
+    let w = g.input("w", Shape::known(&[3, 3, 2, 4])).unwrap();
+    let dy = g
+        .input("dy", Shape::of(&[None, Some(5), Some(5), Some(4)]))
+        .unwrap();
+    // VALID 3x3 on 6x6 gives 4x4, not dy's 5x5.
+    let err = g
+        .named("dx")
+        .conv2d_backprop_input(w, dy, [-1, 6, 6, 2], ConvAttrs::valid())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "node %dx (conv2d_backprop_input): dy is f32[?,5,5,4], but conv2d of an input \
+         f32[?,6,6,2] and filter f32[3,3,2,4] gives f32[?,4,4,4]"
+    );
+    let x = g.input("x", Shape::known(&[1, 7, 7, 3])).unwrap();
+    let err = g
+        .named("dw")
+        .conv2d_backprop_filter(x, dy, [3, 3, 2, 4], ConvAttrs::same())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(
+            "node %dw (conv2d_backprop_filter): filter_shape [3, 3, 2, 4]: input \
+             channels differ: x is f32[1,7,7,3]"
+        ),
+        "{err}"
+    );
+    // The batch is fixed at 2 but dy's is only known when fed: the run names both.
+    let dx = g
+        .named("dx2")
+        .conv2d_backprop_input(w, dy, [2, 7, 7, 2], ConvAttrs::valid())
+        .unwrap();
+    let mut sess = Session::new(&g).unwrap();
+    let feeds = [
+        (w, &Tensor::zeros(&[3, 3, 2, 4])),
+        (dy, &Tensor::zeros(&[3, 5, 5, 4])),
+    ];
+    let err = sess.run(&feeds, &[dx]).unwrap_err().to_string();
+    assert!(
+        err.contains("%dx2") && err.contains("f32[3,5,5,4]") && err.contains("f32[2,5,5,4]"),
+        "{err}"
+    );
+    // A version-2 file may not use them.
+    let text = "kiln 2\ninput %g : f32[1,2,2,1]\n\
+                %d = avg_pool_grad(%g, orig_input_shape=[1,4,4,1], ksize=2, strides=2, padding=\"VALID\")\n";
+    let err = Graph::parse(text).unwrap_err().to_string();
+    assert!(
+        err.contains("`avg_pool_grad` needs format version 3"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_feed_is_an_error() {
     let (g, _, conv) = seed_graph();
     let mut sess = Session::new(&g).unwrap();

@@ -9,7 +9,8 @@
 //!   however thin), since the generated window kernels do not group;
 //! - lrn, argmax, gather, cast, the comparisons, logical ops, select and grouped NCHW
 //!   convolutions are plain Rust [`crate::host`] kernels (rare ops, ops on bool or integer
-//!   values, or ones whose run can fail on data, like a gather index);
+//!   values, or ones whose run can fail on data, like a gather index), and so are the backward
+//!   window ops (their convolution contractions on the GEMM micro-kernels);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
@@ -230,9 +231,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         codegen::movement::define_movement(&mut jit, program, kernel)
                     }
                     Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
-                    // Matmul, lrn, argmax, gather, cast, the comparisons, logical ops, select
-                    // and grouped NCHW conv2d were taken by `contraction` or
-                    // `HostKernel::plan` above; the rest never reach a kernel
+                    // Matmul, lrn, argmax, gather, cast, the comparisons, logical ops, select,
+                    // grouped NCHW conv2d and the backward window ops were taken by
+                    // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
                     // (Program::validate rejects them).
                     Op::MatMul { .. }
                     | Op::Lrn { .. }
@@ -252,7 +253,15 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::LogicalNot
                     | Op::Select
                     // Lowering makes stop_gradient a reshape (see `normalize_main_op`).
-                    | Op::StopGradient => Err(format!("no cpu code path for {}", main.name())),
+                    | Op::StopGradient
+                    | Op::Conv2dBackpropInput { .. }
+                    | Op::Conv2dBackpropFilter { .. }
+                    | Op::MaxPoolGrad(_)
+                    | Op::AvgPoolGrad { .. }
+                    | Op::DepthwiseConv2dBackpropInput { .. }
+                    | Op::DepthwiseConv2dBackpropFilter { .. } => {
+                        Err(format!("no cpu code path for {}", main.name()))
+                    }
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

@@ -179,6 +179,39 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [x] = operands(op, inputs)?;
             Ok(x.clone())
         }
+        Op::Conv2dBackpropInput { input_shape, attrs } => {
+            let [w, dy] = operands(op, inputs)?;
+            window::backprop::conv2d_backprop_input(w, dy, *input_shape, attrs)
+        }
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => {
+            let [x, dy] = operands(op, inputs)?;
+            window::backprop::conv2d_backprop_filter(x, dy, *filter_shape, attrs)
+        }
+        Op::MaxPoolGrad(attrs) => {
+            let [x, y, grad] = operands(op, inputs)?;
+            window::pool_grad::max_pool_grad(x, y, grad, attrs)
+        }
+        Op::AvgPoolGrad {
+            orig_input_shape,
+            attrs,
+        } => {
+            let [grad] = operands(op, inputs)?;
+            window::pool_grad::avg_pool_grad(grad, *orig_input_shape, attrs)
+        }
+        Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
+            let [w, dy] = operands(op, inputs)?;
+            window::backprop::depthwise_backprop_input(w, dy, *input_shape, attrs)
+        }
+        Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => {
+            let [x, dy] = operands(op, inputs)?;
+            window::backprop::depthwise_backprop_filter(x, dy, *filter_shape, attrs)
+        }
     }
 }
 

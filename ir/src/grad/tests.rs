@@ -519,3 +519,102 @@ fn grad_ys_weights_the_sum() {
     let got = eval(&g, &at, &grads);
     assert_eq!(got[0].as_f32().unwrap(), &[2.0, 0.0, -6.0]);
 }
+
+#[test]
+fn convolutions_and_pools_in_every_variant() {
+    let variants = [
+        ConvAttrs::same(),
+        ConvAttrs::valid().strides(2, 2),
+        ConvAttrs::same().strides(2, 1),
+        ConvAttrs::same().dilations(2, 2),
+        ConvAttrs::with_padding(Padding::Explicit([[1, 0], [2, 1]])),
+        ConvAttrs::same().format(DataFormat::Nchw),
+    ];
+    for (i, attrs) in variants.into_iter().enumerate() {
+        for depthwise in [false, true] {
+            let nchw = attrs.data_format == DataFormat::Nchw;
+            let xd: &[usize] = if nchw { &[2, 4, 7, 6] } else { &[2, 7, 6, 4] };
+            let wd: &[usize] = if depthwise {
+                &[3, 2, 4, 2]
+            } else {
+                &[3, 2, 2, 6]
+            };
+            let mut g = Graph::new();
+            let x = input(&mut g, "x", xd);
+            let w = input(&mut g, "w", wd);
+            let op = if depthwise {
+                Op::DepthwiseConv2d(attrs)
+            } else {
+                Op::Conv2d(attrs)
+            };
+            // Non-depthwise filters have 2 input channels of x's 4: grouped (2 groups).
+            let y = node(&mut g, op, &[x, w]);
+            let sq = node(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+            let at = [
+                (x, values(xd, -1.0, 1.0, 60 + i as u64)),
+                (w, values(wd, -1.0, 1.0, 70)),
+            ];
+            check(&mut g, &[sq], &at);
+        }
+    }
+    for (k, s, padding) in [
+        (2, 2, Padding::Valid),
+        (3, 2, Padding::Same),
+        (3, 1, Padding::Same),
+    ] {
+        for max in [false, true] {
+            let mut g = Graph::new();
+            let x = input(&mut g, "x", &[1, 5, 6, 3]);
+            let attrs = PoolAttrs::new(k, s, padding);
+            let op = if max {
+                Op::MaxPool(attrs)
+            } else {
+                Op::AvgPool(attrs)
+            };
+            let y = node(&mut g, op, &[x]);
+            let sq = node(&mut g, Op::Unary(UnaryOp::Tanh), &[y]);
+            // Distinct values keep max pool away from ties.
+            let v: Vec<f32> = (0..90)
+                .map(|i| ((i * 37) % 90) as f32 / 45.0 - 1.0)
+                .collect();
+            let at = Tensor::from_vec(&[1, 5, 6, 3], v).unwrap();
+            check(&mut g, &[sq], &[(x, at)]);
+        }
+    }
+}
+
+#[test]
+fn the_backward_convolutions_and_avg_pool_grad_have_gradients() {
+    let attrs = ConvAttrs::same().strides(2, 2);
+    let mut g = Graph::new();
+    let w = input(&mut g, "w", &[3, 3, 2, 4]);
+    let dy = input(&mut g, "dy", &[1, 3, 3, 4]);
+    let bi = Op::Conv2dBackpropInput {
+        input_shape: [1, 5, 5, 2],
+        attrs,
+    };
+    let dx = node(&mut g, bi, &[w, dy]);
+    let x = input(&mut g, "x", &[1, 5, 5, 2]);
+    let bf = Op::Conv2dBackpropFilter {
+        filter_shape: [3, 3, 2, 4],
+        attrs,
+    };
+    let dw = node(&mut g, bf, &[x, dy]);
+    let pool = PoolAttrs::new(3, 2, Padding::Same);
+    let ap = Op::AvgPoolGrad {
+        orig_input_shape: [1, 5, 5, 2],
+        attrs: pool,
+    };
+    let pg = input(&mut g, "pg", &[1, 3, 3, 2]);
+    let dp = node(&mut g, ap, &[pg]);
+    let a = node(&mut g, Op::Unary(UnaryOp::Tanh), &[dx]);
+    let b = node(&mut g, Op::Unary(UnaryOp::Tanh), &[dw]);
+    let c = node(&mut g, Op::Unary(UnaryOp::Tanh), &[dp]);
+    let at = [
+        (w, values(&[3, 3, 2, 4], -1.0, 1.0, 80)),
+        (dy, values(&[1, 3, 3, 4], -1.0, 1.0, 81)),
+        (x, values(&[1, 5, 5, 2], -1.0, 1.0, 82)),
+        (pg, values(&[1, 3, 3, 2], -1.0, 1.0, 83)),
+    ];
+    check(&mut g, &[a, b, c], &at);
+}

@@ -72,6 +72,25 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::LogicalNot => elementwise::logical_not(inputs[0]),
         Op::Select => elementwise::select(inputs[0], inputs[1], inputs[2]),
         Op::StopGradient => Ok(inputs[0].clone()),
+        Op::Conv2dBackpropInput { input_shape, attrs } => {
+            window::conv2d_backprop_input(attrs, *input_shape, inputs[0], inputs[1])
+        }
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => window::conv2d_backprop_filter(attrs, *filter_shape, inputs[0], inputs[1]),
+        Op::MaxPoolGrad(a) => window::max_pool_grad(a, inputs[0], inputs[1], inputs[2]),
+        Op::AvgPoolGrad {
+            orig_input_shape,
+            attrs,
+        } => window::avg_pool_grad(attrs, *orig_input_shape, inputs[0]),
+        Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
+            window::depthwise_backprop_input(attrs, *input_shape, inputs[0], inputs[1])
+        }
+        Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => window::depthwise_backprop_filter(attrs, *filter_shape, inputs[0], inputs[1]),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -8,6 +8,13 @@
 //! `0..kernel`; cells outside `0..input` are padding. Inference uses the same function, so a
 //! shape inferred here is the shape every backend produces.
 
+mod backprop;
+
+pub(super) use backprop::{
+    avg_pool_grad, conv2d_backprop_filter, conv2d_backprop_input, depthwise_backprop_filter,
+    depthwise_backprop_input, max_pool_grad,
+};
+
 use super::require_f32;
 use crate::op::{ConvAttrs, DataFormat, Padding, PoolAttrs};
 use crate::shape::{Dim, Shape, TensorType};

@@ -252,6 +252,27 @@ pub(crate) fn build_op(
             "logical_not" => Op::LogicalNot,
             "select" => Op::Select,
             "stop_gradient" => Op::StopGradient,
+            "conv2d_backprop_input" => Op::Conv2dBackpropInput {
+                input_shape: a.image_shape("input_shape")?,
+                attrs: a.conv()?,
+            },
+            "conv2d_backprop_filter" => Op::Conv2dBackpropFilter {
+                filter_shape: a.filter_shape("filter_shape")?,
+                attrs: a.conv()?,
+            },
+            "max_pool_grad" => Op::MaxPoolGrad(a.pool()?),
+            "depthwise_conv2d_backprop_input" => Op::DepthwiseConv2dBackpropInput {
+                input_shape: a.image_shape("input_shape")?,
+                attrs: a.conv()?,
+            },
+            "depthwise_conv2d_backprop_filter" => Op::DepthwiseConv2dBackpropFilter {
+                filter_shape: a.filter_shape("filter_shape")?,
+                attrs: a.conv()?,
+            },
+            "avg_pool_grad" => Op::AvgPoolGrad {
+                orig_input_shape: a.image_shape("orig_input_shape")?,
+                attrs: a.pool()?,
+            },
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };
@@ -521,6 +542,48 @@ impl<'a> Attrs<'_, 'a> {
         self.pairs(&v, &self.what("paddings"), AttrKind::Pairs.expected())
     }
 
+    /// A rank-4 image shape attribute; the op's inference checks the values (`-1` batch).
+    fn image_shape(&mut self, name: &str) -> Result<[i64; 4]> {
+        let v = self.value(name)?;
+        let what = self.what(name);
+        let items = v.to_list(self.lc, &what, AttrKind::Ints.expected())?;
+        let dims: Vec<i64> = items
+            .iter()
+            .map(|x| x.to_i64(self.lc, &what))
+            .collect::<Result<_>>()?;
+        let off = v.off;
+        <[i64; 4]>::try_from(dims.as_slice()).map_err(|_| {
+            self.lc.err(
+                off,
+                format!(
+                    "{what}: expected 4 dims (in data_format order), found {}",
+                    dims.len()
+                ),
+            )
+        })
+    }
+
+    /// A filter shape attribute `[kh, kw, cin, cout]`.
+    fn filter_shape(&mut self, name: &str) -> Result<[usize; 4]> {
+        let v = self.value(name)?;
+        let what = self.what(name);
+        let items = v.to_list(self.lc, &what, AttrKind::Counts.expected())?;
+        let dims: Vec<usize> = items
+            .iter()
+            .map(|x| x.to_usize(self.lc, &what))
+            .collect::<Result<_>>()?;
+        let off = v.off;
+        <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| {
+            self.lc.err(
+                off,
+                format!(
+                    "{what}: expected 4 dims [kh,kw,cin,cout], found {}",
+                    dims.len()
+                ),
+            )
+        })
+    }
+
     fn conv(&mut self) -> Result<ConvAttrs> {
         // data_format first: it decides how a 4-element strides list reads.
         let data_format = self.data_format()?;
@@ -564,8 +627,9 @@ mod tests {
             AttrKind::Count => "3",
             AttrKind::Float => "1.5",
             AttrKind::Bool => "true",
-            AttrKind::Ints => "[2,-1]",
-            AttrKind::Counts => "[1,0]",
+            // Four entries: shape attributes of the backward window ops take exactly four.
+            AttrKind::Ints => "[2,-1,3,4]",
+            AttrKind::Counts => "[1,0,2,3]",
             AttrKind::Pairs => "[[1,2]]",
             AttrKind::Padding => "\"VALID\"",
             AttrKind::Window => "[2,3]",

@@ -132,6 +132,33 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
         | Op::LogicalNot
         | Op::Select
         | Op::StopGradient => Vec::new(),
+        Op::Conv2dBackpropInput { input_shape, attrs }
+        | Op::DepthwiseConv2dBackpropInput { input_shape, attrs } => {
+            let mut out = vec![("input_shape", list(input_shape))];
+            out.extend(conv(attrs));
+            out
+        }
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        }
+        | Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        } => {
+            let mut out = vec![("filter_shape", list(filter_shape))];
+            out.extend(conv(attrs));
+            out
+        }
+        Op::MaxPoolGrad(a) => pool(a),
+        Op::AvgPoolGrad {
+            orig_input_shape,
+            attrs,
+        } => {
+            let mut out = vec![("orig_input_shape", list(orig_input_shape))];
+            out.extend(pool(attrs));
+            out
+        }
     }
 }
 

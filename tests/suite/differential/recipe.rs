@@ -3,7 +3,7 @@
 //! can) to the current value. [`Built`] records what each step applied and [`Tally`] counts
 //! steps over many recipes, so tests can assert that no step was dropped or discarded.
 
-use kiln::{ConvAttrs, DType, Data, Graph, NodeId, Padding, PoolAttrs, Shape, Tensor};
+use kiln::{ConvAttrs, DType, Data, DataFormat, Graph, NodeId, Padding, PoolAttrs, Shape, Tensor};
 use std::collections::HashSet;
 
 /// A small deterministic generator for the parameters of one recipe step.
@@ -24,7 +24,7 @@ impl Params {
 const SIZES: [usize; 8] = [1, 2, 3, 4, 5, 7, 13, 16];
 
 /// How many step kinds a recipe byte selects from (`byte % KINDS`).
-pub const KINDS: usize = 22;
+pub const KINDS: usize = 23;
 
 /// The largest value a step may produce; a step making more is not applied.
 pub const MAX_NUMEL: usize = 20_000;
@@ -499,6 +499,91 @@ impl Step<'_> {
                         g.add(s, k)
                     }
                 })
+            }
+            // A backward window op (conv2d, depthwise or pool) with the current value as its
+            // incoming gradient: the forward input size is drawn so the forward op gives
+            // exactly `cur`'s shape.
+            22 if r == 4 => {
+                let format = if p.next(4) == 0 {
+                    DataFormat::Nchw
+                } else {
+                    DataFormat::Nhwc
+                };
+                let (n, oh, ow, c) = match format {
+                    DataFormat::Nhwc => (shape[0], shape[1], shape[2], shape[3]),
+                    DataFormat::Nchw => (shape[0], shape[2], shape[3], shape[1]),
+                };
+                let image = |h: usize, w: usize, ch: usize| match format {
+                    DataFormat::Nhwc => [n, h, w, ch],
+                    DataFormat::Nchw => [n, ch, h, w],
+                };
+                let (k, s) = (1 + p.next(3) as usize, 1 + p.next(2) as usize);
+                let d = if s == 1 && p.next(3) == 0 { 2 } else { 1 };
+                let same = p.next(2) == 0;
+                let padding = if same { Padding::Same } else { Padding::Valid };
+                // SAME: ceil(in / s) = out; VALID: (in - eff) / s + 1 = out (eff with `dil`).
+                let (ey, ex) = (p.next(s as u64) as usize, p.next(s as u64) as usize);
+                let size = |out: usize, dil: usize, extra: usize| match same {
+                    true => out * s - extra,
+                    false => (out - 1) * s + (k - 1) * dil + 1 + extra,
+                };
+                let (h, w) = (size(oh, d, ey), size(ow, d, ex));
+                match p.next(6) {
+                    kind @ (4 | 5) => {
+                        let attrs = ConvAttrs::with_padding(padding)
+                            .strides(s, s)
+                            .dilations(d, d)
+                            .format(format);
+                        // Output channel c * mult + m: `cur`'s channels split as cin * mult.
+                        let mult = if c % 2 == 0 { 2 } else { 1 };
+                        let (cin, dims) = (c / mult, image(h, w, c / mult));
+                        if kind == 4 {
+                            let w_ = weight(g, &[k, k, cin, mult], 0.5);
+                            let x = dims.map(|v| v as i64);
+                            g.depthwise_conv2d_backprop_input(w_, cur, x, attrs)
+                        } else {
+                            feed(g, &dims).and_then(|x| {
+                                g.depthwise_conv2d_backprop_filter(x, cur, [k, k, cin, mult], attrs)
+                            })
+                        }
+                    }
+                    kind @ (0 | 1) => {
+                        let attrs = ConvAttrs::with_padding(padding)
+                            .strides(s, s)
+                            .dilations(d, d)
+                            .format(format);
+                        let groups = if c % 2 == 0 && p.next(2) == 0 { 2 } else { 1 };
+                        let cin = 1 + p.next(3) as usize;
+                        if kind == 0 {
+                            let w_ = weight(g, &[k, k, cin, c], 0.5);
+                            let x = image(h, w, cin * groups).map(|v| v as i64);
+                            g.conv2d_backprop_input(w_, cur, x, attrs)
+                        } else {
+                            feed(g, &image(h, w, cin * groups)).and_then(|x| {
+                                g.conv2d_backprop_filter(x, cur, [k, k, cin, c], attrs)
+                            })
+                        }
+                    }
+                    kind => {
+                        let attrs = PoolAttrs {
+                            ksize: [k, k],
+                            strides: [s, s],
+                            padding,
+                            data_format: format,
+                        };
+                        // Pools have no dilation.
+                        let x = image(size(oh, 1, ey), size(ow, 1, ex), c);
+                        if kind == 2 {
+                            // A feed as orig_input: its maxima are the same bits everywhere.
+                            feed(g, &x).and_then(|xi| {
+                                let y = g.max_pool(xi, attrs)?;
+                                g.max_pool_grad(xi, y, cur, attrs)
+                            })
+                        } else {
+                            g.avg_pool_grad(cur, x.map(|v| v as i64), attrs)
+                        }
+                    }
+                }
             }
             _ => return None,
         };

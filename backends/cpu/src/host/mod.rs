@@ -1,7 +1,9 @@
 //! Host kernels: plain, safe Rust for the ops that are not worth generated code — `lrn`,
 //! `argmax`, `gather`, `cast`, the comparisons, logical ops and `select` (bool and integer
-//! operands), and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
-//! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
+//! operands), grouped NCHW `conv2d` (grouped NHWC convolutions run on the GEMM micro-kernels,
+//! see [`crate::gemm::conv2d_nhwc_grouped`]) — and the backward window ops, whose convolution
+//! contractions call the SGEMM micro-kernels from here (`window/conv_backprop.rs`; the pool
+//! gradients are plain loops).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
 //! (operand count, dtypes, dims and attributes against each other), so that running it can
@@ -28,7 +30,8 @@ use kiln_ir::lower::axis_index;
 use kiln_ir::op::{CompareOp, LogicalOp, Op};
 use kiln_ir::program::{BufferId, Kernel, Program};
 use kiln_ir::shape::fmt_dims;
-use kiln_ir::{ConvAttrs, DType, DataFormat};
+use kiln_ir::shape::{Shape, TensorType};
+use kiln_ir::{ConvAttrs, DType, DataFormat, PoolAttrs};
 
 /// Which host routine a kernel runs, with the attributes it needs in the routine's types.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +69,19 @@ pub enum HostOp {
     LogicalNot,
     /// `select(cond, a, b)`, the three broadcast to the output.
     Select,
+    /// `conv2d_backprop_input(w, dy)` on the SGEMM micro-kernels, then col2im.
+    Conv2dBackpropInput(ConvAttrs),
+    /// `conv2d_backprop_filter(x, dy)` on the SGEMM micro-kernels, over im2col rows.
+    Conv2dBackpropFilter(ConvAttrs),
+    /// `max_pool_grad(orig_input, orig_output, grad)`.
+    MaxPoolGrad(PoolAttrs),
+    /// `avg_pool_grad(grad)`.
+    AvgPoolGrad(PoolAttrs),
+    /// `depthwise_conv2d_backprop_input(w, dy)`: the grouped conv2d backprop with one group per
+    /// channel (the filter `[kh, kw, cin, mult]` read as `[kh, kw, 1, cin * mult]`).
+    DepthwiseBackpropInput(ConvAttrs),
+    /// `depthwise_conv2d_backprop_filter(x, dy)`, likewise.
+    DepthwiseBackpropFilter(ConvAttrs),
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -177,6 +193,16 @@ impl HostKernel {
             Some(Op::Logical(l)) => HostOp::Logical(*l),
             Some(Op::LogicalNot) => HostOp::LogicalNot,
             Some(Op::Select) => HostOp::Select,
+            Some(Op::Conv2dBackpropInput { attrs, .. }) => HostOp::Conv2dBackpropInput(*attrs),
+            Some(Op::Conv2dBackpropFilter { attrs, .. }) => HostOp::Conv2dBackpropFilter(*attrs),
+            Some(Op::MaxPoolGrad(a)) => HostOp::MaxPoolGrad(*a),
+            Some(Op::AvgPoolGrad { attrs, .. }) => HostOp::AvgPoolGrad(*attrs),
+            Some(Op::DepthwiseConv2dBackpropInput { attrs, .. }) => {
+                HostOp::DepthwiseBackpropInput(*attrs)
+            }
+            Some(Op::DepthwiseConv2dBackpropFilter { attrs, .. }) => {
+                HostOp::DepthwiseBackpropFilter(*attrs)
+            }
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -200,7 +226,36 @@ impl HostKernel {
             output: buffer(kernel.output)?,
         };
         host.check()?;
+        if let Some(main) = &kernel.main
+            && main.family() == kiln_ir::schema::OpFamily::Window
+        {
+            // The backward window ops: their shape rules (dy against the forward output) are
+            // kiln-ir's inference, rerun on the concrete buffers.
+            host.check_inferred(main)?;
+        }
         Ok(Some(host))
+    }
+
+    /// Errors unless kiln-ir's inference of `op` on the operand buffers gives the output
+    /// buffer's type exactly.
+    fn check_inferred(&self, op: &Op) -> Result<(), String> {
+        let ty = |b: &HostBuffer| TensorType::new(b.dtype, Shape::known(&b.dims));
+        let types: Vec<TensorType> = self.inputs.iter().map(ty).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let want = kiln_ir::infer::infer(op, &refs)?;
+        if want != ty(&self.output) {
+            return Err(format!(
+                "{} of {} gives {want}, but the output buffer is {}",
+                op.name(),
+                types
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ty(&self.output)
+            ));
+        }
+        Ok(())
     }
 
     /// Checks operand count, dtypes and dims against the op (the run relies on it).
@@ -212,6 +267,11 @@ impl HostKernel {
             | HostOp::Compare(_)
             | HostOp::Logical(_) => 2,
             HostOp::Select => 3,
+            HostOp::Conv2dBackpropInput(_)
+            | HostOp::Conv2dBackpropFilter(_)
+            | HostOp::DepthwiseBackpropInput(_)
+            | HostOp::DepthwiseBackpropFilter(_) => 2,
+            HostOp::MaxPoolGrad(_) => 3,
             _ => 1,
         };
         if ins.len() != arity {
@@ -293,6 +353,13 @@ impl HostKernel {
                     );
                 }
             }
+            // Checked against kiln-ir's inference in `plan` (`check_inferred`).
+            HostOp::Conv2dBackpropInput(_)
+            | HostOp::Conv2dBackpropFilter(_)
+            | HostOp::MaxPoolGrad(_)
+            | HostOp::AvgPoolGrad(_)
+            | HostOp::DepthwiseBackpropInput(_)
+            | HostOp::DepthwiseBackpropFilter(_) => {}
         }
         Ok(())
     }
@@ -339,6 +406,56 @@ impl HostKernel {
                 ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
                 _ => Err(self.bad_views()),
             },
+            (HostOp::Conv2dBackpropInput(a), [View::F32(w), View::F32(dy)]) => match out {
+                ViewMut::F32(dx) => {
+                    window::conv2d_backprop_input(a, w, dims(0), dy, dims(1), dx, &self.output.dims)
+                }
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::Conv2dBackpropFilter(a), [View::F32(x), View::F32(dy)]) => match out {
+                ViewMut::F32(dw) => window::conv2d_backprop_filter(
+                    a,
+                    x,
+                    dims(0),
+                    dy,
+                    dims(1),
+                    dw,
+                    &self.output.dims,
+                ),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::MaxPoolGrad(a), [View::F32(x), View::F32(_), View::F32(g)]) => match out {
+                ViewMut::F32(dx) => window::max_pool_grad(a, x, dims(0), g, dx),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::DepthwiseBackpropInput(a), [View::F32(w), View::F32(dy)]) => match out {
+                ViewMut::F32(dx) => window::conv2d_backprop_input(
+                    a,
+                    w,
+                    &depthwise_as_grouped(dims(0)),
+                    dy,
+                    dims(1),
+                    dx,
+                    &self.output.dims,
+                ),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::DepthwiseBackpropFilter(a), [View::F32(x), View::F32(dy)]) => match out {
+                ViewMut::F32(dw) => window::conv2d_backprop_filter(
+                    a,
+                    x,
+                    dims(0),
+                    dy,
+                    dims(1),
+                    dw,
+                    &depthwise_as_grouped(&self.output.dims),
+                ),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::AvgPoolGrad(a), [View::F32(g)]) => match out {
+                ViewMut::F32(dx) => window::avg_pool_grad(a, g, dx, &self.output.dims),
+                _ => Err(self.bad_views()),
+            },
             _ => Err(self.bad_views()),
         }
     }
@@ -362,6 +479,16 @@ fn broadcasts_to(operands: &[HostBuffer], out: &[usize]) -> bool {
                 .zip(out.iter().rev())
                 .all(|(&d, &o)| d == o || d == 1)
     })
+}
+
+/// A depthwise filter's dims `[kh, kw, cin, mult]` as the grouped conv2d filter it equals,
+/// `[kh, kw, 1, cin * mult]` (same flat layout; group `c` is input channel `c`). Other ranks
+/// are passed through for the kernel to refuse.
+fn depthwise_as_grouped(d: &[usize]) -> Vec<usize> {
+    match d {
+        &[kh, kw, ci, mult] => vec![kh, kw, 1, ci.saturating_mul(mult)],
+        other => other.to_vec(),
+    }
 }
 
 /// The group count of a conv2d kernel: input channels over the filter's `cin` (1 when either

@@ -4,6 +4,12 @@
 //! `g * cin .. (g + 1) * cin` against filter `[.., .., c, o]`. The padding arithmetic is
 //! kiln-ir's [`window_dim`], shared with inference and the reference evaluator.
 
+mod conv_backprop;
+mod pool_grad;
+
+pub(super) use conv_backprop::{conv2d_backprop_filter, conv2d_backprop_input};
+pub(super) use pool_grad::{avg_pool_grad, max_pool_grad};
+
 use super::HostBuffer;
 use kiln_ir::infer::window_dim;
 use kiln_ir::shape::fmt_dims;

@@ -202,6 +202,20 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         Op::Assign(op) => state::assign(src, limits, *op),
         Op::Gather { axis } => movement::gather(src, limits, axis_index(*axis)),
         Op::Cast { .. } => elementwise::cast(src, limits),
+        Op::Conv2dBackpropInput { attrs, .. } => {
+            window::conv2d_backprop_input(src, limits, attrs, false)
+        }
+        Op::Conv2dBackpropFilter { attrs, .. } => {
+            window::conv2d_backprop_filter(src, limits, attrs, false)
+        }
+        Op::DepthwiseConv2dBackpropInput { attrs, .. } => {
+            window::conv2d_backprop_input(src, limits, attrs, true)
+        }
+        Op::DepthwiseConv2dBackpropFilter { attrs, .. } => {
+            window::conv2d_backprop_filter(src, limits, attrs, true)
+        }
+        Op::MaxPoolGrad(a) => window::pool_grad(src, limits, a, true),
+        Op::AvgPoolGrad { attrs, .. } => window::pool_grad(src, limits, attrs, false),
         // Program::validate rejects these as main ops; say so rather than panic.
         Op::Input(_)
         | Op::Var(_)

@@ -12,6 +12,10 @@
 //! avg_pool divides by the number of real cells; a pool window made only of padding is the
 //! reference's run-time error, decided here from the shapes.
 
+mod backprop;
+
+pub(super) use backprop::{conv2d_backprop_filter, conv2d_backprop_input, pool_grad};
+
 use super::expr::coord;
 use super::kernel::KernelSrc;
 use super::matmul::{Gemm, tile_side, tiled};

@@ -8,8 +8,10 @@
 //! The output-size and padding formulas themselves live in [`crate::infer::window_dim`], shared
 //! with shape inference so the two can never disagree.
 
+pub(super) mod backprop;
 pub(super) mod conv;
 pub(super) mod pool;
+pub(super) mod pool_grad;
 
 pub(super) use crate::image::Image;
 use crate::infer::window_dim;
@@ -175,3 +177,6 @@ mod tests {
         assert_eq!(a.taps(0, usize::MAX / 4).len(), 3);
     }
 }
+
+#[cfg(test)]
+mod grad_tests;

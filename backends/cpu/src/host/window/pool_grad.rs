@@ -1,0 +1,101 @@
+//! `max_pool_grad` and `avg_pool_grad` on the host: plain loops over the forward pool's
+//! windows (kiln-ir's `window_dim`, so SAME's odd cell sits bottom/right), NHWC or NCHW.
+//! A max window's gradient goes to its first maximum in row-major window order (a later cell
+//! must be strictly greater, TensorFlow's rule); an average window's is divided by its count
+//! of unpadded cells. Padded cells take nothing. Sums are f32 in window order.
+
+use kiln_ir::image::Image;
+use kiln_ir::infer::{WindowDim, window_dim};
+use kiln_ir::{DataFormat, PoolAttrs};
+
+/// The unpadded input range `[lo, hi)` of output `o`'s window along one axis.
+fn window(o: usize, k: usize, stride: usize, d: &WindowDim, size: usize) -> (usize, usize) {
+    let start = o * stride;
+    let lo = start.saturating_sub(d.pad_before).min(size);
+    let hi = (start + k).saturating_sub(d.pad_before).min(size);
+    (lo, hi)
+}
+
+/// The input and output images and each spatial axis's geometry.
+fn geometry(
+    a: &PoolAttrs,
+    xd: &[usize],
+    format: DataFormat,
+) -> Result<(Image, Image, [WindowDim; 2]), String> {
+    let img = Image::of(xd, format, "orig_input")?;
+    let wy = window_dim(img.h, a.ksize[0], a.strides[0], 1, a.padding, 0)?;
+    let wx = window_dim(img.w, a.ksize[1], a.strides[1], 1, a.padding, 1)?;
+    let out = Image {
+        h: wy.out,
+        w: wx.out,
+        ..img
+    };
+    Ok((img, out, [wy, wx]))
+}
+
+/// `dx = max_pool_grad(x, _, grad)`; `x` and `dx` have dims `xd`.
+pub(in crate::host) fn max_pool_grad(
+    a: &PoolAttrs,
+    x: &[f32],
+    xd: &[usize],
+    grad: &[f32],
+    dx: &mut [f32],
+) -> Result<(), String> {
+    let (img, out, [wy, wx]) = geometry(a, xd, a.data_format)?;
+    dx.fill(0.0);
+    for n in 0..img.n {
+        for oy in 0..out.h {
+            let (y0, y1) = window(oy, a.ksize[0], a.strides[0], &wy, img.h);
+            for ox in 0..out.w {
+                let (x0, x1) = window(ox, a.ksize[1], a.strides[1], &wx, img.w);
+                for c in 0..img.c {
+                    let mut best: Option<(usize, f32)> = None;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            let at = img.at(n, iy, ix, c);
+                            if best.is_none_or(|(_, b)| x[at] > b) {
+                                best = Some((at, x[at]));
+                            }
+                        }
+                    }
+                    if let Some((at, _)) = best {
+                        dx[at] += grad[out.at(n, oy, ox, c)];
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dx = avg_pool_grad(grad)`; `dx` has dims `xd`.
+pub(in crate::host) fn avg_pool_grad(
+    a: &PoolAttrs,
+    grad: &[f32],
+    dx: &mut [f32],
+    xd: &[usize],
+) -> Result<(), String> {
+    let (img, out, [wy, wx]) = geometry(a, xd, a.data_format)?;
+    dx.fill(0.0);
+    for n in 0..img.n {
+        for oy in 0..out.h {
+            let (y0, y1) = window(oy, a.ksize[0], a.strides[0], &wy, img.h);
+            for ox in 0..out.w {
+                let (x0, x1) = window(ox, a.ksize[1], a.strides[1], &wx, img.w);
+                let count = (y1 - y0) * (x1 - x0);
+                if count == 0 {
+                    continue;
+                }
+                for c in 0..img.c {
+                    let share = grad[out.at(n, oy, ox, c)] / count as f32;
+                    for iy in y0..y1 {
+                        for ix in x0..x1 {
+                            dx[img.at(n, iy, ix, c)] += share;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
