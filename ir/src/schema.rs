@@ -93,12 +93,13 @@ pub enum OpFamily {
     Matmul,
     /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools.
     Window,
-    /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`.
+    /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`, the softmax
+    /// cross entropies.
     Reduce,
     /// Normalisations along the channels: `batch_norm`, `lrn`.
     Normalize,
     /// Moving elements without arithmetic: `reshape`, `transpose`, `concat`, `slice`, `pad`,
-    /// `gather`.
+    /// `gather`, `gather_grad`, `one_hot`.
     Movement,
     /// Sources and state: `input`, `var`, `const`, `assign*`.
     State,
@@ -403,6 +404,42 @@ pub const OPS: &[OpSchema] = &[
     op("cast", X, &[attr("to", K::DType, Required)], 2, None),
     op("elementwise", "x1, x2, ...", &[EXPR], FUSED_SINCE, None),
     op("broadcast_like", "x, like", NONE, TRAINING_SINCE, None),
+    op(
+        "softmax_cross_entropy_with_logits",
+        "logits, labels (same shape)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "sparse_softmax_cross_entropy_with_logits",
+        "logits, labels (i32/i64, logits' shape without the last axis)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "one_hot",
+        "indices (i32/i64)",
+        &[
+            attr("depth", K::Count, Required),
+            attr("on_value", K::Float, Value("1.0")),
+            attr("off_value", K::Float, Value("0.0")),
+            attr("axis", K::Int, Value("-1")),
+        ],
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "gather_grad",
+        "grad, indices (i32/i64)",
+        &[
+            attr("axis", K::Int, Value("0")),
+            attr("size", K::Count, Required),
+        ],
+        TRAINING_SINCE,
+        None,
+    ),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -435,16 +472,21 @@ impl Op {
             O::Conv2d(_) | O::DepthwiseConv2d(_) | O::MaxPool(_) | O::AvgPool(_) => {
                 OpFamily::Window
             }
-            O::Reduce { .. } | O::Softmax { .. } | O::LogSoftmax { .. } | O::ArgMax { .. } => {
-                OpFamily::Reduce
-            }
+            O::Reduce { .. }
+            | O::Softmax { .. }
+            | O::LogSoftmax { .. }
+            | O::ArgMax { .. }
+            | O::SoftmaxCrossEntropyWithLogits
+            | O::SparseSoftmaxCrossEntropyWithLogits => OpFamily::Reduce,
             O::BatchNorm { .. } | O::Lrn { .. } => OpFamily::Normalize,
             O::Reshape { .. }
             | O::Transpose { .. }
             | O::Concat { .. }
             | O::Slice { .. }
             | O::Pad { .. }
-            | O::Gather { .. } => OpFamily::Movement,
+            | O::Gather { .. }
+            | O::OneHot { .. }
+            | O::GatherGrad { .. } => OpFamily::Movement,
             O::Fused(_) => OpFamily::Fused,
         }
     }

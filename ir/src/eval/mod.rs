@@ -158,6 +158,27 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [x, like] = operands(op, inputs)?;
             elementwise::broadcast_like(x, like.dims())
         }
+        Op::SoftmaxCrossEntropyWithLogits => {
+            let [logits, labels] = operands(op, inputs)?;
+            reduce::softmax_cross_entropy(logits, labels)
+        }
+        Op::SparseSoftmaxCrossEntropyWithLogits => {
+            let [logits, labels] = operands(op, inputs)?;
+            reduce::sparse_softmax_cross_entropy(logits, labels)
+        }
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis,
+        } => {
+            let [indices] = operands(op, inputs)?;
+            movement::one_hot(indices, *depth, on_value.0, off_value.0, *axis)
+        }
+        Op::GatherGrad { axis, size } => {
+            let [grad, indices] = operands(op, inputs)?;
+            movement::gather_grad(grad, indices, *axis, *size)
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! Gradients of the movement ops: each moves `g` back to where its elements came from.
 //! reshape reshapes back, transpose applies the inverse permutation, concat slices `g` into
 //! its operands' parts, slice pads `g` with zeros to the input's shape and pad slices the
-//! padding off. gather's params gradient is a scatter-add of `g`; its indices have none.
+//! padding off. gather's params gradient is a scatter-add of `g` (`gather_grad`, repeated
+//! indices add), which needs params' size along the axis statically; gather_grad's gradient
+//! is gather again. Indices (of both, and of one_hot) have none.
 
 use super::{Ctx, Grads, no_gradient};
+use crate::Error;
 use crate::graph::NodeId;
 use crate::op::{Float, Op};
-use crate::Error;
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[bool]) -> Grads {
     let operands = cx.graph.inputs(n);
@@ -36,7 +38,11 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
         }
         Op::Concat { axis } => {
             let rank = cx.ty(n).rank();
-            let axis = if *axis < 0 { *axis + rank as i64 } else { *axis } as usize;
+            let axis = if *axis < 0 {
+                *axis + rank as i64
+            } else {
+                *axis
+            } as usize;
             let mut offset = 0;
             let mut out = Vec::with_capacity(operands.len());
             for (&o, &need) in operands.iter().zip(needs) {
@@ -95,14 +101,41 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
                     None => return Err(unknown(&format!("the size along axis {i}")).into()),
                 });
             }
-            Ok(vec![Some(cx.add("slice", Op::Slice { begin, size }, &[g])?)])
+            Ok(vec![Some(cx.add(
+                "slice",
+                Op::Slice { begin, size },
+                &[g],
+            )?)])
         }
-        Op::Gather { .. } => {
+        Op::Gather { axis } => {
             if needs[1] {
                 return Err(no_gradient("gather's indices are integers"));
             }
-            Err(no_gradient("gather's params need a scatter-add"))
+            let a = if *axis < 0 {
+                *axis + tx.rank() as i64
+            } else {
+                *axis
+            };
+            let Some(size) = tx.shape.dim(a as usize) else {
+                return Err(unknown(&format!("params' size along axis {a}")).into());
+            };
+            let op = Op::GatherGrad { axis: a, size };
+            Ok(vec![
+                Some(cx.add("gather_grad", op, &[g, operands[1]])?),
+                None,
+            ])
         }
-        other => Err(no_gradient(format!("{} is not differentiable", other.name()))),
+        Op::GatherGrad { axis, .. } => {
+            if needs[1] {
+                return Err(no_gradient("gather_grad's indices are integers"));
+            }
+            let op = Op::Gather { axis: *axis };
+            Ok(vec![Some(cx.add("gather", op, &[g, operands[1]])?), None])
+        }
+        Op::OneHot { .. } => Err(no_gradient("one_hot's indices are integers")),
+        other => Err(no_gradient(format!(
+            "{} is not differentiable",
+            other.name()
+        ))),
     }
 }

@@ -67,6 +67,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
         Op::BroadcastLike => elementwise::broadcast_like(inputs[0], inputs[1]),
+        Op::SoftmaxCrossEntropyWithLogits => reduce::cross_entropy(inputs[0], inputs[1]),
+        Op::SparseSoftmaxCrossEntropyWithLogits => {
+            reduce::sparse_cross_entropy(inputs[0], inputs[1])
+        }
+        Op::OneHot { depth, axis, .. } => movement::one_hot(*depth, *axis, inputs[0]),
+        Op::GatherGrad { axis, size } => movement::gather_grad(*axis, *size, inputs[0], inputs[1]),
     }?;
     check_size(&ty)?;
     Ok(ty)

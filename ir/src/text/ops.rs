@@ -234,6 +234,18 @@ pub(crate) fn build_op(
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
             "broadcast_like" => Op::BroadcastLike,
+            "softmax_cross_entropy_with_logits" => Op::SoftmaxCrossEntropyWithLogits,
+            "sparse_softmax_cross_entropy_with_logits" => Op::SparseSoftmaxCrossEntropyWithLogits,
+            "one_hot" => Op::OneHot {
+                depth: a.usize("depth")?,
+                on_value: Float(a.f32("on_value")?),
+                off_value: Float(a.f32("off_value")?),
+                axis: a.i64("axis")?,
+            },
+            "gather_grad" => Op::GatherGrad {
+                axis: a.i64("axis")?,
+                size: a.usize("size")?,
+            },
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };
