@@ -32,9 +32,7 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
             if from.is_float() && to.is_float() {
                 Ok(vec![Some(g)])
             } else {
-                Err(no_gradient(format!(
-                    "a cast from {from} to {to} is not differentiable"
-                )))
+                Err(no_gradient(format!("a cast from {from} to {to} is not differentiable")))
             }
         }
         // Only like's shape is used, so like gets nothing.

@@ -180,7 +180,10 @@ impl<'g> Backprop<'g> {
             let g = self.cx.add_n(n, parts)?;
             total.insert(n, g);
             let operands = self.cx.graph.inputs(n);
-            let needs: Vec<bool> = operands.iter().map(|o| self.between.contains(o)).collect();
+            let needs: Vec<bool> = operands
+                .iter()
+                .map(|o| self.between.contains(o))
+                .collect();
             if !needs.contains(&true) {
                 continue;
             }
@@ -284,10 +287,7 @@ impl<'g> Backprop<'g> {
 
 /// The nodes on some path from an x to a y that does not pass through a cut node.
 fn between(graph: &Graph, ys: &[NodeId], xs: &[NodeId]) -> HashSet<NodeId> {
-    let ancestors: HashSet<NodeId> = graph
-        .topo_order_of(ys.iter().copied())
-        .into_iter()
-        .collect();
+    let ancestors: HashSet<NodeId> = graph.topo_order_of(ys.iter().copied()).into_iter().collect();
     let mut reached = HashSet::new();
     let mut stack: Vec<NodeId> = xs.to_vec();
     while let Some(n) = stack.pop() {
@@ -428,12 +428,7 @@ impl<'g> Ctx<'g> {
     }
 
     /// `reduce_sum(x; axes, keepdims)`.
-    pub(crate) fn reduce_sum(
-        &mut self,
-        x: NodeId,
-        axes: Vec<i64>,
-        keepdims: bool,
-    ) -> Result<NodeId> {
+    pub(crate) fn reduce_sum(&mut self, x: NodeId, axes: Vec<i64>, keepdims: bool) -> Result<NodeId> {
         let op = Op::Reduce {
             op: ReduceOp::Sum,
             axes: Some(axes),

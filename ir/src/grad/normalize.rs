@@ -27,22 +27,10 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
             alpha,
             beta,
         } => {
-            let dx = lrn(
-                cx,
-                n,
-                operands[0],
-                *depth_radius,
-                bias.0,
-                alpha.0,
-                beta.0,
-                g,
-            )?;
+            let dx = lrn(cx, n, operands[0], *depth_radius, bias.0, alpha.0, beta.0, g)?;
             Ok(vec![Some(dx)])
         }
-        other => Err(no_gradient(format!(
-            "{} is not differentiable",
-            other.name()
-        ))),
+        other => Err(no_gradient(format!("{} is not differentiable", other.name()))),
     }
 }
 
@@ -62,10 +50,7 @@ fn batch_norm(
         DataFormat::Nhwc => rank - 1,
         DataFormat::Nchw => 1,
     };
-    let others: Vec<i64> = (0..rank)
-        .filter(|&a| a != channel)
-        .map(|a| a as i64)
-        .collect();
+    let others: Vec<i64> = (0..rank).filter(|&a| a != channel).map(|a| a as i64).collect();
     let eps = cx.scalar(epsilon)?;
     let ve = cx.binary(BinaryOp::Add, variance, eps)?;
     let r = cx.unary(UnaryOp::Rsqrt, ve)?;

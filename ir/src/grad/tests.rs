@@ -49,18 +49,10 @@ fn check_tol(g: &mut Graph, ys: &[NodeId], at: &[(NodeId, Tensor)], eps: f32, to
     let feeds: HashMap<NodeId, Tensor> = at.iter().cloned().collect();
     let got = eval(g, &feeds, &grads);
     let f = |feeds: &HashMap<NodeId, Tensor>| -> f64 {
-        eval(g, feeds, ys)
-            .iter()
-            .map(|y| f64s(y).iter().sum::<f64>())
-            .sum()
+        eval(g, feeds, ys).iter().map(|y| f64s(y).iter().sum::<f64>()).sum()
     };
     for (i, (x, x0)) in at.iter().enumerate() {
-        assert_eq!(
-            got[i].dims(),
-            x0.dims(),
-            "gradient of %{} has x's dims",
-            g.node(*x).name
-        );
+        assert_eq!(got[i].dims(), x0.dims(), "gradient of %{} has x's dims", g.node(*x).name);
         assert_eq!(got[i].dtype(), DType::F32);
         for seed in 0..2 {
             let v = values(x0.dims(), -1.0, 1.0, 1000 + seed);
@@ -77,7 +69,11 @@ fn check_tol(g: &mut Graph, ys: &[NodeId], at: &[(NodeId, Tensor)], eps: f32, to
                 feeds
             };
             let numeric = (f(&shifted(1.0)) - f(&shifted(-1.0))) / (2.0 * eps as f64);
-            let analytic: f64 = f64s(&got[i]).iter().zip(f64s(&v)).map(|(a, b)| a * b).sum();
+            let analytic: f64 = f64s(&got[i])
+                .iter()
+                .zip(f64s(&v))
+                .map(|(a, b)| a * b)
+                .sum();
             let scale = analytic.abs().max(numeric.abs()).max(1.0);
             assert!(
                 (numeric - analytic).abs() <= tol * scale,
@@ -142,18 +138,9 @@ fn bias_add_in_both_layouts() {
         let x = input(&mut g, "x", &[2, 3, 4, 5]);
         let c = if format == DataFormat::Nhwc { 5 } else { 3 };
         let b = input(&mut g, "b", &[c]);
-        let y = node(
-            &mut g,
-            Op::BiasAdd {
-                data_format: format,
-            },
-            &[x, b],
-        );
+        let y = node(&mut g, Op::BiasAdd { data_format: format }, &[x, b]);
         let sq = node(&mut g, Op::Unary(UnaryOp::Square), &[y]);
-        let at = [
-            (x, values(&[2, 3, 4, 5], -1.0, 1.0, 3)),
-            (b, values(&[c], -1.0, 1.0, 4)),
-        ];
+        let at = [(x, values(&[2, 3, 4, 5], -1.0, 1.0, 3)), (b, values(&[c], -1.0, 1.0, 4))];
         check(&mut g, &[sq], &at);
     }
 }
@@ -178,10 +165,7 @@ fn matmul_every_transpose_and_batched() {
             };
             let y = node(&mut g, op, &[a, b]);
             let sq = node(&mut g, Op::Unary(UnaryOp::Square), &[y]);
-            let at = [
-                (a, values(&sa, -1.0, 1.0, 5)),
-                (b, values(&sb, -1.0, 1.0, 6)),
-            ];
+            let at = [(a, values(&sa, -1.0, 1.0, 5)), (b, values(&sb, -1.0, 1.0, 6))];
             check(&mut g, &[sq], &at);
         }
     }
@@ -191,36 +175,12 @@ fn matmul_every_transpose_and_batched() {
 fn reductions_softmax_and_log_softmax() {
     let dims = [2, 3, 4];
     let cases: Vec<Op> = vec![
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: None,
-            keepdims: false,
-        },
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: Some(vec![1]),
-            keepdims: false,
-        },
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: Some(vec![-1, 0]),
-            keepdims: true,
-        },
-        Op::Reduce {
-            op: ReduceOp::Mean,
-            axes: Some(vec![0]),
-            keepdims: false,
-        },
-        Op::Reduce {
-            op: ReduceOp::Mean,
-            axes: Some(vec![2]),
-            keepdims: false,
-        },
-        Op::Reduce {
-            op: ReduceOp::Mean,
-            axes: None,
-            keepdims: true,
-        },
+        Op::Reduce { op: ReduceOp::Sum, axes: None, keepdims: false },
+        Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![1]), keepdims: false },
+        Op::Reduce { op: ReduceOp::Sum, axes: Some(vec![-1, 0]), keepdims: true },
+        Op::Reduce { op: ReduceOp::Mean, axes: Some(vec![0]), keepdims: false },
+        Op::Reduce { op: ReduceOp::Mean, axes: Some(vec![2]), keepdims: false },
+        Op::Reduce { op: ReduceOp::Mean, axes: None, keepdims: true },
         Op::Softmax { axis: -1 },
         Op::Softmax { axis: 1 },
         Op::LogSoftmax { axis: -1 },
@@ -236,11 +196,7 @@ fn reductions_softmax_and_log_softmax() {
                 "w",
                 Op::Const(Source {
                     ty: g.node(y).ty.clone(),
-                    init: Initializer::Uniform {
-                        lo: Float(-1.0),
-                        hi: Float(1.0),
-                        seed: 9,
-                    },
+                    init: Initializer::Uniform { lo: Float(-1.0), hi: Float(1.0), seed: 9 },
                 }),
                 &[],
             )
@@ -255,24 +211,10 @@ fn movement_ops() {
     let dims = [2, 3, 4];
     let cases: Vec<(Op, usize)> = vec![
         (Op::Reshape { shape: vec![4, -1] }, 1),
+        (Op::Transpose { perm: vec![2, 0, 1] }, 1),
+        (Op::Slice { begin: vec![1, 0, 1], size: vec![1, -1, 2] }, 1),
         (
-            Op::Transpose {
-                perm: vec![2, 0, 1],
-            },
-            1,
-        ),
-        (
-            Op::Slice {
-                begin: vec![1, 0, 1],
-                size: vec![1, -1, 2],
-            },
-            1,
-        ),
-        (
-            Op::Pad {
-                paddings: vec![[1, 0], [0, 2], [1, 1]],
-                constant_value: Float(3.0),
-            },
+            Op::Pad { paddings: vec![[1, 0], [0, 2], [1, 1]], constant_value: Float(3.0) },
             1,
         ),
         (Op::Concat { axis: 1 }, 2),
@@ -280,20 +222,15 @@ fn movement_ops() {
     ];
     for (op, operands) in cases {
         let mut g = Graph::new();
-        let xs: Vec<NodeId> = (0..operands)
-            .map(|i| input(&mut g, &format!("x{i}"), &dims))
-            .collect();
+        let xs: Vec<NodeId> =
+            (0..operands).map(|i| input(&mut g, &format!("x{i}"), &dims)).collect();
         let y = node(&mut g, op.clone(), &xs);
         let w = g
             .add(
                 "w",
                 Op::Const(Source {
                     ty: g.node(y).ty.clone(),
-                    init: Initializer::Uniform {
-                        lo: Float(-1.0),
-                        hi: Float(1.0),
-                        seed: 9,
-                    },
+                    init: Initializer::Uniform { lo: Float(-1.0), hi: Float(1.0), seed: 9 },
                 }),
                 &[],
             )
@@ -318,10 +255,7 @@ fn batch_norm_every_operand_both_layouts() {
             .iter()
             .map(|n| input(&mut g, n, &[c]))
             .collect();
-        let op = Op::BatchNorm {
-            epsilon: Float(0.001),
-            data_format: format,
-        };
+        let op = Op::BatchNorm { epsilon: Float(0.001), data_format: format };
         let mut operands = vec![x];
         operands.extend(&params);
         let y = node(&mut g, op, &operands);
@@ -339,12 +273,7 @@ fn batch_norm_every_operand_both_layouts() {
 fn lrn() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", &[1, 2, 2, 7]);
-    let op = Op::Lrn {
-        depth_radius: 2,
-        bias: Float(1.0),
-        alpha: Float(0.3),
-        beta: Float(0.75),
-    };
+    let op = Op::Lrn { depth_radius: 2, bias: Float(1.0), alpha: Float(0.3), beta: Float(0.75) };
     let y = node(&mut g, op, &[x]);
     let sq = node(&mut g, Op::Unary(UnaryOp::Square), &[y]);
     check(&mut g, &[sq], &[(x, values(&[1, 2, 2, 7], -1.0, 1.0, 40))]);
@@ -361,12 +290,7 @@ fn a_value_used_twice_adds_both_contributions() {
     let at = Tensor::from_vec(&[4], vec![0.5, -1.0, 2.0, 0.0]).unwrap();
     let grads = g.gradients(&[y], &[x]).unwrap();
     let got = eval(&g, &HashMap::from([(x, at.clone())]), &grads);
-    let want: Vec<f32> = at
-        .as_f32()
-        .unwrap()
-        .iter()
-        .map(|v| 2.0 * v + v.exp())
-        .collect();
+    let want: Vec<f32> = at.as_f32().unwrap().iter().map(|v| 2.0 * v + v.exp()).collect();
     crate::compare::assert_close(
         &got[0],
         &Tensor::from_vec(&[4], want).unwrap(),
@@ -381,38 +305,20 @@ fn unknown_batch_gets_shaped_gradients() {
     // loss = mean over a `?` batch of sum(relu-free) squares: needs the run-time count.
     let mut g = Graph::new();
     let x = g
-        .add(
-            "x",
-            Op::Input(TensorType::f32(Shape::of(&[None, Some(3)]))),
-            &[],
-        )
+        .add("x", Op::Input(TensorType::f32(Shape::of(&[None, Some(3)]))), &[])
         .unwrap();
     let w = input(&mut g, "w", &[3, 2]);
-    let y = node(
-        &mut g,
-        Op::MatMul {
-            transpose_a: false,
-            transpose_b: false,
-        },
-        &[x, w],
-    );
+    let y = node(&mut g, Op::MatMul { transpose_a: false, transpose_b: false }, &[x, w]);
     let sq = node(&mut g, Op::Unary(UnaryOp::Square), &[y]);
     let loss = node(
         &mut g,
-        Op::Reduce {
-            op: ReduceOp::Mean,
-            axes: None,
-            keepdims: false,
-        },
+        Op::Reduce { op: ReduceOp::Mean, axes: None, keepdims: false },
         &[sq],
     );
     let grads = g.gradients(&[loss], &[w, x]).unwrap();
     assert_eq!(g.node(grads[0]).ty.shape, Shape::known(&[3, 2]));
     assert_eq!(g.node(grads[1]).ty.shape, Shape::of(&[None, Some(3)]));
-    let at = [
-        (x, values(&[5, 3], -1.0, 1.0, 50)),
-        (w, values(&[3, 2], -1.0, 1.0, 51)),
-    ];
+    let at = [(x, values(&[5, 3], -1.0, 1.0, 50)), (w, values(&[3, 2], -1.0, 1.0, 51))];
     let mut fresh = g.clone();
     check(&mut fresh, &[loss], &at);
 }
@@ -421,36 +327,13 @@ fn unknown_batch_gets_shaped_gradients() {
 fn argmax_on_the_path_is_an_error_naming_it_and_leaves_the_graph_unchanged() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", &[2, 3]);
-    let am = g
-        .add(
-            "pick",
-            Op::ArgMax {
-                axis: -1,
-                output_type: DType::I64,
-            },
-            &[x],
-        )
-        .unwrap();
+    let am = g.add("pick", Op::ArgMax { axis: -1, output_type: DType::I64 }, &[x]).unwrap();
     let f = g.add("asf", Op::Cast { to: DType::F32 }, &[am]).unwrap();
-    let y = node(
-        &mut g,
-        Op::Reduce {
-            op: ReduceOp::Sum,
-            axes: None,
-            keepdims: false,
-        },
-        &[f],
-    );
+    let y = node(&mut g, Op::Reduce { op: ReduceOp::Sum, axes: None, keepdims: false }, &[f]);
     let before = g.len();
     let e = g.gradients(&[y], &[x]).unwrap_err().to_string();
-    assert!(
-        e.contains("%asf") && e.contains("cast from i64 to f32"),
-        "{e}"
-    );
-    assert!(
-        e.contains("from %x to %") && e.contains("stop_gradient"),
-        "{e}"
-    );
+    assert!(e.contains("%asf") && e.contains("cast from i64 to f32"), "{e}");
+    assert!(e.contains("from %x to %") && e.contains("stop_gradient"), "{e}");
     assert_eq!(g.len(), before, "the graph is restored after an error");
 }
 
@@ -461,18 +344,10 @@ fn an_x_the_ys_do_not_depend_on() {
     let unused = input(&mut g, "unused", &[3]);
     let y = node(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
     let e = g.gradients(&[y], &[x, unused]).unwrap_err().to_string();
-    assert!(
-        e.contains("%unused") && e.contains("does not depend on it"),
-        "{e}"
-    );
-    let options = GradientOptions {
-        unconnected: Unconnected::Zero,
-    };
+    assert!(e.contains("%unused") && e.contains("does not depend on it"), "{e}");
+    let options = GradientOptions { unconnected: Unconnected::Zero };
     let grads = g.gradients_with(&[y], &[x, unused], None, options).unwrap();
-    let at = HashMap::from([
-        (x, values(&[2], -1.0, 1.0, 1)),
-        (unused, values(&[3], 0.0, 1.0, 2)),
-    ]);
+    let at = HashMap::from([(x, values(&[2], -1.0, 1.0, 1)), (unused, values(&[3], 0.0, 1.0, 2))]);
     let got = eval(&g, &at, &grads);
     assert_eq!(got[1].as_f32().unwrap(), &[0.0; 3]);
 }
@@ -481,25 +356,14 @@ fn an_x_the_ys_do_not_depend_on() {
 fn bad_requests_are_errors() {
     let mut g = Graph::new();
     let x = input(&mut g, "x", &[2]);
-    let i = g
-        .add(
-            "idx",
-            Op::Input(TensorType::new(DType::I32, Shape::known(&[2]))),
-            &[],
-        )
-        .unwrap();
+    let i = g.add("idx", Op::Input(TensorType::new(DType::I32, Shape::known(&[2]))), &[]).unwrap();
     let e = g.gradients(&[i], &[x]).unwrap_err();
-    assert!(
-        matches!(e, Error::Op { ref node, .. } if node == "idx"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Op { ref node, .. } if node == "idx"), "{e}");
     assert!(e.to_string().contains("must be f32"), "{e}");
     assert!(g.gradients(&[], &[x]).is_err());
     let y = node(&mut g, Op::Unary(UnaryOp::Exp), &[x]);
     let gy = input(&mut g, "gy", &[3, 2]);
-    let e = g
-        .gradients_with(&[y], &[x], Some(&[gy]), GradientOptions::default())
-        .unwrap_err();
+    let e = g.gradients_with(&[y], &[x], Some(&[gy]), GradientOptions::default()).unwrap_err();
     assert!(e.to_string().contains("grad_y %gy"), "{e}");
 }
 
@@ -509,9 +373,7 @@ fn grad_ys_weights_the_sum() {
     let x = input(&mut g, "x", &[3]);
     let y = node(&mut g, Op::Unary(UnaryOp::Square), &[x]);
     let gy = input(&mut g, "gy", &[3]);
-    let grads = g
-        .gradients_with(&[y], &[x], Some(&[gy]), GradientOptions::default())
-        .unwrap();
+    let grads = g.gradients_with(&[y], &[x], Some(&[gy]), GradientOptions::default()).unwrap();
     let at = HashMap::from([
         (x, Tensor::from_vec(&[3], vec![1.0, 2.0, 3.0]).unwrap()),
         (gy, Tensor::from_vec(&[3], vec![1.0, 0.0, -1.0]).unwrap()),
