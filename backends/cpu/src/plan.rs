@@ -7,7 +7,8 @@
 //!   the accumulators before the store;
 //! - grouped NHWC convolutions always take the GEMM path (one micro-kernel GEMM per group,
 //!   however thin), since the generated window kernels do not group;
-//! - lrn, argmax, gather, cast and grouped NCHW convolutions are plain Rust [`crate::host`]
+//! - lrn, argmax, gather, gather_grad, one_hot, cast, the softmax cross entropies and grouped
+//!   NCHW convolutions are plain Rust [`crate::host`]
 //!   kernels (rare ops, or ones whose run can fail on data, like a gather index);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
@@ -237,6 +238,11 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::ArgMax { .. }
                     | Op::Gather { .. }
                     | Op::Cast { .. }
+                    | Op::SoftmaxCrossEntropyWithLogits
+                    | Op::SparseSoftmaxCrossEntropyWithLogits
+                    | Op::OneHot { .. }
+                    | Op::GatherGrad { .. }
+                    | Op::BroadcastLike
                     | Op::Input(_)
                     | Op::Var(_)
                     | Op::Const(_)
