@@ -202,6 +202,21 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         Op::Assign(op) => state::assign(src, limits, *op),
         Op::Gather { axis } => movement::gather(src, limits, axis_index(*axis)),
         Op::Cast { .. } => elementwise::cast(src, limits),
+        Op::SoftmaxCrossEntropyWithLogits => reduce::cross_entropy(src, limits, false),
+        Op::SparseSoftmaxCrossEntropyWithLogits => reduce::cross_entropy(src, limits, true),
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis,
+        } => movement::one_hot(
+            src,
+            limits,
+            *depth,
+            [on_value.0, off_value.0],
+            axis_index(*axis),
+        ),
+        Op::GatherGrad { axis, .. } => movement::gather_grad(src, limits, axis_index(*axis)),
         // Program::validate rejects these as main ops; say so rather than panic.
         Op::Input(_)
         | Op::Var(_)
@@ -209,7 +224,8 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::BiasAdd { .. }
-        | Op::Fused(_) => Err(format!("{} is not a kernel's main op", main.name())),
+        | Op::Fused(_)
+        | Op::BroadcastLike => Err(format!("{} is not a kernel's main op", main.name())),
     }
 }
 
