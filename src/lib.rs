@@ -26,12 +26,14 @@
 mod backend_kind;
 pub mod checkpoint;
 mod graph;
+mod layers;
 pub mod onnx;
 mod optimize;
 mod session;
 
 pub use backend_kind::BackendKind;
 pub use graph::Graph;
+pub use layers::BatchNormTraining;
 pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
 pub use kiln_ir::file_access::FileAccess;
 pub use kiln_ir::{
