@@ -12,7 +12,8 @@ transposes, explicit padding), so a wrong TF call fails here instead of producin
 
 Modules: kiln_case.py (the case builder and the naive references), cases_ops.py (contraction,
 window and elementwise cases, grouped conv2d included), cases_indexing.py (lrn, argmax, gather,
-cast: the cases with i32/i64/bool feeds and outputs), this file (reductions, movement, batch
+cast: the cases with i32/i64/bool feeds and outputs), cases_losses.py (cross entropies, one_hot,
+gather_grad, and the data of the builder-level training tests in training/), this file (reductions, movement, batch
 norm, chained and multi-output graphs, and main).
 
 Deterministic: each case seeds its own numpy generator from a CRC of its name, cases are written
@@ -30,6 +31,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of tests/golden/
 # kiln_case sets TensorFlow's environment (oneDNN off, quiet logs), so it loads before TF.
 from kiln_case import Case, f32  # noqa: E402, I001
 import cases_indexing  # noqa: E402
+import cases_losses  # noqa: E402
 import cases_ops  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -332,6 +334,7 @@ CASE_FNS = [
     cases_ops.binary_cases, cases_ops.bias_add_cases, cases_ops.matmul_cases, reduce_cases,
     softmax_cases, movement_cases, batch_norm_cases, graph_cases, cases_indexing.lrn_cases,
     cases_indexing.argmax_cases, cases_indexing.gather_cases, cases_indexing.cast_cases,
+    cases_losses.loss_cases,
 ]
 
 
@@ -346,6 +349,11 @@ def main():
     CASES.mkdir(parents=True)
     for c in sorted(cases, key=lambda c: c.name):
         c.write(CASES / c.name)
+    training = CASES.parent / "training"
+    if training.exists():
+        shutil.rmtree(training)
+    cases_losses.write_batch_norm_training(training / "batch_norm_training")
+    cases_losses.write_xent_gradients(training / "xent_gradients")
     size = sum(p.stat().st_size for p in CASES.rglob("*") if p.is_file())
     print("wrote %d cases to %s (%.1f KB)" % (len(cases), CASES, size / 1024))
 
