@@ -303,3 +303,17 @@ fn gather_with_a_bad_index_fails_the_run() {
         sess.run(&[(p, &params), (idx, &good)], &[y]).unwrap();
     }
 }
+
+#[test]
+fn loss_additions_agree() {
+    // Recipes built around the cross entropies (20), one_hot (21) and gather_grad (22).
+    let recipes: [&[u8]; 4] = [&[4, 20, 0], &[21, 20, 9], &[22, 0, 22], &[18, 22, 21, 20]];
+    let mut tally = Tally::default();
+    for seed in 0..30u64 {
+        for recipe in recipes {
+            tally.add(&check_case(seed, 1 + (seed as usize % 4), recipe).unwrap());
+        }
+    }
+    report("loss additions", &tally);
+    tally.check([20, 21, 22], 20, 0.8).unwrap();
+}
