@@ -33,13 +33,13 @@ mod session;
 
 pub use backend_kind::BackendKind;
 pub use graph::Graph;
-pub use layers::BatchNormTraining;
 pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
 pub use kiln_ir::file_access::FileAccess;
 pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
 };
+pub use layers::BatchNormTraining;
 pub use optimize::{OptimizeOptions, optimize_graph};
 pub use session::{CompileStats, Session};
 

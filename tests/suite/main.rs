@@ -5,8 +5,8 @@
 mod cli;
 mod conformance;
 mod differential;
+mod losses;
 mod onnx_errors;
 mod onnx_import;
 mod onnx_real;
-mod losses;
 mod session;
