@@ -589,6 +589,59 @@ impl Graph {
             &[x, dy],
         )
     }
+    /// `tf.nn.softmax_cross_entropy_with_logits` (v2) along the last axis: per row,
+    /// `-sum(labels * log_softmax(logits))`, computed stably; `labels` has `logits`' shape
+    /// (`[batch, classes]` gives `[batch]`). Both operands are differentiable.
+    pub fn softmax_cross_entropy_with_logits(
+        &mut self,
+        logits: NodeId,
+        labels: NodeId,
+    ) -> Result<NodeId> {
+        self.op(Op::SoftmaxCrossEntropyWithLogits, &[logits, labels])
+    }
+
+    /// `tf.nn.sparse_softmax_cross_entropy_with_logits`: `labels` are i32 or i64 class indices
+    /// of `logits`' shape without its last axis; a label outside `0..classes` gives NaN for
+    /// its row (loss and gradient).
+    pub fn sparse_softmax_cross_entropy_with_logits(
+        &mut self,
+        logits: NodeId,
+        labels: NodeId,
+    ) -> Result<NodeId> {
+        self.op(Op::SparseSoftmaxCrossEntropyWithLogits, &[logits, labels])
+    }
+
+    /// `tf.one_hot(indices, depth, on_value, off_value, axis)` with an f32 result: a new axis
+    /// of `depth` at `axis` (`-1`: last); an index outside `0..depth` gives a row of `off_value`.
+    pub fn one_hot(
+        &mut self,
+        indices: NodeId,
+        depth: usize,
+        on_value: f32,
+        off_value: f32,
+        axis: i64,
+    ) -> Result<NodeId> {
+        let op = Op::OneHot {
+            depth,
+            on_value: Float(on_value),
+            off_value: Float(off_value),
+            axis,
+        };
+        self.op(op, &[indices])
+    }
+
+    /// The adjoint of [`Graph::gather`] (a scatter-add): `grad`, shaped like a gather's
+    /// result, summed into a params-shaped tensor with `size` elements along `axis`; repeated
+    /// indices add. It is what the gradient of gather's params is made of.
+    pub fn gather_grad(
+        &mut self,
+        grad: NodeId,
+        indices: NodeId,
+        axis: i64,
+        size: usize,
+    ) -> Result<NodeId> {
+        self.op(Op::GatherGrad { axis, size }, &[grad, indices])
+    }
 }
 
 fn literal_source(value: Tensor) -> Source {

@@ -28,6 +28,7 @@ pub mod checkpoint;
 mod dataset;
 mod gradients;
 mod graph;
+mod layers;
 pub mod onnx;
 mod optimize;
 mod session;
@@ -42,6 +43,7 @@ pub use kiln_ir::{
     AssignOp, BinaryOp, ConvAttrs, DType, Data, DataFormat, Dim, Error, Float, Initializer, NodeId,
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
 };
+pub use layers::BatchNormTraining;
 pub use optimize::{OptimizeOptions, optimize_graph};
 pub use session::{CompileStats, Session};
 

@@ -45,6 +45,12 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
         Op::Softmax { .. } | Op::LogSoftmax { .. } => 5 * out,
         Op::Gather { .. } | Op::Cast { .. } | Op::BroadcastLike => 0,
         Op::ArgMax { .. } => inputs.first()?.shape.numel()? as u64,
+        // Per logit: max, subtract, exp, sum, and the label product and sum (or one pick).
+        Op::SoftmaxCrossEntropyWithLogits => 6 * inputs.first()?.shape.numel()? as u64,
+        Op::SparseSoftmaxCrossEntropyWithLogits => 4 * inputs.first()?.shape.numel()? as u64,
+        Op::OneHot { .. } => 0,
+        // One add per gradient element.
+        Op::GatherGrad { .. } => inputs.first()?.shape.numel()? as u64,
         // Square, window sum (2r + 1 adds), scale, pow and divide per element.
         Op::Lrn { depth_radius, .. } => out * (2 * *depth_radius as u64 + 5),
         Op::Fused(f) => {

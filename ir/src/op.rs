@@ -685,6 +685,48 @@ pub enum Op {
         /// The forward convolution's attributes.
         attrs: ConvAttrs,
     },
+    /// `softmax_cross_entropy_with_logits(logits, labels)`: `tf.nn.softmax_cross_entropy_with_logits`
+    /// (v2) along the last axis: `-sum(labels * log_softmax(logits))`, computed as
+    /// `sum(labels * (lse - logits))` with `lse = max + ln(sum(exp(logits - max)))` so large
+    /// logits do not overflow. `labels` has `logits`' shape (rank >= 1, at least one class); the
+    /// result drops the last axis (`[batch, classes]` gives `[batch]`). Both operands are
+    /// differentiable, as in TensorFlow 2, with TensorFlow's gradients: `softmax(logits) -
+    /// labels` for the logits (the derivative when each row of labels sums to 1, as a
+    /// distribution does) and `-log_softmax(logits)` for the labels.
+    SoftmaxCrossEntropyWithLogits,
+    /// `sparse_softmax_cross_entropy_with_logits(logits, labels)`:
+    /// `tf.nn.sparse_softmax_cross_entropy_with_logits` along the last axis: `lse - logits[label]`
+    /// per row. `labels` is i32 or i64 with `logits`' shape without its last axis. A label
+    /// outside `0..classes` gives NaN for that row (TensorFlow's GPU kernel does so; its CPU
+    /// kernel raises an error instead), and the gradient of that row is NaN too.
+    SparseSoftmaxCrossEntropyWithLogits,
+    /// `one_hot(indices; depth, on_value, off_value, axis)`: `tf.one_hot` with an f32 result:
+    /// `indices`' shape (i32 or i64) with a new axis of size `depth` at `axis` (`-1`: last),
+    /// holding `on_value` where the position equals the index and `off_value` elsewhere. An
+    /// index outside `0..depth` (negative ones included) gives a row of `off_value`.
+    OneHot {
+        /// Size of the new axis.
+        depth: usize,
+        /// Value at the index (default 1).
+        on_value: Float,
+        /// Value elsewhere (default 0).
+        off_value: Float,
+        /// Where the new axis goes in the result, `-1` for last (range `-(r+1)..=r` for
+        /// indices of rank `r`).
+        axis: i64,
+    },
+    /// `gather_grad(grad, indices; axis, size)`: the adjoint of `gather` (a scatter-add), the
+    /// gradient of gather's params. The result has `grad`'s shape with the axes `axis ..
+    /// axis + rank(indices)` (which must equal `indices`' shape) replaced by one axis of
+    /// `size`; `out[.., indices[j], ..] += grad[.., j, ..]`, so repeated indices add. `axis`
+    /// counts in the result's rank (negative from the end). Indices follow gather: a negative
+    /// index counts from the end and one outside `-size..size` is a run-time error.
+    GatherGrad {
+        /// The gathered axis of the result (params' axis).
+        axis: i64,
+        /// Params' size along that axis.
+        size: usize,
+    },
 }
 
 /// How many operands an op takes.
@@ -776,6 +818,10 @@ impl Op {
             Op::AvgPoolGrad { .. } => "avg_pool_grad",
             Op::DepthwiseConv2dBackpropInput { .. } => "depthwise_conv2d_backprop_input",
             Op::DepthwiseConv2dBackpropFilter { .. } => "depthwise_conv2d_backprop_filter",
+            Op::SoftmaxCrossEntropyWithLogits => "softmax_cross_entropy_with_logits",
+            Op::SparseSoftmaxCrossEntropyWithLogits => "sparse_softmax_cross_entropy_with_logits",
+            Op::OneHot { .. } => "one_hot",
+            Op::GatherGrad { .. } => "gather_grad",
         }
     }
 
@@ -795,7 +841,8 @@ impl Op {
             | Op::Pad { .. }
             | Op::Lrn { .. }
             | Op::ArgMax { .. }
-            | Op::Cast { .. } => Arity::Exact(1),
+            | Op::Cast { .. }
+            | Op::OneHot { .. } => Arity::Exact(1),
             Op::Binary(_)
             | Op::Gather { .. }
             | Op::BiasAdd { .. }
@@ -803,7 +850,10 @@ impl Op {
             | Op::Conv2d(_)
             | Op::DepthwiseConv2d(_)
             | Op::Assign(_)
-            | Op::BroadcastLike => Arity::Exact(2),
+            | Op::BroadcastLike
+            | Op::SoftmaxCrossEntropyWithLogits
+            | Op::SparseSoftmaxCrossEntropyWithLogits
+            | Op::GatherGrad { .. } => Arity::Exact(2),
             Op::Concat { .. } => Arity::AtLeast(1),
             Op::BatchNorm { .. } => Arity::Exact(5),
             Op::Fused(f) => Arity::AtLeast(f.main_arity().max(1)),
@@ -885,6 +935,11 @@ impl Op {
             | Op::AvgPoolGrad { .. }
             | Op::DepthwiseConv2dBackpropInput { .. }
             | Op::DepthwiseConv2dBackpropFilter { .. } => FusionKind::Opaque,
+            // One host or device kernel each, with no fused epilogue.
+            Op::SoftmaxCrossEntropyWithLogits
+            | Op::SparseSoftmaxCrossEntropyWithLogits
+            | Op::OneHot { .. }
+            | Op::GatherGrad { .. } => FusionKind::Opaque,
         }
     }
 

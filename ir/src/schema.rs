@@ -94,12 +94,13 @@ pub enum OpFamily {
     /// Sliding windows over the spatial axes: `conv2d`, `depthwise_conv2d`, the pools, and
     /// their gradients (`*_backprop_*`, `*_pool_grad`).
     Window,
-    /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`.
+    /// Reductions along axes: `reduce_*`, `softmax`, `log_softmax`, `argmax`, the softmax
+    /// cross entropies.
     Reduce,
     /// Normalisations along the channels: `batch_norm`, `lrn`.
     Normalize,
     /// Moving elements without arithmetic: `reshape`, `transpose`, `concat`, `slice`, `pad`,
-    /// `gather`.
+    /// `gather`, `gather_grad`, `one_hot`.
     Movement,
     /// Sources and state: `input`, `var`, `const`, `assign*`.
     State,
@@ -479,6 +480,42 @@ pub const OPS: &[OpSchema] = &[
         TRAINING_SINCE,
         None,
     ),
+    op(
+        "softmax_cross_entropy_with_logits",
+        "logits, labels (same shape)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "sparse_softmax_cross_entropy_with_logits",
+        "logits, labels (i32/i64, logits' shape without the last axis)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "one_hot",
+        "indices (i32/i64)",
+        &[
+            attr("depth", K::Count, Required),
+            attr("on_value", K::Float, Value("1.0")),
+            attr("off_value", K::Float, Value("0.0")),
+            attr("axis", K::Int, Value("-1")),
+        ],
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "gather_grad",
+        "grad, indices (i32/i64)",
+        &[
+            attr("axis", K::Int, Value("0")),
+            attr("size", K::Count, Required),
+        ],
+        TRAINING_SINCE,
+        None,
+    ),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -511,16 +548,21 @@ impl Op {
             O::Conv2d(_) | O::DepthwiseConv2d(_) | O::MaxPool(_) | O::AvgPool(_) => {
                 OpFamily::Window
             }
-            O::Reduce { .. } | O::Softmax { .. } | O::LogSoftmax { .. } | O::ArgMax { .. } => {
-                OpFamily::Reduce
-            }
+            O::Reduce { .. }
+            | O::Softmax { .. }
+            | O::LogSoftmax { .. }
+            | O::ArgMax { .. }
+            | O::SoftmaxCrossEntropyWithLogits
+            | O::SparseSoftmaxCrossEntropyWithLogits => OpFamily::Reduce,
             O::BatchNorm { .. } | O::Lrn { .. } => OpFamily::Normalize,
             O::Reshape { .. }
             | O::Transpose { .. }
             | O::Concat { .. }
             | O::Slice { .. }
             | O::Pad { .. }
-            | O::Gather { .. } => OpFamily::Movement,
+            | O::Gather { .. }
+            | O::OneHot { .. }
+            | O::GatherGrad { .. } => OpFamily::Movement,
             O::Fused(_) => OpFamily::Fused,
             O::Compare(_) | O::Logical(_) | O::LogicalNot | O::Select | O::StopGradient => {
                 OpFamily::Elementwise

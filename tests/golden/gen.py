@@ -12,7 +12,8 @@ transposes, explicit padding), so a wrong TF call fails here instead of producin
 
 Modules: kiln_case.py (the case builder and the naive references), cases_ops.py (contraction,
 window and elementwise cases, grouped conv2d included), cases_indexing.py (lrn, argmax, gather,
-cast: the cases with i32/i64/bool feeds and outputs), this file (reductions, movement, batch
+cast: the cases with i32/i64/bool feeds and outputs), cases_losses.py (cross entropies, one_hot,
+gather_grad, and the data of the builder-level training tests in training/), this file (reductions, movement, batch
 norm, chained and multi-output graphs, and main).
 
 Deterministic: each case seeds its own numpy generator from a CRC of its name, cases are written
@@ -33,6 +34,7 @@ import cases_grad  # noqa: E402
 import cases_backprop  # noqa: E402
 import cases_indexing  # noqa: E402
 import cases_logic  # noqa: E402
+import cases_losses  # noqa: E402
 import cases_ops  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -340,6 +342,7 @@ CASE_FNS = [
     cases_logic.sign_cases, cases_logic.stop_gradient_cases, cases_logic.relu_mask_cases,
     cases_backprop.conv_backprop_cases, cases_backprop.pool_grad_cases,
     cases_backprop.depthwise_backprop_cases,
+    cases_losses.loss_cases,
 ]
 
 
@@ -354,6 +357,11 @@ def main():
     CASES.mkdir(parents=True)
     for c in sorted(cases, key=lambda c: c.name):
         c.write(CASES / c.name)
+    training = CASES.parent / "training"
+    if training.exists():
+        shutil.rmtree(training)
+    cases_losses.write_batch_norm_training(training / "batch_norm_training")
+    cases_losses.write_xent_gradients(training / "xent_gradients")
     size = sum(p.stat().st_size for p in CASES.rglob("*") if p.is_file())
     print("wrote %d cases to %s (%.1f KB)" % (len(cases), CASES, size / 1024))
 

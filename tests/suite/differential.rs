@@ -340,3 +340,17 @@ fn gather_with_a_bad_index_fails_the_run() {
         sess.run(&[(p, &params), (idx, &good)], &[y]).unwrap();
     }
 }
+
+#[test]
+fn loss_additions_agree() {
+    // Recipes built around the cross entropies (23), one_hot (24) and gather_grad (25).
+    let recipes: [&[u8]; 4] = [&[4, 23, 0], &[24, 23, 9], &[25, 0, 25], &[18, 25, 24, 23]];
+    let mut tally = Tally::default();
+    for seed in 0..30u64 {
+        for recipe in recipes {
+            tally.add(&check_case(seed, 1 + (seed as usize % 4), recipe).unwrap());
+        }
+    }
+    report("loss additions", &tally);
+    tally.check([23, 24, 25], 20, 0.8).unwrap();
+}

@@ -5,6 +5,7 @@
 mod cli;
 mod conformance;
 mod differential;
+mod losses;
 mod onnx_errors;
 mod onnx_import;
 mod onnx_real;

@@ -7,10 +7,11 @@
 //!   the accumulators before the store;
 //! - grouped NHWC convolutions always take the GEMM path (one micro-kernel GEMM per group,
 //!   however thin), since the generated window kernels do not group;
-//! - lrn, argmax, gather, cast, the comparisons, logical ops, select and grouped NCHW
-//!   convolutions are plain Rust [`crate::host`] kernels (rare ops, ops on bool or integer
-//!   values, or ones whose run can fail on data, like a gather index), and so are the backward
-//!   window ops (their convolution contractions on the GEMM micro-kernels);
+//! - lrn, argmax, gather, gather_grad, one_hot, cast, the softmax cross entropies, the
+//!   comparisons, logical ops, select and grouped NCHW convolutions are plain Rust
+//!   [`crate::host`] kernels (rare ops, ops on bool or integer values, or ones whose run can
+//!   fail on data, like a gather index), and so are the backward window ops (their
+//!   convolution contractions on the GEMM micro-kernels);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
@@ -240,6 +241,10 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::ArgMax { .. }
                     | Op::Gather { .. }
                     | Op::Cast { .. }
+                    | Op::SoftmaxCrossEntropyWithLogits
+                    | Op::SparseSoftmaxCrossEntropyWithLogits
+                    | Op::OneHot { .. }
+                    | Op::GatherGrad { .. }
                     | Op::Input(_)
                     | Op::Var(_)
                     | Op::Const(_)

@@ -368,7 +368,7 @@ fn kernel_error(p: &Program, k: usize, message: String) -> Error {
     }
 }
 
-/// The error a gather kernel reported through the flag: `[kernel + 1, low, high, position]`
+/// The error a gather or gather_grad kernel reported through the flag: `[kernel + 1, low, high, position]`
 /// (worded like the reference evaluator's).
 fn gather_error(p: &Program, flag: [i32; 4]) -> Error {
     let k = (flag[0] as usize).wrapping_sub(1);
@@ -379,6 +379,12 @@ fn gather_error(p: &Program, flag: [i32; 4]) -> Error {
                 (Some(Op::Gather { axis }), [pb, ib]) => (
                     axis_index(*axis),
                     p.buffer(*pb).dims.to_vec(),
+                    p.buffer(*ib).dims.to_vec(),
+                ),
+                // gather_grad's output has the shape of the params it scatters into.
+                (Some(Op::GatherGrad { axis, .. }), [_, ib]) => (
+                    axis_index(*axis),
+                    p.buffer(kernel.output).dims.to_vec(),
                     p.buffer(*ib).dims.to_vec(),
                 ),
                 _ => (0, Vec::new(), Vec::new()),

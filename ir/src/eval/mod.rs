@@ -212,6 +212,27 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [x, dy] = operands(op, inputs)?;
             window::backprop::depthwise_backprop_filter(x, dy, *filter_shape, attrs)
         }
+        Op::SoftmaxCrossEntropyWithLogits => {
+            let [logits, labels] = operands(op, inputs)?;
+            reduce::softmax_cross_entropy(logits, labels)
+        }
+        Op::SparseSoftmaxCrossEntropyWithLogits => {
+            let [logits, labels] = operands(op, inputs)?;
+            reduce::sparse_softmax_cross_entropy(logits, labels)
+        }
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis,
+        } => {
+            let [indices] = operands(op, inputs)?;
+            movement::one_hot(indices, *depth, on_value.0, off_value.0, *axis)
+        }
+        Op::GatherGrad { axis, size } => {
+            let [grad, indices] = operands(op, inputs)?;
+            movement::gather_grad(grad, indices, *axis, *size)
+        }
     }
 }
 

@@ -3,8 +3,12 @@
 //! which padding value) it takes, and then gathers.
 
 mod gather;
+mod gather_grad;
+mod one_hot;
 
 pub(super) use gather::gather;
+pub(super) use gather_grad::gather_grad;
+pub(super) use one_hot::one_hot;
 
 use super::{norm_axis, numel, prod, strides};
 use crate::shape::fmt_dims;

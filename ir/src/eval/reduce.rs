@@ -6,8 +6,10 @@
 //! maximum before exponentiating, so large inputs do not overflow.
 
 mod argmax;
+mod cross_entropy;
 
 pub(super) use argmax::argmax;
+pub(super) use cross_entropy::{softmax_cross_entropy, sparse_softmax_cross_entropy};
 
 use super::{f32_data, finish, nan_max, nan_min, norm_axis, numel, prod, strides};
 use crate::op::ReduceOp;

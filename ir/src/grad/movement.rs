@@ -1,7 +1,9 @@
 //! Gradients of the movement ops: each moves `g` back to where its elements came from.
 //! reshape reshapes back, transpose applies the inverse permutation, concat slices `g` into
 //! its operands' parts, slice pads `g` with zeros to the input's shape and pad slices the
-//! padding off. gather's params gradient is a scatter-add of `g`; its indices have none.
+//! padding off. gather's params gradient is a scatter-add of `g` (`gather_grad`, repeated
+//! indices add), which needs params' size along the axis statically; gather_grad's gradient
+//! is gather again. Indices (of both, and of one_hot) have none.
 
 use super::{Ctx, Grads, no_gradient};
 use crate::Error;
@@ -105,12 +107,32 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
                 &[g],
             )?)])
         }
-        Op::Gather { .. } => {
+        Op::Gather { axis } => {
             if needs[1] {
                 return Err(no_gradient("gather's indices are integers"));
             }
-            Err(no_gradient("gather's params need a scatter-add"))
+            let a = if *axis < 0 {
+                *axis + tx.rank() as i64
+            } else {
+                *axis
+            };
+            let Some(size) = tx.shape.dim(a as usize) else {
+                return Err(unknown(&format!("params' size along axis {a}")).into());
+            };
+            let op = Op::GatherGrad { axis: a, size };
+            Ok(vec![
+                Some(cx.add("gather_grad", op, &[g, operands[1]])?),
+                None,
+            ])
         }
+        Op::GatherGrad { axis, .. } => {
+            if needs[1] {
+                return Err(no_gradient("gather_grad's indices are integers"));
+            }
+            let op = Op::Gather { axis: *axis };
+            Ok(vec![Some(cx.add("gather", op, &[g, operands[1]])?), None])
+        }
+        Op::OneHot { .. } => Err(no_gradient("one_hot's indices are integers")),
         other => Err(no_gradient(format!(
             "{} is not differentiable",
             other.name()

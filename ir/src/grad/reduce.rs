@@ -2,15 +2,20 @@
 //! over the reduced axes, a mean's that divided by the count; max and min send `g` to the
 //! elements equal to the result, shared equally among ties (TensorFlow's `_MinOrMaxGrad`).
 //! argmax has none.
+//!
+//! The softmax cross entropies (`loss = lse - sum(labels * logits)` per row, labels summing to
+//! anything): `dlogits = g * (softmax(logits) - labels)` and, as TensorFlow 2 differentiates
+//! the labels too, `dlabels = g * -log_softmax(logits)`, `g` broadcast along the class axis.
+//! The sparse form uses `one_hot(labels)` for the labels and has no gradient for the integer
+//! labels; its rows with a label out of range are NaN, as its loss is.
 
 use super::{Ctx, Grads, no_gradient};
-use crate::DType;
-use crate::Result;
 use crate::graph::NodeId;
-use crate::op::{BinaryOp, CompareOp, Op, ReduceOp, UnaryOp};
+use crate::op::{BinaryOp, CompareOp, Float, Op, ReduceOp, UnaryOp};
 use crate::shape::Dim;
+use crate::{DType, Error, Result};
 
-pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bool]) -> Grads {
+pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[bool]) -> Grads {
     let x = cx.graph.inputs(n)[0];
     let rank = cx.ty(x).rank();
     match op {
@@ -55,10 +60,73 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, _needs: &[bo
             Ok(vec![Some(cx.binary(BinaryOp::Sub, g, es)?)])
         }
         Op::ArgMax { .. } => Err(no_gradient("argmax's result is an index")),
+        Op::SoftmaxCrossEntropyWithLogits => {
+            let labels = cx.graph.inputs(n)[1];
+            let gk = with_class_axis(cx, g, n)?;
+            let mut out = vec![None, None];
+            if needs[0] {
+                let p = cx.add("softmax", Op::Softmax { axis: -1 }, &[x])?;
+                let d = cx.binary(BinaryOp::Sub, p, labels)?;
+                out[0] = Some(cx.mul(gk, d)?);
+            }
+            if needs[1] {
+                let l = cx.add("log_softmax", Op::LogSoftmax { axis: -1 }, &[x])?;
+                let nl = cx.unary(UnaryOp::Neg, l)?;
+                out[1] = Some(cx.mul(gk, nl)?);
+            }
+            Ok(out)
+        }
+        Op::SparseSoftmaxCrossEntropyWithLogits => {
+            if needs[1] {
+                return Err(no_gradient("the labels are integer class indices"));
+            }
+            let labels = cx.graph.inputs(n)[1];
+            let Some(depth) = cx.ty(x).shape.dims().last().copied().flatten() else {
+                return Err(unknown_classes(cx, n).into());
+            };
+            let gk = with_class_axis(cx, g, n)?;
+            let one_hot = Op::OneHot {
+                depth,
+                on_value: Float(1.0),
+                off_value: Float(0.0),
+                axis: -1,
+            };
+            let target = cx.add("one_hot", one_hot, &[labels])?;
+            let p = cx.add("softmax", Op::Softmax { axis: -1 }, &[x])?;
+            let d = cx.binary(BinaryOp::Sub, p, target)?;
+            // 0 * loss is 0, or NaN where the label is out of range: those rows become NaN.
+            let loss = with_class_axis(cx, n, n)?;
+            let guard = cx.scale(loss, 0.0)?;
+            let d = cx.binary(BinaryOp::Add, d, guard)?;
+            Ok(vec![Some(cx.mul(gk, d)?), None])
+        }
         other => Err(no_gradient(format!(
             "{} is not differentiable",
             other.name()
         ))),
+    }
+}
+
+/// `v` (shaped like cross entropy `n`'s rows) with a trailing axis of 1, to broadcast along
+/// the classes.
+fn with_class_axis(cx: &mut Ctx<'_>, v: NodeId, n: NodeId) -> Result<NodeId> {
+    let mut dims: Vec<Dim> = cx.ty(n).shape.dims().to_vec();
+    dims.push(Some(1));
+    let shape = cx.reshape_dims(&dims, n)?;
+    cx.add("reshape", Op::Reshape { shape }, &[v])
+}
+
+/// The error for a sparse cross entropy whose class count is `?`.
+fn unknown_classes(cx: &Ctx<'_>, n: NodeId) -> Error {
+    let node = cx.graph.node(n);
+    let logits = cx.graph.inputs(n)[0];
+    Error::Op {
+        node: node.name.clone(),
+        op: node.op.name(),
+        message: format!(
+            "gradients: the gradient needs the class count of logits {}, which is `?` (fix              the placeholders' shapes first)",
+            cx.ty(logits)
+        ),
     }
 }
 

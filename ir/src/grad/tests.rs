@@ -618,3 +618,131 @@ fn the_backward_convolutions_and_avg_pool_grad_have_gradients() {
     ];
     check(&mut g, &[a, b, c], &at);
 }
+
+/// A constant integer tensor node.
+fn int_const(g: &mut Graph, name: &str, dims: &[usize], v: &[i64]) -> NodeId {
+    let t = Tensor::new(dims, crate::tensor::Data::I64(v.to_vec())).unwrap();
+    let op = Op::Const(Source {
+        ty: t.ty(),
+        init: Initializer::Literal(std::sync::Arc::new(t)),
+    });
+    g.add(name, op, &[]).unwrap()
+}
+
+/// `x * x` summed by `check`: makes the incoming gradient differ per element.
+fn squared(g: &mut Graph, x: NodeId) -> NodeId {
+    node(g, Op::Binary(BinaryOp::Mul), &[x, x])
+}
+
+#[test]
+fn softmax_cross_entropy_both_operands() {
+    let mut g = Graph::new();
+    let logits = input(&mut g, "logits", &[3, 5]);
+    let labels = input(&mut g, "labels", &[3, 5]);
+    let loss = node(&mut g, Op::SoftmaxCrossEntropyWithLogits, &[logits, labels]);
+    let y = squared(&mut g, loss);
+    // Rows of labels are distributions: TensorFlow's logits gradient (which kiln follows)
+    // is the derivative only then.
+    let raw = values(&[3, 5], 0.1, 1.0, 61);
+    let rows: Vec<f32> = raw
+        .as_f32()
+        .unwrap()
+        .chunks(5)
+        .flat_map(|r| {
+            let s: f32 = r.iter().sum();
+            r.iter().map(move |v| v / s)
+        })
+        .collect();
+    let at = [
+        (logits, values(&[3, 5], -3.0, 3.0, 60)),
+        (labels, Tensor::from_vec(&[3, 5], rows).unwrap()),
+    ];
+    check(&mut g, &[y], &at);
+}
+
+#[test]
+fn sparse_softmax_cross_entropy_logits_and_nan_rows() {
+    let mut g = Graph::new();
+    let logits = input(&mut g, "logits", &[4, 5]);
+    let labels = int_const(&mut g, "labels", &[4], &[3, 0, 3, 4]);
+    let loss = node(
+        &mut g,
+        Op::SparseSoftmaxCrossEntropyWithLogits,
+        &[logits, labels],
+    );
+    let y = squared(&mut g, loss);
+    check(&mut g, &[y], &[(logits, values(&[4, 5], -3.0, 3.0, 62))]);
+
+    // A label out of range: that row's loss and gradient are NaN, the others are not.
+    let mut g = Graph::new();
+    let logits = input(&mut g, "logits", &[2, 3]);
+    let labels = int_const(&mut g, "labels", &[2], &[1, 3]);
+    let loss = node(
+        &mut g,
+        Op::SparseSoftmaxCrossEntropyWithLogits,
+        &[logits, labels],
+    );
+    let d = g.gradients(&[loss], &[logits]).unwrap()[0];
+    let feeds = HashMap::from([(logits, values(&[2, 3], -1.0, 1.0, 63))]);
+    let got = eval(&g, &feeds, &[d]);
+    let v = got[0].as_f32().unwrap();
+    assert!(
+        v[..3].iter().all(|x| x.is_finite()) && v[3..].iter().all(|x| x.is_nan()),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn gather_sends_gradients_back_and_repeated_indices_add() {
+    for (axis, pdims, idims, idx) in [
+        (
+            0i64,
+            [5usize, 3],
+            &[2usize, 3][..],
+            &[1i64, 4, 1, -1, 0, 1][..],
+        ),
+        (1, [2, 4], &[5][..], &[3, 3, 0, -4, 2][..]),
+        (-1, [2, 4], &[][..], &[2][..]),
+    ] {
+        let mut g = Graph::new();
+        let params = input(&mut g, "params", &pdims);
+        let indices = int_const(&mut g, "indices", idims, idx);
+        let gathered = node(&mut g, Op::Gather { axis }, &[params, indices]);
+        let y = squared(&mut g, gathered);
+        check(&mut g, &[y], &[(params, values(&pdims, -1.0, 1.0, 64))]);
+    }
+}
+
+#[test]
+fn gather_grad_differentiates_to_gather() {
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[3, 2]);
+    let indices = int_const(&mut g, "indices", &[3], &[2, 0, 2]);
+    let s = node(&mut g, Op::GatherGrad { axis: 0, size: 4 }, &[x, indices]);
+    let y = squared(&mut g, s);
+    check(&mut g, &[y], &[(x, values(&[3, 2], -1.0, 1.0, 65))]);
+}
+
+#[test]
+fn gather_of_params_with_an_unknown_axis_size_is_an_error_naming_it() {
+    let mut g = Graph::new();
+    let params = g
+        .add(
+            "table",
+            Op::Input(TensorType::f32(Shape::of(&[None, Some(3)]))),
+            &[],
+        )
+        .unwrap();
+    let indices = int_const(&mut g, "indices", &[2], &[0, 1]);
+    let rows = g
+        .add("rows", Op::Gather { axis: 0 }, &[params, indices])
+        .unwrap();
+    let before = g.len();
+    let e = g.gradients(&[rows], &[params]).unwrap_err().to_string();
+    assert!(
+        e.contains("%rows") && e.contains("params' size along axis 0"),
+        "{e}"
+    );
+    assert!(e.contains("f32[?,3]"), "{e}");
+    assert_eq!(g.len(), before);
+}

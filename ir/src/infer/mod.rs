@@ -91,6 +91,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
             filter_shape,
             attrs,
         } => window::depthwise_backprop_filter(attrs, *filter_shape, inputs[0], inputs[1]),
+        Op::SoftmaxCrossEntropyWithLogits => reduce::cross_entropy(inputs[0], inputs[1]),
+        Op::SparseSoftmaxCrossEntropyWithLogits => {
+            reduce::sparse_cross_entropy(inputs[0], inputs[1])
+        }
+        Op::OneHot { depth, axis, .. } => movement::one_hot(*depth, *axis, inputs[0]),
+        Op::GatherGrad { axis, size } => movement::gather_grad(*axis, *size, inputs[0], inputs[1]),
     }?;
     check_size(&ty)?;
     Ok(ty)

@@ -1,4 +1,4 @@
-//! Data-movement ops: reshape, transpose, concat, slice, pad.
+//! Data-movement ops: reshape, transpose, concat, slice, pad, gather, one_hot, gather_grad.
 //!
 //! reshape, transpose, concat and slice move elements of any dtype; pad is f32 only because its
 //! fill value is an f32. Every dims product or sum is checked, so an absurd attribute is an
@@ -227,6 +227,67 @@ pub(super) fn gather(
     dims.extend_from_slice(indices.shape.dims());
     dims.extend_from_slice(&p[a + 1..]);
     Ok(TensorType::new(params.dtype, Shape::of(&dims)))
+}
+
+/// `one_hot(indices; depth, axis)`: indices' shape with `depth` inserted at `axis`, f32.
+pub(super) fn one_hot(depth: usize, axis: i64, indices: &TensorType) -> Result<TensorType, String> {
+    if !matches!(indices.dtype, DType::I32 | DType::I64) {
+        return Err(format!("indices must be i32 or i64, got {indices}"));
+    }
+    // The axis counts in the result, one rank more than indices.
+    let a = normalize_axis(
+        axis,
+        indices.rank() + 1,
+        "the result of one_hot of indices",
+        indices,
+    )?;
+    let mut dims = indices.shape.dims().to_vec();
+    dims.insert(a, Some(depth));
+    Ok(TensorType::f32(Shape::of(&dims)))
+}
+
+/// `gather_grad(grad, indices; axis, size)`: grad's axes `axis .. axis + rank(indices)` (which
+/// must be indices' shape) become one axis of `size`.
+pub(super) fn gather_grad(
+    axis: i64,
+    size: usize,
+    grad: &TensorType,
+    indices: &TensorType,
+) -> Result<TensorType, String> {
+    require_f32("grad", grad)?;
+    if !matches!(indices.dtype, DType::I32 | DType::I64) {
+        return Err(format!("indices must be i32 or i64, got {indices}"));
+    }
+    let Some(rank) = (grad.rank() + 1)
+        .checked_sub(indices.rank())
+        .filter(|&r| r >= 1)
+    else {
+        return Err(format!(
+            "grad {grad} must have at least the rank of indices {indices} (the gather's output              is params' shape with indices' shape at axis)"
+        ));
+    };
+    let a = normalize_axis(
+        axis,
+        rank,
+        "the result (params) of gather_grad of grad",
+        grad,
+    )?;
+    let g = grad.shape.dims();
+    let ir = indices.rank();
+    let fits = g[a..a + ir]
+        .iter()
+        .zip(indices.shape.dims())
+        .all(|(x, y)| x.is_none() || y.is_none() || x == y);
+    if !fits {
+        return Err(format!(
+            "grad {grad} must have indices' shape {indices} at axes {a}..{}",
+            a + ir
+        ));
+    }
+    let mut dims = g[..a].to_vec();
+    dims.push(Some(size));
+    dims.extend_from_slice(&g[a + ir..]);
+    Ok(TensorType::f32(Shape::of(&dims)))
 }
 
 #[cfg(test)]

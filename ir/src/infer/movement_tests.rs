@@ -211,3 +211,61 @@ fn pad_shapes_and_errors() {
     let half = usize::MAX / 2;
     assert_err(&p(&[[half, 0], [0, 0]]), &["f32[1,4]"], &["too large"]);
 }
+
+#[test]
+fn one_hot_shapes_and_errors() {
+    let oh = |axis| Op::OneHot {
+        depth: 5,
+        on_value: Float(1.0),
+        off_value: Float(0.0),
+        axis,
+    };
+    assert_eq!(run(&oh(-1), &["i32[?,3]"]).unwrap(), ty("f32[?,3,5]"));
+    assert_eq!(run(&oh(0), &["i64[4]"]).unwrap(), ty("f32[5,4]"));
+    assert_eq!(run(&oh(1), &["i64[2,3]"]).unwrap(), ty("f32[2,5,3]"));
+    assert_eq!(run(&oh(-1), &["i32[]"]).unwrap(), ty("f32[5]"));
+    assert_err(
+        &oh(-1),
+        &["f32[3]"],
+        &["indices must be i32 or i64", "f32[3]"],
+    );
+    assert_err(&oh(2), &["i32[3]"], &["axis 2 is out of range", "rank 2"]);
+}
+
+#[test]
+fn gather_grad_shapes_and_errors() {
+    let gg = |axis, size| Op::GatherGrad { axis, size };
+    assert_eq!(
+        run(&gg(0, 7), &["f32[4,3]", "i32[4]"]).unwrap(),
+        ty("f32[7,3]")
+    );
+    assert_eq!(
+        run(&gg(1, 7), &["f32[2,4,5,3]", "i64[4,5]"]).unwrap(),
+        ty("f32[2,7,3]")
+    );
+    assert_eq!(
+        run(&gg(-1, 7), &["f32[2,?]", "i32[6]"]).unwrap(),
+        ty("f32[2,7]")
+    );
+    assert_eq!(
+        run(&gg(0, 7), &["f32[3]", "i32[]"]).unwrap(),
+        ty("f32[7,3]")
+    );
+    assert_err(
+        &gg(0, 7),
+        &["f32[4,3]", "i32[5]"],
+        &["indices' shape", "axes 0..1"],
+    );
+    assert_err(
+        &gg(2, 7),
+        &["f32[4,3]", "i32[4]"],
+        &["axis 2 is out of range"],
+    );
+    assert_err(&gg(0, 7), &["f32[4]", "i32[4,1,1]"], &["at least the rank"]);
+    assert_err(&gg(0, 7), &["i32[4]", "i32[4]"], &["grad must be f32"]);
+    assert_err(
+        &gg(0, 7),
+        &["f32[4]", "f32[4]"],
+        &["indices must be i32 or i64"],
+    );
+}

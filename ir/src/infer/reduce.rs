@@ -75,6 +75,70 @@ pub(super) fn argmax(axis: i64, output_type: DType, x: &TensorType) -> Result<Te
     Ok(TensorType::new(output_type, Shape::of(&dims)))
 }
 
+/// The logits' dims without the class axis, checked: rank >= 1 and at least one class.
+fn logit_rows(logits: &TensorType) -> Result<Vec<Option<usize>>, String> {
+    require_f32("logits", logits)?;
+    let Some((&classes, rows)) = logits.shape.dims().split_last() else {
+        return Err(format!(
+            "logits must have rank >= 1 ([batch, classes]), got the scalar {logits}"
+        ));
+    };
+    if classes == Some(0) {
+        return Err(format!(
+            "logits {logits} have no classes (last axis of size 0)"
+        ));
+    }
+    Ok(rows.to_vec())
+}
+
+/// Two dim lists that must agree where both are known; the known one where one is `?`.
+fn merge_dims(
+    a: &[Option<usize>],
+    b: &[Option<usize>],
+    what: impl Fn() -> String,
+) -> Result<Vec<Option<usize>>, String> {
+    if a.len() != b.len() {
+        return Err(what());
+    }
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| match (x, y) {
+            (Some(x), Some(y)) if x != y => Err(what()),
+            (x, y) => Ok(x.or(y)),
+        })
+        .collect()
+}
+
+/// `softmax_cross_entropy_with_logits(logits, labels)`: same shapes, the last axis dropped.
+pub(super) fn cross_entropy(
+    logits: &TensorType,
+    labels: &TensorType,
+) -> Result<TensorType, String> {
+    let rows = logit_rows(logits)?;
+    require_f32("labels", labels)?;
+    let mismatch = || format!("labels {labels} must have the shape of logits {logits}");
+    let dims = merge_dims(logits.shape.dims(), labels.shape.dims(), mismatch)?;
+    Ok(TensorType::f32(Shape::of(&dims[..rows.len()])))
+}
+
+/// `sparse_softmax_cross_entropy_with_logits(logits, labels)`: integer labels of the logits'
+/// shape without the class axis, which is also the result's.
+pub(super) fn sparse_cross_entropy(
+    logits: &TensorType,
+    labels: &TensorType,
+) -> Result<TensorType, String> {
+    let rows = logit_rows(logits)?;
+    if !matches!(labels.dtype, DType::I32 | DType::I64) {
+        return Err(format!(
+            "labels must be i32 or i64 class indices, got {labels}"
+        ));
+    }
+    let mismatch =
+        || format!("labels {labels} must have the shape of logits {logits} without its last axis");
+    let dims = merge_dims(&rows, labels.shape.dims(), mismatch)?;
+    Ok(TensorType::f32(Shape::of(&dims)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{assert_err, run, ty};
@@ -136,6 +200,46 @@ mod tests {
             assert_err(&op, &["f32[]"], &["out of range"]);
             assert_err(&op, &["i32[3]"], &["x must be f32"]);
         }
+    }
+
+    #[test]
+    fn cross_entropies() {
+        let xent = Op::SoftmaxCrossEntropyWithLogits;
+        let sparse = Op::SparseSoftmaxCrossEntropyWithLogits;
+        assert_eq!(
+            run(&xent, &["f32[?,10]", "f32[4,10]"]).unwrap(),
+            ty("f32[4]")
+        );
+        assert_eq!(run(&xent, &["f32[3]", "f32[3]"]).unwrap(), ty("f32[]"));
+        assert_eq!(
+            run(&xent, &["f32[2,5,3]", "f32[2,5,3]"]).unwrap(),
+            ty("f32[2,5]")
+        );
+        assert_err(
+            &xent,
+            &["f32[4,10]", "f32[4,9]"],
+            &["labels f32[4,9]", "f32[4,10]"],
+        );
+        assert_err(&xent, &["f32[4,10]", "f32[10]"], &["must have the shape"]);
+        assert_err(&xent, &["f32[]", "f32[]"], &["rank >= 1"]);
+        assert_err(&xent, &["f32[4,0]", "f32[4,0]"], &["no classes"]);
+        assert_err(&xent, &["f32[4,3]", "i32[4,3]"], &["labels must be f32"]);
+        assert_eq!(
+            run(&sparse, &["f32[?,10]", "i32[4]"]).unwrap(),
+            ty("f32[4]")
+        );
+        assert_eq!(run(&sparse, &["f32[10]", "i64[]"]).unwrap(), ty("f32[]"));
+        assert_err(&sparse, &["f32[4,10]", "f32[4]"], &["i32 or i64", "f32[4]"]);
+        assert_err(
+            &sparse,
+            &["f32[4,10]", "i32[5]"],
+            &["without its last axis"],
+        );
+        assert_err(
+            &sparse,
+            &["f32[4,10]", "i32[4,10]"],
+            &["without its last axis"],
+        );
     }
 
     #[test]

@@ -368,6 +368,15 @@ pub fn normalize_main_op(op: &Op, rank: usize, out: &[usize]) -> Result<Op, Stri
         }
         Ok(if a < 0 { a + r } else { a })
     };
+    let out_axis = |a: i64| -> Result<i64, String> {
+        let r = out.len() as i64;
+        if a < -r || a >= r {
+            return Err(format!(
+                "axis {a} is out of range for the result's rank {r}"
+            ));
+        }
+        Ok(if a < 0 { a + r } else { a })
+    };
     let out_i64 = || out.iter().map(|&d| d as i64).collect::<Vec<_>>();
     if !op.is_kernel_main() {
         return Err(format!("{} is not a main op of a kernel", op.name()));
@@ -399,6 +408,22 @@ pub fn normalize_main_op(op: &Op, rank: usize, out: &[usize]) -> Result<Op, Stri
         Op::Gather { axis: a } => Op::Gather { axis: axis(*a)? },
         // stop_gradient is the identity at run time: a reshape to its own shape.
         Op::Reshape { .. } | Op::StopGradient => Op::Reshape { shape: out_i64() },
+        // Both count their axis in the result's rank.
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis: a,
+        } => Op::OneHot {
+            depth: *depth,
+            on_value: *on_value,
+            off_value: *off_value,
+            axis: out_axis(*a)?,
+        },
+        Op::GatherGrad { axis: a, size } => Op::GatherGrad {
+            axis: out_axis(*a)?,
+            size: *size,
+        },
         Op::Slice { begin, .. } => {
             if begin.len() != out.len() {
                 return Err(format!(

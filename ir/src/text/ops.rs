@@ -273,6 +273,18 @@ pub(crate) fn build_op(
                 orig_input_shape: a.image_shape("orig_input_shape")?,
                 attrs: a.pool()?,
             },
+            "softmax_cross_entropy_with_logits" => Op::SoftmaxCrossEntropyWithLogits,
+            "sparse_softmax_cross_entropy_with_logits" => Op::SparseSoftmaxCrossEntropyWithLogits,
+            "one_hot" => Op::OneHot {
+                depth: a.usize("depth")?,
+                on_value: Float(a.f32("on_value")?),
+                off_value: Float(a.f32("off_value")?),
+                axis: a.i64("axis")?,
+            },
+            "gather_grad" => Op::GatherGrad {
+                axis: a.i64("axis")?,
+                size: a.usize("size")?,
+            },
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };

@@ -159,6 +159,21 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.extend(pool(attrs));
             out
         }
+        Op::SoftmaxCrossEntropyWithLogits | Op::SparseSoftmaxCrossEntropyWithLogits => vec![],
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis,
+        } => vec![
+            ("depth", depth.to_string()),
+            ("on_value", float(on_value)),
+            ("off_value", float(off_value)),
+            ("axis", axis.to_string()),
+        ],
+        Op::GatherGrad { axis, size } => {
+            vec![("axis", axis.to_string()), ("size", size.to_string())]
+        }
     }
 }
 

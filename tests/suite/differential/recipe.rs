@@ -24,7 +24,7 @@ impl Params {
 const SIZES: [usize; 8] = [1, 2, 3, 4, 5, 7, 13, 16];
 
 /// How many step kinds a recipe byte selects from (`byte % KINDS`).
-pub const KINDS: usize = 23;
+pub const KINDS: usize = 26;
 
 /// The largest value a step may produce; a step making more is not applied.
 pub const MAX_NUMEL: usize = 20_000;
@@ -584,6 +584,69 @@ impl Step<'_> {
                         }
                     }
                 }
+            }
+            // The cross entropies over the last axis: dense labels, a softmax of a feed (rows
+            // summing to 1, where TF's logits gradient is the derivative, so the gradient
+            // checks of these recipes hold), or class indices in range (a label out of range
+            // gives a NaN row, which tests/suite/losses.rs checks on every backend).
+            23 if r >= 1 => {
+                let classes = shape[r - 1] as u64;
+                if p.next(2) == 0 {
+                    feed(g, &shape)
+                        .and_then(|f| g.softmax(f, -1))
+                        .and_then(|l| g.softmax_cross_entropy_with_logits(cur, l))
+                } else {
+                    let rows = &shape[..r - 1];
+                    let n: usize = rows.iter().product();
+                    let v: Vec<i64> = (0..n).map(|_| p.next(classes) as i64).collect();
+                    let labels = if p.next(2) == 0 {
+                        Tensor::new(rows, Data::I32(v.iter().map(|&i| i as i32).collect()))
+                    } else {
+                        Tensor::new(rows, Data::I64(v))
+                    };
+                    let labels = g
+                        .constant(&format!("labels{counter}"), labels.unwrap())
+                        .unwrap();
+                    g.sparse_softmax_cross_entropy_with_logits(cur, labels)
+                }
+            }
+            // one_hot of constant indices (some out of range) of cur's shape, the new axis
+            // anywhere, times cur broadcast along it.
+            24 => {
+                let depth = p.pick(&SIZES);
+                let n: usize = shape.iter().product();
+                let v: Vec<i64> = (0..n)
+                    .map(|_| p.next(depth as u64 + 2) as i64 - 1)
+                    .collect();
+                let indices = g
+                    .constant(
+                        &format!("hot{counter}"),
+                        Tensor::new(&shape, Data::I64(v)).unwrap(),
+                    )
+                    .unwrap();
+                let axis =
+                    p.next(r as u64 + 1) as i64 - if p.next(2) == 0 { 0 } else { r as i64 + 1 };
+                let a = if axis < 0 { axis + r as i64 + 1 } else { axis } as usize;
+                let mut expanded: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                expanded.insert(a, 1);
+                g.one_hot(indices, depth, 1.5, -0.5, axis)
+                    .and_then(|h| g.reshape(cur, &expanded).and_then(|c| g.mul(h, c)))
+            }
+            // gather_grad of cur along an axis: indices (repeated, negative) into `size` rows.
+            25 if r >= 1 => {
+                let axis = p.next(r as u64) as usize;
+                let size = p.pick(&SIZES) as i64;
+                let idx: Vec<i64> = (0..shape[axis])
+                    .map(|_| p.next(2 * size as u64) as i64 - size)
+                    .collect();
+                let indices = g
+                    .constant(
+                        &format!("scatter{counter}"),
+                        Tensor::new(&[shape[axis]], Data::I64(idx)).unwrap(),
+                    )
+                    .unwrap();
+                let signed = axis as i64 - if p.next(2) == 0 { 0 } else { r as i64 };
+                g.gather_grad(cur, indices, signed, size as usize)
             }
             _ => return None,
         };

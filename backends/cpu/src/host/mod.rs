@@ -4,6 +4,9 @@
 //! see [`crate::gemm::conv2d_nhwc_grouped`]) — and the backward window ops, whose convolution
 //! contractions call the SGEMM micro-kernels from here (`window/conv_backprop.rs`; the pool
 //! gradients are plain loops).
+//! `argmax`, `gather`, `gather_grad`, `one_hot`, `cast`, the softmax cross entropies (one pass
+//! per row), and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
+//! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
 //! (operand count, dtypes, dims and attributes against each other), so that running it can
@@ -82,6 +85,26 @@ pub enum HostOp {
     DepthwiseBackpropInput(ConvAttrs),
     /// `depthwise_conv2d_backprop_filter(x, dy)`, likewise.
     DepthwiseBackpropFilter(ConvAttrs),
+    /// `softmax_cross_entropy_with_logits(logits, labels)`, one pass per row.
+    CrossEntropy,
+    /// `sparse_softmax_cross_entropy_with_logits(logits, labels)`, one pass per row.
+    SparseCrossEntropy,
+    /// `one_hot(indices)` with the new axis at `axis` of the output.
+    OneHot {
+        /// Size of the new axis.
+        depth: usize,
+        /// Value at the index.
+        on: f32,
+        /// Value elsewhere.
+        off: f32,
+        /// The new axis, in `0..rank(output)`.
+        axis: usize,
+    },
+    /// `gather_grad(grad, indices)`: a scatter-add into axis `axis` of the output.
+    GatherGrad {
+        /// The scattered axis of the output, in `0..rank(output)`.
+        axis: usize,
+    },
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -184,6 +207,22 @@ impl HostKernel {
                 axis: axis_index(*axis),
             },
             Some(Op::Cast { .. }) => HostOp::Cast,
+            Some(Op::SoftmaxCrossEntropyWithLogits) => HostOp::CrossEntropy,
+            Some(Op::SparseSoftmaxCrossEntropyWithLogits) => HostOp::SparseCrossEntropy,
+            Some(Op::OneHot {
+                depth,
+                on_value,
+                off_value,
+                axis,
+            }) => HostOp::OneHot {
+                depth: *depth,
+                on: on_value.0,
+                off: off_value.0,
+                axis: axis_index(*axis),
+            },
+            Some(Op::GatherGrad { axis, .. }) => HostOp::GatherGrad {
+                axis: axis_index(*axis),
+            },
             Some(Op::Conv2d(a))
                 if a.data_format == DataFormat::Nchw && conv_groups(program, kernel) > 1 =>
             {
@@ -272,6 +311,7 @@ impl HostKernel {
             | HostOp::DepthwiseBackpropInput(_)
             | HostOp::DepthwiseBackpropFilter(_) => 2,
             HostOp::MaxPoolGrad(_) => 3,
+            HostOp::CrossEntropy | HostOp::SparseCrossEntropy | HostOp::GatherGrad { .. } => 2,
             _ => 1,
         };
         if ins.len() != arity {
@@ -360,6 +400,47 @@ impl HostKernel {
             | HostOp::AvgPoolGrad(_)
             | HostOp::DepthwiseBackpropInput(_)
             | HostOp::DepthwiseBackpropFilter(_) => {}
+            HostOp::CrossEntropy | HostOp::SparseCrossEntropy => {
+                let labels = &ins[1];
+                let sparse = self.op == HostOp::SparseCrossEntropy;
+                let rows = x.dims.split_last().map(|(_, r)| r.to_vec());
+                let labels_fit = if sparse {
+                    matches!(labels.dtype, DType::I32 | DType::I64)
+                        && Some(&labels.dims) == rows.as_ref()
+                } else {
+                    labels.dtype == DType::F32 && labels.dims == x.dims
+                };
+                let classes = x.dims.last().copied().unwrap_or(0);
+                let out_fits = out.dtype == DType::F32 && Some(&out.dims) == rows.as_ref();
+                if x.dtype != DType::F32 || classes == 0 || !labels_fit || !out_fits {
+                    return mismatch("f32 logits with classes, labels to match, f32 rows".into());
+                }
+            }
+            HostOp::OneHot { depth, axis, .. } => {
+                let mut want = x.dims.clone();
+                if *axis > want.len() || !matches!(x.dtype, DType::I32 | DType::I64) {
+                    return mismatch(format!("i32 or i64 indices and an axis {axis}"));
+                }
+                want.insert(*axis, *depth);
+                if out.dims != want || out.dtype != DType::F32 {
+                    return mismatch(format!("f32{}", fmt_dims(&want)));
+                }
+            }
+            HostOp::GatherGrad { axis } => {
+                let idx = &ins[1];
+                let ir = idx.dims.len();
+                let fits = *axis < out.dims.len()
+                    && matches!(idx.dtype, DType::I32 | DType::I64)
+                    && x.dtype == DType::F32
+                    && out.dtype == DType::F32;
+                let mut want = out.dims.clone();
+                if fits {
+                    want.splice(*axis..axis + 1, idx.dims.iter().copied());
+                }
+                if !fits || x.dims != want || want.len() + 1 != out.dims.len() + ir {
+                    return mismatch(format!("f32 grad with i32 or i64 indices at axis {axis}"));
+                }
+            }
         }
         Ok(())
     }
@@ -402,6 +483,35 @@ impl HostKernel {
                 let od = self.output.dims.as_slice();
                 elementwise::select((*c, dims(0)), (*a, dims(1)), (*b, dims(2)), (out, od))
             }
+            (HostOp::CrossEntropy, [View::F32(x), View::F32(labels)]) => match out {
+                ViewMut::F32(y) => {
+                    reduce::cross_entropy(x, labels, y);
+                    Ok(())
+                }
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::SparseCrossEntropy, [View::F32(x), labels]) => match out {
+                ViewMut::F32(y) => reduce::sparse_cross_entropy(x, *labels, y),
+                _ => Err(self.bad_views()),
+            },
+            (
+                HostOp::OneHot {
+                    depth,
+                    on,
+                    off,
+                    axis,
+                },
+                [indices],
+            ) => match out {
+                ViewMut::F32(y) => {
+                    movement::one_hot(*indices, dims(0), *depth, [*on, *off], *axis, y)
+                }
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::GatherGrad { axis }, [View::F32(g), indices]) => match out {
+                ViewMut::F32(y) => movement::gather_grad(g, *indices, &self.output.dims, *axis, y),
+                _ => Err(self.bad_views()),
+            },
             (HostOp::GroupedConv(attrs), [View::F32(x), View::F32(w)]) => match out {
                 ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
                 _ => Err(self.bad_views()),

@@ -293,3 +293,52 @@ fn files_are_named_after_op_families() {
         "host/ modules outside OpFamily: {stray:?}"
     );
 }
+
+#[test]
+fn cross_entropies_match_the_reference_with_nan_for_bad_labels() {
+    let logits = Tensor::uniform(&[5, 7], -30.0, 30.0, 3);
+    let labels = Tensor::uniform(&[5, 7], 0.0, 1.0, 4);
+    let (got, want, kinds) = run(Op::SoftmaxCrossEntropyWithLogits, &[logits.clone(), labels]);
+    close(&got.unwrap(), &want.unwrap(), 1e-6);
+    assert_eq!(kinds, ["host"]);
+    for labels in [
+        ints(&[5], vec![0, 6, 3, 7, -1]),
+        Tensor::new(&[5], Data::I32(vec![2, 2, 2, 0, 1])).unwrap(),
+    ] {
+        let (got, want, _) = run(
+            Op::SparseSoftmaxCrossEntropyWithLogits,
+            &[logits.clone(), labels],
+        );
+        // NaN placement is compared too: labels 7 and -1 are out of 0..7.
+        close(&got.unwrap(), &want.unwrap(), 1e-6);
+    }
+}
+
+#[test]
+fn one_hot_and_gather_grad_match_the_reference() {
+    let idx = ints(&[2, 3], vec![0, 4, -1, 2, 2, 5]);
+    for axis in [-1, 0, 1] {
+        let op = Op::OneHot {
+            depth: 5,
+            on_value: Float(2.0),
+            off_value: Float(-0.5),
+            axis,
+        };
+        let (got, want, kinds) = run(op, std::slice::from_ref(&idx));
+        assert_eq!(got.unwrap(), want.unwrap(), "axis {axis}");
+        assert_eq!(kinds, ["host"]);
+    }
+    let g = Tensor::uniform(&[2, 2, 3, 4], -1.0, 1.0, 5);
+    let idx = ints(&[2, 3], vec![0, 4, -1, 2, 2, 5]);
+    let (got, want, kinds) = run(Op::GatherGrad { axis: 1, size: 6 }, &[g.clone(), idx]);
+    close(&got.unwrap(), &want.unwrap(), 1e-6);
+    assert_eq!(kinds, ["host"]);
+    let bad = ints(&[2, 3], vec![0, 4, -7, 2, 2, 5]);
+    let (got, want, _) = run(Op::GatherGrad { axis: 1, size: 6 }, &[g, bad]);
+    let e = got.unwrap_err();
+    assert!(
+        e.contains("index -7") && e.contains("size 6") && e.contains("%y"),
+        "{e}"
+    );
+    assert!(want.is_err());
+}

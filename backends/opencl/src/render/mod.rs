@@ -216,6 +216,21 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         }
         Op::MaxPoolGrad(a) => window::pool_grad(src, limits, a, true),
         Op::AvgPoolGrad { attrs, .. } => window::pool_grad(src, limits, attrs, false),
+        Op::SoftmaxCrossEntropyWithLogits => reduce::cross_entropy(src, limits, false),
+        Op::SparseSoftmaxCrossEntropyWithLogits => reduce::cross_entropy(src, limits, true),
+        Op::OneHot {
+            depth,
+            on_value,
+            off_value,
+            axis,
+        } => movement::one_hot(
+            src,
+            limits,
+            *depth,
+            [on_value.0, off_value.0],
+            axis_index(*axis),
+        ),
+        Op::GatherGrad { axis, .. } => movement::gather_grad(src, limits, axis_index(*axis)),
         // Program::validate rejects these as main ops; say so rather than panic.
         Op::Input(_)
         | Op::Var(_)

@@ -1,5 +1,5 @@
 //! The movement family, one work-item per output element: reshape, transpose, concat, slice,
-//! pad and gather.
+//! pad, gather, its adjoint gather_grad and one_hot.
 //!
 //! Each computes, for flat output index `gid`, which input element it takes (or the fill value)
 //! with the dims baked in, then applies the epilogue. Movement ops accept any dtype (the element
@@ -305,6 +305,106 @@ pub(super) fn gather(
     }}
 ",
         outer_step = ni * inner,
+        code = src.index + 1,
+    );
+    per_element(src, limits, &main)
+}
+
+/// `one_hot(indices)` with the new axis at `axis` of the output.
+pub(super) fn one_hot(
+    src: &mut KernelSrc<'_>,
+    limits: &Limits,
+    depth: usize,
+    [on, off]: [f32; 2],
+    axis: usize,
+) -> Result<Body, String> {
+    let idx = src.input(0)?;
+    let mut want = idx.dims.to_vec();
+    if axis > want.len() || !matches!(idx.dtype, DType::I32 | DType::I64) {
+        return Err(format!(
+            "indices {}{} with axis {axis}",
+            idx.dtype,
+            fmt_dims(&idx.dims)
+        ));
+    }
+    want.insert(axis, depth);
+    if want != src.out().dims.as_slice() || src.out().dtype != DType::F32 {
+        return Err(format!(
+            "output {} is not f32{}",
+            fmt_dims(&src.out().dims),
+            fmt_dims(&want)
+        ));
+    }
+    let inner: usize = idx.dims[axis..].iter().product();
+    let it = src.it;
+    let indices = src.input_name(0)?;
+    let main = format!(
+        "    const {it} gi = gid % {inner};
+    const {it} gd = (gid / {inner}) % {depth};
+    const {it} go = gid / {outer_step};
+    const float m = ((long){indices}[go * {inner} + gi] == (long)gd) ? {on} : {off};
+",
+        outer_step = inner * depth,
+        on = lit(on),
+        off = lit(off),
+    );
+    per_element(src, limits, &main)
+}
+
+/// `gather_grad(grad, indices)` along `axis` of the output: each output element sums, in
+/// index order, the gradient blocks whose index names it; an index outside `-n..n` sets the
+/// error flag as gather's does.
+pub(super) fn gather_grad(
+    src: &mut KernelSrc<'_>,
+    limits: &Limits,
+    axis: usize,
+) -> Result<Body, String> {
+    let (g, idx, out) = (src.input(0)?, src.input(1)?, src.out());
+    let o = out.dims.to_vec();
+    if axis >= o.len() || !matches!(idx.dtype, DType::I32 | DType::I64) {
+        return Err(format!(
+            "indices {}{} with axis {axis}",
+            idx.dtype,
+            fmt_dims(&idx.dims)
+        ));
+    }
+    let mut want = o.clone();
+    want.splice(axis..axis + 1, idx.dims.iter().copied());
+    if want != g.dims.as_slice() || g.dtype != DType::F32 || out.dtype != DType::F32 {
+        return Err(format!(
+            "grad {}{} is not f32{}",
+            g.dtype,
+            fmt_dims(&g.dims),
+            fmt_dims(&want)
+        ));
+    }
+    let n = o[axis];
+    let inner: usize = o[axis + 1..].iter().product();
+    let ni: usize = idx.dims.iter().product();
+    let it = src.it;
+    let grad = src.input_name(0)?;
+    let indices = src.input_name(1)?;
+    let flag = src.error_flag();
+    let main = format!(
+        "    const {it} gi = gid % {inner};
+    const {it} gk = (gid / {inner}) % {n};
+    const {it} go = gid / {outer_step};
+    float m = 0.0f;
+    for ({it} j = 0; j < {ni}; j++) {{
+        const long raw = (long){indices}[j];
+        const long at = raw < 0 ? raw + {n}L : raw;
+        if (at < 0 || at >= {n}L) {{
+            if (atomic_cmpxchg(&{flag}[0], 0, {code}) == 0) {{
+                {flag}[1] = (int)(raw & 0xffffffffL);
+                {flag}[2] = (int)(raw >> 32);
+                {flag}[3] = (int)j;
+            }}
+        }} else if (at == (long)gk) {{
+            m += {grad}[(go * {ni} + j) * {inner} + gi];
+        }}
+    }}
+",
+        outer_step = n * inner,
         code = src.index + 1,
     );
     per_element(src, limits, &main)

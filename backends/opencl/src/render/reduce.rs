@@ -7,7 +7,8 @@
 //! program gives the same bits on every run. Max and min propagate NaN (`k_max`/`k_min`), empty
 //! reductions give TensorFlow's identities (sum 0, mean NaN, max -inf, min +inf), softmax
 //! subtracts the row maximum first, and argmax takes the first maximum, a NaN counting as the
-//! largest.
+//! largest. The softmax cross entropies take one work-item per row of logits (max, the
+//! log-sum-exp with the max subtracted, then the loss), a label out of range giving NaN.
 
 use super::expr::{ctype, lit, row_major, strided_offset};
 use super::kernel::KernelSrc;
@@ -333,4 +334,60 @@ pub(super) fn argmax(
         ));
     }
     Ok(body)
+}
+
+/// `softmax_cross_entropy_with_logits` (dense f32 labels) or, with `sparse`, its sparse form
+/// (i32/i64 labels): one work-item per row of the logits.
+pub(super) fn cross_entropy(
+    src: &mut KernelSrc<'_>,
+    limits: &Limits,
+    sparse: bool,
+) -> Result<Body, String> {
+    let (x, labels, out) = (src.input(0)?, src.input(1)?, src.out());
+    let Some((&classes, rows)) = x.dims.split_last() else {
+        return Err(format!("logits {} have no class axis", fmt_dims(&x.dims)));
+    };
+    let labels_fit = if sparse {
+        matches!(labels.dtype, DType::I32 | DType::I64) && labels.dims.as_slice() == rows
+    } else {
+        labels.dtype == DType::F32 && labels.dims == x.dims
+    };
+    if x.dtype != DType::F32 || classes == 0 || !labels_fit || out.dims.as_slice() != rows {
+        return Err(format!(
+            "logits {}{} and labels {}{} do not give {}{}",
+            x.dtype,
+            fmt_dims(&x.dims),
+            labels.dtype,
+            fmt_dims(&labels.dims),
+            out.dtype,
+            fmt_dims(&out.dims)
+        ));
+    }
+    let it = src.it;
+    let xs = src.input_name(0)?;
+    let ls = src.input_name(1)?;
+    let loss = if sparse {
+        format!(
+            "    const long c = (long){ls}[gid];
+    const float m = (c >= 0 && c < {classes}L) ? lse - row[c] : NAN;
+"
+        )
+    } else {
+        format!(
+            "    float acc = 0.0f;
+    for ({it} j = 0; j < {classes}; j++) acc += {ls}[gid * {classes} + j] * (lse - row[j]);
+    const float m = acc;
+"
+        )
+    };
+    let main = format!(
+        "    __global const float* row = {xs} + gid * {classes};
+    float mx = row[0];
+    for ({it} j = 1; j < {classes}; j++) mx = k_max(mx, row[j]);
+    float sum = 0.0f;
+    for ({it} j = 0; j < {classes}; j++) sum += exp(row[j] - mx);
+    const float lse = mx + log(sum);
+{loss}"
+    );
+    per_element(src, limits, &main)
 }

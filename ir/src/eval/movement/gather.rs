@@ -42,7 +42,7 @@ pub(crate) fn gather(params: &Tensor, indices: &Tensor, axis: i64) -> Result<Ten
 
 /// The indices as positions in `0..n`: negative ones count from the end; any outside `-n..n`
 /// is an error naming it, its position among the indices and the axis size.
-fn resolve_indices(
+pub(super) fn resolve_indices(
     indices: &Tensor,
     n: usize,
     axis: usize,
