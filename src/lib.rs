@@ -28,6 +28,7 @@ pub mod checkpoint;
 mod graph;
 pub mod onnx;
 mod optimize;
+pub mod optimizer;
 mod session;
 
 pub use backend_kind::BackendKind;
@@ -39,6 +40,7 @@ pub use kiln_ir::{
     Op, Padding, PoolAttrs, ReduceOp, Result, Shape, Tensor, TensorType, UnaryOp,
 };
 pub use optimize::{OptimizeOptions, optimize_graph};
+pub use optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
 pub use session::{CompileStats, Session};
 
 /// Reading and writing tensors as .npy files.

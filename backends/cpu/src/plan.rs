@@ -229,9 +229,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                         codegen::movement::define_movement(&mut jit, program, kernel)
                     }
                     Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
-                    // Matmul, lrn, argmax, gather, cast and grouped NCHW conv2d were taken by
-                    // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
-                    // (Program::validate rejects them).
+                    // Matmul, lrn, argmax, gather, cast, the optimizer updates and grouped NCHW
+                    // conv2d were taken by `contraction` or `HostKernel::plan` above; the rest
+                    // never reach a kernel (Program::validate rejects them).
                     Op::MatMul { .. }
                     | Op::Lrn { .. }
                     | Op::ArgMax { .. }
@@ -243,7 +243,11 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::Unary(_)
                     | Op::Binary(_)
                     | Op::BiasAdd { .. }
-                    | Op::Fused(_) => Err(format!("no cpu code path for {}", main.name())),
+                    | Op::Fused(_)
+                    | Op::ApplyGradientDescent
+                    | Op::ApplyMomentum { .. }
+                    | Op::ApplyAdam
+                    | Op::Group => Err(format!("no cpu code path for {}", main.name())),
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

@@ -11,7 +11,7 @@ use crate::jit::CompiledKernel;
 use crate::pack_cache::PackedEntry;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
 use kiln_ir::backend::{CompileTimes, Executable, ExecutableInfo, KernelTime};
-use kiln_ir::program::{BufferId, BufferKind, Program};
+use kiln_ir::program::{Buffer, BufferId, BufferKind, Program};
 use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -226,7 +226,10 @@ impl CpuExecutable {
         let updates: Vec<(usize, Tensor)> = p
             .updates
             .iter()
-            .map(|u| (u.variable, read_buffer(p, &buffers, u.value)))
+            .map(|u| {
+                let var = p.buffer(p.variables[u.variable]);
+                (u.variable, read_part(&buffers, u.value, u.offset, var))
+            })
             .collect();
         drop(buffers);
         arena.check()?;
@@ -244,12 +247,20 @@ impl CpuExecutable {
     }
 }
 
-/// A fresh tensor holding a copy of buffer `id`.
-fn read_buffer(p: &Program, buffers: &Buffers, id: BufferId) -> Tensor {
-    let buf = p.buffer(id);
-    let mut t = Tensor::zeros_of(buf.dtype, &buf.dims);
-    // SAFETY: `t` has the buffer's dtype and dims, so its size, and is fresh (no overlap).
-    unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(id), t.as_mut_ptr(), buf.size_bytes()) }
+/// A fresh tensor of `like`'s type holding a copy of buffer `id` from element `offset` (an
+/// update's new value: all of an assign's buffer, one part of an optimizer update's).
+fn read_part(buffers: &Buffers, id: BufferId, offset: usize, like: &Buffer) -> Tensor {
+    let mut t = Tensor::zeros_of(like.dtype, &like.dims);
+    let start = offset * like.dtype.size_bytes();
+    // SAFETY: `Program::validate` checked that the update's `offset + numel` elements lie in
+    // the value buffer and that it has the variable's dtype; `t` is fresh (no overlap).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            buffers.ptr(id).wrapping_add(start),
+            t.as_mut_ptr(),
+            like.size_bytes(),
+        )
+    }
     t
 }
 

@@ -25,7 +25,7 @@ mod reduce;
 mod state;
 mod window;
 
-pub use state::{shared_source_value, source_value};
+pub use state::{apply_update, shared_source_value, source_value};
 
 use crate::op::{DataFormat, Op};
 use crate::shape::{TensorType, fmt_dims};
@@ -154,6 +154,10 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [x] = operands(op, inputs)?;
             elementwise::cast(x, *to)
         }
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(op, inputs)
+        }
+        Op::Group => Ok(Tensor::scalar(0.0)),
     }
 }
 

@@ -66,6 +66,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         Op::Gather { axis } => movement::gather(*axis, inputs[0], inputs[1]),
         Op::Cast { to } => elementwise::cast(*to, inputs[0]),
         Op::Fused(f) => fused::fused(f, inputs),
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(op, inputs)
+        }
+        Op::Group => Ok(TensorType::f32(crate::shape::Shape::scalar())),
     }?;
     check_size(&ty)?;
     Ok(ty)

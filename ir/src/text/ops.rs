@@ -233,6 +233,12 @@ pub(crate) fn build_op(
             "assign" => Op::Assign(AssignOp::Assign),
             "assign_add" => Op::Assign(AssignOp::AssignAdd),
             "assign_sub" => Op::Assign(AssignOp::AssignSub),
+            "apply_gradient_descent" => Op::ApplyGradientDescent,
+            "apply_momentum" => Op::ApplyMomentum {
+                use_nesterov: a.bool("use_nesterov")?,
+            },
+            "apply_adam" => Op::ApplyAdam,
+            "group" => Op::Group,
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };

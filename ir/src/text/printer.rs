@@ -126,6 +126,8 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
             out.push(("expr", quote(&f.expr().to_string())));
             out
         }
+        Op::ApplyGradientDescent | Op::ApplyAdam | Op::Group => Vec::new(),
+        Op::ApplyMomentum { use_nesterov } => vec![("use_nesterov", use_nesterov.to_string())],
     }
 }
 

@@ -1,5 +1,5 @@
 //! Host kernels: plain, safe Rust for the ops that are not worth generated code — `lrn`,
-//! `argmax`, `gather`, `cast`, and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
+//! `argmax`, `gather`, `cast`, the optimizer updates, and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
 //! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
@@ -14,13 +14,15 @@
 //! planner adds for every kernel whose epilogue was not folded.
 //!
 //! One file per op family, named as in [`kiln_ir::schema::OpFamily`]: `elementwise` (cast),
-//! `window` (grouped conv2d), `reduce` (argmax), `normalize` (lrn), `movement` (gather). This
+//! `window` (grouped conv2d), `reduce` (argmax), `normalize` (lrn), `movement` (gather),
+//! `state` (the optimizer updates). This
 //! file holds what they share: the planner, its checks, and the buffer views.
 
 mod elementwise;
 mod movement;
 mod normalize;
 mod reduce;
+mod state;
 mod window;
 
 use kiln_ir::lower::axis_index;
@@ -57,6 +59,8 @@ pub enum HostOp {
     Cast,
     /// A grouped `conv2d` in NCHW layout (`x` channels a multiple of the filter's `cin`).
     GroupedConv(ConvAttrs),
+    /// An optimizer update (`apply_*`, the op itself), see `state.rs`.
+    Apply(Op),
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -164,6 +168,9 @@ impl HostKernel {
             {
                 HostOp::GroupedConv(*a)
             }
+            Some(op @ (Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam)) => {
+                HostOp::Apply(op.clone())
+            }
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -193,8 +200,9 @@ impl HostKernel {
     /// Checks operand count, dtypes and dims against the op (the run relies on it).
     fn check(&self) -> Result<(), String> {
         let (ins, out) = (&self.inputs, &self.output);
-        let arity = match self.op {
+        let arity = match &self.op {
             HostOp::Gather { .. } | HostOp::GroupedConv(_) => 2,
+            HostOp::Apply(op) => return state::check(op, ins, out),
             _ => 1,
         };
         if ins.len() != arity {
@@ -250,6 +258,7 @@ impl HostKernel {
             HostOp::GroupedConv(attrs) => {
                 window::check(attrs, x, &ins[1], out)?;
             }
+            HostOp::Apply(op) => state::check(op, ins, out)?,
         }
         Ok(())
     }
@@ -281,6 +290,10 @@ impl HostKernel {
             (HostOp::Cast, [x]) => elementwise::cast(*x, out),
             (HostOp::GroupedConv(attrs), [View::F32(x), View::F32(w)]) => match out {
                 ViewMut::F32(y) => window::grouped_conv(attrs, x, dims(0), w, dims(1), y),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::Apply(op), _) => match out {
+                ViewMut::F32(y) => state::apply(op, inputs, y),
                 _ => Err(self.bad_views()),
             },
             _ => Err(self.bad_views()),

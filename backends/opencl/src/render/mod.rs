@@ -209,13 +209,17 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         | Op::Unary(_)
         | Op::Binary(_)
         | Op::BiasAdd { .. }
-        | Op::Fused(_) => Err(format!("{} is not a kernel's main op", main.name())),
+        | Op::Fused(_)
+        | Op::Group => Err(format!("{} is not a kernel's main op", main.name())),
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(src, limits, main)
+        }
     }
 }
 
 /// Work-items per group for one-item-per-element kernels: 64 (two warps, one AMD wavefront),
 /// or less when the device allows less.
-fn group_1d(limits: &Limits) -> usize {
+pub(crate) fn group_1d(limits: &Limits) -> usize {
     limits.max_work_group.clamp(1, 64)
 }
 
