@@ -8,4 +8,5 @@ mod differential;
 mod onnx_errors;
 mod onnx_import;
 mod onnx_real;
+mod optimizer;
 mod session;
