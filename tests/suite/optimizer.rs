@@ -252,3 +252,33 @@ fn a_fetched_variable_shows_its_start_of_run_value() {
         );
     }
 }
+
+#[test]
+fn a_train_step_round_trips_through_kiln_text() {
+    let p = problem("momentum");
+    let text = p.graph.to_text();
+    assert!(text.starts_with("kiln 3"), "{text}");
+    assert!(
+        text.contains("apply_momentum(") && text.contains("group("),
+        "{text}"
+    );
+    let parsed = Graph::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed.to_text(), text);
+    let train = parsed.lookup("Momentum").unwrap();
+    let mut sess = Session::with_backend(&parsed, BackendKind::Reference).unwrap();
+    for _ in 0..STEPS {
+        sess.run_with_targets(&[], &[], &[train]).unwrap();
+    }
+    let mut original = Session::with_backend(&p.graph, BackendKind::Reference).unwrap();
+    let want = train_steps_of(&mut original, &p);
+    assert_close(
+        sess.variable_named("w").unwrap(),
+        &want,
+        Tolerance::EXACT,
+        "parsed graph",
+    );
+}
+
+fn train_steps_of(sess: &mut Session, p: &Problem) -> Tensor {
+    train(sess, p, STEPS).pop().expect("STEPS > 0")
+}

@@ -378,4 +378,64 @@ mod tests {
         assert_eq!(assign(AssignOp::Assign, &ints, &ints).unwrap(), ints);
         assert!(assign(AssignOp::AssignAdd, &ints, &ints).is_err());
     }
+
+    fn scalars(values: &[f32]) -> Vec<Tensor> {
+        values.iter().map(|&v| Tensor::scalar(v)).collect()
+    }
+
+    #[test]
+    fn gradient_descent_and_momentum_arithmetic() {
+        let (var, accum, grad) = (
+            t(&[2], &[1.0, 2.0]),
+            t(&[2], &[0.5, -1.0]),
+            t(&[2], &[1.0, 2.0]),
+        );
+        let alpha = Tensor::scalar(0.5);
+        let delta = t(&[2], &[2.0, -4.0]);
+        let gd = apply(&Op::ApplyGradientDescent, &[&var, &alpha, &delta]).unwrap();
+        assert_close(&gd, &[2], &[0.0, 4.0], 0.0);
+        let s = scalars(&[0.1, 0.9]);
+        let ins = [&var, &accum, &s[0], &grad, &s[1]];
+        // accum = [0.5 * 0.9 + 1, -0.9 + 2] = [1.45, 1.1]; var -= 0.1 * accum.
+        let plain = apply(
+            &Op::ApplyMomentum {
+                use_nesterov: false,
+            },
+            &ins,
+        )
+        .unwrap();
+        assert_close(&plain, &[2, 2], &[0.855, 1.89, 1.45, 1.1], 1e-6);
+        // var -= 0.1 * grad + 0.1 * 0.9 * accum.
+        let nesterov = apply(&Op::ApplyMomentum { use_nesterov: true }, &ins).unwrap();
+        assert_close(&nesterov, &[2, 2], &[0.7695, 1.701, 1.45, 1.1], 1e-6);
+    }
+
+    #[test]
+    fn adam_arithmetic_folds_bias_correction_into_the_rate() {
+        let (var, zero, grad) = (t(&[1], &[1.0]), t(&[1], &[0.0]), t(&[1], &[2.0]));
+        // First step: beta powers 0.9 and 0.999, lr 0.1, beta1 0.9, beta2 0.999, eps 1e-8.
+        let s = scalars(&[0.9, 0.999, 0.1, 0.9, 0.999, 1e-8]);
+        let mut ins: Vec<&Tensor> = vec![&var, &zero, &zero];
+        ins.extend(s.iter());
+        ins.push(&grad);
+        let out = apply(&Op::ApplyAdam, &ins).unwrap();
+        // lr_t = 0.1 * sqrt(0.001) / 0.1; m = 0.2; v = 0.004; var -= lr_t * 0.2 / sqrt(0.004):
+        // the first step moves by lr whatever the gradient's size.
+        assert_close(&out, &[3, 1], &[0.9, 0.2, 0.004], 1e-6);
+        let wrong = t(&[2], &[1.0, 1.0]);
+        ins[9] = &wrong;
+        let err = apply(&Op::ApplyAdam, &ins).unwrap_err();
+        assert!(
+            err.contains("grad is f32[2] but the variable is f32[1]"),
+            "{err}"
+        );
+        let not_scalar = t(&[1], &[0.1]);
+        ins[9] = &grad;
+        ins[5] = &not_scalar;
+        let err = apply(&Op::ApplyAdam, &ins).unwrap_err();
+        assert!(
+            err.contains("lr must be an f32 scalar, got f32[1]"),
+            "{err}"
+        );
+    }
 }
