@@ -1,5 +1,6 @@
 //! Running a [`Plan`]: one arena per run (so one executable serves many threads at once),
-//! outputs written straight into the returned tensors, variable updates committed last.
+//! outputs written straight into the returned tensors, variable updates committed last (copied
+//! into the variables' own storage).
 //!
 //! This file and the micro-kernels are the only places that turn addresses into slices or call
 //! generated code; the invariant that makes it sound is stated once, on [`Buffers`].
@@ -11,7 +12,7 @@ use crate::jit::CompiledKernel;
 use crate::pack_cache::PackedEntry;
 use crate::plan::{FusedEpilogue, Plan, Split, Stage, Weights};
 use kiln_ir::backend::{CompileTimes, Executable, ExecutableInfo, KernelTime};
-use kiln_ir::program::{Buffer, BufferId, BufferKind, Program};
+use kiln_ir::program::{BufferId, BufferKind, Program};
 use kiln_ir::{DType, Error, Result, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -223,45 +224,40 @@ impl CpuExecutable {
                 unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(b), out.as_mut_ptr(), len) }
             }
         }
-        let updates: Vec<(usize, Tensor)> = p
-            .updates
-            .iter()
-            .map(|u| {
-                let var = p.buffer(p.variables[u.variable]);
-                (u.variable, read_part(&buffers, u.value, u.offset, var))
-            })
-            .collect();
-        drop(buffers);
+        // Every guard is checked before anything commits, so a failed run changes no variable.
         arena.check()?;
-        if let Ok(mut pool) = self.arenas.lock() {
-            pool.push(arena);
-        }
         let results = outputs
             .into_iter()
             .map(GuardedOutput::finish)
             .collect::<Result<Vec<_>>>()?;
-        for (slot, value) in updates {
-            variables[slot] = value;
+        // Updates are copied into the variables' own storage (no new tensor per step): from
+        // the arena, which is not reused before it goes back to the pool below, or from the
+        // result tensor of a fetched update.
+        for u in &p.updates {
+            let var = p.buffer(p.variables[u.variable]);
+            let start = u.offset * var.dtype.size_bytes();
+            let src = match p.buffer(u.value).kind {
+                BufferKind::Output(j) => results[j].as_ptr(),
+                _ => buffers.ptr(u.value).cast_const(),
+            };
+            // SAFETY: `Program::validate` checked that the value buffer (a temporary or an
+            // output, never a variable) has the variable's dtype and holds `offset + numel`
+            // elements; `check_inputs` checked that `variables[u.variable]` has the variable's
+            // dtype and dims, so `size_bytes` bytes; the two are different allocations.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.wrapping_add(start),
+                    variables[u.variable].as_mut_ptr(),
+                    var.size_bytes(),
+                )
+            }
+        }
+        drop(buffers);
+        if let Ok(mut pool) = self.arenas.lock() {
+            pool.push(arena);
         }
         Ok(results)
     }
-}
-
-/// A fresh tensor of `like`'s type holding a copy of buffer `id` from element `offset` (an
-/// update's new value: all of an assign's buffer, one part of an optimizer update's).
-fn read_part(buffers: &Buffers, id: BufferId, offset: usize, like: &Buffer) -> Tensor {
-    let mut t = Tensor::zeros_of(like.dtype, &like.dims);
-    let start = offset * like.dtype.size_bytes();
-    // SAFETY: `Program::validate` checked that the update's `offset + numel` elements lie in
-    // the value buffer and that it has the variable's dtype; `t` is fresh (no overlap).
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            buffers.ptr(id).wrapping_add(start),
-            t.as_mut_ptr(),
-            like.size_bytes(),
-        )
-    }
-    t
 }
 
 fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
