@@ -642,6 +642,75 @@ impl Graph {
     ) -> Result<NodeId> {
         self.op(Op::GatherGrad { axis, size }, &[grad, indices])
     }
+    /// `var -= alpha * delta` (TensorFlow's `ApplyGradientDescent`; run it as a session
+    /// target): `alpha` is an f32 scalar node, `delta` has the variable's type.
+    pub fn apply_gradient_descent(
+        &mut self,
+        var: NodeId,
+        alpha: NodeId,
+        delta: NodeId,
+    ) -> Result<NodeId> {
+        self.op(Op::ApplyGradientDescent, &[var, alpha, delta])
+    }
+
+    /// `accum = accum * momentum + grad; var -= lr * accum` (or Nesterov's `var -= lr * grad +
+    /// lr * momentum * accum`), TensorFlow's `ApplyMomentum`; both variables are updated when
+    /// the node runs as a target. `lr` and `momentum` are f32 scalar nodes.
+    pub fn apply_momentum(
+        &mut self,
+        var: NodeId,
+        accum: NodeId,
+        lr: NodeId,
+        grad: NodeId,
+        momentum: NodeId,
+        use_nesterov: bool,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::ApplyMomentum { use_nesterov },
+            &[var, accum, lr, grad, momentum],
+        )
+    }
+
+    /// TensorFlow's `ApplyAdam`: updates `var` and its slots `m` and `v` (see
+    /// [`Op::ApplyAdam`]); the scalars are f32 scalar nodes, `beta1_power` / `beta2_power` are
+    /// read, not updated.
+    // The operands are TensorFlow's, in its order; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_adam(
+        &mut self,
+        var: NodeId,
+        m: NodeId,
+        v: NodeId,
+        beta1_power: NodeId,
+        beta2_power: NodeId,
+        lr: NodeId,
+        beta1: NodeId,
+        beta2: NodeId,
+        epsilon: NodeId,
+        grad: NodeId,
+    ) -> Result<NodeId> {
+        self.op(
+            Op::ApplyAdam,
+            &[
+                var,
+                m,
+                v,
+                beta1_power,
+                beta2_power,
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+                grad,
+            ],
+        )
+    }
+
+    /// `tf.group`: one node that does nothing but depend on `deps` (at least one), so running
+    /// it as a target runs them all. Its value is the f32 scalar 0.
+    pub fn group(&mut self, deps: &[NodeId]) -> Result<NodeId> {
+        self.op(Op::Group, deps)
+    }
 }
 
 fn literal_source(value: Tensor) -> Source {

@@ -31,6 +31,7 @@ mod graph;
 mod layers;
 pub mod onnx;
 mod optimize;
+pub mod optimizer;
 mod session;
 
 pub use backend_kind::BackendKind;
@@ -45,6 +46,7 @@ pub use kiln_ir::{
 };
 pub use layers::BatchNormTraining;
 pub use optimize::{OptimizeOptions, optimize_graph};
+pub use optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
 pub use session::{CompileStats, Session};
 
 /// Reading and writing tensors as .npy files.

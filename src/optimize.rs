@@ -87,8 +87,10 @@ pub fn optimize_graph(
 fn freeze_variables(graph: &mut Graph, value_of: &dyn Fn(NodeId) -> Option<Tensor>) -> Result<()> {
     let assigned: HashSet<NodeId> = graph
         .node_ids()
-        .filter(|&id| matches!(graph.node(id).op, Op::Assign(_)))
-        .filter_map(|id| graph.inputs(id).first().copied())
+        .flat_map(|id| {
+            let k = graph.node(id).op.updated_variables();
+            graph.inputs(id).into_iter().take(k)
+        })
         .collect();
     for var in graph.variables() {
         if assigned.contains(&var) {

@@ -93,6 +93,12 @@ pub fn flops(op: &Op, inputs: &[&TensorType], output: &TensorType) -> Option<u64
             .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
         Op::AvgPoolGrad { attrs: p, .. } => (inputs.first()?.shape.numel()? as u64)
             .saturating_mul((p.ksize[0] as u64).saturating_mul(p.ksize[1] as u64)),
+        // Per element of the variable: multiply and subtract (gradient descent); two
+        // multiply-adds (momentum, whose value holds 2 values per element); about a dozen for
+        // Adam (3 values per element). Nesterov's extra multiply-add is not counted.
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } => 2 * out,
+        Op::ApplyAdam => 4 * out,
+        Op::Group => 0,
     })
 }
 

@@ -33,7 +33,9 @@ fn style(op: &Op) -> (&'static str, &'static str) {
         Op::Input(_) => ("invhouse", "#d5e8d4"),
         Op::Var(_) => ("cylinder", "#dae8fc"),
         Op::Const(_) => ("note", "#eeeeee"),
-        Op::Assign(_) => ("hexagon", "#f8cecc"),
+        Op::Assign(_) | Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            ("hexagon", "#f8cecc")
+        }
         // Fused nodes stand out: one kernel doing the work of several ops.
         Op::Fused(_) => ("box3d", "#ffe6cc"),
         _ => ("box", "#ffffff"),

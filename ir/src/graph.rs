@@ -124,16 +124,34 @@ impl Graph {
             })?;
             types.push(&n.ty);
         }
-        if let (Op::Assign(_), Some(&target)) = (op, inputs.first()) {
+        for (k, &target) in inputs.iter().enumerate().take(op.updated_variables()) {
             let target = self.node(target);
             if !matches!(target.op, Op::Var(_)) {
                 return Err(Error::Op {
                     node: name.to_string(),
                     op: op.name(),
                     message: format!(
-                        "operand 0 must be a variable, got %{} ({})",
+                        "operand {k} must be a variable, got %{} ({})",
                         target.name,
                         target.op.name()
+                    ),
+                });
+            }
+        }
+        if op.updated_variables() > 1 {
+            let written = &inputs[..op.updated_variables()];
+            if let Some((k, &v)) = written
+                .iter()
+                .enumerate()
+                .find(|&(k, v)| written[..k].contains(v))
+            {
+                return Err(Error::Op {
+                    node: name.to_string(),
+                    op: op.name(),
+                    message: format!(
+                        "operand {k} writes %{} a second time; the variables an update writes \
+                         must be distinct",
+                        self.node(v).name
                     ),
                 });
             }

@@ -727,6 +727,42 @@ pub enum Op {
         /// Params' size along that axis.
         size: usize,
     },
+    /// `apply_gradient_descent(var, alpha, delta)`: `var -= alpha * delta`, TensorFlow's
+    /// `ResourceApplyGradientDescent`. `var` is a variable (f32), `alpha` an f32 scalar (`f32[]`,
+    /// so the learning rate may be a variable or placeholder), `delta` has the variable's type.
+    ///
+    /// The optimizer updates write several variables from one node and one kernel: operands
+    /// `0..k` ([`Op::updated_variables`]) are the variables written, and the node's value holds
+    /// their `k` new values one after another (row-major; here `k = 1`, so the value is the
+    /// variable's new value, like `assign`). One pass over the elements reads the variables, the
+    /// gradient and the scalars and writes every new value, and the run commits them to the
+    /// variables' own buffers when it ends, exactly as it commits an `assign`: every kernel
+    /// of the run reads start-of-run values, a failed run changes no variable, and a fetched
+    /// variable shows its start-of-run value.
+    ApplyGradientDescent,
+    /// `apply_momentum(var, accum, lr, grad, momentum; use_nesterov)`: TensorFlow's
+    /// `ResourceApplyMomentum`: `accum = accum * momentum + grad`, then `var -= lr * accum`, or
+    /// with `use_nesterov`, `var -= lr * grad + lr * momentum * accum` (with the new `accum`).
+    /// `var` and `accum` are f32 variables of one type, `grad` has it, `lr` and `momentum`
+    /// are `f32[]`. Writes two variables (see [`Op::ApplyGradientDescent`]): the value is
+    /// `[2, ...dims]`, the new `var` then the new `accum`.
+    ApplyMomentum {
+        /// Nesterov momentum (default false).
+        use_nesterov: bool,
+    },
+    /// `apply_adam(var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon, grad)`:
+    /// TensorFlow's `ResourceApplyAdam`: `lr_t = lr * sqrt(1 - beta2_power) / (1 -
+    /// beta1_power)`, `m = beta1 * m + (1 - beta1) * grad`, `v = beta2 * v + (1 - beta2) *
+    /// grad^2`, `var -= lr_t * m / (sqrt(v) + epsilon)`. `var`, `m`, `v` are f32 variables of
+    /// one type, `grad` has it, the five scalars are `f32[]` (`beta1_power` / `beta2_power`
+    /// are not updated here: TF1's optimizer multiplies them once per step, after every
+    /// variable's update). Writes three variables (see [`Op::ApplyGradientDescent`]): the value
+    /// is `[3, ...dims]`, the new `var`, `m` then `v`.
+    ApplyAdam,
+    /// `group(x1, x2, ...)`: does nothing but depend on its operands (`tf.group`), so one node
+    /// run as a target runs them all (e.g. every optimizer update of a train step). Operands
+    /// may have any type; the value is the f32 scalar 0. Lowering gives it no kernel.
+    Group,
 }
 
 /// How many operands an op takes.
@@ -822,6 +858,10 @@ impl Op {
             Op::SparseSoftmaxCrossEntropyWithLogits => "sparse_softmax_cross_entropy_with_logits",
             Op::OneHot { .. } => "one_hot",
             Op::GatherGrad { .. } => "gather_grad",
+            Op::ApplyGradientDescent => "apply_gradient_descent",
+            Op::ApplyMomentum { .. } => "apply_momentum",
+            Op::ApplyAdam => "apply_adam",
+            Op::Group => "group",
         }
     }
 
@@ -866,6 +906,10 @@ impl Op {
             Op::DepthwiseConv2dBackpropInput { .. } | Op::DepthwiseConv2dBackpropFilter { .. } => {
                 Arity::Exact(2)
             }
+            Op::ApplyGradientDescent => Arity::Exact(3),
+            Op::ApplyMomentum { .. } => Arity::Exact(5),
+            Op::ApplyAdam => Arity::Exact(10),
+            Op::Group => Arity::AtLeast(1),
         }
     }
 
@@ -890,12 +934,49 @@ impl Op {
                 | Op::BiasAdd { .. }
                 | Op::Fused(_)
                 | Op::BroadcastLike
+                | Op::Group
         )
     }
 
     /// Whether the op has a side effect (and so must not be removed or merged).
     pub fn has_side_effect(&self) -> bool {
-        matches!(self, Op::Assign(_))
+        self.updated_variables() > 0
+    }
+
+    /// How many leading operands the op writes: each must be a variable, and the node's value
+    /// holds their new values one after another (see [`Op::ApplyGradientDescent`]); 0 for an
+    /// op without side effect.
+    pub fn updated_variables(&self) -> usize {
+        match self {
+            Op::Assign(_) | Op::ApplyGradientDescent => 1,
+            Op::ApplyMomentum { .. } => 2,
+            Op::ApplyAdam => 3,
+            _ => 0,
+        }
+    }
+
+    /// The operand names of an optimizer update op (`apply_*`), in order, for messages and
+    /// checks: the first [`Op::updated_variables`] are the variables written, the one called
+    /// `grad` or `delta` has their type, every other one is an `f32[]` scalar. `None` for any
+    /// other op.
+    pub fn apply_operand_names(&self) -> Option<&'static [&'static str]> {
+        match self {
+            Op::ApplyGradientDescent => Some(&["var", "alpha", "delta"]),
+            Op::ApplyMomentum { .. } => Some(&["var", "accum", "lr", "grad", "momentum"]),
+            Op::ApplyAdam => Some(&[
+                "var",
+                "m",
+                "v",
+                "beta1_power",
+                "beta2_power",
+                "lr",
+                "beta1",
+                "beta2",
+                "epsilon",
+                "grad",
+            ]),
+            _ => None,
+        }
     }
 
     /// How the op fuses with its neighbours.
@@ -940,6 +1021,9 @@ impl Op {
             | Op::SparseSoftmaxCrossEntropyWithLogits
             | Op::OneHot { .. }
             | Op::GatherGrad { .. } => FusionKind::Opaque,
+            Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam | Op::Group => {
+                FusionKind::Opaque
+            }
         }
     }
 

@@ -34,9 +34,11 @@
 //!   the runtime copies the fetched buffer into result `j` after the last kernel and before
 //!   committing variable updates, so a fetched variable shows its start-of-run value.
 //! - Variables: kernels only read variables, always seeing start-of-run values. An `assign*`
-//!   kernel writes the variable's new value to its own buffer; the runtime commits
-//!   [`Program::updates`] in order after every kernel has run (a later update of the same
-//!   variable wins), which is the semantic of [`crate::backend::Executable`]. `lower` keeps
+//!   kernel writes the variable's new value to its own buffer, an optimizer update
+//!   (`apply_*`) the new values of its variables one after another ([`VariableUpdate::offset`]);
+//!   the runtime commits [`Program::updates`] in order after every kernel has run (a later
+//!   update of the same variable wins), which is the semantic of
+//!   [`crate::backend::Executable`]. `lower` keeps
 //!   only the last update of each variable; the earlier assign kernels still run (their
 //!   values may be fetched or used) but commit nothing.
 
@@ -227,7 +229,15 @@ impl Kernel {
     pub fn accepts_epilogue(&self) -> bool {
         !matches!(
             self.main,
-            Some(Op::Assign(_) | Op::ArgMax { .. } | Op::Gather { .. } | Op::Cast { .. })
+            Some(
+                Op::Assign(_)
+                    | Op::ArgMax { .. }
+                    | Op::Gather { .. }
+                    | Op::Cast { .. }
+                    | Op::ApplyGradientDescent
+                    | Op::ApplyMomentum { .. }
+                    | Op::ApplyAdam
+            )
         )
     }
 
@@ -253,10 +263,14 @@ impl Kernel {
 pub struct VariableUpdate {
     /// The variable's position in the request's variables.
     pub variable: usize,
-    /// The buffer holding the new value (written by an assign kernel).
+    /// The buffer holding the new value (written by an assign or optimizer update kernel).
     pub value: BufferId,
     /// The assign node's name.
     pub node: String,
+    /// Where the new value starts in `value`, in elements: 0 for an assign; an optimizer
+    /// update (`apply_*`) writes the new values of its `k` variables one after another, so
+    /// the `i`-th variable's starts at `i * numel`.
+    pub offset: usize,
 }
 
 /// The lowered form of a compile request. See the module documentation for its invariants.
@@ -445,8 +459,15 @@ impl fmt::Display for Program {
         for u in &self.updates {
             writeln!(
                 f,
-                "  update variable {} <- {} (%{})",
-                u.variable, u.value, u.node
+                "  update variable {} <- {}{} (%{})",
+                u.variable,
+                u.value,
+                if u.offset == 0 {
+                    String::new()
+                } else {
+                    format!(" at element {}", u.offset)
+                },
+                u.node
             )?;
         }
         Ok(())

@@ -7,6 +7,7 @@
 use crate::backend::{Backend, CompileRequest, Executable};
 use crate::eval::{eval_op, source_value};
 use crate::graph::{Graph, NodeId};
+use crate::lower::interp::committed_part;
 use crate::op::Op;
 use crate::{Error, Result, Tensor};
 use std::borrow::Cow;
@@ -99,12 +100,13 @@ impl Executable for ReferenceExecutable {
                     let inputs = self.graph.inputs(id);
                     let args: Vec<&Tensor> = inputs.iter().map(|i| values[i].as_ref()).collect();
                     let out = eval_op(op, &args).map_err(|m| eval_error(&self.graph, id, m))?;
-                    if let Op::Assign(_) = op {
-                        let slot = self
-                            .var_slot
-                            .get(&inputs[0])
-                            .ok_or_else(|| missing("variable"))?;
-                        updates.push((*slot, out.clone()));
+                    // Operand i < k of an op writing k variables gets the i-th new value.
+                    for (i, var) in inputs.iter().take(op.updated_variables()).enumerate() {
+                        let slot = self.var_slot.get(var).ok_or_else(|| missing("variable"))?;
+                        let dims = self.graph.node(*var).ty.shape.to_dims().unwrap_or_default();
+                        let numel: usize = dims.iter().product();
+                        let value = committed_part(out.clone(), i * numel, &dims)?;
+                        updates.push((*slot, value));
                     }
                     Cow::Owned(out)
                 }

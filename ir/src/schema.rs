@@ -516,6 +516,34 @@ pub const OPS: &[OpSchema] = &[
         TRAINING_SINCE,
         None,
     ),
+    op(
+        "apply_gradient_descent",
+        "var, alpha (f32[]), delta",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "apply_momentum",
+        "var, accum, lr (f32[]), grad, momentum (f32[])",
+        &[attr("use_nesterov", K::Bool, Value("false"))],
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "apply_adam",
+        "var, m, v, beta1_power, beta2_power, lr, beta1, beta2, epsilon (f32[] each), grad",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
+    op(
+        "group",
+        "x1, x2, ... (any types)",
+        NONE,
+        TRAINING_SINCE,
+        None,
+    ),
 ];
 
 /// The schema of op keyword `keyword` (not a `fused_<main>` keyword: see [`fused_main`]).
@@ -564,6 +592,9 @@ impl Op {
             | O::OneHot { .. }
             | O::GatherGrad { .. } => OpFamily::Movement,
             O::Fused(_) => OpFamily::Fused,
+            O::ApplyGradientDescent | O::ApplyMomentum { .. } | O::ApplyAdam | O::Group => {
+                OpFamily::State
+            }
             O::Compare(_) | O::Logical(_) | O::LogicalNot | O::Select | O::StopGradient => {
                 OpFamily::Elementwise
             }

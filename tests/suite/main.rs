@@ -9,4 +9,5 @@ mod losses;
 mod onnx_errors;
 mod onnx_import;
 mod onnx_real;
+mod optimizer;
 mod session;

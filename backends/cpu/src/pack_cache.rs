@@ -7,7 +7,7 @@
 //!
 //! Why compare bytes rather than track versions: the executable sees variables only as the
 //! tensors a run borrows, with no identity or generation (the session may swap in a fresh
-//! tensor on `set_variable`, an assign commits a new one, and a freed allocation can be
+//! tensor on `set_variable`, an update rewrites one in place, and a freed allocation can be
 //! reused at the same address), so only the contents say reliably whether the packing is
 //! stale. Comparing reads two streams and stops at the first difference; packing allocates a
 //! fresh zeroed buffer (page faults for megabytes of weights) and writes it, scattering for a

@@ -236,6 +236,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     // grouped NCHW conv2d and the backward window ops were taken by
                     // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
                     // (Program::validate rejects them).
+                    // Matmul, lrn, argmax, gather, cast, the optimizer updates and grouped NCHW
+                    // conv2d were taken by `contraction` or `HostKernel::plan` above; the rest
+                    // never reach a kernel (Program::validate rejects them).
                     Op::MatMul { .. }
                     | Op::Lrn { .. }
                     | Op::ArgMax { .. }
@@ -267,6 +270,10 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     | Op::DepthwiseConv2dBackpropFilter { .. } => {
                         Err(format!("no cpu code path for {}", main.name()))
                     }
+                    | Op::ApplyGradientDescent
+                    | Op::ApplyMomentum { .. }
+                    | Op::ApplyAdam
+                    | Op::Group => Err(format!("no cpu code path for {}", main.name())),
                 }
                 .map_err(err)?;
                 let mut buffers = kernel.inputs.clone();

@@ -1,5 +1,6 @@
 //! Running a [`Plan`]: one arena per run (so one executable serves many threads at once),
-//! outputs written straight into the returned tensors, variable updates committed last.
+//! outputs written straight into the returned tensors, variable updates committed last (copied
+//! into the variables' own storage).
 //!
 //! This file and the micro-kernels are the only places that turn addresses into slices or call
 //! generated code; the invariant that makes it sound is stated once, on [`Buffers`].
@@ -223,34 +224,40 @@ impl CpuExecutable {
                 unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(b), out.as_mut_ptr(), len) }
             }
         }
-        let updates: Vec<(usize, Tensor)> = p
-            .updates
-            .iter()
-            .map(|u| (u.variable, read_buffer(p, &buffers, u.value)))
-            .collect();
-        drop(buffers);
+        // Every guard is checked before anything commits, so a failed run changes no variable.
         arena.check()?;
-        if let Ok(mut pool) = self.arenas.lock() {
-            pool.push(arena);
-        }
         let results = outputs
             .into_iter()
             .map(GuardedOutput::finish)
             .collect::<Result<Vec<_>>>()?;
-        for (slot, value) in updates {
-            variables[slot] = value;
+        // Updates are copied into the variables' own storage (no new tensor per step): from
+        // the arena, which is not reused before it goes back to the pool below, or from the
+        // result tensor of a fetched update.
+        for u in &p.updates {
+            let var = p.buffer(p.variables[u.variable]);
+            let start = u.offset * var.dtype.size_bytes();
+            let src = match p.buffer(u.value).kind {
+                BufferKind::Output(j) => results[j].as_ptr(),
+                _ => buffers.ptr(u.value).cast_const(),
+            };
+            // SAFETY: `Program::validate` checked that the value buffer (a temporary or an
+            // output, never a variable) has the variable's dtype and holds `offset + numel`
+            // elements; `check_inputs` checked that `variables[u.variable]` has the variable's
+            // dtype and dims, so `size_bytes` bytes; the two are different allocations.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.wrapping_add(start),
+                    variables[u.variable].as_mut_ptr(),
+                    var.size_bytes(),
+                )
+            }
+        }
+        drop(buffers);
+        if let Ok(mut pool) = self.arenas.lock() {
+            pool.push(arena);
         }
         Ok(results)
     }
-}
-
-/// A fresh tensor holding a copy of buffer `id`.
-fn read_buffer(p: &Program, buffers: &Buffers, id: BufferId) -> Tensor {
-    let buf = p.buffer(id);
-    let mut t = Tensor::zeros_of(buf.dtype, &buf.dims);
-    // SAFETY: `t` has the buffer's dtype and dims, so its size, and is fresh (no overlap).
-    unsafe { std::ptr::copy_nonoverlapping(buffers.ptr(id), t.as_mut_ptr(), buf.size_bytes()) }
-    t
 }
 
 fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {

@@ -275,9 +275,9 @@ impl OpenClExecutable {
             });
         }
         for u in &p.updates {
-            let value = st.download(p, u.value)?;
             let var = p.variables[u.variable];
-            st.copy_on_device(p, u.value, var)?;
+            let value = st.download_part(p, u.value, u.offset, p.buffer(var))?;
+            st.copy_on_device(p, u.value, u.offset, var)?;
             st.resident[u.variable] = Some(bytes(&value).to_vec());
             variables[u.variable] = value;
         }
@@ -322,13 +322,26 @@ impl State {
 
     /// A fresh host tensor holding buffer `b`'s device contents.
     fn download(&self, p: &Program, b: BufferId) -> Result<Tensor> {
-        let buf = p.buffer(b);
+        self.download_part(p, b, 0, p.buffer(b))
+    }
+
+    /// A tensor of `like`'s type read from buffer `b` starting at element `start` (a variable
+    /// update's new value: all of an assign's buffer, one part of an optimizer update's).
+    fn download_part(
+        &self,
+        p: &Program,
+        b: BufferId,
+        start: usize,
+        like: &kiln_ir::program::Buffer,
+    ) -> Result<Tensor> {
+        let buf = like;
         let mut t = Tensor::zeros_of(buf.dtype, &buf.dims);
         let n = buf.size_bytes();
         if n == 0 {
             return Ok(t);
         }
         let (mem, offset) = self.home(p, b)?;
+        let offset = offset + start * buf.dtype.size_bytes();
         let read = cl_err("reading a result back");
         if buf.dtype == DType::Bool {
             // Read as bytes and normalise: a `bool` must never hold anything but 0 or 1.
@@ -343,13 +356,21 @@ impl State {
         Ok(t)
     }
 
-    /// Enqueues a device-side copy of buffer `from` into buffer `to` (same size).
-    fn copy_on_device(&self, p: &Program, from: BufferId, to: BufferId) -> Result<()> {
-        let n = p.buffer(from).size_bytes();
+    /// Enqueues a device-side copy into buffer `to` of its size in bytes from buffer `from`,
+    /// starting at element `offset` (a variable update's new value).
+    fn copy_on_device(
+        &self,
+        p: &Program,
+        from: BufferId,
+        offset: usize,
+        to: BufferId,
+    ) -> Result<()> {
+        let n = p.buffer(to).size_bytes();
         if n == 0 {
             return Ok(());
         }
         let (src, src_off) = self.home(p, from)?;
+        let src_off = src_off + offset * p.buffer(from).dtype.size_bytes();
         let (dst, dst_off) = self.home(p, to)?;
         src.copy(dst, Some(dst_off), Some(n))
             .offset(src_off)

@@ -26,7 +26,7 @@ mod reduce;
 mod state;
 mod window;
 
-pub use state::{shared_source_value, source_value};
+pub use state::{apply_update, shared_source_value, source_value};
 
 use crate::op::{DataFormat, Op};
 use crate::shape::{TensorType, fmt_dims};
@@ -233,6 +233,10 @@ pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             let [grad, indices] = operands(op, inputs)?;
             movement::gather_grad(grad, indices, *axis, *size)
         }
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(op, inputs)
+        }
+        Op::Group => Ok(Tensor::scalar(0.0)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! State: the initial values of `var` and `const` sources, materialised for their declared
-//! type, and the value an `assign*` gives its variable.
+//! type, the value an `assign*` gives its variable, and the optimizer updates (`apply_*`),
+//! whose per-element arithmetic [`apply_update`] is shared with the CPU backend.
 //!
 //! Random initialisers are f32 only and reproducible from their seed (`Tensor::normal` /
 //! `Tensor::uniform`). Literal, .npy and safetensors values must already have exactly the declared dims
@@ -7,7 +8,7 @@
 
 use super::{f32_data, finish};
 use crate::DType;
-use crate::op::{AssignOp, Initializer, Source};
+use crate::op::{AssignOp, Initializer, Op, Source};
 use crate::tensor::{Data, Tensor, checked_numel};
 use std::sync::Arc;
 
@@ -31,6 +32,116 @@ pub(super) fn assign(op: AssignOp, current: &Tensor, value: &Tensor) -> Result<T
         current.dims(),
         cs.iter().zip(vs).map(|(&c, &v)| c + sign * v).collect(),
     )
+}
+
+/// `apply_*(...)`: the new values of the variables the op writes, one after another (see
+/// [`Op::ApplyGradientDescent`]), from [`apply_update`] on copies of the current values.
+pub(super) fn apply(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let names = op
+        .apply_operand_names()
+        .ok_or_else(|| format!("{} is not an optimizer update", op.name()))?;
+    if inputs.len() != names.len() {
+        return Err(format!(
+            "{} expects {} operands, got {}",
+            op.name(),
+            names.len(),
+            inputs.len()
+        ));
+    }
+    let k = op.updated_variables();
+    let dims = inputs[0].dims();
+    let mut state: Vec<Vec<f32>> = Vec::with_capacity(k);
+    let mut scalars = Vec::new();
+    let mut grad: &[f32] = &[];
+    for (name, t) in names.iter().zip(inputs) {
+        let data = f32_data(t, name)?;
+        if state.len() < k || matches!(*name, "grad" | "delta") {
+            if t.dims() != dims {
+                return Err(format!(
+                    "{name} is {} but the variable is {}",
+                    t.ty(),
+                    inputs[0].ty()
+                ));
+            }
+            if state.len() < k {
+                state.push(data.to_vec());
+            } else {
+                grad = data;
+            }
+        } else {
+            match data {
+                [x] if t.dims().is_empty() => scalars.push(*x),
+                _ => return Err(format!("{name} must be an f32 scalar, got {}", t.ty())),
+            }
+        }
+    }
+    let mut slices: Vec<&mut [f32]> = state.iter_mut().map(Vec::as_mut_slice).collect();
+    apply_update(op, &scalars, &mut slices, grad)?;
+    let out_dims: Vec<usize> = if k == 1 {
+        dims.to_vec()
+    } else {
+        std::iter::once(k).chain(dims.iter().copied()).collect()
+    };
+    finish(&out_dims, state.concat())
+}
+
+/// Updates in place the variables an optimizer op writes (`vars`, in operand order, each as
+/// long as `grad`) from the gradient and the op's scalar operands (`scalars`, in operand
+/// order), with the arithmetic of TensorFlow's CPU kernels (`training_ops.cc`), operation for
+/// operation, so the reference and the CPU backend (which calls this) agree bit for bit:
+/// - gradient descent, scalars `[alpha]`: `var -= delta * alpha`;
+/// - momentum, scalars `[lr, momentum]`: `accum = accum * momentum + grad`, then
+///   `var -= accum * lr`, or with Nesterov `var -= grad * lr + accum * momentum * lr`;
+/// - Adam, scalars `[beta1_power, beta2_power, lr, beta1, beta2, epsilon]`:
+///   `alpha = lr * sqrt(1 - beta2_power) / (1 - beta1_power)`, `m += (grad - m) * (1 - beta1)`,
+///   `v += (grad^2 - v) * (1 - beta2)`, `var -= m * alpha / (sqrt(v) + epsilon)`.
+pub fn apply_update(
+    op: &Op,
+    scalars: &[f32],
+    vars: &mut [&mut [f32]],
+    grad: &[f32],
+) -> Result<(), String> {
+    let n = grad.len();
+    if vars.len() != op.updated_variables() || vars.iter().any(|v| v.len() != n) {
+        return Err(format!(
+            "{} needs {} variable(s) of the gradient's {n} elements",
+            op.name(),
+            op.updated_variables()
+        ));
+    }
+    match (op, scalars, vars) {
+        (Op::ApplyGradientDescent, &[alpha], [var]) => {
+            for (w, &g) in var.iter_mut().zip(grad) {
+                *w -= g * alpha;
+            }
+        }
+        (Op::ApplyMomentum { use_nesterov }, &[lr, momentum], [var, accum]) => {
+            for ((w, a), &g) in var.iter_mut().zip(accum.iter_mut()).zip(grad) {
+                *a = *a * momentum + g;
+                if *use_nesterov {
+                    *w -= g * lr + *a * momentum * lr;
+                } else {
+                    *w -= *a * lr;
+                }
+            }
+        }
+        (Op::ApplyAdam, &[beta1_power, beta2_power, lr, beta1, beta2, epsilon], [var, m, v]) => {
+            let alpha = lr * (1.0 - beta2_power).sqrt() / (1.0 - beta1_power);
+            for (((w, m), v), &g) in var.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(grad) {
+                *m += (g - *m) * (1.0 - beta1);
+                *v += (g * g - *v) * (1.0 - beta2);
+                *w -= (*m * alpha) / (v.sqrt() + epsilon);
+            }
+        }
+        (op, scalars, _) => {
+            return Err(format!(
+                "{} is not an optimizer update taking {} scalar(s)",
+                op.name(),
+                scalars.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The value of a `var` / `const` initialiser, for the source's declared type.
@@ -266,5 +377,65 @@ mod tests {
         let ints = Tensor::new(&[2], Data::I32(vec![1, 2])).unwrap();
         assert_eq!(assign(AssignOp::Assign, &ints, &ints).unwrap(), ints);
         assert!(assign(AssignOp::AssignAdd, &ints, &ints).is_err());
+    }
+
+    fn scalars(values: &[f32]) -> Vec<Tensor> {
+        values.iter().map(|&v| Tensor::scalar(v)).collect()
+    }
+
+    #[test]
+    fn gradient_descent_and_momentum_arithmetic() {
+        let (var, accum, grad) = (
+            t(&[2], &[1.0, 2.0]),
+            t(&[2], &[0.5, -1.0]),
+            t(&[2], &[1.0, 2.0]),
+        );
+        let alpha = Tensor::scalar(0.5);
+        let delta = t(&[2], &[2.0, -4.0]);
+        let gd = apply(&Op::ApplyGradientDescent, &[&var, &alpha, &delta]).unwrap();
+        assert_close(&gd, &[2], &[0.0, 4.0], 0.0);
+        let s = scalars(&[0.1, 0.9]);
+        let ins = [&var, &accum, &s[0], &grad, &s[1]];
+        // accum = [0.5 * 0.9 + 1, -0.9 + 2] = [1.45, 1.1]; var -= 0.1 * accum.
+        let plain = apply(
+            &Op::ApplyMomentum {
+                use_nesterov: false,
+            },
+            &ins,
+        )
+        .unwrap();
+        assert_close(&plain, &[2, 2], &[0.855, 1.89, 1.45, 1.1], 1e-6);
+        // var -= 0.1 * grad + 0.1 * 0.9 * accum.
+        let nesterov = apply(&Op::ApplyMomentum { use_nesterov: true }, &ins).unwrap();
+        assert_close(&nesterov, &[2, 2], &[0.7695, 1.701, 1.45, 1.1], 1e-6);
+    }
+
+    #[test]
+    fn adam_arithmetic_folds_bias_correction_into_the_rate() {
+        let (var, zero, grad) = (t(&[1], &[1.0]), t(&[1], &[0.0]), t(&[1], &[2.0]));
+        // First step: beta powers 0.9 and 0.999, lr 0.1, beta1 0.9, beta2 0.999, eps 1e-8.
+        let s = scalars(&[0.9, 0.999, 0.1, 0.9, 0.999, 1e-8]);
+        let mut ins: Vec<&Tensor> = vec![&var, &zero, &zero];
+        ins.extend(s.iter());
+        ins.push(&grad);
+        let out = apply(&Op::ApplyAdam, &ins).unwrap();
+        // lr_t = 0.1 * sqrt(0.001) / 0.1; m = 0.2; v = 0.004; var -= lr_t * 0.2 / sqrt(0.004):
+        // the first step moves by lr whatever the gradient's size.
+        assert_close(&out, &[3, 1], &[0.9, 0.2, 0.004], 1e-6);
+        let wrong = t(&[2], &[1.0, 1.0]);
+        ins[9] = &wrong;
+        let err = apply(&Op::ApplyAdam, &ins).unwrap_err();
+        assert!(
+            err.contains("grad is f32[2] but the variable is f32[1]"),
+            "{err}"
+        );
+        let not_scalar = t(&[1], &[0.1]);
+        ins[9] = &grad;
+        ins[5] = &not_scalar;
+        let err = apply(&Op::ApplyAdam, &ins).unwrap_err();
+        assert!(
+            err.contains("lr must be an f32 scalar, got f32[1]"),
+            "{err}"
+        );
     }
 }

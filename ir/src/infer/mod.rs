@@ -97,6 +97,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
         }
         Op::OneHot { depth, axis, .. } => movement::one_hot(*depth, *axis, inputs[0]),
         Op::GatherGrad { axis, size } => movement::gather_grad(*axis, *size, inputs[0], inputs[1]),
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(op, inputs)
+        }
+        Op::Group => Ok(TensorType::f32(crate::shape::Shape::scalar())),
     }?;
     check_size(&ty)?;
     Ok(ty)
@@ -330,5 +334,42 @@ mod tests {
         );
         assert!(normalize_axis(-4, 3, "x", &t).is_err());
         assert!(normalize_axis(i64::MIN, 3, "x", &t).is_err());
+    }
+
+    #[test]
+    fn optimizer_updates_check_every_operand() {
+        let s = "f32[]";
+        assert_eq!(
+            run(&Op::ApplyGradientDescent, &["f32[2,3]", s, "f32[2,3]"]).unwrap(),
+            ty("f32[2,3]")
+        );
+        let momentum = Op::ApplyMomentum { use_nesterov: true };
+        let ins = ["f32[4]", "f32[4]", s, "f32[4]", s];
+        assert_eq!(run(&momentum, &ins).unwrap(), ty("f32[2,4]"));
+        let adam = [
+            "f32[2,2]", "f32[2,2]", "f32[2,2]", s, s, s, s, s, s, "f32[?,2]",
+        ];
+        assert_eq!(run(&Op::ApplyAdam, &adam).unwrap(), ty("f32[3,2,2]"));
+        assert_err(
+            &Op::ApplyGradientDescent,
+            &["f32[2,3]", "f32[1]", "f32[2,3]"],
+            &["alpha (operand 1) must be an f32 scalar (f32[]), got f32[1]"],
+        );
+        assert_err(
+            &Op::ApplyGradientDescent,
+            &["f32[2,3]", s, "f32[3,2]"],
+            &["delta (operand 2) must be the variable's type f32[2,3], got f32[3,2]"],
+        );
+        assert_err(
+            &momentum,
+            &["f32[4]", "f32[5]", s, "f32[4]", s],
+            &["accum (operand 1)", "f32[5]"],
+        );
+        assert_err(
+            &Op::ApplyGradientDescent,
+            &["i32[2]", s, "i32[2]"],
+            &["must be f32"],
+        );
+        assert_eq!(run(&Op::Group, &["i64[3]", "f32[2]"]).unwrap(), ty("f32[]"));
     }
 }

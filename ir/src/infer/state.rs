@@ -1,10 +1,11 @@
 //! Sources and state: a `var`/`const` declaration's type (checked against its initialiser) and
-//! the type an `assign*` gives its variable. (`input` declares its type and needs no rule.)
+//! the type an `assign*` gives its variable, and the operands and value of the optimizer
+//! updates (`apply_*`). (`input` declares its type and needs no rule.)
 
 use super::{check_size, require_f32};
 use crate::DType;
-use crate::op::{AssignOp, Initializer, Source};
-use crate::shape::TensorType;
+use crate::op::{AssignOp, Initializer, Op, Source};
+use crate::shape::{Shape, TensorType};
 
 /// Checks a `var`/`const` declaration: concrete type, and an initialiser that makes exactly it.
 pub(super) fn source(s: &Source) -> Result<TensorType, String> {
@@ -103,4 +104,50 @@ pub(super) fn assign(
         require_f32("the variable", var)?;
     }
     Ok(var.clone())
+}
+
+/// `apply_*(...)`: the variables written share one f32 type, the gradient has it too (a `?`
+/// dim of the gradient is checked at run time), every other operand is an `f32[]` scalar. The
+/// value is the variable's type for one variable written, else `[k, ...dims]` for `k` (their
+/// new values one after another).
+pub(super) fn apply(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, String> {
+    let names = op
+        .apply_operand_names()
+        .ok_or_else(|| format!("{} is not an optimizer update", op.name()))?;
+    let var = inputs[0];
+    require_f32("var", var)?;
+    let k = op.updated_variables();
+    for (i, (name, ty)) in names.iter().zip(inputs).enumerate() {
+        let fits_var = || {
+            ty.dtype == var.dtype
+                && ty.shape.rank() == var.shape.rank()
+                && ty
+                    .shape
+                    .dims()
+                    .iter()
+                    .zip(var.shape.dims())
+                    .all(|(g, v)| g.is_none() || g == v)
+        };
+        let ok = if i < k {
+            *ty == var
+        } else if matches!(*name, "grad" | "delta") {
+            fits_var()
+        } else {
+            ty.dtype == DType::F32 && ty.shape.rank() == 0
+        };
+        if !ok {
+            let want = if i < k || matches!(*name, "grad" | "delta") {
+                format!("the variable's type {var}")
+            } else {
+                "an f32 scalar (f32[])".to_string()
+            };
+            return Err(format!("{name} (operand {i}) must be {want}, got {ty}"));
+        }
+    }
+    if k == 1 {
+        return Ok(var.clone());
+    }
+    let mut dims = vec![Some(k)];
+    dims.extend(var.shape.dims().iter().copied());
+    Ok(TensorType::new(DType::F32, Shape::of(&dims)))
 }

@@ -195,9 +195,18 @@ impl Program {
         for u in &self.updates {
             let var = self.variables.get(u.variable).map(|&b| self.buffer(b));
             let value = self.buffers.get(u.value.index());
+            // The new value is the `numel` elements from `offset` (all of an assign's value).
+            let fits = |v: &super::Buffer, x: &super::Buffer| {
+                let whole = u.offset == 0 && v.dims == x.dims;
+                let part = u
+                    .offset
+                    .checked_add(v.numel())
+                    .is_some_and(|end| end <= x.numel())
+                    && u.offset % v.numel().max(1) == 0;
+                v.dtype == x.dtype && (whole || part)
+            };
             match (var, value) {
-                (Some(v), Some(x))
-                    if v.dims == x.dims && v.dtype == x.dtype && written[u.value.index()] => {}
+                (Some(v), Some(x)) if fits(v, x) && written[u.value.index()] => {}
                 _ => {
                     return err(format!(
                         "update %{} of variable {} from {} does not fit",

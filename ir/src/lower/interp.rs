@@ -63,7 +63,11 @@ pub fn run_program(
     let updates: Vec<(usize, Tensor)> = program
         .updates
         .iter()
-        .map(|u| Ok((u.variable, state.read(u.value)?)))
+        .map(|u| {
+            let value = state.read(u.value)?;
+            let var = program.buffer(program.variables[u.variable]);
+            Ok((u.variable, committed_part(value, u.offset, &var.dims)?))
+        })
         .collect::<Result<_>>()?;
     for (slot, value) in updates {
         state.variables[slot] = value;
@@ -181,6 +185,25 @@ impl State<'_> {
         }
         Ok(())
     }
+}
+
+/// The `dims`-shaped new value of a variable starting at element `offset` of an update's value:
+/// the whole value for an assign, one of the `k` values of an optimizer update (f32).
+pub fn committed_part(value: Tensor, offset: usize, dims: &[usize]) -> Result<Tensor> {
+    if offset == 0 && value.dims() == dims {
+        return Ok(value);
+    }
+    let n: usize = dims.iter().product();
+    let part = value
+        .f32s()?
+        .get(offset..offset.saturating_add(n))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "update value {} has no {dims:?} part at element {offset}",
+                value.ty()
+            ))
+        })?;
+    Tensor::from_vec(dims, part.to_vec())
 }
 
 /// The tensor of `out` dims whose element at coordinates `i` is `src[sum(i_k * strides_k)]`.

@@ -21,6 +21,7 @@ mod memory;
 
 pub use interp::run_program;
 
+use crate::Tensor;
 use crate::backend::CompileRequest;
 use crate::eval::shared_source_value;
 use crate::graph::{Graph, NodeId};
@@ -29,6 +30,7 @@ use crate::program::{Buffer, BufferId, BufferKind, Expr, Kernel, Program, Variab
 use crate::shape::Dims;
 use crate::{Error, Result};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// Lowers a compile request: groups its nodes into kernels, orders them and plans the arena.
 ///
@@ -64,8 +66,16 @@ pub fn lower(request: &CompileRequest<'_>) -> Result<Program> {
     // Each computed node gets its buffer: the first fetch position holding it, else a view of
     // its input's bytes for a reshape that need not copy, else the arena (offsets are assigned
     // by `memory::plan` below).
+    // Nodes without a kernel: reshapes viewing their input's bytes, and groups.
     let mut aliases = HashSet::new();
     for &n in &computed {
+        // A group computes nothing: its value is a constant and it gets no kernel (its
+        // operands still run, being in `order`).
+        if graph.node(n).op == Op::Group {
+            aliases.insert(n);
+            b.add(n, BufferKind::Constant(Arc::new(Tensor::scalar(0.0))))?;
+            continue;
+        }
         let kind = match request.fetches.iter().position(|&f| f == n) {
             Some(j) => BufferKind::Output(j),
             None => match b.reshaped_source(n) {
@@ -138,28 +148,36 @@ fn check_request(request: &CompileRequest<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The update of each assign kernel's variable, keeping only the last one per variable: of
-/// several updates to one variable only the last is observable (commits run in order), so the
-/// others are dropped and their values die with their kernels.
+/// The update of each variable written by an assign or optimizer update kernel (operand `i <
+/// k` of an op writing `k` variables, its new value at element `i * numel`), keeping only the
+/// last one per variable: of several updates to one variable only the last is observable
+/// (commits run in order), so the others are dropped and their values die with their kernels.
 fn variable_updates(kernels: &[Kernel], buffers: &[Buffer]) -> Result<Vec<VariableUpdate>> {
     let mut updates: Vec<VariableUpdate> = Vec::new();
-    for kernel in kernels
-        .iter()
-        .filter(|k| matches!(k.main, Some(Op::Assign(_))))
-    {
-        let target = kernel.inputs.first().map(|&v| &buffers[v.index()].kind);
-        let Some(&BufferKind::Variable(variable)) = target else {
-            return Err(Error::Invalid(format!(
-                "lowering: %{} assigns to something that is not one of the request's variables",
-                kernel.name
-            )));
-        };
-        updates.retain(|u| u.variable != variable);
-        updates.push(VariableUpdate {
-            variable,
-            value: kernel.output,
-            node: kernel.name.clone(),
-        });
+    for kernel in kernels {
+        let k = kernel.main.as_ref().map_or(0, Op::updated_variables);
+        for i in 0..k {
+            let target = kernel.inputs.get(i).map(|&v| &buffers[v.index()]);
+            let Some(&Buffer {
+                kind: BufferKind::Variable(variable),
+                ..
+            }) = target
+            else {
+                return Err(Error::Invalid(format!(
+                    "lowering: %{} writes operand {i}, which is not one of the request's \
+                     variables",
+                    kernel.name
+                )));
+            };
+            let numel = target.map_or(0, Buffer::numel);
+            updates.retain(|u| u.variable != variable);
+            updates.push(VariableUpdate {
+                variable,
+                value: kernel.output,
+                node: kernel.name.clone(),
+                offset: i * numel,
+            });
+        }
     }
     Ok(updates)
 }
@@ -287,7 +305,7 @@ impl Builder<'_> {
         let &[input] = inputs.as_slice() else {
             return None;
         };
-        if matches!(self.graph.node(input).op, Op::Assign(_)) {
+        if self.graph.node(input).op.has_side_effect() {
             return None;
         }
         let source = *self.of.get(&input)?;

@@ -37,8 +37,10 @@ pub(crate) fn frozen_variables(graph: &Graph, cx: &PassContext) -> HashSet<NodeI
     }
     let written: HashSet<NodeId> = graph
         .node_ids()
-        .filter(|&i| matches!(graph.node(i).op, Op::Assign(_)))
-        .filter_map(|i| graph.inputs(i).first().copied())
+        .flat_map(|i| {
+            let k = graph.node(i).op.updated_variables();
+            graph.inputs(i).into_iter().take(k)
+        })
         .collect();
     graph
         .variables()

@@ -285,6 +285,12 @@ pub(crate) fn build_op(
                 axis: a.i64("axis")?,
                 size: a.usize("size")?,
             },
+            "apply_gradient_descent" => Op::ApplyGradientDescent,
+            "apply_momentum" => Op::ApplyMomentum {
+                use_nesterov: a.bool("use_nesterov")?,
+            },
+            "apply_adam" => Op::ApplyAdam,
+            "group" => Op::Group,
             _ => return Err(unknown_op(lc, kw, kw_off)),
         }
     };

@@ -174,6 +174,8 @@ fn all_attrs(op: &Op) -> Vec<(&'static str, String)> {
         Op::GatherGrad { axis, size } => {
             vec![("axis", axis.to_string()), ("size", size.to_string())]
         }
+        Op::ApplyGradientDescent | Op::ApplyAdam | Op::Group => Vec::new(),
+        Op::ApplyMomentum { use_nesterov } => vec![("use_nesterov", use_nesterov.to_string())],
     }
 }
 

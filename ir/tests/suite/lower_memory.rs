@@ -133,6 +133,53 @@ output %c
 }
 
 #[test]
+fn an_optimizer_update_commits_each_variable_from_its_part_of_one_kernel() {
+    let g = parse(
+        "kiln 3
+input %g : f32[3,5]
+var %w : f32[3,5] = zeros
+var %m : f32[3,5] = zeros
+var %v : f32[3,5] = zeros
+var %b1p : f32[] = fill(0.9)
+var %b2p : f32[] = fill(0.999)
+const %lr : f32[] = [0.1]
+const %b1 : f32[] = [0.9]
+const %b2 : f32[] = [0.999]
+const %eps : f32[] = [1e-8]
+%up = apply_adam(%w, %m, %v, %b1p, %b2p, %lr, %b1, %b2, %eps, %g)
+%next = mul(%b1p, %b1)
+%pow = assign(%b1p, %next)
+%train = group(%up, %pow)
+%y = reduce_sum(%w)
+output %y
+",
+    );
+    let p = check_against_reference(&request(&g, &["y", "train"], &["train"]), 11);
+    // One kernel writes the three new values; the group has none (its value is a constant).
+    let adam: Vec<_> = p.kernels.iter().filter(|k| k.name == "up").collect();
+    assert_eq!(adam.len(), 1);
+    assert!(
+        p.kernels.iter().all(|k| k.name != "train"),
+        "{}",
+        p.describe()
+    );
+    let offsets: Vec<usize> = p.updates.iter().map(|u| u.offset).collect();
+    assert_eq!(offsets, [0, 15, 30, 0], "{}", p.describe());
+    assert!(
+        p.describe().contains("at element 30 (%up)"),
+        "{}",
+        p.describe()
+    );
+    // An update reaching past its value buffer, or starting mid-variable, is invalid.
+    for offset in [45, 7] {
+        let mut bad = p.clone();
+        bad.updates[2].offset = offset;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("update %up of variable 2"), "{err}");
+    }
+}
+
+#[test]
 fn empty_tensors_lower_and_run() {
     let g = parse(
         "kiln 1

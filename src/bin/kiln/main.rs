@@ -10,6 +10,7 @@ mod grad;
 mod import;
 mod passes;
 mod safe_write;
+mod train;
 
 use clap::{Parser, Subcommand};
 use kiln::{BackendKind, Graph, Session, Tensor};
@@ -96,6 +97,62 @@ enum Command {
         /// Write the graph to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Train every variable a loss depends on: one optimizer update per batch of the feeds.
+    Train {
+        /// The .kiln file.
+        graph: PathBuf,
+        /// The node to minimise (its elements are summed), with or without %.
+        #[arg(long)]
+        loss: String,
+        /// Training data: NAME=FILE.npy per placeholder, split along axis 0. Repeatable.
+        #[arg(long = "feed", value_name = "NAME=FILE.npy")]
+        feeds: Vec<String>,
+        /// sgd, momentum or adam (tf.compat.v1.train semantics and defaults).
+        #[arg(long, default_value = "sgd")]
+        optimizer: String,
+        /// Learning rate (default 0.01; 0.001 for adam).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Momentum (momentum only; default 0.9).
+        #[arg(long)]
+        momentum: Option<f32>,
+        /// Nesterov momentum (momentum only).
+        #[arg(long)]
+        nesterov: bool,
+        /// Adam's beta1 (default 0.9).
+        #[arg(long)]
+        beta1: Option<f32>,
+        /// Adam's beta2 (default 0.999).
+        #[arg(long)]
+        beta2: Option<f32>,
+        /// Adam's epsilon (default 1e-8).
+        #[arg(long)]
+        epsilon: Option<f32>,
+        /// Rows per step (default: all rows; a partial last batch is dropped).
+        #[arg(long, value_parser = at_least_one)]
+        batch: Option<usize>,
+        /// Passes over the data (default 1).
+        #[arg(long, value_parser = at_least_one)]
+        epochs: Option<usize>,
+        /// Optimizer steps instead of epochs (the batches wrap around).
+        #[arg(long, value_parser = at_least_one)]
+        steps: Option<usize>,
+        /// Shuffle the rows every epoch with this seed (default: file order).
+        #[arg(long)]
+        shuffle: Option<u64>,
+        /// Restore variables (optimizer slots included) from this checkpoint first.
+        #[arg(long)]
+        restore: Option<PathBuf>,
+        /// Save every variable, slots included, to this safetensors checkpoint at the end.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Backend: reference, cpu or opencl.
+        #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
+        backend: String,
+        /// Worker threads, 1 to 1024 (default: one per core).
+        #[arg(long, value_parser = thread_count)]
+        threads: Option<usize>,
     },
     /// Import an ONNX model: write MODEL.kiln and its weights (MODEL.safetensors) beside it.
     Import {
@@ -232,6 +289,52 @@ fn execute(command: Command) -> Result<(), String> {
             wrt,
             output,
         } => grad::grad(&graph, &loss, &wrt, output),
+        Command::Train {
+            graph,
+            loss,
+            feeds,
+            optimizer,
+            lr,
+            momentum,
+            nesterov,
+            beta1,
+            beta2,
+            epsilon,
+            batch,
+            epochs,
+            steps,
+            shuffle,
+            restore,
+            save,
+            backend,
+            threads,
+        } => {
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()
+                    .map_err(|e| format!("--threads {n}: {e}"))?;
+            }
+            train::train(train::TrainArgs {
+                graph: &graph,
+                loss: &loss,
+                feeds: &feeds,
+                optimizer: &optimizer,
+                lr,
+                momentum,
+                nesterov,
+                beta1,
+                beta2,
+                epsilon,
+                batch,
+                epochs,
+                steps,
+                shuffle,
+                restore: restore.as_deref(),
+                save: save.as_ref(),
+                backend: &backend,
+            })
+        }
         Command::Bench {
             graph,
             feeds,

@@ -53,7 +53,9 @@ fn optimizer(a: &TrainArgs<'_>) -> Result<Box<dyn Optimizer>, String> {
             if adam_only {
                 return refuse("--beta1/--beta2/--epsilon", "adam");
             }
-            Ok(Box::new(GradientDescentOptimizer::new(a.lr.unwrap_or(0.01))))
+            Ok(Box::new(GradientDescentOptimizer::new(
+                a.lr.unwrap_or(0.01),
+            )))
         }
         "momentum" => {
             if adam_only {
@@ -149,8 +151,11 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
                 break;
             }
             let columns = columns.map_err(|e| e.to_string())?;
-            let feeds: Vec<(NodeId, &Tensor)> =
-                ids.iter().zip(&columns).map(|(&id, (_, t))| (id, t)).collect();
+            let feeds: Vec<(NodeId, &Tensor)> = ids
+                .iter()
+                .zip(&columns)
+                .map(|(&id, (_, t))| (id, t))
+                .collect();
             let out = session
                 .run_with_targets(&feeds, &[loss], &[train_op])
                 .map_err(|e| format!("step {}: {e}", step + 1))?;
@@ -161,14 +166,24 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
             progress.step(step, value, batch * count, started);
         }
         epoch += 1;
-        progress.epoch(epoch, step, sum / count.max(1) as f64, batch * count, started);
+        progress.epoch(
+            epoch,
+            step,
+            sum / count.max(1) as f64,
+            batch * count,
+            started,
+        );
     }
     progress.done();
     if let Some(path) = a.save {
         session
             .save_variables(path)
             .map_err(|e| format!("--save {}: {e}", path.display()))?;
-        eprintln!("saved {} variables to {}", session.variables().len(), path.display());
+        eprintln!(
+            "saved {} variables to {}",
+            session.variables().len(),
+            path.display()
+        );
     }
     Ok(())
 }
@@ -200,7 +215,9 @@ impl Progress {
         const WIDTH: usize = 30;
         let done = WIDTH * step / self.total.max(1);
         let rate = samples as f64 / since.elapsed().as_secs_f64().max(1e-9);
-        let bar: String = (0..WIDTH).map(|i| if i < done { '#' } else { '.' }).collect();
+        let bar: String = (0..WIDTH)
+            .map(|i| if i < done { '#' } else { '.' })
+            .collect();
         let mut err = std::io::stderr();
         let _ = write!(
             err,

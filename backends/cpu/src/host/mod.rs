@@ -6,6 +6,7 @@
 //! gradients are plain loops).
 //! `argmax`, `gather`, `gather_grad`, `one_hot`, `cast`, the softmax cross entropies (one pass
 //! per row), and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
+//! `argmax`, `gather`, `cast`, the optimizer updates, and grouped NCHW `conv2d` (grouped NHWC convolutions run on the
 //! GEMM micro-kernels, see [`crate::gemm::conv2d_nhwc_grouped`]).
 //!
 //! [`HostKernel::plan`] checks everything about a kernel that is known at compile time
@@ -20,13 +21,15 @@
 //! planner adds for every kernel whose epilogue was not folded.
 //!
 //! One file per op family, named as in [`kiln_ir::schema::OpFamily`]: `elementwise` (cast),
-//! `window` (grouped conv2d), `reduce` (argmax), `normalize` (lrn), `movement` (gather). This
+//! `window` (grouped conv2d), `reduce` (argmax), `normalize` (lrn), `movement` (gather),
+//! `state` (the optimizer updates). This
 //! file holds what they share: the planner, its checks, and the buffer views.
 
 mod elementwise;
 mod movement;
 mod normalize;
 mod reduce;
+mod state;
 mod window;
 
 use kiln_ir::lower::axis_index;
@@ -105,6 +108,8 @@ pub enum HostOp {
         /// The scattered axis of the output, in `0..rank(output)`.
         axis: usize,
     },
+    /// An optimizer update (`apply_*`, the op itself), see `state.rs`.
+    Apply(Op),
 }
 
 /// A buffer a host kernel reads or writes, with its compile-time type.
@@ -242,6 +247,9 @@ impl HostKernel {
             Some(Op::DepthwiseConv2dBackpropFilter { attrs, .. }) => {
                 HostOp::DepthwiseBackpropFilter(*attrs)
             }
+            Some(op @ (Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam)) => {
+                HostOp::Apply(op.clone())
+            }
             _ => return Ok(None),
         };
         let buffer = |id: BufferId| -> Result<HostBuffer, String> {
@@ -300,7 +308,7 @@ impl HostKernel {
     /// Checks operand count, dtypes and dims against the op (the run relies on it).
     fn check(&self) -> Result<(), String> {
         let (ins, out) = (&self.inputs, &self.output);
-        let arity = match self.op {
+        let arity = match &self.op {
             HostOp::Gather { .. }
             | HostOp::GroupedConv(_)
             | HostOp::Compare(_)
@@ -312,6 +320,7 @@ impl HostKernel {
             | HostOp::DepthwiseBackpropFilter(_) => 2,
             HostOp::MaxPoolGrad(_) => 3,
             HostOp::CrossEntropy | HostOp::SparseCrossEntropy | HostOp::GatherGrad { .. } => 2,
+            HostOp::Apply(op) => return state::check(op, ins, out),
             _ => 1,
         };
         if ins.len() != arity {
@@ -441,6 +450,7 @@ impl HostKernel {
                     return mismatch(format!("f32 grad with i32 or i64 indices at axis {axis}"));
                 }
             }
+            HostOp::Apply(op) => state::check(op, ins, out)?,
         }
         Ok(())
     }
@@ -564,6 +574,10 @@ impl HostKernel {
             },
             (HostOp::AvgPoolGrad(a), [View::F32(g)]) => match out {
                 ViewMut::F32(dx) => window::avg_pool_grad(a, g, dx, &self.output.dims),
+                _ => Err(self.bad_views()),
+            },
+            (HostOp::Apply(op), _) => match out {
+                ViewMut::F32(y) => state::apply(op, inputs, y),
                 _ => Err(self.bad_views()),
             },
             _ => Err(self.bad_views()),

@@ -246,12 +246,16 @@ fn render_kernel(src: &mut KernelSrc<'_>, limits: &Limits) -> Result<Body, Strin
         Op::Logical(l) => elementwise::logical(src, limits, *l),
         Op::LogicalNot => elementwise::logical_not(src, limits),
         Op::Select => elementwise::select(src, limits),
+        | Op::Group => Err(format!("{} is not a kernel's main op", main.name())),
+        Op::ApplyGradientDescent | Op::ApplyMomentum { .. } | Op::ApplyAdam => {
+            state::apply(src, limits, main)
+        }
     }
 }
 
 /// Work-items per group for one-item-per-element kernels: 64 (two warps, one AMD wavefront),
 /// or less when the device allows less.
-fn group_1d(limits: &Limits) -> usize {
+pub(crate) fn group_1d(limits: &Limits) -> usize {
     limits.max_work_group.clamp(1, 64)
 }
 
