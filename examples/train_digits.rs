@@ -4,7 +4,8 @@
 //! update, and a session runs one train step per batch.
 //!
 //! Four fifths of the images (a seeded shuffle) train, the other fifth is held out. It prints
-//! a line per epoch, then saves a checkpoint, restores it in a fresh session and reports the same accuracy.
+//! a line per epoch, then saves a checkpoint, restores it in a fresh session and reports the
+//! same accuracy.
 //!
 //! `cargo run --release --example train_digits`
 
