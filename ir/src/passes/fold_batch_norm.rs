@@ -24,7 +24,9 @@
 //! [`PassContext::fold_budget_bytes`]. The bias_add replacing the batch norm takes its name;
 //! the new conv takes the old conv's name.
 
-use super::rewrite::{frozen_variables, is_pinned, remove_if_dead, replace_with_new, source_of};
+use super::rewrite::{
+    frozen_variables, is_pinned, remove_if_dead, replace_with_new, shared_source_of, source_of,
+};
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::{Graph, NodeId};
@@ -43,7 +45,8 @@ struct Match {
     conv: NodeId,
     bias: Option<(NodeId, Vec<f32>)>,
     weight: NodeId,
-    w: Tensor,
+    /// The weight's value, shared with its node (read, never written).
+    w: Arc<Tensor>,
     /// Output channel of weight element `i`: `(i / inner) % channels`.
     inner: usize,
     channels: usize,
@@ -89,12 +92,21 @@ impl FoldBatchNorm {
         let factor: Vec<f64> = (0..m.channels)
             .map(|c| scale[c] as f64 / (var[c] as f64 + m.epsilon as f64).sqrt())
             .collect();
+        // Block by block over the channels, so no element pays a division for its channel
+        // (`(i / inner) % channels`); `max(1)`: a zero-sized axis means no elements, and
+        // `chunks(0)` panics.
         let w = m.w.as_f32().unwrap_or(&[]);
-        let w_new: Vec<f32> = w
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (v as f64 * factor[(i / m.inner) % m.channels]) as f32)
-            .collect();
+        let mut w_new: Vec<f32> = Vec::with_capacity(w.len());
+        let scaled = |(v, f): (&f32, &f64)| (*v as f64 * f) as f32;
+        for block in w.chunks((m.inner * m.channels).max(1)) {
+            if m.inner == 1 {
+                w_new.extend(block.iter().zip(&factor).map(scaled));
+            } else {
+                for (run, f) in block.chunks(m.inner.max(1)).zip(&factor) {
+                    w_new.extend(run.iter().map(|v| scaled((v, f))));
+                }
+            }
+        }
         let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
         let b_new: Vec<f32> = (0..m.channels)
             .map(|c| {
@@ -204,7 +216,7 @@ fn match_bn(
     let out = graph.node(conv).ty.shape.clone();
     let rank = out.rank();
     let weight = graph.inputs(conv).get(1).copied()?;
-    let w = source_of(graph, weight, frozen)?;
+    let w = shared_source_of(graph, weight, frozen)?;
     w.as_f32()?;
     let wd = w.dims().to_vec();
     // (inner, channels): weight element i belongs to output channel (i / inner) % channels.
