@@ -32,8 +32,13 @@ use crate::Result;
 use crate::graph::{Graph, NodeId};
 use crate::op::{DataFormat, Initializer, Op, Source};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// Weight elements from which scaling is split across threads (below it a fork/join costs
+/// more than the loop).
+const PARALLEL_SCALE_MIN: usize = 1 << 16;
 
 /// Folds `batch_norm` into a preceding conv2d / depthwise_conv2d / matmul.
 #[derive(Clone, Copy, Debug, Default)]
@@ -94,18 +99,29 @@ impl FoldBatchNorm {
             .collect();
         // Block by block over the channels, so no element pays a division for its channel
         // (`(i / inner) % channels`); `max(1)`: a zero-sized axis means no elements, and
-        // `chunks(0)` panics.
+        // `chunks(0)` panics. A large weight is scaled on every thread: most of its cost is
+        // the first touch of the new weight's pages (whole networks: tens of MB).
         let w = m.w.as_f32().unwrap_or(&[]);
-        let mut w_new: Vec<f32> = Vec::with_capacity(w.len());
-        let scaled = |(v, f): (&f32, &f64)| (*v as f64 * f) as f32;
-        for block in w.chunks((m.inner * m.channels).max(1)) {
+        let mut w_new = vec![0.0f32; w.len()];
+        let block = (m.inner * m.channels).max(1);
+        let scale = |(dst, src): (&mut [f32], &[f32])| {
+            let scaled = |(d, (v, f)): (&mut f32, (&f32, &f64))| *d = (*v as f64 * f) as f32;
             if m.inner == 1 {
-                w_new.extend(block.iter().zip(&factor).map(scaled));
+                dst.iter_mut().zip(src.iter().zip(&factor)).for_each(scaled);
             } else {
-                for (run, f) in block.chunks(m.inner.max(1)).zip(&factor) {
-                    w_new.extend(run.iter().map(|v| scaled((v, f))));
+                let runs = dst.chunks_mut(m.inner.max(1));
+                for ((d, s), f) in runs.zip(src.chunks(m.inner.max(1))).zip(&factor) {
+                    d.iter_mut().zip(s).for_each(|(d, v)| scaled((d, (v, f))));
                 }
             }
+        };
+        if w.len() >= PARALLEL_SCALE_MIN {
+            w_new
+                .par_chunks_mut(block)
+                .zip(w.par_chunks(block))
+                .for_each(scale);
+        } else {
+            w_new.chunks_mut(block).zip(w.chunks(block)).for_each(scale);
         }
         let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
         let b_new: Vec<f32> = (0..m.channels)
