@@ -475,7 +475,11 @@ mod digest_tests {
         let d = f32_digest(v);
         let copy = Tensor::from_vec(&[37], v.to_vec()).expect("dims");
         let copy = copy.as_f32().expect("f32");
-        assert_eq!(d, f32_digest(copy), "equal bits in another buffer, equal digest");
+        assert_eq!(
+            d,
+            f32_digest(copy),
+            "equal bits in another buffer, equal digest"
+        );
         for i in 0..v.len() {
             let mut w = v.to_vec();
             w[i] = -w[i];
