@@ -10,18 +10,13 @@ use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Module};
 
 /// Identifies a kernel defined with [`super::Jit::define_kernel`] (so it has the kernel ABI).
-/// Kernels with equal code share one function, so the id also holds the kernel's place in
-/// definition order (its name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct KernelId {
-    pub(super) func: FuncId,
-    pub(super) index: usize,
-}
+pub struct KernelId(pub(super) FuncId);
 
 impl KernelId {
     /// The underlying Cranelift function id (for `call`s from other functions of the same Jit).
     pub fn func_id(self) -> FuncId {
-        self.func
+        self.0
     }
 }
 
@@ -81,10 +76,10 @@ impl JitCode {
     pub fn kernel(&self, id: KernelId) -> Result<CompiledKernel, String> {
         let (_, name, n_buffers) = self
             .kernels
-            .get(id.index)
-            .filter(|(fid, _, _)| *fid == id.func)
-            .ok_or_else(|| format!("{:?} is not a kernel of this JitCode", id.func))?;
-        let ptr = self.module()?.get_finalized_function(id.func);
+            .iter()
+            .find(|(fid, _, _)| *fid == id.0)
+            .ok_or_else(|| format!("{:?} is not a kernel of this JitCode", id.0))?;
+        let ptr = self.module()?.get_finalized_function(id.0);
         // SAFETY: `define_kernel` compiled this function with the kernel signature
         // (one pointer parameter, no results, the platform C calling convention).
         let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
@@ -98,15 +93,12 @@ impl JitCode {
 
     /// A handle to the kernel called `name`.
     pub fn kernel_by_name(&self, name: &str) -> Result<CompiledKernel, String> {
-        let index = self
+        let (id, _, _) = self
             .kernels
             .iter()
-            .position(|(_, n, _)| n == name)
+            .find(|(_, n, _)| n == name)
             .ok_or_else(|| format!("no kernel named '{name}' in this JitCode"))?;
-        self.kernel(KernelId {
-            func: self.kernels[index].0,
-            index,
-        })
+        self.kernel(KernelId(*id))
     }
 
     /// Entry address of any defined function (kernel or not). The address is valid only while
@@ -150,11 +142,6 @@ impl CompiledKernel {
     /// The kernel's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Where its machine code starts (kernels with equal CLIF share one copy).
-    pub fn code_address(&self) -> usize {
-        self.entry as usize
     }
 
     /// How many buffer pointers the kernel reads from its `args` array.

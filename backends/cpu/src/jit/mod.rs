@@ -17,10 +17,6 @@
 //!   `Jit`, whose later calls then fail instead of building on inconsistent state.
 //! - With `KILN_DUMP_CLIF=1` every function's CLIF goes to stderr before it is compiled; with
 //!   `KILN_DUMP_CLIF=<dir>` it goes to `<dir>/<function>.clif`.
-//! - A kernel whose CLIF equals an earlier kernel's (the same text but for its name) is not
-//!   compiled again: it shares the earlier machine code. Buffers come in through the `args`
-//!   array, so equal CLIF is equal behaviour; whole networks repeat layers of one shape (a
-//!   ResNet stage's residual adds), and Cranelift's compilation is most of code generation.
 //! - `KILN_CPU_FEATURES` picks the target features: `native` (default), `none` (baseline x86-64:
 //!   SSE2, no FMA — kernels then use mul+add) or a comma list such as `sse41,avx,fma`.
 
@@ -34,7 +30,6 @@ pub use env::FnEnv;
 pub use features::CpuFeatures;
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
@@ -104,8 +99,6 @@ pub struct Jit {
     fctx: FunctionBuilderContext,
     dump: ClifDump,
     kernels: Vec<(FuncId, String, usize)>,
-    /// Compiled kernels by their CLIF text (named [`PLACEHOLDER_NAME`]), to share equal code.
-    kernel_code: HashMap<String, FuncId>,
     /// Set when a panic escaped Cranelift or a body closure; the module may be inconsistent.
     poisoned: Option<String>,
 }
@@ -151,7 +144,6 @@ impl Jit {
             fctx: FunctionBuilderContext::new(),
             dump: options.dump,
             kernels: Vec::new(),
-            kernel_code: HashMap::new(),
             poisoned: None,
         })
     }
@@ -238,12 +230,11 @@ impl Jit {
         if self.kernels.iter().any(|(_, n, _)| n == name) {
             return Err(format!("kernel '{name}' is defined twice"));
         }
-        let id = self.define(Target::Kernel(n_buffers), name, body)?;
+        let sig = self.kernel_signature();
+        let id = self.declare_function(name, &sig, Linkage::Local)?;
+        self.define(id, name, Some(n_buffers), body)?;
         self.kernels.push((id, name.to_string(), n_buffers));
-        Ok(KernelId {
-            func: id,
-            index: self.kernels.len() - 1,
-        })
+        Ok(KernelId(id))
     }
 
     /// Defines a declared function. `body` gets a builder positioned in the entry block, whose
@@ -266,22 +257,24 @@ impl Jit {
             .get_function_decl(id)
             .linkage_name(id)
             .into_owned();
-        self.define(Target::Declared(id), &name, body).map(|_| ())
+        self.define(id, &name, None, body)
     }
 
-    /// Builds, dumps and compiles one function (or finds an equal kernel's code); returns its
-    /// id. Panics become errors and poison the Jit.
+    /// Builds, dumps and compiles one function; panics become errors and poison the Jit.
     fn define(
         &mut self,
-        target: Target,
+        id: FuncId,
         name: &str,
+        n_buffers: Option<usize>,
         body: impl FnOnce(&mut FunctionBuilder, &mut FnEnv) -> Result<(), String>,
-    ) -> Result<FuncId, String> {
+    ) -> Result<(), String> {
         self.module()?;
-        let result = catch_unwind(AssertUnwindSafe(|| self.define_inner(target, name, body)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.define_inner(id, name, n_buffers, body)
+        }));
         self.ctx.clear();
         match result {
-            Ok(Ok(id)) => Ok(id),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 // The builder may have been dropped unfinalized, leaving state behind.
                 self.fctx = FunctionBuilderContext::new();
@@ -301,40 +294,28 @@ impl Jit {
 
     fn define_inner(
         &mut self,
-        target: Target,
+        id: FuncId,
         name: &str,
+        n_buffers: Option<usize>,
         body: impl FnOnce(&mut FunctionBuilder, &mut FnEnv) -> Result<(), String>,
-    ) -> Result<FuncId, String> {
+    ) -> Result<(), String> {
         let math = self.math_config();
-        let kernel_sig = self.kernel_signature();
         let Jit {
             module,
             ctx,
             fctx,
             isa,
             dump,
-            kernel_code,
             ..
         } = self;
         let module = module.as_mut().ok_or("the Jit was already finished")?;
         ctx.clear();
-        let n_buffers = match target {
-            Target::Kernel(n) => {
-                // Declared once its code is known to be new; named after its id then.
-                ctx.func.signature = kernel_sig.clone();
-                ctx.func.name = PLACEHOLDER_NAME;
-                Some(n)
-            }
-            Target::Declared(id) => {
-                ctx.func.signature = module
-                    .declarations()
-                    .get_function_decl(id)
-                    .signature
-                    .clone();
-                ctx.func.name = UserFuncName::user(0, id.as_u32());
-                None
-            }
-        };
+        ctx.func.signature = module
+            .declarations()
+            .get_function_decl(id)
+            .signature
+            .clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
 
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let entry = b.create_block();
@@ -360,30 +341,10 @@ impl Jit {
         b.seal_all_blocks();
         b.finalize(isa.frontend_config());
 
-        let (id, code_key) = match target {
-            Target::Declared(id) => (id, None),
-            Target::Kernel(_) => {
-                let key = ctx.func.display().to_string();
-                if let Some(&same) = kernel_code.get(&key) {
-                    ctx.func.name = UserFuncName::user(0, same.as_u32());
-                    dump_clif(dump, name, &ctx.func)?;
-                    return Ok(same);
-                }
-                let id = module
-                    .declare_function(name, Linkage::Local, &kernel_sig)
-                    .map_err(|e| format!("declaring function '{name}': {e}"))?;
-                ctx.func.name = UserFuncName::user(0, id.as_u32());
-                (id, Some(key))
-            }
-        };
         dump_clif(dump, name, &ctx.func)?;
         module
             .define_function(id, ctx)
-            .map_err(|e| compile_error(name, &ctx.func, e))?;
-        if let Some(key) = code_key {
-            kernel_code.insert(key, id);
-        }
-        Ok(id)
+            .map_err(|e| compile_error(name, &ctx.func, e))
     }
 
     /// Finalizes every defined function and returns the callable code.
@@ -399,21 +360,6 @@ impl Jit {
         Ok(JitCode::new(module, kernels))
     }
 }
-
-/// What [`Jit::define`] builds: a kernel (declared by it, `n` buffer pointers loaded in the
-/// entry block, its code shared with an equal earlier kernel) or a declared function.
-#[derive(Clone, Copy)]
-enum Target {
-    Kernel(usize),
-    Declared(FuncId),
-}
-
-/// The name a kernel's CLIF carries while it is compared with earlier kernels' (no declared
-/// function has it: ids count up from 0).
-const PLACEHOLDER_NAME: UserFuncName = UserFuncName::User(ir::UserExternalName {
-    namespace: 0,
-    index: u32::MAX,
-});
 
 impl Drop for Jit {
     fn drop(&mut self) {

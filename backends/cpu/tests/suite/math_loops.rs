@@ -256,57 +256,6 @@ fn kernel_handles_are_checked_shared_and_outlive_the_jit_code() {
 }
 
 #[test]
-fn kernels_with_equal_code_share_it_and_keep_their_names() {
-    let mut jit = jit();
-    let add = |end: i64| {
-        move |b: &mut FunctionBuilder, env: &mut kiln_cpu::jit::FnEnv| {
-            let bufs = env.buffers().to_vec();
-            add_body(b, &bufs, Bound::Const(0), Bound::Const(end))
-        }
-    };
-    let first = jit.define_kernel("first", 3, add(9)).expect("define");
-    let same = jit.define_kernel("same", 3, add(9)).expect("define");
-    let longer = jit.define_kernel("longer", 3, add(11)).expect("define");
-    assert!(
-        jit.define_kernel("same", 3, add(9)).is_err(),
-        "a name twice"
-    );
-    let code = jit.finish().expect("finish");
-    let [first, same, longer] = [first, same, longer].map(|id| code.kernel(id).expect("kernel"));
-    assert_eq!(
-        (first.name(), same.name(), longer.name()),
-        ("first", "same", "longer")
-    );
-    assert_eq!(code.kernel_by_name("same").expect("by name").name(), "same");
-    assert_eq!(
-        first.code_address(),
-        same.code_address(),
-        "one copy of equal code"
-    );
-    assert_ne!(
-        first.code_address(),
-        longer.code_address(),
-        "other bounds, other code"
-    );
-    // Each still computes what it was built for.
-    let (a, bb) = inputs(11);
-    for (k, n) in [(&same, 9), (&longer, 11)] {
-        let mut out = vec![-1.0f32; 11];
-        // SAFETY: 11-element buffers, at least the kernel's extent.
-        unsafe {
-            k.call(&[
-                a.as_ptr() as *mut u8,
-                bb.as_ptr() as *mut u8,
-                out.as_mut_ptr() as *mut u8,
-            ])
-        }
-        .expect("call");
-        assert!((0..n).all(|i| out[i] == a[i] + bb[i]), "{}", k.name());
-        assert!(out[n..].iter().all(|&x| x == -1.0), "{}", k.name());
-    }
-}
-
-#[test]
 fn compile_failures_are_errors() {
     let mut jit = jit();
     // A body error names the kernel and leaves the Jit usable.
