@@ -42,6 +42,9 @@ struct Compiled {
 pub struct CompileStats {
     /// Wall time of pruning, lowering and code generation.
     pub time: Duration,
+    /// CPU time (user + system, every thread of the process) over the same span, where the
+    /// platform reports it: unlike `time`, not inflated by waiting for a core.
+    pub cpu_time: Option<Duration>,
     /// Facts about the compiled code.
     pub info: ExecutableInfo,
 }
@@ -288,6 +291,7 @@ impl Session {
             return Ok(c);
         }
         let started = Instant::now();
+        let cpu_started = kiln_cpu::cpu_time::process_cpu_time();
         let shapes: HashMap<NodeId, Shape> = key
             .feeds
             .iter()
@@ -353,8 +357,10 @@ impl Session {
         self.compilations += 1;
         let mut info = executable.info();
         info.compile_times.passes = passes;
+        let cpu_now = kiln_cpu::cpu_time::process_cpu_time();
         self.last_compile = Some(CompileStats {
             time: started.elapsed(),
+            cpu_time: cpu_started.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)),
             info,
         });
         let compiled = Arc::new(Compiled {

@@ -341,12 +341,37 @@ impl Hash for Tensor {
         self.dims.hash(state);
         self.dtype().hash(state);
         match &self.data {
-            Data::F32(v) => v.iter().for_each(|x| x.to_bits().hash(state)),
+            Data::F32(v) => f32_digest(v).hash(state),
             Data::I32(v) => v.hash(state),
             Data::I64(v) => v.hash(state),
             Data::Bool(v) => v.hash(state),
         }
     }
+}
+
+/// A 64-bit digest of every element's bits, for [`Tensor`]'s `Hash`: hashing element by element
+/// through the std hasher cost CSE about 20 ns per weight (250 ms on ResNet-18); this folds
+/// pairs of elements in eight independent multiply chains, near one element per cycle. Equal
+/// bits give equal digests, which is all `Hash` needs; `Eq` still compares every element.
+fn f32_digest(values: &[f32]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mix = |lane: u64, word: u64| (lane ^ word).wrapping_mul(K).rotate_left(29);
+    let pair = |p: &[f32]| p[0].to_bits() as u64 | (p[1].to_bits() as u64) << 32;
+    let mut lanes = [0u64; 8];
+    let mut chunks = values.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, p) in lanes.iter_mut().zip(chunk.chunks_exact(2)) {
+            *lane = mix(*lane, pair(p));
+        }
+    }
+    let mut digest = chunks
+        .remainder()
+        .iter()
+        .fold(0u64, |acc, x| mix(acc, x.to_bits() as u64));
+    for lane in lanes {
+        digest = mix(digest, lane);
+    }
+    digest
 }
 
 #[cfg(test)]
@@ -435,5 +460,35 @@ mod sampler_tests {
         let t = Tensor::normal(&[10_000], 0.0, 1.0, 5);
         let mean = t.as_f32().expect("f32").iter().sum::<f32>() / 10_000.0;
         assert!(mean.abs() < 0.05, "{mean}");
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::{Tensor, f32_digest};
+
+    #[test]
+    fn every_element_changes_the_digest_and_equal_bits_keep_it() {
+        // 37 elements: two full 16-element chunks (all eight lanes) and a 5-element remainder.
+        let base = Tensor::uniform(&[37], -1.0, 1.0, 11);
+        let v = base.as_f32().expect("f32");
+        let d = f32_digest(v);
+        let copy = Tensor::from_vec(&[37], v.to_vec()).expect("dims");
+        let copy = copy.as_f32().expect("f32");
+        assert_eq!(
+            d,
+            f32_digest(copy),
+            "equal bits in another buffer, equal digest"
+        );
+        for i in 0..v.len() {
+            let mut w = v.to_vec();
+            w[i] = -w[i];
+            assert_ne!(f32_digest(&w), d, "element {i} is not in the digest");
+        }
+        // Two elements swapped between lanes, and -0.0 against 0.0 (different bits).
+        let mut swapped = v.to_vec();
+        swapped.swap(0, 3);
+        assert_ne!(f32_digest(&swapped), d);
+        assert_ne!(f32_digest(&[0.0; 20]), f32_digest(&[-0.0; 20]));
     }
 }

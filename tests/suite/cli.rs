@@ -552,6 +552,9 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
         (sum - compile).abs() < 0.01,
         "phases sum {sum} != {compile}: {json}"
     );
+    // The process's CPU time over the compilation (user + system, every thread).
+    let cpu = json_numbers(&json, "compile_cpu_ms");
+    assert!(cpu.len() == 1 && cpu[0] >= 0.0, "{json}");
 
     let profile = &json[json.find("\"profile\":[").expect("a profile array")..];
     let shares = json_numbers(profile, "share");

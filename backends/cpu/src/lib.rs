@@ -8,6 +8,7 @@
 
 mod backend;
 pub mod codegen;
+pub mod cpu_time;
 pub mod gemm;
 mod guard;
 pub mod host;

@@ -24,14 +24,21 @@
 //! [`PassContext::fold_budget_bytes`]. The bias_add replacing the batch norm takes its name;
 //! the new conv takes the old conv's name.
 
-use super::rewrite::{frozen_variables, is_pinned, remove_if_dead, replace_with_new, source_of};
+use super::rewrite::{
+    frozen_variables, is_pinned, remove_if_dead, replace_with_new, shared_source_of, source_of,
+};
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::{Graph, NodeId};
 use crate::op::{DataFormat, Initializer, Op, Source};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// Weight elements from which scaling is split across threads (below it a fork/join costs
+/// more than the loop).
+const PARALLEL_SCALE_MIN: usize = 1 << 16;
 
 /// Folds `batch_norm` into a preceding conv2d / depthwise_conv2d / matmul.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,7 +50,8 @@ struct Match {
     conv: NodeId,
     bias: Option<(NodeId, Vec<f32>)>,
     weight: NodeId,
-    w: Tensor,
+    /// The weight's value, shared with its node (read, never written).
+    w: Arc<Tensor>,
     /// Output channel of weight element `i`: `(i / inner) % channels`.
     inner: usize,
     channels: usize,
@@ -89,12 +97,32 @@ impl FoldBatchNorm {
         let factor: Vec<f64> = (0..m.channels)
             .map(|c| scale[c] as f64 / (var[c] as f64 + m.epsilon as f64).sqrt())
             .collect();
+        // Block by block over the channels, so no element pays a division for its channel
+        // (`(i / inner) % channels`); `max(1)`: a zero-sized axis means no elements, and
+        // `chunks(0)` panics. A large weight is scaled on every thread: most of its cost is
+        // the first touch of the new weight's pages (whole networks: tens of MB).
         let w = m.w.as_f32().unwrap_or(&[]);
-        let w_new: Vec<f32> = w
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (v as f64 * factor[(i / m.inner) % m.channels]) as f32)
-            .collect();
+        let mut w_new = vec![0.0f32; w.len()];
+        let block = (m.inner * m.channels).max(1);
+        let scale = |(dst, src): (&mut [f32], &[f32])| {
+            let scaled = |(d, (v, f)): (&mut f32, (&f32, &f64))| *d = (*v as f64 * f) as f32;
+            if m.inner == 1 {
+                dst.iter_mut().zip(src.iter().zip(&factor)).for_each(scaled);
+            } else {
+                let runs = dst.chunks_mut(m.inner.max(1));
+                for ((d, s), f) in runs.zip(src.chunks(m.inner.max(1))).zip(&factor) {
+                    d.iter_mut().zip(s).for_each(|(d, v)| scaled((d, (v, f))));
+                }
+            }
+        };
+        if w.len() >= PARALLEL_SCALE_MIN {
+            w_new
+                .par_chunks_mut(block)
+                .zip(w.par_chunks(block))
+                .for_each(scale);
+        } else {
+            w_new.chunks_mut(block).zip(w.chunks(block)).for_each(scale);
+        }
         let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
         let b_new: Vec<f32> = (0..m.channels)
             .map(|c| {
@@ -204,7 +232,7 @@ fn match_bn(
     let out = graph.node(conv).ty.shape.clone();
     let rank = out.rank();
     let weight = graph.inputs(conv).get(1).copied()?;
-    let w = source_of(graph, weight, frozen)?;
+    let w = shared_source_of(graph, weight, frozen)?;
     w.as_f32()?;
     let wd = w.dims().to_vec();
     // (inner, channels): weight element i belongs to output channel (i / inner) % channels.

@@ -6,12 +6,13 @@
 //! and none removes a pinned node, a side-effecting node, a placeholder or a variable.
 
 use super::PassContext;
-use crate::eval::source_value;
+use crate::eval::{shared_source_value, source_value};
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// `%a = add(%c1, %c2)`: the node as a .kiln statement, without attributes.
 pub(crate) fn describe(graph: &Graph, id: NodeId) -> String {
@@ -55,6 +56,20 @@ pub(crate) fn source_of(graph: &Graph, id: NodeId, frozen: &HashSet<NodeId>) -> 
     match &graph.get(id)?.op {
         Op::Const(src) => source_value(src).ok(),
         Op::Var(src) if frozen.contains(&id) => source_value(src).ok(),
+        _ => None,
+    }
+}
+
+/// Like [`source_of`], but a value the initialiser already holds is shared, not copied (for
+/// large weights read once, e.g. to scale them into a new constant).
+pub(crate) fn shared_source_of(
+    graph: &Graph,
+    id: NodeId,
+    frozen: &HashSet<NodeId>,
+) -> Option<Arc<Tensor>> {
+    match &graph.get(id)?.op {
+        Op::Const(src) => shared_source_value(src).ok(),
+        Op::Var(src) if frozen.contains(&id) => shared_source_value(src).ok(),
         _ => None,
     }
 }

@@ -417,3 +417,50 @@ fn batch_norm_fold_by_hand() {
     );
     assert_eq!(cx.log.len(), 1);
 }
+
+/// Weights large enough to be scaled on several threads (conv: channels innermost; transpose_b
+/// matmul: runs of `inner` elements per channel) give, bit for bit, the per-element formula
+/// `w[i] * f[(i / inner) % channels]` in f64.
+#[test]
+fn batch_norm_fold_of_large_weights_matches_the_formula() {
+    let (eps, cout) = (0.001f32, 96usize);
+    for (contraction, wdims, inner) in [
+        ("conv2d(%x, %w, padding=\"SAME\")", vec![3, 3, 80, cout], 1),
+        ("matmul(%x, %w, transpose_b=true)", vec![cout, 800], 800),
+    ] {
+        let xdims = if inner == 1 { "1,4,4,80" } else { "2,800" };
+        let numel: usize = wdims.iter().product();
+        assert!(numel >= 1 << 16, "large enough for the threaded path");
+        let dims = wdims.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        let text = format!(
+            "kiln 1\ninput %x : f32[{xdims}]\nconst %w : f32[{}] = normal(0, 1, 3)\n\
+             const %s : f32[{cout}] = uniform(0.5, 2, 4)\nconst %o : f32[{cout}] = normal(0, 1, 5)\n\
+             const %m : f32[{cout}] = normal(0, 1, 6)\nconst %v : f32[{cout}] = uniform(0.1, 3, 7)\n\
+             %c = {contraction}\n%bn = batch_norm(%c, %s, %o, %m, %v, epsilon={eps})\noutput %bn\n",
+            dims.join(",")
+        );
+        let mut g = kiln_ir::text::parse(&text, None).unwrap();
+        let value = |g: &Graph, name: &str| match &g.node(g.find(name).unwrap()).op {
+            Op::Const(src) => kiln_ir::eval::source_value(src)
+                .unwrap()
+                .into_f32()
+                .unwrap(),
+            op => panic!("%{name} is {}", op.name()),
+        };
+        let (w, s, v) = (value(&g, "w"), value(&g, "s"), value(&g, "v"));
+        assert!(run_pass(
+            &FoldBatchNorm,
+            &mut g,
+            &mut PassContext::default()
+        ));
+        let want: Vec<u32> = (0..numel)
+            .map(|i| {
+                let c = (i / inner) % cout;
+                let f = s[c] as f64 / (v[c] as f64 + eps as f64).sqrt();
+                ((w[i] as f64 * f) as f32).to_bits()
+            })
+            .collect();
+        let got: Vec<u32> = value(&g, "w_bn").iter().map(|x| x.to_bits()).collect();
+        assert!(got == want, "{contraction}: folded weights differ");
+    }
+}

@@ -127,6 +127,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         );
     }
     let compile_ms = stats.time.as_secs_f64() * 1e3;
+    let compile_cpu_ms = stats.cpu_time.map(|t| t.as_secs_f64() * 1e3);
     let phases = compile_phases(&stats.info.compile_times, stats.time);
 
     if !args.json {
@@ -145,8 +146,9 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .iter()
             .map(|(name, ms)| format!("{name} {ms:.3}"))
             .collect();
+        let cpu = compile_cpu_ms.map_or(String::new(), |c| format!(", {c:.3} ms CPU"));
         println!(
-            "compile    {compile_ms:.3} ms ({} kernels): {} ms",
+            "compile    {compile_ms:.3} ms{cpu} ({} kernels): {} ms",
             stats.info.kernels,
             breakdown.join(", ")
         );
@@ -194,7 +196,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .map(|(name, ms)| format!("\"{name}\":{ms:.3}"))
             .collect();
         println!(
-            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{}{profile_json}}}",
+            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_cpu_ms\":{},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{}{profile_json}}}",
             json_string(&args.graph.display().to_string()),
             session.backend(),
             json_string(&peak.cpu),
@@ -202,6 +204,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             peak.gflops,
             peak_one.gflops,
             times.len(),
+            num(compile_cpu_ms),
             breakdown.join(","),
             num(gflops),
             num(gflops.map(|g| g / peak.gflops)),

@@ -9,9 +9,14 @@
 //! boundary so 512-bit loads of B never straddle cache lines.
 
 use super::isa::{Isa, detect};
+use rayon::prelude::*;
 
 /// Alignment, in f32 elements, of packed buffers: one 64-byte cache line.
 const ALIGN: usize = 16;
+
+/// Elements of B from which packing is split across threads (256 KiB: below it a fork/join
+/// costs more than the copy).
+const PARALLEL_PACK_MIN: usize = 1 << 16;
 
 /// A zero-initialised f32 buffer whose visible part starts on a 64-byte boundary.
 #[derive(Clone, Debug, Default)]
@@ -111,11 +116,9 @@ pub fn pack_b_for(
     let nr = isa.nr();
     let panels = n.div_ceil(nr);
     let mut data = AlignedBuf::zeros(panels * k * nr);
-    let out = data.as_mut_slice();
-    for q in 0..panels {
+    let fill = |q: usize, panel: &mut [f32]| {
         let j0 = q * nr;
         let width = nr.min(n - j0);
-        let panel = &mut out[q * k * nr..(q + 1) * k * nr];
         if transposed {
             // Column j of B is row j of b: contiguous reads, strided writes.
             for jj in 0..width {
@@ -129,6 +132,20 @@ pub fn pack_b_for(
                 dst[..width].copy_from_slice(&b[p * n + j0..p * n + j0 + width]);
             }
         }
+    };
+    // Panels are independent. A large B is packed on every thread: its cost is mostly the
+    // first touch of fresh pages (compile time of whole networks), which threads share.
+    let out = data.as_mut_slice();
+    if k == 0 {
+        // No rows: nothing to copy (and no panel to split the buffer into).
+    } else if need >= PARALLEL_PACK_MIN {
+        out.par_chunks_mut(k * nr)
+            .enumerate()
+            .for_each(|(q, panel)| fill(q, panel));
+    } else {
+        out.chunks_mut(k * nr)
+            .enumerate()
+            .for_each(|(q, panel)| fill(q, panel));
     }
     Ok(PackedB {
         isa,
