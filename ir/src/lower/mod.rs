@@ -15,10 +15,12 @@
 //! target is not one of the request's variables) is an error naming the node, never a panic.
 
 mod check;
+mod concat;
 mod expr;
 pub mod interp;
 mod memory;
 
+pub use concat::{concat_part, part_is_contiguous, write_concat_operands_in_place};
 pub use interp::run_program;
 
 use crate::backend::CompileRequest;
@@ -297,7 +299,7 @@ impl Builder<'_> {
             | BufferKind::Variable(_)
             | BufferKind::Constant(_) => Some(source),
             BufferKind::Alias { of } => Some(of),
-            BufferKind::Output(_) => None,
+            BufferKind::Output(_) | BufferKind::Part { .. } => None,
         }
     }
 
