@@ -29,6 +29,14 @@
 //!   ready, and every read of an alias counts as a read of `of` in `of`'s live range, so the
 //!   arena keeps a temporary's bytes until the alias's last reader. An alias is never fetched
 //!   nor a variable update's value (those are read after the last kernel).
+//! - Parts: a buffer of kind [`BufferKind::Part`] is a concat operand written in place: rows
+//!   of its elements inside the concat's output `of` (a temporary or an output), exactly the
+//!   slot the concat gives that operand ([`crate::lower::concat_part`]). One kernel writes it
+//!   before the concat runs; only that concat reads it (and copies nothing for it, so a
+//!   backend may skip a concat whose operands are all parts); it is never fetched nor a
+//!   variable update's value. Writing a part counts as writing `of` in `of`'s live range,
+//!   which so starts at the first producer. `lower` makes none; a backend that can store
+//!   there asks for them with [`crate::lower::write_concat_operands_in_place`].
 //! - Outputs: fetch `j` is written straight into output tensor `j` when its buffer has kind
 //!   `Output(j)`. Otherwise (a feed, variable or constant is fetched, or a value is fetched twice)
 //!   the runtime copies the fetched buffer into result `j` after the last kernel and before
