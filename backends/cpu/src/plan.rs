@@ -17,6 +17,7 @@ use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
 use crate::pack_cache::PackCache;
 use kiln_ir::cost::flops;
+use kiln_ir::lower::part_is_contiguous;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
 use kiln_ir::{BinaryOp, DType, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
 use std::cell::Cell;
@@ -188,6 +189,16 @@ pub fn plan(program: &Program) -> Result<Plan> {
         let err = |m: String| unsupported(Some(kernel), m);
         if copies_nothing(program, kernel) {
             continue;
+        }
+        let out = program.buffer(kernel.output);
+        if let BufferKind::Part { row, stride, .. } = out.kind
+            && !part_is_contiguous(out.numel(), row, stride)
+            && !writes_rows_at_stride(program, kernel, row, stride)
+        {
+            return Err(err(format!(
+                "its output is a concat slot of rows of {row} values {stride} apart, which \
+                 this kernel cannot store"
+            )));
         }
         let mut epilogue_fused = false;
         let host = match contraction(program, kernel, &packing).map_err(err)? {

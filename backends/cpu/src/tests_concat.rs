@@ -173,3 +173,25 @@ output %y
     assert!(!is_part(&p, "c1") && !is_part(&p, "c2"));
     check_against_reference(&g, &fetches);
 }
+
+#[test]
+fn a_strided_slot_the_stage_cannot_store_is_an_error_not_a_wrong_result() {
+    // A caller more permissive than `writes_rows_at_stride` places the max_pool's output at a
+    // channel stride; the window kernel stores contiguous rows, so planning must refuse.
+    let g = graph(
+        "%c = concat(%m, %p, axis=3)
+output %c
+",
+    );
+    let mut program = lower(&request(&g, &["c"])).unwrap();
+    write_concat_operands_in_place(&mut program, |_, _, _, _| true).unwrap();
+    program.validate().unwrap();
+    let e = plan(&program)
+        .err()
+        .expect("planning must fail")
+        .to_string();
+    assert!(
+        e.contains("m") && e.contains("rows of 8 values 24 apart"),
+        "{e}"
+    );
+}
