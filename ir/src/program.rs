@@ -29,6 +29,14 @@
 //!   ready, and every read of an alias counts as a read of `of` in `of`'s live range, so the
 //!   arena keeps a temporary's bytes until the alias's last reader. An alias is never fetched
 //!   nor a variable update's value (those are read after the last kernel).
+//! - Parts: a buffer of kind [`BufferKind::Part`] is a concat operand written in place: rows
+//!   of its elements inside the concat's output `of` (a temporary or an output), exactly the
+//!   slot the concat gives that operand ([`crate::lower::concat_part`]). One kernel writes it
+//!   before the concat runs; only that concat reads it (and copies nothing for it, so a
+//!   backend may skip a concat whose operands are all parts); it is never fetched nor a
+//!   variable update's value. Writing a part counts as writing `of` in `of`'s live range,
+//!   which so starts at the first producer. `lower` makes none; a backend that can store
+//!   there asks for them with [`crate::lower::write_concat_operands_in_place`].
 //! - Outputs: fetch `j` is written straight into output tensor `j` when its buffer has kind
 //!   `Output(j)`. Otherwise (a feed, variable or constant is fetched, or a value is fetched twice)
 //!   the runtime copies the fetched buffer into result `j` after the last kernel and before
@@ -93,6 +101,20 @@ pub enum BufferKind {
     Alias {
         /// The buffer whose bytes this is (never an alias or an output).
         of: BufferId,
+    },
+    /// A concat operand written in place: its elements are rows of `row` elements, row `r`
+    /// at element `offset + r * stride` of buffer `of`, the concat's output (a temporary or
+    /// an output). One kernel writes it; only the concat that writes `of` reads it, and that
+    /// concat copies nothing for it. See [`crate::lower::write_concat_operands_in_place`].
+    Part {
+        /// The concat's output.
+        of: BufferId,
+        /// Element offset of the first row in `of`.
+        offset: usize,
+        /// Contiguous elements per row (the operand's block along the concat axis).
+        row: usize,
+        /// Elements from one row's start to the next (the output's block along the axis).
+        stride: usize,
     },
 }
 
@@ -304,17 +326,22 @@ impl Program {
     }
 
     /// The buffer whose memory `id` uses: the viewed buffer for an [`BufferKind::Alias`],
-    /// else `id` itself (also for an id out of range, which `validate` reports).
+    /// the concat output for a [`BufferKind::Part`], else `id` itself (also for an id out of
+    /// range, which `validate` reports).
     pub fn storage(&self, id: BufferId) -> BufferId {
         match self.buffers.get(id.index()).map(|b| &b.kind) {
-            Some(&BufferKind::Alias { of }) => of,
+            Some(&BufferKind::Alias { of } | &BufferKind::Part { of, .. }) => of,
             _ => id,
         }
     }
 
     /// The arena offset of a temporary, or of the temporary an alias views; `None` for other
-    /// buffers (and for an alias of a non-temporary, which `validate` rejects).
+    /// buffers (and for an alias of a non-temporary, which `validate` rejects, and for a part,
+    /// whose first element is at its `offset` inside its concat's output).
     pub fn arena_offset(&self, id: BufferId) -> Option<usize> {
+        if matches!(self.buffers.get(id.index())?.kind, BufferKind::Part { .. }) {
+            return None;
+        }
         match self.buffers.get(self.storage(id).index())?.kind {
             BufferKind::Temporary { offset } => Some(offset),
             _ => None,
@@ -324,7 +351,9 @@ impl Program {
     /// Live range `(first, last)` of every temporary, in kernel indices, `None` for other
     /// buffers (aliases included: a read of an alias counts as a read of its temporary).
     /// `last` is `kernels.len()` for a temporary holding a variable update (it must survive
-    /// until the commit). A temporary no kernel writes gets `None`.
+    /// until the commit). A temporary no kernel writes gets `None`. A concat output whose
+    /// operands are written in place ([`BufferKind::Part`]) is live from the first kernel
+    /// that writes one of them.
     pub fn live_ranges(&self) -> Vec<Option<(usize, usize)>> {
         let mut ranges: Vec<Option<(usize, usize)>> = vec![None; self.buffers.len()];
         let is_temp = |b: BufferId| {
@@ -338,8 +367,9 @@ impl Program {
                     *last = (*last).max(k);
                 }
             }
-            if is_temp(kernel.output) && ranges[kernel.output.index()].is_none() {
-                ranges[kernel.output.index()] = Some((k, k));
+            let written = self.storage(kernel.output);
+            if is_temp(written) && ranges[written.index()].is_none() {
+                ranges[written.index()] = Some((k, k));
             }
         }
         for u in &self.updates {
@@ -415,6 +445,12 @@ impl fmt::Display for Program {
                 }
                 BufferKind::Output(j) => format!("output {j}"),
                 BufferKind::Alias { of } => format!("alias of {of}"),
+                BufferKind::Part {
+                    of,
+                    offset,
+                    row,
+                    stride,
+                } => format!("part of {of} @{offset} rows of {row} every {stride}"),
             };
             writeln!(
                 f,

@@ -1,11 +1,11 @@
 //! The `cpu` backend: lower the request, plan stages (micro-kernels and Cranelift code),
 //! return an executable.
 
-use crate::plan::plan;
+use crate::plan::{plan, writes_rows_at_stride};
 use crate::runtime::CpuExecutable;
 use kiln_ir::Result;
 use kiln_ir::backend::{Backend, CompileRequest, CompileTimes, Executable};
-use kiln_ir::lower::lower;
+use kiln_ir::lower::{lower, write_concat_operands_in_place};
 use std::time::Instant;
 
 /// Native code for this machine's CPU.
@@ -19,7 +19,9 @@ impl Backend for CpuBackend {
 
     fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
         let started = Instant::now();
-        let program = lower(request)?;
+        let mut program = lower(request)?;
+        // Concat operands are written in place where the producing stage can store there.
+        write_concat_operands_in_place(&mut program, writes_rows_at_stride)?;
         // The stages index buffers and arena offsets through raw pointers: check every
         // invariant of the program contract before any of that is planned.
         program.validate()?;

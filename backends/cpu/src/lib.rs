@@ -18,5 +18,7 @@ pub mod pack_cache;
 pub mod peak;
 pub mod plan;
 pub mod runtime;
+#[cfg(test)]
+mod tests_concat;
 
 pub use backend::CpuBackend;

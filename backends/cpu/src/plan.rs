@@ -20,8 +20,9 @@ use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
 use crate::pack_cache::PackCache;
 use kiln_ir::cost::flops;
+use kiln_ir::lower::part_is_contiguous;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
-use kiln_ir::{BinaryOp, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
+use kiln_ir::{BinaryOp, DType, DataFormat, Error, Op, Result, Shape, TensorType, UnaryOp};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -105,6 +106,9 @@ pub enum Stage {
         geometry: ConvGeometry,
         /// Output `[n, oh, ow, cout]`.
         out: BufferId,
+        /// Values from one output pixel's channels to the next: `cout`, or the channels of
+        /// the concat whose slot `out` is (see [`writes_rows_at_stride`]).
+        ldc: usize,
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
     },
@@ -186,6 +190,19 @@ pub fn plan(program: &Program) -> Result<Plan> {
     let packing = Cell::new(Duration::ZERO);
     for (index, kernel) in program.kernels.iter().enumerate() {
         let err = |m: String| unsupported(Some(kernel), m);
+        if copies_nothing(program, kernel) {
+            continue;
+        }
+        let out = program.buffer(kernel.output);
+        if let BufferKind::Part { row, stride, .. } = out.kind
+            && !part_is_contiguous(out.numel(), row, stride)
+            && !writes_rows_at_stride(program, kernel, row, stride)
+        {
+            return Err(err(format!(
+                "its output is a concat slot of rows of {row} values {stride} apart, which \
+                 this kernel cannot store"
+            )));
+        }
         let mut epilogue_fused = false;
         let host = match contraction(program, kernel, &packing).map_err(err)? {
             Some(found) => Some(found),
@@ -320,6 +337,59 @@ pub fn plan(program: &Program) -> Result<Plan> {
     })
 }
 
+/// A concat all of whose operands were written in place by their producers: no stage.
+fn copies_nothing(program: &Program, kernel: &Kernel) -> bool {
+    matches!(kernel.main, Some(Op::Concat { .. }))
+        && kernel.epilogue.is_identity()
+        && kernel.inputs.iter().all(|&b| {
+            matches!(program.buffer(b).kind, BufferKind::Part { of, .. } if of == kernel.output)
+        })
+}
+
+/// Whether `kernel`'s stages can store its output as rows of `row` values `stride` apart,
+/// for [`kiln_ir::lower::write_concat_operands_in_place`]: a pure elementwise kernel (its
+/// generated loops take output strides), or an NHWC convolution that runs as a GEMM (the
+/// micro-kernels take a row stride, and an epilogue not folded into their store runs as an
+/// elementwise stage) writing all of its output channels per row (a channel concat's slot).
+/// Every other stage writes contiguous output only.
+pub fn writes_rows_at_stride(
+    program: &Program,
+    kernel: &Kernel,
+    row: usize,
+    stride: usize,
+) -> bool {
+    let Some(out) = program.buffers.get(kernel.output.index()) else {
+        return false;
+    };
+    if out.dtype != DType::F32 || row > stride {
+        return false;
+    }
+    let Some(Op::Conv2d(attrs)) = &kernel.main else {
+        // An elementwise kernel's rows must end at an axis of its output.
+        let rows_end_at_axis =
+            (0..=out.dims.len()).any(|j| out.dims[j..].iter().product::<usize>() == row);
+        return kernel.main.is_none() && rows_end_at_axis;
+    };
+    let Some(&w) = kernel.inputs.get(1) else {
+        return false;
+    };
+    let wd = &program.buffer(w).dims;
+    if attrs.data_format != DataFormat::Nhwc || wd.len() != 4 || out.dims.last() != Some(&row) {
+        return false;
+    }
+    let (kdepth, cout) = (wd[0] * wd[1] * wd[2], wd[3]);
+    host::conv_groups(program, kernel) > 1 || (kdepth >= MIN_GEMM_K && cout >= MIN_GEMM_N)
+}
+
+/// The row stride of a kernel's output for a GEMM stage writing `n` values per row: the
+/// stride of the concat slot it writes in place, else `n`.
+fn output_row_stride(program: &Program, kernel: &Kernel, n: usize) -> usize {
+    match program.buffer(kernel.output).kind {
+        BufferKind::Part { row, stride, .. } if row == n => stride,
+        _ => n,
+    }
+}
+
 fn unsupported(kernel: Option<&Kernel>, reason: String) -> Error {
     Error::Unsupported {
         backend: "cpu".into(),
@@ -415,8 +485,11 @@ fn contraction(
                 attrs.dilations,
                 attrs.padding,
             )?;
+            let ldc = output_row_stride(program, kernel, cout);
+            // Winograd stores whole rows; a strided concat slot takes the GEMM path.
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
+                && ldc == cout
                 && gemm::winograd_chosen(&geometry, xd[3], cout)
             {
                 let filter =
@@ -453,6 +526,7 @@ fn contraction(
                 groups,
                 geometry,
                 out: kernel.output,
+                ldc,
                 epilogue: folded,
             };
             Ok(Some((stage, fused)))

@@ -188,16 +188,31 @@ impl CpuExecutable {
                 BufferKind::Temporary { offset } => base.wrapping_add(*offset),
                 BufferKind::Output(i) => outputs[*i].as_mut_ptr(),
                 // Resolved below, once every viewed buffer has its pointer.
-                BufferKind::Alias { .. } => std::ptr::null_mut(),
+                BufferKind::Alias { .. } | BufferKind::Part { .. } => std::ptr::null_mut(),
             };
             ptrs.push(ptr);
             lens.push(buf.size_bytes());
         }
         // An alias is its source's bytes: `validate` checked that the source exists, is not an
-        // alias, and has the alias's size, so the pointer is valid for `lens` bytes.
+        // alias, and has the alias's size, so the pointer is valid for `lens` bytes. A part
+        // starts `offset` elements into its concat output (a temporary or an output) and spans
+        // its rows and the gaps between them, which `validate` checked lie inside that output.
         for (id, buf) in p.buffers.iter().enumerate() {
-            if let BufferKind::Alias { of } = buf.kind {
-                ptrs[id] = ptrs[of.index()];
+            match buf.kind {
+                BufferKind::Alias { of } => ptrs[id] = ptrs[of.index()],
+                BufferKind::Part {
+                    of,
+                    offset,
+                    row,
+                    stride,
+                } => {
+                    let e = buf.dtype.size_bytes();
+                    let rows = buf.numel().checked_div(row).unwrap_or(0);
+                    let span = rows.saturating_sub(1) * stride + row.min(buf.numel());
+                    ptrs[id] = ptrs[of.index()].wrapping_add(offset * e);
+                    lens[id] = span * e;
+                }
+                _ => {}
             }
         }
         let buffers = Buffers { ptrs, lens };
@@ -356,6 +371,7 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             groups,
             geometry,
             out,
+            ldc,
             epilogue,
         } => {
             let packed_now;
@@ -373,12 +389,13 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             };
             let bias = epilogue.bias.map(|id| b.f32s(id));
             let ep = gemm_epilogue(epilogue, bias);
-            gemm::conv2d_nhwc_grouped(
+            gemm::conv2d_nhwc_grouped_strided(
                 b.f32s(*input),
                 *in_dims,
                 filters,
                 geometry,
                 b.f32s_mut(*out),
+                *ldc,
                 &ep,
             )
         }

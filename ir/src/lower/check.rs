@@ -5,7 +5,7 @@
 //! bounds, alignment, aliases, and that no two simultaneously-live temporaries share a byte
 //! (an alias's readers keep its temporary live).
 
-use super::normalize_main_op;
+use super::{concat_part, normalize_main_op};
 use crate::program::{ARENA_ALIGN, BufferId, BufferKind, Operand, Program, Step};
 use crate::shape::fmt_dims;
 use crate::{DType, Error, Result, Tensor};
@@ -103,6 +103,30 @@ impl Program {
                     }) && !self.fetches.contains(&id)
                         && !self.updates.iter().any(|u| u.value == id)
                 }
+                // Rows inside a concat output (its slot is checked with the concat below),
+                // never fetched nor committed: only that concat reads it.
+                BufferKind::Part {
+                    of,
+                    offset,
+                    row,
+                    stride,
+                } => {
+                    let rows = if *row == 0 { 0 } else { buf.numel() / row };
+                    let extent = rows
+                        .checked_sub(1)
+                        .map_or(Some(0), |r| r.checked_mul(*stride)?.checked_add(*row))
+                        .and_then(|e| e.checked_add(*offset));
+                    self.buffers.get(of.index()).is_some_and(|dst| {
+                        matches!(
+                            dst.kind,
+                            BufferKind::Temporary { .. } | BufferKind::Output(_)
+                        ) && dst.dtype == buf.dtype
+                            && extent.is_some_and(|e| e <= dst.numel())
+                    }) && (buf.numel() == 0 || (*row > 0 && buf.numel() % row == 0))
+                        && row <= stride
+                        && !self.fetches.contains(&id)
+                        && !self.updates.iter().any(|u| u.value == id)
+                }
             };
             if !ok {
                 return err(format!(
@@ -143,15 +167,33 @@ impl Program {
                         BufferKind::Temporary { .. } => written[of.index()],
                         _ => true,
                     },
+                    BufferKind::Part { .. } => written[b.index()],
                 };
                 if !ready {
                     return err(format!("{at} reads {b} before any kernel writes it"));
                 }
             }
+            // A part is read only by the concat that writes its output, in its own slot.
+            for b in &reads {
+                if let BufferKind::Part { of, .. } = self.buffer(*b).kind {
+                    let slots = kernel.inputs.iter().enumerate().filter(|&(_, x)| x == b);
+                    let in_slot = of == kernel.output
+                        && kernel.epilogue.is_identity()
+                        && slots
+                            .map(|(i, _)| concat_part(self, kernel, i))
+                            .all(|slot| slot.as_ref() == Some(&self.buffer(*b).kind))
+                        && kernel.inputs.contains(b);
+                    if !in_slot {
+                        return err(format!(
+                            "{at} reads {b}, a part of {of}, outside that concat's slot for it"
+                        ));
+                    }
+                }
+            }
             let out = self.buffer(kernel.output);
             if !matches!(
                 out.kind,
-                BufferKind::Temporary { .. } | BufferKind::Output(_)
+                BufferKind::Temporary { .. } | BufferKind::Output(_) | BufferKind::Part { .. }
             ) || written[kernel.output.index()]
             {
                 return err(format!(
@@ -190,6 +232,22 @@ impl Program {
         for (i, buf) in self.buffers.iter().enumerate() {
             if matches!(buf.kind, BufferKind::Temporary { .. }) && !written[i] {
                 return err(format!("temporary b{i} (%{}) is never written", buf.name));
+            }
+            // A part's bytes belong to its concat's output, so the concat must take it as an
+            // operand (it then copies nothing for it) or the producer's values would be lost.
+            if let BufferKind::Part { of, .. } = buf.kind {
+                let id = BufferId(i as u32);
+                let taken = self
+                    .kernels
+                    .iter()
+                    .any(|k| k.output == of && k.inputs.contains(&id));
+                if !written[i] || !taken {
+                    return err(format!(
+                        "part b{i} (%{}) of {of} is not written, or not an operand of the \
+                         concat writing {of}",
+                        buf.name
+                    ));
+                }
             }
         }
         for u in &self.updates {

@@ -86,6 +86,15 @@ struct State<'a> {
 impl State<'_> {
     fn run_kernel(&mut self, kernel: &Kernel) -> Result<()> {
         let out = self.program.buffer(kernel.output);
+        // A concat whose operands were written in place into its output reads them before
+        // its output is poisoned (they are part of it).
+        let reads_own_parts = kernel.inputs.iter().any(|&b| {
+            matches!(self.program.buffer(b).kind, BufferKind::Part { of, .. } if of == kernel.output)
+        });
+        let early_args = match reads_own_parts {
+            true => Some(self.read_all(&kernel.inputs)?),
+            false => None,
+        };
         if let BufferKind::Temporary { offset } = out.kind {
             self.arena[offset..offset + out.size_bytes()].fill(0xFF);
         }
@@ -96,11 +105,10 @@ impl State<'_> {
         };
         let main = match &kernel.main {
             Some(op) => {
-                let args = kernel
-                    .inputs
-                    .iter()
-                    .map(|&b| self.read(b))
-                    .collect::<Result<Vec<_>>>()?;
+                let args = match early_args {
+                    Some(args) => args,
+                    None => self.read_all(&kernel.inputs)?,
+                };
                 let args: Vec<&Tensor> = args.iter().collect();
                 Some(eval_op(op, &args).map_err(fail)?)
             }
@@ -144,6 +152,10 @@ impl State<'_> {
             .map_err(|e| fail(e.to_string()))
     }
 
+    fn read_all(&self, buffers: &[BufferId]) -> Result<Vec<Tensor>> {
+        buffers.iter().map(|&b| self.read(b)).collect()
+    }
+
     /// The current value of buffer `b`.
     fn read(&self, b: BufferId) -> Result<Tensor> {
         let buf = self.program.buffer(b);
@@ -160,6 +172,25 @@ impl State<'_> {
             BufferKind::Alias { of } if *of != b => self.read(*of)?.reshaped(&buf.dims)?,
             BufferKind::Alias { .. } => {
                 return Err(Error::Invalid(format!("alias {b} views itself")));
+            }
+            // `check_structure` guarantees the concat output is a temporary or an output and
+            // holds every row.
+            BufferKind::Part {
+                of,
+                offset,
+                row,
+                stride,
+            } => {
+                let whole = self.read(*of)?;
+                let from = |r: usize, x: usize| offset + r * stride + x;
+                let picked = part_indices(buf.numel(), *row).map(|(r, x)| from(r, x));
+                let values = match whole.data() {
+                    Data::F32(v) => Data::F32(picked.map(|i| v[i]).collect()),
+                    Data::I32(v) => Data::I32(picked.map(|i| v[i]).collect()),
+                    Data::I64(v) => Data::I64(picked.map(|i| v[i]).collect()),
+                    Data::Bool(v) => Data::Bool(picked.map(|i| v[i]).collect()),
+                };
+                Tensor::new(&buf.dims, values)?
             }
         })
     }
@@ -181,6 +212,27 @@ impl State<'_> {
                 self.arena[offset..offset + bytes.len()].copy_from_slice(&bytes);
             }
             BufferKind::Output(j) => self.outputs[j] = value,
+            // Scattered into the concat output's rows (a temporary or an output, checked by
+            // `check_structure`), whose other elements are kept.
+            BufferKind::Part {
+                of,
+                offset,
+                row,
+                stride,
+            } => {
+                let whole = self.read(of)?;
+                let dst = |(r, x): (usize, usize)| offset + r * stride + x;
+                let at: Vec<usize> = part_indices(buf.numel(), row).map(dst).collect();
+                let data = match (whole.data(), value.data()) {
+                    (Data::F32(w), Data::F32(v)) => Data::F32(scatter(w, &at, v)),
+                    (Data::I32(w), Data::I32(v)) => Data::I32(scatter(w, &at, v)),
+                    (Data::I64(w), Data::I64(v)) => Data::I64(scatter(w, &at, v)),
+                    (Data::Bool(w), Data::Bool(v)) => Data::Bool(scatter(w, &at, v)),
+                    _ => return Err(Error::Invalid(format!("part {b} has another dtype"))),
+                };
+                let dims = self.program.buffer(of).dims.clone();
+                self.write(of, Tensor::new(&dims, data)?)?;
+            }
             _ => return Err(Error::Invalid(format!("buffer {b} is read-only"))),
         }
         Ok(())
@@ -204,6 +256,20 @@ pub fn committed_part(value: Tensor, offset: usize, dims: &[usize]) -> Result<Te
             ))
         })?;
     Tensor::from_vec(dims, part.to_vec())
+}
+
+/// (row, position in the row) of each of a part's `numel` elements, in order.
+fn part_indices(numel: usize, row: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..numel).map(move |i| (i / row.max(1), i % row.max(1)))
+}
+
+/// `whole` with `values[j]` stored at `at[j]`.
+fn scatter<T: Copy>(whole: &[T], at: &[usize], values: &[T]) -> Vec<T> {
+    let mut out = whole.to_vec();
+    for (&i, &v) in at.iter().zip(values) {
+        out[i] = v;
+    }
+    out
 }
 
 /// The tensor of `out` dims whose element at coordinates `i` is `src[sum(i_k * strides_k)]`.

@@ -6,7 +6,8 @@
 //! (epilogues via `expr.rs`: a fused node's expression, or the single step of a lone
 //! elementwise node); `memory.rs` gives every temporary an arena offset by liveness (greedy by
 //! size, 64-byte aligned); a reshape of a temporary, feed, variable or constant gets no
-//! kernel but a [`BufferKind::Alias`] of its input's bytes. [`interp`] runs a program with
+//! kernel but a [`BufferKind::Alias`] of its input's bytes; `concat.rs` lets a backend have a
+//! concat's operands written in place ([`BufferKind::Part`]). [`interp`] runs a program with
 //! the reference evaluator; it is the test oracle for lowering and the template backends
 //! follow. `check.rs` holds [`Program::validate`].
 //!
@@ -15,10 +16,12 @@
 //! target is not one of the request's variables) is an error naming the node, never a panic.
 
 mod check;
+mod concat;
 mod expr;
 pub mod interp;
 mod memory;
 
+pub use concat::{concat_part, part_is_contiguous, write_concat_operands_in_place};
 pub use interp::run_program;
 
 use crate::Tensor;
@@ -315,7 +318,7 @@ impl Builder<'_> {
             | BufferKind::Variable(_)
             | BufferKind::Constant(_) => Some(source),
             BufferKind::Alias { of } => Some(of),
-            BufferKind::Output(_) => None,
+            BufferKind::Output(_) | BufferKind::Part { .. } => None,
         }
     }
 

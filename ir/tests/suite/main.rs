@@ -3,6 +3,7 @@
 //! minutes. Run one file's tests with a filter: `cargo test -p kiln-ir --test suite -- MODULE::`.
 
 mod lower_common;
+mod lower_concat;
 mod lower_grouping;
 mod lower_memory;
 mod lower_proptest;

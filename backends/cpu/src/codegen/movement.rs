@@ -25,7 +25,7 @@ pub(crate) use copy::{Axis, c64, emit_run_copy, loop_nest, strides};
 use kiln_ir::DType;
 use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
-use kiln_ir::program::{Kernel, Program};
+use kiln_ir::program::{BufferKind, Kernel, Program};
 
 use crate::jit::{Jit, KernelId};
 use copy::{CopyPlan, emit_copy, emit_fill};
@@ -132,7 +132,15 @@ fn plan_movement(program: &Program, kernel: &Kernel) -> Result<MovePlan, String>
                 dst_base: 0,
             }]
         }
-        Some(Op::Concat { axis }) => plan_concat(&ins, out, axis_index(*axis), e)?,
+        Some(Op::Concat { axis }) => {
+            let mut copies = plan_concat(&ins, out, axis_index(*axis), e)?;
+            // Operands written in place by their producers are already in their slots.
+            copies.retain(|c| {
+                let part = &program.buffer(kernel.inputs[c.src]).kind;
+                !matches!(part, BufferKind::Part { of, .. } if *of == kernel.output)
+            });
+            copies
+        }
         Some(Op::Slice { begin, .. }) => {
             single(1)?;
             let ok = begin.len() == rank

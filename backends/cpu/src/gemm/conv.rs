@@ -176,6 +176,25 @@ pub fn conv2d_nhwc_grouped(
     out: &mut [f32],
     epilogue: &Epilogue<'_>,
 ) -> Result<(), String> {
+    let cout = filters
+        .first()
+        .map_or(0, |f| f.n())
+        .saturating_mul(filters.len());
+    conv2d_nhwc_grouped_strided(input, in_dims, filters, geom, out, cout, epilogue)
+}
+
+/// [`conv2d_nhwc_grouped`] storing output pixel `i`'s `cout` channels at `out[i * ldc ..]`
+/// (`ldc >= cout`), so a convolution can write its channels of a wider NHWC tensor in place
+/// (a channel concat's slot); the values between are left alone.
+pub fn conv2d_nhwc_grouped_strided(
+    input: &[f32],
+    in_dims: [usize; 4],
+    filters: &[PackedB],
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
     let [n, _, _, channels] = in_dims;
     let g = *geom;
     let groups = filters.len();
@@ -225,16 +244,29 @@ pub fn conv2d_nhwc_grouped(
     }
     let cout = per.checked_mul(groups).ok_or_else(overflow)?;
     let m = product(&[n, g.out_h, g.out_w]).ok_or_else(overflow)?;
-    let out_len = m.checked_mul(cout).ok_or_else(overflow)?;
+    if ldc < cout {
+        return Err(format!(
+            "conv2d: output row stride {ldc} is less than its {cout} channels"
+        ));
+    }
+    // The last pixel's row ends `cout` values after its start.
+    let out_len = match m {
+        0 => 0,
+        _ => (m - 1)
+            .checked_mul(ldc)
+            .and_then(|s| s.checked_add(cout))
+            .ok_or_else(overflow)?,
+    };
     if out.len() < out_len {
         return Err(format!(
-            "conv2d: output has {} values, expected at least {out_len} for [{n}, {}, {}, {cout}]",
+            "conv2d: output has {} values, expected at least {out_len} for [{n}, {}, {}, {cout}] \
+             with row stride {ldc}",
             out.len(),
             g.out_h,
             g.out_w
         ));
     }
-    if out_len == 0 {
+    if m == 0 || cout == 0 {
         return Ok(());
     }
     epilogue.validate("conv2d", m, cout)?;
@@ -253,9 +285,9 @@ pub fn conv2d_nhwc_grouped(
             activation: epilogue.activation,
         };
         let c0 = group * cin;
-        // The group's output columns: `m` rows of `per` values at stride `cout`.
+        // The group's output columns: `m` rows of `per` values at stride `ldc`.
         let out_g = &mut out[group * per..out_len];
-        conv_group(&view, c0, cin, filter, &g, m, out_g, cout, &ep)?;
+        conv_group(&view, c0, cin, filter, &g, m, out_g, ldc, &ep)?;
     }
     Ok(())
 }

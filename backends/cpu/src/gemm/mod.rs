@@ -32,7 +32,9 @@ mod tests_conv;
 mod tests_winograd;
 mod winograd;
 
-pub use conv::{ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, pack_conv_groups};
+pub use conv::{
+    ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, conv2d_nhwc_grouped_strided, pack_conv_groups,
+};
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};

@@ -87,9 +87,13 @@ pub fn check_against_reference(req: &CompileRequest<'_>, seed: u64) -> Program {
 pub fn assert_no_live_overlap(p: &Program) {
     let mut span: HashMap<usize, (usize, usize)> = HashMap::new();
     for (k, kernel) in p.kernels.iter().enumerate() {
-        let out = kernel.output.index();
+        // A concat operand written in place (a part) writes its concat's output first.
+        let out = match p.buffers[kernel.output.index()].kind {
+            BufferKind::Part { of, .. } => of.index(),
+            _ => kernel.output.index(),
+        };
         if matches!(p.buffers[out].kind, BufferKind::Temporary { .. }) {
-            span.insert(out, (k, k));
+            span.entry(out).or_insert((k, k));
         }
         let reads = kernel
             .inputs
@@ -98,7 +102,7 @@ pub fn assert_no_live_overlap(p: &Program) {
         for b in reads {
             // A read of an alias (a reshape viewing another buffer's bytes) reads its source.
             let b = match p.buffers[b.index()].kind {
-                BufferKind::Alias { of } => of,
+                BufferKind::Alias { of } | BufferKind::Part { of, .. } => of,
                 _ => *b,
             };
             if let Some(s) = span.get_mut(&b.index()) {

@@ -22,7 +22,7 @@ struct Cx<'a> {
     plan: &'a Plan,
     expr: &'a Expr,
     cfg: MathConfig,
-    /// Row-major strides of the collapsed output dims, in elements.
+    /// Strides of the collapsed output dims, in elements (see [`Plan::out_strides`]).
     out_strides: Vec<i64>,
 }
 
@@ -53,10 +53,7 @@ pub(super) fn kernel_body(
         ));
     }
     let (start, end) = read_range(b, bufs[n], outer);
-    let mut out_strides = vec![1i64; plan.dims.len()];
-    for k in (0..plan.dims.len().saturating_sub(1)).rev() {
-        out_strides[k] = out_strides[k + 1] * plan.dims[k + 1] as i64;
-    }
+    let out_strides = plan.out_strides.iter().map(|&s| s as i64).collect();
     let cx = Cx {
         plan,
         expr,
@@ -197,7 +194,8 @@ fn element(
     ptrs: &[Value],
     iv: Value,
 ) -> Result<(), String> {
-    let out_addr = elem_addr(b, ptrs[0], iv, 4);
+    let out_inner = cx.out_strides.last().copied().unwrap_or(1);
+    let out_addr = elem_addr(b, ptrs[0], iv, out_inner * 4);
     let main = if cx.plan.uses_main {
         Some(b.ins().load(ty, data_flags(), out_addr, 0))
     } else {

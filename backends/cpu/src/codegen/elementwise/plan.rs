@@ -12,7 +12,7 @@
 //!   `Elementwise` kernel.
 
 use kiln_ir::DType;
-use kiln_ir::program::{Kernel, Operand, Program, Step};
+use kiln_ir::program::{BufferKind, Kernel, Operand, Program, Step};
 use kiln_ir::shape::fmt_dims;
 
 /// A checked and collapsed epilogue iteration space.
@@ -22,6 +22,9 @@ pub(super) struct Plan {
     pub dims: Vec<usize>,
     /// Per load, one stride (in elements) per collapsed axis.
     pub strides: Vec<Vec<usize>>,
+    /// The output's stride (in elements) per collapsed axis: row-major, except for a concat
+    /// slot written in place ([`BufferKind::Part`]), whose rows lie further apart.
+    pub out_strides: Vec<usize>,
     /// Whether every load's innermost stride is 0 or 1, so the inner loop can use `f32x4`.
     pub vector: bool,
     /// Per load: constant along the innermost axis (stride 0), so it is read once per row.
@@ -108,10 +111,14 @@ impl Plan {
         if i64::try_from(numel).is_err() {
             return Err(format!("{}: {numel} elements is too many", what()));
         }
-        let strides: Vec<Vec<usize>> = e.loads.iter().map(|l| l.strides.clone()).collect();
-        let (dims, strides) = collapse(&dims, &strides);
+        let mut strides: Vec<Vec<usize>> = e.loads.iter().map(|l| l.strides.clone()).collect();
+        // The output walks the same collapsed axes as the loads, so it is collapsed with them.
+        strides
+            .push(output_strides(program, kernel, &dims).map_err(|m| format!("{}: {m}", what()))?);
+        let (dims, mut strides) = collapse(&dims, &strides);
+        let out_strides = strides.pop().unwrap_or_default();
         let inner = |s: &Vec<usize>| s.last().copied().unwrap_or(0);
-        let vector = strides.iter().all(|s| inner(s) <= 1);
+        let vector = strides.iter().all(|s| inner(s) <= 1) && inner(&out_strides) <= 1;
         let load_invariant: Vec<bool> = strides.iter().map(|s| inner(s) == 0).collect();
         let mut step_invariant: Vec<bool> = Vec::with_capacity(e.steps.len());
         for step in &e.steps {
@@ -129,6 +136,7 @@ impl Plan {
         Ok(Plan {
             dims,
             strides,
+            out_strides,
             vector,
             load_invariant,
             step_invariant,
@@ -140,6 +148,46 @@ impl Plan {
     pub fn outer(&self) -> usize {
         self.dims[0]
     }
+}
+
+/// The element stride of each output axis: row-major, or for a part (rows of `row` elements
+/// `stride` apart) row-major inside a row and `stride` per row, which needs `row` to be the
+/// product of some trailing dims (a concat slot always is).
+fn output_strides(
+    program: &Program,
+    kernel: &Kernel,
+    dims: &[usize],
+) -> Result<Vec<usize>, String> {
+    let mut strides = vec![1usize; dims.len()];
+    for k in (0..dims.len().saturating_sub(1)).rev() {
+        strides[k] = strides[k + 1].saturating_mul(dims[k + 1]);
+    }
+    let Some(BufferKind::Part { row, stride, .. }) =
+        buffer(program, kernel.output.index()).map(|b| &b.kind)
+    else {
+        return Ok(strides);
+    };
+    let numel = dims.iter().product::<usize>();
+    if kiln_ir::lower::part_is_contiguous(numel, *row, *stride) {
+        return Ok(strides);
+    }
+    // Axis `j` starts a row: dims[j..] hold exactly `row` elements.
+    let j = (0..=dims.len())
+        .find(|&j| dims[j..].iter().product::<usize>() == *row)
+        .ok_or_else(|| {
+            format!(
+                "output rows of {row} elements do not end at an axis of {}",
+                fmt_dims(dims)
+            )
+        })?;
+    for k in (0..j).rev() {
+        strides[k] = if k + 1 == j {
+            *stride
+        } else {
+            strides[k + 1].saturating_mul(dims[k + 1])
+        };
+    }
+    Ok(strides)
 }
 
 fn buffer(program: &Program, index: usize) -> Option<&kiln_ir::program::Buffer> {
