@@ -61,7 +61,7 @@ class GradCase(Case):
         for x, g in zip(self.wrt, grads):
             if g is None:
                 raise SystemExit("%s: TF gives no gradient for %s" % (self.name, x))
-            self.files["expected/grad_%s.npy" % x] = f32(g)
+            self.files["expected/grad_%s.npy" % x] = f32(tf.convert_to_tensor(g))
         return self
 
     def write(self, folder):
@@ -268,4 +268,194 @@ def network_cases():
 def grad_cases():
     return (unary_cases() + binary_cases() + bias_add_cases() + matmul_cases() + reduce_cases()
             + softmax_cases() + movement_cases() + batch_norm_cases() + lrn_cases()
-            + network_cases())
+            + network_cases() + training_op_cases())
+
+
+def away_from_zero(c, shape, lo=0.1, hi=2.0):
+    """Values with |x| in [lo, hi): no element near a kink at 0."""
+    mag = c.uniform(shape, lo, hi)
+    sign = np.where(c.uniform(shape) < 0, -1.0, 1.0).astype(np.float32)
+    return f32(mag * sign)
+
+
+def kinked_unary_cases():
+    cases = []
+    specs = [
+        ("abs", tf.math.abs, {}, lambda c, s: away_from_zero(c, s)),
+        ("relu", tf.nn.relu, {}, lambda c, s: away_from_zero(c, s)),
+        # relu6: values around 0 and 6, none near either kink.
+        ("relu6", tf.nn.relu6, {},
+         lambda c, s: f32(np.where(c.uniform(s) < 0, away_from_zero(c, s), 6.0 + away_from_zero(c, s)))),
+        ("leaky_relu", lambda x: tf.nn.leaky_relu(x, 0.2), {}, lambda c, s: away_from_zero(c, s)),
+        ("sign", tf.math.sign, {}, lambda c, s: away_from_zero(c, s)),
+    ]
+    for op, fn, attrs, make in specs:
+        c = GradCase("grad_%s" % op)
+        if op == "sign":
+            c.lines[0] = "kiln 3"
+        c.x("x", make(c, [3, 7]))
+        c.apply("y", op, ["x"], fn, **attrs)
+        cases.append(c.finish("y"))
+    return cases
+
+
+def max_min_pow_select_cases():
+    cases = []
+    for op, fn in [("maximum", tf.math.maximum), ("minimum", tf.math.minimum)]:
+        for label, sa, sb in [("same", [2, 3, 4], [2, 3, 4]), ("bcast", [2, 3, 4], [3, 1])]:
+            c = GradCase("grad_%s_%s" % (op, label))
+            c.x("a", c.uniform(sa))
+            c.x("b", c.uniform(sb))
+            c.apply("y", op, ["a", "b"], fn)
+            cases.append(c.finish("y"))
+    c = GradCase("grad_pow")
+    c.x("a", c.uniform([3, 4], 0.5, 2.0))
+    c.x("b", c.uniform([4], -1.5, 1.5))
+    c.apply("y", "pow", ["a", "b"], tf.math.pow)
+    cases.append(c.finish("y"))
+    # a <= 0: TF's exponent gradient is 0 there (log masked), kiln's too.
+    c = GradCase("grad_pow_nonpositive_base")
+    c.x("a", f32([[-1.5, 0.0, 2.0], [0.5, -0.25, 3.0]]))
+    c.x("b", f32([2.0, 3.0, 1.5]))
+    c.apply("y", "pow", ["a", "b"], tf.math.pow)
+    cases.append(c.finish("y"))
+    for op, fn in [("reduce_max", tf.math.reduce_max), ("reduce_min", tf.math.reduce_min)]:
+        for label, axes, keep in [("axis1", [1], False), ("all", None, False), ("keep", [0, 2], True)]:
+            c = GradCase("grad_%s_%s" % (op, label))
+            c.x("x", c.uniform([2, 3, 4]))
+            attrs = {}
+            if axes is not None:
+                attrs["axes"] = axes
+            if keep:
+                attrs["keepdims"] = True
+            c.apply("y", op, ["x"], lambda x: fn(x, axis=axes, keepdims=keep), **attrs)
+            cases.append(c.finish("y"))
+    # Ties share the gradient equally.
+    c = GradCase("grad_reduce_max_ties")
+    c.x("x", f32([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, -1.0]]))
+    c.apply("y", "reduce_max", ["x"], lambda x: tf.math.reduce_max(x, axis=1), axes=[1])
+    cases.append(c.finish("y"))
+    c = GradCase("grad_select_bcast")
+    c.lines[0] = "kiln 3"
+    cond = c.uniform([3, 1]) > 0
+    c.input("cond", cond)
+    c.tensors["cond"] = tf.constant(cond)
+    c.x("a", c.uniform([3, 4]))
+    c.x("b", c.uniform([4]))
+    c.apply("y", "select", ["cond", "a", "b"], tf.where)
+    cases.append(c.finish("y"))
+    return cases
+
+
+def conv(x, w, strides, padding, dilations, nchw, depthwise):
+    """TF's convolution as kiln defines it, built so that TF's CPU gradients exist: NCHW by
+    transposes, dilation through atrous convolution, groups as one conv per group."""
+    if nchw:
+        x = tf.transpose(x, [0, 2, 3, 1])
+    pad = padding if isinstance(padding, str) else [[0, 0], list(padding[0]), list(padding[1]), [0, 0]]
+    if depthwise:
+        y = tf.nn.depthwise_conv2d(x, w, [1, strides[0], strides[1], 1], pad, dilations=dilations)
+    elif dilations != (1, 1):
+        y = tf.nn.atrous_conv2d(x, w, dilations[0], pad)
+    else:
+        groups = x.shape[3] // w.shape[2]
+        xs = tf.split(x, groups, axis=3)
+        ws = tf.split(w, groups, axis=3)
+        y = tf.concat([tf.nn.conv2d(a, b, [1, strides[0], strides[1], 1], pad)
+                       for a, b in zip(xs, ws)], axis=3)
+    if nchw:
+        y = tf.transpose(y, [0, 3, 1, 2])
+    return y
+
+
+def conv_cases():
+    specs = [
+        ("same_s1", [2, 5, 5, 2], [3, 3, 2, 4], {}),
+        ("same_s2_odd", [1, 7, 7, 2], [3, 3, 2, 3], {"strides": (2, 2)}),
+        ("same_s2_even", [1, 8, 8, 2], [3, 3, 2, 3], {"strides": (2, 2)}),
+        ("valid_s2", [1, 9, 8, 2], [3, 3, 2, 2], {"strides": (2, 2), "padding": "VALID"}),
+        ("explicit", [1, 6, 7, 2], [3, 3, 2, 3], {"padding": ((1, 2), (0, 1))}),
+        ("dilation2", [1, 9, 9, 2], [3, 3, 2, 2], {"dilations": (2, 2)}),
+        ("grouped_g2", [1, 6, 6, 4], [3, 3, 2, 6], {}),
+        ("nchw", [1, 5, 6, 3], [3, 3, 3, 2], {"nchw": True}),
+        ("unknown_batch", [3, 6, 6, 2], [3, 3, 2, 4], {"unknown": (0,)}),
+    ]
+    cases = []
+    for depthwise in [False, True]:
+        for label, xs, ws, o in specs:
+            if depthwise and label.startswith("grouped"):
+                continue
+            strides = o.get("strides", (1, 1))
+            padding = o.get("padding", "SAME")
+            dilations = o.get("dilations", (1, 1))
+            nchw = o.get("nchw", False)
+            if depthwise:
+                ws = [ws[0], ws[1], xs[3], 2]
+            name = "grad_%s_%s" % ("depthwise" if depthwise else "conv2d", label)
+            c = GradCase(name)
+            x = c.uniform(xs)
+            if nchw:
+                x = f32(np.transpose(x, [0, 3, 1, 2]))
+            c.x("x", x, unknown=o.get("unknown", ()))
+            c.x("w", c.normal(ws, 0.5))
+            attrs = {"strides": list(strides),
+                     "padding": padding if isinstance(padding, str) else [list(p) for p in padding]}
+            if dilations != (1, 1):
+                attrs["dilations"] = list(dilations)
+            if nchw:
+                attrs["data_format"] = "NCHW"
+            op = "depthwise_conv2d" if depthwise else "conv2d"
+            c.apply("y", op, ["x", "w"],
+                    lambda x, w: conv(x, w, strides, padding, dilations, nchw, depthwise), **attrs)
+            cases.append(c.finish("y"))
+    return cases
+
+
+def pool_cases():
+    cases = []
+    for kind, fn in [("max_pool", tf.nn.max_pool2d), ("avg_pool", tf.nn.avg_pool2d)]:
+        for label, k, s, padding in [("k2_s2_valid", 2, 2, "VALID"), ("k3_s2_same_odd", 3, 2, "SAME"),
+                                     ("k3_s1_same", 3, 1, "SAME")]:
+            c = GradCase("grad_%s_%s" % (kind, label))
+            # A permutation of distinct values: no ties for max pool.
+            x = f32(c.rng.permutation(2 * 7 * 7 * 3).reshape(2, 7, 7, 3) / 50.0 - 1.0)
+            c.x("x", x)
+            c.apply("y", kind, ["x"], lambda x: fn(x, k, s, padding), ksize=[k, k],
+                    strides=[s, s], padding=padding)
+            cases.append(c.finish("y"))
+    return cases
+
+
+def cross_entropy_cases():
+    cases = []
+    c = GradCase("grad_softmax_cross_entropy")
+    c.lines[0] = "kiln 3"
+    c.x("logits", c.uniform([4, 5], -3, 3))
+    labels = c.uniform([4, 5], 0.1, 1.0)
+    c.x("labels", f32(labels / labels.sum(axis=1, keepdims=True)))
+    c.apply("y", "softmax_cross_entropy_with_logits", ["logits", "labels"],
+            lambda a, b: tf.nn.softmax_cross_entropy_with_logits(labels=b, logits=a))
+    cases.append(c.finish("y"))
+    c = GradCase("grad_sparse_softmax_cross_entropy")
+    c.lines[0] = "kiln 3"
+    c.x("logits", c.uniform([4, 5], -3, 3))
+    labels = np.array([0, 4, 2, 2], dtype=np.int32)
+    c.input("labels", labels)
+    c.tensors["labels"] = tf.constant(labels)
+    c.apply("y", "sparse_softmax_cross_entropy_with_logits", ["logits", "labels"],
+            lambda a, b: tf.nn.sparse_softmax_cross_entropy_with_logits(labels=b, logits=a))
+    cases.append(c.finish("y"))
+    c = GradCase("grad_gather_repeated")
+    c.lines[0] = "kiln 2"
+    c.x("params", c.uniform([5, 3]))
+    idx = np.array([4, 0, 4, 2, 4], dtype=np.int64)
+    c.input("indices", idx)
+    c.tensors["indices"] = tf.constant(idx)
+    c.apply("y", "gather", ["params", "indices"], lambda p, i: tf.gather(p, i))
+    cases.append(c.finish("y"))
+    return cases
+
+
+def training_op_cases():
+    return (kinked_unary_cases() + max_min_pow_select_cases() + conv_cases() + pool_cases()
+            + cross_entropy_cases())
