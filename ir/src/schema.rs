@@ -733,13 +733,18 @@ mod tests {
         );
     }
 
-    /// `infer/` and `eval/` keep one file (or folder) per op family; the CPU and OpenCL
-    /// backends check their own folders the same way.
+    /// `infer/`, `eval/` and `grad/` keep one file (or folder) per op family; the CPU and
+    /// OpenCL backends check their own folders the same way.
     #[test]
     fn infer_and_eval_files_follow_the_op_families() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let infer = ["mod", "movement_tests", "window_tests"];
-        for (dir, others) in [("infer", &infer[..]), ("eval", &["mod"][..])] {
+        let dirs = [
+            ("infer", &infer[..]),
+            ("eval", &["mod"][..]),
+            ("grad", &["mod", "tests"][..]),
+        ];
+        for (dir, others) in dirs {
             let stray = modules_outside_the_taxonomy(&src.join(dir), others).unwrap();
             assert!(
                 stray.is_empty(),
@@ -751,7 +756,7 @@ mod tests {
     #[test]
     fn every_family_has_its_inference_and_evaluation_module() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        for dir in ["infer", "eval"] {
+        for dir in ["infer", "eval", "grad"] {
             for f in OpFamily::ALL {
                 let (file, folder) = (format!("{}.rs", f.name()), f.name());
                 let here = src.join(dir);

@@ -20,6 +20,7 @@
 //! a wrongly shaped gradient fails here rather than at run time.
 
 mod elementwise;
+mod fused;
 mod matmul;
 mod movement;
 mod normalize;
@@ -233,10 +234,7 @@ impl<'g> Backprop<'g> {
             OpFamily::Normalize => normalize::grad(&mut self.cx, &op, n, g, needs),
             OpFamily::Movement => movement::grad(&mut self.cx, &op, n, g, needs),
             OpFamily::State => state::grad(&mut self.cx, &op, n, g, needs),
-            OpFamily::Fused => Err(no_gradient(
-                "fused nodes are made by the optimisation passes; differentiate the graph \
-                 before optimising it",
-            )),
+            OpFamily::Fused => fused::grad(&mut self.cx, &op, n, g, needs),
         };
         let grads = grads.map_err(|e| match e {
             RuleError::NoGradient(why) => self.no_gradient(n, &why),

@@ -746,3 +746,24 @@ fn gather_of_params_with_an_unknown_axis_size_is_an_error_naming_it() {
     assert!(e.contains("f32[?,3]"), "{e}");
     assert_eq!(g.len(), before);
 }
+
+#[test]
+fn fused_nodes_are_differentiated_through_their_unfolded_ops() {
+    use crate::fused::{FusedExpr, FusedOp};
+    // fused_conv2d(x, w, b; expr = relu(add(main, $2))) and elementwise(a, a; tanh(mul($0, $1))).
+    let mut g = Graph::new();
+    let x = input(&mut g, "x", &[1, 5, 5, 2]);
+    let w = input(&mut g, "w", &[3, 3, 2, 3]);
+    let b = input(&mut g, "b", &[3]);
+    let expr = FusedExpr::parse("tanh(add(main, $2))").unwrap();
+    let f = FusedOp::new(Some(Op::Conv2d(ConvAttrs::same())), expr).unwrap();
+    let y = node(&mut g, Op::Fused(f), &[x, w, b]);
+    let sq = FusedOp::new(None, FusedExpr::parse("sigmoid(mul($0, $1))").unwrap()).unwrap();
+    let z = node(&mut g, Op::Fused(sq), &[y, y]);
+    let at = [
+        (x, values(&[1, 5, 5, 2], -1.0, 1.0, 90)),
+        (w, values(&[3, 3, 2, 3], -1.0, 1.0, 91)),
+        (b, values(&[3], -1.0, 1.0, 92)),
+    ];
+    check(&mut g, &[z], &at);
+}
