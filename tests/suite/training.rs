@@ -373,6 +373,25 @@ fn bad_training_input_exits_1_naming_what_is_wrong() {
         "{e}"
     );
 
+    // Each used to say only "duplicate name %grad/w1".
+    let e = kiln_fails(
+        &dir,
+        &["grad", "cnn.kiln", "--loss", "loss", "--wrt", "w1,b1,%w1"],
+    );
+    assert!(e.contains("%w1 is listed twice"), "{e}");
+    kiln_ok(
+        &dir,
+        &["grad", "cnn.kiln", "--loss", "loss", "-o", "once.kiln"],
+    );
+    let e = kiln_fails(
+        &dir,
+        &["grad", "once.kiln", "--loss", "loss", "-o", "twice.kiln"],
+    );
+    assert!(
+        e.contains("already has a node %grad/w1") && e.contains("already added"),
+        "{e}"
+    );
+
     let e = kiln_fails(&dir, &["grad", "argmax.kiln", "--loss", "%loss"]);
     assert!(
         e.contains("node %winner_f32 (cast): has no gradient") && e.contains("%w1"),
@@ -400,7 +419,7 @@ fn bad_training_input_exits_1_naming_what_is_wrong() {
         "{e}"
     );
     assert!(
-        !dir.join("cnn_grad.kiln").exists() && std::fs::read_dir(&dir).unwrap().count() == 10,
+        !dir.join("twice.kiln").exists() && std::fs::read_dir(&dir).unwrap().count() == 11,
         "a failed command writes nothing"
     );
 }
