@@ -59,13 +59,26 @@ impl Graph {
                 self.ir.node(loss).name
             )));
         }
+        // The output names are checked before any node is added, so an error leaves the graph
+        // as it was.
+        for (i, &x) in wrt.iter().enumerate() {
+            let x_name = &self.ir.node(x).name;
+            if wrt[..i].contains(&x) {
+                return Err(Error::Invalid(format!(
+                    "%{x_name} is listed twice among the nodes to differentiate with respect to"
+                )));
+            }
+            if self.ir.find(&format!("grad/{x_name}")).is_some() {
+                return Err(Error::Invalid(format!(
+                    "the graph already has a node %grad/{x_name}, the name of the gradient \
+                     output for %{x_name} (were its gradients already added?)"
+                )));
+            }
+        }
         let grads = self.ir.gradients(&[loss], &wrt)?;
         let mut outputs = Vec::with_capacity(wrt.len());
         for (&x, &g) in wrt.iter().zip(&grads) {
             let name = format!("grad/{}", self.ir.node(x).name);
-            if self.ir.find(&name).is_some() {
-                return Err(Error::DuplicateName(name));
-            }
             // A gradient node made for this x alone takes the output's name; one that is
             // shared (an input, a node of the forward graph, another x's gradient) gets a
             // reshape to itself, which costs no copy.

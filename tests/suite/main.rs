@@ -11,3 +11,4 @@ mod onnx_import;
 mod onnx_real;
 mod optimizer;
 mod session;
+mod training;

@@ -5,11 +5,15 @@
 //! taken in file order, or shuffled per epoch with `--shuffle SEED`; a partial last batch is
 //! dropped, and with `--steps` the sequence of batches wraps around. On a terminal a progress
 //! line shows the loss and samples/s; otherwise one line per epoch. `--save` writes every
-//! variable, optimizer slots included, to a safetensors checkpoint keyed by name.
+//! variable, optimizer slots included, to a safetensors checkpoint keyed by name. Each step
+//! increments `global_step`, so a run resumed with `--restore` continues the sequence of batches
+//! where the checkpointed run stopped: 10 steps, then 10 more, train exactly like 20.
 
 use crate::grad::lookup;
 use crate::safe_write::refuse_symlink;
-use kiln::optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
+use kiln::optimizer::{
+    AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer, global_step,
+};
 use kiln::{BackendKind, Dataset, NodeId, Session, Tensor};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -120,13 +124,23 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
             graph.node(loss).name
         ));
     }
-    let train_op = opt.minimize(&mut graph, loss).map_err(|e| e.to_string())?;
+    let step_var = global_step(&mut graph).map_err(|e| e.to_string())?;
+    let train_op = opt
+        .minimize_with(&mut graph, loss, None, Some(step_var))
+        .map_err(|e| e.to_string())?;
     let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     if let Some(ckpt) = a.restore {
         session
             .restore_variables(ckpt)
             .map_err(|e| format!("--restore {}: {e}", ckpt.display()))?;
     }
+    // The steps already taken (0 unless restored): where in the data this run starts.
+    let start = session
+        .variable(step_var)
+        .map_err(|e| e.to_string())?
+        .to_f64_vec()
+        .first()
+        .map_or(0, |&s| s.max(0.0) as usize);
     let names: Vec<String> = vars
         .iter()
         .map(|&v| format!("%{}", graph.node(v).name))
@@ -142,11 +156,12 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
         .map(|n| graph.find(n).ok_or(format!("no placeholder %{n}")))
         .collect::<Result<_, _>>()?;
     let progress = Progress::new(total_steps);
-    let (mut step, mut epoch) = (0usize, 0u64);
+    let (mut step, mut epoch) = (0usize, (start / per_epoch) as u64);
+    let mut skip = start % per_epoch;
     while step < total_steps {
         let order = data.epoch_order(a.shuffle, epoch);
         let (mut sum, mut count, started) = (0.0f64, 0usize, Instant::now());
-        for columns in data.batches(&order, batch) {
+        for columns in data.batches(&order, batch).skip(std::mem::take(&mut skip)) {
             if step == total_steps {
                 break;
             }
