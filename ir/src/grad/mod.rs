@@ -290,8 +290,7 @@ impl<'g> Backprop<'g> {
                     op: node.op.name(),
                     message: format!(
                         "gradients: {} does not depend on it (or only through stop_gradient or \
-                         a bool value), so it has no gradient; ask for zeros with \
-                         Unconnected::Zero",
+                         a bool value), so it has no gradient",
                         ys.join(", ")
                     ),
                 })
