@@ -141,9 +141,9 @@ impl Optimizer for GradientDescentOptimizer {
     }
 }
 
-/// Momentum: `accum = accum * momentum + grad; var -= lr * accum`, or with Nesterov `var -= lr
-/// * grad + lr * momentum * accum` (`tf.compat.v1.train.MomentumOptimizer`). The slot
-/// `<var>/Momentum` holds `accum`.
+/// Momentum: `accum = accum * momentum + grad; var -= lr * accum`, or with Nesterov
+/// `var -= lr * grad + lr * momentum * accum` (`tf.compat.v1.train.MomentumOptimizer`). The
+/// slot `<var>/Momentum` holds `accum`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MomentumOptimizer {
     learning_rate: f32,
