@@ -7,7 +7,7 @@
 //! and asks each node's rule (one per op family, in this folder's files named like `infer/`
 //! and `eval/`) for its operands' gradients given the gradient of its value. Contributions of
 //! several users are added. Rules express gradients with ordinary catalogue ops; broadcasting
-//! is undone by summing over the broadcast axes ([`Ctx::sum_to`]), and a gradient is given an
+//! is undone by summing over the broadcast axes (`Ctx::sum_to`), and a gradient is given an
 //! operand's shape by `broadcast_like` when that shape has `?` dims.
 //!
 //! Where gradients stop: a `stop_gradient` node and every bool-valued node (comparisons and
