@@ -105,8 +105,36 @@ impl Lrn {
         2 * self.radius + 1
     }
 
-    /// Normalises whole rows of `x` into `y`.
+    /// Normalises whole rows of `x` into `y`, the loops compiled for the widest vectors the
+    /// CPU has (and `KILN_CPU_FEATURES` allows). Every variant gives the same bits: the
+    /// vector loops use only IEEE-exact operations (no contraction into FMA), the rest is the
+    /// same scalar code.
     fn rows(&self, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::gemm::detect() {
+            // SAFETY: `detect` returns a family only when the CPU supports it.
+            crate::gemm::Isa::Avx512 => return unsafe { self.rows_avx512(x, y) },
+            // SAFETY: as above.
+            crate::gemm::Isa::Avx2Fma => return unsafe { self.rows_avx2(x, y) },
+            crate::gemm::Isa::Portable => {}
+        }
+        self.rows_body(x, y);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn rows_avx512(&self, x: &[f32], y: &mut [f32]) {
+        self.rows_body(x, y);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn rows_avx2(&self, x: &[f32], y: &mut [f32]) {
+        self.rows_body(x, y);
+    }
+
+    #[inline(always)]
+    fn rows_body(&self, x: &[f32], y: &mut [f32]) {
         let c = self.channels;
         let padded = c + 2 * self.radius;
         let wide = self.window() > DIRECT_WINDOW_MAX;
@@ -125,6 +153,7 @@ impl Lrn {
 
     /// The f32 path on one row; false (with `out` unspecified) when the row must be
     /// recomputed exactly.
+    #[inline(always)]
     fn fast_row(&self, row: &[f32], out: &mut [f32], s: &mut Scratch) -> bool {
         let (c, r) = (self.channels, self.radius);
         // Squares between `r` zeros on either side (the pads are never written).
