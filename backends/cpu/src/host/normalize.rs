@@ -248,3 +248,44 @@ fn blocked_window_sums(
         *s = total as f32;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::Isa;
+
+    /// Every vector width this CPU has gives the portable loops' bits (the host tests compare
+    /// only the detected one with the reference).
+    #[test]
+    fn every_isa_gives_the_portable_bits() {
+        let c = 37;
+        let x: Vec<f32> = (0..c * 50)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.01)
+            .collect();
+        for (radius, beta) in [(2, 0.75), (1, 0.5), (3, 1.0), (20, 0.6)] {
+            let kernel = Lrn::new(c, radius, [1.0, 0.3, beta]);
+            let mut want = vec![0.0; x.len()];
+            kernel.rows_body(&x, &mut want);
+            for isa in Isa::supported() {
+                let mut got = vec![0.0; x.len()];
+                match isa {
+                    Isa::Portable => kernel.rows_body(&x, &mut got),
+                    // SAFETY: `supported` lists only families this CPU runs.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { kernel.rows_avx512(&x, &mut got) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2Fma => unsafe { kernel.rows_avx2(&x, &mut got) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    _ => continue,
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{isa:?}, radius {radius}, beta {beta}"
+                );
+            }
+        }
+    }
+}
