@@ -221,6 +221,58 @@ fn lrn_matches_the_reference() {
     }
 }
 
+/// The fast LRN (f32 shifted-add window sums, specialised powers, blocked sums for wide
+/// windows, rows split across threads) against the f64 reference: odd channel counts (vector
+/// tails), every radius class including wider than the row, every specialised beta and two
+/// general ones, parameters that force the exact path, and rows with NaN, infinities, huge,
+/// tiny and all-zero values (recomputed exactly, NaN where the reference has NaN).
+#[test]
+fn fast_lrn_matches_the_reference_on_awkward_shapes_and_values() {
+    for (i, channels) in [1usize, 3, 7, 13, 33].into_iter().enumerate() {
+        // 300 pixels: enough elements (> 16k at 33 channels) to split across threads.
+        let dims = [2, 15, 10, channels];
+        let mut x = Tensor::uniform(&dims, -3.0, 3.0, 40 + i as u64)
+            .into_f32()
+            .unwrap();
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e-30,
+            3e19,
+        ];
+        for (k, v) in specials.into_iter().enumerate() {
+            x[(k * 7 + 1) * channels + k % channels] = v;
+        }
+        x[20 * channels..21 * channels].fill(0.0);
+        let x = Tensor::from_vec(&dims, x).unwrap();
+        for radius in [0usize, 1, 2, 5, 20, 1 << 40] {
+            for (bias, alpha, beta) in [
+                (1.0, 1e-4, 0.75),
+                (2.0, 0.3, 0.5),
+                (0.5, 0.3, 1.0),
+                (1.0, 0.5, 0.6),
+                (0.0, 1.0, 1.5),
+                (-0.5, 1.0, 0.75),
+                (1.0, -0.01, 0.75),
+            ] {
+                let op = Op::Lrn {
+                    depth_radius: radius,
+                    bias: Float(bias),
+                    alpha: Float(alpha),
+                    beta: Float(beta),
+                };
+                let (got, want, kinds) = run(op, std::slice::from_ref(&x));
+                let tol = kiln_ir::compare::Tolerance::abs_rel(1e-5);
+                let what = format!("lrn c={channels} r={radius} {bias} {alpha} {beta}");
+                kiln_ir::compare::assert_close(&got.unwrap(), &want.unwrap(), tol, &what);
+                assert_eq!(kinds, ["host"]);
+            }
+        }
+    }
+}
+
 #[test]
 fn grouped_convolutions_are_routed_and_correct() {
     // NHWC with constant weights: one packed GEMM per group, even when thin (4 taps x 1).
