@@ -81,7 +81,8 @@ class KilnText:
         beta = self.weight("beta", [c], 0)
         mean = self.op("mean", f"reduce_mean({x}, axes=[0,1,2], keepdims=true)")
         centred = self.op("centred", f"sub({x}, {mean})")
-        var = self.op("var", f"reduce_mean(square({centred}), axes=[0,1,2], keepdims=true)")
+        squared = self.op("sq", f"square({centred})")
+        var = self.op("var", f"reduce_mean({squared}, axes=[0,1,2], keepdims=true)")
         eps = self.fresh("eps")
         self.lines.append(f"const {eps} : f32[1] = [0.001]")
         inv = self.op("inv", f"rsqrt({self.op('vareps', f'add({var}, {eps})')})")
@@ -233,8 +234,10 @@ def time_kiln(kiln, folder, name, args):
         "--batch", str(batch), "--threads", str(args.threads), "--runs", str(args.runs),
         "--warmup", str(args.warmup), "--json",
     ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_tf(tf, name, args):
@@ -281,6 +284,7 @@ def main():
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--only", default="digits,resnet18")
     p.add_argument("--no-tf", action="store_true")
+    p.add_argument("--keep", metavar="DIR", help="write the .kiln graphs here and keep them")
     args = p.parse_args()
     names = [n for n in args.only.split(",") if n]
     for n in names:
@@ -296,7 +300,9 @@ def main():
         tf.config.threading.set_inter_op_parallelism_threads(1)
 
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.keep or temporary
+        os.makedirs(folder, exist_ok=True)
         for name in names:
             k = time_kiln(args.kiln, folder, name, args)
             t = time_tf(tf, name, args) if tf else None
