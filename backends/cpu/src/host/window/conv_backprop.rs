@@ -215,7 +215,10 @@ pub(in crate::host) fn conv2d_backprop_input(
                 &Epilogue::none(),
             )?;
             // col2im: every tap's column goes back to the input cell it came from.
-            for (dst, cols) in dst.chunks_exact_mut(image).zip(cols.chunks_exact(m * depth)) {
+            for (dst, cols) in dst
+                .chunks_exact_mut(image)
+                .zip(cols.chunks_exact(m * depth))
+            {
                 for (i, row) in cols.chunks_exact(depth).enumerate() {
                     for (t, seg) in row.chunks_exact(ci).enumerate() {
                         if let Some(p) = taps[i * kh * kw + t] {
@@ -232,7 +235,10 @@ pub(in crate::host) fn conv2d_backprop_input(
     };
     out.par_chunks_mut(chunk_len)
         .enumerate()
-        .try_for_each_init(|| vec![0.0f32; chunk * m * depth], |cols, job| run_chunk(job, cols))?;
+        .try_for_each_init(
+            || vec![0.0f32; chunk * m * depth],
+            |cols, job| run_chunk(job, cols),
+        )?;
     finish_nchw(nchw, &dx_nhwc, xd, dx)
 }
 
