@@ -279,15 +279,16 @@ fn train_step(
         .iter()
         .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let mut forward = Session::with_options(graph, backend, args.optimize.clone())
-        .map_err(|e| e.to_string())?;
-    forward
-        .run(&feed_ids, &[loss])
-        .map_err(|e| format!("the forward pass of --train %{}: {e}", graph.node(loss).name))?;
+    let mut forward =
+        Session::with_options(graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    forward.run(&feed_ids, &[loss]).map_err(|e| {
+        format!(
+            "the forward pass of --train %{}: {e}",
+            graph.node(loss).name
+        )
+    })?;
     let forward_arena_bytes = forward.last_compile().map(|s| s.info.arena_bytes);
-    let train = optimizer
-        .minimize(graph, loss)
-        .map_err(|e| e.to_string())?;
+    let train = optimizer.minimize(graph, loss).map_err(|e| e.to_string())?;
     Ok(Step {
         fetches: vec![loss],
         targets: vec![train],
