@@ -19,6 +19,7 @@
 //! [`ConvGeometry::new`], i.e. kiln-ir's `window_dim`.
 
 use crate::gemm::{self, ConvGeometry, Epilogue};
+use crate::runtime::PARALLEL_MIN_WORK;
 use kiln_ir::{ConvAttrs, DataFormat};
 use rayon::prelude::*;
 
@@ -233,12 +234,20 @@ pub(in crate::host) fn conv2d_backprop_input(
         }
         Ok::<(), String>(())
     };
-    out.par_chunks_mut(chunk_len)
-        .enumerate()
-        .try_for_each_init(
-            || vec![0.0f32; chunk * m * depth],
-            |cols, job| run_chunk(job, cols),
-        )?;
+    // Small products (the digits CNN) stay on this thread: waking workers costs more.
+    if 2 * (n * m * depth * per) as u64 >= PARALLEL_MIN_WORK {
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .try_for_each_init(
+                || vec![0.0f32; chunk * m * depth],
+                |cols, job| run_chunk(job, cols),
+            )?;
+    } else {
+        let mut cols = vec![0.0f32; chunk * m * depth];
+        for job in out.chunks_mut(chunk_len).enumerate() {
+            run_chunk(job, &mut cols)?;
+        }
+    }
     finish_nchw(nchw, &dx_nhwc, xd, dx)
 }
 
@@ -288,39 +297,48 @@ pub(in crate::host) fn conv2d_backprop_filter(
     let image = h * iw * c;
     let chunk = images_per_chunk(depth * m, n);
     // im2col(X_bg)^T: row r = (tap, channel) of the filter, column = output pixel of the chunk.
-    let mut cols_t = vec![0.0f32; depth * chunk * m];
+    // Rows are padded by one block: a power-of-two row length (the digits CNN's 64 x 4 x 4
+    // pixels) would put a block's rows in one L1 set.
+    let mut cols_t = vec![0.0f32; depth * (chunk * m + PIXEL_BLOCK)];
     let mut part = vec![0.0f32; depth * per];
     for b0 in (0..n).step_by(chunk) {
         let imgs = chunk.min(n - b0);
         let k = imgs * m;
-        let cols_t = &mut cols_t[..depth * k];
+        let ld = k + PIXEL_BLOCK;
+        let cols_t = &mut cols_t[..depth * ld];
         let imgs_x = &x[b0 * image..(b0 + imgs) * image];
         let dy_b = &dy[b0 * m * co..(b0 + imgs) * m * co];
         for gi in 0..groups {
             // One task per tap (its `ci` rows); pixels in blocks of one cache line per row,
             // so a block's reads are whole channel vectors and its writes stay in L1.
-            cols_t
-                .par_chunks_mut(ci * k)
-                .enumerate()
-                .for_each(|(t, rows)| {
-                    for bi in 0..imgs {
-                        let img = &imgs_x[bi * image..(bi + 1) * image];
-                        for i0 in (0..m).step_by(PIXEL_BLOCK) {
-                            for i in i0..(i0 + PIXEL_BLOCK).min(m) {
-                                let col = bi * m + i;
-                                match taps[i * taps_per_pixel + t] {
-                                    Some(p) => {
-                                        let src = &img[p * c + gi * ci..p * c + (gi + 1) * ci];
-                                        for (cc, v) in src.iter().enumerate() {
-                                            rows[cc * k + col] = *v;
-                                        }
+            let im2col_tap = |(t, rows): (usize, &mut [f32])| {
+                for bi in 0..imgs {
+                    let img = &imgs_x[bi * image..(bi + 1) * image];
+                    for i0 in (0..m).step_by(PIXEL_BLOCK) {
+                        for i in i0..(i0 + PIXEL_BLOCK).min(m) {
+                            let col = bi * m + i;
+                            match taps[i * taps_per_pixel + t] {
+                                Some(p) => {
+                                    let src = &img[p * c + gi * ci..p * c + (gi + 1) * ci];
+                                    for (cc, v) in src.iter().enumerate() {
+                                        rows[cc * ld + col] = *v;
                                     }
-                                    None => (0..ci).for_each(|cc| rows[cc * k + col] = 0.0),
                                 }
+                                None => (0..ci).for_each(|cc| rows[cc * ld + col] = 0.0),
                             }
                         }
                     }
-                });
+                }
+            };
+            // The copy is worth splitting when the GEMM it feeds is (same threshold).
+            if 2 * (depth * per * k) as u64 >= PARALLEL_MIN_WORK {
+                cols_t
+                    .par_chunks_mut(ci * ld)
+                    .enumerate()
+                    .for_each(im2col_tap);
+            } else {
+                cols_t.chunks_mut(ci * ld).enumerate().for_each(im2col_tap);
+            }
             let rhs = if groups == 1 {
                 gemm::pack_b(k, per, dy_b, false)?
             } else {
@@ -331,7 +349,7 @@ pub(in crate::host) fn conv2d_backprop_filter(
                 per,
                 k,
                 cols_t,
-                k,
+                ld,
                 &rhs,
                 &mut part,
                 per,

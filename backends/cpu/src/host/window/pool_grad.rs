@@ -6,6 +6,7 @@
 //! parallel on rayon's threads (each writes only its own block of dx, in the same order as on
 //! one thread, so the bits do not depend on the thread count).
 
+use crate::runtime::PARALLEL_MIN_WORK;
 use kiln_ir::image::Image;
 use kiln_ir::infer::{WindowDim, window_dim};
 use kiln_ir::{DataFormat, PoolAttrs};
@@ -17,6 +18,19 @@ fn window(o: usize, k: usize, stride: usize, d: &WindowDim, size: usize) -> (usi
     let lo = start.saturating_sub(d.pad_before).min(size);
     let hi = (start + k).saturating_sub(d.pad_before).min(size);
     (lo, hi)
+}
+
+/// Runs `per_image` on every image's block of `dx` (`image` values each), in parallel when the
+/// work (`dx`'s values times the window's cells) is worth waking rayon's workers for.
+fn for_each_image<F>(dx: &mut [f32], image: usize, window_cells: usize, per_image: F)
+where
+    F: Fn((usize, &mut [f32])) + Sync + Send,
+{
+    if (dx.len() * window_cells) as u64 >= PARALLEL_MIN_WORK {
+        dx.par_chunks_mut(image).enumerate().for_each(per_image);
+    } else {
+        dx.chunks_mut(image).enumerate().for_each(per_image);
+    }
 }
 
 /// The input and output images and each spatial axis's geometry.
@@ -50,7 +64,7 @@ pub(in crate::host) fn max_pool_grad(
     if image == 0 {
         return Ok(());
     }
-    dx.par_chunks_mut(image).enumerate().for_each(|(n, dx)| {
+    let per_image = |(n, dx): (usize, &mut [f32])| {
         // `img.at` indexes the whole batch; this task's block starts at image `n`.
         let base = n * image;
         for oy in 0..out.h {
@@ -73,7 +87,8 @@ pub(in crate::host) fn max_pool_grad(
                 }
             }
         }
-    });
+    };
+    for_each_image(dx, image, a.ksize[0] * a.ksize[1], per_image);
     Ok(())
 }
 
@@ -90,7 +105,7 @@ pub(in crate::host) fn avg_pool_grad(
     if image == 0 {
         return Ok(());
     }
-    dx.par_chunks_mut(image).enumerate().for_each(|(n, dx)| {
+    let per_image = |(n, dx): (usize, &mut [f32])| {
         let base = n * image;
         for oy in 0..out.h {
             let (y0, y1) = window(oy, a.ksize[0], a.strides[0], &wy, img.h);
@@ -110,6 +125,7 @@ pub(in crate::host) fn avg_pool_grad(
                 }
             }
         }
-    });
+    };
+    for_each_image(dx, image, a.ksize[0] * a.ksize[1], per_image);
     Ok(())
 }
