@@ -201,6 +201,17 @@ impl Session {
         self.execute(feeds, fetches, &[], true)
     }
 
+    /// Like [`Session::run_with_targets`], and also the time each kernel took (a train step's
+    /// profile).
+    pub fn run_profiled_with_targets(
+        &mut self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        targets: &[NodeId],
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        self.execute(feeds, fetches, targets, true)
+    }
+
     fn execute(
         &mut self,
         feeds: &[(NodeId, &Tensor)],

@@ -797,3 +797,58 @@ fn grad_errors_name_the_node() {
         }
     }
 }
+
+/// A dense layer with a trainable weight and a scalar loss.
+const TRAINABLE_GRAPH: &str = "kiln 3
+input %x : f32[?,3]
+var %w : f32[3,4] = normal(0, 1, 7)
+%y = matmul(%x, %w)
+%sq = square(%y)
+%loss = reduce_mean(%sq)
+output %loss
+";
+
+/// `kiln bench --train LOSS` times the train step and reports its arena next to the forward
+/// pass's; an unknown loss or optimizer is a clear error before anything runs.
+#[test]
+fn bench_train_times_the_step_and_rejects_unknown_names() {
+    let dir = scratch("bench-train");
+    let g = dir.join("dense.kiln");
+    std::fs::write(&g, TRAINABLE_GRAPH).unwrap();
+    let g = g.to_str().unwrap();
+    let cache = dir.join("cache");
+    for optimizer in ["sgd", "momentum", "adam"] {
+        let json = bench_json(
+            g,
+            &cache,
+            &["--train", "loss", "--optimizer", optimizer, "--batch", "5"],
+        );
+        assert!(json.contains("\"train\":\"loss\""), "{json}");
+        let step = json_numbers(&json, "arena_bytes");
+        let forward = json_numbers(&json, "forward_arena_bytes");
+        assert!(
+            step.len() == 1 && forward.len() == 1 && forward[0] > 0.0 && step[0] >= forward[0],
+            "{json}"
+        );
+    }
+    for (args, expected) in [
+        (
+            ["--train", "nosuch", "--optimizer", "sgd"],
+            "--train %nosuch: no node has this name",
+        ),
+        (
+            ["--train", "loss", "--optimizer", "rmsprop"],
+            "--optimizer rmsprop: expected sgd, momentum or adam",
+        ),
+    ] {
+        let mut all = vec!["bench", g, "--backend", "reference"];
+        all.extend(args);
+        let out = kiln(&all);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

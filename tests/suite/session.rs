@@ -511,3 +511,36 @@ fn a_long_unary_chain_runs_on_every_backend() {
         assert_eq!(out[0].as_f32().unwrap(), expected.as_slice(), "{backend}");
     }
 }
+
+/// The cpu backend's backward convolutions take images in chunks sized by their scratch (one
+/// GEMM per chunk): at 32x32x48 a chunk holds 2 images ungrouped and 4 grouped, so a batch of
+/// 5 has several chunks and a partial last one. Both must match the reference evaluator.
+#[test]
+fn backward_convs_over_several_image_chunks_match_the_reference() {
+    use kiln::ir::compare::{Tolerance, assert_close};
+    for (ci, what) in [(48, "ungrouped"), (24, "2 groups")] {
+        let mut g = Graph::new();
+        let x = g.input("x", Shape::known(&[5, 32, 32, 48])).unwrap();
+        let w = g.input("w", Shape::known(&[3, 3, ci, 8])).unwrap();
+        let dy = g.input("dy", Shape::known(&[5, 32, 32, 8])).unwrap();
+        let dx = g
+            .conv2d_backprop_input(w, dy, [5, 32, 32, 48], ConvAttrs::same())
+            .unwrap();
+        let dw = g
+            .conv2d_backprop_filter(x, dy, [3, 3, ci, 8], ConvAttrs::same())
+            .unwrap();
+        let xs = Tensor::uniform(&[5, 32, 32, 48], -1.0, 1.0, 1);
+        let ws = Tensor::uniform(&[3, 3, ci, 8], -1.0, 1.0, 2);
+        let dys = Tensor::uniform(&[5, 32, 32, 8], -1.0, 1.0, 3);
+        let feeds = [(x, &xs), (w, &ws), (dy, &dys)];
+        let run = |backend| {
+            Session::with_backend(&g, backend)
+                .and_then(|mut s| s.run(&feeds, &[dx, dw]))
+                .unwrap()
+        };
+        let want = run(kiln::BackendKind::Reference);
+        let got = run(kiln::BackendKind::Cpu);
+        assert_close(&got[0], &want[0], Tolerance::KERNEL, &format!("dx, {what}"));
+        assert_close(&got[1], &want[1], Tolerance::KERNEL, &format!("dw, {what}"));
+    }
+}

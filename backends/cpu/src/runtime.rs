@@ -433,7 +433,7 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
 /// Below this many FLOPs a kernel runs on the calling thread: waking a second worker costs
 /// several microseconds (W1, the 500 kFLOP seed conv: 18.7 us on one thread, 32 us split
 /// over two on a loaded 2-core machine; `kiln bench --threads 1|2`).
-const PARALLEL_MIN_WORK: u64 = 1 << 20;
+pub(crate) const PARALLEL_MIN_WORK: u64 = 1 << 20;
 
 /// Runs a range-taking kernel over `0..extent`, split into disjoint ranges across rayon's
 /// threads when the work is large enough. Disjoint ranges write disjoint outputs, so results

@@ -1,9 +1,12 @@
 //! `kiln bench`: compile once, run many times with the feeds already in memory, report times,
 //! GFLOP/s against the machine's measured FMA peak, the compile time by phase and the arena
-//! size; `--profile` adds a per-kernel table.
+//! size; `--profile` adds a per-kernel table. `--train LOSS` times one training step instead
+//! (the loss fetched, the optimizer's update run as a target) and reports the arena of the
+//! step against that of the forward pass alone.
 
 use crate::feeds;
 use kiln::ir::cost::graph_flops;
+use kiln::optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
 use kiln::{
     BackendKind, CompileTimes, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session,
     Shape, Tensor,
@@ -25,6 +28,30 @@ pub struct BenchArgs<'a> {
     pub profile: bool,
     /// Optimisation options (`--no-optimize`, `--disable`).
     pub optimize: OptimizeOptions,
+    /// `--train LOSS`: time a training step minimising this node.
+    pub train: Option<&'a str>,
+    /// `--optimizer`: sgd, momentum or adam, with TensorFlow 1's default learning rates.
+    pub optimizer: &'a str,
+}
+
+/// The optimizer `--optimizer` names, with tf.compat.v1.train's defaults.
+fn bench_optimizer(name: &str) -> Result<Box<dyn Optimizer>, String> {
+    match name {
+        "sgd" => Ok(Box::new(GradientDescentOptimizer::new(0.01))),
+        "momentum" => Ok(Box::new(MomentumOptimizer::new(0.01, 0.9))),
+        "adam" => Ok(Box::new(AdamOptimizer::new(0.001))),
+        other => Err(format!(
+            "--optimizer {other}: expected sgd, momentum or adam"
+        )),
+    }
+}
+
+/// What one timed run fetches and runs: the graph's outputs, or a train step's loss and
+/// update target, with the forward pass's arena bytes for comparison.
+struct Step {
+    fetches: Vec<NodeId>,
+    targets: Vec<NodeId>,
+    forward_arena_bytes: Option<usize>,
 }
 
 /// Feeds for every placeholder: from `--feed` files, else seeded uniform data with unknown dims
@@ -66,10 +93,19 @@ fn complete_feeds(
 
 pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     let backend = BackendKind::from_name(args.backend).map_err(|e| e.to_string())?;
-    let graph = crate::load(args.graph)?;
+    let mut graph = crate::load(args.graph)?;
     let given = feeds::load(&graph, args.feeds)?;
     let feeds = complete_feeds(&graph, given, args.batch.unwrap_or(1))?;
-    let outputs: Vec<NodeId> = graph.outputs().to_vec();
+    let step = match args.train {
+        None => Step {
+            fetches: graph.outputs().to_vec(),
+            targets: Vec::new(),
+            forward_arena_bytes: None,
+        },
+        Some(loss) => train_step(&mut graph, loss, &args, backend.clone(), &feeds)?,
+    };
+    let outputs = step.fetches.clone();
+    let targets = step.targets.clone();
     if outputs.is_empty() {
         return Err("the graph declares no outputs to benchmark".into());
     }
@@ -78,7 +114,8 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     let shapes: HashMap<NodeId, Shape> = feed_ids.iter().map(|(id, t)| (*id, t.shape())).collect();
-    let flops = graph.extract(&outputs, &shapes).ok().and_then(|(g, _)| {
+    let roots: Vec<NodeId> = outputs.iter().chain(&targets).copied().collect();
+    let flops = graph.extract(&roots, &shapes).ok().and_then(|(g, _)| {
         let roots: Vec<NodeId> = g.outputs().to_vec();
         graph_flops(&g, &roots)
     });
@@ -95,7 +132,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     let mut session =
         Session::with_options(&graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
     session
-        .run(&feed_ids, &outputs)
+        .run_with_targets(&feed_ids, &outputs, &targets)
         .map_err(|e| e.to_string())?;
     let stats = session
         .last_compile()
@@ -103,14 +140,14 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         .ok_or("the first run did not compile")?;
     for _ in 0..args.warmup {
         session
-            .run(&feed_ids, &outputs)
+            .run_with_targets(&feed_ids, &outputs, &targets)
             .map_err(|e| e.to_string())?;
     }
     let mut times = Vec::new();
     for _ in 0..args.runs {
         let start = Instant::now();
         session
-            .run(&feed_ids, &outputs)
+            .run_with_targets(&feed_ids, &outputs, &targets)
             .map_err(|e| e.to_string())?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
@@ -166,13 +203,20 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             "arena      {} bytes (temporaries without sharing: {} bytes)",
             stats.info.arena_bytes, stats.info.sum_temporary_bytes
         );
+        if let Some(forward) = step.forward_arena_bytes {
+            println!(
+                "forward    {forward} bytes of arena for the loss alone; the train step needs \
+                 {:.2}x",
+                stats.info.arena_bytes as f64 / forward.max(1) as f64
+            );
+        }
     }
     let mut profile_json = String::new();
     if args.profile {
         let mut total: Vec<KernelTime> = Vec::new();
         for _ in 0..args.runs {
             let (_, profile) = session
-                .run_profiled(&feed_ids, &outputs)
+                .run_profiled_with_targets(&feed_ids, &outputs, &targets)
                 .map_err(|e| e.to_string())?;
             if total.is_empty() {
                 total = profile;
@@ -196,7 +240,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .map(|(name, ms)| format!("\"{name}\":{ms:.3}"))
             .collect();
         println!(
-            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_cpu_ms\":{},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{}{profile_json}}}",
+            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_cpu_ms\":{},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{},\"train\":{},\"forward_arena_bytes\":{}{profile_json}}}",
             json_string(&args.graph.display().to_string()),
             session.backend(),
             json_string(&peak.cpu),
@@ -212,9 +256,44 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             stats.info.arena_bytes,
             stats.info.sum_temporary_bytes,
             stats.info.kernels,
+            args.train.map_or("null".to_string(), json_string),
+            step.forward_arena_bytes
+                .map_or("null".to_string(), |b| b.to_string()),
         );
     }
     Ok(())
+}
+
+/// Adds `optimizer.minimize(loss)` to `graph` after compiling the forward pass alone (the loss
+/// fetched, nothing updated) once to measure its arena.
+fn train_step(
+    graph: &mut Graph,
+    loss: &str,
+    args: &BenchArgs<'_>,
+    backend: BackendKind,
+    feeds: &[(String, Tensor)],
+) -> Result<Step, String> {
+    let loss = crate::grad::lookup(graph, loss, "--train")?;
+    let optimizer = bench_optimizer(args.optimizer)?;
+    let feed_ids: Vec<(NodeId, &Tensor)> = feeds
+        .iter()
+        .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut forward =
+        Session::with_options(graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    forward.run(&feed_ids, &[loss]).map_err(|e| {
+        format!(
+            "the forward pass of --train %{}: {e}",
+            graph.node(loss).name
+        )
+    })?;
+    let forward_arena_bytes = forward.last_compile().map(|s| s.info.arena_bytes);
+    let train = optimizer.minimize(graph, loss).map_err(|e| e.to_string())?;
+    Ok(Step {
+        fetches: vec![loss],
+        targets: vec![train],
+        forward_arena_bytes,
+    })
 }
 
 /// The compile phases in milliseconds, in order, with what none of them covers (pruning,

@@ -199,6 +199,12 @@ enum Command {
         /// Print a per-kernel time table.
         #[arg(long)]
         profile: bool,
+        /// Time one training step minimising this node (with or without %) instead of a run.
+        #[arg(long, value_name = "LOSS")]
+        train: Option<String>,
+        /// The train step's optimizer: sgd, momentum or adam (TensorFlow 1's defaults).
+        #[arg(long, default_value = "sgd")]
+        optimizer: String,
     },
 }
 
@@ -347,6 +353,8 @@ fn execute(command: Command) -> Result<(), String> {
             no_optimize,
             disable,
             profile,
+            train,
+            optimizer,
         } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
@@ -368,6 +376,8 @@ fn execute(command: Command) -> Result<(), String> {
                     disabled: disable,
                     ..kiln::OptimizeOptions::default()
                 },
+                train: train.as_deref(),
+                optimizer: &optimizer,
             })
         }
     }

@@ -6,16 +6,37 @@
 //! - input gradient: `cols[M, depth] = dY_bg[M, per] x W_g^T[per, depth]` (dY read in place
 //!   through its leading dimension, W_g packed transposed), then col2im scatters each column
 //!   of `cols` into the input cell the forward tap read (padding taps are dropped);
-//! - filter gradient: `dW_g[depth, per] += im2col(X_bg)^T[depth, M] x dY_bg[M, per]`, the
-//!   im2col rows built per image so the scratch stays one image's worth.
+//! - filter gradient: `dW_g[depth, per] += im2col(X_bg)^T[depth, M] x dY_bg[M, per]`.
 //!
-//! The micro-kernels are NHWC; an NCHW op transposes its operands in and its result out.
-//! Each GEMM never splits its reduction and images are summed in order, so the bits do not
-//! depend on the thread count. The geometry (SAME's odd cell bottom/right) is
+//! Both take a chunk of consecutive images at a time (as many as fit [`CHUNK_FLOATS`] of
+//! scratch, at least one) as one GEMM whose rows (input gradient) or reduction (filter
+//! gradient) run over every pixel of the chunk: the late layers' few pixels per image make
+//! GEMMs too small to split across threads otherwise. The input gradient's chunks run in
+//! parallel (each with its own scratch, writing only its images); the filter gradient's
+//! im2col runs in parallel over filter rows, its chunks in order. The micro-kernels are NHWC; an NCHW op transposes its
+//! operands in and its result out. Each GEMM never splits its reduction, chunks depend only
+//! on the shapes and are summed in order, so the bits do not depend on the thread count. The geometry (SAME's odd cell bottom/right) is
 //! [`ConvGeometry::new`], i.e. kiln-ir's `window_dim`.
 
 use crate::gemm::{self, ConvGeometry, Epilogue};
+use crate::runtime::PARALLEL_MIN_WORK;
 use kiln_ir::{ConvAttrs, DataFormat};
+use rayon::prelude::*;
+
+/// Scratch budget of one chunk of images, in f32 values (4 MiB, about a core's share of L2
+/// plus L3): the im2col matrix of the filter gradient or the GEMM result of the input
+/// gradient. Larger chunks measured slower on ResNet-18's early layers (the scatter and
+/// gather then stream from memory).
+const CHUNK_FLOATS: usize = 1 << 20;
+
+/// Output pixels the filter gradient's im2col transposes at a time: 16 f32, one cache line
+/// of each of its rows.
+const PIXEL_BLOCK: usize = 16;
+
+/// Images per chunk when one image needs `per_image` scratch values.
+fn images_per_chunk(per_image: usize, n: usize) -> usize {
+    (CHUNK_FLOATS / per_image.max(1)).clamp(1, n.max(1))
+}
 
 /// NCHW `[n, c, h, w]` values as NHWC.
 pub(super) fn to_nhwc(src: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
@@ -158,7 +179,7 @@ pub(in crate::host) fn conv2d_backprop_input(
     let [kh, kw, ci, co] = s.w;
     let (groups, g) = (s.groups, &s.geom);
     let (m, depth, per) = (g.out_h * g.out_w, kh * kw * ci, co / groups);
-    if m == 0 || depth == 0 || per == 0 || n == 0 {
+    if m == 0 || depth == 0 || per == 0 || n == 0 || h * iw * c == 0 {
         return finish_nchw(nchw, &dx_nhwc, xd, dx);
     }
     // W_g^T as the GEMM's B: [per, depth] is W's group columns read as [depth, per] transposed.
@@ -173,34 +194,58 @@ pub(in crate::host) fn conv2d_backprop_input(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let taps = s.taps();
-    let mut cols = vec![0.0f32; m * depth];
+    let chunk = images_per_chunk(m * depth, n);
     let image = h * iw * c;
-    for b in 0..n {
+    let chunk_len = chunk * image;
+    let run_chunk = |(index, dst): (usize, &mut [f32]), cols: &mut Vec<f32>| {
+        let b0 = index * chunk;
+        let imgs = dst.len() / image;
+        let cols = &mut cols[..imgs * m * depth];
         for (gi, wt) in packed.iter().enumerate() {
-            let a_rows = &dy[b * m * co + gi * per..];
+            // dY's rows of consecutive images follow each other: one GEMM for the chunk.
+            let a_rows = &dy[b0 * m * co + gi * per..];
             gemm::sgemm(
-                m,
+                imgs * m,
                 depth,
                 per,
                 a_rows,
                 co,
                 wt,
-                &mut cols,
+                cols,
                 depth,
                 &Epilogue::none(),
             )?;
             // col2im: every tap's column goes back to the input cell it came from.
-            let dst = &mut out[b * image..(b + 1) * image];
-            for (i, row) in cols.chunks_exact(depth).enumerate() {
-                for (t, seg) in row.chunks_exact(ci).enumerate() {
-                    if let Some(p) = taps[i * kh * kw + t] {
-                        let cell = &mut dst[p * c + gi * ci..p * c + (gi + 1) * ci];
-                        for (d, v) in cell.iter_mut().zip(seg) {
-                            *d += v;
+            for (dst, cols) in dst
+                .chunks_exact_mut(image)
+                .zip(cols.chunks_exact(m * depth))
+            {
+                for (i, row) in cols.chunks_exact(depth).enumerate() {
+                    for (t, seg) in row.chunks_exact(ci).enumerate() {
+                        if let Some(p) = taps[i * kh * kw + t] {
+                            let cell = &mut dst[p * c + gi * ci..p * c + (gi + 1) * ci];
+                            for (d, v) in cell.iter_mut().zip(seg) {
+                                *d += v;
+                            }
                         }
                     }
                 }
             }
+        }
+        Ok::<(), String>(())
+    };
+    // Small products (the digits CNN) stay on this thread: waking workers costs more.
+    if 2 * (n * m * depth * per) as u64 >= PARALLEL_MIN_WORK {
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .try_for_each_init(
+                || vec![0.0f32; chunk * m * depth],
+                |cols, job| run_chunk(job, cols),
+            )?;
+    } else {
+        let mut cols = vec![0.0f32; chunk * m * depth];
+        for job in out.chunks_mut(chunk_len).enumerate() {
+            run_chunk(job, &mut cols)?;
         }
     }
     finish_nchw(nchw, &dx_nhwc, xd, dx)
@@ -248,34 +293,63 @@ pub(in crate::host) fn conv2d_backprop_filter(
         return Ok(());
     }
     let taps = s.taps();
+    let taps_per_pixel = kh * kw;
     let image = h * iw * c;
-    // im2col(X_bg)^T: row r = (tap, channel) of the filter, column i = output pixel.
-    let mut cols_t = vec![0.0f32; depth * m];
+    let chunk = images_per_chunk(depth * m, n);
+    // im2col(X_bg)^T: row r = (tap, channel) of the filter, column = output pixel of the chunk.
+    // Rows are padded by one block: a power-of-two row length (the digits CNN's 64 x 4 x 4
+    // pixels) would put a block's rows in one L1 set.
+    let mut cols_t = vec![0.0f32; depth * (chunk * m + PIXEL_BLOCK)];
     let mut part = vec![0.0f32; depth * per];
-    for b in 0..n {
-        let img = &x[b * image..(b + 1) * image];
-        let dy_b = &dy[b * m * co..(b + 1) * m * co];
+    for b0 in (0..n).step_by(chunk) {
+        let imgs = chunk.min(n - b0);
+        let k = imgs * m;
+        let ld = k + PIXEL_BLOCK;
+        let cols_t = &mut cols_t[..depth * ld];
+        let imgs_x = &x[b0 * image..(b0 + imgs) * image];
+        let dy_b = &dy[b0 * m * co..(b0 + imgs) * m * co];
         for gi in 0..groups {
-            for i in 0..m {
-                for t in 0..kh * kw {
-                    let p = taps[i * kh * kw + t];
-                    for cc in 0..ci {
-                        cols_t[(t * ci + cc) * m + i] =
-                            p.map_or(0.0, |p| img[p * c + gi * ci + cc]);
+            // One task per tap (its `ci` rows); pixels in blocks of one cache line per row,
+            // so a block's reads are whole channel vectors and its writes stay in L1.
+            let im2col_tap = |(t, rows): (usize, &mut [f32])| {
+                for bi in 0..imgs {
+                    let img = &imgs_x[bi * image..(bi + 1) * image];
+                    for i0 in (0..m).step_by(PIXEL_BLOCK) {
+                        for i in i0..(i0 + PIXEL_BLOCK).min(m) {
+                            let col = bi * m + i;
+                            match taps[i * taps_per_pixel + t] {
+                                Some(p) => {
+                                    let src = &img[p * c + gi * ci..p * c + (gi + 1) * ci];
+                                    for (cc, v) in src.iter().enumerate() {
+                                        rows[cc * ld + col] = *v;
+                                    }
+                                }
+                                None => (0..ci).for_each(|cc| rows[cc * ld + col] = 0.0),
+                            }
+                        }
                     }
                 }
+            };
+            // The copy is worth splitting when the GEMM it feeds is (same threshold).
+            if 2 * (depth * per * k) as u64 >= PARALLEL_MIN_WORK {
+                cols_t
+                    .par_chunks_mut(ci * ld)
+                    .enumerate()
+                    .for_each(im2col_tap);
+            } else {
+                cols_t.chunks_mut(ci * ld).enumerate().for_each(im2col_tap);
             }
             let rhs = if groups == 1 {
-                gemm::pack_b(m, per, dy_b, false)?
+                gemm::pack_b(k, per, dy_b, false)?
             } else {
-                gemm::pack_b(m, per, &columns(dy_b, m, co, gi, per), false)?
+                gemm::pack_b(k, per, &columns(dy_b, k, co, gi, per), false)?
             };
             gemm::sgemm(
                 depth,
                 per,
-                m,
-                &cols_t,
-                m,
+                k,
+                cols_t,
+                ld,
                 &rhs,
                 &mut part,
                 per,

@@ -2,11 +2,15 @@
 //! windows (kiln-ir's `window_dim`, so SAME's odd cell sits bottom/right), NHWC or NCHW.
 //! A max window's gradient goes to its first maximum in row-major window order (a later cell
 //! must be strictly greater, TensorFlow's rule); an average window's is divided by its count
-//! of unpadded cells. Padded cells take nothing. Sums are f32 in window order.
+//! of unpadded cells. Padded cells take nothing. Sums are f32 in window order. Images run in
+//! parallel on rayon's threads (each writes only its own block of dx, in the same order as on
+//! one thread, so the bits do not depend on the thread count).
 
+use crate::runtime::PARALLEL_MIN_WORK;
 use kiln_ir::image::Image;
 use kiln_ir::infer::{WindowDim, window_dim};
 use kiln_ir::{DataFormat, PoolAttrs};
+use rayon::prelude::*;
 
 /// The unpadded input range `[lo, hi)` of output `o`'s window along one axis.
 fn window(o: usize, k: usize, stride: usize, d: &WindowDim, size: usize) -> (usize, usize) {
@@ -14,6 +18,19 @@ fn window(o: usize, k: usize, stride: usize, d: &WindowDim, size: usize) -> (usi
     let lo = start.saturating_sub(d.pad_before).min(size);
     let hi = (start + k).saturating_sub(d.pad_before).min(size);
     (lo, hi)
+}
+
+/// Runs `per_image` on every image's block of `dx` (`image` values each), in parallel when the
+/// work (`dx`'s values times the window's cells) is worth waking rayon's workers for.
+fn for_each_image<F>(dx: &mut [f32], image: usize, window_cells: usize, per_image: F)
+where
+    F: Fn((usize, &mut [f32])) + Sync + Send,
+{
+    if (dx.len() * window_cells) as u64 >= PARALLEL_MIN_WORK {
+        dx.par_chunks_mut(image).enumerate().for_each(per_image);
+    } else {
+        dx.chunks_mut(image).enumerate().for_each(per_image);
+    }
 }
 
 /// The input and output images and each spatial axis's geometry.
@@ -43,7 +60,13 @@ pub(in crate::host) fn max_pool_grad(
 ) -> Result<(), String> {
     let (img, out, [wy, wx]) = geometry(a, xd, a.data_format)?;
     dx.fill(0.0);
-    for n in 0..img.n {
+    let image = img.h * img.w * img.c;
+    if image == 0 {
+        return Ok(());
+    }
+    let per_image = |(n, dx): (usize, &mut [f32])| {
+        // `img.at` indexes the whole batch; this task's block starts at image `n`.
+        let base = n * image;
         for oy in 0..out.h {
             let (y0, y1) = window(oy, a.ksize[0], a.strides[0], &wy, img.h);
             for ox in 0..out.w {
@@ -59,12 +82,13 @@ pub(in crate::host) fn max_pool_grad(
                         }
                     }
                     if let Some((at, _)) = best {
-                        dx[at] += grad[out.at(n, oy, ox, c)];
+                        dx[at - base] += grad[out.at(n, oy, ox, c)];
                     }
                 }
             }
         }
-    }
+    };
+    for_each_image(dx, image, a.ksize[0] * a.ksize[1], per_image);
     Ok(())
 }
 
@@ -77,7 +101,12 @@ pub(in crate::host) fn avg_pool_grad(
 ) -> Result<(), String> {
     let (img, out, [wy, wx]) = geometry(a, xd, a.data_format)?;
     dx.fill(0.0);
-    for n in 0..img.n {
+    let image = img.h * img.w * img.c;
+    if image == 0 {
+        return Ok(());
+    }
+    let per_image = |(n, dx): (usize, &mut [f32])| {
+        let base = n * image;
         for oy in 0..out.h {
             let (y0, y1) = window(oy, a.ksize[0], a.strides[0], &wy, img.h);
             for ox in 0..out.w {
@@ -90,12 +119,13 @@ pub(in crate::host) fn avg_pool_grad(
                     let share = grad[out.at(n, oy, ox, c)] / count as f32;
                     for iy in y0..y1 {
                         for ix in x0..x1 {
-                            dx[img.at(n, iy, ix, c)] += share;
+                            dx[img.at(n, iy, ix, c) - base] += share;
                         }
                     }
                 }
             }
         }
-    }
+    };
+    for_each_image(dx, image, a.ksize[0] * a.ksize[1], per_image);
     Ok(())
 }
