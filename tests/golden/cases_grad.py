@@ -5,8 +5,8 @@ A gradient case is an ordinary case (graph.kiln with `output %loss`, inputs/, ex
 plus `gradients.txt`: the loss's name on the first line and the names to differentiate with
 respect to, comma-separated, on the second. The conformance test adds the gradient outputs as
 `kiln grad` does (`grad/<name>`) and compares them with expected/grad_<name>.npy on every
-backend. The loss is `reduce_sum(y * seed)` with a random constant `seed`, so every element of
-the op's result gets a different incoming gradient.
+backend. The loss is `reduce_sum(y * seed)` with a random constant `seed` (broadcast over the
+batch), so the elements of the op's result get different incoming gradients.
 """
 
 import numpy as np
@@ -51,7 +51,9 @@ class GradCase(Case):
 
     def finish(self, y):
         """loss = reduce_sum(y * seed); expected loss and gradients."""
-        seed = self.fixed("seed", self.uniform(list(self.tensors[y].shape), -1.0, 1.0))
+        # The seed broadcasts over the batch, so a graph whose batch is `?` runs at any batch.
+        shape = list(self.tensors[y].shape)
+        seed = self.fixed("seed", self.uniform(shape[1:] if len(shape) > 1 else shape, -1.0, 1.0))
         self.apply("weighted", "mul", [y, "seed"], lambda a, b: a * b)
         loss = self.apply("loss", "reduce_sum", ["weighted"], tf.math.reduce_sum)
         self.tape.__exit__(None, None, None)
