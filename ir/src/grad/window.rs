@@ -13,7 +13,7 @@
 
 use super::{Ctx, Grads, no_gradient};
 use crate::graph::NodeId;
-use crate::op::Op;
+use crate::op::{ConvAttrs, Op};
 use crate::{Error, Result};
 
 pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[bool]) -> Grads {
@@ -23,43 +23,27 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
         Op::Conv2d(attrs) | Op::DepthwiseConv2d(attrs) => {
             let depthwise = matches!(op, Op::DepthwiseConv2d(_));
             let w = operands[1];
-            let dx = if needs[0] {
-                let input_shape = input_shape(cx, n, x)?;
-                let (name, op) = if depthwise {
-                    let op = Op::DepthwiseConv2dBackpropInput {
-                        input_shape,
-                        attrs: *attrs,
-                    };
-                    ("depthwise_conv2d_backprop_input", op)
-                } else {
-                    let op = Op::Conv2dBackpropInput {
-                        input_shape,
-                        attrs: *attrs,
-                    };
-                    ("conv2d_backprop_input", op)
-                };
-                Some(cx.add(name, op, &[w, g])?)
-            } else {
-                None
+            let dx = match needs[0] {
+                true => Some(backprop_input(
+                    cx,
+                    depthwise,
+                    input_shape(cx, n, x)?,
+                    attrs,
+                    w,
+                    g,
+                )?),
+                false => None,
             };
-            let dw = if needs[1] {
-                let filter_shape = filter_shape(cx, n, w)?;
-                let (name, op) = if depthwise {
-                    let op = Op::DepthwiseConv2dBackpropFilter {
-                        filter_shape,
-                        attrs: *attrs,
-                    };
-                    ("depthwise_conv2d_backprop_filter", op)
-                } else {
-                    let op = Op::Conv2dBackpropFilter {
-                        filter_shape,
-                        attrs: *attrs,
-                    };
-                    ("conv2d_backprop_filter", op)
-                };
-                Some(cx.add(name, op, &[x, g])?)
-            } else {
-                None
+            let dw = match needs[1] {
+                true => Some(backprop_filter(
+                    cx,
+                    depthwise,
+                    filter_shape(cx, n, w)?,
+                    attrs,
+                    x,
+                    g,
+                )?),
+                false => None,
             };
             Ok(vec![dx, dw])
         }
@@ -74,68 +58,46 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
             };
             Ok(vec![Some(cx.add("avg_pool_grad", op, &[g])?)])
         }
+        // backprop_input(w, dy): dw = backprop_filter(g, dy), ddy = conv(g, w).
         Op::Conv2dBackpropInput { attrs, .. } | Op::DepthwiseConv2dBackpropInput { attrs, .. } => {
             let depthwise = matches!(op, Op::DepthwiseConv2dBackpropInput { .. });
             let (w, dy) = (operands[0], operands[1]);
-            let dw = if needs[0] {
-                let filter_shape = filter_shape(cx, n, w)?;
-                let op = if depthwise {
-                    Op::DepthwiseConv2dBackpropFilter {
-                        filter_shape,
-                        attrs: *attrs,
-                    }
-                } else {
-                    Op::Conv2dBackpropFilter {
-                        filter_shape,
-                        attrs: *attrs,
-                    }
-                };
-                Some(cx.add(op.name(), op, &[g, dy])?)
-            } else {
-                None
+            let dw = match needs[0] {
+                true => Some(backprop_filter(
+                    cx,
+                    depthwise,
+                    filter_shape(cx, n, w)?,
+                    attrs,
+                    g,
+                    dy,
+                )?),
+                false => None,
             };
-            let ddy = if needs[1] {
-                let op = if depthwise {
-                    Op::DepthwiseConv2d(*attrs)
-                } else {
-                    Op::Conv2d(*attrs)
-                };
-                Some(cx.add(op.name(), op, &[g, w])?)
-            } else {
-                None
+            let ddy = match needs[1] {
+                true => Some(forward(cx, depthwise, attrs, g, w)?),
+                false => None,
             };
             Ok(vec![dw, ddy])
         }
+        // backprop_filter(x, dy): dx = backprop_input(g, dy), ddy = conv(x, g).
         Op::Conv2dBackpropFilter { attrs, .. }
         | Op::DepthwiseConv2dBackpropFilter { attrs, .. } => {
             let depthwise = matches!(op, Op::DepthwiseConv2dBackpropFilter { .. });
             let dy = operands[1];
-            let dx = if needs[0] {
-                let input_shape = input_shape(cx, n, x)?;
-                let op = if depthwise {
-                    Op::DepthwiseConv2dBackpropInput {
-                        input_shape,
-                        attrs: *attrs,
-                    }
-                } else {
-                    Op::Conv2dBackpropInput {
-                        input_shape,
-                        attrs: *attrs,
-                    }
-                };
-                Some(cx.add(op.name(), op, &[g, dy])?)
-            } else {
-                None
+            let dx = match needs[0] {
+                true => Some(backprop_input(
+                    cx,
+                    depthwise,
+                    input_shape(cx, n, x)?,
+                    attrs,
+                    g,
+                    dy,
+                )?),
+                false => None,
             };
-            let ddy = if needs[1] {
-                let op = if depthwise {
-                    Op::DepthwiseConv2d(*attrs)
-                } else {
-                    Op::Conv2d(*attrs)
-                };
-                Some(cx.add(op.name(), op, &[x, g])?)
-            } else {
-                None
+            let ddy = match needs[1] {
+                true => Some(forward(cx, depthwise, attrs, x, g)?),
+                false => None,
             };
             Ok(vec![dx, ddy])
         }
@@ -148,6 +110,64 @@ pub(super) fn grad(cx: &mut Ctx<'_>, op: &Op, n: NodeId, g: NodeId, needs: &[boo
             other.name()
         ))),
     }
+}
+
+/// `conv2d(x, w)` or `depthwise_conv2d(x, w)`.
+fn forward(
+    cx: &mut Ctx<'_>,
+    depthwise: bool,
+    attrs: &ConvAttrs,
+    x: NodeId,
+    w: NodeId,
+) -> Result<NodeId> {
+    let op = if depthwise {
+        Op::DepthwiseConv2d(*attrs)
+    } else {
+        Op::Conv2d(*attrs)
+    };
+    cx.add(op.name(), op, &[x, w])
+}
+
+/// The (depthwise) convolution's input gradient from filter `w` and output gradient `dy`.
+fn backprop_input(
+    cx: &mut Ctx<'_>,
+    depthwise: bool,
+    input_shape: [i64; 4],
+    attrs: &ConvAttrs,
+    w: NodeId,
+    dy: NodeId,
+) -> Result<NodeId> {
+    let attrs = *attrs;
+    let op = if depthwise {
+        Op::DepthwiseConv2dBackpropInput { input_shape, attrs }
+    } else {
+        Op::Conv2dBackpropInput { input_shape, attrs }
+    };
+    cx.add(op.name(), op, &[w, dy])
+}
+
+/// The (depthwise) convolution's filter gradient from input `x` and output gradient `dy`.
+fn backprop_filter(
+    cx: &mut Ctx<'_>,
+    depthwise: bool,
+    filter_shape: [usize; 4],
+    attrs: &ConvAttrs,
+    x: NodeId,
+    dy: NodeId,
+) -> Result<NodeId> {
+    let attrs = *attrs;
+    let op = if depthwise {
+        Op::DepthwiseConv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        }
+    } else {
+        Op::Conv2dBackpropFilter {
+            filter_shape,
+            attrs,
+        }
+    };
+    cx.add(op.name(), op, &[x, dy])
 }
 
 /// x's shape for a backward op's attribute: its batch may be `?` (written -1), every other

@@ -315,12 +315,7 @@ fn execute(command: Command) -> Result<(), String> {
             backend,
             threads,
         } => {
-            if let Some(n) = threads {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build_global()
-                    .map_err(|e| format!("--threads {n}: {e}"))?;
-            }
+            set_threads(threads)?;
             train::train(train::TrainArgs {
                 graph: &graph,
                 loss: &loss,
@@ -356,12 +351,7 @@ fn execute(command: Command) -> Result<(), String> {
             train,
             optimizer,
         } => {
-            if let Some(n) = threads {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build_global()
-                    .map_err(|e| format!("--threads {n}: {e}"))?;
-            }
+            set_threads(threads)?;
             bench::bench(bench::BenchArgs {
                 graph: &graph,
                 feeds: &feeds,
@@ -380,6 +370,17 @@ fn execute(command: Command) -> Result<(), String> {
                 optimizer: &optimizer,
             })
         }
+    }
+}
+
+/// Sizes the global worker pool for `--threads N` (default: one thread per core).
+fn set_threads(threads: Option<usize>) -> Result<(), String> {
+    match threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| format!("--threads {n}: {e}")),
+        None => Ok(()),
     }
 }
 

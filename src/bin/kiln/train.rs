@@ -126,7 +126,7 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
     }
     let step_var = global_step(&mut graph).map_err(|e| e.to_string())?;
     let train_op = opt
-        .minimize_with(&mut graph, loss, None, Some(step_var))
+        .minimize_with(&mut graph, loss, Some(&vars), Some(step_var))
         .map_err(|e| e.to_string())?;
     let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     if let Some(ckpt) = a.restore {
