@@ -47,7 +47,7 @@ pub use kiln_ir::{
 pub use layers::BatchNormTraining;
 pub use optimize::{OptimizeOptions, optimize_graph};
 pub use optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
-pub use session::{CompileStats, Session};
+pub use session::{CompileStats, Session, SessionOptions};
 
 /// Reading and writing tensors as .npy files.
 pub mod npy {

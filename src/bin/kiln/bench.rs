@@ -9,7 +9,7 @@ use kiln::ir::cost::graph_flops;
 use kiln::optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
 use kiln::{
     BackendKind, CompileTimes, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session,
-    Shape, Tensor,
+    SessionOptions, Shape, Tensor,
 };
 use kiln_cpu::peak::{FmaPeak, fma_peak};
 use std::collections::HashMap;
@@ -32,6 +32,8 @@ pub struct BenchArgs<'a> {
     pub train: Option<&'a str>,
     /// `--optimizer`: sgd, momentum or adam, with TensorFlow 1's default learning rates.
     pub optimizer: &'a str,
+    /// `--threads`: the session's worker threads (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// The optimizer `--optimizer` names, with tf.compat.v1.train's defaults.
@@ -129,14 +131,12 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         fma_peak(threads)
     };
 
-    let mut session =
-        Session::with_options(&graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    let session = bench_session(&graph, backend, &args)?;
     session
         .run_with_targets(&feed_ids, &outputs, &targets)
         .map_err(|e| e.to_string())?;
     let stats = session
         .last_compile()
-        .cloned()
         .ok_or("the first run did not compile")?;
     for _ in 0..args.warmup {
         session
@@ -264,6 +264,21 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// A session with the backend, optimisation options and threads `args` ask for.
+fn bench_session(
+    graph: &Graph,
+    backend: BackendKind,
+    args: &BenchArgs<'_>,
+) -> Result<Session, String> {
+    let options = SessionOptions {
+        backend,
+        optimize: args.optimize.clone(),
+        threads: args.threads,
+        ..SessionOptions::default()
+    };
+    Session::with_session_options(graph, options).map_err(|e| e.to_string())
+}
+
 /// Adds `optimizer.minimize(loss)` to `graph` after compiling the forward pass alone (the loss
 /// fetched, nothing updated) once to measure its arena.
 fn train_step(
@@ -279,8 +294,7 @@ fn train_step(
         .iter()
         .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let mut forward =
-        Session::with_options(graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    let forward = bench_session(graph, backend, args)?;
     forward.run(&feed_ids, &[loss]).map_err(|e| {
         format!(
             "the forward pass of --train %{}: {e}",

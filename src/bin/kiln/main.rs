@@ -334,6 +334,7 @@ fn execute(command: Command) -> Result<(), String> {
                 restore: restore.as_deref(),
                 save: save.as_ref(),
                 backend: &backend,
+                threads,
             })
         }
         Command::Bench {
@@ -368,6 +369,7 @@ fn execute(command: Command) -> Result<(), String> {
                 },
                 train: train.as_deref(),
                 optimizer: &optimizer,
+                threads,
             })
         }
     }
@@ -426,7 +428,7 @@ fn run(
         }
         None => Vec::new(),
     };
-    let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
+    let session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
     if profile {
