@@ -3,7 +3,7 @@
 //! count is what it was asked for, and a node added after the session was created is named
 //! as such.
 
-use kiln::{ConvAttrs, Graph, NodeId, Session, SessionOptions, Shape, Tensor};
+use kiln::{BackendKind, ConvAttrs, Graph, NodeId, Session, SessionOptions, Shape, Tensor};
 
 /// A small CNN with a `?` batch: conv 3x3 (4 -> 16 channels, big enough for the CPU backend to
 /// split it across threads at batch 2 and up), relu, dense 2304 -> 10.
@@ -39,41 +39,53 @@ fn sessions_are_send_and_sync() {
     shared::<Session>();
 }
 
+/// A session on `backend` with `threads` worker threads (`None`: one per core).
+fn session_on(g: &Graph, backend: &BackendKind, threads: Option<usize>) -> Session {
+    let options = SessionOptions {
+        backend: backend.clone(),
+        threads,
+        ..SessionOptions::default()
+    };
+    Session::with_session_options(g, options).unwrap()
+}
+
 /// Eight threads run one session 24 times each with twelve feeds of three batch sizes (so they
-/// also compile concurrently); every result must be the single-threaded session's, bit for bit.
+/// also compile concurrently); every result must be a single-threaded session's, bit for bit,
+/// on every backend built in.
 #[test]
 fn eight_threads_get_the_single_threaded_results_bit_for_bit() {
     let (g, x, y) = small_cnn();
     let feeds: Vec<Tensor> = (0..12)
         .map(|i| Tensor::uniform(&[1 + i % 3, 12, 12, 4], -1.0, 1.0, 100 + i as u64))
         .collect();
-    let single = SessionOptions {
-        threads: Some(1),
-        ..SessionOptions::default()
-    };
-    let reference = Session::with_session_options(&g, single).unwrap();
-    let want: Vec<Vec<Vec<u32>>> = feeds
-        .iter()
-        .map(|f| bits(&reference.run(&[(x, f)], &[y]).unwrap()))
-        .collect();
-
-    let shared = Session::new(&g).unwrap();
-    std::thread::scope(|s| {
-        for t in 0..8 {
-            let (shared, feeds, want) = (&shared, &feeds, &want);
-            s.spawn(move || {
-                for i in 0..24 {
-                    let k = (t * 5 + i) % feeds.len();
-                    let got = shared.run(&[(x, &feeds[k])], &[y]).unwrap();
-                    assert!(
-                        bits(&got) == want[k],
-                        "thread {t}, run {i}, feed {k} differs"
-                    );
-                }
-            });
-        }
-    });
-    assert_eq!(shared.compilations(), 3, "one compilation per batch size");
+    for backend in BackendKind::available() {
+        let single = session_on(&g, &backend, Some(1));
+        let want: Vec<Vec<Vec<u32>>> = feeds
+            .iter()
+            .map(|f| bits(&single.run(&[(x, f)], &[y]).unwrap()))
+            .collect();
+        let shared = session_on(&g, &backend, None);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (shared, feeds, want, backend) = (&shared, &feeds, &want, &backend);
+                s.spawn(move || {
+                    for i in 0..24 {
+                        let k = (t * 5 + i) % feeds.len();
+                        let got = shared.run(&[(x, &feeds[k])], &[y]).unwrap();
+                        assert!(
+                            bits(&got) == want[k],
+                            "{backend:?}: thread {t}, run {i}, feed {k} differs"
+                        );
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            shared.compilations(),
+            3,
+            "{backend:?}: one compile per batch size"
+        );
+    }
 }
 
 /// Two writers each add 1 to both `a` and `b` (one run, two assigns) 40 times while six readers
@@ -90,7 +102,13 @@ fn concurrent_updates_are_seen_whole_or_not_at_all() {
     let inc_b = g.assign_add(b, one).unwrap();
     let step = g.group(&[inc_a, inc_b]).unwrap();
     let diff = g.sub(a, b).unwrap();
-    let sess = Session::new(&g).unwrap();
+    for backend in BackendKind::available() {
+        updates_are_atomic_on(&backend, &g, [a, b, diff, step]);
+    }
+}
+
+fn updates_are_atomic_on(backend: &BackendKind, g: &Graph, [a, b, diff, step]: [NodeId; 4]) {
+    let sess = session_on(g, backend, None);
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| {
@@ -113,11 +131,12 @@ fn concurrent_updates_are_seen_whole_or_not_at_all() {
                     let seen = va[0];
                     assert!(
                         va.iter().chain(vb).all(|&v| v == seen) && vd.iter().all(|&v| v == 0.0),
-                        "reader {r}, run {i}: a and b are not one snapshot (a[0] = {seen})"
+                        "{backend:?} reader {r}, run {i}: a and b are not one snapshot \
+                         (a[0] = {seen})"
                     );
                     assert!(
                         seen >= last,
-                        "reader {r}: a went back from {last} to {seen}"
+                        "{backend:?} reader {r}: a went back from {last} to {seen}"
                     );
                     last = seen;
                 }
@@ -125,8 +144,11 @@ fn concurrent_updates_are_seen_whole_or_not_at_all() {
         }
     });
     let a_now = sess.variable(a).unwrap();
-    assert!(a_now.as_f32().unwrap().iter().all(|&v| v == 80.0));
-    assert_eq!(sess.variable(b).unwrap(), a_now);
+    assert!(
+        a_now.as_f32().unwrap().iter().all(|&v| v == 80.0),
+        "{backend:?}: updates were lost"
+    );
+    assert_eq!(sess.variable(b).unwrap(), a_now, "{backend:?}");
 }
 
 /// A session asked for one thread has one (and gives the same bits as one with three); zero

@@ -70,7 +70,7 @@ fn opencl_session_runs_and_matches_cpu() {
     let want = Session::new(&g).unwrap().run(&[(image, &img)], &[conv]);
     let opencl = kiln::BackendKind::OpenCl { device: None };
     let got = Session::with_backend(&g, opencl)
-        .and_then(|mut s| s.run(&[(image, &img)], &[conv]))
+        .and_then(|s| s.run(&[(image, &img)], &[conv]))
         .unwrap_or_else(|e| panic!("built with the opencl feature, but OpenCL cannot run: {e}"));
     assert_close(
         &got[0],

@@ -34,6 +34,8 @@ pub struct BenchArgs<'a> {
     pub optimizer: &'a str,
     /// `--threads`: the session's worker threads (default: one per core).
     pub threads: Option<usize>,
+    /// `--callers N`: run from N threads at once, each doing `runs` runs.
+    pub callers: Option<usize>,
 }
 
 /// The optimizer `--optimizer` names, with tf.compat.v1.train's defaults.
@@ -143,14 +145,19 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .run_with_targets(&feed_ids, &outputs, &targets)
             .map_err(|e| e.to_string())?;
     }
-    let mut times = Vec::new();
-    for _ in 0..args.runs {
-        let start = Instant::now();
-        session
-            .run_with_targets(&feed_ids, &outputs, &targets)
-            .map_err(|e| e.to_string())?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
+    let callers = args.callers.unwrap_or(1);
+    let started = Instant::now();
+    let mut times = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..callers)
+            .map(|_| s.spawn(|| timed_runs(&session, &feed_ids, &outputs, &targets, args.runs)))
+            .collect();
+        let mut all = Vec::with_capacity(callers * args.runs);
+        for t in threads {
+            all.extend(t.join().map_err(|_| "a benchmark thread panicked")??);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let runs_per_s = times.len() as f64 / started.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
@@ -193,6 +200,11 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             "run        median {median:.4} ms, min {min:.4} ms, max {max:.4} ms over {} runs",
             times.len()
         );
+        if args.callers.is_some() {
+            println!(
+                "callers    {callers} at once on one session: {runs_per_s:.1} runs/s in total"
+            );
+        }
         if let Some(g) = gflops {
             println!(
                 "throughput {g:.2} GFLOP/s ({:.1}% of peak)",
@@ -211,7 +223,10 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             );
         }
     }
-    let mut profile_json = String::new();
+    let mut profile_json = match args.callers {
+        Some(n) => format!(",\"callers\":{n},\"runs_per_s\":{runs_per_s:.3}"),
+        None => String::new(),
+    };
     if args.profile {
         let mut total: Vec<KernelTime> = Vec::new();
         for _ in 0..args.runs {
@@ -228,7 +243,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             }
         }
         if args.json {
-            profile_json = format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
+            profile_json += &format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
         } else {
             print_profile(&total, args.runs, Some(&peak));
         }
@@ -262,6 +277,25 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `runs` timed runs on the calling thread: each one's wall time in milliseconds.
+fn timed_runs(
+    session: &Session,
+    feeds: &[(NodeId, &Tensor)],
+    fetches: &[NodeId],
+    targets: &[NodeId],
+    runs: usize,
+) -> Result<Vec<f64>, String> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        session
+            .run_with_targets(feeds, fetches, targets)
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
 }
 
 /// A session with the backend, optimisation options and threads `args` ask for.

@@ -205,6 +205,10 @@ enum Command {
         /// The train step's optimizer: sgd, momentum or adam (TensorFlow 1's defaults).
         #[arg(long, default_value = "sgd")]
         optimizer: String,
+        /// Run from this many threads at once on one session (each does --runs runs) and
+        /// report the total runs per second.
+        #[arg(long, value_parser = at_least_one)]
+        callers: Option<usize>,
     },
 }
 
@@ -351,6 +355,7 @@ fn execute(command: Command) -> Result<(), String> {
             profile,
             train,
             optimizer,
+            callers,
         } => {
             set_threads(threads)?;
             bench::bench(bench::BenchArgs {
@@ -370,6 +375,7 @@ fn execute(command: Command) -> Result<(), String> {
                 train: train.as_deref(),
                 optimizer: &optimizer,
                 threads,
+                callers,
             })
         }
     }
