@@ -14,7 +14,8 @@
 //! run that updates any (an assign, an optimizer step) holds it exclusively. So a run sees
 //! either all of another run's updates or none, and concurrent updates are never lost. The
 //! runs execute in the session's own rayon thread pool ([`SessionOptions::threads`]), which
-//! concurrent runs share.
+//! concurrent runs share; the lock is never held by a thread that may pick up other work while
+//! it waits (a worker of any rayon pool), which could deadlock on it.
 
 use crate::optimize::{OptimizeOptions, optimize_graph};
 use crate::{BackendKind, Graph};
@@ -426,7 +427,7 @@ impl Session {
                     std::mem::replace(slot, Tensor::scalar(0.0))
                 })
                 .collect();
-            let result = self.pool.install(|| {
+            let result = self.in_pool(|| {
                 if profile {
                     compiled.executable.run_profiled(&feed_tensors, &mut vars)
                 } else {
@@ -444,12 +445,24 @@ impl Session {
             let compiled = self.compiled(key, &variables)?;
             let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
             let vars: Vec<&Tensor> = compiled.variables.iter().map(|id| &variables[id]).collect();
-            self.pool.install(|| {
+            self.in_pool(|| {
                 compiled
                     .executable
                     .run_reading(&feed_tensors, &vars, profile)
             })
         }
+    }
+
+    /// Runs `work` in the session's pool and waits for it. A caller that is itself a worker of
+    /// a rayon pool would run other jobs of its pool while it waits, such as another run that
+    /// then blocks on the variables this caller holds locked, below it on the same stack: such
+    /// a caller waits from a plain thread instead.
+    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_none() {
+            return self.pool.install(work);
+        }
+        std::thread::scope(|s| s.spawn(|| self.pool.install(work)).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// The placeholders `fetches` and `targets` depend on and whether they update a variable.
@@ -577,7 +590,7 @@ impl Session {
             targets: lookup(&key.targets)?,
         };
         // In the session's pool, so that parallel packing uses its threads.
-        let executable = self.pool.install(|| self.backend.compile(&request))?;
+        let executable = self.in_pool(|| self.backend.compile(&request))?;
         if let Some(limit) = self.optimize.memory_limit_bytes {
             check_memory_limit(&sub, &request.fetches, &executable.info(), limit)?;
         }

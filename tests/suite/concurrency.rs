@@ -151,6 +151,42 @@ fn updates_are_atomic_on(backend: &BackendKind, g: &Graph, [a, b, diff, step]: [
     assert_eq!(sess.variable(b).unwrap(), a_now, "{backend:?}");
 }
 
+/// Runs from inside rayon's global pool, a quarter of them updating variables: a worker that
+/// waited for its run while holding the variables locked could pick up another run of the
+/// pool and block on that lock forever; all 64 must finish with every update counted.
+#[test]
+fn runs_from_inside_another_rayon_pool_do_not_deadlock() {
+    use rayon::prelude::*;
+    let mut g = Graph::new();
+    let a = g.var("a", Tensor::zeros(&[1024])).unwrap();
+    let one = g.constant("one", Tensor::ones(&[1024])).unwrap();
+    let inc = g.assign_add(a, one).unwrap();
+    let doubled = g.add(a, a).unwrap();
+    let sess = std::sync::Arc::new(Session::new(&g).unwrap());
+    // On a thread of its own, so that a deadlock fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let runner = sess.clone();
+    std::thread::spawn(move || {
+        (0..64).into_par_iter().for_each(|i| {
+            if i % 4 == 0 {
+                runner.run_with_targets(&[], &[], &[inc]).unwrap();
+            } else {
+                runner.run(&[], &[doubled]).unwrap();
+            }
+        });
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("64 runs from rayon's pool did not finish in 2 minutes: deadlocked")
+        }
+        Err(e) => panic!("a run failed (its panic is above): {e}"),
+    }
+    let a_now = sess.variable(a).unwrap();
+    assert!(a_now.as_f32().unwrap().iter().all(|&v| v == 16.0));
+}
+
 /// A session asked for one thread has one (and gives the same bits as one with three); zero
 /// threads is refused.
 #[test]
