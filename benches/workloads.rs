@@ -146,7 +146,7 @@ fn prepare(w: &Workload) -> Result<Prepared, String> {
     if fetches.is_empty() {
         return Err(format!("{} declares no outputs", path.display()));
     }
-    let mut session = Session::with_backend(&graph, BackendKind::Cpu)
+    let session = Session::with_backend(&graph, BackendKind::Cpu)
         .map_err(|e| format!("creating the CPU session: {e}"))?;
     let feed_refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let fetch_refs: Vec<&str> = fetches.iter().map(String::as_str).collect();
@@ -165,7 +165,7 @@ fn workloads(c: &mut Criterion) {
     let mut group = c.benchmark_group("cpu");
     group.warm_up_time(Duration::from_millis(500));
     for w in WORKLOADS {
-        let mut p = match prepare(w) {
+        let p = match prepare(w) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("SKIPPED {} ({}): {e}", w.id, w.file);

@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let images = Tensor::uniform(&dims, 0.0, 1.0, 42);
-    let mut sess = Session::with_backend(&graph, BackendKind::Cpu)?;
+    let sess = Session::with_backend(&graph, BackendKind::Cpu)?;
     let t0 = Instant::now();
     let scores = sess.run(&[(input, &images)], &[output])?.remove(0);
     println!(

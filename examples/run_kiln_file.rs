@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut sess = Session::new(&graph)?;
+    let sess = Session::new(&graph)?;
     for (name, value) in sess.run_outputs(&refs)? {
         let checksum: f64 = value.to_f64_vec().iter().sum();
         println!("%{name} {}: checksum {checksum:.6}", value.ty());

@@ -12,7 +12,7 @@ fn main() -> Result<(), kiln::Error> {
     let kernel = g.var("kernel", Tensor::normal(&[5, 5, 1, 1], 0.0, 1.0, 42))?;
     let conv = g.named("conv").conv2d(image, kernel, ConvAttrs::same())?;
 
-    let mut sess = Session::new(&g)?;
+    let sess = Session::new(&g)?;
     println!("backend: {}", sess.backend());
     for batch in [1, 4, 1] {
         let img = Tensor::uniform(&[batch, 100, 100, 1], 0.0, 1.0, batch as u64);

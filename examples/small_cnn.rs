@@ -37,7 +37,7 @@ fn main() -> Result<(), kiln::Error> {
     let logits = g.bias_add(logits, b)?;
     let probs = g.named("probs").softmax(logits, -1)?;
 
-    let mut sess = Session::new(&g)?;
+    let sess = Session::new(&g)?;
     let batch = Tensor::uniform(&[3, 32, 32, 3], 0.0, 1.0, 7);
     let out = sess.run(&[(images, &batch)], &[probs])?;
     for (i, row) in out[0].f32s()?.chunks(10).enumerate() {

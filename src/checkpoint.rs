@@ -13,15 +13,15 @@ use std::path::Path;
 /// Writes every variable of `session` to `path`.
 pub fn save(session: &Session, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let vars = session.variables();
-    safetensors_io::write_file(path, vars.iter().map(|(name, t)| (*name, *t)))
+    let vars = session.variables()?;
+    safetensors_io::write_file(path, vars.iter().map(|(name, t)| (name.as_str(), t)))
         .map_err(|e| Error::io(path, e))
 }
 
 /// Reads `path` and sets every variable of `session` from it. Every variable must be present
 /// with its exact dtype and shape; tensors the graph does not use are ignored. Only a regular
 /// file is read, and no more of it than its header declares.
-pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
+pub fn restore(session: &Session, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let mut file = file_access::open_regular(path, &path.display().to_string())
         .map_err(|e| Error::io(path, e))?;
@@ -29,7 +29,8 @@ pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
     let file = SafeTensors::deserialize(&buffer)
         .map_err(|e| Error::io(path, format!("not a valid safetensors file: {e}")))?;
     let mut values = Vec::new();
-    for (name, current) in session.variables() {
+    for (name, current) in session.variables()? {
+        let name = name.as_str();
         let view = file.tensor(name).map_err(|_| {
             Error::io(
                 path,
@@ -50,10 +51,7 @@ pub fn restore(session: &mut Session, path: impl AsRef<Path>) -> Result<()> {
         }
         values.push((session.graph().lookup(name)?, value));
     }
-    for (id, value) in values {
-        session.set_variable(id, value)?;
-    }
-    Ok(())
+    session.set_variables(values)
 }
 
 impl Session {
@@ -63,7 +61,7 @@ impl Session {
     }
 
     /// Restores every variable from a safetensors checkpoint (all or nothing).
-    pub fn restore_variables(&mut self, path: impl AsRef<Path>) -> Result<()> {
+    pub fn restore_variables(&self, path: impl AsRef<Path>) -> Result<()> {
         restore(self, path)
     }
 }

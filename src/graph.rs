@@ -72,9 +72,16 @@ impl Graph {
         kiln_ir::text::print(&self.ir)
     }
 
-    /// Writes the graph as a .kiln file.
+    /// Writes the graph as a .kiln file. Constants and variables whose initial value is a
+    /// literal of more than 16 elements (a `Tensor` given to [`Graph::var`], say) are written
+    /// to a safetensors file beside it (`model.kiln` gives `model.safetensors`) rather than
+    /// inline; [`Session::save_graph`](crate::Session::save_graph) saves current values.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
+        crate::saving::save_with_values(&self.ir, path.as_ref(), None)
+    }
+
+    /// Writes the .kiln text alone: initialisers that reference files must have them already.
+    pub(crate) fn write_text(&self, path: &Path) -> Result<()> {
         std::fs::write(path, self.to_text()).map_err(|e| kiln_ir::Error::io(path, e))
     }
 

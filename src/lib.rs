@@ -13,7 +13,7 @@
 //! let kernel = g.var("kernel", Tensor::normal(&[3, 3, 1, 1], 0.0, 1.0, 42))?;
 //! let conv = g.conv2d(image, kernel, ConvAttrs::same())?;
 //! let y = g.relu(conv)?;
-//! let mut sess = Session::new(&g)?;
+//! let sess = Session::new(&g)?;
 //! let out = sess.run(&[(image, &Tensor::ones(&[2, 8, 8, 1]))], &[y])?;
 //! assert_eq!(out[0].dims(), &[2, 8, 8, 1]);
 //! # Ok::<(), kiln::Error>(())
@@ -32,6 +32,7 @@ mod layers;
 pub mod onnx;
 mod optimize;
 pub mod optimizer;
+mod saving;
 mod session;
 
 pub use backend_kind::BackendKind;
@@ -47,7 +48,7 @@ pub use kiln_ir::{
 pub use layers::BatchNormTraining;
 pub use optimize::{OptimizeOptions, optimize_graph};
 pub use optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
-pub use session::{CompileStats, Session};
+pub use session::{CompileStats, Session, SessionOptions};
 
 /// Reading and writing tensors as .npy files.
 pub mod npy {

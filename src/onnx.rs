@@ -39,6 +39,6 @@ impl Graph {
             ImportError::Io { path, message } => kiln_ir::Error::Io { path, message },
             other => kiln_ir::Error::from(other),
         })?;
-        self.save(path)
+        self.write_text(path)
     }
 }

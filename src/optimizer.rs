@@ -45,7 +45,7 @@ pub trait Optimizer {
     /// let w = g.var("w", Tensor::scalar(3.0))?;
     /// let loss = g.square(w)?; // d/dw = 2w
     /// let train = GradientDescentOptimizer::new(0.25).minimize(&mut g, loss)?;
-    /// let mut sess = Session::new(&g)?;
+    /// let sess = Session::new(&g)?;
     /// sess.run_with_targets(&[], &[], &[train])?; // w = 3 - 0.25 * 6
     /// assert_eq!(sess.variable(w)?.as_f32(), Some(&[1.5][..]));
     /// # Ok::<(), kiln::Error>(())

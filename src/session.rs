@@ -5,6 +5,17 @@
 //! placeholder, prunes the graph to what the fetches and targets need, fixes the placeholders'
 //! shapes, compiles with its backend and caches the executable keyed by
 //! (fetches, targets, feed shapes); a later run with the same key compiles nothing.
+//!
+//! Concurrency: every run takes `&self`, so one session serves many threads. Compiled
+//! executables are shared (each run of the CPU backend takes an arena from the executable's
+//! pool, which grows to the number of concurrent runs; the OpenCL backend serialises runs of
+//! one executable with a lock). Variables live behind one read-write lock, taken in the calling
+//! thread for the whole run: a run that only reads variables shares it with other readers, a
+//! run that updates any (an assign, an optimizer step) holds it exclusively. So a run sees
+//! either all of another run's updates or none, and concurrent updates are never lost. The
+//! runs execute in the session's own rayon thread pool ([`SessionOptions::threads`]), which
+//! concurrent runs share; the lock is never held by a thread that may pick up other work while
+//! it waits (a worker of any rayon pool), which could deadlock on it.
 
 use crate::optimize::{OptimizeOptions, optimize_graph};
 use crate::{BackendKind, Graph};
@@ -13,7 +24,7 @@ use kiln_ir::eval::source_value;
 use kiln_ir::shape::{Dims, fmt_dims};
 use kiln_ir::{Error, NodeId, Op, Result, Shape, Tensor};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 /// How many compiled (fetches, targets, feed shapes) combinations a session keeps.
@@ -21,6 +32,9 @@ const DEFAULT_CACHE_CAPACITY: usize = 32;
 
 /// A run's fetches and targets.
 type RunRoots = (Vec<NodeId>, Vec<NodeId>);
+
+/// The variables' current values, by id.
+type Variables = HashMap<NodeId, Tensor>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct CacheKey {
@@ -37,6 +51,16 @@ struct Compiled {
     variables: Vec<NodeId>,
 }
 
+/// What a (fetches, targets) pair needs, found once since walking the graph on every run would
+/// cost more than a small run.
+struct RootsInfo {
+    /// The placeholders it depends on, in topological order.
+    placeholders: Vec<NodeId>,
+    /// Whether it runs an op that writes a variable (then the run holds the variables
+    /// exclusively).
+    updates_variables: bool,
+}
+
 /// What the last compilation cost and produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompileStats {
@@ -49,26 +73,94 @@ pub struct CompileStats {
     pub info: ExecutableInfo,
 }
 
-/// Runs a graph: `Session::new(&graph)?.run(&[(input, &tensor)], &[output])`.
+/// How a session compiles and runs: `SessionOptions { threads: Some(1), ..Default::default() }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionOptions {
+    /// The backend to compile for.
+    pub backend: BackendKind,
+    /// The optimisation pipeline's options.
+    pub optimize: OptimizeOptions,
+    /// Worker threads of the session's own pool, shared by all its concurrent runs. `None`:
+    /// rayon's default, one per logical core (or `RAYON_NUM_THREADS`).
+    pub threads: Option<usize>,
+    /// How many compiled variants the session keeps (least recently used go first).
+    pub cache_capacity: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> SessionOptions {
+        SessionOptions {
+            backend: BackendKind::default_kind(),
+            optimize: OptimizeOptions::default(),
+            threads: None,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+/// The compiled executables and what the session learnt about its graph, behind one mutex
+/// that no one holds for long (compiling happens outside it).
+struct Cache {
+    entries: HashMap<CacheKey, Arc<Compiled>>,
+    lru: VecDeque<CacheKey>,
+    capacity: usize,
+    compilations: usize,
+    last_compile: Option<CompileStats>,
+    roots: HashMap<RunRoots, Arc<RootsInfo>>,
+}
+
+impl Cache {
+    fn evict(&mut self) {
+        while self.lru.len() > self.capacity {
+            if let Some(old) = self.lru.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.lru.clear();
+    }
+}
+
+/// Runs a graph: `Session::new(&graph)?.run(&[(input, &tensor)], &[output])`. `Send + Sync`:
+/// share it between threads (`Arc<Session>` or scoped threads) and run from all of them.
 pub struct Session {
     graph: kiln_ir::Graph,
+    /// One past the largest node index of the graph when the session copied it, to tell a
+    /// node added later from one that was never in the graph.
+    node_bound: usize,
     optimize: OptimizeOptions,
     backend_kind: BackendKind,
     backend: Box<dyn Backend>,
-    variables: HashMap<NodeId, Tensor>,
-    cache: HashMap<CacheKey, Arc<Compiled>>,
-    lru: VecDeque<CacheKey>,
-    cache_capacity: usize,
-    compilations: usize,
-    last_compile: Option<CompileStats>,
-    /// Placeholders each (fetches, targets) needs, so a run does not walk the graph.
-    placeholders_needed: HashMap<RunRoots, Arc<Vec<NodeId>>>,
+    pool: rayon::ThreadPool,
+    /// Read by runs that only read variables, written by runs that update them: held by the
+    /// calling thread for the whole run (never inside the pool, where a worker waiting for
+    /// a parallel loop may pick up another run's job and would block on its own lock).
+    variables: RwLock<Variables>,
+    cache: Mutex<Cache>,
+    /// Held while compiling, so that concurrent runs missing one key compile it once.
+    compiling: Mutex<()>,
+}
+
+/// A mutex's contents even if a thread panicked holding it: the cache and the compile token
+/// stay consistent at every point a panic could leave them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The error for variables left behind by a run that panicked while updating them.
+fn poisoned<T>(_: T) -> Error {
+    Error::Invalid(
+        "the session's variables are unusable: a run panicked while updating them".into(),
+    )
 }
 
 impl Session {
     /// A session on the default backend.
     pub fn new(graph: &Graph) -> Result<Session> {
-        Session::with_backend(graph, BackendKind::default_kind())
+        Session::with_session_options(graph, SessionOptions::default())
     }
 
     /// A session on the given backend, optimising with its default pipeline.
@@ -76,14 +168,32 @@ impl Session {
         Session::with_options(graph, backend, OptimizeOptions::default())
     }
 
-    /// A session on the given backend with the given optimisation options. Variables get
-    /// their initial values here.
+    /// A session on the given backend with the given optimisation options.
     pub fn with_options(
         graph: &Graph,
         backend: BackendKind,
         optimize: OptimizeOptions,
     ) -> Result<Session> {
-        let known = backend.pipeline().passes();
+        Session::with_session_options(
+            graph,
+            SessionOptions {
+                backend,
+                optimize,
+                ..SessionOptions::default()
+            },
+        )
+    }
+
+    /// A session with every option given. Variables get their initial values here. The session
+    /// copies the graph: nodes added to `graph` afterwards are not part of it.
+    pub fn with_session_options(graph: &Graph, options: SessionOptions) -> Result<Session> {
+        let SessionOptions {
+            backend: backend_kind,
+            optimize,
+            threads,
+            cache_capacity,
+        } = options;
+        let known = backend_kind.pipeline().passes();
         if let Some(bad) = optimize
             .disabled
             .iter()
@@ -91,10 +201,20 @@ impl Session {
         {
             return Err(Error::Invalid(format!(
                 "no pass named {bad:?}; the {} pipeline has: {}",
-                backend.name(),
+                backend_kind.name(),
                 known.join(", ")
             )));
         }
+        if threads == Some(0) {
+            return Err(Error::Invalid(
+                "a session needs at least 1 thread, got threads = 0".into(),
+            ));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.unwrap_or(0))
+            .thread_name(|i| format!("kiln-session-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start the session's threads: {e}")))?;
         let graph = graph.ir().clone();
         let mut variables = HashMap::new();
         for id in graph.variables() {
@@ -110,17 +230,22 @@ impl Session {
             variables.insert(id, value);
         }
         Ok(Session {
+            node_bound: graph.node_ids().map(|id| id.index() + 1).max().unwrap_or(0),
             optimize,
-            backend: backend.create()?,
-            backend_kind: backend,
+            backend: backend_kind.create()?,
+            backend_kind,
             graph,
-            variables,
-            cache: HashMap::new(),
-            lru: VecDeque::new(),
-            cache_capacity: DEFAULT_CACHE_CAPACITY,
-            compilations: 0,
-            last_compile: None,
-            placeholders_needed: HashMap::new(),
+            pool,
+            variables: RwLock::new(variables),
+            cache: Mutex::new(Cache {
+                entries: HashMap::new(),
+                lru: VecDeque::new(),
+                capacity: cache_capacity.max(1),
+                compilations: 0,
+                last_compile: None,
+                roots: HashMap::new(),
+            }),
+            compiling: Mutex::new(()),
         })
     }
 
@@ -129,38 +254,68 @@ impl Session {
         &self.backend_kind
     }
 
-    /// The session's graph.
+    /// The session's graph (its copy, made when the session was created).
     pub fn graph(&self) -> &kiln_ir::Graph {
         &self.graph
     }
 
+    /// How many worker threads the session's runs use.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
     /// How many times this session has compiled (for checking that the cache works).
     pub fn compilations(&self) -> usize {
-        self.compilations
+        lock(&self.cache).compilations
     }
 
     /// Time and facts of the most recent compilation (a cache hit compiles nothing).
-    pub fn last_compile(&self) -> Option<&CompileStats> {
-        self.last_compile.as_ref()
+    pub fn last_compile(&self) -> Option<CompileStats> {
+        lock(&self.cache).last_compile.clone()
     }
 
     /// Bounds the number of compiled variants kept (least recently used go first).
-    pub fn set_cache_capacity(&mut self, capacity: usize) {
-        self.cache_capacity = capacity.max(1);
-        self.evict();
+    pub fn set_cache_capacity(&self, capacity: usize) {
+        let mut cache = lock(&self.cache);
+        cache.capacity = capacity.max(1);
+        cache.evict();
     }
 
-    /// Runs the graph: feeds placeholders, returns the fetched values in order.
-    pub fn run(&mut self, feeds: &[(NodeId, &Tensor)], fetches: &[NodeId]) -> Result<Vec<Tensor>> {
+    /// Runs the graph: feeds placeholders, returns the fetched values in order. Safe to call
+    /// from many threads at once.
+    ///
+    /// ```
+    /// use kiln::{Graph, Session, Shape, Tensor};
+    ///
+    /// let mut g = Graph::new();
+    /// let x = g.input("x", Shape::of(&[None, Some(2)]))?;
+    /// let w = g.var("w", Tensor::from_vec(&[2, 1], vec![1.0, 2.0])?)?;
+    /// let y = g.matmul(x, w)?;
+    /// let sess = Session::new(&g)?;
+    /// // Four threads share the session; each run gets its own arena.
+    /// let results: Vec<kiln::Result<Vec<Tensor>>> = std::thread::scope(|s| {
+    ///     let runs: Vec<_> = (0..4)
+    ///         .map(|i| {
+    ///             let sess = &sess;
+    ///             s.spawn(move || {
+    ///                 let feed = Tensor::from_vec(&[1, 2], vec![i as f32, 1.0])?;
+    ///                 sess.run(&[(x, &feed)], &[y])
+    ///             })
+    ///         })
+    ///         .collect();
+    ///     runs.into_iter().map(|r| r.join().expect("a run panicked")).collect()
+    /// });
+    /// for (i, result) in results.into_iter().enumerate() {
+    ///     assert_eq!(result?[0].as_f32(), Some(&[i as f32 + 2.0][..]));
+    /// }
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
+    pub fn run(&self, feeds: &[(NodeId, &Tensor)], fetches: &[NodeId]) -> Result<Vec<Tensor>> {
         self.run_with_targets(feeds, fetches, &[])
     }
 
     /// Like [`Session::run`], with feeds and fetches named (without `%`).
-    pub fn run_named(
-        &mut self,
-        feeds: &[(&str, &Tensor)],
-        fetches: &[&str],
-    ) -> Result<Vec<Tensor>> {
+    pub fn run_named(&self, feeds: &[(&str, &Tensor)], fetches: &[&str]) -> Result<Vec<Tensor>> {
         let feeds = self.named_feeds(feeds)?;
         let fetches = fetches
             .iter()
@@ -170,7 +325,7 @@ impl Session {
     }
 
     /// Runs the graph's declared outputs; returns (name, value) pairs in output order.
-    pub fn run_outputs(&mut self, feeds: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    pub fn run_outputs(&self, feeds: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
         let outputs = self.graph.outputs().to_vec();
         if outputs.is_empty() {
             return Err(Error::Invalid("the graph declares no outputs".into()));
@@ -181,9 +336,10 @@ impl Session {
         Ok(names.zip(values).collect())
     }
 
-    /// Runs `targets` (e.g. assigns) for their effect and returns the `fetches`.
+    /// Runs `targets` (e.g. assigns) for their effect and returns the `fetches`. A run that
+    /// updates variables holds them exclusively: concurrent runs see all its updates or none.
     pub fn run_with_targets(
-        &mut self,
+        &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
         targets: &[NodeId],
@@ -194,7 +350,7 @@ impl Session {
     /// Like [`Session::run`], and also the time each kernel took (empty when the backend
     /// cannot time kernels).
     pub fn run_profiled(
-        &mut self,
+        &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
@@ -204,7 +360,7 @@ impl Session {
     /// Like [`Session::run_with_targets`], and also the time each kernel took (a train step's
     /// profile).
     pub fn run_profiled_with_targets(
-        &mut self,
+        &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
         targets: &[NodeId],
@@ -212,8 +368,25 @@ impl Session {
         self.execute(feeds, fetches, targets, true)
     }
 
+    /// The error for an id this session's graph does not have, saying why that happens.
+    fn unknown_node(&self, what: &str, id: NodeId) -> Error {
+        if id.index() >= self.node_bound {
+            Error::Invalid(format!(
+                "{what} {id} was added to the graph after the session was created: a session \
+                 copies the graph when it is created (its nodes end at #{}), so create a new \
+                 session to run nodes added since",
+                self.node_bound.saturating_sub(1)
+            ))
+        } else {
+            Error::Invalid(format!(
+                "{what} {id} is not in this session's graph (it was removed, or is a node of \
+                 another graph)"
+            ))
+        }
+    }
+
     fn execute(
-        &mut self,
+        &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
         targets: &[NodeId],
@@ -221,15 +394,13 @@ impl Session {
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
         for &id in fetches.iter().chain(targets) {
             if self.graph.get(id).is_none() {
-                return Err(Error::Invalid(format!(
-                    "fetch or target {id} is not in this graph"
-                )));
+                return Err(self.unknown_node("fetch or target", id));
             }
         }
         let fed = self.check_feeds(feeds)?;
-        let needed = self.needed_placeholders(fetches, targets);
-        let mut key_feeds = Vec::with_capacity(needed.len());
-        for &id in needed.iter() {
+        let roots = self.roots_info(fetches, targets);
+        let mut key_feeds = Vec::with_capacity(roots.placeholders.len());
+        for &id in &roots.placeholders {
             let Some(t) = fed.get(&id) else {
                 let node = self.graph.node(id);
                 return Err(Error::Feed {
@@ -244,63 +415,120 @@ impl Session {
             targets: targets.to_vec(),
             feeds: key_feeds,
         };
-        let compiled = self.compiled(key)?;
-
-        let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
-        let mut vars: Vec<Tensor> = compiled
-            .variables
-            .iter()
-            .map(|id| {
-                std::mem::replace(
-                    self.variables.get_mut(id).expect("every var has a value"),
-                    Tensor::scalar(0.0),
-                )
-            })
-            .collect();
-        let result = if profile {
-            compiled.executable.run_profiled(&feed_tensors, &mut vars)
+        if roots.updates_variables {
+            let mut variables = self.variables.write().map_err(poisoned)?;
+            let compiled = self.compiled(key, &variables)?;
+            let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
+            let mut vars: Vec<Tensor> = compiled
+                .variables
+                .iter()
+                .map(|id| {
+                    let slot = variables.get_mut(id).expect("every var has a value");
+                    std::mem::replace(slot, Tensor::scalar(0.0))
+                })
+                .collect();
+            let result = self.in_pool(|| {
+                if profile {
+                    compiled.executable.run_profiled(&feed_tensors, &mut vars)
+                } else {
+                    let outputs = compiled.executable.run(&feed_tensors, &mut vars)?;
+                    Ok((outputs, Vec::new()))
+                }
+            });
+            // Put the (possibly updated) values back even when the run failed.
+            for (id, value) in compiled.variables.iter().zip(vars) {
+                variables.insert(*id, value);
+            }
+            result
         } else {
-            compiled
-                .executable
-                .run(&feed_tensors, &mut vars)
-                .map(|r| (r, Vec::new()))
-        };
-        // Put the (possibly updated) values back even when the run failed.
-        for (id, value) in compiled.variables.iter().zip(vars) {
-            self.variables.insert(*id, value);
+            let variables = self.variables.read().map_err(poisoned)?;
+            let compiled = self.compiled(key, &variables)?;
+            let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
+            let vars: Vec<&Tensor> = compiled.variables.iter().map(|id| &variables[id]).collect();
+            self.in_pool(|| {
+                compiled
+                    .executable
+                    .run_reading(&feed_tensors, &vars, profile)
+            })
         }
-        result
     }
 
-    /// The placeholders that `fetches` and `targets` depend on, in topological order; found once
-    /// per fetch set, since walking the graph on every run would cost more than a small run.
-    fn needed_placeholders(&mut self, fetches: &[NodeId], targets: &[NodeId]) -> Arc<Vec<NodeId>> {
+    /// Runs `work` in the session's pool and waits for it. A caller that is itself a worker of
+    /// a rayon pool would run other jobs of its pool while it waits, such as another run that
+    /// then blocks on the variables this caller holds locked, below it on the same stack: such
+    /// a caller waits from a plain thread instead.
+    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_none() {
+            return self.pool.install(work);
+        }
+        std::thread::scope(|s| s.spawn(|| self.pool.install(work)).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// The placeholders `fetches` and `targets` depend on and whether they update a variable.
+    fn roots_info(&self, fetches: &[NodeId], targets: &[NodeId]) -> Arc<RootsInfo> {
         let key = (fetches.to_vec(), targets.to_vec());
-        if let Some(found) = self.placeholders_needed.get(&key) {
+        if let Some(found) = lock(&self.cache).roots.get(&key) {
             return found.clone();
         }
         let graph = &self.graph;
-        let roots = fetches.iter().chain(targets).copied();
-        let needed: Vec<NodeId> = graph
-            .topo_order_of(roots)
-            .into_iter()
-            .filter(|&id| matches!(graph.node(id).op, Op::Input(_)))
-            .collect();
-        if self.placeholders_needed.len() >= 4 * self.cache_capacity {
-            self.placeholders_needed.clear();
+        let order = graph.topo_order_of(fetches.iter().chain(targets).copied());
+        let info = Arc::new(RootsInfo {
+            placeholders: order
+                .iter()
+                .copied()
+                .filter(|&id| matches!(graph.node(id).op, Op::Input(_)))
+                .collect(),
+            updates_variables: order
+                .iter()
+                .any(|&id| graph.node(id).op.updated_variables() > 0),
+        });
+        let mut cache = lock(&self.cache);
+        if cache.roots.len() >= 4 * cache.capacity {
+            cache.roots.clear();
         }
-        let needed = Arc::new(needed);
-        self.placeholders_needed.insert(key, needed.clone());
-        needed
+        cache.roots.insert(key, info.clone());
+        info
     }
 
-    /// The compiled executable for `key`, compiling on a miss.
-    fn compiled(&mut self, key: CacheKey) -> Result<Arc<Compiled>> {
-        if let Some(c) = self.cache.get(&key).cloned() {
-            self.lru.retain(|k| k != &key);
-            self.lru.push_back(key);
+    /// The compiled executable for `key`, compiling on a miss with the `variables` the caller
+    /// holds locked (frozen variables are compiled in with these values).
+    fn compiled(&self, key: CacheKey, variables: &Variables) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.cached(&key) {
             return Ok(c);
         }
+        let _compiling = lock(&self.compiling);
+        // Another run may have compiled it while this one waited.
+        if let Some(c) = self.cached(&key) {
+            return Ok(c);
+        }
+        let (compiled, stats) = self.compile(&key, variables)?;
+        let mut cache = lock(&self.cache);
+        cache.compilations += 1;
+        cache.last_compile = Some(stats);
+        cache.entries.insert(key.clone(), compiled.clone());
+        cache.lru.push_back(key);
+        cache.evict();
+        Ok(compiled)
+    }
+
+    /// The cached executable for `key`, marked most recently used.
+    fn cached(&self, key: &CacheKey) -> Option<Arc<Compiled>> {
+        let mut cache = lock(&self.cache);
+        let found = cache.entries.get(key).cloned()?;
+        if cache.lru.back() != Some(key) {
+            cache.lru.retain(|k| k != key);
+            cache.lru.push_back(key.clone());
+        }
+        Some(found)
+    }
+
+    /// Prunes, optimises and compiles the run `key` describes.
+    fn compile(
+        &self,
+        key: &CacheKey,
+        variables: &Variables,
+    ) -> Result<(Arc<Compiled>, CompileStats)> {
         let started = Instant::now();
         let cpu_started = kiln_cpu::cpu_time::process_cpu_time();
         let shapes: HashMap<NodeId, Shape> = key
@@ -317,7 +545,7 @@ impl Session {
         let sub_roots: Vec<NodeId> = roots.iter().map(|r| map[r]).collect();
         let current: HashMap<NodeId, &Tensor> = map
             .iter()
-            .filter_map(|(old, new)| self.variables.get(old).map(|t| (*new, t)))
+            .filter_map(|(old, new)| variables.get(old).map(|t| (*new, t)))
             .collect();
         let passes_started = Instant::now();
         optimize_graph(
@@ -361,36 +589,25 @@ impl Session {
             fetches: lookup(&key.fetches)?,
             targets: lookup(&key.targets)?,
         };
-        let executable = self.backend.compile(&request)?;
+        // In the session's pool, so that parallel packing uses its threads.
+        let executable = self.in_pool(|| self.backend.compile(&request))?;
         if let Some(limit) = self.optimize.memory_limit_bytes {
             check_memory_limit(&sub, &request.fetches, &executable.info(), limit)?;
         }
-        self.compilations += 1;
         let mut info = executable.info();
         info.compile_times.passes = passes;
         let cpu_now = kiln_cpu::cpu_time::process_cpu_time();
-        self.last_compile = Some(CompileStats {
+        let stats = CompileStats {
             time: started.elapsed(),
             cpu_time: cpu_started.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)),
             info,
-        });
+        };
         let compiled = Arc::new(Compiled {
             executable,
             feeds,
             variables,
         });
-        self.cache.insert(key.clone(), compiled.clone());
-        self.lru.push_back(key);
-        self.evict();
-        Ok(compiled)
-    }
-
-    fn evict(&mut self) {
-        while self.lru.len() > self.cache_capacity {
-            if let Some(old) = self.lru.pop_front() {
-                self.cache.remove(&old);
-            }
-        }
+        Ok((compiled, stats))
     }
 
     /// Checks each feed against its placeholder; returns them by id.
@@ -403,7 +620,7 @@ impl Session {
             let node = self
                 .graph
                 .get(id)
-                .ok_or_else(|| Error::Invalid(format!("feed {id} is not a node of this graph")))?;
+                .ok_or_else(|| self.unknown_node("feed", id))?;
             let feed_err = |message: String| Error::Feed {
                 name: node.name.clone(),
                 message,
@@ -461,50 +678,67 @@ impl Session {
             .collect()
     }
 
-    /// The current value of a variable (by id).
-    pub fn variable(&self, id: NodeId) -> Result<&Tensor> {
-        self.variables
+    /// The error for `id` when it is not a variable.
+    fn not_a_variable(&self, id: NodeId) -> Error {
+        match self.graph.get(id) {
+            Some(n) => Error::Invalid(format!("%{} is a {}, not a variable", n.name, n.op.name())),
+            None => self.unknown_node("node", id),
+        }
+    }
+
+    /// The current value of a variable (by id), copied out (a run may update it meanwhile).
+    pub fn variable(&self, id: NodeId) -> Result<Tensor> {
+        let variables = self.variables.read().map_err(poisoned)?;
+        variables
             .get(&id)
-            .ok_or_else(|| match self.graph.get(id) {
-                Some(n) => {
-                    Error::Invalid(format!("%{} is a {}, not a variable", n.name, n.op.name()))
-                }
-                None => Error::Invalid(format!("{id} is not a node of this graph")),
-            })
+            .cloned()
+            .ok_or_else(|| self.not_a_variable(id))
     }
 
     /// The current value of a variable (by name).
-    pub fn variable_named(&self, name: &str) -> Result<&Tensor> {
+    pub fn variable_named(&self, name: &str) -> Result<Tensor> {
         self.variable(self.graph.lookup(name)?)
     }
 
-    /// Sets a variable; the value must have the variable's dtype and shape.
-    pub fn set_variable(&mut self, id: NodeId, value: Tensor) -> Result<()> {
-        let current = self.variable(id)?;
-        if current.ty() != value.ty() {
-            let name = &self.graph.node(id).name;
-            return Err(Error::Invalid(format!(
-                "variable %{name} is {}, cannot set it to a {} value",
-                current.ty(),
-                value.ty()
-            )));
+    /// Sets a variable; the value must have the variable's dtype and shape. Waits for runs
+    /// in progress; runs that start later see the new value.
+    pub fn set_variable(&self, id: NodeId, value: Tensor) -> Result<()> {
+        self.set_variables(vec![(id, value)])
+    }
+
+    /// Sets several variables at once: all or none (each value must have its variable's dtype
+    /// and shape), and no run sees some set and others not.
+    pub fn set_variables(&self, values: Vec<(NodeId, Tensor)>) -> Result<()> {
+        let mut variables = self.variables.write().map_err(poisoned)?;
+        for (id, value) in &values {
+            let current = variables.get(id).ok_or_else(|| self.not_a_variable(*id))?;
+            if current.ty() != value.ty() {
+                let name = &self.graph.node(*id).name;
+                return Err(Error::Invalid(format!(
+                    "variable %{name} is {}, cannot set it to a {} value",
+                    current.ty(),
+                    value.ty()
+                )));
+            }
         }
-        self.variables.insert(id, value);
+        variables.extend(values);
         if self.optimize.freeze_variables {
-            // Frozen variables are compiled in as constants.
-            self.cache.clear();
-            self.lru.clear();
+            // Frozen variables are compiled in as constants; compiling holds the variables
+            // locked, so no stale executable is cached after this.
+            lock(&self.cache).clear();
         }
         Ok(())
     }
 
-    /// Variables as (name, value) pairs, in graph order.
-    pub fn variables(&self) -> Vec<(&str, &Tensor)> {
-        self.graph
+    /// Variables as (name, value) pairs in graph order: one consistent snapshot, copied out.
+    pub fn variables(&self) -> Result<Vec<(String, Tensor)>> {
+        let variables = self.variables.read().map_err(poisoned)?;
+        Ok(self
+            .graph
             .variables()
             .into_iter()
-            .map(|id| (self.graph.node(id).name.as_str(), &self.variables[&id]))
-            .collect()
+            .map(|id| (self.graph.node(id).name.clone(), variables[&id].clone()))
+            .collect())
     }
 }
 

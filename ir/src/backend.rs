@@ -55,6 +55,25 @@ pub trait Executable: Send + Sync {
         Ok((self.run(feeds, variables)?, Vec::new()))
     }
 
+    /// A run of a program that updates no variable, with the variables only borrowed, so
+    /// that concurrent runs can share one set of values; `profile` asks for kernel times as
+    /// [`Executable::run_profiled`] gives them. The default copies the variables and calls
+    /// [`Executable::run`] or [`Executable::run_profiled`]; a backend whose kernels only read
+    /// variables overrides it to skip the copy.
+    fn run_reading(
+        &self,
+        feeds: &[&Tensor],
+        variables: &[&Tensor],
+        profile: bool,
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        let mut copies: Vec<Tensor> = variables.iter().map(|t| (*t).clone()).collect();
+        if profile {
+            self.run_profiled(feeds, &mut copies)
+        } else {
+            Ok((self.run(feeds, &mut copies)?, Vec::new()))
+        }
+    }
+
     /// Facts about the compiled code, for `kiln bench` and profiles.
     fn info(&self) -> ExecutableInfo {
         ExecutableInfo::default()

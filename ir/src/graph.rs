@@ -6,7 +6,7 @@
 //! exist before it is added; rewiring through [`Graph::replace_uses`] is checked).
 
 use crate::infer::infer;
-use crate::op::Op;
+use crate::op::{Initializer, Op};
 use crate::shape::{Shape, TensorType};
 use crate::{Error, Result};
 use petgraph::Direction;
@@ -207,6 +207,33 @@ impl Graph {
     /// The node, if `id` is in this graph.
     pub fn get(&self, id: NodeId) -> Option<&Node> {
         self.g.node_weight(id.0)
+    }
+
+    /// Changes how a constant's or variable's value is made (e.g. to read it from a weights
+    /// file). An initialiser that carries a value must carry one of the node's type.
+    pub fn set_initializer(&mut self, id: NodeId, init: Initializer) -> Result<()> {
+        let node = &mut self.g[id.0];
+        let (Op::Const(src) | Op::Var(src)) = &mut node.op else {
+            return Err(Error::Invalid(format!(
+                "%{} is a {}, not a constant or variable",
+                node.name,
+                node.op.name()
+            )));
+        };
+        let carried = match &init {
+            Initializer::Literal(t)
+            | Initializer::Npy { value: t, .. }
+            | Initializer::Safetensors { value: t, .. } => Some(t.ty()),
+            _ => None,
+        };
+        if let Some(ty) = carried.filter(|ty| *ty != src.ty) {
+            return Err(Error::Invalid(format!(
+                "%{} is {}, cannot initialise it with a {ty} value",
+                node.name, src.ty
+            )));
+        }
+        src.init = init;
+        Ok(())
     }
 
     /// The node named `name` (without `%`).

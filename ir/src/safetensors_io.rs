@@ -114,7 +114,42 @@ pub fn write_file<'t>(
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, String>>()?;
-    safetensors::serialize_to_file(views, None, path).map_err(|e| e.to_string())
+    let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+    write_replacing(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a new file beside it that is then renamed over it, so an
+/// existing file (perhaps memory-mapped by a reader) is never truncated in place and a crash
+/// leaves no half-written file. The new file gets the usual mode, 0666 less the umask, as std
+/// creates files (the safetensors crate's own writer makes 0600 files, which other users who
+/// run the model cannot read).
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Distinct names for concurrent writes from one process.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = path
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    let temp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e.to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

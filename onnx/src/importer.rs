@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// Constants with at most this many elements are written inline as literals; larger ones go
 /// to the safetensors file (a literal of a million floats would make the .kiln unreadable).
-const INLINE_MAX_ELEMENTS: usize = 16;
+pub const INLINE_MAX_ELEMENTS: usize = 16;
 
 /// `name` in the .kiln name set: characters outside `[A-Za-z0-9_./-]` become `_`.
 pub fn sanitize(name: &str) -> String {

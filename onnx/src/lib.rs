@@ -28,7 +28,7 @@ mod value;
 mod weights;
 
 pub use error::{ImportError, Result, UnsupportedOp};
-pub use importer::sanitize;
+pub use importer::{INLINE_MAX_ELEMENTS, sanitize};
 pub use weights::write_weights;
 
 use std::path::Path;

@@ -522,6 +522,28 @@ fn bench_json(graph: &str, cache: &Path, extra: &[&str]) -> String {
     stdout.trim().to_string()
 }
 
+/// `kiln bench --callers 3` runs one session from three threads at once, each doing `--runs`
+/// runs, and reports the total runs per second; `--callers 0` is refused.
+#[test]
+fn bench_callers_share_one_session() {
+    let dir = scratch("bench-callers");
+    let g = dir.join("dense.kiln");
+    std::fs::write(&g, DENSE_GRAPH).unwrap();
+    let g = g.to_str().unwrap();
+    let json = bench_json(g, &dir.join("cache"), &["--callers", "3"]);
+    assert_eq!(json_numbers(&json, "runs"), [9.0], "{json}");
+    assert_eq!(json_numbers(&json, "callers"), [3.0], "{json}");
+    let rate = json_numbers(&json, "runs_per_s");
+    assert!(rate.len() == 1 && rate[0] > 0.0, "{json}");
+    let out = kiln(&["bench", g, "--callers", "0"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("'--callers <CALLERS>': must be at least 1"),
+        "{stderr}"
+    );
+}
+
 /// `kiln bench --json --profile` reports the CPU, its measured FMA peak (read back from the
 /// cache on later runs), the compile time by phase, and per kernel its ops, time share,
 /// GFLOP/s and share of the peak.

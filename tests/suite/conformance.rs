@@ -122,7 +122,7 @@ fn load_case(dir: &Path) -> Result<Case, String> {
 
 /// Runs one case on one backend; returns one message per failing output (or the run error).
 fn run_case(case: &Case, backend: &BackendKind) -> Vec<String> {
-    let mut session = match Session::with_backend(&case.graph, backend.clone()) {
+    let session = match Session::with_backend(&case.graph, backend.clone()) {
         Ok(s) => s,
         Err(e) => return vec![format!("creating session: {e}")],
     };

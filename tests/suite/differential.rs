@@ -44,12 +44,12 @@ fn check_case(seed: u64, rank: usize, steps: &[u8]) -> Result<Built, String> {
         enabled: false,
         ..OptimizeOptions::default()
     };
-    let mut reference =
+    let reference =
         Session::with_options(g, BackendKind::Reference, unoptimized).map_err(|e| e.to_string())?;
     let want = reference.run(&feeds, &[y]).map_err(|e| e.to_string())?;
     // Every backend with its pass pipeline (the reference backend too: that checks the passes).
     for backend in BackendKind::available() {
-        let mut sess = Session::with_backend(g, backend.clone()).map_err(|e| e.to_string())?;
+        let sess = Session::with_backend(g, backend.clone()).map_err(|e| e.to_string())?;
         let got = sess
             .run(&feeds, &[y])
             .map_err(|e| format!("{backend}: {e}\n{}", g.to_text()))?;
@@ -252,11 +252,11 @@ fn agree(g: &Graph, feeds: &[(NodeId, &Tensor)], y: NodeId) -> Result<(), String
         enabled: false,
         ..OptimizeOptions::default()
     };
-    let mut reference =
+    let reference =
         Session::with_options(g, BackendKind::Reference, unoptimized).map_err(|e| e.to_string())?;
     let want = reference.run(feeds, &[y]).map_err(|e| e.to_string())?;
     for backend in BackendKind::available() {
-        let mut sess = Session::with_backend(g, backend.clone()).map_err(|e| e.to_string())?;
+        let sess = Session::with_backend(g, backend.clone()).map_err(|e| e.to_string())?;
         let got = sess
             .run(feeds, &[y])
             .map_err(|e| format!("{backend}: {e}"))?;
@@ -329,7 +329,7 @@ fn gather_with_a_bad_index_fails_the_run() {
     agree(&g, &[(p, &params), (idx, &good)], y).unwrap();
     let bad = Tensor::new(&[2], Data::I64(vec![1, 4])).unwrap();
     for backend in BackendKind::available() {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let err = sess.run(&[(p, &params), (idx, &bad)], &[y]).unwrap_err();
         let msg = err.to_string();
         assert!(

@@ -55,7 +55,7 @@ fn batch_norm_training_matches_tensorflow_on_every_backend() {
             .unwrap();
         let (g, d) = gradients(g, &[bn.y], &[x, scale, offset], &[up]);
         for backend in BackendKind::available() {
-            let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+            let sess = Session::with_backend(&g, backend.clone()).unwrap();
             let feeds = [(x, &x0), (up, &load(&dir, "g"))];
             let mut fetches = vec![bn.y];
             fetches.extend(&d);
@@ -68,7 +68,7 @@ fn batch_norm_training_matches_tensorflow_on_every_backend() {
             }
             for (var, name) in [(mm, "new_moving_mean"), (mv, "new_moving_variance")] {
                 assert_close(
-                    sess.variable(var).unwrap(),
+                    &sess.variable(var).unwrap(),
                     &load(&dir, name),
                     TF,
                     &what(name),
@@ -97,7 +97,7 @@ fn cross_entropy_gradients_match_tensorflow_on_every_backend() {
     let (g, d) = gradients(g, &[dense], &[logits, labels], &[up]);
     let (g, ds) = gradients(g, &[sp], &[logits], &[up]);
     for backend in BackendKind::available() {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let up0 = load(&dir, "g");
         let feeds = [
             (logits, &logits0),
@@ -130,7 +130,7 @@ fn sparse_labels_out_of_range_give_nan_rows_on_every_backend() {
     let x = Tensor::uniform(&[3, 4], -1.0, 1.0, 1);
     let l = Tensor::new(&[3], kiln::Data::I64(vec![4, 0, -1])).unwrap();
     for backend in BackendKind::available() {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let out = sess.run(&[(logits, &x), (labels, &l)], &[loss]).unwrap();
         let v = out[0].as_f32().unwrap();
         assert!(

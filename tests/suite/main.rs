@@ -3,6 +3,7 @@
 //! minutes. Run one file's tests with a filter: `cargo test -p kiln --test suite -- MODULE::`.
 
 mod cli;
+mod concurrency;
 mod conformance;
 mod differential;
 mod losses;
@@ -10,5 +11,6 @@ mod onnx_errors;
 mod onnx_import;
 mod onnx_real;
 mod optimizer;
+mod saving;
 mod session;
 mod training;

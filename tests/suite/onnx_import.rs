@@ -78,7 +78,7 @@ fn check_outputs(
     tol: Tolerance,
     backend: BackendKind,
 ) -> Result<(), String> {
-    let mut sess = Session::with_backend(graph, backend).map_err(|e| format!("session: {e}"))?;
+    let sess = Session::with_backend(graph, backend).map_err(|e| format!("session: {e}"))?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outs = sess.run_outputs(&refs).map_err(|e| format!("run: {e}"))?;
     if outs.len() != expected.len() {

@@ -121,7 +121,7 @@ fn run_model(m: &Model, backend: BackendKind) -> Result<String, String> {
     let mut fetches = vec![out_name.as_str()];
     fetches.extend(m.logits);
     let x = npy("input_0.npy");
-    let mut sess =
+    let sess =
         Session::with_backend(&graph, backend.clone()).map_err(|e| format!("session: {e}"))?;
     let t = Instant::now();
     let outs = sess

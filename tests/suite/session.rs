@@ -21,7 +21,7 @@ fn seed_graph() -> (Graph, NodeId, NodeId) {
 #[test]
 fn unknown_batch_compiles_once_per_shape() {
     let (g, image, conv) = seed_graph();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     for (batch, expected_compilations) in [(1, 1), (4, 2), (1, 2), (4, 2)] {
         let img = Tensor::uniform(&[batch, 10, 10, 1], 0.0, 1.0, 3);
         let out = sess.run(&[(image, &img)], &[conv]).unwrap();
@@ -33,7 +33,7 @@ fn unknown_batch_compiles_once_per_shape() {
 #[test]
 fn cache_is_bounded() {
     let (g, image, conv) = seed_graph();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     sess.set_cache_capacity(1);
     for batch in [1, 2, 1, 2] {
         let img = Tensor::zeros(&[batch, 10, 10, 1]);
@@ -49,7 +49,7 @@ fn cache_is_bounded() {
 #[test]
 fn batch_elements_are_independent() {
     let (g, image, conv) = seed_graph();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let one = Tensor::uniform(&[1, 10, 10, 1], 0.0, 1.0, 9);
     let mut four = one.f32s().unwrap().repeat(4);
     four[100..].iter_mut().for_each(|v| *v *= 2.0);
@@ -70,7 +70,7 @@ fn opencl_session_runs_and_matches_cpu() {
     let want = Session::new(&g).unwrap().run(&[(image, &img)], &[conv]);
     let opencl = kiln::BackendKind::OpenCl { device: None };
     let got = Session::with_backend(&g, opencl)
-        .and_then(|mut s| s.run(&[(image, &img)], &[conv]))
+        .and_then(|s| s.run(&[(image, &img)], &[conv]))
         .unwrap_or_else(|e| panic!("built with the opencl feature, but OpenCL cannot run: {e}"));
     assert_close(
         &got[0],
@@ -86,7 +86,7 @@ fn only_needed_nodes_need_feeds() {
     let a = g.input("a", Shape::known(&[2])).unwrap();
     let _unused = g.input("unused", Shape::known(&[3])).unwrap();
     let y = g.relu(a).unwrap();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let t = Tensor::from_vec(&[2], vec![-1.0, 2.0]).unwrap();
     let out = sess.run(&[(a, &t)], &[y]).unwrap();
     assert_eq!(out[0].f32s().unwrap(), &[0.0, 2.0]);
@@ -94,7 +94,7 @@ fn only_needed_nodes_need_feeds() {
 
 fn feed_error(feed: (&str, Tensor)) -> String {
     let (g, _, _) = seed_graph();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let err = sess.run_named(&[(feed.0, &feed.1)], &["conv"]).unwrap_err();
     assert!(matches!(err, Error::Feed { .. }), "{err:?}");
     err.to_string()
@@ -153,7 +153,7 @@ fn backward_window_ops_with_inconsistent_shapes_are_errors_naming_node_and_shape
         .named("dx2")
         .conv2d_backprop_input(w, dy, [2, 7, 7, 2], ConvAttrs::valid())
         .unwrap();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let feeds = [
         (w, &Tensor::zeros(&[3, 3, 2, 4])),
         (dy, &Tensor::zeros(&[3, 5, 5, 4])),
@@ -176,7 +176,7 @@ fn backward_window_ops_with_inconsistent_shapes_are_errors_naming_node_and_shape
 #[test]
 fn missing_feed_is_an_error() {
     let (g, _, conv) = seed_graph();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let err = sess.run(&[], &[conv]).unwrap_err().to_string();
     assert!(err.contains("%image") && err.contains("missing"), "{err}");
 }
@@ -188,7 +188,7 @@ fn assign_targets_update_variables() {
     let one = g.constant("one", Tensor::ones(&[2])).unwrap();
     let inc = g.assign_add(v, one).unwrap();
     let double = g.add(v, v).unwrap();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     sess.run_with_targets(&[], &[], &[inc]).unwrap();
     sess.run_with_targets(&[], &[], &[inc]).unwrap();
     assert_eq!(sess.variable(v).unwrap().f32s().unwrap(), &[2.0, 2.0]);
@@ -258,7 +258,7 @@ fn variable_weights_are_repacked_when_they_change() {
 fn set_variable_checks_type_and_is_used() {
     let (g, image, conv) = seed_graph();
     let kernel = g.find("kernel").unwrap();
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     assert!(
         sess.set_variable(kernel, Tensor::zeros(&[3, 3, 1, 1]))
             .is_err()
@@ -278,13 +278,13 @@ fn checkpoint_round_trip_and_bad_files() {
     let dir = std::env::temp_dir().join(format!("kiln-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vars.safetensors");
-    let mut sess = Session::new(&g).unwrap();
+    let sess = Session::new(&g).unwrap();
     let original = sess.variable(kernel).unwrap().clone();
     sess.save_variables(&path).unwrap();
     sess.set_variable(kernel, Tensor::zeros(&[5, 5, 1, 1]))
         .unwrap();
     sess.restore_variables(&path).unwrap();
-    assert_eq!(sess.variable(kernel).unwrap(), &original);
+    assert_eq!(sess.variable(kernel).unwrap(), original);
 
     let garbage = dir.join("garbage.safetensors");
     std::fs::write(&garbage, b"\x05\x00\x00\x00\x00\x00\x00\x00{oops").unwrap();
@@ -297,7 +297,7 @@ fn checkpoint_round_trip_and_bad_files() {
     );
     assert_eq!(
         sess.variable(kernel).unwrap(),
-        &Tensor::ones(&[5, 5, 1, 1]),
+        Tensor::ones(&[5, 5, 1, 1]),
         "failed restore changes nothing"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -401,7 +401,7 @@ fn stop_gradient_is_the_identity_with_and_without_passes() {
                 enabled,
                 ..OptimizeOptions::default()
             };
-            let mut sess = Session::with_options(&g, backend.clone(), options).unwrap();
+            let sess = Session::with_options(&g, backend.clone(), options).unwrap();
             let out = sess.run(&[(x, &xs), (i, &is)], &[y, yi, s]).unwrap();
             assert_eq!(
                 out[0].as_f32().unwrap(),
@@ -432,7 +432,7 @@ fn a_result_too_large_for_memory_is_an_error_not_an_abort() {
     let side = 1 << 24;
     let (ta, tb) = (Tensor::zeros(&[side, 1]), Tensor::zeros(&[1, side]));
     for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let m = sess
             .run(&[(a, &ta), (b, &tb)], &[c])
             .unwrap_err()
@@ -454,7 +454,7 @@ fn a_huge_padding_is_an_error_not_an_abort() {
     let y = g.named("y").relu(p).unwrap();
     let t = Tensor::zeros(&[2]);
     for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let m = sess.run(&[(x, &t)], &[y]).unwrap_err().to_string();
         assert!(
             m.contains("out of memory") && m.contains("bytes"),
@@ -478,13 +478,13 @@ fn the_memory_limit_refuses_a_run_that_needs_more() {
             memory_limit_bytes: Some(limit),
             ..kiln::OptimizeOptions::default()
         };
-        let mut sess = Session::with_options(&g, backend.clone(), limited(1000)).unwrap();
+        let sess = Session::with_options(&g, backend.clone(), limited(1000)).unwrap();
         let m = sess.run(&[(x, &t)], &[y, z]).unwrap_err().to_string();
         assert!(
             m.contains("2048 bytes of outputs") && m.contains("memory limit of 1000 bytes"),
             "{backend}: {m}"
         );
-        let mut sess = Session::with_options(&g, backend.clone(), limited(1 << 20)).unwrap();
+        let sess = Session::with_options(&g, backend.clone(), limited(1 << 20)).unwrap();
         assert_eq!(sess.run(&[(x, &t)], &[y, z]).unwrap().len(), 2, "{backend}");
     }
 }
@@ -506,7 +506,7 @@ fn a_long_unary_chain_runs_on_every_backend() {
     // abs then neg, LENGTH / 2 times: -|v|.
     let expected: Vec<f32> = values.iter().map(|v| -v.abs()).collect();
     for backend in [kiln::BackendKind::Reference, kiln::BackendKind::Cpu] {
-        let mut sess = Session::with_backend(&g, backend.clone()).unwrap();
+        let sess = Session::with_backend(&g, backend.clone()).unwrap();
         let out = sess.run(&[(x, &t)], &[prev]).unwrap();
         assert_eq!(out[0].as_f32().unwrap(), expected.as_slice(), "{backend}");
     }
@@ -535,7 +535,7 @@ fn backward_convs_over_several_image_chunks_match_the_reference() {
         let feeds = [(x, &xs), (w, &ws), (dy, &dys)];
         let run = |backend| {
             Session::with_backend(&g, backend)
-                .and_then(|mut s| s.run(&feeds, &[dx, dw]))
+                .and_then(|s| s.run(&feeds, &[dx, dw]))
                 .unwrap()
         };
         let want = run(kiln::BackendKind::Reference);

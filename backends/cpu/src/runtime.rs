@@ -130,9 +130,27 @@ impl Buffers {
     }
 }
 
+/// The variables of one run: its own when the program commits updates into them, borrowed
+/// from the caller (and shared with concurrent runs) when it only reads them.
+enum RunVariables<'a> {
+    Owned(&'a mut [Tensor]),
+    Borrowed(&'a [&'a Tensor]),
+}
+
 impl Executable for CpuExecutable {
     fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>> {
-        self.execute(feeds, variables, None)
+        self.execute(feeds, RunVariables::Owned(variables), None)
+    }
+
+    fn run_reading(
+        &self,
+        feeds: &[&Tensor],
+        variables: &[&Tensor],
+        profile: bool,
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        let mut times = profile.then(|| self.program.zeroed_kernel_times());
+        let outputs = self.execute(feeds, RunVariables::Borrowed(variables), times.as_mut())?;
+        Ok((outputs, times.unwrap_or_default()))
     }
 
     fn run_profiled(
@@ -141,7 +159,7 @@ impl Executable for CpuExecutable {
         variables: &mut [Tensor],
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
         let mut times = self.program.zeroed_kernel_times();
-        let outputs = self.execute(feeds, variables, Some(&mut times))?;
+        let outputs = self.execute(feeds, RunVariables::Owned(variables), Some(&mut times))?;
         Ok((outputs, times))
     }
 
@@ -158,11 +176,23 @@ impl CpuExecutable {
     fn execute(
         &self,
         feeds: &[&Tensor],
-        variables: &mut [Tensor],
+        mut variables: RunVariables<'_>,
         mut times: Option<&mut Vec<KernelTime>>,
     ) -> Result<Vec<Tensor>> {
         let p = &self.program;
-        p.check_inputs(feeds, variables)?;
+        match &variables {
+            RunVariables::Owned(v) => p.check_inputs(feeds, &v[..])?,
+            RunVariables::Borrowed(v) => {
+                p.check_inputs(feeds, &v[..])?;
+                if !p.updates.is_empty() {
+                    return Err(Error::Invalid(
+                        "internal error: a program that updates variables was run with its \
+                         variables borrowed read-only"
+                            .into(),
+                    ));
+                }
+            }
+        }
         let reused = self.arenas.lock().ok().and_then(|mut pool| pool.pop());
         let mut arena = match reused {
             Some(arena) => arena,
@@ -182,7 +212,11 @@ impl CpuExecutable {
         for buf in &p.buffers {
             let ptr = match &buf.kind {
                 BufferKind::Feed(i) => feeds[*i].as_ptr().cast_mut(),
-                BufferKind::Variable(i) => variables[*i].as_mut_ptr(),
+                // A borrowed variable is only read: a program with updates needs them owned.
+                BufferKind::Variable(i) => match &mut variables {
+                    RunVariables::Owned(v) => v[*i].as_mut_ptr(),
+                    RunVariables::Borrowed(v) => v[*i].as_ptr().cast_mut(),
+                },
                 BufferKind::Constant(t) => t.as_ptr().cast_mut(),
                 // In bounds: the plan keeps offset + size within arena_bytes.
                 BufferKind::Temporary { offset } => base.wrapping_add(*offset),
@@ -249,6 +283,9 @@ impl CpuExecutable {
         // the arena, which is not reused before it goes back to the pool below, or from the
         // result tensor of a fetched update.
         for u in &p.updates {
+            let RunVariables::Owned(variables) = &mut variables else {
+                break;
+            };
             let var = p.buffer(p.variables[u.variable]);
             let start = u.offset * var.dtype.size_bytes();
             let src = match p.buffer(u.value).kind {

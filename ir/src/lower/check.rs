@@ -9,6 +9,7 @@ use super::{concat_part, normalize_main_op};
 use crate::program::{ARENA_ALIGN, BufferId, BufferKind, Operand, Program, Step};
 use crate::shape::fmt_dims;
 use crate::{DType, Error, Result, Tensor};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 impl Program {
@@ -21,8 +22,12 @@ impl Program {
     /// Checks a run's feeds and variables against the program's buffers: their counts, and each
     /// tensor's dtype and dims. Every backend calls this before touching a buffer, so a wrong
     /// feed is the same [`Error::Feed`] on each; a wrong variable is [`Error::Invalid`] naming
-    /// it (a caller, not a user, hands variables in).
-    pub fn check_inputs(&self, feeds: &[&Tensor], variables: &[Tensor]) -> Result<()> {
+    /// it (a caller, not a user, hands variables in). Variables may be owned or borrowed.
+    pub fn check_inputs<V: Borrow<Tensor>>(
+        &self,
+        feeds: &[&Tensor],
+        variables: &[V],
+    ) -> Result<()> {
         if feeds.len() != self.feeds.len() || variables.len() != self.variables.len() {
             return Err(Error::Invalid(format!(
                 "the program takes {} feed(s) and {} variable(s), got {} and {}",
@@ -51,7 +56,7 @@ impl Program {
             }
         }
         for (t, &b) in variables.iter().zip(&self.variables) {
-            if let Some((name, message)) = expected(b, t) {
+            if let Some((name, message)) = expected(b, t.borrow()) {
                 return Err(Error::Invalid(format!("variable %{name}: {message}")));
             }
         }

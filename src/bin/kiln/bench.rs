@@ -9,7 +9,7 @@ use kiln::ir::cost::graph_flops;
 use kiln::optimizer::{AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer};
 use kiln::{
     BackendKind, CompileTimes, DType, Graph, KernelTime, NodeId, Op, OptimizeOptions, Session,
-    Shape, Tensor,
+    SessionOptions, Shape, Tensor,
 };
 use kiln_cpu::peak::{FmaPeak, fma_peak};
 use std::collections::HashMap;
@@ -32,6 +32,10 @@ pub struct BenchArgs<'a> {
     pub train: Option<&'a str>,
     /// `--optimizer`: sgd, momentum or adam, with TensorFlow 1's default learning rates.
     pub optimizer: &'a str,
+    /// `--threads`: the session's worker threads (default: one per core).
+    pub threads: Option<usize>,
+    /// `--callers N`: run from N threads at once, each doing `runs` runs.
+    pub callers: Option<usize>,
 }
 
 /// The optimizer `--optimizer` names, with tf.compat.v1.train's defaults.
@@ -129,28 +133,31 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         fma_peak(threads)
     };
 
-    let mut session =
-        Session::with_options(&graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    let session = bench_session(&graph, backend, &args)?;
     session
         .run_with_targets(&feed_ids, &outputs, &targets)
         .map_err(|e| e.to_string())?;
     let stats = session
         .last_compile()
-        .cloned()
         .ok_or("the first run did not compile")?;
     for _ in 0..args.warmup {
         session
             .run_with_targets(&feed_ids, &outputs, &targets)
             .map_err(|e| e.to_string())?;
     }
-    let mut times = Vec::new();
-    for _ in 0..args.runs {
-        let start = Instant::now();
-        session
-            .run_with_targets(&feed_ids, &outputs, &targets)
-            .map_err(|e| e.to_string())?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
+    let callers = args.callers.unwrap_or(1);
+    let started = Instant::now();
+    let mut times = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..callers)
+            .map(|_| s.spawn(|| timed_runs(&session, &feed_ids, &outputs, &targets, args.runs)))
+            .collect();
+        let mut all = Vec::with_capacity(callers * args.runs);
+        for t in threads {
+            all.extend(t.join().map_err(|_| "a benchmark thread panicked")??);
+        }
+        Ok::<_, String>(all)
+    })?;
+    let runs_per_s = times.len() as f64 / started.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
@@ -193,6 +200,11 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             "run        median {median:.4} ms, min {min:.4} ms, max {max:.4} ms over {} runs",
             times.len()
         );
+        if args.callers.is_some() {
+            println!(
+                "callers    {callers} at once on one session: {runs_per_s:.1} runs/s in total"
+            );
+        }
         if let Some(g) = gflops {
             println!(
                 "throughput {g:.2} GFLOP/s ({:.1}% of peak)",
@@ -211,7 +223,10 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             );
         }
     }
-    let mut profile_json = String::new();
+    let mut profile_json = match args.callers {
+        Some(n) => format!(",\"callers\":{n},\"runs_per_s\":{runs_per_s:.3}"),
+        None => String::new(),
+    };
     if args.profile {
         let mut total: Vec<KernelTime> = Vec::new();
         for _ in 0..args.runs {
@@ -228,7 +243,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             }
         }
         if args.json {
-            profile_json = format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
+            profile_json += &format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
         } else {
             print_profile(&total, args.runs, Some(&peak));
         }
@@ -264,6 +279,40 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// `runs` timed runs on the calling thread: each one's wall time in milliseconds.
+fn timed_runs(
+    session: &Session,
+    feeds: &[(NodeId, &Tensor)],
+    fetches: &[NodeId],
+    targets: &[NodeId],
+    runs: usize,
+) -> Result<Vec<f64>, String> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        session
+            .run_with_targets(feeds, fetches, targets)
+            .map_err(|e| e.to_string())?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(times)
+}
+
+/// A session with the backend, optimisation options and threads `args` ask for.
+fn bench_session(
+    graph: &Graph,
+    backend: BackendKind,
+    args: &BenchArgs<'_>,
+) -> Result<Session, String> {
+    let options = SessionOptions {
+        backend,
+        optimize: args.optimize.clone(),
+        threads: args.threads,
+        ..SessionOptions::default()
+    };
+    Session::with_session_options(graph, options).map_err(|e| e.to_string())
+}
+
 /// Adds `optimizer.minimize(loss)` to `graph` after compiling the forward pass alone (the loss
 /// fetched, nothing updated) once to measure its arena.
 fn train_step(
@@ -279,8 +328,7 @@ fn train_step(
         .iter()
         .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    let mut forward =
-        Session::with_options(graph, backend, args.optimize.clone()).map_err(|e| e.to_string())?;
+    let forward = bench_session(graph, backend, args)?;
     forward.run(&feed_ids, &[loss]).map_err(|e| {
         format!(
             "the forward pass of --train %{}: {e}",

@@ -205,6 +205,10 @@ enum Command {
         /// The train step's optimizer: sgd, momentum or adam (TensorFlow 1's defaults).
         #[arg(long, default_value = "sgd")]
         optimizer: String,
+        /// Run from this many threads at once on one session (each does --runs runs) and
+        /// report the total runs per second.
+        #[arg(long, value_parser = at_least_one)]
+        callers: Option<usize>,
     },
 }
 
@@ -334,6 +338,7 @@ fn execute(command: Command) -> Result<(), String> {
                 restore: restore.as_deref(),
                 save: save.as_ref(),
                 backend: &backend,
+                threads,
             })
         }
         Command::Bench {
@@ -350,6 +355,7 @@ fn execute(command: Command) -> Result<(), String> {
             profile,
             train,
             optimizer,
+            callers,
         } => {
             set_threads(threads)?;
             bench::bench(bench::BenchArgs {
@@ -368,6 +374,8 @@ fn execute(command: Command) -> Result<(), String> {
                 },
                 train: train.as_deref(),
                 optimizer: &optimizer,
+                threads,
+                callers,
             })
         }
     }
@@ -426,7 +434,7 @@ fn run(
         }
         None => Vec::new(),
     };
-    let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
+    let session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
     if profile {

@@ -14,7 +14,7 @@ use crate::safe_write::refuse_symlink;
 use kiln::optimizer::{
     AdamOptimizer, GradientDescentOptimizer, MomentumOptimizer, Optimizer, global_step,
 };
-use kiln::{BackendKind, Dataset, NodeId, Session, Tensor};
+use kiln::{BackendKind, Dataset, NodeId, Session, SessionOptions, Tensor};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +38,8 @@ pub struct TrainArgs<'a> {
     pub restore: Option<&'a Path>,
     pub save: Option<&'a PathBuf>,
     pub backend: &'a str,
+    /// `--threads`: the session's worker threads (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// The optimizer the flags name, with TensorFlow 1's defaults for what they leave out.
@@ -128,7 +130,12 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
     let train_op = opt
         .minimize_with(&mut graph, loss, Some(&vars), Some(step_var))
         .map_err(|e| e.to_string())?;
-    let mut session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
+    let options = SessionOptions {
+        backend,
+        threads: a.threads,
+        ..SessionOptions::default()
+    };
+    let session = Session::with_session_options(&graph, options).map_err(|e| e.to_string())?;
     if let Some(ckpt) = a.restore {
         session
             .restore_variables(ckpt)
@@ -196,7 +203,7 @@ pub fn train(a: TrainArgs<'_>) -> Result<(), String> {
             .map_err(|e| format!("--save {}: {e}", path.display()))?;
         eprintln!(
             "saved {} variables to {}",
-            session.variables().len(),
+            session.graph().variables().len(),
             path.display()
         );
     }

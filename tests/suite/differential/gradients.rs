@@ -49,7 +49,7 @@ fn directional_matches(
     eps: f32,
 ) -> Result<(), String> {
     let x0 = &feeds[0].1;
-    let mut at = |sign: f32| -> f64 {
+    let at = |sign: f32| -> f64 {
         let moved: Vec<f32> = x0
             .as_f32()
             .unwrap()
@@ -90,7 +90,7 @@ fn check_recipe(seed: u64, rank: usize, steps: &[u8]) -> Result<(), String> {
     let mut sess = reference(&g);
     let want = sess.run(&feeds, &[dx]).map_err(|e| e.to_string())?;
     for backend in BackendKind::available() {
-        let mut other = Session::with_backend(&g, backend.clone()).map_err(|e| e.to_string())?;
+        let other = Session::with_backend(&g, backend.clone()).map_err(|e| e.to_string())?;
         let got = other
             .run(&feeds, &[dx])
             .map_err(|e| format!("{backend}: {e}\n{}", g.to_text()))?;
