@@ -158,7 +158,7 @@ const MIN_GEMM_N: usize = 4;
 const MIN_GEMM_K: usize = 8;
 
 enum Pending {
-    Ready(Stage),
+    Ready(Box<Stage>),
     Jit(KernelId, Vec<BufferId>, Option<Split>),
 }
 
@@ -216,7 +216,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
         match (host, &kernel.main) {
             (Some((stage, fused)), _) => {
                 epilogue_fused = fused;
-                pending.push((index, Pending::Ready(stage)));
+                pending.push((index, Pending::Ready(Box::new(stage))));
             }
             // A pure elementwise kernel: its epilogue stage below is the whole kernel.
             (None, None) => {}
@@ -320,7 +320,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
     let stages = pending
         .into_iter()
         .map(|(index, p)| match p {
-            Pending::Ready(stage) => Ok((index, stage)),
+            Pending::Ready(stage) => Ok((index, *stage)),
             Pending::Jit(id, buffers, split) => {
                 let code = code.kernel(id).map_err(|m| unsupported(None, m))?;
                 Ok((
