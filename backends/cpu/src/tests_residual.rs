@@ -12,7 +12,8 @@ use kiln_ir::reference::ReferenceBackend;
 use kiln_ir::{Graph, Tensor};
 
 /// An NHWC input, a shortcut of the conv's output shape, one batch-broadcast shortcut, and
-/// 3x3 and 1x1 filters (12 -> 10 channels, deep enough for the GEMM path) with a bias. Odd sizes: 5x7 pixels, batch 2.
+/// 3x3 and 1x1 filters (12 -> 10 channels, deep enough for the GEMM path) with a bias. Odd
+/// sizes: 5x7 pixels, batch 2.
 const INPUTS: &str = "kiln 2
 input %x : f32[2,5,7,12]
 input %r : f32[2,5,7,10]

@@ -103,7 +103,7 @@ mod imp {
     pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
         // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
         // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
-        // SAFETY: (all arms) forwarded from this function's contract; `rows` is the arm's.
+        // SAFETY: (both branches) forwarded from this function's contract; `TWO` is the branch's.
         unsafe {
             if t.cols > 8 {
                 by_rows::<true>(t)
@@ -114,8 +114,8 @@ mod imp {
     }
 
     /// [`kernel`] for tiles with (`TWO`) or without a second vector of columns: a tile of at
-    /// most one vector's columns (the last panel of n = 16, 24 or 34) then skips the FMAs of
-    /// the empty half.
+    /// most one vector's columns (the 8 columns left of n = 24, the 2 of n = 34) then skips
+    /// the FMAs of the empty half.
     ///
     /// # Safety
     /// As for [`kernel`], and `TWO == (t.cols > 8)`.
