@@ -20,5 +20,7 @@ pub mod plan;
 pub mod runtime;
 #[cfg(test)]
 mod tests_concat;
+#[cfg(test)]
+mod tests_residual;
 
 pub use backend::CpuBackend;

@@ -44,11 +44,14 @@ pub enum Weights {
     },
 }
 
-/// Bias and activation folded into a micro-kernel's store.
+/// Bias, residual and activation folded into a micro-kernel's store.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FusedEpilogue {
     /// One value per output column.
     pub bias: Option<BufferId>,
+    /// A contiguous tensor of the output's shape added after the bias (a residual
+    /// connection); only NHWC convolutions fold one.
+    pub residual: Option<BufferId>,
     /// Applied last.
     pub activation: Activation,
 }
@@ -155,7 +158,7 @@ const MIN_GEMM_N: usize = 4;
 const MIN_GEMM_K: usize = 8;
 
 enum Pending {
-    Ready(Stage),
+    Ready(Box<Stage>),
     Jit(KernelId, Vec<BufferId>, Option<Split>),
 }
 
@@ -213,7 +216,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
         match (host, &kernel.main) {
             (Some((stage, fused)), _) => {
                 epilogue_fused = fused;
-                pending.push((index, Pending::Ready(stage)));
+                pending.push((index, Pending::Ready(Box::new(stage))));
             }
             // A pure elementwise kernel: its epilogue stage below is the whole kernel.
             (None, None) => {}
@@ -317,7 +320,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
     let stages = pending
         .into_iter()
         .map(|(index, p)| match p {
-            Pending::Ready(stage) => Ok((index, stage)),
+            Pending::Ready(stage) => Ok((index, *stage)),
             Pending::Jit(id, buffers, split) => {
                 let code = code.kernel(id).map_err(|m| unsupported(None, m))?;
                 Ok((
@@ -410,7 +413,9 @@ fn contraction(
     packing: &Cell<Duration>,
 ) -> Result<Option<(Stage, bool)>, String> {
     let dims = |id: BufferId| program.buffer(id).dims.to_vec();
-    let (folded, fused) = match fold_epilogue(program, kernel) {
+    let conv_nhwc =
+        matches!(&kernel.main, Some(Op::Conv2d(a)) if a.data_format == DataFormat::Nhwc);
+    let (folded, fused) = match fold_epilogue(program, kernel, conv_nhwc) {
         Some(f) => (f, true),
         None => (FusedEpilogue::default(), false),
     };
@@ -486,9 +491,11 @@ fn contraction(
                 attrs.padding,
             )?;
             let ldc = output_row_stride(program, kernel, cout);
-            // Winograd stores whole rows; a strided concat slot takes the GEMM path.
+            // Winograd stores whole rows; a strided concat slot takes the GEMM path, and so
+            // does a folded residual (Winograd's stage passes bias and activation only).
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
+                && folded.residual.is_none()
                 && ldc == cout
                 && gemm::winograd_chosen(&geometry, xd[3], cout)
             {
@@ -543,9 +550,13 @@ fn timed<T>(total: &Cell<Duration>, work: impl FnOnce() -> T) -> T {
     result
 }
 
-/// Recognises `act(main + bias)`, `main + bias` and `act(main)` where the bias varies only
-/// along the last output axis: the shapes a micro-kernel applies in registers.
-fn fold_epilogue(program: &Program, kernel: &Kernel) -> Option<FusedEpilogue> {
+/// Recognises `act((main + bias) + residual)` and its parts (`main + bias`, `act(main)`, ...)
+/// where the bias varies only along the last output axis and, when `residual_ok`, the
+/// residual is a contiguous f32 tensor of the output's shape: what a micro-kernel applies in
+/// registers, in the kernels' order (bias first, so the sums round as the graph's do).
+/// ResNet blocks and ShuffleNet's units end in `relu(conv + bias + shortcut)`; unfolded, the
+/// shortcut cost a second pass over the output.
+fn fold_epilogue(program: &Program, kernel: &Kernel, residual_ok: bool) -> Option<FusedEpilogue> {
     let e = &kernel.epilogue;
     if e.is_identity() {
         return Some(FusedEpilogue::default());
@@ -561,6 +572,23 @@ fn fold_epilogue(program: &Program, kernel: &Kernel) -> Option<FusedEpilogue> {
             .all(|(axis, &s)| if axis + 1 == rank { s == 1 } else { s == 0 });
         per_column.then_some(load.buffer)
     };
+    let out_dims = &program.buffer(kernel.output).dims;
+    let residual_load = |op: Operand| -> Option<BufferId> {
+        let Operand::Load(j) = op else { return None };
+        let load = &e.loads[j];
+        let buf = program.buffer(load.buffer);
+        // Row-major strides of the output's shape; axes of size 1 take any stride.
+        let mut want = 1usize;
+        let mut contiguous = load.strides.len() == rank;
+        for axis in (0..rank).rev() {
+            let dim = out_dims[axis];
+            contiguous &= dim == 1 || load.strides.get(axis) == Some(&want);
+            want = want.saturating_mul(dim);
+        }
+        let plain = !matches!(buf.kind, BufferKind::Part { .. });
+        (residual_ok && contiguous && plain && buf.dtype == DType::F32 && buf.numel() == want)
+            .then_some(load.buffer)
+    };
     let activation = |u: &UnaryOp| match u {
         UnaryOp::Relu => Some(Activation::Relu),
         UnaryOp::Relu6 => Some(Activation::Relu6),
@@ -572,16 +600,19 @@ fn fold_epilogue(program: &Program, kernel: &Kernel) -> Option<FusedEpilogue> {
     for (i, step) in e.steps.iter().enumerate() {
         match step {
             Step::Binary(BinaryOp::Add, a, b)
-                if fused.bias.is_none() && fused.activation == Activation::None =>
+                if fused.residual.is_none() && fused.activation == Activation::None =>
             {
-                let bias = if *a == current {
-                    bias_load(*b)?
+                let other = if *a == current {
+                    *b
                 } else if *b == current {
-                    bias_load(*a)?
+                    *a
                 } else {
                     return None;
                 };
-                fused.bias = Some(bias);
+                match (fused.bias, bias_load(other)) {
+                    (None, Some(bias)) => fused.bias = Some(bias),
+                    _ => fused.residual = Some(residual_load(other)?),
+                }
             }
             Step::Unary(u, x) if *x == current && fused.activation == Activation::None => {
                 fused.activation = activation(u)?;

@@ -5,7 +5,7 @@
 //! This file and the micro-kernels are the only places that turn addresses into slices or call
 //! generated code; the invariant that makes it sound is stated once, on [`Buffers`].
 
-use crate::gemm::{self, Epilogue, PackedB};
+use crate::gemm::{self, Epilogue, PackedB, Residual};
 use crate::guard::{GuardedArena, GuardedOutput};
 use crate::host::{View, ViewMut};
 use crate::jit::CompiledKernel;
@@ -424,8 +424,8 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                     packed_now.packed()
                 }
             };
-            let bias = epilogue.bias.map(|id| b.f32s(id));
-            let ep = gemm_epilogue(epilogue, bias);
+            // A folded residual has the output's shape: rows of `cout` values.
+            let ep = conv_epilogue(epilogue, b, *cout);
             gemm::conv2d_nhwc_grouped_strided(
                 b.f32s(*input),
                 *in_dims,
@@ -510,6 +510,17 @@ fn gemm_epilogue<'a>(e: &FusedEpilogue, bias: Option<&'a [f32]>) -> Epilogue<'a>
         bias,
         add: None,
         activation: e.activation,
+    }
+}
+
+/// [`gemm_epilogue`] with the folded residual, whose rows are `ld` values apart.
+fn conv_epilogue<'a>(e: &FusedEpilogue, b: &'a Buffers, ld: usize) -> Epilogue<'a> {
+    Epilogue {
+        add: e.residual.map(|id| Residual {
+            data: b.f32s(id),
+            ld,
+        }),
+        ..gemm_epilogue(e, e.bias.map(|id| b.f32s(id)))
     }
 }
 

@@ -103,15 +103,33 @@ mod imp {
     pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
         // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
         // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
+        // SAFETY: (both branches) forwarded from this function's contract; `TWO` is the branch's.
+        unsafe {
+            if t.cols > 8 {
+                by_rows::<true>(t)
+            } else {
+                by_rows::<false>(t)
+            }
+        }
+    }
+
+    /// [`kernel`] for tiles with (`TWO`) or without a second vector of columns: a tile of at
+    /// most one vector's columns (the 8 columns left of n = 24, the 2 of n = 34) then skips
+    /// the FMAs of the empty half.
+    ///
+    /// # Safety
+    /// As for [`kernel`], and `TWO == (t.cols > 8)`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn by_rows<const TWO: bool>(t: &mut Tile<'_, '_>) {
         // SAFETY: (all arms) forwarded from this function's contract; `rows` is the arm's.
         unsafe {
             match t.rows {
-                1 => rows::<1>(t),
-                2 => rows::<2>(t),
-                3 => rows::<3>(t),
-                4 => rows::<4>(t),
-                5 => rows::<5>(t),
-                6 => rows::<6>(t),
+                1 => rows::<1, TWO>(t),
+                2 => rows::<2, TWO>(t),
+                3 => rows::<3, TWO>(t),
+                4 => rows::<4, TWO>(t),
+                5 => rows::<5, TWO>(t),
+                6 => rows::<6, TWO>(t),
                 _ => unreachable!("assert_valid bounds rows to 1..=MR"),
             }
         }
@@ -120,13 +138,13 @@ mod imp {
     /// [`kernel`] for a tile of exactly `R` valid rows.
     ///
     /// # Safety
-    /// As for [`kernel`], and `t.rows == R`.
+    /// As for [`kernel`], `t.rows == R` and `TWO == (t.cols > 8)`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows<const R: usize>(t: &mut Tile<'_, '_>) {
+    unsafe fn rows<const R: usize, const TWO: bool>(t: &mut Tile<'_, '_>) {
         let (rows, ldc, kseg) = (R, t.ldc, t.kseg);
         // cols <= NR = 16, so the casts are exact.
         let (m0, m1) = (lanes(t.cols as i32), lanes(t.cols as i32 - 8));
-        let two = t.cols > 8;
+        let two = TWO;
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         if t.accumulate {
             let c = t.c.as_ptr();
@@ -153,12 +171,14 @@ mod imp {
                 // bp[0 .. NR] is in bounds; every A row slice holds at least kseg values.
                 unsafe {
                     let b0 = _mm256_loadu_ps(bp);
-                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    let b1 = if TWO { _mm256_loadu_ps(bp.add(8)) } else { b0 };
                     each_row!(r => {
                         if r < R {
                             let av = _mm256_broadcast_ss(&*rp[r].add(p));
                             acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-                            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                            if TWO {
+                                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                            }
                         }
                     });
                     bp = bp.add(NR);

@@ -108,21 +108,39 @@ mod imp {
     pub(super) unsafe fn kernel(t: &mut Tile<'_, '_>) {
         // One instance per row count: a partial tile (the last rows of M, or a matrix-vector
         // product with m = 1) then costs only its own rows' FMAs, not a full tile's.
+        // SAFETY: (both branches) forwarded from this function's contract; `TWO` is the branch's.
+        unsafe {
+            if t.cols > 16 {
+                by_rows::<true>(t)
+            } else {
+                by_rows::<false>(t)
+            }
+        }
+    }
+
+    /// [`kernel`] for tiles with (`TWO`) or without a second vector of columns: a tile of at
+    /// most one vector's columns (n = 16, or the 2 columns left of n = 34) then skips the
+    /// FMAs of the empty half.
+    ///
+    /// # Safety
+    /// As for [`kernel`], and `TWO == (t.cols > 16)`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn by_rows<const TWO: bool>(t: &mut Tile<'_, '_>) {
         // SAFETY: (all arms) forwarded from this function's contract; `rows` is the arm's.
         unsafe {
             match t.rows {
-                1 => rows::<1>(t),
-                2 => rows::<2>(t),
-                3 => rows::<3>(t),
-                4 => rows::<4>(t),
-                5 => rows::<5>(t),
-                6 => rows::<6>(t),
-                7 => rows::<7>(t),
-                8 => rows::<8>(t),
-                9 => rows::<9>(t),
-                10 => rows::<10>(t),
-                11 => rows::<11>(t),
-                12 => rows::<12>(t),
+                1 => rows::<1, TWO>(t),
+                2 => rows::<2, TWO>(t),
+                3 => rows::<3, TWO>(t),
+                4 => rows::<4, TWO>(t),
+                5 => rows::<5, TWO>(t),
+                6 => rows::<6, TWO>(t),
+                7 => rows::<7, TWO>(t),
+                8 => rows::<8, TWO>(t),
+                9 => rows::<9, TWO>(t),
+                10 => rows::<10, TWO>(t),
+                11 => rows::<11, TWO>(t),
+                12 => rows::<12, TWO>(t),
                 _ => unreachable!("assert_valid bounds rows to 1..=MR"),
             }
         }
@@ -131,12 +149,12 @@ mod imp {
     /// [`kernel`] for a tile of exactly `R` valid rows.
     ///
     /// # Safety
-    /// As for [`kernel`], and `t.rows == R`.
+    /// As for [`kernel`], `t.rows == R` and `TWO == (t.cols > 16)`.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize>(t: &mut Tile<'_, '_>) {
+    unsafe fn rows<const R: usize, const TWO: bool>(t: &mut Tile<'_, '_>) {
         let (rows, ldc, kseg) = (R, t.ldc, t.kseg);
         let (m0, m1) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
-        let two = t.cols > 16;
+        let two = TWO;
         let mut acc: Acc = [[_mm512_setzero_ps(); 2]; MR];
         if t.accumulate {
             let c = t.c.as_ptr();
@@ -164,12 +182,14 @@ mod imp {
                 // bp[0 .. NR] is in bounds; every A row slice holds at least kseg values.
                 unsafe {
                     let b0 = _mm512_loadu_ps(bp);
-                    let b1 = _mm512_loadu_ps(bp.add(16));
+                    let b1 = if TWO { _mm512_loadu_ps(bp.add(16)) } else { b0 };
                     each_row!(r => {
                         if r < R {
                             let av = _mm512_set1_ps(*rp[r].add(p));
                             acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-                            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                            if TWO {
+                                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                            }
                         }
                     });
                     bp = bp.add(NR);

@@ -270,6 +270,22 @@ pub fn conv2d_nhwc_grouped_strided(
         return Ok(());
     }
     epilogue.validate("conv2d", m, cout)?;
+    let [_, h, w, _] = in_dims;
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1;
+    let plain = pointwise && g.pad_top == 0 && g.pad_left == 0 && g.out_h == h && g.out_w == w;
+    let bands = group_bands(groups, m, per, cin, filters[0].isa().mr());
+    if plain && bands > 1 {
+        return pointwise_groups_in_bands(
+            &input[..in_len],
+            channels,
+            filters,
+            m,
+            &mut out[..out_len],
+            ldc,
+            epilogue,
+            bands,
+        );
+    }
     let view = InputView {
         input: &input[..in_len],
         dims: in_dims,
@@ -290,6 +306,67 @@ pub fn conv2d_nhwc_grouped_strided(
         conv_group(&view, c0, cin, filter, &g, m, out_g, ldc, &ep)?;
     }
     Ok(())
+}
+
+/// FLOPs below which a GEMM runs on one thread: the driver's own threshold (`MIN_TASK_FLOPS`
+/// in `driver.rs`, 2 MFLOP, about 10 us of one core), repeated here for the group decision.
+const MIN_TASK_FLOPS: f64 = 2.0e6;
+
+/// Row bands to split a grouped convolution into, each band running every group: more than
+/// one only when there are several groups each too small for the driver to split (ShuffleNet's
+/// 1x1 convolutions, 4 groups of 34 channels on 28x28 pixels: 1.8 MFLOP a group, so with
+/// groups run one after another the second core sat idle through all of them).
+pub(super) fn group_bands(groups: usize, m: usize, per: usize, cin: usize, mr: usize) -> usize {
+    let per_group = 2.0 * m as f64 * per as f64 * cin as f64;
+    if groups < 2 || per_group >= 2.0 * MIN_TASK_FLOPS {
+        return 1;
+    }
+    let total = per_group * groups as f64;
+    rayon::current_num_threads()
+        .min((total / MIN_TASK_FLOPS) as usize)
+        .min(m.div_ceil(mr))
+        .max(1)
+}
+
+/// A grouped 1x1, stride-1, unpadded convolution as `bands` row bands in parallel, each band
+/// the `groups` plain GEMMs of its pixels (bands of whole row tiles, so every output value
+/// sees the same kernel calls as when run whole: the bits do not depend on the split). The
+/// caller validated every size; `out` is exactly `(m - 1) * ldc + cout` long.
+#[allow(clippy::too_many_arguments)] // a GEMM call's shape plus the band count
+fn pointwise_groups_in_bands(
+    input: &[f32],
+    channels: usize,
+    filters: &[PackedB],
+    m: usize,
+    out: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+    bands: usize,
+) -> Result<(), String> {
+    use rayon::prelude::*;
+    let (per, cin) = (filters[0].n(), filters[0].k());
+    let mr = filters[0].isa().mr();
+    let band = m.div_ceil(bands).div_ceil(mr) * mr;
+    out.par_chunks_mut(band * ldc)
+        .enumerate()
+        .try_for_each(|(b, chunk)| {
+            let r0 = b * band;
+            let rows = band.min(m - r0);
+            for (group, filter) in filters.iter().enumerate() {
+                let ep = Epilogue {
+                    bias: epilogue.bias.map(|b| &b[group * per..]),
+                    add: epilogue.add.map(|r| Residual {
+                        data: &r.data[r0 * r.ld + group * per..],
+                        ld: r.ld,
+                    }),
+                    activation: epilogue.activation,
+                };
+                let a = &input[r0 * channels + group * cin..];
+                let c = &mut chunk[group * per..];
+                sgemm(rows, per, cin, a, channels, filter, c, ldc, &ep)?;
+            }
+            Ok(())
+        })
 }
 
 /// The input of a convolution: `[n, h, w, channels]` values.

@@ -1,0 +1,127 @@
+//! A convolution's residual connection folded into the GEMM's store: which epilogues fold
+//! (`relu((conv + bias) + shortcut)`, as ResNet blocks and ShuffleNet units end), which must
+//! not (shortcut before the bias, a broadcast shortcut, a matmul), and that every case gives
+//! the reference's values, including a folded conv writing its slot of a concat.
+
+use crate::CpuBackend;
+use crate::plan::{Stage, plan, writes_rows_at_stride};
+use kiln_ir::backend::{Backend, CompileRequest};
+use kiln_ir::compare::{Tolerance, assert_close};
+use kiln_ir::lower::{lower, write_concat_operands_in_place};
+use kiln_ir::reference::ReferenceBackend;
+use kiln_ir::{Graph, Tensor};
+
+/// An NHWC input, a shortcut of the conv's output shape, one batch-broadcast shortcut, and
+/// 3x3 and 1x1 filters (12 -> 10 channels, deep enough for the GEMM path) with a bias. Odd
+/// sizes: 5x7 pixels, batch 2.
+const INPUTS: &str = "kiln 2
+input %x : f32[2,5,7,12]
+input %r : f32[2,5,7,10]
+input %rb : f32[1,5,7,10]
+const %w3 : f32[3,3,12,10] = normal(0.0, 0.3, 1)
+const %w1 : f32[1,1,12,10] = normal(0.0, 0.3, 2)
+const %b : f32[10] = uniform(-0.5, 0.5, 3)
+";
+
+fn graph(body: &str) -> Graph {
+    let text = format!("{INPUTS}{body}");
+    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn request<'g>(g: &'g Graph, fetch: &str) -> CompileRequest<'g> {
+    CompileRequest {
+        graph: g,
+        feeds: g.placeholders(),
+        variables: vec![],
+        fetches: vec![g.find(fetch).unwrap()],
+        targets: vec![],
+    }
+}
+
+/// Whether the CPU plan folds a residual into a convolution's store, and how many stages the
+/// program has.
+fn folds_residual(g: &Graph, fetch: &str) -> (bool, usize) {
+    let mut program = lower(&request(g, fetch)).unwrap();
+    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let plan = plan(&program).unwrap();
+    let folded = plan
+        .stages
+        .iter()
+        .any(|(_, s)| matches!(s, Stage::Conv { epilogue, .. } if epilogue.residual.is_some()));
+    (folded, plan.stages.len())
+}
+
+/// The CPU backend's result against the reference's.
+fn check_against_reference(g: &Graph, fetch: &str) {
+    let req = request(g, fetch);
+    let feeds = [
+        Tensor::uniform(&[2, 5, 7, 12], -1.0, 1.0, 7),
+        Tensor::uniform(&[2, 5, 7, 10], -1.0, 1.0, 8),
+        Tensor::uniform(&[1, 5, 7, 10], -1.0, 1.0, 9),
+    ];
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    let got = CpuBackend
+        .compile(&req)
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    let want = ReferenceBackend
+        .compile(&req)
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    assert_close(&got[0], &want[0], Tolerance::KERNEL, fetch);
+}
+
+#[test]
+fn conv_bias_shortcut_relu_folds_into_one_stage() {
+    for w in ["w3", "w1"] {
+        let g = graph(&format!(
+            "%y = fused_conv2d(%x, %{w}, %b, %r, padding=\"SAME\", expr=\"relu(add(add(main, $2), $3))\")
+output %y
+"
+        ));
+        assert_eq!(folds_residual(&g, "y"), (true, 1), "{w}");
+        check_against_reference(&g, "y");
+    }
+    // The shortcut alone, no bias, no activation.
+    let g = graph(
+        "%y = fused_conv2d(%x, %w1, %r, padding=\"SAME\", expr=\"add($2, main)\")
+output %y
+",
+    );
+    assert_eq!(folds_residual(&g, "y"), (true, 1));
+    check_against_reference(&g, "y");
+}
+
+#[test]
+fn shortcuts_the_store_cannot_apply_stay_a_separate_stage() {
+    for expr in [
+        // The shortcut before the bias: folding would round the sums in another order.
+        "relu(add(add(main, $3), $2))",
+        // A shortcut broadcast over the batch is not the output's shape.
+        "relu(add(add(main, $2), $4))",
+        // Two shortcuts: the store adds one.
+        "add(add(add(main, $2), $3), $3)",
+    ] {
+        let g = graph(&format!(
+            "%y = fused_conv2d(%x, %w3, %b, %r, %rb, padding=\"SAME\", expr=\"{expr}\")
+output %y
+"
+        ));
+        assert_eq!(folds_residual(&g, "y"), (false, 2), "{expr}");
+        check_against_reference(&g, "y");
+    }
+}
+
+#[test]
+fn a_folded_conv_writes_its_concat_slot() {
+    let g = graph(
+        "%y = fused_conv2d(%x, %w1, %b, %r, padding=\"SAME\", expr=\"relu(add(add(main, $2), $3))\")
+%c = concat(%y, %r, axis=3)
+output %c
+",
+    );
+    assert!(folds_residual(&g, "c").0);
+    check_against_reference(&g, "c");
+}
