@@ -118,6 +118,12 @@ fn attributes(op: &Op) -> Vec<String> {
     }
 }
 
+/// The type with every unknown dim set to 1.
+fn unknown_as_one(ty: &TensorType) -> TensorType {
+    let dims: Vec<usize> = ty.shape.dims().iter().map(|d| d.unwrap_or(1)).collect();
+    TensorType::new(ty.dtype, kiln_ir::Shape::known(&dims))
+}
+
 /// Dims of a type for an edge label: `1x64x56x56` (`?` for unknown).
 fn dims(ty: &TensorType) -> String {
     let dims: Vec<String> = ty
@@ -243,12 +249,18 @@ pub fn model_json(graph: &Graph, title: &str, extras: &Extras<'_>) -> String {
             + 2.0 * PAD;
         let height = lines.len() as f64 * LINE + param_lines.len() as f64 * PARAM_LINE + PAD;
         sizes.push((width.max(60.0), height));
-        let flops = {
-            let types: Vec<&TensorType> = inputs[v]
-                .iter()
-                .map(|&u| &graph.node(order[u]).ty)
-                .collect();
-            flops(&node.op, &types, &node.ty)
+        // With unknown dims, the count for 1 in each of them (per example of a `?` batch).
+        let types: Vec<&TensorType> = inputs[v]
+            .iter()
+            .map(|&u| &graph.node(order[u]).ty)
+            .collect();
+        let (flops, per_unknown) = match flops(&node.op, &types, &node.ty) {
+            Some(f) => (Some(f), false),
+            None => {
+                let ones: Vec<TensorType> = types.iter().map(|t| unknown_as_one(t)).collect();
+                let refs: Vec<&TensorType> = ones.iter().collect();
+                (flops(&node.op, &refs, &unknown_as_one(&node.ty)), true)
+            }
         };
         let mut fields = vec![
             ("name", json::string(&node.name)),
@@ -261,6 +273,7 @@ pub fn model_json(graph: &Graph, title: &str, extras: &Extras<'_>) -> String {
                 json::array(attributes(&node.op).iter().map(|a| json::string(a))),
             ),
             ("flops", flops.map_or("null".to_string(), |f| f.to_string())),
+            ("flopsPerUnknown", per_unknown.to_string()),
             ("in", json::array(inputs[v].iter().map(|i| i.to_string()))),
             (
                 "out",

@@ -342,7 +342,10 @@
     details.replaceChildren();
     h('h2', '%' + n.name, details);
     h('div', n.op + ' → ' + n.type + (n.output ? '  (graph output)' : ''), details);
-    if (n.flops !== null) h('div', 'FLOPs: ' + n.flops.toLocaleString('en-US'), details, 'muted');
+    if (n.flops !== null) {
+      h('div', 'FLOPs: ' + n.flops.toLocaleString('en-US') +
+        (n.flopsPerUnknown ? ' (for 1 in each ? dim)' : ''), details, 'muted');
+    }
     if (n.ms !== undefined) {
       h('h3', 'measured time', details);
       h('div', n.ms.toFixed(4) + ' ms per run, ' + (100 * n.share).toFixed(2) + '% of ' +

@@ -12,3 +12,4 @@ mod onnx_real;
 mod optimizer;
 mod session;
 mod training;
+mod view;
