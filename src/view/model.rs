@@ -184,7 +184,11 @@ pub fn model_json(graph: &Graph, title: &str, extras: &Extras<'_>) -> String {
         for (r, rewrite) in log.iter().enumerate() {
             let names = mentioned(&rewrite.message);
             for &name in &names {
-                origin.entry(name).or_default().push(r);
+                let rewrites = origin.entry(name).or_default();
+                // A message may name a node twice (`%a -> %a = ...`).
+                if rewrites.last() != Some(&r) {
+                    rewrites.push(r);
+                }
                 if let Some(id) = original.find(name)
                     && described.insert(name)
                 {

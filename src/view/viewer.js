@@ -90,7 +90,7 @@
   }
 
   function heatFill(heat) {
-    return 'hsl(8, 85%, ' + (97 - 42 * heat).toFixed(1) + '%)';
+    return 'hsl(8, 85%, ' + (97 - 34 * heat).toFixed(1) + '%)';
   }
 
   const kindFill = { input: '#d5e8d4', var: '#dae8fc', const: '#eeeeee', fused: '#ffe6cc',
@@ -512,4 +512,9 @@
   render();
   fit();
   if (location.hash.startsWith('#selftest')) selfTest();
+  // FILE.html#node=NAME opens with that node shown and selected.
+  if (location.hash.startsWith('#node=')) {
+    const v = byName.get(decodeURIComponent(location.hash.slice('#node='.length)));
+    if (v !== undefined) reveal(v);
+  }
 })();

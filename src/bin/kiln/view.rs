@@ -8,6 +8,7 @@
 use crate::{bench, feeds, passes, safe_write};
 use kiln::view::{Extras, NodeTimes, page};
 use kiln::{BackendKind, Graph, KernelTime, NodeId, OptimizeOptions, Session, Tensor};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,10 +56,13 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
         .file_name()
         .map_or_else(|| "graph".to_string(), |n| n.to_string_lossy().into_owned());
 
-    let times = if args.profile {
-        Some(profile(&graph, &args, backend.clone())?)
+    // A profiled view shows the graph as the session compiled it: placeholders at the fed
+    // shapes, then optimised, so kernel names are the drawn nodes' names.
+    let (times, to_show) = if args.profile {
+        let (times, runs, ran) = profile(&graph, &args, backend.clone())?;
+        (Some((times, runs)), Graph::from(ran))
     } else {
-        None
+        (None, graph.clone())
     };
     let optimize = args.passes.optimize || args.profile;
     let (shown, report) = if optimize {
@@ -68,13 +72,13 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
             freeze_variables: args.passes.freeze,
             ..OptimizeOptions::default()
         };
-        let mut ir = graph.ir().clone();
+        let mut ir = to_show.into_ir();
         let roots = ir.outputs().to_vec();
         let report = kiln::optimize_graph(&mut ir, &backend, &options, &roots, &|_| None)
             .map_err(|e| e.to_string())?;
         (Graph::from(ir), report)
     } else {
-        (graph.clone(), None)
+        (to_show, None)
     };
 
     let mut notes = vec![format!("{} nodes", shown.len())];
@@ -122,12 +126,13 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the graph's outputs `runs` times with profiling; the kernel times summed over runs.
+/// Runs the graph's outputs `runs` times with profiling: the kernel times summed over runs,
+/// the runs, and the graph that ran (the outputs' nodes at the fed shapes, not optimised).
 fn profile(
     graph: &Graph,
     args: &ViewArgs<'_>,
     backend: BackendKind,
-) -> Result<(Vec<KernelTime>, usize), String> {
+) -> Result<(Vec<KernelTime>, usize, kiln::ir::Graph), String> {
     let given = feeds::load(graph, args.feeds)?;
     let feeds = bench::complete_feeds(graph, given, args.batch.unwrap_or(1))?;
     let feed_ids: Vec<(NodeId, &Tensor)> = feeds
@@ -155,5 +160,10 @@ fn profile(
             session.backend()
         ));
     }
-    Ok((total, args.runs))
+    let shapes: HashMap<NodeId, kiln::Shape> =
+        feed_ids.iter().map(|(id, t)| (*id, t.shape())).collect();
+    let (ran, _) = graph
+        .extract(&fetches, &shapes)
+        .map_err(|e| e.to_string())?;
+    Ok((total, args.runs, ran))
 }
