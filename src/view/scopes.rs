@@ -6,9 +6,11 @@
 //! the weights it reads, else that of its only computed operand when it is that operand's
 //! only consumer (the relu after a batch norm joins the batch norm's block); an unscoped
 //! constant, variable or placeholder takes the common scope of its consumers. Scopes holding a
-//! single item are dissolved into their parent, and the default view unfolds scopes breadth
-//! first while it shows at most [`VISIBLE_BUDGET`] boxes (always unfolding a scope that holds
-//! most of the graph, so a model wrapped in one outer scope does not open as one box).
+//! single item are dissolved into their parent. The default view shows every node whose name
+//! has no scope (a top-level node by its name), so a scope it was placed in opens unfolded;
+//! then it unfolds scopes breadth first while it shows at most [`VISIBLE_BUDGET`] boxes
+//! (always unfolding a scope that holds most of the graph, so a model wrapped in one outer
+//! scope does not open as one box).
 
 use kiln_ir::{Graph, NodeId, Op};
 
@@ -216,7 +218,19 @@ impl ScopeTree {
                 s = tree.scopes[i].parent;
             }
         }
-        tree.choose_folds(n);
+        // A node whose own name has no usable scope is a top-level node by its name: the
+        // default view shows it (and so every scope it was placed in is open).
+        let mut open = vec![false; tree.scopes.len()];
+        for v in 0..n {
+            if own(v).is_none() {
+                let mut at = Some(tree.scope_of[v]);
+                while let Some(a) = at.filter(|&a| !open[a]) {
+                    open[a] = true;
+                    at = tree.scopes[a].parent;
+                }
+            }
+        }
+        tree.choose_folds(n, &open);
         tree
     }
 
@@ -293,17 +307,29 @@ impl ScopeTree {
         self.scopes = kept;
     }
 
-    /// Folds every scope, then unfolds the root, any scope holding more than half the graph,
-    /// and then scopes breadth first while the view stays within [`VISIBLE_BUDGET`] boxes.
-    fn choose_folds(&mut self, n: usize) {
-        for s in &mut self.scopes {
-            s.folded = true;
+    /// Folds every scope but the root and the `open` ones, then unfolds any scope holding more
+    /// than half the graph, and scopes breadth first while the view stays within
+    /// [`VISIBLE_BUDGET`] boxes.
+    fn choose_folds(&mut self, n: usize, open: &[bool]) {
+        for (s, scope) in self.scopes.iter_mut().enumerate() {
+            scope.folded = s != 0 && !open[s];
         }
-        self.scopes[0].folded = false;
         let items = |s: &Scope| s.nodes.len() + s.children.len();
-        let mut visible = items(&self.scopes[0]);
-        let mut queue: std::collections::VecDeque<usize> =
-            self.scopes[0].children.iter().copied().collect();
+        // Boxes shown with the open scopes unfolded, and the folded scopes they show.
+        let mut visible = 0;
+        let mut queue = std::collections::VecDeque::new();
+        let mut walk = vec![0usize];
+        while let Some(s) = walk.pop() {
+            visible += self.scopes[s].nodes.len();
+            for &c in &self.scopes[s].children {
+                if self.scopes[c].folded {
+                    visible += 1;
+                    queue.push_back(c);
+                } else {
+                    walk.push(c);
+                }
+            }
+        }
         while let Some(s) = queue.pop_front() {
             let grows = items(&self.scopes[s]) - 1;
             if self.scopes[s].total * 2 > n || visible + grows <= VISIBLE_BUDGET {
@@ -403,8 +429,11 @@ output %b/z
         text.push_str(&format!("output %{last}\n"));
         let (_, t) = tree(&text);
         assert_eq!(t.scopes.len(), 41);
-        // The stem joins the first block it feeds: 40 blocks at the top.
+        // The stem joins the first block it feeds: 40 blocks at the top, and that block
+        // opens, since %x and %h are top-level by their names.
         assert_eq!(t.scopes[0].nodes.len() + t.scopes[0].children.len(), 40);
+        let block0 = t.scopes.iter().find(|s| s.path == "block0").unwrap();
+        assert!(!block0.folded && block0.nodes.len() == 7);
         let items = |s: &Scope| s.nodes.len() + s.children.len();
         let opened: Vec<&Scope> = t.scopes[1..].iter().filter(|s| !s.folded).collect();
         let shown = 40 + opened.iter().map(|s| items(s) - 1).sum::<usize>();

@@ -260,6 +260,44 @@ fn the_page_draws_every_node_and_answers_clicks_folds_and_search() {
     );
 }
 
+/// `--optimize` draws the fused graph: a fused node shows its epilogue with its operands
+/// spelled out, and links to the rewrite that made it and to the nodes it replaced.
+#[test]
+fn the_optimised_view_shows_epilogues_and_rewrites() {
+    let Some(browser) = chromium("view::the_optimised_view...") else {
+        return;
+    };
+    let dir = scratch("optimized");
+    let page = write_page(&dir, &["--optimize"]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    // What the fused nodes came from is described as it was before optimisation.
+    assert!(html.contains("\"stem/conv\":{\"op\":\"conv2d\""), "{html}");
+    let dom = browse(
+        &browser,
+        &page,
+        "#selftest&click=stem/relu",
+        &["--dump-dom"],
+    );
+    let report = self_test_report(&dom);
+    assert!(
+        report.contains("\"errors\":[],\"violations\":[],\"resources\":[]"),
+        "{report}"
+    );
+    for shown in [
+        "fused_conv2d → f32[?,8,8,4]",
+        "expr=relu(add(main, $2))",
+        "relu(add(conv2d(%x, %stem/w), %stem/b))",
+        "[fuse-epilogues] fused %stem/conv + %stem/bias + %stem/relu -> %stem/relu = fused_conv2d",
+    ] {
+        assert!(report.contains(shown), "details lack {shown:?}: {report}");
+    }
+    let drawn = drawn_nodes(&dom);
+    assert!(
+        !drawn.iter().any(|d| d == "stem/conv"),
+        "fused away: {drawn:?}"
+    );
+}
+
 /// The detectors the test above relies on do detect: a page that tries to load an image
 /// from the network and logs an error has both reported.
 #[test]
@@ -282,42 +320,51 @@ fn the_self_test_reports_network_requests_and_console_errors() {
     assert!(!report.contains("\"resources\":[]"), "{report}");
 }
 
-/// An imported ResNet-50 (an .onnx file straight to `kiln view`) draws every node it has
-/// (its one scope unfolds, holding most of the graph); the optimised and profiled views
-/// load without errors and show the rewrites and the kernel times.
+/// Imported ResNet-50 and DenseNet-121 (.onnx files straight to `kiln view`) draw every node
+/// they have: their computed values are named without a scope (`r14`), so they are top-level
+/// by name and the scopes they were grouped into open; the optimised and profiled views load
+/// without errors and show the rewrites and the kernel times.
 #[test]
 fn real_models_optimised_and_profiled_views_load_cleanly() {
     let Some(browser) = chromium("view::real_models...") else {
         return;
     };
-    let dir = scratch("resnet50");
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/tests/real/resnet50.onnx");
-    let page = dir.join("resnet50.html");
-    let out = kiln(&[
-        "view",
-        model.to_str().unwrap(),
-        "-o",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dom = browse(&browser, &page, "#selftest&search=conv", &["--dump-dom"]);
-    let report = self_test_report(&dom);
-    assert!(
-        report.contains("\"errors\":[],\"violations\":[],\"resources\":[]"),
-        "{report}"
-    );
-    let graph = kiln::Graph::from_onnx(&model).unwrap();
-    let drawn = drawn_nodes(&dom);
-    assert_eq!(drawn.len(), graph.len(), "every node drawn once");
-    for id in graph.node_ids() {
-        let name = &graph.node(id).name;
-        assert!(drawn.contains(name), "%{name} is not drawn");
+    let dir = scratch("real");
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/tests/real");
+    for name in ["resnet50", "densenet121"] {
+        let model = real.join(format!("{name}.onnx"));
+        let page = dir.join(format!("{name}.html"));
+        let out = kiln(&[
+            "view",
+            model.to_str().unwrap(),
+            "-o",
+            page.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dom = browse(&browser, &page, "#selftest&search=conv", &["--dump-dom"]);
+        let report = self_test_report(&dom);
+        assert!(
+            report.contains("\"errors\":[],\"violations\":[],\"resources\":[]"),
+            "{name}: {report}"
+        );
+        assert!(
+            !report.contains("\"search\":{\"count\":0"),
+            "{name}: {report}"
+        );
+        let graph = kiln::Graph::from_onnx(&model).unwrap();
+        let drawn = drawn_nodes(&dom);
+        assert_eq!(drawn.len(), graph.len(), "{name}: every node drawn once");
+        for id in graph.node_ids() {
+            let node = &graph.node(id).name;
+            assert!(drawn.contains(node), "{name}: %{node} is not drawn");
+        }
     }
 
+    let model = real.join("resnet50.onnx");
     let optimized = dir.join("optimized.html");
     let out = kiln(&[
         "view",
