@@ -39,11 +39,6 @@ pub fn chrome_trace(times: &[KernelTime]) -> String {
         ]));
     }
     for (t, s) in spans {
-        let ops = if t.ops.is_empty() {
-            "elementwise".to_string()
-        } else {
-            t.ops.join("+")
-        };
         let start_us = s.start.duration_since(first).as_nanos() as f64 / 1e3;
         events.push(json::object([
             ("name", json::string(&t.kernel)),
@@ -56,7 +51,7 @@ pub fn chrome_trace(times: &[KernelTime]) -> String {
             (
                 "args",
                 json::object([
-                    ("ops", json::string(&ops)),
+                    ("ops", json::string(&t.ops_text())),
                     ("output", json::string(&t.output)),
                     (
                         "flops",

@@ -81,6 +81,16 @@ pub struct KernelTime {
 }
 
 impl KernelTime {
+    /// Its ops joined by `+` (`conv2d+add+relu`), or `elementwise` for a pure elementwise
+    /// kernel, for profiles and traces.
+    pub fn ops_text(&self) -> String {
+        if self.ops.is_empty() {
+            "elementwise".to_string()
+        } else {
+            self.ops.join("+")
+        }
+    }
+
     /// Adds one run of the kernel that began at `start` and ends now, on this thread.
     pub fn record(&mut self, start: Instant) {
         let nanos = start.elapsed().as_nanos() as u64;

@@ -5,6 +5,7 @@
 //!
 //! - [`scopes`]: the tree of name scopes and which are folded by default;
 //! - [`layout`]: the layered layout (computed here, not in the browser);
+//! - `scope_layouts`: the layout of every scope's items, deepest first;
 //! - [`model`]: what the page shows of every node and scope, as JSON;
 //! - [`page`]: the HTML, with `viewer.js` and `viewer.css` inline.
 
@@ -12,6 +13,7 @@ pub(crate) mod json;
 pub mod layout;
 mod model;
 mod page;
+mod scope_layouts;
 pub mod scopes;
 
 pub use model::{Extras, NodeTimes};
@@ -26,12 +28,10 @@ impl NodeTimes {
         let mut out = NodeTimes::default();
         for t in times {
             let ms = t.nanos as f64 / runs.max(1) as f64 / 1e6;
-            let ops = if t.ops.is_empty() {
-                "elementwise".to_string()
-            } else {
-                t.ops.join("+")
-            };
-            let entry = out.by_node.entry(t.kernel.clone()).or_insert((0.0, ops));
+            let entry = out
+                .by_node
+                .entry(t.kernel.clone())
+                .or_insert_with(|| (0.0, t.ops_text()));
             entry.0 += ms;
             out.total_ms += ms;
         }

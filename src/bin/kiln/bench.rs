@@ -363,11 +363,7 @@ impl KernelFigures {
 /// What a kernel runs, for people: its ops joined by `+` (`conv2d+add+relu`), followed by the
 /// graph nodes fused into it when they are more than the kernel's own name.
 fn kernel_ops(t: &KernelTime) -> String {
-    let ops = if t.ops.is_empty() {
-        "elementwise".to_string()
-    } else {
-        t.ops.join("+")
-    };
+    let ops = t.ops_text();
     if t.nodes.iter().all(|n| *n == t.kernel) {
         ops
     } else {
