@@ -213,12 +213,28 @@
     });
   }
 
-  // The lane points of a long edge between two items of one scope: entering and leaving
-  // each layer it crosses; none when the ends are in different scopes or adjacent layers.
+  // The lane points of a long edge: entering and leaving each layer it crosses in the
+  // innermost scope holding both ends; none when those items are in adjacent layers.
+  // The items that hold a box, from its own up to the root's item that holds it.
+  function holders(shown) {
+    const chain = [];
+    let loc = itemAt.get(shown.node !== undefined ? 'n' + shown.node : 's' + shown.scope);
+    while (loc) {
+      chain.push(loc);
+      loc = loc.s === 0 ? undefined : itemAt.get('s' + loc.s);
+    }
+    return chain;
+  }
+
   function lane(from, to) {
-    const a = itemAt.get(from.node !== undefined ? 'n' + from.node : 's' + from.scope);
-    const b = itemAt.get(to.node !== undefined ? 'n' + to.node : 's' + to.scope);
-    if (!a || !b || a.s !== b.s) return [];
+    // The edge's lane is in the innermost scope holding both ends, between the items there.
+    const up = holders(to);
+    let a, b;
+    for (const x of holders(from)) {
+      b = up.find((y) => y.s === x.s);
+      if (b) { a = x; break; }
+    }
+    if (!a || a.i === b.i) return [];
     let xs = routes[a.s].get(a.i + ',' + b.i);
     let reversed = false;
     if (!xs) { xs = routes[a.s].get(b.i + ',' + a.i); reversed = true; }
