@@ -34,11 +34,13 @@ mod optimize;
 pub mod optimizer;
 mod saving;
 mod session;
+pub mod trace;
+pub mod view;
 
 pub use backend_kind::BackendKind;
 pub use dataset::Dataset;
 pub use graph::Graph;
-pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelTime};
+pub use kiln_ir::backend::{CompileTimes, ExecutableInfo, KernelSpan, KernelTime};
 pub use kiln_ir::file_access::FileAccess;
 pub use kiln_ir::grad::{GradientOptions, Unconnected};
 pub use kiln_ir::{

@@ -8,7 +8,7 @@
 
 use crate::graph::{Graph, NodeId};
 use crate::{Result, Tensor};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What to compile: a graph whose placeholders all have concrete shapes, and the roles of its
 /// nodes in a run.
@@ -95,6 +95,52 @@ pub struct KernelTime {
     pub output: String,
     /// Wall-clock time in nanoseconds.
     pub nanos: u64,
+    /// Each time it ran, in order (a kernel may run in several stages): for timelines.
+    pub spans: Vec<KernelSpan>,
+}
+
+impl KernelTime {
+    /// Its ops joined by `+` (`conv2d+add+relu`), or `elementwise` for a pure elementwise
+    /// kernel, for profiles and traces.
+    pub fn ops_text(&self) -> String {
+        if self.ops.is_empty() {
+            "elementwise".to_string()
+        } else {
+            self.ops.join("+")
+        }
+    }
+
+    /// Adds one run of the kernel that began at `start` and ends now, on this thread.
+    pub fn record(&mut self, start: Instant) {
+        let nanos = start.elapsed().as_nanos() as u64;
+        self.nanos += nanos;
+        self.spans.push(KernelSpan {
+            start,
+            nanos,
+            thread: thread_index(),
+        });
+    }
+}
+
+/// One run of a kernel: when it began, how long it took, and on which thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelSpan {
+    /// When it began.
+    pub start: Instant,
+    /// Wall-clock time in nanoseconds.
+    pub nanos: u64,
+    /// The thread it ran on, numbered from 1 in the order threads first recorded a span.
+    pub thread: u64,
+}
+
+/// A small, stable number for the calling thread (std's `ThreadId` has no stable integer).
+pub fn thread_index() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static INDEX: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
 }
 
 /// Facts about a compiled executable.

@@ -393,6 +393,7 @@ impl Program {
                     flops: kernel_flops(self, k),
                     output: format!("{}{}", out.dtype, fmt_dims(&out.dims)),
                     nanos: 0,
+                    spans: Vec::new(),
                 }
             })
             .collect()

@@ -14,3 +14,4 @@ mod optimizer;
 mod saving;
 mod session;
 mod training;
+mod view;

@@ -261,7 +261,7 @@ impl CpuExecutable {
                 }
             })?;
             if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
-                times[*index].nanos += start.elapsed().as_nanos() as u64;
+                times[*index].record(start);
             }
         }
         // Fetches not written in place are copied before updates commit (start-of-run values).

@@ -251,7 +251,7 @@ impl OpenClExecutable {
                 st.queue
                     .finish()
                     .map_err(|e| kernel_error(p, k, e.to_string()))?;
-                times[k].nanos += start.elapsed().as_nanos() as u64;
+                times[k].record(start);
             }
         }
         st.queue.finish().map_err(cl_err("running the program"))?;

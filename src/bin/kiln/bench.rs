@@ -36,6 +36,8 @@ pub struct BenchArgs<'a> {
     pub threads: Option<usize>,
     /// `--callers N`: run from N threads at once, each doing `runs` runs.
     pub callers: Option<usize>,
+    /// `--trace FILE.json`: write the profiled runs' kernel timeline (Chrome trace format).
+    pub trace: Option<&'a Path>,
 }
 
 /// The optimizer `--optimizer` names, with tf.compat.v1.train's defaults.
@@ -60,7 +62,7 @@ struct Step {
 
 /// Feeds for every placeholder: from `--feed` files, else seeded uniform data with unknown dims
 /// set to `batch`; a feed too large to allocate is an error naming it and its size.
-fn complete_feeds(
+pub(crate) fn complete_feeds(
     graph: &Graph,
     given: Vec<(String, Tensor)>,
     batch: usize,
@@ -227,24 +229,14 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         Some(n) => format!(",\"callers\":{n},\"runs_per_s\":{runs_per_s:.3}"),
         None => String::new(),
     };
-    if args.profile {
-        let mut total: Vec<KernelTime> = Vec::new();
-        for _ in 0..args.runs {
-            let (_, profile) = session
-                .run_profiled_with_targets(&feed_ids, &outputs, &targets)
-                .map_err(|e| e.to_string())?;
-            if total.is_empty() {
-                total = profile;
-            } else {
-                total
-                    .iter_mut()
-                    .zip(profile)
-                    .for_each(|(t, p)| t.nanos += p.nanos);
-            }
+    if args.profile || args.trace.is_some() {
+        let total = profiled_runs(&session, &feed_ids, &outputs, &targets, args.runs)?;
+        if let Some(path) = args.trace {
+            write_trace(path, &total)?;
         }
-        if args.json {
+        if args.profile && args.json {
             profile_json += &format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
-        } else {
+        } else if args.profile {
             print_profile(&total, args.runs, Some(&peak));
         }
     }
@@ -311,6 +303,42 @@ fn bench_session(
         ..SessionOptions::default()
     };
     Session::with_session_options(graph, options).map_err(|e| e.to_string())
+}
+
+/// Runs `runs` profiled runs; every kernel's time summed over them, with every run's spans.
+pub(crate) fn profiled_runs(
+    session: &Session,
+    feeds: &[(NodeId, &Tensor)],
+    fetches: &[NodeId],
+    targets: &[NodeId],
+    runs: usize,
+) -> Result<Vec<KernelTime>, String> {
+    let mut total: Vec<KernelTime> = Vec::new();
+    for _ in 0..runs {
+        let (_, profile) = session
+            .run_profiled_with_targets(feeds, fetches, targets)
+            .map_err(|e| e.to_string())?;
+        if total.is_empty() {
+            total = profile;
+        } else {
+            for (t, p) in total.iter_mut().zip(profile) {
+                t.nanos += p.nanos;
+                t.spans.extend(p.spans);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Writes the kernel timeline of `times` to `path` in the Chrome trace event format.
+pub(crate) fn write_trace(path: &Path, times: &[KernelTime]) -> Result<(), String> {
+    if times.is_empty() {
+        return Err(format!(
+            "--trace {}: this backend does not time kernels",
+            path.display()
+        ));
+    }
+    crate::safe_write::write_bytes(path, kiln::trace::chrome_trace(times).as_bytes())
 }
 
 /// Adds `optimizer.minimize(loss)` to `graph` after compiling the forward pass alone (the loss
@@ -383,11 +411,7 @@ impl KernelFigures {
 /// What a kernel runs, for people: its ops joined by `+` (`conv2d+add+relu`), followed by the
 /// graph nodes fused into it when they are more than the kernel's own name.
 fn kernel_ops(t: &KernelTime) -> String {
-    let ops = if t.ops.is_empty() {
-        "elementwise".to_string()
-    } else {
-        t.ops.join("+")
-    };
+    let ops = t.ops_text();
     if t.nodes.iter().all(|n| *n == t.kernel) {
         ops
     } else {

@@ -11,6 +11,7 @@ mod import;
 mod passes;
 mod safe_write;
 mod train;
+mod view;
 
 use clap::{Parser, Subcommand};
 use kiln::{BackendKind, Graph, Session, Tensor};
@@ -81,6 +82,34 @@ enum Command {
         /// Print a per-kernel time table.
         #[arg(long)]
         profile: bool,
+        /// Write the run's kernel timeline to this file (Chrome trace event format, for
+        /// Perfetto or chrome://tracing).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
+    },
+    /// Write the graph as a self-contained interactive HTML page: foldable name scopes,
+    /// details on click, search; optionally optimised, or profiled as a heat map.
+    View {
+        /// The .kiln file, or an .onnx model (imported first).
+        graph: PathBuf,
+        /// The page to write (default: the graph's path with .html).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        passes: passes::PassArgs,
+        /// Run the graph and colour each node by its kernel's share of the run time (shows
+        /// the optimised graph, whose kernels ran).
+        #[arg(long)]
+        profile: bool,
+        /// With --profile, a feed: NAME=FILE.npy; placeholders not fed get seeded random data.
+        #[arg(long = "feed", value_name = "NAME=FILE.npy")]
+        feeds: Vec<String>,
+        /// With --profile, the value of every unknown dim (default 1).
+        #[arg(long, value_parser = at_least_one)]
+        batch: Option<usize>,
+        /// With --profile, the timed runs (at least 1).
+        #[arg(long, default_value_t = 10, value_parser = at_least_one)]
+        runs: usize,
     },
     /// Add the gradient of a loss: outputs grad/<name> per differentiated node (`kiln run`
     /// writes them as grad_<name>.npy).
@@ -209,6 +238,10 @@ enum Command {
         /// report the total runs per second.
         #[arg(long, value_parser = at_least_one)]
         callers: Option<usize>,
+        /// Write the kernel timeline of the timed runs to this file (Chrome trace event
+        /// format, for Perfetto or chrome://tracing).
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
     },
 }
 
@@ -287,7 +320,32 @@ fn execute(command: Command) -> Result<(), String> {
             out,
             backend,
             profile,
-        } => run(&graph, &feeds, out.as_deref(), &backend, profile),
+            trace,
+        } => run(
+            &graph,
+            &feeds,
+            out.as_deref(),
+            &backend,
+            profile,
+            trace.as_deref(),
+        ),
+        Command::View {
+            graph,
+            output,
+            passes,
+            profile,
+            feeds,
+            batch,
+            runs,
+        } => view::view(view::ViewArgs {
+            graph: &graph,
+            output,
+            passes: &passes,
+            profile,
+            feeds: &feeds,
+            batch,
+            runs,
+        }),
         Command::Import {
             model,
             output,
@@ -356,6 +414,7 @@ fn execute(command: Command) -> Result<(), String> {
             train,
             optimizer,
             callers,
+            trace,
         } => {
             set_threads(threads)?;
             bench::bench(bench::BenchArgs {
@@ -376,6 +435,7 @@ fn execute(command: Command) -> Result<(), String> {
                 optimizer: &optimizer,
                 threads,
                 callers,
+                trace: trace.as_deref(),
             })
         }
     }
@@ -422,6 +482,7 @@ fn run(
     out: Option<&Path>,
     backend: &str,
     profile: bool,
+    trace: Option<&Path>,
 ) -> Result<(), String> {
     let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
     let graph = load(path)?;
@@ -437,7 +498,7 @@ fn run(
     let session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
     let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
-    if profile {
+    if profile || trace.is_some() {
         let feeds: Vec<(kiln::NodeId, &Tensor)> = feeds
             .iter()
             .filter_map(|(n, t)| graph.find(n).map(|id| (id, t)))
@@ -446,7 +507,12 @@ fn run(
         let (_, times) = session
             .run_profiled(&feeds, &fetches)
             .map_err(|e| e.to_string())?;
-        bench::print_profile(&times, 1, None);
+        if let Some(path) = trace {
+            bench::write_trace(path, &times)?;
+        }
+        if profile {
+            bench::print_profile(&times, 1, None);
+        }
     }
     for (name, value) in &outputs {
         println!("%{name} {} {}", value.ty(), feeds::summary(value));
