@@ -68,14 +68,49 @@ pub fn winograd_applies(g: &ConvGeometry) -> bool {
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Whether the plan runs a convolution with `cin` input and `cout` output channels as
-/// Winograd: it applies, both channel counts reach [`WINOGRAD_MIN_CHANNELS`], and the
-/// environment variable `KILN_WINOGRAD` is `1` (read once per process). Off by default: on
-/// the 2-core AMD EPYC it was measured on (W2/W3, resnet block) it did not beat the implicit
-/// GEMM, because the transforms, compiled for baseline x86-64, cost as much as the GEMMs.
+/// Winograd. `KILN_WINOGRAD` (read once per process) decides when set: `0` never, `1` whenever
+/// it applies and both channel counts reach [`WINOGRAD_MIN_CHANNELS`]. Unset, the plan takes
+/// it where it was measured to win: both channel counts at least [`auto_min_channels`] for the
+/// detected kernels.
 pub fn winograd_chosen(g: &ConvGeometry, cin: usize, cout: usize) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("KILN_WINOGRAD").as_deref() == Ok("1"));
-    enabled && winograd_applies(g) && cin.min(cout) >= WINOGRAD_MIN_CHANNELS
+    static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    let min = match setting {
+        Some(true) => WINOGRAD_MIN_CHANNELS,
+        Some(false) => return false,
+        None => match auto_min_channels(super::detect(), super::isa::full_width_512()) {
+            Some(min) => min,
+            None => return false,
+        },
+    };
+    winograd_applies(g) && cin.min(cout) >= min
+}
+
+/// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`
+/// (`full_width_512`: the AVX-512 FMAs run at full width, see [`super::isa::full_width_512`]);
+/// `None`: never by default.
+///
+/// It saves 2.25x of the GEMM's multiplies but adds the transforms (8 lanes of baseline SSE
+/// code), whose cost per output grows with `cin + cout` while the saving grows with
+/// `cin * cout`, so it pays from some channel count on, and later the faster the GEMM is.
+/// Measured on the 2-core EPYC (Zen 4, 512-bit FMAs on 256-bit units; examples/gemm_speed.rs,
+/// best of 10, one thread, direct-convolution GFLOP/s over each time, direct vs Winograd):
+/// 64 channels lose or tie (W2 1x56x56x64: 98 vs 89; 1x13x13x64->256: 106 vs 110), 128 win a
+/// little (1x28x28x128: 109 vs 126), 256 and 512 win (1x14x14x256: 111 vs 164; 1x7x7x512: 100
+/// vs 124); AVX2 kernels on the same machine gave the same picture. Where 512-bit FMAs run at
+/// full width (Intel Xeon, Zen 5) the GEMM is up to twice as fast per cycle while the
+/// transforms are not, so the threshold doubles (an estimate; not measured there). The
+/// portable kernels are never switched over by default: not measured.
+pub(crate) fn auto_min_channels(isa: Isa, full_width_512: bool) -> Option<usize> {
+    match isa {
+        Isa::Avx512 if full_width_512 => Some(256),
+        Isa::Avx512 | Isa::Avx2Fma => Some(128),
+        Isa::Portable => None,
+    }
 }
 
 /// Transforms the HWIO filter `w` (`[3, 3, cin, cout]` row-major) into `G g G^T` and packs it
