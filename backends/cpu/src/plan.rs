@@ -490,7 +490,7 @@ fn contraction(
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
                 && ldc == cout
-                && gemm::winograd_chosen(&geometry, xd[3], cout)
+                && gemm::winograd_chosen(&geometry, xd[0], xd[3], cout)
             {
                 let filter =
                     gemm::pack_winograd(t.f32s().map_err(|e| e.to_string())?, xd[3], cout)?;

@@ -193,13 +193,20 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     // The channel counts the plan now sends to Winograd by default (see auto_min_channels):
     // its error, measured against the f64 reference, next to the implicit GEMM's on the same
     // convolution. Every output is also checked against the suite tolerance inside `run`.
-    use super::winograd::auto_min_channels;
-    assert_eq!(auto_min_channels(Isa::Avx512, false), Some(128));
-    assert_eq!(auto_min_channels(Isa::Avx512, true), Some(256));
-    assert_eq!(auto_min_channels(Isa::Avx2Fma, false), Some(128));
+    use super::winograd::{auto_chosen, auto_min_channels};
+    // W3 (8x56x56x64: 6272 tiles) takes it, W2 (batch 1: 784 tiles) and 32 channels do not.
+    let g56 = ConvGeometry::new([56, 56], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    assert!(auto_chosen(&g56, 8, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 1, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 8, 32, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Avx512, true));
+    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Portable, false));
+    assert_eq!(auto_min_channels(Isa::Avx512, false), Some(64));
+    assert_eq!(auto_min_channels(Isa::Avx512, true), Some(128));
+    assert_eq!(auto_min_channels(Isa::Avx2Fma, false), Some(64));
     assert_eq!(auto_min_channels(Isa::Portable, false), None);
     for isa in Isa::supported() {
-        for (hw, ch) in [([6, 7], 128), ([5, 5], 256)] {
+        for (hw, ch) in [([9, 7], 64), ([6, 7], 128), ([5, 5], 256)] {
             // Variant 7: no bias, no residual, no activation, so both compare raw sums.
             let (wino_abs, wino_rel) = run(isa, 1, hw, ch, ch, Padding::Same, 7);
             let (direct_abs, direct_rel) = direct_error(isa, hw, ch);
