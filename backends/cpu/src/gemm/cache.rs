@@ -1,4 +1,5 @@
-//! Data-cache sizes of the CPU, detected once at run time for the GEMM driver's blocking.
+//! Data-cache sizes of the CPU, detected once at run time for cache blocking (Winograd sizes
+//! its blocks of tiles to the L2).
 //!
 //! Read from Linux's `/sys/devices/system/cpu/cpu0/cache/index*/{level,type,size}` where it
 //! exists, else from CPUID (leaf 4 on Intel, leaf 0x8000001D on AMD: both describe one cache

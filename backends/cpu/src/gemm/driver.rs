@@ -10,7 +10,6 @@
 //! Every output element sees the same k-blocks in the same order whatever the split, so the
 //! result does not depend on the thread count.
 
-use super::cache::caches;
 use super::epilogue::Epilogue;
 use super::pack::{AlignedBuf, PackedB, band_stride, pack_a_band, rows_conflict};
 use super::{Isa, RowSource, Tile, run_tile};
@@ -21,9 +20,11 @@ use rayon::prelude::*;
 /// Measured (examples/gemm_speed.rs, one thread, GFLOP/s for matmul 1024^3 / conv W2 / W3):
 /// KC=256: 94/97/83, 512: 100/99/89, 1024: 106/102/99, 4096: 107/104/96.
 const KC: usize = 1024;
-/// Columns per block when a task has many rows (within noise from 64 to 1024 with KC = 1024
-/// on the EPYC: each row tile streams the B block from L2 or L3 at 128 bytes per 24 FMAs,
-/// which even L3 sustains, while a narrower block would stream A again per block).
+/// Columns per block (within noise from 64 to 1024 with KC = 1024 on the EPYC: each row tile
+/// streams the B block from L2 or L3 at 128 bytes per 24 FMAs, which even L3 sustains).
+/// Narrowing it for tasks of few rows so that their B block stays in half the detected L2
+/// (weights read once per k-block instead of once per row tile) measured slower: ResNet's
+/// 3x3 conv on 7x7x512, 2 threads, best of 8, six alternated rounds: 0.82x.
 const NC: usize = 512;
 /// Row bands per thread in the row split: each band is a rayon task, so a thread that falls
 /// behind (a shared machine) has its last bands taken by the other; more bands than this
@@ -34,23 +35,6 @@ const MC: usize = 144;
 /// Minimum work per parallel task; below it one thread does everything (rayon's fork/join
 /// costs microseconds, a 2 MFLOP task takes about 10 us on one core).
 const MIN_TASK_FLOPS: f64 = 2.0e6;
-
-/// Columns per block for a task of `rows` rows whose k-blocks are at most `klen` deep, on a
-/// core with `l2` bytes of L2.
-///
-/// With many rows, [`NC`]. With at most [`MC`] rows (late CNN layers at batch 1, dense layers
-/// at small batch) the weights are the big operand: a k-block of B as wide as the task would
-/// be read once per row tile, from L3 or memory once it outgrows the L2 (ResNet's 3x3 convs on
-/// 7x7x512: 9 MiB of weights, 5 row tiles). Then the block is narrowed until its B (`klen` x
-/// `nc` floats) takes at most half the L2, so each byte of B comes from memory once per
-/// k-block and the few rows of A are re-read from cache instead.
-fn block_cols(rows: usize, klen: usize, nr: usize, l2: usize) -> usize {
-    if rows > MC {
-        return NC;
-    }
-    let panel_bytes = (klen * nr * 4).max(1);
-    (l2 / 2 / panel_bytes).max(1) * nr
-}
 
 /// One k-block: `nseg` consecutive segments of `kseg` values starting at depth `k0`.
 #[derive(Clone, Copy, Debug)]
@@ -220,9 +204,8 @@ impl<'j, S: RowSource> Job<'j, S> {
         });
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let last = self.blocks.len() - 1;
-        let nc = block_cols(r1 - r0, max_klen, nr, caches().l2);
-        for jc in (c0..c1).step_by(nc) {
-            let jc_end = (jc + nc).min(c1);
+        for jc in (c0..c1).step_by(NC) {
+            let jc_end = (jc + NC).min(c1);
             for (bi, kb) in self.blocks.iter().enumerate() {
                 let klen = kb.nseg * kb.kseg;
                 for ic in (r0..r1).step_by(MC) {
@@ -361,28 +344,5 @@ mod tests {
             b.iter().map(|kb| kb.nseg).collect::<Vec<_>>(),
             vec![3, 3, 3]
         );
-    }
-
-    #[test]
-    fn gemm_block_cols_keep_small_tasks_weights_in_l2() {
-        let mib = 1 << 20;
-        // Many rows: the measured default, whatever the cache.
-        assert_eq!(block_cols(MC + 1, 1024, 32, mib), NC);
-        // ResNet's 3x3 conv on 7x7x512 at batch 1 (49 rows, k-blocks of 1024, 1 MiB L2):
-        // four 128 KiB panels, half the L2, instead of all 16.
-        assert_eq!(block_cols(49, 1024, 32, mib), 128);
-        for (rows, klen, nr, l2) in [
-            (1, 1, 16, 256 << 10),
-            (MC, 4096, 32, mib),
-            (7, 300, 16, 2 * mib),
-        ] {
-            let nc = block_cols(rows, klen, nr, l2);
-            assert!(nc >= nr && nc.is_multiple_of(nr), "{nc}");
-            // The block's B fits half the L2 unless one panel alone is larger.
-            assert!(
-                nc == nr || klen * nc * 4 <= l2 / 2,
-                "{rows} {klen} {nr} {l2}: {nc}"
-            );
-        }
     }
 }
