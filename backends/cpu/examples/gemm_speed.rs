@@ -3,12 +3,15 @@
 //! layer shapes (a 3-channel first layer, a 1x1 expansion, a late 7x7x512 layer), on one and
 //! on two threads, for every ISA this CPU supports.
 //!
-//! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..]`
+//! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
-use kiln_cpu::gemm::{Activation, ConvGeometry, Epilogue, Isa, conv2d_nhwc, pack_b_for, sgemm};
+use kiln_cpu::gemm::{
+    Activation, ConvGeometry, Epilogue, Isa, conv2d_nhwc, conv2d_winograd, pack_b_for,
+    pack_winograd, sgemm, winograd_applies,
+};
 use kiln_ir::op::Padding;
 use rayon::ThreadPool;
 use std::time::Instant;
@@ -53,7 +56,7 @@ struct Conv {
     stride: usize,
 }
 
-const CONVS: [Conv; 6] = [
+const CONVS: [Conv; 11] = [
     Conv {
         name: "W2 conv 1x56x56x64 3x3 +bias+relu",
         input: [1, 56, 56, 64],
@@ -88,6 +91,41 @@ const CONVS: [Conv; 6] = [
         cout: 512,
         k: 3,
         stride: 2,
+    },
+    Conv {
+        name: "W4 conv 16x32x32x32 3x3 ->32",
+        input: [16, 32, 32, 32],
+        cout: 32,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "W4 conv 16x16x16x32 3x3 ->64",
+        input: [16, 16, 16, 32],
+        cout: 64,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "SQZ conv 1x13x13x64 3x3 ->256",
+        input: [1, 13, 13, 64],
+        cout: 256,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "R18 conv 1x28x28x128 3x3 ->128",
+        input: [1, 28, 28, 128],
+        cout: 128,
+        k: 3,
+        stride: 1,
+    },
+    Conv {
+        name: "R18 conv 1x14x14x256 3x3 ->256",
+        input: [1, 14, 14, 256],
+        cout: 256,
+        k: 3,
+        stride: 1,
     },
     Conv {
         name: "conv 1x7x7x512 3x3 ->512",
@@ -147,7 +185,18 @@ fn bench_conv(
         pool.install(|| conv2d_nhwc(&input, c.input, &filter, &geom, &mut out, &epi))
             .expect("conv")
     });
-    report(c.name, isa, threads, 2.0 * (m * c.cout * kdim) as f64, t);
+    let flops = 2.0 * (m * c.cout * kdim) as f64;
+    report(c.name, isa, threads, flops, t);
+    // Winograd F(2x2, 3x3) on the same convolution (its kernels are the detected ISA's, so
+    // only with that ISA); GFLOP/s are the direct convolution's FLOPs over its time.
+    if winograd_applies(&geom) && isa == kiln_cpu::gemm::detect() {
+        let wf = pack_winograd(&values(kdim * c.cout), cin, c.cout)?;
+        let t = time(repeats, || {
+            pool.install(|| conv2d_winograd(&input, c.input, &wf, &geom, &mut out, &epi))
+                .expect("winograd")
+        });
+        report(&format!("{} wino", c.name), isa, threads, flops, t);
+    }
     Ok(())
 }
 
@@ -165,7 +214,11 @@ fn main() -> Result<(), String> {
                 .is_none_or(|o| o.split(',').any(|n| n == i.name()))
         })
         .collect();
-    for threads in [1, 2] {
+    // Third argument: the thread counts to time, comma-separated (default 1,2).
+    let thread_counts: Vec<usize> = std::env::args().nth(3).map_or(vec![1, 2], |s| {
+        s.split(',').filter_map(|t| t.parse().ok()).collect()
+    });
+    for threads in thread_counts {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()

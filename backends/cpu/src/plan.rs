@@ -497,10 +497,10 @@ fn contraction(
                 && groups == 1
                 && folded.residual.is_none()
                 && ldc == cout
-                && gemm::winograd_chosen(&geometry, xd[3], cout)
+                && gemm::winograd_chosen(&geometry, xd[0], xd[3], cout)
             {
-                let filter =
-                    gemm::pack_winograd(t.f32s().map_err(|e| e.to_string())?, xd[3], cout)?;
+                let w = t.f32s().map_err(|e| e.to_string())?;
+                let filter = timed(packing, || gemm::pack_winograd(w, xd[3], cout))?;
                 let stage = Stage::Winograd {
                     input: x,
                     in_dims: [xd[0], xd[1], xd[2], xd[3]],

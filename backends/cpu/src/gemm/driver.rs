@@ -4,10 +4,11 @@
 //! k-blocks of about `KC` (the partial sum is kept in C between k-blocks; the first starts from
 //! zero, the last applies the epilogue), then rows in blocks of `MC` and row tiles of `MR`
 //! (one tile's A rows are reused from cache while the tile sweeps the B panels of the column
-//! block). Threads take disjoint row bands, or disjoint column ranges
-//! (computed into a private buffer, then copied) when there are too few row tiles. Every output
-//! element sees the same k-blocks in the same order whatever the split, so the result does not
-//! depend on the thread count.
+//! block). Threads take disjoint row bands, several per thread so that one delayed thread
+//! (these machines are shared) does not leave the other idle at the end, or disjoint column
+//! ranges (computed into a private buffer, then copied) when there are too few row tiles.
+//! Every output element sees the same k-blocks in the same order whatever the split, so the
+//! result does not depend on the thread count.
 
 use super::epilogue::Epilogue;
 use super::pack::{AlignedBuf, PackedB, band_stride, pack_a_band, rows_conflict};
@@ -19,8 +20,16 @@ use rayon::prelude::*;
 /// Measured (examples/gemm_speed.rs, one thread, GFLOP/s for matmul 1024^3 / conv W2 / W3):
 /// KC=256: 94/97/83, 512: 100/99/89, 1024: 106/102/99, 4096: 107/104/96.
 const KC: usize = 1024;
-/// Columns per block (within noise from 64 to 1024 with KC = 1024).
+/// Columns per block (within noise from 64 to 1024 with KC = 1024 on the EPYC: each row tile
+/// streams the B block from L2 or L3 at 128 bytes per 24 FMAs, which even L3 sustains).
+/// Narrowing it for tasks of few rows so that their B block stays in half the detected L2
+/// (weights read once per k-block instead of once per row tile) measured slower: ResNet's
+/// 3x3 conv on 7x7x512, 2 threads, best of 8, six alternated rounds: 0.82x.
 const NC: usize = 512;
+/// Row bands per thread in the row split: each band is a rayon task, so a thread that falls
+/// behind (a shared machine) has its last bands taken by the other; more bands than this
+/// only add fork/join overhead.
+const BANDS_PER_THREAD: usize = 4;
 /// Rows per block of a copied A band (a multiple of every MR: 12, 6, 4).
 const MC: usize = 144;
 /// Minimum work per parallel task; below it one thread does everything (rayon's fork/join
@@ -111,8 +120,13 @@ pub(super) fn run<S: RowSource>(
     let by_rows = m_tiles.div_ceil(tasks) * n_panels;
     let by_cols = m_tiles * n_panels.div_ceil(tasks);
     if by_rows <= by_cols {
-        // Row bands of whole tiles, each a disjoint chunk of C.
-        let band = m_tiles.div_ceil(tasks) * mr;
+        // Row bands of whole tiles, each a disjoint chunk of C; up to BANDS_PER_THREAD per
+        // thread while each keeps at least MIN_TASK_FLOPS.
+        let bands = (tasks * BANDS_PER_THREAD)
+            .min((flops / MIN_TASK_FLOPS) as usize)
+            .min(m_tiles)
+            .max(tasks);
+        let band = m_tiles.div_ceil(bands) * mr;
         return c
             .par_chunks_mut(band * ldc)
             .enumerate()

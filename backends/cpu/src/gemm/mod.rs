@@ -10,13 +10,14 @@
 //! identical for any thread count. Products of one to three rows (batch-1 dense layers) take
 //! a matrix-vector path instead (`gemv.rs`) that streams B once, split across threads along n,
 //! with the same bits as the driver. A 3x3 stride-1 convolution can also run as Winograd
-//! F(2x2, 3x3) (`winograd.rs`: 16 GEMMs on transformed tiles), when `KILN_WINOGRAD=1` asks
-//! for it. Kernels per ISA live in `avx512.rs`, `avx2.rs`, `portable.rs`; `unsafe` exists
+//! F(2x2, 3x3) (`winograd.rs`: 16 GEMMs on transformed tiles), which the plan picks where it
+//! was measured to win (many channels) and `KILN_WINOGRAD=0`/`1` turns off/on everywhere. Kernels per ISA live in `avx512.rs`, `avx2.rs`, `portable.rs`; `unsafe` exists
 //! only inside the two intrinsic kernels, behind `Tile::assert_valid` (the matrix-vector ones
 //! behind `gemv::assert_dots`).
 
 mod avx2;
 mod avx512;
+mod cache;
 mod conv;
 mod driver;
 mod epilogue;

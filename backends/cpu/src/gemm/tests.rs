@@ -284,6 +284,7 @@ fn gemm_results_do_not_depend_on_thread_count() {
             (1, 777, 3000),
             (3, 1001, 2100), // matrix-vector path, B over 8 MiB: split along n
             (49, 300, 1100),
+            (1000, 64, 576), // several row bands per thread
         ] {
             let a = values(1, m * k);
             let b_vals = values(2, k * n);

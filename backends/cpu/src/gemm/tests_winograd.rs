@@ -187,3 +187,80 @@ fn gemm_winograd_rejects_bad_calls() {
         "winograd: filter has 2303 values, expected 2304 for [3, 3, 16, 16]"
     );
 }
+
+#[test]
+fn gemm_winograd_default_channels_error_next_to_direct() {
+    // The channel counts the plan now sends to Winograd by default (see auto_min_channels):
+    // its error, measured against the f64 reference, next to the implicit GEMM's on the same
+    // convolution. Every output is also checked against the suite tolerance inside `run`.
+    use super::winograd::{auto_chosen, auto_min_channels};
+    // W3 (8x56x56x64: 6272 tiles) takes it, W2 (batch 1: 784 tiles) and 32 channels do not.
+    let g56 = ConvGeometry::new([56, 56], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    assert!(auto_chosen(&g56, 8, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 1, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 8, 32, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Avx512, true));
+    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Portable, false));
+    assert_eq!(auto_min_channels(Isa::Avx512, false), Some(64));
+    assert_eq!(auto_min_channels(Isa::Avx512, true), Some(128));
+    assert_eq!(auto_min_channels(Isa::Avx2Fma, false), Some(64));
+    assert_eq!(auto_min_channels(Isa::Portable, false), None);
+    for isa in Isa::supported() {
+        for (hw, ch) in [([9, 7], 64), ([6, 7], 128), ([5, 5], 256)] {
+            // Variant 7: no bias, no residual, no activation, so both compare raw sums.
+            let (wino_abs, wino_rel) = run(isa, 1, hw, ch, ch, Padding::Same, 7);
+            let (direct_abs, direct_rel) = direct_error(isa, hw, ch);
+            println!(
+                "{isa:?} {hw:?}x{ch}->{ch}: winograd max abs {wino_abs:e} rel {wino_rel:e}; \
+                 direct max abs {direct_abs:e} rel {direct_rel:e}"
+            );
+            // F(2x2,3x3) adds a few roundings per value: same order as the direct sum's.
+            assert!(wino_rel <= 10.0 * direct_rel.max(1e-7), "{isa:?} {ch}");
+        }
+    }
+}
+
+/// The implicit GEMM's largest absolute and relative error on the inputs `run` uses for
+/// variant 7 (no epilogue).
+fn direct_error(isa: Isa, hw: [usize; 2], ch: usize) -> (f64, f64) {
+    let [h, w] = hw;
+    let variant = 7u64;
+    let g = ConvGeometry::new(hw, [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    let input = values(variant + 3, h * w * ch);
+    let kdim = 9 * ch;
+    let filter = values(variant + 5, kdim * ch);
+    let packed = pack_b_for(isa, kdim, ch, &filter, false).unwrap();
+    let mut out = vec![0.0f32; h * w * ch];
+    conv2d_nhwc(
+        &input,
+        [1, h, w, ch],
+        &packed,
+        &g,
+        &mut out,
+        &Epilogue::none(),
+    )
+    .unwrap();
+    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+    for i in 0..h * w {
+        let (oy, ox) = (i / w, i % w);
+        for j in 0..ch {
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..kdim {
+                let (tap, ci) = (p / ch, p % ch);
+                let iy = (oy + tap / 3) as isize - g.pad_top as isize;
+                let ix = (ox + tap % 3) as isize - g.pad_left as isize;
+                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                    continue;
+                }
+                let t = input[(iy as usize * w + ix as usize) * ch + ci] as f64
+                    * filter[p * ch + j] as f64;
+                sum += t;
+                mag += t.abs();
+            }
+            let err = (out[i * ch + j] as f64 - sum).abs();
+            max_abs = max_abs.max(err);
+            max_rel = max_rel.max(err / mag.max(1e-30));
+        }
+    }
+    (max_abs, max_rel)
+}

@@ -15,6 +15,7 @@
 //! patch values outside the image; the output rows and columns a partial tile would spill
 //! past the edge are dropped.
 
+use super::cache::caches;
 use super::conv::ConvGeometry;
 use super::epilogue::Epilogue;
 use super::pack::PackedB;
@@ -25,9 +26,6 @@ use rayon::prelude::*;
 const POSITIONS: usize = 16;
 /// Channels a transform handles at once (fixed-size arrays the compiler vectorises).
 const LANES: usize = 8;
-/// Bytes of transformed inputs plus products one block of tiles may use (about an L2): fewer,
-/// larger GEMMs.
-const BLOCK_BYTES: usize = 1024 * 1024;
 
 /// A 3x3 filter transformed and packed for [`conv2d_winograd`]: one packed `[cin, cout]` B per
 /// position `e` of the 4x4 transformed tile.
@@ -67,15 +65,81 @@ pub fn winograd_applies(g: &ConvGeometry) -> bool {
 /// a micro-kernel tile, and the transforms' cost grows relative to the multiplies saved.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Whether the plan runs a convolution with `cin` input and `cout` output channels as
-/// Winograd: it applies, both channel counts reach [`WINOGRAD_MIN_CHANNELS`], and the
-/// environment variable `KILN_WINOGRAD` is `1` (read once per process). Off by default: on
-/// the 2-core AMD EPYC it was measured on (W2/W3, resnet block) it did not beat the implicit
-/// GEMM, because the transforms, compiled for baseline x86-64, cost as much as the GEMMs.
-pub fn winograd_chosen(g: &ConvGeometry, cin: usize, cout: usize) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled = *ENABLED.get_or_init(|| std::env::var("KILN_WINOGRAD").as_deref() == Ok("1"));
-    enabled && winograd_applies(g) && cin.min(cout) >= WINOGRAD_MIN_CHANNELS
+/// Whether the plan runs a convolution of a `batch`-image input with `cin` input and `cout`
+/// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
+/// `0` never, `1` whenever it applies and both channel counts reach [`WINOGRAD_MIN_CHANNELS`].
+/// Unset, the plan takes it where it was measured to win: both channel counts at least
+/// [`auto_min_channels`] for the detected kernels, and at least [`AUTO_MIN_TILES`] tiles.
+pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
+    static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    if !winograd_applies(g) {
+        return false;
+    }
+    match setting {
+        Some(true) => cin.min(cout) >= WINOGRAD_MIN_CHANNELS,
+        Some(false) => false,
+        None => auto_chosen(
+            g,
+            batch,
+            cin,
+            cout,
+            super::detect(),
+            super::isa::full_width_512(),
+        ),
+    }
+}
+
+/// The default choice of [`winograd_chosen`] (for a geometry Winograd applies to), for the
+/// kernels of `isa`.
+pub(crate) fn auto_chosen(
+    g: &ConvGeometry,
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    isa: Isa,
+    full_width_512: bool,
+) -> bool {
+    let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
+    auto_min_channels(isa, full_width_512)
+        .is_some_and(|min| cin.min(cout) >= min && tiles >= AUTO_MIN_TILES)
+}
+
+/// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
+/// Fewer tiles make few, small GEMMs over transformed weights 16/9 the size of the filter:
+/// too few blocks to keep both threads busy, and weights streamed for little work. In whole
+/// models on the 2-core EPYC (kiln bench, 2 threads, old/new alternated, medians) Winograd on
+/// every >= 64-channel 3x3 conv won at batch 8 (W3 8x56x56x64, 6272 tiles: 13.3 -> 10.2 ms;
+/// ResNet-18: 187 -> 145 ms) and did not at batch 1 (W2 1x56x56x64, 784 tiles: 1.30 -> 1.40
+/// ms; ResNet-18 and -50 no better).
+pub const AUTO_MIN_TILES: usize = 1024;
+
+/// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`
+/// (`full_width_512`: the AVX-512 FMAs run at full width, see [`super::isa::full_width_512`]);
+/// `None`: never by default.
+///
+/// It saves 2.25x of the GEMM's multiplies but adds the transforms (8 lanes, AVX2 where the
+/// kernels are), whose cost per output grows with `cin + cout` while the saving grows with
+/// `cin * cout`, so it pays from some channel count on, and later the faster the GEMM is.
+/// Measured on the 2-core EPYC (Zen 4, 512-bit FMAs on 256-bit units; examples/gemm_speed.rs,
+/// best of 10, one thread, three rounds, the direct convolution's FLOPs over each time, direct
+/// vs Winograd GFLOP/s): W2 1x56x56x64 99-105 vs 91-120, W3 8x56x56x64 97 vs 109-112,
+/// 1x13x13x64->256 104-109 vs 119-132, 1x28x28x128 108-112 vs 147-165, 1x14x14x256 109-114
+/// vs 185-199, 1x7x7x512 103-108 vs 112-132; 32 channels lose (16x32x32x32: 141 vs 84 with
+/// the transforms still in SSE). Where 512-bit FMAs run at full width (Intel Xeon, Zen 5) the
+/// GEMM is up to twice as fast per cycle while the transforms are not, so the threshold
+/// doubles (an estimate; not measured there). The portable kernels are never switched over by
+/// default: not measured.
+pub(crate) fn auto_min_channels(isa: Isa, full_width_512: bool) -> Option<usize> {
+    match isa {
+        Isa::Avx512 if full_width_512 => Some(128),
+        Isa::Avx512 | Isa::Avx2Fma => Some(64),
+        Isa::Portable => None,
+    }
 }
 
 /// Transforms the HWIO filter `w` (`[3, 3, cin, cout]` row-major) into `G g G^T` and packs it
@@ -183,9 +247,10 @@ pub fn conv2d_winograd(
     }
     epilogue.validate("winograd", m, cout)?;
     let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
-    // Blocks of whole tile rows: as many as fit BLOCK_BYTES, at least one row.
+    // Blocks of whole tile rows whose transformed inputs and products fill about the L2
+    // (fewer, larger GEMMs), at least one row.
     let per_tile = POSITIONS * (cin + cout) * 4;
-    let rows_per_block = (BLOCK_BYTES / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
+    let rows_per_block = (caches().l2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
     let band = 2 * rows_per_block * ow * cout;
     let shape = Shape {
         h,
@@ -259,8 +324,86 @@ fn run_block(
     let (cin, cout) = (s.cin, s.cout);
     scratch.v.resize(POSITIONS * tiles * cin, 0.0);
     scratch.m.resize(POSITIONS * tiles * cout, 0.0);
+    let wide = filter
+        .packed
+        .first()
+        .is_some_and(|p| p.isa() >= Isa::Avx2Fma);
+    let block = Block {
+        s,
+        img,
+        ty0,
+        tiles,
+        tiles_w,
+    };
+    transforms(wide, Transform::Input(&block, input, &mut scratch.v));
+    // 16 GEMMs: M_e = V_e x U_e.
+    for (e, ue) in filter.packed.iter().enumerate() {
+        let a = &scratch.v[e * tiles * cin..(e + 1) * tiles * cin];
+        let c = &mut scratch.m[e * tiles * cout..(e + 1) * tiles * cout];
+        sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())?;
+    }
+    transforms(wide, Transform::Output(&block, &scratch.m, epilogue, out));
+    Ok(())
+}
+
+/// One block of tiles: the image, its first tile row and its tile count.
+struct Block<'s> {
+    s: &'s Shape,
+    img: usize,
+    ty0: usize,
+    tiles: usize,
+    tiles_w: usize,
+}
+
+/// A transform pass of one block: the inputs into `V` (`[16, tiles, cin]`), or the products
+/// `M` (`[16, tiles, cout]`) through the epilogue into the output.
+enum Transform<'a> {
+    Input(&'a Block<'a>, &'a [f32], &'a mut [f32]),
+    Output(&'a Block<'a>, &'a [f32], &'a Epilogue<'a>, &'a mut [f32]),
+}
+
+/// Runs a transform pass, compiled for AVX2 when `wide` (the kernels are AVX2 or AVX-512, so
+/// the CPU has it): the 8-lane arrays then take one ymm operation instead of two SSE ones,
+/// which halves the transforms' share of a Winograd convolution. Same operations in the same
+/// order either way (no contraction into FMA), so the same bits.
+fn transforms(wide: bool, pass: Transform<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if wide && is_x86_feature_detected!("avx2") {
+        // SAFETY: the only requirement of a `target_feature` function is that the CPU has the
+        // feature, checked just above.
+        unsafe { transforms_avx2(pass) };
+        return;
+    }
+    let _ = wide;
+    transforms_any(pass);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn transforms_avx2(pass: Transform<'_>) {
+    transforms_any(pass);
+}
+
+#[inline(always)]
+fn transforms_any(pass: Transform<'_>) {
+    match pass {
+        Transform::Input(b, input, v) => transform_inputs(b, input, v),
+        Transform::Output(b, m, epilogue, out) => transform_outputs(b, m, epilogue, out),
+    }
+}
+
+/// Input transform: `V_e[t, ci] = (B^T d B)[e]` for tile `t`'s 4x4 patch `d`.
+#[inline(always)]
+fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
+    let Block {
+        s,
+        img,
+        ty0,
+        tiles,
+        tiles_w,
+    } = *b;
+    let cin = s.cin;
     let zeros = [0.0f32; LANES];
-    // Input transform: V_e[t, ci] = (B^T d B)[e] for tile t's 4x4 patch d.
     let image = &input[img * s.h * s.w * cin..(img + 1) * s.h * s.w * cin];
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
@@ -279,17 +422,24 @@ fn run_block(
             let v = input_transform(&d);
             for (e, ve) in v.iter().enumerate() {
                 let at = (e * tiles + t) * cin + c0;
-                copy_lanes(&mut scratch.v[at..at + len], &ve[..len]);
+                copy_lanes(&mut v_out[at..at + len], &ve[..len]);
             }
         }
     }
-    // 16 GEMMs: M_e = V_e x U_e.
-    for (e, ue) in filter.packed.iter().enumerate() {
-        let a = &scratch.v[e * tiles * cin..(e + 1) * tiles * cin];
-        let c = &mut scratch.m[e * tiles * cout..(e + 1) * tiles * cout];
-        sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())?;
-    }
-    // Output transform A^T M A, then the epilogue, for the output pixels inside the image.
+}
+
+/// Output transform `A^T M A`, then the epilogue, for the output pixels inside the image;
+/// `out` starts at output row `2 * ty0` of the image.
+#[inline(always)]
+fn transform_outputs(b: &Block<'_>, m: &[f32], epilogue: &Epilogue<'_>, out: &mut [f32]) {
+    let Block {
+        s,
+        img,
+        ty0,
+        tiles,
+        tiles_w,
+    } = *b;
+    let cout = s.cout;
     let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
@@ -298,7 +448,7 @@ fn run_block(
             let mut mt = [[0.0f32; LANES]; 16];
             for (e, me) in mt.iter_mut().enumerate() {
                 let at = (e * tiles + t) * cout + c0;
-                copy_lanes(&mut me[..len], &scratch.m[at..at + len]);
+                copy_lanes(&mut me[..len], &m[at..at + len]);
             }
             let y = output_transform(&mt);
             let mut bias = [0.0f32; LANES];
@@ -329,7 +479,6 @@ fn run_block(
             }
         }
     }
-    Ok(())
 }
 
 /// Copies up to `LANES` values; a full group is a fixed-size copy the compiler keeps in
