@@ -197,10 +197,10 @@ fn compose(in_dims: &[usize], steps: &[Step]) -> Option<Composed> {
                     while left > 1 {
                         let atom = flat.pop()?;
                         let s = size[atom];
-                        if left % s == 0 {
+                        if left.is_multiple_of(s) {
                             group.push(atom);
                             left /= s;
-                        } else if s % left == 0 {
+                        } else if s.is_multiple_of(left) {
                             // Split the atom into (outer s / left, inner left): in the input
                             // order and in the flattened current order alike.
                             let (outer, inner) = (size.len(), size.len() + 1);

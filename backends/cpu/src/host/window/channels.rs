@@ -296,6 +296,7 @@ impl ChannelWindow {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => unsafe { rows_avx512(&args, first, block) },
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
                 Isa::Avx2Fma => unsafe { rows_avx2(&args, first, block) },
                 _ => rows_portable(&args, first, block),
             }
@@ -452,6 +453,8 @@ fn channels<V: Lanes, V2: Lanes, V3: Lanes, const P: usize>(
 
 /// Channels `c0..c0 + Q * S::LANES` of `P` output pixels, accumulated in registers over the
 /// taps, then the bias and activation, then stored.
+// The accumulators and the filter vectors are indexed in step.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn block<S: Lanes, const Q: usize, const P: usize>(
     a: &Args,

@@ -95,38 +95,46 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub(in super::super) struct F32x4(__m128);
 
-    // SAFETY (every `unsafe` block below): the intrinsics need the type's ISA, which the
-    // enclosing `#[target_feature]` kernel enables and the caller checked at run time; loads
-    // and stores are unaligned and within the caller's contract.
+    // The comment above the impls, referred to by every `unsafe` block below: the intrinsics
+    // need the type's ISA, which the enclosing `#[target_feature]` kernel enables and the
+    // caller checked at run time; loads and stores are unaligned and within the caller's
+    // contract.
     impl Lanes for F32x16 {
         const LANES: usize = 16;
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm512_set1_ps(v) })
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm512_loadu_ps(p) })
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
+            // SAFETY: see the comment above the impls.
             unsafe { _mm512_storeu_ps(p, self.0) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm512_add_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm512_mul_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm512_div_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn max_nan(self, x: Self) -> Self {
             // maxps(x, acc) yields acc when either is NaN; a NaN x is put back.
+            // SAFETY: see the comment above the impls.
             unsafe {
                 let m = _mm512_max_ps(x.0, self.0);
                 let x_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x.0, x.0);
@@ -135,6 +143,7 @@ mod x86 {
         }
         #[inline(always)]
         fn clamp(self, lo: Self, hi: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             unsafe { Self(_mm512_min_ps(hi.0, _mm512_max_ps(lo.0, self.0))) }
         }
     }
@@ -143,30 +152,37 @@ mod x86 {
         const LANES: usize = 8;
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm256_set1_ps(v) })
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm256_loadu_ps(p) })
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
+            // SAFETY: see the comment above the impls.
             unsafe { _mm256_storeu_ps(p, self.0) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm256_add_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm256_mul_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm256_div_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn max_nan(self, x: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             unsafe {
                 let m = _mm256_max_ps(x.0, self.0);
                 let x_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x.0, x.0);
@@ -175,6 +191,7 @@ mod x86 {
         }
         #[inline(always)]
         fn clamp(self, lo: Self, hi: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             unsafe { Self(_mm256_min_ps(hi.0, _mm256_max_ps(lo.0, self.0))) }
         }
     }
@@ -183,31 +200,38 @@ mod x86 {
         const LANES: usize = 4;
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm_set1_ps(v) })
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm_loadu_ps(p) })
         }
         #[inline(always)]
         unsafe fn store(self, p: *mut f32) {
+            // SAFETY: see the comment above the impls.
             unsafe { _mm_storeu_ps(p, self.0) }
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm_add_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm_mul_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             Self(unsafe { _mm_div_ps(self.0, o.0) })
         }
         #[inline(always)]
         fn max_nan(self, x: Self) -> Self {
             // SSE2 has no blendv: select with and/andnot/or.
+            // SAFETY: see the comment above the impls.
             unsafe {
                 let m = _mm_max_ps(x.0, self.0);
                 let x_nan = _mm_cmpunord_ps(x.0, x.0);
@@ -216,6 +240,7 @@ mod x86 {
         }
         #[inline(always)]
         fn clamp(self, lo: Self, hi: Self) -> Self {
+            // SAFETY: see the comment above the impls.
             unsafe { Self(_mm_min_ps(hi.0, _mm_max_ps(lo.0, self.0))) }
         }
     }
