@@ -474,6 +474,9 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
     let x = a.x.as_ptr();
     let w = a.filter.as_ptr();
     let mut acc = [[S::splat(0.0); Q]; P];
+    // The average's cell count, applied with the epilogue (a loop over the accumulators
+    // here made the compiler keep them in memory).
+    let mut divisor = None;
     match a.win.op {
         ChannelOp::Depthwise => {
             for &(xo, wo) in at.taps {
@@ -514,10 +517,7 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
                     }
                 }
             }
-            let count = S::splat(at.taps.len() as f32);
-            for v in acc.iter_mut().flatten() {
-                *v = v.div(count);
-            }
+            divisor = Some(S::splat(at.taps.len() as f32));
         }
     }
     let bias: Option<[S; Q]> = a.bias.map(|b| {
@@ -528,6 +528,9 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
     for (p, acc) in acc.iter().enumerate() {
         for q in 0..Q {
             let mut v = acc[q];
+            if let Some(d) = divisor {
+                v = v.div(d);
+            }
             if let Some(b) = bias {
                 v = v.add(b[q]);
             }
