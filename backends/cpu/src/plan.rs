@@ -12,6 +12,8 @@
 //!   [`crate::host`] kernels (rare ops, ops on bool or integer values, or ones whose run can
 //!   fail on data, like a gather index), and so are the backward window ops (their
 //!   convolution contractions on the GEMM micro-kernels);
+//! - NHWC depthwise convolutions (multiplier 1) and pools with at least 8 channels run
+//!   [`host::ChannelWindow`] (full-width vectors across channels, bias and clamp folded);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
