@@ -354,3 +354,65 @@ fn loss_additions_agree() {
     report("loss additions", &tally);
     tally.check([23, 24, 25], 20, 0.8).unwrap();
 }
+
+/// Channel shuffles as ONNX imports them (NCHW transposes around a group swap, which the CPU
+/// pipeline composes into one transpose after making the graph NHWC) and other transpose /
+/// reshape chains, with the depthwise convs and pools of ShuffleNet-like blocks on odd channel
+/// counts (the channel-vectorised window kernels): every backend agrees with the unoptimised
+/// reference.
+#[test]
+fn channel_shuffles_and_window_blocks_agree() {
+    use kiln::PoolAttrs;
+    // (NHWC dims, groups)
+    let shuffles = [
+        ([1, 5, 6, 12], 3),
+        ([2, 4, 3, 10], 2),
+        ([1, 7, 7, 45], 5),
+        ([1, 3, 3, 8], 4),
+    ];
+    for (i, &(d, groups)) in shuffles.iter().enumerate() {
+        let [n, h, w, c] = d;
+        let mut g = Graph::new();
+        let x = g.input("x", Shape::known(&[n, c, h, w])).unwrap();
+        // NCHW as imported: conv-like producer, shuffle, depthwise consumer.
+        let nhwc = g.transpose(x, &[0, 2, 3, 1]).unwrap();
+        let r = g.relu(nhwc).unwrap();
+        let nchw = g.transpose(r, &[0, 3, 1, 2]).unwrap();
+        let (n, c, h, w) = (n as i64, c as i64, h as i64, w as i64);
+        let grouped = g.reshape(nchw, &[n, groups, c / groups, h, w]).unwrap();
+        let swapped = g.transpose(grouped, &[0, 2, 1, 3, 4]).unwrap();
+        let back = g.reshape(swapped, &[n, c, h, w]).unwrap();
+        let hwc = g.transpose(back, &[0, 2, 3, 1]).unwrap();
+        let k = Tensor::normal(&[3, 3, c as usize, 1], 0.0, 0.5, i as u64);
+        let k = g.constant("k", k).unwrap();
+        let dw = g
+            .depthwise_conv2d(hwc, k, ConvAttrs::same().strides(1 + i % 2, 1 + i % 2))
+            .unwrap();
+        let b = g
+            .constant("b", Tensor::uniform(&[c as usize], -1.0, 1.0, 9))
+            .unwrap();
+        let biased = g.bias_add(dw, b).unwrap();
+        let act = g.relu6(biased).unwrap();
+        let mp = g
+            .max_pool(act, PoolAttrs::new(3, 2, Padding::Same))
+            .unwrap();
+        let ap = g
+            .avg_pool(hwc, PoolAttrs::new(2, 1, Padding::Valid))
+            .unwrap();
+        let ap = g.reduce_sum(ap, &[1, 2], true).unwrap();
+        let y = g.add(mp, ap).unwrap();
+        let input = Tensor::uniform(&[d[0], d[3], d[1], d[2]], -2.0, 2.0, 50 + i as u64);
+        agree(&g, &[(x, &input)], y).unwrap_or_else(|e| panic!("shuffle case {i}: {e}"));
+    }
+    // Chains that do not compose evenly (4 x 6 read as 6 x 4), and whose intermediate is
+    // also an output.
+    let mut g = Graph::new();
+    let x = g.input("x", Shape::known(&[6, 4])).unwrap();
+    let a = g.transpose(x, &[1, 0]).unwrap();
+    let b = g.reshape(a, &[6, 4]).unwrap();
+    let c = g.transpose(b, &[1, 0]).unwrap();
+    let y = g.reshape(c, &[2, 12]).unwrap();
+    let input = Tensor::uniform(&[6, 4], -2.0, 2.0, 3);
+    agree(&g, &[(x, &input)], y).unwrap();
+    agree(&g, &[(x, &input)], b).unwrap();
+}

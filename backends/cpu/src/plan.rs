@@ -12,6 +12,8 @@
 //!   [`crate::host`] kernels (rare ops, ops on bool or integer values, or ones whose run can
 //!   fail on data, like a gather index), and so are the backward window ops (their
 //!   convolution contractions on the GEMM micro-kernels);
+//! - NHWC depthwise convolutions (multiplier 1) and pools with at least 8 channels run
+//!   [`host::ChannelWindow`] (full-width vectors across channels, bias and clamp folded);
 //! - every other op is a Cranelift kernel from [`crate::codegen`], specialised to the shapes.
 
 use crate::codegen;
@@ -133,6 +135,19 @@ pub enum Stage {
     },
     /// A plain Rust kernel (see [`crate::host`]); its epilogue, if any, is a separate stage.
     Host(HostKernel),
+    /// An NHWC depthwise conv or pool vectorised across channels ([`host::ChannelWindow`]).
+    Window {
+        /// Shapes and op.
+        window: host::ChannelWindow,
+        /// Input `[n, h, w, c]`.
+        input: BufferId,
+        /// Depthwise filter `[kh, kw, c, 1]`.
+        filter: Option<BufferId>,
+        /// Output `[n, oh, ow, c]`.
+        out: BufferId,
+        /// Folded bias/activation.
+        epilogue: FusedEpilogue,
+    },
 }
 
 /// How a range-taking kernel's work divides over threads.
@@ -209,9 +224,12 @@ pub fn plan(program: &Program) -> Result<Plan> {
         let mut epilogue_fused = false;
         let host = match contraction(program, kernel, &packing).map_err(err)? {
             Some(found) => Some(found),
-            None => HostKernel::plan(program, kernel)
-                .map_err(err)?
-                .map(|h| (Stage::Host(h), false)),
+            None => match channel_window(program, kernel).map_err(err)? {
+                Some(found) => Some(found),
+                None => HostKernel::plan(program, kernel)
+                    .map_err(err)?
+                    .map(|h| (Stage::Host(h), false)),
+            },
         };
         match (host, &kernel.main) {
             (Some((stage, fused)), _) => {
@@ -540,6 +558,29 @@ fn contraction(
         }
         _ => Ok(None),
     }
+}
+
+/// The channel-vectorised stage of an NHWC depthwise conv or pool ([`host::ChannelWindow`]),
+/// with its bias and activation folded when they fit; `None` for other kernels.
+fn channel_window(program: &Program, kernel: &Kernel) -> Result<Option<(Stage, bool)>, String> {
+    let Some(window) = host::ChannelWindow::of(program, kernel)? else {
+        return Ok(None);
+    };
+    // The bias is read as `c` values and only clamps are applied in registers; any other
+    // epilogue stays a separate stage.
+    let folded = fold_epilogue(program, kernel, false).filter(|f| {
+        f.bias.is_none_or(|b| program.buffer(b).numel() == window.c)
+            && (f.activation == Activation::None || f.activation.bounds().is_some())
+    });
+    let filter = (window.op == host::ChannelOp::Depthwise).then(|| kernel.inputs[1]);
+    let stage = Stage::Window {
+        window,
+        input: kernel.inputs[0],
+        filter,
+        out: kernel.output,
+        epilogue: folded.unwrap_or_default(),
+    };
+    Ok(Some((stage, folded.is_some())))
 }
 
 /// Runs `work`, adding its wall time to `total`.

@@ -455,6 +455,19 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                 &ep,
             )
         }
+        Stage::Window {
+            window,
+            input,
+            filter,
+            out,
+            epilogue,
+        } => window.run(
+            b.f32s(*input),
+            filter.map(|f| b.f32s(f)),
+            epilogue.bias.map(|id| b.f32s(id)),
+            epilogue.activation,
+            b.f32s_mut(*out),
+        ),
         Stage::Host(kernel) => {
             let inputs = kernel
                 .inputs

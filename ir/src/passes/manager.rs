@@ -10,6 +10,7 @@
 //! graph text after chosen passes are returned in a [`PipelineReport`] (what `kiln explain` and
 //! `--print-after` show).
 
+use super::compose_movement::ComposeMovement;
 use super::eliminate_common_subexpressions::EliminateCommonSubexpressions;
 use super::eliminate_dead_code::EliminateDeadCode;
 use super::fold_batch_norm::FoldBatchNorm;
@@ -134,10 +135,12 @@ impl Pipeline {
     }
 
     /// A code-generating backend's pipeline: the generic passes, then layout selection for
-    /// `prefer` and fusion (after folding, so they work on what is left to compute).
+    /// `prefer`, composition of the transpose chains it leaves (channel shuffles) and fusion
+    /// (after folding, so they work on what is left to compute).
     pub fn codegen(name: &'static str, prefer: DataFormat) -> Pipeline {
         let mut p = Pipeline::generic(name);
         p.passes.push(Box::new(SelectLayout { prefer }));
+        p.passes.push(Box::new(ComposeMovement));
         p.passes.push(Box::new(FuseEpilogues));
         p.passes.push(Box::new(FuseElementwise));
         p

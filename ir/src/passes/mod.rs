@@ -6,6 +6,7 @@
 //! logged in the [`PassContext`] so `kiln explain` can show it. Graph outputs keep their names:
 //! rewrites go through [`crate::Graph::substitute`].
 
+pub mod compose_movement;
 pub mod eliminate_common_subexpressions;
 pub mod eliminate_dead_code;
 pub mod fold_batch_norm;
@@ -18,6 +19,7 @@ mod rewrite;
 pub mod select_layout;
 pub mod simplify_algebra;
 
+pub use compose_movement::ComposeMovement;
 pub use eliminate_common_subexpressions::EliminateCommonSubexpressions;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fuse_elementwise::FuseElementwise;

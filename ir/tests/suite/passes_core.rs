@@ -6,8 +6,8 @@
 use crate::passes_common;
 
 use kiln_ir::passes::{
-    EliminateCommonSubexpressions, EliminateDeadCode, Pass, PassContext, Pipeline, PipelineOptions,
-    PrintAfter, manager::MAX_ROUNDS,
+    ComposeMovement, EliminateCommonSubexpressions, EliminateDeadCode, Pass, PassContext, Pipeline,
+    PipelineOptions, PrintAfter, manager::MAX_ROUNDS,
 };
 use kiln_ir::{Graph, Op, Result, UnaryOp};
 use passes_common::*;
@@ -41,6 +41,11 @@ fn eliminate_dead_code_golden() {
 #[test]
 fn eliminate_common_subexpressions_golden() {
     golden_pass(&EliminateCommonSubexpressions);
+}
+
+#[test]
+fn compose_movement_golden() {
+    golden_pass(&ComposeMovement);
 }
 
 /// The log of one golden file's run through `pass`.

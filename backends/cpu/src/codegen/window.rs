@@ -1,5 +1,7 @@
 //! Main-stage kernels of the window ops: `conv2d` (direct convolution), `depthwise_conv2d`,
-//! `max_pool`, `avg_pool`, specialised to exact shapes.
+//! `max_pool`, `avg_pool`, specialised to exact shapes. NHWC depthwise convolutions with
+//! multiplier 1 and NHWC pools with 8 or more channels do not come here: the planner runs them
+//! on `host::ChannelWindow` (wider vectors than Cranelift's f32x4, and no code to generate).
 //!
 //! Conv and pool kernels walk the output rows `r` in `0..n*out_h` (`n = r / out_h`,
 //! `oy = r % out_h`). Rows and columns whose taps all lie inside the input (the interior,

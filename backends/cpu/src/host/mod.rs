@@ -32,6 +32,8 @@ mod reduce;
 mod state;
 mod window;
 
+pub use window::{ChannelOp, ChannelWindow};
+
 use kiln_ir::lower::axis_index;
 use kiln_ir::op::{CompareOp, LogicalOp, Op};
 use kiln_ir::program::{BufferId, Kernel, Program};

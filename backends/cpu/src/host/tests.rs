@@ -63,6 +63,7 @@ fn stage_kind(s: &Stage) -> &'static str {
         Stage::Conv { .. } => "conv",
         Stage::Winograd { .. } => "winograd",
         Stage::Host(_) => "host",
+        Stage::Window { .. } => "window",
     }
 }
 

@@ -3,10 +3,15 @@
 //! definition: output channel `o` of group `g = o / (cout / groups)` sums input channels
 //! `g * cin .. (g + 1) * cin` against filter `[.., .., c, o]`. The padding arithmetic is
 //! kiln-ir's [`window_dim`], shared with inference and the reference evaluator.
+//!
+//! `channels.rs` holds the NHWC depthwise conv and pools vectorised across channels.
 
+mod channels;
 mod conv_backprop;
+mod lanes;
 mod pool_grad;
 
+pub use channels::{ChannelOp, ChannelWindow};
 pub(super) use conv_backprop::{conv2d_backprop_filter, conv2d_backprop_input};
 pub(super) use pool_grad::{avg_pool_grad, max_pool_grad};
 

@@ -1,0 +1,722 @@
+//! NHWC `depthwise_conv2d` (multiplier 1), `max_pool` and `avg_pool` vectorised across the
+//! contiguous channel axis with the widest vectors the CPU has, the bias and activation applied
+//! before the store, output rows split across threads.
+//!
+//! These kernels are memory-bound (one multiply-add, max or add per loaded input value), so
+//! what matters is one full-width load per input vector and nothing else: for each output
+//! pixel, the valid taps are listed once (their input and filter offsets), then every block
+//! of channels runs over that list with its accumulators in registers. Blocks are fixed-size
+//! arrays (`[f32; N]`) whose loops LLVM turns into vector code for the ISA the enclosing
+//! `#[target_feature]` function enables: `N` = 64 channels (four zmm registers) under
+//! AVX-512, 32 (four ymm) under AVX2, 16 (four xmm) for the portable baseline; the channels
+//! left over run in blocks of 16, 8, 4 and 1. Four accumulator vectors hide the latency of the
+//! adds; more would not fit beside the loaded values on the 16-register ISAs.
+//!
+//! Border pixels list only their in-bounds taps (padded cells never count: not in a max, not
+//! in an average's divisor, as the reference evaluator and TensorFlow do), so no read is ever
+//! outside the input. A pool window made only of padding is rejected when planning.
+//!
+//! Numerics match the generated window kernels: taps summed in (ky, kx) order from 0.0 with
+//! separate multiply and add, `acc + bias` then the activation; max propagates NaN (a NaN
+//! input or accumulator wins); the average divides by the number of unpadded cells.
+
+use super::lanes::Lanes;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{F32x4, F32x8, F32x16};
+use crate::gemm::{Activation, Isa};
+use kiln_ir::DType;
+use kiln_ir::infer::window_dim;
+use kiln_ir::op::{DataFormat, Op};
+use kiln_ir::program::{Kernel, Program};
+use kiln_ir::shape::fmt_dims;
+use rayon::prelude::*;
+
+/// Which window computation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelOp {
+    /// Depthwise convolution with channel multiplier 1 (filter `[kh, kw, c, 1]`).
+    Depthwise,
+    /// Max pool.
+    Max,
+    /// Average pool over the unpadded cells.
+    Avg,
+}
+
+/// Shapes of one NHWC window kernel, checked against its buffers when planned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelWindow {
+    /// What it computes.
+    pub op: ChannelOp,
+    /// Batch, input height, width and channels.
+    pub n: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Channels (input = output).
+    pub c: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+    /// Window height and width.
+    pub k: [usize; 2],
+    /// Strides (height, width).
+    pub s: [usize; 2],
+    /// Dilations (height, width).
+    pub d: [usize; 2],
+    /// Padding before the first row and column.
+    pub pad: [usize; 2],
+}
+
+/// Fewer channels than this stay on the generated kernels: per-tap bookkeeping would outweigh
+/// a block of channels narrower than one vector (RGB pools, single-channel images).
+const MIN_CHANNELS: usize = 8;
+
+impl ChannelWindow {
+    /// The window of an NHWC depthwise (multiplier 1) / max / avg pool kernel on f32 buffers
+    /// with at least [`MIN_CHANNELS`] channels, or `None` for other kernels (which keep the
+    /// generated path). An error names the shapes when they disagree with the op.
+    pub fn of(program: &Program, kernel: &Kernel) -> Result<Option<ChannelWindow>, String> {
+        let (op, k, s, d, padding, format) = match &kernel.main {
+            Some(Op::DepthwiseConv2d(a)) => {
+                let wd = &program.buffer(kernel.inputs[1]).dims;
+                if wd.len() != 4 || wd[3] != 1 {
+                    return Ok(None);
+                }
+                (
+                    ChannelOp::Depthwise,
+                    [wd[0], wd[1]],
+                    a.strides,
+                    a.dilations,
+                    a.padding,
+                    a.data_format,
+                )
+            }
+            Some(Op::MaxPool(a)) => (
+                ChannelOp::Max,
+                a.ksize,
+                a.strides,
+                [1, 1],
+                a.padding,
+                a.data_format,
+            ),
+            Some(Op::AvgPool(a)) => (
+                ChannelOp::Avg,
+                a.ksize,
+                a.strides,
+                [1, 1],
+                a.padding,
+                a.data_format,
+            ),
+            _ => return Ok(None),
+        };
+        let all_f32 = kernel
+            .inputs
+            .iter()
+            .chain([&kernel.output])
+            .all(|&b| program.buffer(b).dtype == DType::F32);
+        if format != DataFormat::Nhwc || !all_f32 {
+            return Ok(None);
+        }
+        let xd = &program.buffer(kernel.inputs[0]).dims;
+        let &[n, h, w, c] = xd.as_slice() else {
+            return Ok(None);
+        };
+        if c < MIN_CHANNELS {
+            return Ok(None);
+        }
+        let ctx = |m: String| format!("input {}: {m}", fmt_dims(xd));
+        if op == ChannelOp::Depthwise {
+            let wd = &program.buffer(kernel.inputs[1]).dims;
+            if wd[2] != c {
+                return Err(ctx(format!(
+                    "filter {} expects {} channels",
+                    fmt_dims(wd),
+                    wd[2]
+                )));
+            }
+        }
+        let wy = window_dim(h, k[0], s[0], d[0], padding, 0).map_err(ctx)?;
+        let wx = window_dim(w, k[1], s[1], d[1], padding, 1).map_err(ctx)?;
+        let od = &program.buffer(kernel.output).dims;
+        if od.as_slice() != [n, wy.out, wx.out, c] {
+            return Err(ctx(format!(
+                "output buffer is {} but the op produces {}",
+                fmt_dims(od),
+                fmt_dims(&[n, wy.out, wx.out, c])
+            )));
+        }
+        let win = ChannelWindow {
+            op,
+            n,
+            h,
+            w,
+            c,
+            oh: wy.out,
+            ow: wx.out,
+            k,
+            s,
+            d,
+            pad: [wy.pad_before, wx.pad_before],
+        };
+        if op != ChannelOp::Depthwise && win.has_empty_window() {
+            return Err(ctx(format!(
+                "a pooling window covers only padding (window {}x{}, padding {padding:?})",
+                k[0], k[1]
+            )));
+        }
+        Ok(Some(win))
+    }
+
+    /// Whether some output position's window lies wholly in the padding (only the first or
+    /// last position of an axis can).
+    fn has_empty_window(&self) -> bool {
+        let empty = |axis: usize, input: usize, out: usize| {
+            out > 0
+                && [0, out - 1]
+                    .iter()
+                    .any(|&o| self.taps(axis, o, input).next().is_none())
+        };
+        self.n * self.c > 0 && (empty(0, self.h, self.oh) || empty(1, self.w, self.ow))
+    }
+
+    /// `(tap, input coordinate)` of the in-bounds taps of output position `o` on `axis`.
+    fn taps(&self, axis: usize, o: usize, input: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (s, d, pad) = (self.s[axis], self.d[axis], self.pad[axis]);
+        (0..self.k[axis]).filter_map(move |t| {
+            (o * s + t * d)
+                .checked_sub(pad)
+                .filter(|&i| i < input)
+                .map(|i| (t, i))
+        })
+    }
+
+    fn numel(&self, rows: usize, cols: usize) -> Option<usize> {
+        self.n
+            .checked_mul(rows)?
+            .checked_mul(cols)?
+            .checked_mul(self.c)
+    }
+
+    /// Multiply-adds, maxes or adds of the whole kernel (to decide whether to split it).
+    pub fn work(&self) -> u64 {
+        let taps = (self.k[0] * self.k[1]) as u64;
+        (self.numel(self.oh, self.ow).unwrap_or(0) as u64).saturating_mul(taps)
+    }
+
+    /// Computes `out = act(window(x, filter) + bias)` with the ISA [`crate::gemm::detect`]
+    /// (`act` a clamp: none, relu, relu6, clamp)
+    /// chose. `filter` (`[kh, kw, c, 1]`) is for depthwise only; `bias` has `c` values.
+    pub fn run(
+        &self,
+        x: &[f32],
+        filter: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        self.run_with(crate::gemm::detect(), x, filter, bias, act, out)
+    }
+
+    /// [`Self::run`] with a given ISA (which must be supported; tests run every one).
+    pub fn run_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        filter: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let bad = |why: String| {
+            Err(format!(
+                "{:?} window over NHWC {}: {why}",
+                self.op,
+                fmt_dims(&[self.n, self.h, self.w, self.c])
+            ))
+        };
+        if !isa.is_supported() {
+            return bad(format!("this CPU cannot run {}", isa.name()));
+        }
+        let (Some(xn), Some(on)) = (self.numel(self.h, self.w), self.numel(self.oh, self.ow))
+        else {
+            return bad("sizes overflow".into());
+        };
+        if x.len() != xn || out.len() != on {
+            return bad(format!(
+                "expected {xn} input and {on} output values, got {} and {}",
+                x.len(),
+                out.len()
+            ));
+        }
+        let wn = self.k[0] * self.k[1] * self.c;
+        let filter = match (self.op, filter) {
+            (ChannelOp::Depthwise, Some(f)) if f.len() == wn => f,
+            (ChannelOp::Depthwise, f) => {
+                return bad(format!(
+                    "expected a filter of {wn} values, got {:?}",
+                    f.map(<[f32]>::len)
+                ));
+            }
+            (_, _) => &[],
+        };
+        if let Some(b) = bias
+            && b.len() != self.c
+        {
+            return bad(format!("expected {} bias values, got {}", self.c, b.len()));
+        }
+        if act != Activation::None && act.bounds().is_none() {
+            return bad(format!("{act:?} is not fused here (only clamps are)"));
+        }
+        if on == 0 {
+            return Ok(());
+        }
+        let row_len = self.ow * self.c;
+        let out_rows = self.n * self.oh;
+        let threads = rayon::current_num_threads();
+        // Four chunks a thread, as the runtime splits generated kernels: with one a thread, a
+        // thread that starts late (woken, or preempted on a shared machine) delays the whole
+        // kernel; with more, the others steal its rows (measured on SqueezeNet's first
+        // max_pool at 2 threads: 1.4x slower in the model with two chunks than with eight).
+        let chunks = if self.work() >= crate::runtime::PARALLEL_MIN_WORK && threads > 1 {
+            (threads * 4).min(out_rows)
+        } else {
+            1
+        };
+        let per_chunk = out_rows.div_ceil(chunks);
+        let args = Args {
+            win: self,
+            x,
+            filter,
+            bias,
+            act,
+        };
+        let run_rows = |(i, block): (usize, &mut [f32])| {
+            let first = i * per_chunk;
+            match isa {
+                // SAFETY: `isa.is_supported()` was checked above, so the CPU has the features
+                // these functions are compiled for.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { rows_avx512(&args, first, block) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Isa::Avx2Fma => unsafe { rows_avx2(&args, first, block) },
+                _ => rows_portable(&args, first, block),
+            }
+        };
+        if chunks == 1 {
+            run_rows((0, out));
+        } else {
+            out.par_chunks_mut(per_chunk * row_len)
+                .enumerate()
+                .for_each(run_rows);
+        }
+        Ok(())
+    }
+}
+
+/// What every row of one run shares.
+struct Args<'a> {
+    win: &'a ChannelWindow,
+    x: &'a [f32],
+    filter: &'a [f32],
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn rows_avx512(a: &Args, first: usize, out: &mut [f32]) {
+    rows::<F32x16, F32x8, F32x4>(a, first, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rows_avx2(a: &Args, first: usize, out: &mut [f32]) {
+    rows::<F32x8, F32x4, F32x4>(a, first, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn rows_portable(a: &Args, first: usize, out: &mut [f32]) {
+    rows::<F32x4, F32x4, F32x4>(a, first, out);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn rows_portable(a: &Args, first: usize, out: &mut [f32]) {
+    rows::<f32, f32, f32>(a, first, out);
+}
+
+/// Adjacent interior output pixels computed together: four independent accumulator chains
+/// per channel vector (the adds' latency hidden) sharing each filter vector's load.
+const GROUP: usize = 4;
+
+/// Output rows `first..` (`n * oh + oy` numbering), as many as `out` holds, with vectors `V`
+/// and, for the channels left over, the narrower `V2` and `V3`, then scalars.
+#[inline(always)]
+fn rows<V: Lanes, V2: Lanes, V3: Lanes>(a: &Args, first: usize, out: &mut [f32]) {
+    let win = a.win;
+    let c = win.c;
+    // Output columns whose every column tap is inside the input share one tap list per row,
+    // relative to the pixel's first tap column; border columns list their own.
+    let (sw, dw, pl) = (win.s[1], win.d[1], win.pad[1]);
+    let inner = |ox: usize| ox * sw >= pl && ox * sw - pl + (win.k[1] - 1) * dw < win.w;
+    // (input offset, filter offset) of each in-bounds tap.
+    let mut row_taps: Vec<(usize, usize)> = Vec::with_capacity(win.k[0] * win.k[1]);
+    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(win.k[0] * win.k[1]);
+    for (i, row) in out.chunks_exact_mut(win.ow * c).enumerate() {
+        let r = first + i;
+        let (b, oy) = (r / win.oh, r % win.oh);
+        let image = b * win.h * win.w * c;
+        row_taps.clear();
+        for (ky, iy) in win.taps(0, oy, win.h) {
+            for kx in 0..win.k[1] {
+                row_taps.push(((iy * win.w + kx * dw) * c, (ky * win.k[1] + kx) * c));
+            }
+        }
+        let mut ox = 0;
+        while ox < win.ow {
+            let px = &mut row[ox * c..];
+            if inner(ox) && ox + GROUP <= win.ow && inner(ox + GROUP - 1) {
+                let at = Pixels {
+                    base: image + (ox * sw - pl) * c,
+                    step: sw * c,
+                    taps: &row_taps,
+                };
+                channels::<V, V2, V3, GROUP>(a, &at, &mut px[..GROUP * c]);
+                ox += GROUP;
+                continue;
+            }
+            let at = if inner(ox) {
+                Pixels {
+                    base: image + (ox * sw - pl) * c,
+                    step: 0,
+                    taps: &row_taps,
+                }
+            } else {
+                taps.clear();
+                for (ky, iy) in win.taps(0, oy, win.h) {
+                    for (kx, ix) in win.taps(1, ox, win.w) {
+                        taps.push(((iy * win.w + ix) * c, (ky * win.k[1] + kx) * c));
+                    }
+                }
+                Pixels {
+                    base: image,
+                    step: 0,
+                    taps: &taps,
+                }
+            };
+            channels::<V, V2, V3, 1>(a, &at, &mut px[..c]);
+            ox += 1;
+        }
+    }
+}
+
+/// `P` output pixels sharing one tap list: pixel `p`'s tap `t` reads input offset
+/// `base + p * step + taps[t].0` and filter offset `taps[t].1`.
+struct Pixels<'a> {
+    base: usize,
+    step: usize,
+    taps: &'a [(usize, usize)],
+}
+
+/// Every channel of `P` adjacent output pixels (`out` holds their `P * c` values), in blocks
+/// that keep four accumulator vectors busy: 4 `V` per pixel when alone, else one `V`; then
+/// `V2`, `V3` and scalars for the channels left over.
+#[inline(always)]
+fn channels<V: Lanes, V2: Lanes, V3: Lanes, const P: usize>(
+    a: &Args,
+    at: &Pixels,
+    out: &mut [f32],
+) {
+    let c = a.win.c;
+    let mut c0 = 0;
+    if P == 1 {
+        while c0 + 4 * V::LANES <= c {
+            block::<V, 4, P>(a, at, c0, out);
+            c0 += 4 * V::LANES;
+        }
+    }
+    while c0 + V::LANES <= c {
+        block::<V, 1, P>(a, at, c0, out);
+        c0 += V::LANES;
+    }
+    while c0 + V2::LANES <= c {
+        block::<V2, 1, P>(a, at, c0, out);
+        c0 += V2::LANES;
+    }
+    while c0 + V3::LANES <= c {
+        block::<V3, 1, P>(a, at, c0, out);
+        c0 += V3::LANES;
+    }
+    while c0 < c {
+        block::<f32, 1, P>(a, at, c0, out);
+        c0 += 1;
+    }
+}
+
+/// Channels `c0..c0 + Q * S::LANES` of `P` output pixels, accumulated in registers over the
+/// taps, then the bias and activation, then stored.
+// The accumulators and the filter vectors are indexed in step.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn block<S: Lanes, const Q: usize, const P: usize>(
+    a: &Args,
+    at: &Pixels,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let (c, l) = (a.win.c, S::LANES);
+    assert!(
+        c0 + Q * l <= c && out.len() >= P * c,
+        "channel block past the pixel"
+    );
+    // Unchecked reads: every tap lies inside the image (`ChannelWindow::taps` keeps
+    // coordinates in `0..h` / `0..w`; `rows` groups only interior columns), `run_with`
+    // checked `x`, `filter` and `bias` against the shapes, and the block ends within `c`.
+    // Bounds checks per vector would cost more than the arithmetic.
+    let x = a.x.as_ptr();
+    let w = a.filter.as_ptr();
+    let mut acc = [[S::splat(0.0); Q]; P];
+    // The average's cell count, applied with the epilogue (a loop over the accumulators
+    // here made the compiler keep them in memory).
+    let mut divisor = None;
+    match a.win.op {
+        ChannelOp::Depthwise => {
+            for &(xo, wo) in at.taps {
+                // SAFETY: see above.
+                let wv: [S; Q] =
+                    std::array::from_fn(|q| unsafe { S::load(w.add(wo + c0 + q * l)) });
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let xp = at.base + p * at.step + xo + c0;
+                    for q in 0..Q {
+                        // SAFETY: see above.
+                        let xv = unsafe { S::load(x.add(xp + q * l)) };
+                        acc[q] = acc[q].add(xv.mul(wv[q]));
+                    }
+                }
+            }
+        }
+        ChannelOp::Max => {
+            acc = [[S::splat(f32::NEG_INFINITY); Q]; P];
+            for &(xo, _) in at.taps {
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let xp = at.base + p * at.step + xo + c0;
+                    for q in 0..Q {
+                        // SAFETY: see above.
+                        let xv = unsafe { S::load(x.add(xp + q * l)) };
+                        acc[q] = acc[q].max_nan(xv);
+                    }
+                }
+            }
+        }
+        ChannelOp::Avg => {
+            for &(xo, _) in at.taps {
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    let xp = at.base + p * at.step + xo + c0;
+                    for q in 0..Q {
+                        // SAFETY: see above.
+                        let xv = unsafe { S::load(x.add(xp + q * l)) };
+                        acc[q] = acc[q].add(xv);
+                    }
+                }
+            }
+            divisor = Some(S::splat(at.taps.len() as f32));
+        }
+    }
+    let bias: Option<[S; Q]> = a.bias.map(|b| {
+        // SAFETY: `b` has `c` values (checked in `run_with`) and the block ends within `c`.
+        std::array::from_fn(|q| unsafe { S::load(b.as_ptr().add(c0 + q * l)) })
+    });
+    let bounds = a.act.bounds().map(|(lo, hi)| (S::splat(lo), S::splat(hi)));
+    for (p, acc) in acc.iter().enumerate() {
+        for q in 0..Q {
+            let mut v = acc[q];
+            if let Some(d) = divisor {
+                v = v.div(d);
+            }
+            if let Some(b) = bias {
+                v = v.add(b[q]);
+            }
+            if let Some((lo, hi)) = bounds {
+                v = v.clamp(lo, hi);
+            }
+            // SAFETY: `out` holds `P * c` values (asserted above) and the block ends within `c`.
+            unsafe { v.store(out.as_mut_ptr().add(p * c + c0 + q * l)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChannelOp, ChannelWindow};
+    use crate::gemm::{Activation, Isa};
+
+    /// The window by plain loops: taps in (ky, kx) order, padded cells skipped.
+    fn plain(win: &ChannelWindow, x: &[f32], f: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
+        let mut out = Vec::new();
+        for b in 0..win.n {
+            for oy in 0..win.oh {
+                for ox in 0..win.ow {
+                    for ch in 0..win.c {
+                        let mut acc = match win.op {
+                            ChannelOp::Max => f32::NEG_INFINITY,
+                            _ => 0.0,
+                        };
+                        let mut count = 0;
+                        for ky in 0..win.k[0] {
+                            for kx in 0..win.k[1] {
+                                let iy =
+                                    (oy * win.s[0] + ky * win.d[0]) as isize - win.pad[0] as isize;
+                                let ix =
+                                    (ox * win.s[1] + kx * win.d[1]) as isize - win.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= win.h as isize || ix >= win.w as isize
+                                {
+                                    continue;
+                                }
+                                let v = x[((b * win.h + iy as usize) * win.w + ix as usize)
+                                    * win.c
+                                    + ch];
+                                count += 1;
+                                acc = match win.op {
+                                    ChannelOp::Depthwise => {
+                                        acc + v * f[(ky * win.k[1] + kx) * win.c + ch]
+                                    }
+                                    ChannelOp::Max if acc < v || v.is_nan() => v,
+                                    ChannelOp::Max => acc,
+                                    ChannelOp::Avg => acc + v,
+                                };
+                            }
+                        }
+                        if win.op == ChannelOp::Avg {
+                            acc /= count as f32;
+                        }
+                        out.push(act.apply(acc + bias[ch]));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn window(
+        op: ChannelOp,
+        nhwc: [usize; 4],
+        k: usize,
+        s: usize,
+        d: usize,
+        same: bool,
+    ) -> ChannelWindow {
+        let [n, h, w, c] = nhwc;
+        let eff = (k - 1) * d + 1;
+        let (oh, ow, pad) = if same {
+            let out = |i: usize| i.div_ceil(s);
+            let before = |i: usize| ((out(i) - 1) * s + eff).saturating_sub(i) / 2;
+            (out(h), out(w), [before(h), before(w)])
+        } else {
+            ((h - eff) / s + 1, (w - eff) / s + 1, [0, 0])
+        };
+        ChannelWindow {
+            op,
+            n,
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            k: [k, k],
+            s: [s, s],
+            d: [d, d],
+            pad,
+        }
+    }
+
+    /// Every op, odd channel counts (remainders of every vector width), strides, dilations,
+    /// SAME/VALID, on every ISA this CPU runs, with NaN and clamp epilogues: exactly the plain
+    /// loop's values (same operation order), NaN where it is NaN.
+    #[test]
+    fn channel_window_matches_plain_loops_on_every_isa() {
+        let shapes = [
+            [1, 7, 9, 8],
+            [2, 6, 11, 13],
+            [1, 5, 17, 45],
+            [1, 9, 8, 136],
+            [1, 4, 5, 67],
+        ];
+        let mut checked = 0;
+        for isa in Isa::supported() {
+            for op in [ChannelOp::Depthwise, ChannelOp::Max, ChannelOp::Avg] {
+                for (i, &shape) in shapes.iter().enumerate() {
+                    for (k, s, d, same) in [
+                        (3, 1, 1, true),
+                        (3, 2, 1, true),
+                        (3, 1, 2, true),
+                        (2, 2, 1, false),
+                        (1, 1, 1, false),
+                        (5, 1, 1, true),
+                    ] {
+                        if op != ChannelOp::Depthwise && d > 1 {
+                            continue;
+                        }
+                        let win = window(op, shape, k, s, d, same);
+                        let xn = shape.iter().product::<usize>();
+                        let mut x: Vec<f32> = (0..xn)
+                            .map(|j| ((j * 7919 + i) % 97) as f32 / 13.0 - 3.0)
+                            .collect();
+                        x[xn / 3] = f32::NAN;
+                        let f: Vec<f32> = (0..k * k * shape[3])
+                            .map(|j| ((j * 31) % 17) as f32 / 8.0 - 1.0)
+                            .collect();
+                        let bias: Vec<f32> = (0..shape[3]).map(|j| j as f32 / 10.0 - 0.5).collect();
+                        let act = if i % 2 == 0 {
+                            Activation::Relu6
+                        } else {
+                            Activation::None
+                        };
+                        let want = plain(&win, &x, &f, &bias, act);
+                        let mut got = vec![0.0; want.len()];
+                        let filter = (op == ChannelOp::Depthwise).then_some(&f[..]);
+                        win.run_with(isa, &x, filter, Some(&bias), act, &mut got)
+                            .unwrap();
+                        for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()),
+                                "{isa:?} {op:?} {shape:?} k{k} s{s} d{d} same {same}: [{j}] {g} != {w}"
+                            );
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 3 * 5 * 4);
+    }
+
+    /// Wrong buffer sizes and unfusable activations are clean errors, never a read past an end.
+    #[test]
+    fn channel_window_rejects_mismatched_buffers() {
+        let win = window(ChannelOp::Depthwise, [1, 5, 5, 8], 3, 1, 1, true);
+        let x = vec![0.0; 200];
+        let f = vec![0.0; 72];
+        let mut out = vec![0.0; 200];
+        let err = win
+            .run(&x[..199], Some(&f), None, Activation::None, &mut out)
+            .unwrap_err();
+        assert!(
+            err.contains("expected 200 input and 200 output values, got 199 and 200"),
+            "{err}"
+        );
+        let err = win
+            .run(&x, Some(&f[..71]), None, Activation::None, &mut out)
+            .unwrap_err();
+        assert!(err.contains("expected a filter of 72 values"), "{err}");
+        let err = win
+            .run(&x, Some(&f), Some(&f[..7]), Activation::None, &mut out)
+            .unwrap_err();
+        assert!(err.contains("expected 8 bias values, got 7"), "{err}");
+        let err = win
+            .run(&x, Some(&f), None, Activation::LeakyRelu(0.1), &mut out)
+            .unwrap_err();
+        assert!(err.contains("not fused here"), "{err}");
+    }
+}
