@@ -1255,3 +1255,103 @@ fn bench_reports_spread_and_progress_on_a_terminal() {
         assert!(all.contains("\r\u{1b}[Kgraph "), "{all:?}");
     }
 }
+
+/// A misspelt `KILN_CPU_FEATURES` used to read "backend cpu does not support node %(program)
+/// ()"; it names the variable and the values it takes, which are the family names `kiln bench`
+/// prints (avx512, avx2, portable) as well as native and none.
+#[test]
+fn cpu_features_errors_name_the_variable() {
+    let dir = scratch("cpu-features");
+    let g = write_graph(&dir);
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+    let feed = format!("x={}", x.display());
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_CPU_FEATURES", value)
+            .args(["run", &g, "--feed", &feed, "--backend", "cpu"])
+            .output()
+            .unwrap()
+    };
+    let out = run("avx512x");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("KILN_CPU_FEATURES: unknown value 'avx512x': expected native, avx512, avx2, none (or portable)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("(program)"), "{stderr}");
+    for value in ["avx512", "avx2", "portable", "none", "native"] {
+        let out = run(value);
+        assert!(out.status.success(), "{value}: {:?}", text(&out));
+        assert!(text(&out).0.contains("%y f32[1,2] = [[4, 5]]"), "{value}");
+    }
+}
+
+/// A conv2d whose filter reads a whole fraction of the input's channels is grouped
+/// (TensorFlow's rule); `check` and `dump` say so with the group count, and a plain conv gets
+/// no note.
+#[test]
+fn check_and_dump_show_grouped_convolutions() {
+    let dir = scratch("grouped");
+    let g = dir.join("g.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[?,5,5,8]\nvar %w : f32[3,3,2,8] = zeros\nvar %v : f32[1,1,8,8] = zeros\n\
+         %y = conv2d(%x, %w, padding=\"SAME\")\n%z = conv2d(%y, %v, padding=\"VALID\")\noutput %z\n",
+    )
+    .unwrap();
+    let g = g.to_str().unwrap();
+    let out = kiln(&["check", g]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("%y : f32[?,5,5,8] = conv2d (grouped: 4 groups of 2 input channels)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("%z : f32[?,5,5,8] = conv2d\n"), "{stdout}");
+    for args in [
+        &["dump", g][..],
+        &["dump", g, "--optimize", "--batch", "2"][..],
+    ] {
+        let out = kiln(args);
+        let (stdout, _) = text(&out);
+        let y = stdout.lines().find(|l| l.starts_with("%y = ")).unwrap();
+        assert!(
+            y.ends_with("(grouped: 4 groups of 2 input channels)"),
+            "{args:?}: {stdout}"
+        );
+        let z = stdout.lines().find(|l| l.starts_with("%z = ")).unwrap();
+        assert!(!z.contains("grouped"), "{args:?}: {stdout}");
+    }
+}
+
+/// The examples print errors with Display (`error: /nonexistent.kiln: ...`), not as the Debug
+/// value (`Io { path: .. }`) a `main` returning `Result` prints. `cargo test` builds the
+/// examples beside the binaries; a narrower build that did not is told so.
+#[test]
+fn examples_print_display_errors() {
+    let examples = Path::new(env!("CARGO_BIN_EXE_kiln"))
+        .parent()
+        .unwrap()
+        .join("examples");
+    let example = examples.join("run_kiln_file");
+    if !example.exists() {
+        eprintln!("skipped: {} is not built", example.display());
+        return;
+    }
+    let out = Command::new(&example)
+        .arg("/nonexistent/graph.kiln")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("/nonexistent/graph.kiln"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Io {") && !stderr.contains("path:"),
+        "{stderr}"
+    );
+}

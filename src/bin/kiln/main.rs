@@ -7,6 +7,7 @@ mod bench;
 mod devices;
 mod feeds;
 mod grad;
+mod grouped;
 mod import;
 mod passes;
 mod safe_write;
@@ -290,7 +291,10 @@ fn execute(command: Command) -> Result<(), String> {
         Command::Check { graph } => check(&graph),
         Command::Dump { graph, passes } => {
             let loaded = passes::load_optimized(&graph, &passes, false)?;
-            print!("{}", loaded.graph.to_text());
+            print!(
+                "{}",
+                grouped::annotate(&loaded.graph, &loaded.graph.to_text())
+            );
             if passes.shapes_matter() {
                 println!("# {}", loaded.shapes_note);
             }
@@ -481,7 +485,10 @@ fn check(path: &Path) -> Result<(), String> {
     graph.verify().map_err(|e| e.to_string())?;
     for id in graph.topo_order() {
         let node = graph.node(id);
-        println!("%{} : {} = {}", node.name, node.ty, node.op.name());
+        match grouped::note(&graph, id) {
+            Some(note) => println!("%{} : {} = {} ({note})", node.name, node.ty, node.op.name()),
+            None => println!("%{} : {} = {}", node.name, node.ty, node.op.name()),
+        }
     }
     let outputs: Vec<String> = graph
         .outputs()
