@@ -68,7 +68,7 @@ pub fn winograd_applies(g: &ConvGeometry) -> bool {
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Whether the plan runs a convolution with `cin` input and `cout` output channels as
-/// Winograd: it applies, both channel counts reach [`WINOGRAD_MIN_CHANNELS`], and the
+/// Winograd: it applies, both channel counts reach `WINOGRAD_MIN_CHANNELS`, and the
 /// environment variable `KILN_WINOGRAD` is `1` (read once per process). Off by default: on
 /// the 2-core AMD EPYC it was measured on (W2/W3, resnet block) it did not beat the implicit
 /// GEMM, because the transforms, compiled for baseline x86-64, cost as much as the GEMMs.
