@@ -70,7 +70,8 @@ impl PassArgs {
 /// than ignored.
 pub fn load_optimized(path: &Path, args: &PassArgs, force: bool) -> Result<Loaded, String> {
     let flags = args.pass_flags();
-    if !(args.optimize || force) && !flags.is_empty() {
+    let pipeline_runs = args.optimize || force;
+    if !pipeline_runs && !flags.is_empty() {
         return Err(format!(
             "{} only applies to the pass pipeline: add --optimize",
             flags.join(", ")
@@ -78,7 +79,7 @@ pub fn load_optimized(path: &Path, args: &PassArgs, force: bool) -> Result<Loade
     }
     let graph = crate::load(path)?;
     let (graph, shapes_note) = with_input_shapes(graph, args)?;
-    if !(args.optimize || force) {
+    if !pipeline_runs {
         return Ok(Loaded {
             graph,
             report: None,

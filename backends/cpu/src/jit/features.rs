@@ -37,20 +37,18 @@ impl CpuFeatures {
 
     /// Parses a `KILN_CPU_FEATURES` value (family names in any case).
     pub fn parse(value: &str) -> Result<CpuFeatures, String> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "native" | "avx512" => return Ok(CpuFeatures::Native),
-            "avx2" => return Ok(CpuFeatures::UpToAvx2),
-            "none" | "portable" => return Ok(CpuFeatures::Baseline),
-            _ => {}
-        }
-        match value.trim() {
-            list => Ok(CpuFeatures::Only(
-                list.split(',')
+        Ok(match value.trim().to_ascii_lowercase().as_str() {
+            "" | "native" | "avx512" => CpuFeatures::Native,
+            "avx2" => CpuFeatures::UpToAvx2,
+            "none" | "portable" => CpuFeatures::Baseline,
+            _ => CpuFeatures::Only(
+                value
+                    .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect(),
-            )),
-        }
+            ),
+        })
     }
 
     /// Checks that these features can be used on this host: the error names
