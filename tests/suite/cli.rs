@@ -1379,3 +1379,43 @@ fn examples_print_display_errors() {
         "{stderr}"
     );
 }
+
+/// `--profile` names the nodes of the graph as written that each kernel computes (the column
+/// used to repeat the kernel's name): a node computed by an earlier kernel is not listed again,
+/// and a constant subgraph folded at compile time (`%wt`) is listed by none.
+#[test]
+fn profile_lists_the_source_nodes_of_each_kernel() {
+    let dir = scratch("profile-nodes");
+    let g = dir.join("p.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[?,3]\nconst %w : f32[2,3] = [[1, 0, 1], [0, 1, 1]]\n\
+         %wt = transpose(%w, perm=[1, 0])\n%y = matmul(%x, %wt)\n%r = relu(%y)\n\
+         %sm = softmax(%r)\n%out = mul(%sm, %sm)\noutput %out, %r\n",
+    )
+    .unwrap();
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+    let feed = format!("x={}", x.display());
+    let out = kiln(&[
+        "run",
+        g.to_str().unwrap(),
+        "--feed",
+        &feed,
+        "--profile",
+        "--backend",
+        "cpu",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let row = |kernel: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{kernel} ")))
+            .unwrap_or_else(|| panic!("no kernel {kernel}: {stdout}"))
+            .to_string()
+    };
+    assert!(row("r").ends_with("  matmul+relu: %y %r"), "{stdout}");
+    assert!(row("out").ends_with("  softmax+mul: %sm %out"), "{stdout}");
+    assert!(!stdout.contains("%wt"), "{stdout}");
+}
