@@ -1184,6 +1184,7 @@ fn run_restores_targets_and_prints_small_values() {
             &["--targets", "w"][..],
             "--targets %w: no node has this name",
         ),
+        (&["--targets", "y,"][..], "--targets y,: an empty name"),
         (&["--threads", "0"][..], "must be at least 1"),
         (&["--restore", "missing.safetensors"][..], "--restore: "),
     ] {

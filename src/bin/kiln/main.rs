@@ -542,7 +542,13 @@ fn run(args: RunArgs<'_>) -> Result<(), String> {
     } else {
         args.targets
             .iter()
-            .map(|t| grad::lookup(&graph, t, "--targets"))
+            .map(|t| match grad::bare(t.trim()) {
+                "" => Err(format!(
+                    "--targets {}: an empty name (expected NAME,NAME,...)",
+                    args.targets.join(",")
+                )),
+                name => grad::lookup(&graph, name, "--targets"),
+            })
             .collect::<Result<_, _>>()?
     };
     if fetches.is_empty() {
