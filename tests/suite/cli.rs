@@ -1112,6 +1112,17 @@ fn every_verb_reads_onnx() {
         assert!(out.status.success(), "{args:?}: {stderr}");
         assert!(!stdout.is_empty() && !stderr.contains("UTF-8"), "{args:?}");
     }
+    // Under another extension it is read as .kiln text, and the error says what to do.
+    let renamed = dir.join("model.pb");
+    std::fs::copy(&model, &renamed).unwrap();
+    let out = kiln(&["check", renamed.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("invalid UTF-8")
+            && stderr
+                .contains("an ONNX model is read through the importer when its name ends in .onnx"),
+        "{stderr}"
+    );
     let folder = dir.join("out");
     let out = kiln(&[
         "run",

@@ -475,6 +475,11 @@ pub(crate) fn load(path: &Path) -> Result<Graph, String> {
         return Graph::from_onnx(path).map_err(|e| format!("{}: {e}", path.display()));
     }
     Graph::load(path).map_err(|e| match e {
+        // Binary data is most likely a model under another extension.
+        kiln::Error::Parse { ref message, .. } if message.starts_with("invalid UTF-8") => format!(
+            "{}:{e}; an ONNX model is read through the importer when its name ends in .onnx",
+            path.display()
+        ),
         kiln::Error::Parse { .. } => format!("{}:{e}", path.display()),
         other => other.to_string(),
     })
