@@ -13,7 +13,19 @@ use kiln::{BackendKind, Graph, Session, Tensor};
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors are printed with Display (`error: x.npy: No such file or directory`), not as the
+/// Debug value a `main` returning `Result` prints.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let model = args.next().map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("onnx/tests/fixtures/net_resnet18.onnx")

@@ -5,7 +5,19 @@
 
 use kiln::{Graph, Op, Session, Tensor};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors are printed with Display (`error: x.npy: No such file or directory`), not as the
+/// Debug value a `main` returning `Result` prints.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "examples/graphs/seed_conv.kiln".into());

@@ -24,7 +24,19 @@ fn conv_block(
     g.relu(c)
 }
 
-fn main() -> Result<(), kiln::Error> {
+/// Errors are printed with Display (`error: x.npy: No such file or directory`), not as the
+/// Debug value a `main` returning `Result` prints.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), kiln::Error> {
     let mut g = Graph::new();
     let images = g.input("images", Shape::of(&[None, Some(32), Some(32), Some(3)]))?;
     let x = conv_block(&mut g, images, "conv1", 3, 16, 1)?;

@@ -101,7 +101,19 @@ fn accuracy(sess: &mut Session, net: &Net, data: &Dataset) -> kiln::Result<f64> 
     Ok(right as f64 / data.rows() as f64)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors are printed with Display (`error: x.npy: No such file or directory`), not as the
+/// Debug value a `main` returning `Result` prints.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
     let images = kiln::npy::read(dir.join("digits_images.npy"))?.tensor;
     let labels = one_hot(&kiln::npy::read(dir.join("digits_labels.npy"))?.tensor)?;

@@ -58,6 +58,20 @@ impl Graph {
 
     /// Parses .kiln text; npy paths resolve relative to the current directory and must stay
     /// inside it.
+    ///
+    /// ```
+    /// use kiln::{Graph, Session, Tensor};
+    ///
+    /// let g = Graph::parse("kiln 1\ninput %x : f32[?,2]\n%y = relu(%x)\noutput %y\n")?;
+    /// let sess = Session::new(&g)?;
+    /// let x = Tensor::from_vec(&[1, 2], vec![-1.0, 3.0])?;
+    /// let y = sess.run_named(&[("%x", &x)], &["y"])?;
+    /// assert_eq!(y[0].f32s()?, &[0.0, 3.0]);
+    /// // Mistakes are errors at line:column, with what was expected.
+    /// let err = Graph::parse("kiln 1\ninput %x : f32[2]\n%y = rleu(%x)\n").unwrap_err();
+    /// assert_eq!(err.to_string(), "3:6: unknown op `rleu`; did you mean relu?");
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn parse(text: &str) -> Result<Graph> {
         kiln_ir::text::parse(text, None).map(Graph::from)
     }
@@ -67,7 +81,21 @@ impl Graph {
         kiln_ir::text::parse_with(text, base_dir, access).map(Graph::from)
     }
 
-    /// The graph in .kiln text, with inferred types as comments.
+    /// The graph in .kiln text, with inferred types as comments; it parses back to the same
+    /// graph.
+    ///
+    /// ```
+    /// use kiln::{Graph, Shape};
+    ///
+    /// let mut g = Graph::new();
+    /// let x = g.input("x", Shape::of(&[None, Some(2)]))?;
+    /// let y = g.relu(x)?;
+    /// g.output(y);
+    /// let text = g.to_text();
+    /// assert!(text.contains("input %x : f32[?,2]"), "{text}");
+    /// assert_eq!(Graph::parse(&text)?.to_text(), text);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn to_text(&self) -> String {
         kiln_ir::text::print(&self.ir)
     }

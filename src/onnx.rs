@@ -10,6 +10,20 @@ pub use kiln_onnx::{ImportError, ImportOptions, MAX_OPSET, MIN_OPSET, Unsupporte
 impl Graph {
     /// Imports an ONNX model. Large constants reference `MODEL.safetensors` (the model's file
     /// stem) beside the graph; [`Graph::save_with_weights`] writes that file.
+    ///
+    /// ```
+    /// use kiln::{Graph, Session, Tensor};
+    ///
+    /// let model = concat!(env!("CARGO_MANIFEST_DIR"), "/onnx/tests/fixtures/conv_basic.onnx");
+    /// let g = Graph::from_onnx(model)?;
+    /// let input = g.placeholders()[0];
+    /// assert_eq!(g.node(input).ty.to_string(), "f32[?,3,8,8]");
+    /// let sess = Session::new(&g)?;
+    /// let x = Tensor::zeros(&[2, 3, 8, 8]);
+    /// let y = sess.run(&[(input, &x)], &[g.outputs()[0]])?;
+    /// assert_eq!(y[0].dims(), [2, 4, 8, 8]);
+    /// # Ok::<(), kiln::Error>(())
+    /// ```
     pub fn from_onnx(path: impl AsRef<Path>) -> Result<Graph> {
         let path = path.as_ref();
         let stem = path

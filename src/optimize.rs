@@ -49,7 +49,38 @@ impl BackendKind {
 
 /// Optimises `graph` in place for `backend`, keeping `roots` (fetches, targets) and the
 /// graph's outputs; with `freeze_variables`, unassigned variables first become constants of
-/// the value `value_of` gives (the session's current value, or the initialiser).
+/// the value `value_of` gives (the session's current value, or the initialiser). A session
+/// runs this before every compilation with its [`SessionOptions::optimize`](crate::SessionOptions).
+///
+/// ```
+/// use kiln::{BackendKind, Graph, OptimizeOptions, optimize_graph};
+///
+/// let text = "kiln 1
+/// input %x : f32[?,3]
+/// const %w : f32[3,2] = [[1, 0], [0, 1], [1, 1]]
+/// const %b : f32[2] = [0.5, -0.5]
+/// %y = matmul(%x, %w)
+/// %z = bias_add(%y, %b)
+/// %r = relu(%z)
+/// output %r
+/// ";
+/// let mut ir = Graph::parse(text)?.into_ir();
+/// let roots = ir.outputs().to_vec();
+/// // The CPU pipeline fuses the bias and the relu into the matmul: one node instead of three.
+/// let report = optimize_graph(&mut ir, &BackendKind::Cpu, &OptimizeOptions::default(), &roots, &|_| None)?
+///     .expect("the pipeline ran");
+/// assert_eq!((report.nodes_before, report.nodes_after), (6, 4));
+/// assert!(Graph::from(ir).to_text().contains("%r = fused_matmul(%x, %w, %b"));
+///
+/// // Passes can be skipped by name (`kiln explain` lists them), or the pipeline left out.
+/// let mut ir = Graph::parse(text)?.into_ir();
+/// let options = OptimizeOptions { disabled: vec!["fuse-epilogues".into()], ..OptimizeOptions::default() };
+/// optimize_graph(&mut ir, &BackendKind::Cpu, &options, &roots, &|_| None)?;
+/// assert!(!Graph::from(ir).to_text().contains("fused_matmul"));
+/// let off = OptimizeOptions { enabled: false, ..OptimizeOptions::default() };
+/// assert!(optimize_graph(&mut Graph::parse(text)?.into_ir(), &BackendKind::Cpu, &off, &roots, &|_| None)?.is_none());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub fn optimize_graph(
     graph: &mut Graph,
     backend: &BackendKind,

@@ -314,12 +314,12 @@ impl Session {
         self.run_with_targets(feeds, fetches, &[])
     }
 
-    /// Like [`Session::run`], with feeds and fetches named (without `%`).
+    /// Like [`Session::run`], with feeds and fetches named (`"x"` or `"%x"`).
     pub fn run_named(&self, feeds: &[(&str, &Tensor)], fetches: &[&str]) -> Result<Vec<Tensor>> {
         let feeds = self.named_feeds(feeds)?;
         let fetches = fetches
             .iter()
-            .map(|n| self.graph.lookup(n))
+            .map(|n| self.graph.lookup(bare_name(n)))
             .collect::<Result<Vec<_>>>()?;
         self.run(&feeds, &fetches)
     }
@@ -658,6 +658,7 @@ impl Session {
         feeds
             .iter()
             .map(|&(name, t)| {
+                let name = bare_name(name);
                 let id = self.graph.find(name).ok_or_else(|| {
                     let known: Vec<String> = self
                         .graph
@@ -772,4 +773,9 @@ fn check_memory_limit(
         )));
     }
     Ok(())
+}
+
+/// A node name as people write it, with or without the `%` of the .kiln text.
+fn bare_name(name: &str) -> &str {
+    name.strip_prefix('%').unwrap_or(name)
 }

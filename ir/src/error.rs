@@ -5,7 +5,7 @@ use crate::import_error::ImportError;
 use crate::op::Arity;
 use thiserror::Error;
 
-/// Result with kiln-ir's [`Error`].
+/// Result with kiln-ir's [`Error`](enum@Error).
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while building, parsing, checking or evaluating a graph.

@@ -353,7 +353,7 @@ impl Graph {
     /// Whether `node` depends on `ancestor` (is computed from it, directly or not).
     ///
     /// The walk from `node` towards its operands stops at sources and at the nearest
-    /// [`NEAR_ANCESTORS`] ancestors of `ancestor` (none of which can depend on it in an acyclic
+    /// `NEAR_ANCESTORS` ancestors of `ancestor` (none of which can depend on it in an acyclic
     /// graph). A pass's rewrite builds `node` from values near `ancestor`, so checking it costs
     /// the size of the rewritten part rather than of the graph above it.
     pub fn depends_on(&self, node: NodeId, ancestor: NodeId) -> bool {

@@ -146,7 +146,7 @@ impl Tensor {
 
     /// Uniformly distributed f32 values in `[lo, hi)`, reproducible from `seed`:
     /// `lo + u * (hi - lo)` with `u` in [0, 1) (53 random bits). In f32 as long as the range
-    /// spans at least [`EXACT_BELOW_STEPS`] f32 steps (so existing graphs keep their values);
+    /// spans at least `EXACT_BELOW_STEPS` f32 steps (so existing graphs keep their values);
     /// otherwise in f64, rounded once, so that neither a range wider than f32 arithmetic allows
     /// (`[-3e38, 3e38)`) nor one only a few steps wide (`[16777216, 16777218)`) collapses onto
     /// `lo`. A sample that rounds up to `hi` becomes the f32 just below `hi`, unless that is `lo`

@@ -68,7 +68,20 @@ pub fn import_bytes(
     importer::import(bytes, base_dir, opts)
 }
 
-/// Reads and imports an .onnx file.
+/// Reads and imports an .onnx file (the `kiln` crate's `Graph::from_onnx` calls this).
+///
+/// ```
+/// use kiln_onnx::{ImportOptions, import_file};
+/// use std::path::Path;
+///
+/// let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conv_basic.onnx");
+/// let graph = import_file(&model, &ImportOptions::default())?;
+/// let input = graph.node(graph.placeholders()[0]);
+/// assert_eq!((input.name.as_str(), input.ty.to_string()), ("x", "f32[?,3,8,8]".to_string()));
+/// // Every ONNX node keeps its name, so errors and profiles name what the model calls it.
+/// assert_eq!(graph.node(graph.outputs()[0]).name, "y");
+/// # Ok::<(), kiln_onnx::ImportError>(())
+/// ```
 pub fn import_file(path: &Path, opts: &ImportOptions) -> Result<kiln_ir::Graph> {
     let bytes = std::fs::read(path).map_err(|e| ImportError::Io {
         path: path.display().to_string(),

@@ -85,7 +85,7 @@ fn run_writes_one_npy_per_output() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stdout.contains("%out/relu f32[2,2]") && stdout.contains("min="),
+        stdout.contains("%out/relu f32[2,2] = [[4, 1], [0, 0]]"),
         "{stdout}"
     );
     let relu = kiln::npy::read(out_dir.join("out_relu.npy"))
@@ -578,7 +578,7 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
     let cpu = json_numbers(&json, "compile_cpu_ms");
     assert!(cpu.len() == 1 && cpu[0] >= 0.0, "{json}");
 
-    let profile = &json[json.find("\"profile\":[").expect("a profile array")..];
+    let profile = &json[json.find("\"kernels\":[").expect("a kernels array")..];
     let shares = json_numbers(profile, "share");
     assert!(!shares.is_empty(), "{json}");
     let total: f64 = shares.iter().sum();
@@ -588,6 +588,14 @@ fn bench_reports_peak_compile_phases_and_kernel_ops() {
         profile.contains("\"ops\":[\"matmul\",\"add\",\"relu\"]"),
         "the fused kernel names its ops: {json}"
     );
+    // ... and the source nodes it computes, not only its own name.
+    assert!(
+        profile.contains(
+            "\"name\":\"r\",\"ops\":[\"matmul\",\"add\",\"relu\"],\"nodes\":[\"y\",\"z\",\"r\"]"
+        ),
+        "{json}"
+    );
+    assert_eq!(json_numbers(&json, "kernel_count"), [1.0], "{json}");
     assert!(
         json_numbers(profile, "peak_share")
             .iter()
@@ -873,4 +881,553 @@ fn bench_train_times_the_step_and_rejects_unknown_names() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+/// `kiln` with `args`, run in `dir` (for relative paths such as a file named `-`).
+fn kiln_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
+}
+
+/// `kiln dump big.kiln | head -1` used to panic ("failed printing to stdout: Broken pipe")
+/// with exit code 101 once the output outgrew the pipe; now it ends quietly with exit 0.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("closed-stdout");
+    let mut text = String::from("kiln 1\ninput %x0 : f32[2]\n");
+    for i in 0..4000 {
+        text += &format!("%x{} = relu(%x{i})\n", i + 1);
+    }
+    text += "output %x4000\n";
+    let g = dir.join("big.kiln");
+    std::fs::write(&g, text).unwrap();
+    for verb in ["dump", "check", "dot"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([verb, g.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        // The reader is dropped here: the pipe is closed after one line, as `head -1` does.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "{verb}");
+        assert_eq!(out.status.code(), Some(0), "{verb}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{verb}: {stderr}");
+    }
+}
+
+/// `-o -` is standard output (it used to create a file named `-`); `run` takes `-o` as well as
+/// `--out`, and refuses `-o -` since it writes a folder of files.
+#[test]
+fn dash_o_dash_is_stdout_and_run_takes_o() {
+    let dir = scratch("dash-o");
+    let g = write_graph(&dir);
+    let out = kiln_in(&dir, &["dot", &g, "-o", "-"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("digraph"), "{stdout}");
+    let out = kiln_in(&dir, &["grad", &g, "--loss", "y", "--wrt", "x", "-o", "-"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("output") && stdout.contains("grad/x"),
+        "{stdout}"
+    );
+    assert!(!dir.join("-").exists(), "no file named - is created");
+
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+    let feed = format!("x={}", x.display());
+    for flag in ["-o", "--out", "--output"] {
+        let folder = dir.join(format!("out{flag}"));
+        let out = kiln(&["run", &g, "--feed", &feed, flag, folder.to_str().unwrap()]);
+        let (_, stderr) = text(&out);
+        assert!(out.status.success(), "{flag}: {stderr}");
+        assert!(folder.join("y.npy").exists(), "{flag}");
+        assert!(stderr.contains("wrote 2 file(s)"), "{stderr}");
+    }
+    let out = kiln_in(&dir, &["run", &g, "--feed", &feed, "-o", "-"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("without -o it prints"), "{stderr}");
+    let out = kiln_in(&dir, &["import", "m.onnx", "-o", "-"]);
+    assert!(
+        text(&out).1.contains("name a .kiln file"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+/// Pass flags without `--optimize` used to be ignored silently, and `explain --optimize` did
+/// nothing: both are refused, naming the flags.
+#[test]
+fn pass_flags_need_optimize() {
+    let dir = scratch("pass-flags");
+    let g = write_graph(&dir);
+    for (args, expected) in [
+        (
+            &["dump", &g, "--freeze"][..],
+            "--freeze only applies to the pass pipeline: add --optimize",
+        ),
+        (
+            &["dot", &g, "--disable", "fuse-epilogues", "--backend", "cpu"][..],
+            "--backend, --disable only applies to the pass pipeline",
+        ),
+        (
+            &["explain", &g, "--optimize"][..],
+            "explain always runs the pass pipeline",
+        ),
+    ] {
+        let out = kiln(args);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let out = kiln(&[
+        "dump",
+        &g,
+        "--optimize",
+        "--freeze",
+        "--disable",
+        "fuse-epilogues",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// `dump/explain/dot` optimise for the shapes `--batch` and `--shape` give, and say which
+/// shapes they used; a shape that does not fit the placeholder is refused.
+#[test]
+fn optimized_views_take_input_shapes() {
+    let dir = scratch("view-shapes");
+    let g = write_graph(&dir);
+    let out = kiln(&["dump", &g, "--optimize", "--batch", "4"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("input %x : f32[4,3]"), "{stdout}");
+    assert!(
+        stdout.contains("%y = matmul(%x, %w)  # f32[4,2]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("# input shapes: %x f32[4,3] (--batch 4)"),
+        "{stdout}"
+    );
+    // The dump with the note still parses.
+    let dumped = dir.join("dumped.kiln");
+    std::fs::write(&dumped, &stdout).unwrap();
+    assert!(kiln(&["check", dumped.to_str().unwrap()]).status.success());
+
+    let out = kiln(&["explain", &g, "--shape", "%x=7,3"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.starts_with("input shapes: %x f32[7,3] (--shape)\n"),
+        "{stdout}"
+    );
+    let out = kiln(&["dot", &g, "--optimize"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.starts_with("// input shapes: %x f32[?,3] (unknown dims left open"),
+        "{stdout}"
+    );
+    for (shape, expected) in [
+        (
+            "x=2",
+            "%x is declared f32[?,3]; the shape must have its rank (2)",
+        ),
+        ("x=2,4", "its known dims"),
+        (
+            "y=2,3",
+            "the graph has no placeholder %y (placeholders: %x)",
+        ),
+        ("x=2,0", "`0` is not a dim"),
+        ("x", "expected NAME=d0,d1,..."),
+    ] {
+        let out = kiln(&["dump", &g, "--shape", shape]);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{shape}");
+        assert!(stderr.contains(expected), "{shape}: {stderr}");
+    }
+    // A skip-add of two convolutions fuses into one of them only when the batch is known (with
+    // `?` the add could broadcast): the views used to show one kernel more than a run has.
+    let skip = dir.join("skip.kiln");
+    std::fs::write(
+        &skip,
+        "kiln 1\ninput %x : f32[?,8,8,4]\ninput %s : f32[?,8,8,4]\nvar %w : f32[3,3,4,4] = zeros\n\
+         %c = conv2d(%x, %w, padding=\"SAME\")\n%t = conv2d(%s, %w, padding=\"SAME\")\n\
+         %a = add(%c, %t)\n%r = relu(%a)\noutput %r\n",
+    )
+    .unwrap();
+    let skip = skip.to_str().unwrap();
+    let last_line = |args: &[&str]| text(&kiln(args)).0.lines().last().unwrap_or("").to_string();
+    assert_eq!(last_line(&["explain", skip]), "6 nodes after optimisation");
+    assert_eq!(
+        last_line(&["explain", skip, "--batch", "2"]),
+        "5 nodes after optimisation"
+    );
+    let out = kiln(&["dump", skip, "--optimize", "--batch", "2"]);
+    assert!(
+        text(&out).0.contains("%r = fused_conv2d("),
+        "{:?}",
+        text(&out)
+    );
+
+    let out = kiln(&["explain", &g, "--batch", "0"]);
+    assert!(
+        text(&out).1.contains("must be at least 1"),
+        "{:?}",
+        text(&out)
+    );
+}
+
+/// The ONNX fixtures shipped with the importer.
+fn onnx_fixture(name: &str) -> String {
+    format!("{}/onnx/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every verb reads .onnx files through the importer (they answered "invalid UTF-8 (byte
+/// 0x..)"), and `run` computes what the ONNX model's expected output says.
+#[test]
+fn every_verb_reads_onnx() {
+    let dir = scratch("onnx-verbs");
+    let model = onnx_fixture("conv_basic.onnx");
+    let feed = format!("x={}", onnx_fixture("conv_basic.in.x.npy"));
+    for args in [
+        &["check", &model][..],
+        &["dump", &model, "--optimize"][..],
+        &["dot", &model][..],
+        &["explain", &model, "--batch", "2"][..],
+        &["bench", &model, "--runs", "1", "--backend", "reference"][..],
+    ] {
+        let out = kiln(args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stdout.is_empty() && !stderr.contains("UTF-8"), "{args:?}");
+    }
+    // Under another extension it is read as .kiln text, and the error says what to do.
+    let renamed = dir.join("model.pb");
+    std::fs::copy(&model, &renamed).unwrap();
+    let out = kiln(&["check", renamed.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("invalid UTF-8")
+            && stderr
+                .contains("an ONNX model is read through the importer when its name ends in .onnx"),
+        "{stderr}"
+    );
+    let folder = dir.join("out");
+    let out = kiln(&[
+        "run",
+        &model,
+        "--feed",
+        &feed,
+        "-o",
+        folder.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let got = kiln::npy::read(folder.join("y.npy")).unwrap().tensor;
+    let want = kiln::npy::read(onnx_fixture("conv_basic.out.y.npy"))
+        .unwrap()
+        .tensor;
+    let (got, want) = (got.to_f64_vec(), want.to_f64_vec());
+    assert_eq!(got.len(), want.len());
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
+}
+
+/// `kiln run --restore CKPT --threads N --targets NAME,...` runs the named nodes with the
+/// checkpoint's variables, prints small values in full and says what it computed.
+#[test]
+fn run_restores_targets_and_prints_small_values() {
+    let dir = scratch("run-restore");
+    let g = dir.join("v.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[2]\nvar %v : f32[2] = [1, 1]\n%y = mul(%x, %v)\n%z = add(%y, %v)\noutput %z\n",
+    )
+    .unwrap();
+    let graph = kiln::Graph::load(&g).unwrap();
+    let session = kiln::Session::new(&graph).unwrap();
+    session
+        .set_variable(
+            graph.lookup("v").unwrap(),
+            Tensor::from_vec(&[2], vec![3.0, -0.5]).unwrap(),
+        )
+        .unwrap();
+    let ckpt = dir.join("v.safetensors");
+    session.save_variables(&ckpt).unwrap();
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[2], vec![2.0, 4.0]).unwrap()).unwrap();
+    let (g, x) = (g.to_str().unwrap(), format!("x={}", x.display()));
+
+    let out = kiln(&["run", g, "--feed", &x, "--restore", ckpt.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "%z f32[2] = [9, -2.5]\n");
+    assert!(
+        stderr.contains("computed 1 node(s); nothing written"),
+        "{stderr}"
+    );
+
+    let out = kiln(&[
+        "run",
+        g,
+        "--feed",
+        &x,
+        "--targets",
+        "%y,z",
+        "--threads",
+        "2",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, "%y f32[2] = [2, 4]\n%z f32[2] = [3, 5]\n");
+
+    for (args, expected) in [
+        (
+            &["--targets", "w"][..],
+            "--targets %w: no node has this name",
+        ),
+        (&["--targets", "y,"][..], "--targets y,: an empty name"),
+        (&["--threads", "0"][..], "must be at least 1"),
+        (&["--restore", "missing.safetensors"][..], "--restore: "),
+    ] {
+        let out = kiln(&[&["run", g, "--feed", &x][..], args].concat());
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+/// `check` warns when a graph declares no outputs (run and bench would have nothing to do),
+/// and a `kiln 1` file using a version-2 op is refused as docs/FORMAT.md says.
+#[test]
+fn check_warns_without_outputs_and_enforces_versions() {
+    let dir = scratch("check-outputs");
+    let g = dir.join("none.kiln");
+    std::fs::write(&g, "kiln 1\ninput %x : f32[2]\n%y = relu(%x)\n").unwrap();
+    let out = kiln(&["check", g.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.contains("ok: 2 nodes; no outputs"), "{stdout}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("declares no outputs"),
+        "{stderr}"
+    );
+    let out = kiln(&["run", g.to_str().unwrap()]);
+    assert!(text(&out).1.contains("--targets NAME"), "{:?}", text(&out));
+
+    let v1 = dir.join("v1.kiln");
+    std::fs::write(
+        &v1,
+        "kiln 1\ninput %x : f32[2]\n%y = cast(%x, to=i32)\noutput %y\n",
+    )
+    .unwrap();
+    let out = kiln(&["check", v1.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("v1.kiln:3:6: `cast` needs format version 2"),
+        "{stderr}"
+    );
+}
+
+/// `kiln bench` reports the standard deviation and p90 beside the median, and shows progress
+/// on a terminal only (under `script`, a pseudo-terminal) so logs get no carriage returns.
+#[test]
+fn bench_reports_spread_and_progress_on_a_terminal() {
+    let dir = scratch("bench-spread");
+    let g = write_graph(&dir);
+    let out = kiln(&["bench", &g, "--backend", "reference", "--runs", "5"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("std dev ") && stdout.contains(" p90 "),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains('\r'),
+        "no progress off a terminal: {stderr:?}"
+    );
+    let out = kiln(&[
+        "bench",
+        &g,
+        "--backend",
+        "reference",
+        "--runs",
+        "5",
+        "--json",
+    ]);
+    let json = text(&out).0;
+    let (median, p90, max) = (
+        json_numbers(&json, "median_ms")[0],
+        json_numbers(&json, "p90_ms")[0],
+        json_numbers(&json, "max_ms")[0],
+    );
+    assert!(median <= p90 && p90 <= max, "{json}");
+    assert!(json_numbers(&json, "std_dev_ms")[0] >= 0.0, "{json}");
+
+    let has_script = Command::new("script").arg("--version").output().is_ok();
+    if has_script {
+        let command = format!(
+            "{} bench {g} --backend reference --runs 3",
+            env!("CARGO_BIN_EXE_kiln")
+        );
+        let out = Command::new("script")
+            .env("XDG_CACHE_HOME", dir.join("cache"))
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .unwrap();
+        let all = String::from_utf8_lossy(&out.stdout);
+        // 1 compiling run, 3 warm-up runs, 3 timed runs; the line is cleared before the report.
+        assert!(all.contains("\u{1b}[Kruns 1/7"), "{all:?}");
+        assert!(all.contains("\r\u{1b}[Kgraph "), "{all:?}");
+    }
+}
+
+/// A misspelt `KILN_CPU_FEATURES` used to read "backend cpu does not support node %(program)
+/// ()"; it names the variable and the values it takes, which are the family names `kiln bench`
+/// prints (avx512, avx2, portable) as well as native and none.
+#[test]
+fn cpu_features_errors_name_the_variable() {
+    let dir = scratch("cpu-features");
+    let g = write_graph(&dir);
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+    let feed = format!("x={}", x.display());
+    let run = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_CPU_FEATURES", value)
+            .args(["run", &g, "--feed", &feed, "--backend", "cpu"])
+            .output()
+            .unwrap()
+    };
+    let out = run("avx512x");
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("KILN_CPU_FEATURES: unknown value 'avx512x': expected native, avx512, avx2, none (or portable)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("(program)"), "{stderr}");
+    for value in ["avx512", "avx2", "portable", "none", "native"] {
+        let out = run(value);
+        assert!(out.status.success(), "{value}: {:?}", text(&out));
+        assert!(text(&out).0.contains("%y f32[1,2] = [[4, 5]]"), "{value}");
+    }
+}
+
+/// A conv2d whose filter reads a whole fraction of the input's channels is grouped
+/// (TensorFlow's rule); `check` and `dump` say so with the group count, and a plain conv gets
+/// no note.
+#[test]
+fn check_and_dump_show_grouped_convolutions() {
+    let dir = scratch("grouped");
+    let g = dir.join("g.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[?,5,5,8]\nvar %w : f32[3,3,2,8] = zeros\nvar %v : f32[1,1,8,8] = zeros\n\
+         %y = conv2d(%x, %w, padding=\"SAME\")\n%z = conv2d(%y, %v, padding=\"VALID\")\noutput %z\n",
+    )
+    .unwrap();
+    let g = g.to_str().unwrap();
+    let out = kiln(&["check", g]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("%y : f32[?,5,5,8] = conv2d (grouped: 4 groups of 2 input channels)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("%z : f32[?,5,5,8] = conv2d\n"), "{stdout}");
+    for args in [
+        &["dump", g][..],
+        &["dump", g, "--optimize", "--batch", "2"][..],
+    ] {
+        let out = kiln(args);
+        let (stdout, _) = text(&out);
+        let y = stdout.lines().find(|l| l.starts_with("%y = ")).unwrap();
+        assert!(
+            y.ends_with("(grouped: 4 groups of 2 input channels)"),
+            "{args:?}: {stdout}"
+        );
+        let z = stdout.lines().find(|l| l.starts_with("%z = ")).unwrap();
+        assert!(!z.contains("grouped"), "{args:?}: {stdout}");
+    }
+}
+
+/// The examples print errors with Display (`error: /nonexistent.kiln: ...`), not as the Debug
+/// value (`Io { path: .. }`) a `main` returning `Result` prints. `cargo test` builds the
+/// examples beside the binaries; a narrower build that did not is told so.
+#[test]
+fn examples_print_display_errors() {
+    let examples = Path::new(env!("CARGO_BIN_EXE_kiln"))
+        .parent()
+        .unwrap()
+        .join("examples");
+    let example = examples.join("run_kiln_file");
+    if !example.exists() {
+        eprintln!("skipped: {} is not built", example.display());
+        return;
+    }
+    let out = Command::new(&example)
+        .arg("/nonexistent/graph.kiln")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("/nonexistent/graph.kiln"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Io {") && !stderr.contains("path:"),
+        "{stderr}"
+    );
+}
+
+/// `--profile` names the nodes of the graph as written that each kernel computes (the column
+/// used to repeat the kernel's name): a node computed by an earlier kernel is not listed again,
+/// and a constant subgraph folded at compile time (`%wt`) is listed by none.
+#[test]
+fn profile_lists_the_source_nodes_of_each_kernel() {
+    let dir = scratch("profile-nodes");
+    let g = dir.join("p.kiln");
+    std::fs::write(
+        &g,
+        "kiln 1\ninput %x : f32[?,3]\nconst %w : f32[2,3] = [[1, 0, 1], [0, 1, 1]]\n\
+         %wt = transpose(%w, perm=[1, 0])\n%y = matmul(%x, %wt)\n%r = relu(%y)\n\
+         %sm = softmax(%r)\n%out = mul(%sm, %sm)\noutput %out, %r\n",
+    )
+    .unwrap();
+    let x = dir.join("x.npy");
+    kiln::npy::write(&x, &Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+    let feed = format!("x={}", x.display());
+    let out = kiln(&[
+        "run",
+        g.to_str().unwrap(),
+        "--feed",
+        &feed,
+        "--profile",
+        "--backend",
+        "cpu",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let row = |kernel: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{kernel} ")))
+            .unwrap_or_else(|| panic!("no kernel {kernel}: {stdout}"))
+            .to_string()
+    };
+    assert!(row("r").ends_with("  matmul+relu: %y %r"), "{stdout}");
+    assert!(row("out").ends_with("  softmax+mul: %sm %out"), "{stdout}");
+    assert!(!stdout.contains("%wt"), "{stdout}");
 }

@@ -92,6 +92,26 @@ fn only_needed_nodes_need_feeds() {
     assert_eq!(out[0].f32s().unwrap(), &[0.0, 2.0]);
 }
 
+/// `run_named("%x")` used to fail with "feed %%x": names may carry the `%` of the text format.
+#[test]
+fn run_named_accepts_the_percent_sign() {
+    let mut g = Graph::new();
+    let a = g.input("a", Shape::known(&[2])).unwrap();
+    let r = g.relu(a).unwrap();
+    g.rename(r, "r").unwrap();
+    let sess = Session::new(&g).unwrap();
+    let t = Tensor::from_vec(&[2], vec![-1.0, 2.0]).unwrap();
+    for (feed, fetch) in [("%a", "%r"), ("a", "r"), ("%a", "r")] {
+        let out = sess.run_named(&[(feed, &t)], &[fetch]).unwrap();
+        assert_eq!(out[0].f32s().unwrap(), &[0.0, 2.0], "{feed} {fetch}");
+    }
+    let err = sess
+        .run_named(&[("%b", &t)], &["r"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("%b") && !err.contains("%%"), "{err}");
+}
+
 fn feed_error(feed: (&str, Tensor)) -> String {
     let (g, _, _) = seed_graph();
     let sess = Session::new(&g).unwrap();

@@ -19,6 +19,10 @@ impl Backend for CpuBackend {
 
     fn compile(&self, request: &CompileRequest<'_>) -> Result<Box<dyn Executable>> {
         let started = Instant::now();
+        // A misspelt KILN_CPU_FEATURES is the user's setting, not a node the backend lacks.
+        crate::jit::CpuFeatures::from_env()
+            .and_then(|f| f.check())
+            .map_err(kiln_ir::Error::Invalid)?;
         let mut program = lower(request)?;
         // Concat operands are written in place where the producing stage can store there.
         write_concat_operands_in_place(&mut program, writes_rows_at_stride)?;

@@ -3,7 +3,7 @@
 //! into the variables' own storage).
 //!
 //! This file and the micro-kernels are the only places that turn addresses into slices or call
-//! generated code; the invariant that makes it sound is stated once, on [`Buffers`].
+//! generated code; the invariant that makes it sound is stated once, on `Buffers`.
 
 use crate::gemm::{self, Epilogue, PackedB, Residual};
 use crate::guard::{GuardedArena, GuardedOutput};

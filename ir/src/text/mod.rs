@@ -1,4 +1,4 @@
-//! The .kiln text format: parsing ([`parse`], [`parse_file`]) and printing ([`print`]).
+//! The .kiln text format: parsing ([`parse`], [`parse_file`]) and printing ([`print`](fn@print)).
 //!
 //! ```text
 //! kiln 1
@@ -16,7 +16,7 @@
 //! [`Error::Parse`] with the 1-based line and column of the offending token; nothing in the
 //! file can make the parser panic, recurse without bound (lists nest at most 64 deep, fused expressions 32) or
 //! allocate more than the file's own content (declared shapes hold at most [`MAX_ELEMENTS`]
-//! elements and literals are counted before they are stored); and [`print`] output parses back
+//! elements and literals are counted before they are stored); and [`print`](fn@print) output parses back
 //! to the same graph and prints byte-identically. File references (`npy(...)`,
 //! `safetensors(...)`) are confined to the graph's folder unless the caller opts out with
 //! [`FileAccess::Unrestricted`] (see [`crate::file_access`]).

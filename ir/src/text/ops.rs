@@ -33,7 +33,7 @@ fn all_keywords() -> Vec<&'static str> {
 }
 
 /// Edit distance (insert, delete, substitute), for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -8,7 +8,7 @@
 
 use super::decl::{FileRefs, initializer, parse_type};
 use super::lexer::{Cursor, Tok, Token, lex_line};
-use super::ops::{Attr, build_op};
+use super::ops::{Attr, build_op, edit_distance};
 use super::values::{LineCtx, describe_tok, unclosed};
 use super::{FORMAT_VERSION, MIN_FORMAT_VERSION};
 use crate::op::{Initializer, Op, Source};
@@ -270,6 +270,27 @@ impl Parser {
                         off,
                     }) => {
                         cur.pos += 1;
+                        // `relu(add(%a, %b))` or `relu(x)`: say what an operand is rather
+                        // than expecting an attribute's `=`.
+                        if cur.is_punct('(') {
+                            return Err(cur.lc.err(
+                                off,
+                                format!(
+                                    "`{a}(...)` inside `{kw}(...)`: operands must be %names, \
+                                     calls do not nest; compute it on a line of its own \
+                                     (`%t = {a}(...)`) and pass %t"
+                                ),
+                            ));
+                        }
+                        if cur.is_punct(',') || cur.is_punct(')') {
+                            return Err(cur.lc.err(
+                                off,
+                                format!(
+                                    "operand `{a}` lacks its `%`: operands must be %names \
+                                     (write %{a}); attributes are written name=value"
+                                ),
+                            ));
+                        }
                         cur.expect_punct('=', &format!("`=` after the attribute name `{a}`"))?;
                         attrs.push(Attr {
                             name: a,
@@ -294,7 +315,10 @@ impl Parser {
             let id = self.graph.find(n).ok_or_else(|| {
                 lc.err(
                     off,
-                    format!("undefined name %{n} (names must be defined before they are used)"),
+                    format!(
+                        "undefined name %{n} (names must be defined before they are used){}",
+                        self.did_you_mean(n)
+                    ),
                 )
             })?;
             inputs.push(id);
@@ -326,9 +350,41 @@ impl Parser {
 
     fn finish(mut self) -> Result<Graph> {
         for (name, err) in std::mem::take(&mut self.outputs) {
-            let id = self.graph.find(&name).ok_or(err)?;
+            let Some(id) = self.graph.find(&name) else {
+                return Err(match err {
+                    Error::Parse { line, col, message } => Error::Parse {
+                        line,
+                        col,
+                        message: message + &self.did_you_mean(&name),
+                    },
+                    other => other,
+                });
+            };
             self.graph.add_output(id);
         }
         Ok(self.graph)
+    }
+
+    /// `; did you mean %a, %b?` naming up to three defined nodes within two edits of `name`
+    /// (or containing it), or nothing.
+    fn did_you_mean(&self, name: &str) -> String {
+        // Long names cannot be near short ones; skip the quadratic distance for them.
+        if name.len() > 64 {
+            return String::new();
+        }
+        let mut near: Vec<(usize, &str)> = self
+            .graph
+            .node_ids()
+            .map(|id| self.graph.node(id).name.as_str())
+            .filter(|k| k.len() <= 64)
+            .map(|k| (edit_distance(name, k), k))
+            .filter(|&(d, k)| d <= (name.len() / 3).max(1) || k.contains(name) && name.len() >= 3)
+            .collect();
+        near.sort();
+        if near.is_empty() {
+            return String::new();
+        }
+        let names: Vec<String> = near.iter().take(3).map(|(_, k)| format!("%{k}")).collect();
+        format!("; did you mean {}?", names.join(", "))
     }
 }

@@ -386,3 +386,52 @@ fn parse_file_reports_invalid_utf8_at_its_line() {
         "{missing:?}"
     );
 }
+
+/// A nested call or an operand without its `%` used to read "expected `=` after the attribute
+/// name": the message now says that operands are %names.
+#[test]
+fn operands_must_be_percent_names() {
+    check(
+        "%y = relu(add(%x, %x))",
+        11,
+        &[
+            "`add(...)` inside `relu(...)`",
+            "operands must be %names",
+            "%t = add(...)",
+        ],
+    );
+    check(
+        "%y = relu(x)",
+        11,
+        &[
+            "operand `x` lacks its `%`",
+            "operands must be %names",
+            "write %x",
+        ],
+    );
+    check("%y = add(%x, w)", 14, &["operand `w` lacks its `%`"]);
+    // An attribute still reads as one.
+    check(
+        "%y = relu(%x, alpha 2)",
+        21,
+        &["`=` after the attribute name `alpha`"],
+    );
+}
+
+/// Undefined node names get a did-you-mean, as ops and attributes do.
+#[test]
+fn undefined_names_suggest_similar_ones() {
+    check(
+        "%y = relu(%xx)",
+        11,
+        &["undefined name %xx", "did you mean %x?"],
+    );
+    check("%y = add(%x, %ww)", 14, &["did you mean %w?"]);
+    check("%y = relu(%quux)", 11, &["undefined name %quux"]);
+    check_text(
+        &format!("{HEAD}%relu1 = relu(%x)\noutput %relu2\n"),
+        5,
+        8,
+        &["output %relu2 is not defined", "did you mean %relu1?"],
+    );
+}

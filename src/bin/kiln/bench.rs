@@ -13,8 +13,11 @@ use kiln::{
 };
 use kiln_cpu::peak::{FmaPeak, fma_peak};
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// What `kiln bench` was asked to do.
 pub struct BenchArgs<'a> {
@@ -136,9 +139,18 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
     };
 
     let session = bench_session(&graph, backend, &args)?;
+    let callers = args.callers.unwrap_or(1);
+    let profiled = if args.profile || args.trace.is_some() {
+        args.runs
+    } else {
+        0
+    };
+    let progress = Progress::new(1 + args.warmup + callers * args.runs + profiled);
+    progress.say("compiling");
     session
         .run_with_targets(&feed_ids, &outputs, &targets)
         .map_err(|e| e.to_string())?;
+    progress.tick();
     let stats = session
         .last_compile()
         .ok_or("the first run did not compile")?;
@@ -146,12 +158,18 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         session
             .run_with_targets(&feed_ids, &outputs, &targets)
             .map_err(|e| e.to_string())?;
+        progress.tick();
     }
-    let callers = args.callers.unwrap_or(1);
     let started = Instant::now();
     let mut times = std::thread::scope(|s| {
         let threads: Vec<_> = (0..callers)
-            .map(|_| s.spawn(|| timed_runs(&session, &feed_ids, &outputs, &targets, args.runs)))
+            .map(|_| {
+                s.spawn(|| {
+                    timed_runs(
+                        &session, &feed_ids, &outputs, &targets, args.runs, &progress,
+                    )
+                })
+            })
             .collect();
         let mut all = Vec::with_capacity(callers * args.runs);
         for t in threads {
@@ -160,9 +178,11 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         Ok::<_, String>(all)
     })?;
     let runs_per_s = times.len() as f64 / started.elapsed().as_secs_f64();
+    progress.finish();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
+    let spread = Spread::of(&times);
     let gflops = flops.map(|f| f as f64 / (median * 1e-3) / 1e9);
     // A run faster than the cached peak shows the cache was measured on a busy machine.
     if let Some(best) = flops.map(|f| f as f64 / (min * 1e-3) / 1e9) {
@@ -199,7 +219,10 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             breakdown.join(", ")
         );
         println!(
-            "run        median {median:.4} ms, min {min:.4} ms, max {max:.4} ms over {} runs",
+            "run        median {median:.4} ms, std dev {:.4} ms, p90 {:.4} ms, min {min:.4} ms, \
+             max {max:.4} ms over {} runs",
+            spread.std_dev,
+            spread.p90,
             times.len()
         );
         if args.callers.is_some() {
@@ -230,14 +253,21 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
         None => String::new(),
     };
     if args.profile || args.trace.is_some() {
-        let total = profiled_runs(&session, &feed_ids, &outputs, &targets, args.runs)?;
+        let total = profiled_runs(&session, &feed_ids, &outputs, &targets, args.runs, &|| {
+            progress.tick()
+        })?;
+        progress.finish();
         if let Some(path) = args.trace {
             write_trace(path, &total)?;
         }
         if args.profile && args.json {
-            profile_json += &format!(",\"profile\":{}", profile_to_json(&total, args.runs, &peak));
+            let nodes = source_nodes(&graph, &total);
+            profile_json += &format!(
+                ",\"kernels\":{}",
+                profile_to_json(&total, &nodes, args.runs, &peak)
+            );
         } else if args.profile {
-            print_profile(&total, args.runs, Some(&peak));
+            print_profile(&graph, &total, args.runs, Some(&peak));
         }
     }
     if args.json {
@@ -247,7 +277,7 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             .map(|(name, ms)| format!("\"{name}\":{ms:.3}"))
             .collect();
         println!(
-            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_cpu_ms\":{},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernels\":{},\"train\":{},\"forward_arena_bytes\":{}{profile_json}}}",
+            "{{\"graph\":{},\"backend\":\"{}\",\"threads\":{threads},\"cpu\":{},\"isa\":\"{}\",\"fma_peak_gflops\":{:.3},\"fma_peak_1thread_gflops\":{:.3},\"runs\":{},\"compile_ms\":{compile_ms:.3},\"compile_cpu_ms\":{},\"compile_breakdown_ms\":{{{}}},\"median_ms\":{median:.6},\"std_dev_ms\":{:.6},\"p90_ms\":{:.6},\"min_ms\":{min:.6},\"max_ms\":{max:.6},\"gflops\":{},\"peak_share\":{},\"flops\":{},\"arena_bytes\":{},\"sum_temporary_bytes\":{},\"kernel_count\":{},\"train\":{},\"forward_arena_bytes\":{}{profile_json}}}",
             json_string(&args.graph.display().to_string()),
             session.backend(),
             json_string(&peak.cpu),
@@ -257,6 +287,8 @@ pub fn bench(args: BenchArgs<'_>) -> Result<(), String> {
             times.len(),
             num(compile_cpu_ms),
             breakdown.join(","),
+            spread.std_dev,
+            spread.p90,
             num(gflops),
             num(gflops.map(|g| g / peak.gflops)),
             flops.map_or("null".to_string(), |f| f.to_string()),
@@ -278,6 +310,7 @@ fn timed_runs(
     fetches: &[NodeId],
     targets: &[NodeId],
     runs: usize,
+    progress: &Progress,
 ) -> Result<Vec<f64>, String> {
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -286,8 +319,81 @@ fn timed_runs(
             .run_with_targets(feeds, fetches, targets)
             .map_err(|e| e.to_string())?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
+        progress.tick();
     }
     Ok(times)
+}
+
+/// The spread of run times around the median: the (population) standard deviation and the
+/// 90th percentile (nearest rank), in milliseconds.
+struct Spread {
+    std_dev: f64,
+    p90: f64,
+}
+
+impl Spread {
+    /// Of `sorted` times (ascending, at least one).
+    fn of(sorted: &[f64]) -> Spread {
+        let n = sorted.len() as f64;
+        let mean = sorted.iter().sum::<f64>() / n;
+        let variance = sorted.iter().map(|t| (t - mean) * (t - mean)).sum::<f64>() / n;
+        let rank = (0.9 * n).ceil() as usize;
+        Spread {
+            std_dev: variance.sqrt(),
+            p90: sorted[rank.clamp(1, sorted.len()) - 1],
+        }
+    }
+}
+
+/// A `runs done/total` line on stderr, rewritten in place at most a few times a second, when
+/// stderr is a terminal (a big model can take many seconds); silent otherwise, so logs and
+/// pipes get no carriage returns.
+struct Progress {
+    total: usize,
+    done: AtomicUsize,
+    enabled: bool,
+    last_shown: Mutex<Option<Instant>>,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        Progress {
+            total,
+            done: AtomicUsize::new(0),
+            enabled: std::io::stderr().is_terminal(),
+            last_shown: Mutex::new(None),
+        }
+    }
+
+    /// Shows `what` is under way (before the first run, which compiles).
+    fn say(&self, what: &str) {
+        if self.enabled {
+            eprint!("\r\x1b[K{what}...");
+        }
+    }
+
+    /// Counts one run done, and shows the count if the last showing is old enough.
+    fn tick(&self) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.enabled {
+            return;
+        }
+        let Ok(mut last) = self.last_shown.try_lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(200)) {
+            *last = Some(Instant::now());
+            eprint!("\r\x1b[Kruns {done}/{}", self.total);
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    /// Clears the progress line.
+    fn finish(&self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
 }
 
 /// A session with the backend, optimisation options and threads `args` ask for.
@@ -305,19 +411,22 @@ fn bench_session(
     Session::with_session_options(graph, options).map_err(|e| e.to_string())
 }
 
-/// Runs `runs` profiled runs; every kernel's time summed over them, with every run's spans.
+/// Runs `runs` profiled runs, calling `tick` after each; every kernel's time summed over
+/// them, with every run's spans.
 pub(crate) fn profiled_runs(
     session: &Session,
     feeds: &[(NodeId, &Tensor)],
     fetches: &[NodeId],
     targets: &[NodeId],
     runs: usize,
+    tick: &dyn Fn(),
 ) -> Result<Vec<KernelTime>, String> {
     let mut total: Vec<KernelTime> = Vec::new();
     for _ in 0..runs {
         let (_, profile) = session
             .run_profiled_with_targets(feeds, fetches, targets)
             .map_err(|e| e.to_string())?;
+        tick();
         if total.is_empty() {
             total = profile;
         } else {
@@ -408,19 +517,63 @@ impl KernelFigures {
     }
 }
 
-/// What a kernel runs, for people: its ops joined by `+` (`conv2d+add+relu`), followed by the
-/// graph nodes fused into it when they are more than the kernel's own name.
+/// What a kernel runs, for people: its ops joined by `+` (`conv2d+add+relu`).
 fn kernel_ops(t: &KernelTime) -> String {
-    let ops = t.ops_text();
-    if t.nodes.iter().all(|n| *n == t.kernel) {
-        ops
-    } else {
-        format!("{ops} [{}]", t.nodes.join(", "))
-    }
+    t.ops_text()
 }
 
-/// The `--json --profile` kernel array: name, ops, nodes, output, ms, share, gflops, peak_share.
-fn profile_to_json(times: &[KernelTime], runs: usize, peak: &FmaPeak) -> String {
+/// The nodes of the graph as written (`source`) that each kernel computes, by name. Passes
+/// fuse a chain into one kernel named after its last node and fold constant subgraphs, so the
+/// names are recovered from the source graph: in run order, a kernel computes its root (the
+/// source node of its name, or of the name before a pass's `.suffix`, as `bn1.nhwc`) and every
+/// ancestor of it that an earlier kernel has not computed, leaving out sources (inputs,
+/// constants, variables) and what depends on no input or variable (folded when compiling).
+pub fn source_nodes(source: &Graph, times: &[KernelTime]) -> Vec<Vec<String>> {
+    let ir = source.ir();
+    let order = ir.topo_order();
+    let mut at_run_time: HashMap<NodeId, bool> = HashMap::new();
+    for &id in &order {
+        let op = &ir.node(id).op;
+        let varies =
+            matches!(op, Op::Input(_) | Op::Var(_)) || ir.inputs(id).iter().any(|i| at_run_time[i]);
+        at_run_time.insert(id, varies);
+    }
+    let computed = |id: NodeId| {
+        !matches!(ir.node(id).op, Op::Input(_) | Op::Var(_) | Op::Const(_)) && at_run_time[&id]
+    };
+    let root_of = |kernel: &str| {
+        let mut name = kernel;
+        loop {
+            if let Some(id) = ir.find(name) {
+                return Some(id);
+            }
+            name = &name[..name.rfind('.')?];
+        }
+    };
+    let mut claimed: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+    times
+        .iter()
+        .map(|t| {
+            let Some(root) = root_of(&t.kernel) else {
+                return Vec::new();
+            };
+            ir.topo_order_of([root])
+                .into_iter()
+                .filter(|&id| computed(id) && claimed.insert(id))
+                .map(|id| ir.node(id).name.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// The `--json --profile` kernel array: name, ops, nodes (the source nodes it computes),
+/// output, ms, share, gflops, peak_share.
+fn profile_to_json(
+    times: &[KernelTime],
+    nodes: &[Vec<String>],
+    runs: usize,
+    peak: &FmaPeak,
+) -> String {
     let total: u64 = times.iter().map(|t| t.nanos).sum();
     let num = |v: Option<f64>| v.map_or("null".to_string(), |g| format!("{g:.6}"));
     let list = |items: &[String]| {
@@ -429,13 +582,14 @@ fn profile_to_json(times: &[KernelTime], runs: usize, peak: &FmaPeak) -> String 
     };
     let kernels: Vec<String> = times
         .iter()
-        .map(|t| {
+        .zip(nodes)
+        .map(|(t, nodes)| {
             let f = KernelFigures::of(t, total, runs, Some(peak));
             format!(
                 "{{\"name\":{},\"ops\":{},\"nodes\":{},\"output\":{},\"ms\":{:.6},\"share\":{:.6},\"gflops\":{},\"peak_share\":{}}}",
                 json_string(&t.kernel),
                 list(&t.ops),
-                list(&t.nodes),
+                list(nodes),
                 json_string(&t.output),
                 f.ms,
                 f.share,
@@ -447,30 +601,35 @@ fn profile_to_json(times: &[KernelTime], runs: usize, peak: &FmaPeak) -> String 
     format!("[{}]", kernels.join(","))
 }
 
-/// A table of kernels: name, fused ops, output type, mean time, share of the total, GFLOP/s
-/// and (given the machine's `peak`) the share of that peak.
-pub fn print_profile(times: &[KernelTime], runs: usize, peak: Option<&FmaPeak>) {
+/// A table of kernels: name, the source nodes fused into it (see [`source_nodes`]) and its
+/// ops, output type, mean time, share of the total, GFLOP/s and (given the machine's `peak`)
+/// the share of that peak.
+pub fn print_profile(source: &Graph, times: &[KernelTime], runs: usize, peak: Option<&FmaPeak>) {
     if times.is_empty() {
         println!("(this backend does not time kernels)");
         return;
     }
+    let nodes = source_nodes(source, times);
     let total: u64 = times.iter().map(|t| t.nanos).sum();
     println!(
-        "{:<24} {:<32} {:<22} {:>9} {:>6} {:>8} {:>6}",
-        "kernel", "ops fused", "output", "ms", "share", "GFLOP/s", "peak"
+        "{:<24} {:<22} {:>9} {:>6} {:>8} {:>6}  ops fused: source nodes",
+        "kernel", "output", "ms", "share", "GFLOP/s", "peak"
     );
-    for t in times {
+    for (t, nodes) in times.iter().zip(&nodes) {
         let f = KernelFigures::of(t, total, runs, peak);
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+        let named: Vec<String> = nodes.iter().map(|n| format!("%{n}")).collect();
+        // Last, so the node list is never cut.
         println!(
-            "{:<24} {:<32} {:<22} {:>9.4} {:>6} {:>8} {:>6}",
-            t.kernel,
-            truncate(&kernel_ops(t), 32),
+            "{:<24} {:<22} {:>9.4} {:>6} {:>8} {:>6}  {}: {}",
+            truncate(&t.kernel, 24),
             t.output,
             f.ms,
             pct(Some(f.share)),
             f.gflops.map_or("-".to_string(), |g| format!("{g:.1}")),
             pct(f.peak_share),
+            kernel_ops(t),
+            named.join(" "),
         );
     }
 }

@@ -62,3 +62,32 @@ pub fn summary(t: &Tensor) -> String {
     };
     format!("min={min:.6} max={max:.6} mean={mean:.6}{nan_note}")
 }
+
+/// Every element, nested by the shape like a .kiln literal (`[[1, 2], [3, 4]]`; a scalar
+/// bare); meant for small tensors.
+pub fn values(t: &Tensor) -> String {
+    fn nest(values: &[String], dims: &[usize]) -> String {
+        match dims.split_first() {
+            None => values.first().cloned().unwrap_or_default(),
+            Some((&n, rest)) => {
+                let step = rest.iter().product::<usize>();
+                let parts: Vec<String> = (0..n)
+                    .map(|i| nest(&values[i * step..(i + 1) * step], rest))
+                    .collect();
+                format!("[{}]", parts.join(", "))
+            }
+        }
+    }
+    let dims: Vec<usize> = t.shape().dims().iter().map(|d| d.unwrap_or(0)).collect();
+    // f32 printed as f32, so 0.1 reads 0.1 and not 0.10000000149011612.
+    let texts: Vec<String> = t
+        .to_f64_vec()
+        .into_iter()
+        .map(|v| match t.ty().dtype {
+            kiln::DType::F32 => (v as f32).to_string(),
+            kiln::DType::Bool => (v != 0.0).to_string(),
+            _ => v.to_string(),
+        })
+        .collect();
+    nest(&texts, &dims)
+}

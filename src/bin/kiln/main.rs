@@ -7,6 +7,7 @@ mod bench;
 mod devices;
 mod feeds;
 mod grad;
+mod grouped;
 mod import;
 mod passes;
 mod safe_write;
@@ -39,43 +40,52 @@ enum Command {
     },
     /// Parse and verify a graph, infer its shapes, print every node's type.
     Check {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
     },
     /// Print the graph in .kiln text with inferred types as comments.
     Dump {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
         #[command(flatten)]
         passes: passes::PassArgs,
     },
     /// Optimise the graph and print every rewrite and per-pass statistics.
     Explain {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
         #[command(flatten)]
         passes: passes::PassArgs,
     },
     /// Print the graph as GraphViz DOT.
     Dot {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
         #[command(flatten)]
         passes: passes::PassArgs,
-        /// Write to this file instead of standard output.
+        /// Write to this file instead of standard output (`-`: standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Run the graph's outputs with .npy feeds; write one NAME.npy per output.
+    /// Run the graph's outputs with .npy feeds; print them, and with -o write one NAME.npy each.
     Run {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
         /// A feed: placeholder name (with or without %) = .npy file. Repeatable.
         #[arg(long = "feed", value_name = "NAME=FILE.npy")]
         feeds: Vec<String>,
         /// Folder for the outputs (created if needed).
-        #[arg(long)]
+        #[arg(short = 'o', long, visible_alias = "output")]
         out: Option<PathBuf>,
+        /// Nodes to compute instead of the graph's outputs, comma-separated (with or without %).
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        targets: Vec<String>,
+        /// Restore the variables from this safetensors checkpoint first.
+        #[arg(long, value_name = "CKPT")]
+        restore: Option<PathBuf>,
+        /// Worker threads, 1 to 1024 (default: one per core).
+        #[arg(long, value_parser = thread_count)]
+        threads: Option<usize>,
         /// Backend: reference, cpu or opencl.
         #[arg(long, default_value_t = BackendKind::default_kind().to_string())]
         backend: String,
@@ -123,7 +133,7 @@ enum Command {
         /// the loss depends on).
         #[arg(long, value_delimiter = ',')]
         wrt: Vec<String>,
-        /// Write the graph to this file instead of standard output.
+        /// Write the graph to this file instead of standard output (`-`: standard output).
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -196,7 +206,7 @@ enum Command {
     },
     /// Compile once, run many times, report times, GFLOP/s and the arena size.
     Bench {
-        /// The .kiln file.
+        /// The .kiln or .onnx file.
         graph: PathBuf,
         /// A feed: NAME=FILE.npy; placeholders not fed get seeded random data.
         #[arg(long = "feed", value_name = "NAME=FILE.npy")]
@@ -250,7 +260,7 @@ enum Command {
 const MAX_THREADS: usize = 1024;
 
 /// A count that must be at least 1 (`--runs 0` would time nothing, `--batch 0` feed nothing).
-fn at_least_one(arg: &str) -> Result<usize, String> {
+pub(crate) fn at_least_one(arg: &str) -> Result<usize, String> {
     match arg.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
@@ -271,6 +281,7 @@ fn thread_count(arg: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -281,23 +292,57 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ends the program quietly (exit 0), as other Unix tools do, when standard output is closed
+/// early (`kiln dump big.kiln | head -1`): Rust ignores SIGPIPE, so `print!` panics on the
+/// broken pipe, and this hook turns that one panic into a plain exit.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map_or("", String::as_str);
+        let broken_pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe).to_string();
+        let os_broken_pipe = "(os error 32)";
+        if message.starts_with("failed printing to stdout")
+            && (message.contains(&broken_pipe) || message.contains(os_broken_pipe))
+        {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+}
+
+/// `-o -` means standard output: `None`, as if no file were given.
+fn file_or_stdout(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.filter(|p| p.as_os_str() != "-")
+}
+
 fn execute(command: Command) -> Result<(), String> {
     match command {
         Command::Devices { json } => devices::devices(json),
         Command::Check { graph } => check(&graph),
         Command::Dump { graph, passes } => {
+            let loaded = passes::load_optimized(&graph, &passes, false)?;
             print!(
                 "{}",
-                passes::load_optimized(&graph, &passes, false)?.0.to_text()
+                grouped::annotate(&loaded.graph, &loaded.graph.to_text())
             );
+            if passes.shapes_matter() {
+                println!("# {}", loaded.shapes_note);
+            }
             Ok(())
         }
         Command::Explain { graph, passes } => {
-            let (optimized, report) = passes::load_optimized(&graph, &passes, true)?;
-            if let Some(report) = report {
+            if passes.optimize {
+                return Err("explain always runs the pass pipeline: drop --optimize".into());
+            }
+            let loaded = passes::load_optimized(&graph, &passes, true)?;
+            println!("{}", loaded.shapes_note);
+            if let Some(report) = loaded.report {
                 println!("{report}");
             }
-            println!("{} nodes after optimisation", optimized.len());
+            println!("{} nodes after optimisation", loaded.graph.len());
             Ok(())
         }
         Command::Dot {
@@ -305,8 +350,12 @@ fn execute(command: Command) -> Result<(), String> {
             output,
             passes,
         } => {
-            let dot = passes::load_optimized(&graph, &passes, false)?.0.to_dot();
-            match output {
+            let loaded = passes::load_optimized(&graph, &passes, false)?;
+            let mut dot = loaded.graph.to_dot();
+            if passes.shapes_matter() {
+                dot = format!("// {}\n{dot}", loaded.shapes_note);
+            }
+            match file_or_stdout(output) {
                 Some(path) => safe_write::write_bytes(&path, dot.as_bytes()),
                 None => {
                     print!("{dot}");
@@ -318,17 +367,23 @@ fn execute(command: Command) -> Result<(), String> {
             graph,
             feeds,
             out,
+            targets,
+            restore,
+            threads,
             backend,
             profile,
             trace,
-        } => run(
-            &graph,
-            &feeds,
-            out.as_deref(),
-            &backend,
+        } => run(RunArgs {
+            path: &graph,
+            feed_args: &feeds,
+            out: out.as_deref(),
+            targets: &targets,
+            restore: restore.as_deref(),
+            threads,
+            backend: &backend,
             profile,
-            trace.as_deref(),
-        ),
+            trace: trace.as_deref(),
+        }),
         Command::View {
             graph,
             output,
@@ -350,13 +405,22 @@ fn execute(command: Command) -> Result<(), String> {
             model,
             output,
             variables,
-        } => import::import(&model, output, variables),
+        } => {
+            if output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+                return Err(
+                    "import writes a .kiln file and its weights file beside it: -o - (standard \
+                     output) cannot hold both; name a .kiln file"
+                        .into(),
+                );
+            }
+            import::import(&model, output, variables)
+        }
         Command::Grad {
             graph,
             loss,
             wrt,
             output,
-        } => grad::grad(&graph, &loss, &wrt, output),
+        } => grad::grad(&graph, &loss, &wrt, file_or_stdout(output)),
         Command::Train {
             graph,
             loss,
@@ -452,9 +516,24 @@ fn set_threads(threads: Option<usize>) -> Result<(), String> {
     }
 }
 
-/// Loads a graph; parse errors get the file name in front of their line:column.
+/// Whether `path` names an ONNX model (`.onnx`, any case) rather than .kiln text.
+fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Loads a graph (an .onnx model through the importer); parse errors get the file name in front
+/// of their line:column.
 pub(crate) fn load(path: &Path) -> Result<Graph, String> {
+    if is_onnx(path) {
+        return Graph::from_onnx(path).map_err(|e| format!("{}: {e}", path.display()));
+    }
     Graph::load(path).map_err(|e| match e {
+        // Binary data is most likely a model under another extension.
+        kiln::Error::Parse { ref message, .. } if message.starts_with("invalid UTF-8") => format!(
+            "{}:{e}; an ONNX model is read through the importer when its name ends in .onnx",
+            path.display()
+        ),
         kiln::Error::Parse { .. } => format!("{}:{e}", path.display()),
         other => other.to_string(),
     })
@@ -465,60 +544,146 @@ fn check(path: &Path) -> Result<(), String> {
     graph.verify().map_err(|e| e.to_string())?;
     for id in graph.topo_order() {
         let node = graph.node(id);
-        println!("%{} : {} = {}", node.name, node.ty, node.op.name());
+        match grouped::note(&graph, id) {
+            Some(note) => println!("%{} : {} = {} ({note})", node.name, node.ty, node.op.name()),
+            None => println!("%{} : {} = {}", node.name, node.ty, node.op.name()),
+        }
     }
     let outputs: Vec<String> = graph
         .outputs()
         .iter()
         .map(|&o| format!("%{} {}", graph.node(o).name, graph.node(o).ty))
         .collect();
-    println!("ok: {} nodes; outputs: {}", graph.len(), outputs.join(", "));
+    if outputs.is_empty() {
+        eprintln!(
+            "warning: {} declares no outputs: `kiln run` and `kiln bench` have nothing to \
+             compute (add a line `output %NAME`)",
+            path.display()
+        );
+        println!("ok: {} nodes; no outputs", graph.len());
+    } else {
+        println!("ok: {} nodes; outputs: {}", graph.len(), outputs.join(", "));
+    }
     Ok(())
 }
 
-fn run(
-    path: &Path,
-    feed_args: &[String],
-    out: Option<&Path>,
-    backend: &str,
+/// What `kiln run` was asked to do.
+struct RunArgs<'a> {
+    path: &'a Path,
+    feed_args: &'a [String],
+    /// `-o`/`--out`: the folder for one NAME.npy per computed node.
+    out: Option<&'a Path>,
+    /// `--targets`: the nodes to compute instead of the graph's outputs.
+    targets: &'a [String],
+    /// `--restore`: a checkpoint to read the variables from first.
+    restore: Option<&'a Path>,
+    threads: Option<usize>,
+    backend: &'a str,
     profile: bool,
-    trace: Option<&Path>,
-) -> Result<(), String> {
-    let backend = BackendKind::from_name(backend).map_err(|e| e.to_string())?;
-    let graph = load(path)?;
-    let feeds = feeds::load(&graph, feed_args)?;
+    /// `--trace`: write the run's kernel timeline here (Chrome trace event format).
+    trace: Option<&'a Path>,
+}
+
+/// Outputs of at most this many elements are printed in full.
+const PRINTED_ELEMENTS: usize = 16;
+
+fn run(args: RunArgs<'_>) -> Result<(), String> {
+    let backend = BackendKind::from_name(args.backend).map_err(|e| e.to_string())?;
+    if args.out.is_some_and(|d| d.as_os_str() == "-") {
+        return Err(
+            "-o - : run writes one .npy file per output into a folder; without -o it prints \
+             what it computed"
+                .into(),
+        );
+    }
+    let graph = load(args.path)?;
+    let feeds = feeds::load(&graph, args.feed_args)?;
+    let fetches: Vec<kiln::NodeId> = if args.targets.is_empty() {
+        graph.outputs().to_vec()
+    } else {
+        args.targets
+            .iter()
+            .map(|t| match grad::bare(t.trim()) {
+                "" => Err(format!(
+                    "--targets {}: an empty name (expected NAME,NAME,...)",
+                    args.targets.join(",")
+                )),
+                name => grad::lookup(&graph, name, "--targets"),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if fetches.is_empty() {
+        return Err(format!(
+            "{} declares no outputs: name the nodes to compute with --targets NAME,...",
+            args.path.display()
+        ));
+    }
+    let names: Vec<String> = fetches
+        .iter()
+        .map(|&id| graph.node(id).name.clone())
+        .collect();
     // Every file name is checked (distinct, not a symlink) before anything runs or is written.
-    let files = match out {
+    let files = match args.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            output_files(dir, &graph.output_names())?
+            output_files(dir, &names)?
         }
         None => Vec::new(),
     };
-    let session = Session::with_backend(&graph, backend).map_err(|e| e.to_string())?;
-    let refs: Vec<(&str, &Tensor)> = feeds.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let outputs = session.run_outputs(&refs).map_err(|e| e.to_string())?;
-    if profile || trace.is_some() {
-        let feeds: Vec<(kiln::NodeId, &Tensor)> = feeds
-            .iter()
-            .filter_map(|(n, t)| graph.find(n).map(|id| (id, t)))
-            .collect();
-        let fetches = graph.outputs().to_vec();
+    let options = kiln::SessionOptions {
+        backend,
+        threads: args.threads,
+        ..kiln::SessionOptions::default()
+    };
+    let session = Session::with_session_options(&graph, options).map_err(|e| e.to_string())?;
+    if let Some(checkpoint) = args.restore {
+        session
+            .restore_variables(checkpoint)
+            .map_err(|e| format!("--restore: {e}"))?;
+    }
+    let feed_ids: Vec<(kiln::NodeId, &Tensor)> = feeds
+        .iter()
+        .filter_map(|(n, t)| graph.find(n).map(|id| (id, t)))
+        .collect();
+    let values = session
+        .run(&feed_ids, &fetches)
+        .map_err(|e| e.to_string())?;
+    if args.profile || args.trace.is_some() {
         let (_, times) = session
-            .run_profiled(&feeds, &fetches)
+            .run_profiled(&feed_ids, &fetches)
             .map_err(|e| e.to_string())?;
-        if let Some(path) = trace {
+        if let Some(path) = args.trace {
             bench::write_trace(path, &times)?;
         }
-        if profile {
-            bench::print_profile(&times, 1, None);
+        if args.profile {
+            bench::print_profile(&graph, &times, 1, None);
         }
     }
-    for (name, value) in &outputs {
-        println!("%{name} {} {}", value.ty(), feeds::summary(value));
+    for (name, value) in names.iter().zip(&values) {
+        if value.numel() <= PRINTED_ELEMENTS {
+            println!("%{name} {} = {}", value.ty(), feeds::values(value));
+        } else {
+            println!("%{name} {} {}", value.ty(), feeds::summary(value));
+        }
     }
-    for (file, (_, value)) in files.iter().zip(&outputs) {
+    for (file, value) in files.iter().zip(&values) {
         safe_write::write_file(file, |w| kiln::npy::write_to(w, value))?;
+    }
+    match args.out {
+        Some(dir) => eprintln!(
+            "wrote {} file(s) to {}: {}",
+            files.len(),
+            dir.display(),
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => eprintln!(
+            "computed {} node(s); nothing written (-o DIR writes one NAME.npy each)",
+            values.len()
+        ),
     }
     Ok(())
 }

@@ -153,7 +153,7 @@ fn profile(
     session
         .run(&feed_ids, &fetches)
         .map_err(|e| e.to_string())?;
-    let total = bench::profiled_runs(&session, &feed_ids, &fetches, &[], args.runs)?;
+    let total = bench::profiled_runs(&session, &feed_ids, &fetches, &[], args.runs, &|| {})?;
     if total.is_empty() {
         return Err(format!(
             "--profile: the {} backend does not time kernels",

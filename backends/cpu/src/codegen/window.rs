@@ -25,7 +25,7 @@
 //! [`window_outer_extent`] counts: output rows `n * out_h`. Threads given disjoint ranges write
 //! disjoint output elements, so a driver may split `0..extent` over threads and call the
 //! same kernel concurrently. The batch_norm kernels of [`super::normalize`] share this range
-//! ABI ([`work_range`]) and the element-index helpers of `geom`.
+//! ABI (`work_range`) and the element-index helpers of `geom`.
 
 mod chanvec;
 mod colvec;

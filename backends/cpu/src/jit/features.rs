@@ -15,14 +15,18 @@ pub enum CpuFeatures {
     Native,
     /// The architecture's baseline (x86-64: SSE2, no FMA); kernels use separate mul and add.
     Baseline,
+    /// The host's features up to AVX2 and FMA, none of AVX-512 (`avx2`, the GEMM family name).
+    UpToAvx2,
     /// Only these Cranelift ISA features (e.g. `sse41`, `avx`, `fma`; a `has_` prefix is
     /// optional); each must be present on the host. Cranelift emits FMA only with `avx` too.
     Only(Vec<String>),
 }
 
 impl CpuFeatures {
-    /// Reads `KILN_CPU_FEATURES`: unset, empty or `native` → [`CpuFeatures::Native`], `none` →
-    /// [`CpuFeatures::Baseline`], otherwise a comma-separated feature list.
+    /// Reads `KILN_CPU_FEATURES`: unset, empty, `native` or `avx512` → [`CpuFeatures::Native`],
+    /// `avx2` → [`CpuFeatures::UpToAvx2`], `none` or `portable` → [`CpuFeatures::Baseline`]
+    /// (the family names `kiln bench` prints, which also cap the GEMM micro-kernels),
+    /// otherwise a comma-separated list of Cranelift features.
     pub fn from_env() -> Result<CpuFeatures, String> {
         match std::env::var("KILN_CPU_FEATURES") {
             Err(std::env::VarError::NotPresent) => Ok(CpuFeatures::Native),
@@ -31,18 +35,26 @@ impl CpuFeatures {
         }
     }
 
-    /// Parses a `KILN_CPU_FEATURES` value.
+    /// Parses a `KILN_CPU_FEATURES` value (family names in any case).
     pub fn parse(value: &str) -> Result<CpuFeatures, String> {
-        match value.trim() {
-            "" | "native" => Ok(CpuFeatures::Native),
-            "none" => Ok(CpuFeatures::Baseline),
-            list => Ok(CpuFeatures::Only(
-                list.split(',')
+        Ok(match value.trim().to_ascii_lowercase().as_str() {
+            "" | "native" | "avx512" => CpuFeatures::Native,
+            "avx2" => CpuFeatures::UpToAvx2,
+            "none" | "portable" => CpuFeatures::Baseline,
+            _ => CpuFeatures::Only(
+                value
+                    .split(',')
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .collect(),
-            )),
-        }
+            ),
+        })
+    }
+
+    /// Checks that these features can be used on this host: the error names
+    /// `KILN_CPU_FEATURES` and the values it accepts.
+    pub fn check(&self) -> Result<(), String> {
+        self.isa_builder().map(|_| ())
     }
 
     /// A Cranelift ISA builder for the host with these features.
@@ -54,6 +66,23 @@ impl CpuFeatures {
         match self {
             CpuFeatures::Native => host(true),
             CpuFeatures::Baseline => host(false),
+            CpuFeatures::UpToAvx2 => {
+                let native = host(true)?
+                    .finish(settings::Flags::new(settings::builder()))
+                    .map_err(|e| format!("cannot configure Cranelift for this host: {e}"))?;
+                let mut builder = host(false)?;
+                for flag in native.isa_flags() {
+                    let wanted = flag.as_bool() == Some(true)
+                        && !flag.name.starts_with("has_avx512")
+                        && AVX2_FAMILY.contains(&flag.name.trim_start_matches("has_"));
+                    if wanted {
+                        builder
+                            .enable(flag.name)
+                            .map_err(|e| format!("KILN_CPU_FEATURES=avx2: '{}': {e}", flag.name))?;
+                    }
+                }
+                Ok(builder)
+            }
             CpuFeatures::Only(names) => {
                 let native = host(true)?
                     .finish(settings::Flags::new(settings::builder()))
@@ -84,8 +113,9 @@ impl CpuFeatures {
                                 .map(|f| f.name.trim_start_matches("has_"))
                                 .collect();
                             return Err(format!(
-                                "KILN_CPU_FEATURES: unknown feature '{name}' (expected 'native', \
-                                 'none' or a comma list of: {})",
+                                "KILN_CPU_FEATURES: unknown value '{name}': expected native, \
+                                 avx512, avx2, none (or portable), or a comma list of this \
+                                 CPU's features: {}",
                                 known.join(", ")
                             ));
                         }
@@ -96,6 +126,22 @@ impl CpuFeatures {
         }
     }
 }
+
+/// The x86 features up to AVX2 and FMA (`KILN_CPU_FEATURES=avx2`), without the `has_` prefix.
+const AVX2_FAMILY: &[&str] = &[
+    "sse3",
+    "ssse3",
+    "cmpxchg16b",
+    "sse41",
+    "sse42",
+    "popcnt",
+    "avx",
+    "avx2",
+    "fma",
+    "bmi1",
+    "bmi2",
+    "lzcnt",
+];
 
 /// `triple:feature,feature,...` with the enabled boolean ISA flags, sorted.
 pub(super) fn target_key(isa: &dyn TargetIsa) -> String {

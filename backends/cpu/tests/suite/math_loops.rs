@@ -387,6 +387,16 @@ fn feature_selection() {
         CpuFeatures::parse("sse41, fma"),
         Ok(CpuFeatures::Only(vec!["sse41".into(), "fma".into()]))
     );
+    // The GEMM family names `kiln bench` prints are accepted too, in any case.
+    assert_eq!(CpuFeatures::parse("avx512"), Ok(CpuFeatures::Native));
+    assert_eq!(CpuFeatures::parse("AVX2"), Ok(CpuFeatures::UpToAvx2));
+    assert_eq!(CpuFeatures::parse("portable"), Ok(CpuFeatures::Baseline));
+    assert_eq!(CpuFeatures::UpToAvx2.check(), Ok(()));
+    let err = CpuFeatures::parse("avx512x").unwrap().check().unwrap_err();
+    assert!(
+        err.starts_with("KILN_CPU_FEATURES: unknown value 'avx512x': expected native, avx512, avx2, none (or portable)"),
+        "{err}"
+    );
     let with = |features| {
         Jit::with_options(JitOptions {
             features,

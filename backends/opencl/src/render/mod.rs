@@ -7,7 +7,7 @@
 //! - Every dim is a literal in the source: a rendered program is specialised to its shapes, and
 //!   the source text alone identifies it (the runtime caches builds by source).
 //! - Kernel `i` of the program is the function `k<i>`, writes only its output buffer, and reads
-//!   only the buffers its [`Kernel::reads`] lists; a kernel whose output has no elements is not
+//!   only the buffers its `Kernel::reads` lists; a kernel whose output has no elements is not
 //!   launched at all (OpenCL rejects empty ranges).
 //! - Nothing here panics on a malformed program: a kernel the renderer cannot express is an
 //!   [`Error::Unsupported`] naming the kernel; run-time failures that the shapes already decide

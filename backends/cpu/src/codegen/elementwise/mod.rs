@@ -28,7 +28,7 @@
 //!
 //! # Code shape
 //!
-//! The iteration space is collapsed first ([`plan`]: size-1 axes dropped, axes that every load
+//! The iteration space is collapsed first (`plan`: size-1 axes dropped, axes that every load
 //! walks contiguously merged), then one loop per collapsed axis with the shape baked in as
 //! constants. The inner loop is `f32x4` (two vectors per iteration) with a scalar tail when
 //! every load's innermost stride is 0 or 1; otherwise it is scalar. Loads with innermost stride
