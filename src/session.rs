@@ -427,7 +427,7 @@ impl Session {
                     std::mem::replace(slot, Tensor::scalar(0.0))
                 })
                 .collect();
-            let result = self.in_pool(|| {
+            let result = self.in_pool(compiled.executable.uses_threads(), || {
                 if profile {
                     compiled.executable.run_profiled(&feed_tensors, &mut vars)
                 } else {
@@ -445,7 +445,7 @@ impl Session {
             let compiled = self.compiled(key, &variables)?;
             let feed_tensors: Vec<&Tensor> = compiled.feeds.iter().map(|id| fed[id]).collect();
             let vars: Vec<&Tensor> = compiled.variables.iter().map(|id| &variables[id]).collect();
-            self.in_pool(|| {
+            self.in_pool(compiled.executable.uses_threads(), || {
                 compiled
                     .executable
                     .run_reading(&feed_tensors, &vars, profile)
@@ -456,13 +456,19 @@ impl Session {
     /// Runs `work` in the session's pool and waits for it. A caller that is itself a worker of
     /// a rayon pool would run other jobs of its pool while it waits, such as another run that
     /// then blocks on the variables this caller holds locked, below it on the same stack: such
-    /// a caller waits from a plain thread instead.
-    fn in_pool<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
-        if rayon::current_thread_index().is_none() {
-            return self.pool.install(work);
+    /// a caller waits from a plain thread instead. A program that splits no work across
+    /// threads (`threaded` false) runs on the calling thread: handing it over costs more than
+    /// a small graph's whole run.
+    fn in_pool<R: Send>(&self, threaded: bool, work: impl FnOnce() -> R + Send) -> R {
+        if rayon::current_thread_index().is_some() {
+            return std::thread::scope(|s| s.spawn(|| self.pool.install(work)).join())
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         }
-        std::thread::scope(|s| s.spawn(|| self.pool.install(work)).join())
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        if threaded {
+            self.pool.install(work)
+        } else {
+            work()
+        }
     }
 
     /// The placeholders `fetches` and `targets` depend on and whether they update a variable.
@@ -590,7 +596,7 @@ impl Session {
             targets: lookup(&key.targets)?,
         };
         // In the session's pool, so that parallel packing uses its threads.
-        let executable = self.in_pool(|| self.backend.compile(&request))?;
+        let executable = self.in_pool(true, || self.backend.compile(&request))?;
         if let Some(limit) = self.optimize.memory_limit_bytes {
             check_memory_limit(&sub, &request.fetches, &executable.info(), limit)?;
         }

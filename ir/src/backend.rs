@@ -74,6 +74,14 @@ pub trait Executable: Send + Sync {
         }
     }
 
+    /// Whether a run may split work across threads. A session runs a program that does not
+    /// on the calling thread rather than handing it to its thread pool: the hand-over and the
+    /// wake-up cost more than a small graph's whole run (one add: under 1 us inline, over 20 us
+    /// through the pool).
+    fn uses_threads(&self) -> bool {
+        true
+    }
+
     /// Facts about the compiled code, for `kiln bench` and profiles.
     fn info(&self) -> ExecutableInfo {
         ExecutableInfo::default()

@@ -72,6 +72,11 @@ fn eval_error(graph: &Graph, id: NodeId, message: String) -> Error {
 }
 
 impl Executable for ReferenceExecutable {
+    /// The evaluator is plain single-threaded loops.
+    fn uses_threads(&self) -> bool {
+        false
+    }
+
     fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>> {
         let mut values: HashMap<NodeId, Cow<'_, Tensor>> = HashMap::with_capacity(self.order.len());
         let mut updates: Vec<(usize, Tensor)> = Vec::new();

@@ -21,6 +21,7 @@ use crate::gemm::{self, Activation, ConvGeometry, PackedB};
 use crate::host::{self, HostKernel};
 use crate::jit::{CompiledKernel, Jit, KernelId};
 use crate::pack_cache::PackCache;
+use crate::runtime::PARALLEL_MIN_WORK;
 use kiln_ir::cost::flops;
 use kiln_ir::lower::part_is_contiguous;
 use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
@@ -165,6 +166,9 @@ pub struct Plan {
     pub stages: Vec<(usize, Stage)>,
     /// Time spent packing constant weights while planning.
     pub packing: Duration,
+    /// Whether some stage has enough work to be split across threads
+    /// (`runtime::PARALLEL_MIN_WORK`); a program without one runs on the caller's thread.
+    pub uses_threads: bool,
 }
 
 /// Contractions thinner than this (k or n) run as direct Cranelift loops: a micro-kernel tile
@@ -206,11 +210,13 @@ pub fn plan(program: &Program) -> Result<Plan> {
     let mut jit = Jit::new().map_err(|m| unsupported(None, m))?;
     let mut pending: Vec<(usize, Pending)> = Vec::new();
     let packing = Cell::new(Duration::ZERO);
+    let mut uses_threads = false;
     for (index, kernel) in program.kernels.iter().enumerate() {
         let err = |m: String| unsupported(Some(kernel), m);
         if copies_nothing(program, kernel) {
             continue;
         }
+        uses_threads |= kernel_work(program, kernel) >= PARALLEL_MIN_WORK;
         let out = program.buffer(kernel.output);
         if let BufferKind::Part { row, stride, .. } = out.kind
             && !part_is_contiguous(out.numel(), row, stride)
@@ -335,7 +341,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
         }
     }
     let code = jit.finish().map_err(|m| unsupported(None, m))?;
-    let stages = pending
+    let stages: Vec<(usize, Stage)> = pending
         .into_iter()
         .map(|(index, p)| match p {
             Pending::Ready(stage) => Ok((index, *stage)),
@@ -352,9 +358,14 @@ pub fn plan(program: &Program) -> Result<Plan> {
             }
         })
         .collect::<Result<_>>()?;
+    let uses_threads = uses_threads
+        || stages.iter().any(|(_, stage)| {
+            matches!(stage, Stage::Jit { split: Some(split), .. } if split.work >= PARALLEL_MIN_WORK)
+        });
     Ok(Plan {
         stages,
         packing: packing.get(),
+        uses_threads,
     })
 }
 

@@ -163,6 +163,10 @@ impl Executable for CpuExecutable {
         Ok((outputs, times))
     }
 
+    fn uses_threads(&self) -> bool {
+        self.plan.uses_threads
+    }
+
     fn info(&self) -> ExecutableInfo {
         ExecutableInfo {
             compile_times: self.compile_times,

@@ -180,6 +180,11 @@ fn dims(v: &[usize]) -> ocl::SpatialDims {
 }
 
 impl Executable for OpenClExecutable {
+    /// The device does the work; the host only enqueues it.
+    fn uses_threads(&self) -> bool {
+        false
+    }
+
     fn run(&self, feeds: &[&Tensor], variables: &mut [Tensor]) -> Result<Vec<Tensor>> {
         self.execute(feeds, variables, None)
     }
