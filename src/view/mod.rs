@@ -3,12 +3,14 @@
 //! consumers; an optimised graph links each rewritten node to what it came from, and a
 //! profiled one colours nodes by their share of the run time.
 //!
+//! - [`edges`]: the graph's operands and consumers by position, read by the two below;
 //! - [`scopes`]: the tree of name scopes and which are folded by default;
 //! - [`layout`]: the layered layout (computed here, not in the browser);
 //! - `scope_layouts`: the layout of every scope's items, deepest first;
-//! - [`model`]: what the page shows of every node and scope, as JSON;
+//! - `model`: what the page shows of every node and scope, as JSON;
 //! - [`page`]: the HTML, with `viewer.js` and `viewer.css` inline.
 
+pub mod edges;
 pub(crate) mod json;
 pub mod layout;
 mod model;

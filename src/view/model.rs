@@ -6,6 +6,7 @@
 //! [`CHAR_WIDTH`]), so the layout is done once, in Rust; the page only stacks each unfolded
 //! scope's precomputed layout with the sizes its items have in the current fold state.
 
+use super::edges::Edges;
 use super::json;
 use super::scope_layouts::{Item, scope_layouts};
 use super::scopes::ScopeTree;
@@ -142,32 +143,15 @@ fn dims(ty: &TensorType) -> String {
 /// The page model as JSON (see the module doc).
 pub fn model_json(graph: &Graph, title: &str, extras: &Extras<'_>) -> String {
     let order: Vec<NodeId> = graph.topo_order();
-    let index: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    let tree = ScopeTree::new(graph, &order);
+    let edges = Edges::new(graph, &order);
+    let tree = ScopeTree::new(graph, &order, &edges);
     let n = order.len();
-    let inputs: Vec<Vec<usize>> = order
-        .iter()
-        .map(|&id| {
-            graph
-                .inputs(id)
-                .iter()
-                .filter_map(|i| index.get(i).copied())
-                .collect()
-        })
-        .collect();
-    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (v, ins) in inputs.iter().enumerate() {
-        for &u in ins {
-            if !consumers[u].contains(&v) {
-                consumers[u].push(v);
-            }
-        }
-    }
-    let outputs: Vec<usize> = graph
-        .outputs()
-        .iter()
-        .filter_map(|o| index.get(o).copied())
-        .collect();
+    let Edges {
+        inputs,
+        consumers,
+        outputs,
+        ..
+    } = edges;
     let mut params: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (v, h) in tree.host.iter().enumerate() {
         if let Some(h) = h {

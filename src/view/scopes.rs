@@ -12,6 +12,7 @@
 //! (always unfolding a scope that holds most of the graph, so a model wrapped in one outer
 //! scope does not open as one box).
 
+use super::edges::Edges;
 use kiln_ir::{Graph, NodeId, Op};
 
 /// The most boxes the default view unfolds scopes up to.
@@ -74,34 +75,15 @@ fn is_parameter(op: &Op) -> bool {
 }
 
 impl ScopeTree {
-    /// Builds the tree for `order` (the graph's nodes in topological order).
-    pub fn new(graph: &Graph, order: &[NodeId]) -> ScopeTree {
+    /// Builds the tree for `order` (the graph's nodes in topological order) and its `edges`.
+    pub fn new(graph: &Graph, order: &[NodeId], edges: &Edges) -> ScopeTree {
         let n = order.len();
-        let index: std::collections::HashMap<NodeId, usize> =
-            order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        let inputs: Vec<Vec<usize>> = order
-            .iter()
-            .map(|&id| {
-                graph
-                    .inputs(id)
-                    .iter()
-                    .filter_map(|i| index.get(i).copied())
-                    .collect()
-            })
-            .collect();
-        let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (v, ins) in inputs.iter().enumerate() {
-            for &u in ins {
-                if !consumers[u].contains(&v) {
-                    consumers[u].push(v);
-                }
-            }
-        }
-        let outputs: Vec<usize> = graph
-            .outputs()
-            .iter()
-            .filter_map(|o| index.get(o).copied())
-            .collect();
+        let Edges {
+            inputs,
+            consumers,
+            outputs,
+            ..
+        } = edges;
         let op = |v: usize| &graph.node(order[v]).op;
         let name = |v: usize| graph.node(order[v]).name.as_str();
 
@@ -348,7 +330,7 @@ mod tests {
     fn tree(text: &str) -> (Graph, ScopeTree) {
         let g = kiln_ir::text::parse(text, None).unwrap();
         let order = g.topo_order();
-        let t = ScopeTree::new(&g, &order);
+        let t = ScopeTree::new(&g, &order, &Edges::new(&g, &order));
         (g, t)
     }
 

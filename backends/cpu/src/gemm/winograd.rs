@@ -67,9 +67,9 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Whether the plan runs a convolution of a `batch`-image input with `cin` input and `cout`
 /// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
-/// `0` never, `1` whenever it applies and both channel counts reach [`WINOGRAD_MIN_CHANNELS`].
+/// `0` never, `1` whenever it applies and both channel counts reach `WINOGRAD_MIN_CHANNELS`.
 /// Unset, the plan takes it where it was measured to win: both channel counts at least
-/// [`auto_min_channels`] for the detected kernels, and at least [`AUTO_MIN_TILES`] tiles.
+/// `auto_min_channels` for the detected kernels, and at least `AUTO_MIN_TILES` tiles.
 pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
     static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {

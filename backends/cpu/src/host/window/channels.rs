@@ -75,7 +75,7 @@ const MIN_CHANNELS: usize = 8;
 
 impl ChannelWindow {
     /// The window of an NHWC depthwise (multiplier 1) / max / avg pool kernel on f32 buffers
-    /// with at least [`MIN_CHANNELS`] channels, or `None` for other kernels (which keep the
+    /// with at least `MIN_CHANNELS` channels, or `None` for other kernels (which keep the
     /// generated path). An error names the shapes when they disagree with the op.
     pub fn of(program: &Program, kernel: &Kernel) -> Result<Option<ChannelWindow>, String> {
         let (op, k, s, d, padding, format) = match &kernel.main {
