@@ -460,6 +460,35 @@ fn a_screenshot_shows_the_drawing() {
     assert!(drawn * 50 > total, "{drawn} of {total} canvas pixels drawn");
 }
 
+/// `--batch` and `--shape` draw the graph at those input shapes (shared with `dump`; the
+/// view once declared its own `--batch` too, which made clap refuse every `kiln view`).
+#[test]
+fn view_draws_the_graph_at_the_given_shapes() {
+    let dir = scratch("shapes");
+    let graph = dir.join("g.kiln");
+    std::fs::write(&graph, GRAPH).unwrap();
+    let page = dir.join("g.html");
+    let g = graph.to_str().unwrap();
+    let p = page.to_str().unwrap();
+    let plain = kiln(&["view", g, "-o", p]);
+    assert!(plain.status.success(), "{plain:?}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("f32[?,8,8,4]") && !html.contains("f32[3,8,8,4]"));
+    let batched = kiln(&["view", g, "-o", p, "--batch", "3"]);
+    assert!(batched.status.success(), "{batched:?}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("f32[3,8,8,4]") && !html.contains("f32[?,8,8,4]"));
+    let shaped = kiln(&["view", g, "-o", p, "--shape", "x=5,8,8,3"]);
+    assert!(shaped.status.success(), "{shaped:?}");
+    assert!(
+        std::fs::read_to_string(&page)
+            .unwrap()
+            .contains("f32[5,8,8,4]")
+    );
+    let wrong = kiln(&["view", g, "-o", p, "--shape", "x=5,9,8,3"]);
+    assert!(!wrong.status.success());
+}
+
 /// A view refuses to overwrite its own graph, and bad input is an error naming the file.
 #[test]
 fn view_errors_name_the_file() {

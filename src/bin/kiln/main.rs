@@ -114,9 +114,6 @@ enum Command {
         /// With --profile, a feed: NAME=FILE.npy; placeholders not fed get seeded random data.
         #[arg(long = "feed", value_name = "NAME=FILE.npy")]
         feeds: Vec<String>,
-        /// With --profile, the value of every unknown dim (default 1).
-        #[arg(long, value_parser = at_least_one)]
-        batch: Option<usize>,
         /// With --profile, the timed runs (at least 1).
         #[arg(long, default_value_t = 10, value_parser = at_least_one)]
         runs: usize,
@@ -390,7 +387,6 @@ fn execute(command: Command) -> Result<(), String> {
             passes,
             profile,
             feeds,
-            batch,
             runs,
         } => view::view(view::ViewArgs {
             graph: &graph,
@@ -398,7 +394,6 @@ fn execute(command: Command) -> Result<(), String> {
             passes: &passes,
             profile,
             feeds: &feeds,
-            batch,
             runs,
         }),
         Command::Import {

@@ -120,7 +120,7 @@ pub fn load_optimized(path: &Path, args: &PassArgs, force: bool) -> Result<Loade
 
 /// `graph` with its placeholders' shapes set from `--shape` and `--batch` (every node kept,
 /// types re-inferred), and a line naming every placeholder's shape and where it came from.
-fn with_input_shapes(graph: Graph, args: &PassArgs) -> Result<(Graph, String), String> {
+pub fn with_input_shapes(graph: Graph, args: &PassArgs) -> Result<(Graph, String), String> {
     let mut given: HashMap<NodeId, Shape> = HashMap::new();
     for arg in &args.shapes {
         let (id, shape) = parse_shape(&graph, arg)?;

@@ -19,20 +19,7 @@ pub struct ViewArgs<'a> {
     pub passes: &'a passes::PassArgs,
     pub profile: bool,
     pub feeds: &'a [String],
-    pub batch: Option<usize>,
     pub runs: usize,
-}
-
-/// Loads a .kiln file, or imports an .onnx model.
-pub fn load_graph(path: &Path) -> Result<Graph, String> {
-    let is_onnx = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    if is_onnx {
-        Graph::from_onnx(path).map_err(|e| format!("{}: {e}", path.display()))
-    } else {
-        crate::load(path)
-    }
 }
 
 pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
@@ -46,7 +33,9 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
             output.display()
         ));
     }
-    let graph = load_graph(args.graph)?;
+    // `--batch` and `--shape` fix the placeholders' shapes, as for `dump`; a profile runs at
+    // them (unknown dims left run at 1).
+    let (graph, _) = passes::with_input_shapes(crate::load(args.graph)?, args.passes)?;
     let backend = match &args.passes.backend {
         Some(name) => BackendKind::from_name(name).map_err(|e| e.to_string())?,
         None => BackendKind::default_kind(),
@@ -134,7 +123,7 @@ fn profile(
     backend: BackendKind,
 ) -> Result<(Vec<KernelTime>, usize, kiln::ir::Graph), String> {
     let given = feeds::load(graph, args.feeds)?;
-    let feeds = bench::complete_feeds(graph, given, args.batch.unwrap_or(1))?;
+    let feeds = bench::complete_feeds(graph, given, 1)?;
     let feed_ids: Vec<(NodeId, &Tensor)> = feeds
         .iter()
         .map(|(n, t)| graph.lookup(n).map(|id| (id, t)).map_err(|e| e.to_string()))
