@@ -574,7 +574,8 @@ impl RowSource for ConvRows<'_> {
         out: &mut Vec<&'s [f32]>,
     ) -> bool {
         const MAX_RUNS: usize = 16;
-        if mr > MAX_RUNS || rows > mr || zeros.len() < len {
+        // No channels: no segments to step through (and nothing to divide by).
+        if mr > MAX_RUNS || rows > mr || zeros.len() < len || self.dims[3] == 0 {
             return false;
         }
         let [_, h, w, c] = self.dims;
@@ -612,13 +613,16 @@ impl RowSource for ConvRows<'_> {
             q = end;
         }
         let (sw, hi, wi) = (g.stride_w as isize, h as isize, w as isize);
+        // Divisions cost as much as the rest of a short tile's table: none for stride 1, and
+        // the tap is stepped from segment to segment below rather than divided out each time.
+        let by_sw = |x: isize| if sw == 1 { x } else { x / sw };
+        // Depth k0 is tap (k0 / c), channel (k0 % c), as in `segments`; tap = ty * kw + tx.
+        let (tap, mut ci) = (k0 / c, k0 % c);
+        let (mut ty, mut tx) = (tap / g.kw, tap % g.kw);
         out.reserve(nseg * mr);
-        for s in 0..nseg {
-            // Depth k is tap (k / c) and channel (k % c), as in `segments`.
-            let k = k0 + s * len;
-            let (tap, ci) = (k / c, k % c);
-            let dy = ((tap / g.kw) * g.dilation_h) as isize;
-            let dx = ((tap % g.kw) * g.dilation_w) as isize;
+        for _ in 0..nseg {
+            let dy = (ty * g.dilation_h) as isize;
+            let dx = (tx * g.dilation_w) as isize;
             for &(q0, q1, first, top, left) in &runs[..nruns] {
                 let (iy, x0) = (top + dy, left + dx);
                 let n = (q1 - q0) as isize;
@@ -626,8 +630,8 @@ impl RowSource for ConvRows<'_> {
                 let (lo, hi_j) = if iy < 0 || iy >= hi || x0 >= wi {
                     (0, 0)
                 } else {
-                    let lo = if x0 >= 0 { 0 } else { (-x0 + sw - 1) / sw };
-                    (lo.min(n), ((wi - 1 - x0) / sw + 1).min(n))
+                    let lo = if x0 >= 0 { 0 } else { by_sw(-x0 + sw - 1) };
+                    (lo.min(n), (by_sw(wi - 1 - x0) + 1).min(n))
                 };
                 let lo = lo.min(hi_j);
                 for _ in 0..lo {
@@ -646,6 +650,17 @@ impl RowSource for ConvRows<'_> {
             }
             for _ in rows..mr {
                 out.push(&zeros[..len]);
+            }
+            // The next segment starts `len` values on: the same tap, or the next ones (a
+            // merged segment is a whole filter row of taps).
+            ci += len;
+            while ci >= c {
+                ci -= c;
+                tx += 1;
+                if tx == g.kw {
+                    tx = 0;
+                    ty += 1;
+                }
             }
         }
         true
@@ -693,6 +708,8 @@ mod tests {
                 blocks.push((seg + 1, seg - 1, 1));
                 blocks.push((0, 1, 1));
             }
+            // Single values across taps: the tap stepping from one segment to the next.
+            blocks.push((1, 1, (src.depth() - 1).min(3 * seg + 2)));
             for mr in [12, 6, 4] {
                 for &(k0, len, nseg) in &blocks {
                     for i0 in (0..src.rows()).step_by(mr) {
