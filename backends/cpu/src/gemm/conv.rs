@@ -561,4 +561,186 @@ impl RowSource for ConvRows<'_> {
             r += chunk;
         }
     }
+
+    fn tile_rows<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        mr: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        zeros: &'s [f32],
+        out: &mut Vec<&'s [f32]>,
+    ) -> bool {
+        const MAX_RUNS: usize = 16;
+        // No channels: no segments to step through (and nothing to divide by).
+        if mr > MAX_RUNS || rows > mr || zeros.len() < len || self.dims[3] == 0 {
+            return false;
+        }
+        let [_, h, w, c] = self.dims;
+        let g = &self.g;
+        // The tile's rows as runs of consecutive pixels of one output row: within a run the
+        // pixels are `stride_w` input columns apart, so a tap's valid rows are one range found
+        // by two divisions instead of four comparisons per row (a 12-row tile is one run, or
+        // two where it wraps to the next output row).
+        // (first row, end row, input value where the run's input row starts, top input row,
+        // left input column of its first pixel)
+        let mut runs = [(0usize, 0usize, 0usize, 0isize, 0isize); MAX_RUNS];
+        let mut nruns = 0;
+        let plane = g.out_h * g.out_w;
+        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let mut q = 0;
+        while q < rows {
+            let end = (q + g.out_w - ox).min(rows);
+            runs[nruns] = (
+                q,
+                end,
+                img * h * w,
+                (oy * g.stride_h) as isize - g.pad_top as isize,
+                (ox * g.stride_w) as isize - g.pad_left as isize,
+            );
+            nruns += 1;
+            ox += end - q;
+            if ox == g.out_w {
+                ox = 0;
+                oy += 1;
+                if oy == g.out_h {
+                    oy = 0;
+                    img += 1;
+                }
+            }
+            q = end;
+        }
+        let (sw, hi, wi) = (g.stride_w as isize, h as isize, w as isize);
+        // Divisions cost as much as the rest of a short tile's table: none for stride 1, and
+        // the tap is stepped from segment to segment below rather than divided out each time.
+        let by_sw = |x: isize| if sw == 1 { x } else { x / sw };
+        // Depth k0 is tap (k0 / c), channel (k0 % c), as in `segments`; tap = ty * kw + tx.
+        let (tap, mut ci) = (k0 / c, k0 % c);
+        let (mut ty, mut tx) = (tap / g.kw, tap % g.kw);
+        out.reserve(nseg * mr);
+        for _ in 0..nseg {
+            let dy = (ty * g.dilation_h) as isize;
+            let dx = (tx * g.dilation_w) as isize;
+            for &(q0, q1, first, top, left) in &runs[..nruns] {
+                let (iy, x0) = (top + dy, left + dx);
+                let n = (q1 - q0) as isize;
+                // Pixels q0 + j with 0 <= x0 + j * sw < w, j in lo..hi.
+                let (lo, hi_j) = if iy < 0 || iy >= hi || x0 >= wi {
+                    (0, 0)
+                } else {
+                    let lo = if x0 >= 0 { 0 } else { by_sw(-x0 + sw - 1) };
+                    (lo.min(n), (by_sw(wi - 1 - x0) + 1).min(n))
+                };
+                let lo = lo.min(hi_j);
+                for _ in 0..lo {
+                    out.push(&zeros[..len]);
+                }
+                if lo < hi_j {
+                    let row = (first + iy as usize * w) * self.stride + self.c0 + ci;
+                    for j in lo..hi_j {
+                        let at = row + (x0 + j * sw) as usize * self.stride;
+                        out.push(&self.input[at..at + len]);
+                    }
+                }
+                for _ in hi_j..n {
+                    out.push(&zeros[..len]);
+                }
+            }
+            for _ in rows..mr {
+                out.push(&zeros[..len]);
+            }
+            // The next segment starts `len` values on: the same tap, or the next ones (a
+            // merged segment is a whole filter row of taps).
+            ci += len;
+            while ci >= c {
+                ci -= c;
+                tx += 1;
+                if tx == g.kw {
+                    tx = 0;
+                    ty += 1;
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `tile_rows` hands the kernel exactly the slices (same address, same length) that
+    /// `segments` gives, with `zeros` for padding and rows past the tile, on every tile of
+    /// geometries with padding on every edge, strides 1 and 2, dilation, output rows shorter
+    /// than a tile (runs straddling rows and images), grouped channel blocks and merged filter
+    /// rows, for every MR and k-block shape the driver makes.
+    #[test]
+    fn conv_tile_rows_match_segments() {
+        let zeros = vec![0.0f32; 64];
+        // (n, h, w, channels, cin, c0, kernel, strides, dilations, padding, taps_w)
+        let cases = [
+            (2, 5, 7, 3, 3, 0, [3, 3], [1, 1], [1, 1], Padding::Same, 1),
+            (1, 9, 8, 4, 4, 0, [3, 2], [2, 2], [1, 1], Padding::Same, 1),
+            (3, 4, 3, 2, 2, 0, [3, 3], [1, 2], [2, 1], Padding::Same, 1),
+            (1, 11, 13, 5, 5, 0, [5, 5], [2, 1], [1, 2], Padding::Same, 1),
+            (2, 6, 6, 6, 3, 3, [3, 3], [1, 1], [1, 1], Padding::Valid, 1),
+            (1, 13, 1, 2, 2, 0, [3, 1], [1, 1], [1, 1], Padding::Same, 1),
+            (2, 7, 9, 3, 3, 0, [3, 3], [2, 2], [1, 1], Padding::Valid, 3),
+        ];
+        for (n, h, w, channels, cin, c0, k, s, d, pad, taps_w) in cases {
+            let g = ConvGeometry::new([h, w], k, s, d, pad).unwrap();
+            let input = vec![1.0f32; n * h * w * channels];
+            let src = ConvRows {
+                input: &input,
+                dims: [n, h, w, cin],
+                stride: channels,
+                c0,
+                g,
+                taps_w,
+            };
+            let seg = src.segment_len();
+            let taps = src.depth() / seg;
+            // (k0, len, nseg): whole depth, a later block of segments, pieces of one segment.
+            let mut blocks = vec![(0, seg, taps), (seg, seg, taps - 1)];
+            if seg > 1 {
+                blocks.push((seg + 1, seg - 1, 1));
+                blocks.push((0, 1, 1));
+            }
+            // Single values across taps: the tap stepping from one segment to the next.
+            blocks.push((1, 1, (src.depth() - 1).min(3 * seg + 2)));
+            for mr in [12, 6, 4] {
+                for &(k0, len, nseg) in &blocks {
+                    for i0 in (0..src.rows()).step_by(mr) {
+                        let rows = mr.min(src.rows() - i0);
+                        let tag = format!("{g:?} c0={c0} mr={mr} i0={i0} k0={k0} len={len}");
+                        let mut raw = Vec::new();
+                        src.segments(i0, rows, k0, len, nseg, &mut raw);
+                        let mut want: Vec<(*const f32, usize)> = Vec::new();
+                        for si in 0..nseg {
+                            for r in 0..mr {
+                                let sl = if r < rows { raw[si * rows + r] } else { None };
+                                let sl = sl.unwrap_or(&zeros[..len]);
+                                want.push((sl.as_ptr(), len));
+                            }
+                        }
+                        let mut got = Vec::new();
+                        assert!(src.tile_rows(
+                            i0,
+                            rows,
+                            mr,
+                            k0,
+                            len,
+                            nseg,
+                            &zeros[..len],
+                            &mut got
+                        ));
+                        let got: Vec<_> = got.iter().map(|sl| (sl.as_ptr(), sl.len())).collect();
+                        assert_eq!(got, want, "{tag}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -276,6 +276,21 @@ impl<'j, S: RowSource> Job<'j, S> {
             }
             return Ok(());
         }
+        let zero = &zeros[..kseg];
+        if self
+            .src
+            .tile_rows(i0, rows, mr, kb.k0, kseg, kb.nseg, zero, segs)
+        {
+            // The slices' lengths are checked by the kernel's `assert_valid`.
+            if segs.len() != kb.nseg * mr {
+                return Err(format!(
+                    "sgemm: row source gave {} tile rows, expected {}",
+                    segs.len(),
+                    kb.nseg * mr
+                ));
+            }
+            return Ok(());
+        }
         raw.clear();
         self.src.segments(i0, rows, kb.k0, kseg, kb.nseg, raw);
         if raw.len() != kb.nseg * rows {

@@ -79,6 +79,26 @@ pub trait RowSource: Sync {
         nseg: usize,
         out: &mut Vec<Option<&'s [f32]>>,
     );
+    /// Pushes one row tile's slices straight in the kernel's layout: for each segment `s` in
+    /// `0..nseg` (outer), `mr` slices (inner), row `i0 + r`'s slice at `A[i0 + r, k0 + s * len]`
+    /// for `r < rows`, else `zeros` (`len` values), `zeros` also standing for padding. Returns
+    /// false, pushing nothing, when the source has no such path (the driver then goes through
+    /// [`RowSource::segments`]); a source that has one skips the `Option` table and its second
+    /// pass, which cost as much as the kernel on short segments.
+    #[allow(clippy::too_many_arguments)] // a tile's coordinates, the zero row and the table
+    fn tile_rows<'s>(
+        &'s self,
+        _i0: usize,
+        _rows: usize,
+        _mr: usize,
+        _k0: usize,
+        _len: usize,
+        _nseg: usize,
+        _zeros: &'s [f32],
+        _out: &mut Vec<&'s [f32]>,
+    ) -> bool {
+        false
+    }
     /// The dense matrix and its leading dimension, when A is one (lets the driver copy rows
     /// whose stride would thrash the L1 cache).
     fn dense(&self) -> Option<(&[f32], usize)> {
