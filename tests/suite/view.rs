@@ -487,6 +487,11 @@ fn view_draws_the_graph_at_the_given_shapes() {
     );
     let wrong = kiln(&["view", g, "-o", p, "--shape", "x=5,9,8,3"]);
     assert!(!wrong.status.success());
+    // `-o -` is standard output, as for the other verbs: no file named `-`.
+    let piped = kiln(&["view", g, "-o", "-"]);
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(String::from_utf8_lossy(&piped.stdout).starts_with("<!DOCTYPE html>"));
+    assert!(!std::path::Path::new("-").exists() && !dir.join("-").exists());
 }
 
 /// A view refuses to overwrite its own graph, and bad input is an error naming the file.

@@ -27,7 +27,9 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
         .output
         .clone()
         .unwrap_or_else(|| args.graph.with_extension("html"));
-    if safe_write::resolved(&output)? == safe_write::resolved(args.graph)? {
+    // `-o -`: the page goes to standard output, as every verb's `-o -` does.
+    let to_stdout = output.as_os_str() == "-";
+    if !to_stdout && safe_write::resolved(&output)? == safe_write::resolved(args.graph)? {
         return Err(format!(
             "-o {}: that is the graph itself; refusing to overwrite it",
             output.display()
@@ -105,13 +107,18 @@ pub fn view(args: ViewArgs<'_>) -> Result<(), String> {
     let start = Instant::now();
     let html = page(shown.ir(), &title, &extras);
     let took = start.elapsed();
-    safe_write::write_bytes(&output, html.as_bytes())?;
-    println!(
-        "wrote {} ({} nodes, page and layout in {:.1} ms)",
-        output.display(),
+    let summary = format!(
+        "({} nodes, page and layout in {:.1} ms)",
         shown.len(),
         took.as_secs_f64() * 1e3
     );
+    if to_stdout {
+        print!("{html}");
+        eprintln!("wrote the page to standard output {summary}");
+    } else {
+        safe_write::write_bytes(&output, html.as_bytes())?;
+        println!("wrote {} {summary}", output.display());
+    }
     Ok(())
 }
 
