@@ -20,6 +20,7 @@
 //! the pixel stride stays the full channel count) and stores into its output columns through
 //! the leading dimension, so the only copy is the padded buffer few channels already use.
 
+use super::driver::MIN_TASK_FLOPS;
 use super::epilogue::{Epilogue, Residual};
 use super::pack::PackedB;
 use super::{RowSource, sgemm, sgemm_rows};
@@ -307,10 +308,6 @@ pub fn conv2d_nhwc_grouped_strided(
     }
     Ok(())
 }
-
-/// FLOPs below which a GEMM runs on one thread: the driver's own threshold (`MIN_TASK_FLOPS`
-/// in `driver.rs`, 2 MFLOP, about 10 us of one core), repeated here for the group decision.
-const MIN_TASK_FLOPS: f64 = 2.0e6;
 
 /// Row bands to split a grouped convolution into, each band running every group: more than
 /// one only when there are several groups each too small for the driver to split (ShuffleNet's

@@ -33,8 +33,9 @@ const BANDS_PER_THREAD: usize = 4;
 /// Rows per block of a copied A band (a multiple of every MR: 12, 6, 4).
 const MC: usize = 144;
 /// Minimum work per parallel task; below it one thread does everything (rayon's fork/join
-/// costs microseconds, a 2 MFLOP task takes about 10 us on one core).
-const MIN_TASK_FLOPS: f64 = 2.0e6;
+/// costs microseconds, a 2 MFLOP task takes about 10 us on one core). The grouped conv's
+/// row-band split (`conv.rs`) uses the same threshold.
+pub(super) const MIN_TASK_FLOPS: f64 = 2.0e6;
 
 /// One k-block: `nseg` consecutive segments of `kseg` values starting at depth `k0`.
 #[derive(Clone, Copy, Debug)]
