@@ -37,6 +37,14 @@ const MC: usize = 144;
 /// row-band split (`conv.rs`) uses the same threshold.
 pub(super) const MIN_TASK_FLOPS: f64 = 2.0e6;
 
+/// What a tile call costs besides its k-steps (loading and storing C, the epilogue, the row
+/// table), in k-steps: an estimate from the first-layer convs (k = 27), where the kernel's
+/// loop took about two thirds of the tile's time.
+const TILE_SETUP_STEPS: f64 = 30.0;
+/// What the column split's buffer and copy add per tile, in k-steps (a 12x32 tile is 1.5 KB
+/// zeroed, written, and copied on one thread).
+const COPY_STEPS: f64 = 8.0;
+
 /// One k-block: `nseg` consecutive segments of `kseg` values starting at depth `k0`.
 #[derive(Clone, Copy, Debug)]
 struct KBlock {
@@ -117,10 +125,16 @@ pub(super) fn run<S: RowSource>(
     if tasks == 1 || (m_tiles < 2 && n_panels < 2) {
         return job.block(0, m, 0, n, c, ldc, 0);
     }
-    // Split whichever way gives the busiest task fewer tile calls; rows on a tie (no copy).
+    // Split whichever way costs the busiest task less, counting what the column split adds:
+    // its private buffers and the serial copy out of them. (Counting tile calls alone sent
+    // every conv with two panels and an odd number of row tiles, such as SqueezeNet's 55x55x64
+    // layers, through the copy: 1.2x slower than rows.)
     let by_rows = m_tiles.div_ceil(tasks) * n_panels;
     let by_cols = m_tiles * n_panels.div_ceil(tasks);
-    if by_rows <= by_cols {
+    let step = k as f64 + TILE_SETUP_STEPS;
+    let rows_cost = by_rows as f64 * step;
+    let cols_cost = by_cols as f64 * step + (m_tiles * n_panels) as f64 * COPY_STEPS;
+    if rows_cost <= cols_cost {
         // Row bands of whole tiles, each a disjoint chunk of C; up to BANDS_PER_THREAD per
         // thread while each keeps at least MIN_TASK_FLOPS.
         let bands = (tasks * BANDS_PER_THREAD)
