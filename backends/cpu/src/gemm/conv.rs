@@ -394,7 +394,23 @@ fn conv_group(
         let a = &view.input[c0..];
         return sgemm(m, cout, cin, a, channels, filter, out, ldc, epilogue);
     }
+    let src = ConvRows {
+        input: view.input,
+        dims: [view.dims[0], h, w, cin],
+        stride: channels,
+        c0,
+        g: *g,
+        taps_w: 1,
+    };
     if cin < MERGE_BELOW_CIN && g.kw > 1 && g.dilation_w == 1 {
+        if cin == channels && src.taps_inside() {
+            // Already what the padded copy would be: whole pixels, no tap outside.
+            let src = ConvRows {
+                taps_w: g.kw,
+                ..src
+            };
+            return sgemm_rows(&src, filter, out, ldc, epilogue);
+        }
         let overflow = || format!("conv2d: padded input overflows usize ({:?})", view.dims);
         let (padded, dims) = pad_input(view, c0, cin, g).ok_or_else(overflow)?;
         let g = ConvGeometry {
@@ -412,14 +428,6 @@ fn conv_group(
         };
         return sgemm_rows(&src, filter, out, ldc, epilogue);
     }
-    let src = ConvRows {
-        input: view.input,
-        dims: [view.dims[0], h, w, cin],
-        stride: channels,
-        c0,
-        g: *g,
-        taps_w: 1,
-    };
     sgemm_rows(&src, filter, out, ldc, epilogue)
 }
 
@@ -452,23 +460,31 @@ fn pad_input(
         .checked_add(g.pad_left)?
         .max(reach(g.out_w, g.stride_w, g.kw, g.dilation_w)?);
     let len = n.checked_mul(hp)?.checked_mul(wp)?.checked_mul(c)?;
-    let mut padded = vec![0.0f32; len];
+    // Written once, in order (zeros only where there is padding): filling the whole buffer
+    // with zeros first doubled the copy's memory traffic.
+    let mut padded = Vec::with_capacity(len);
+    let row = wp * c;
     for img in 0..n {
-        for y in 0..h {
-            let dst = ((img * hp + y + g.pad_top) * wp + g.pad_left) * c;
+        for y in 0..hp {
+            let Some(sy) = y.checked_sub(g.pad_top).filter(|&sy| sy < h) else {
+                padded.resize(padded.len() + row, 0.0);
+                continue;
+            };
+            padded.resize(padded.len() + g.pad_left * c, 0.0);
+            let src_row = (img * h + sy) * w;
             if c == channels {
                 // Whole pixels: one contiguous row.
-                let src = ((img * h + y) * w) * c;
-                padded[dst..dst + w * c].copy_from_slice(&view.input[src..src + w * c]);
-                continue;
+                padded.extend_from_slice(&view.input[src_row * c..(src_row + w) * c]);
+            } else {
+                for x in 0..w {
+                    let src = (src_row + x) * channels + c0;
+                    padded.extend_from_slice(&view.input[src..src + c]);
+                }
             }
-            for x in 0..w {
-                let src = ((img * h + y) * w + x) * channels + c0;
-                let d = dst + x * c;
-                padded[d..d + c].copy_from_slice(&view.input[src..src + c]);
-            }
+            padded.resize(padded.len() + (wp - g.pad_left - w) * c, 0.0);
         }
     }
+    debug_assert_eq!(padded.len(), len);
     Some((padded, [n, hp, wp, c]))
 }
 
@@ -485,6 +501,24 @@ struct ConvRows<'a> {
     /// Taps of one filter row per segment: 1, or `kw` when the input is padded so that a
     /// filter row never leaves it (then `dilation_w == 1` and `pad_left == 0`).
     taps_w: usize,
+}
+
+impl ConvRows<'_> {
+    /// Whether every tap of every output pixel reads inside the input: no padding, and the
+    /// last pixel's last tap within the last row and column.
+    fn taps_inside(&self) -> bool {
+        let g = &self.g;
+        let [_, h, w, _] = self.dims;
+        let last = |out: usize, s: usize, k: usize, d: usize| {
+            (out.max(1) - 1)
+                .saturating_mul(s)
+                .saturating_add((k.max(1) - 1).saturating_mul(d))
+        };
+        g.pad_top == 0
+            && g.pad_left == 0
+            && last(g.out_h, g.stride_h, g.kh, g.dilation_h) < h
+            && last(g.out_w, g.stride_w, g.kw, g.dilation_w) < w
+    }
 }
 
 impl RowSource for ConvRows<'_> {
@@ -610,6 +644,10 @@ impl RowSource for ConvRows<'_> {
             q = end;
         }
         let (sw, hi, wi) = (g.stride_w as isize, h as isize, w as isize);
+        // No tap of any pixel leaves the input (a padded copy, or VALID): every run is whole,
+        // and the two divisions per run and segment below (a quarter of a short tile's time at
+        // stride 2) are skipped.
+        let inside = self.taps_inside();
         // Divisions cost as much as the rest of a short tile's table: none for stride 1, and
         // the tap is stepped from segment to segment below rather than divided out each time.
         let by_sw = |x: isize| if sw == 1 { x } else { x / sw };
@@ -624,7 +662,9 @@ impl RowSource for ConvRows<'_> {
                 let (iy, x0) = (top + dy, left + dx);
                 let n = (q1 - q0) as isize;
                 // Pixels q0 + j with 0 <= x0 + j * sw < w, j in lo..hi.
-                let (lo, hi_j) = if iy < 0 || iy >= hi || x0 >= wi {
+                let (lo, hi_j) = if inside {
+                    (0, n)
+                } else if iy < 0 || iy >= hi || x0 >= wi {
                     (0, 0)
                 } else {
                     let lo = if x0 >= 0 { 0 } else { by_sw(-x0 + sw - 1) };
