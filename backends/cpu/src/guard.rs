@@ -90,9 +90,11 @@ impl GuardedOutput {
         values
             .try_reserve_exact(n.saturating_add(OUTPUT_GUARD))
             .map_err(|_| out_of_memory(&what(), bytes))?;
-        values.resize(n + OUTPUT_GUARD, f32::from_bits(GUARD_F32));
-        values.truncate(n);
-        values.fill(0.0);
+        // One pass over the values (a second one cost 5-10% of a conv writing a large output).
+        values.resize(n, 0.0);
+        for spare in &mut values.spare_capacity_mut()[..OUTPUT_GUARD] {
+            spare.write(f32::from_bits(GUARD_F32));
+        }
         Ok(GuardedOutput::F32 {
             values,
             dims: dims.to_vec(),
