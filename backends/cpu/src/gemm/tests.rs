@@ -501,3 +501,34 @@ fn gemm_row_source_is_read_as_documented() {
         assert!(err.contains("segment of 2 values, expected 3"), "{err}");
     }
 }
+
+/// A dense A's `tile_rows` hands the kernel the slices `segments` gives (same address, same
+/// length), with `zeros` for rows past the tile, for whole depths, later k-blocks and pieces.
+#[test]
+fn gemm_dense_tile_rows_match_segments() {
+    let (m, k, lda) = (29, 12, 15);
+    let a = values(7, (m - 1) * lda + k);
+    let src = DenseA { a: &a, lda, m, k };
+    let zeros = [0.0f32; 16];
+    for mr in [12, 6, 4] {
+        for (k0, len, nseg) in [(0, 12, 1), (0, 4, 3), (4, 4, 2), (5, 7, 1)] {
+            for i0 in (0..m).step_by(mr) {
+                let rows = mr.min(m - i0);
+                let mut raw = Vec::new();
+                src.segments(i0, rows, k0, len, nseg, &mut raw);
+                let mut want = Vec::new();
+                for s in 0..nseg {
+                    for r in 0..mr {
+                        let sl = if r < rows { raw[s * rows + r] } else { None };
+                        let sl = sl.unwrap_or(&zeros[..len]);
+                        want.push((sl.as_ptr(), sl.len()));
+                    }
+                }
+                let mut got = Vec::new();
+                assert!(src.tile_rows(i0, rows, mr, k0, len, nseg, &zeros[..len], &mut got));
+                let got: Vec<_> = got.iter().map(|sl| (sl.as_ptr(), sl.len())).collect();
+                assert_eq!(got, want, "mr={mr} i0={i0} k0={k0} len={len} nseg={nseg}");
+            }
+        }
+    }
+}
