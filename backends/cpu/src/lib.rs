@@ -6,6 +6,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+mod awake;
 mod backend;
 pub mod codegen;
 pub mod cpu_time;

@@ -254,19 +254,27 @@ impl CpuExecutable {
             }
         }
         let buffers = Buffers { ptrs, lens };
-        for (index, stage) in &self.plan.stages {
-            let start = times.is_some().then(Instant::now);
-            run_stage(stage, &buffers).map_err(|message| {
-                let k = &p.kernels[*index];
-                Error::Eval {
-                    node: k.name.clone(),
-                    op: k.op_name(),
-                    message,
+        let mut run_stages = || -> Result<()> {
+            for (index, stage) in &self.plan.stages {
+                let start = times.is_some().then(Instant::now);
+                run_stage(stage, &buffers).map_err(|message| {
+                    let k = &p.kernels[*index];
+                    Error::Eval {
+                        node: k.name.clone(),
+                        op: k.op_name(),
+                        message,
+                    }
+                })?;
+                if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                    times[*index].record(start);
                 }
-            })?;
-            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
-                times[*index].record(start);
             }
+            Ok(())
+        };
+        if self.plan.uses_threads {
+            crate::awake::with_workers_awake(run_stages)?;
+        } else {
+            run_stages()?;
         }
         // Fetches not written in place are copied before updates commit (start-of-run values).
         for (j, (&b, out)) in p.fetches.iter().zip(outputs.iter_mut()).enumerate() {
