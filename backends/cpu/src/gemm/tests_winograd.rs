@@ -201,6 +201,14 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     assert!(!auto_chosen(&g56, 8, 32, 64, Isa::Avx512, false));
     assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Avx512, true));
     assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Portable, false));
+    // From twice the channels, one image's few tiles are enough (ResNet's 28x28x128 and
+    // 14x14x256), but not 7x7's 16 tiles; full-width 512-bit FMAs need twice that again.
+    let g = |hw| ConvGeometry::new([hw, hw], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+    assert!(auto_chosen(&g(28), 1, 128, 128, Isa::Avx512, false));
+    assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(7), 1, 512, 512, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(28), 1, 128, 128, Isa::Avx512, true));
+    assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512, true));
     assert_eq!(auto_min_channels(Isa::Avx512, false), Some(64));
     assert_eq!(auto_min_channels(Isa::Avx512, true), Some(128));
     assert_eq!(auto_min_channels(Isa::Avx2Fma, false), Some(64));

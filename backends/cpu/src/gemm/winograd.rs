@@ -69,7 +69,8 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
 /// `0` never, `1` whenever it applies and both channel counts reach `WINOGRAD_MIN_CHANNELS`.
 /// Unset, the plan takes it where it was measured to win: both channel counts at least
-/// `auto_min_channels` for the detected kernels, and at least `AUTO_MIN_TILES` tiles.
+/// `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles, or at
+/// least twice as many channels and `AUTO_MIN_TILES_WIDE` tiles.
 pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
     static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
@@ -105,9 +106,21 @@ pub(crate) fn auto_chosen(
     full_width_512: bool,
 ) -> bool {
     let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
-    auto_min_channels(isa, full_width_512)
-        .is_some_and(|min| cin.min(cout) >= min && tiles >= AUTO_MIN_TILES)
+    let channels = cin.min(cout);
+    auto_min_channels(isa, full_width_512).is_some_and(|min| {
+        (channels >= min && tiles >= AUTO_MIN_TILES)
+            || (channels >= 2 * min && tiles >= AUTO_MIN_TILES_WIDE)
+    })
 }
+
+/// Tiles from which Winograd is picked for convolutions of at least twice
+/// [`auto_min_channels`] channels: with that many, each tile's GEMM work outweighs its
+/// transforms by enough that even one image's few tiles win. Measured on the 2-core EPYC
+/// (Zen 4; kiln bench --profile, 2 threads, two rounds, direct vs Winograd ms):
+/// 1x28x28x128 (196 tiles) 1.16-1.18 vs 0.85-0.91, 1x14x14x256 (49 tiles) 1.11-1.24 vs
+/// 0.69-0.74, 1x7x7x512 (16 tiles) 1.17-1.21 vs 1.18-1.32 (a tie: excluded), while
+/// 1x56x56x64 (784 tiles, 64 channels) loses, 1.12-1.24 vs 1.36-1.47.
+pub const AUTO_MIN_TILES_WIDE: usize = 32;
 
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
 /// Fewer tiles make few, small GEMMs over transformed weights 16/9 the size of the filter:
