@@ -532,3 +532,37 @@ fn gemm_dense_tile_rows_match_segments() {
         }
     }
 }
+
+/// `apply_all` is `apply` on every value, NaN and infinities included, for every activation.
+#[test]
+fn gemm_activation_apply_all_matches_apply() {
+    let xs = [
+        -7.0,
+        -1.5,
+        -0.0,
+        0.0,
+        0.25,
+        5.5,
+        6.0,
+        9.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for act in [
+        Activation::None,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::LeakyRelu(0.1),
+        Activation::Clamp {
+            min: -1.0,
+            max: 2.0,
+        },
+    ] {
+        let mut got = xs;
+        act.apply_all(&mut got);
+        for (g, x) in got.iter().zip(xs) {
+            assert_eq!(g.to_bits(), act.apply(x).to_bits(), "{act:?} on {x}");
+        }
+    }
+}

@@ -194,21 +194,22 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     // its error, measured against the f64 reference, next to the implicit GEMM's on the same
     // convolution. Every output is also checked against the suite tolerance inside `run`.
     use super::winograd::{auto_chosen, auto_min_channels};
-    // W3 (8x56x56x64: 6272 tiles) takes it, W2 (batch 1: 784 tiles) and 32 channels do not.
-    let g56 = ConvGeometry::new([56, 56], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
-    assert!(auto_chosen(&g56, 8, 64, 64, Isa::Avx512, false));
-    assert!(!auto_chosen(&g56, 1, 64, 64, Isa::Avx512, false));
-    assert!(!auto_chosen(&g56, 8, 32, 64, Isa::Avx512, false));
-    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Avx512, true));
-    assert!(!auto_chosen(&g56, 8, 64, 64, Isa::Portable, false));
-    // From twice the channels, one image's few tiles are enough (ResNet's 28x28x128 and
-    // 14x14x256), but not 7x7's 16 tiles; full-width 512-bit FMAs need twice that again.
+    // W2 and W3 (784 and 6272 tiles of 64 channels) take it; 49 tiles of 64 channels, 32
+    // channels, full-width FMAs at 64 channels and the portable kernels do not.
     let g = |hw| ConvGeometry::new([hw, hw], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
-    assert!(auto_chosen(&g(28), 1, 128, 128, Isa::Avx512, false));
+    assert!(auto_chosen(&g(56), 8, 64, 64, Isa::Avx512, false));
+    assert!(auto_chosen(&g(56), 1, 64, 64, Isa::Avx512, false));
+    assert!(auto_chosen(&g(28), 1, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(14), 1, 64, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(56), 8, 32, 64, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Avx512, true));
+    assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Portable, false));
+    // From twice the channels, one image's few tiles are enough (ResNet's 14x14x256 and
+    // 7x7x512); full-width 512-bit FMAs need twice the channels again.
     assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512, false));
-    assert!(!auto_chosen(&g(7), 1, 512, 512, Isa::Avx512, false));
-    assert!(!auto_chosen(&g(28), 1, 128, 128, Isa::Avx512, true));
-    assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512, true));
+    assert!(auto_chosen(&g(7), 1, 512, 512, Isa::Avx512, false));
+    assert!(!auto_chosen(&g(14), 1, 128, 128, Isa::Avx512, true));
+    assert!(auto_chosen(&g(7), 1, 256, 256, Isa::Avx512, true));
     assert_eq!(auto_min_channels(Isa::Avx512, false), Some(64));
     assert_eq!(auto_min_channels(Isa::Avx512, true), Some(128));
     assert_eq!(auto_min_channels(Isa::Avx2Fma, false), Some(64));

@@ -24,7 +24,8 @@ use rayon::prelude::*;
 
 /// Positions of a transformed 4x4 tile: one GEMM each.
 const POSITIONS: usize = 16;
-/// Channels a transform handles at once (fixed-size arrays the compiler vectorises).
+/// Channels a transform handles at once below AVX-512 (fixed-size arrays the compiler
+/// vectorises); 16 under AVX-512.
 const LANES: usize = 8;
 
 /// A 3x3 filter transformed and packed for [`conv2d_winograd`]: one packed `[cin, cout]` B per
@@ -115,21 +116,20 @@ pub(crate) fn auto_chosen(
 
 /// Tiles from which Winograd is picked for convolutions of at least twice
 /// [`auto_min_channels`] channels: with that many, each tile's GEMM work outweighs its
-/// transforms by enough that even one image's few tiles win. Measured on the 2-core EPYC
-/// (Zen 4; kiln bench --profile, 2 threads, two rounds, direct vs Winograd ms):
-/// 1x28x28x128 (196 tiles) 1.16-1.18 vs 0.85-0.91, 1x14x14x256 (49 tiles) 1.11-1.24 vs
-/// 0.69-0.74, 1x7x7x512 (16 tiles) 1.17-1.21 vs 1.18-1.32 (a tie: excluded), while
-/// 1x56x56x64 (784 tiles, 64 channels) loses, 1.12-1.24 vs 1.36-1.47.
-pub const AUTO_MIN_TILES_WIDE: usize = 32;
+/// transforms by enough that even one small image's tiles win. Measured as above: 1x28x28x128
+/// (196 tiles) 1.16-1.18 vs 0.85-0.91 ms, 1x14x14x256 (49 tiles) 1.11-1.24 vs 0.69-0.74,
+/// 1x7x7x512 (16 tiles) 1.10-1.17 vs 0.79-1.10.
+pub const AUTO_MIN_TILES_WIDE: usize = 16;
 
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
 /// Fewer tiles make few, small GEMMs over transformed weights 16/9 the size of the filter:
-/// too few blocks to keep both threads busy, and weights streamed for little work. In whole
-/// models on the 2-core EPYC (kiln bench, 2 threads, old/new alternated, medians) Winograd on
-/// every >= 64-channel 3x3 conv won at batch 8 (W3 8x56x56x64, 6272 tiles: 13.3 -> 10.2 ms;
-/// ResNet-18: 187 -> 145 ms) and did not at batch 1 (W2 1x56x56x64, 784 tiles: 1.30 -> 1.40
-/// ms; ResNet-18 and -50 no better).
-pub const AUTO_MIN_TILES: usize = 1024;
+/// too few blocks to keep both threads busy, and weights streamed for little work. Measured
+/// on the 2-core EPYC (kiln bench --profile, 2 threads, three alternated rounds, direct vs
+/// Winograd ms, 64 channels): 1x56x56x64 (W2, 784 tiles) 1.17-1.25 vs 0.95-1.00, 1x28x28x64
+/// (196 tiles) 0.31-0.45 vs 0.26-0.32, 1x14x14x64 (49 tiles) 0.08-0.12 vs 0.12-0.13.
+/// (Before the transforms took 16 lanes and their buffers stayed allocated, 64 channels
+/// needed batch 8 to win.)
+pub const AUTO_MIN_TILES: usize = 128;
 
 /// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`
 /// (`full_width_512`: the AVX-512 FMAs run at full width, see [`super::isa::full_width_512`]);
@@ -263,7 +263,7 @@ pub fn conv2d_winograd(
     // Blocks of whole tile rows whose transformed inputs and products fill about the L2
     // (fewer, larger GEMMs), at least one row.
     let per_tile = POSITIONS * (cin + cout) * 4;
-    let rows_per_block = (caches().l2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
+    let rows_per_block = (caches().l2 / 2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
     let band = 2 * rows_per_block * ow * cout;
     let shape = Shape {
         h,
@@ -287,15 +287,30 @@ pub fn conv2d_winograd(
                 .map(move |(b, chunk)| (img, b, chunk))
         })
         .collect();
-    blocks
-        .into_par_iter()
-        .try_for_each_init(Scratch::default, |scratch, (img, b, chunk)| {
-            let ty0 = b * rows_per_block;
-            let ty1 = (ty0 + rows_per_block).min(tiles_h);
+    blocks.into_par_iter().try_for_each(|(img, b, chunk)| {
+        let ty0 = b * rows_per_block;
+        let ty1 = (ty0 + rows_per_block).min(tiles_h);
+        with_scratch(|scratch| {
             run_block(
                 &shape, input, img, ty0, ty1, filter, epilogue, chunk, scratch,
             )
         })
+    })
+}
+
+thread_local! {
+    /// Each thread's buffers, kept from one convolution to the next: fresh ones (about 0.5 MB
+    /// a block) were page-faulted in on every call, 15% of a 64-channel Winograd conv.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch buffers, or with fresh ones when they are in use (the
+/// thread took another block while waiting inside one of its GEMMs).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 /// Sizes one block needs.
@@ -337,10 +352,7 @@ fn run_block(
     let (cin, cout) = (s.cin, s.cout);
     scratch.v.resize(POSITIONS * tiles * cin, 0.0);
     scratch.m.resize(POSITIONS * tiles * cout, 0.0);
-    let wide = filter
-        .packed
-        .first()
-        .is_some_and(|p| p.isa() >= Isa::Avx2Fma);
+    let isa = filter.packed.first().map_or(Isa::Portable, |p| p.isa());
     let block = Block {
         s,
         img,
@@ -348,14 +360,14 @@ fn run_block(
         tiles,
         tiles_w,
     };
-    transforms(wide, Transform::Input(&block, input, &mut scratch.v));
+    transforms(isa, Transform::Input(&block, input, &mut scratch.v));
     // 16 GEMMs: M_e = V_e x U_e.
     for (e, ue) in filter.packed.iter().enumerate() {
         let a = &scratch.v[e * tiles * cin..(e + 1) * tiles * cin];
         let c = &mut scratch.m[e * tiles * cout..(e + 1) * tiles * cout];
         sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())?;
     }
-    transforms(wide, Transform::Output(&block, &scratch.m, epilogue, out));
+    transforms(isa, Transform::Output(&block, &scratch.m, epilogue, out));
     Ok(())
 }
 
@@ -375,39 +387,53 @@ enum Transform<'a> {
     Output(&'a Block<'a>, &'a [f32], &'a Epilogue<'a>, &'a mut [f32]),
 }
 
-/// Runs a transform pass, compiled for AVX2 when `wide` (the kernels are AVX2 or AVX-512, so
-/// the CPU has it): the 8-lane arrays then take one ymm operation instead of two SSE ones,
-/// which halves the transforms' share of a Winograd convolution. Same operations in the same
-/// order either way (no contraction into FMA), so the same bits.
-fn transforms(wide: bool, pass: Transform<'_>) {
+/// Runs a transform pass with the widest vectors the kernels' ISA has (the kernels are AVX-512
+/// or AVX2, so the CPU has that much): 16-lane arrays in one zmm operation each under
+/// AVX-512, 8-lane ones in one ymm operation under AVX2 (instead of two SSE ones each, which
+/// halved the transforms' share of a Winograd convolution). Same operations in the same order
+/// on every lane (no contraction into FMA), so the same bits whatever the width.
+fn transforms(isa: Isa, pass: Transform<'_>) {
     #[cfg(target_arch = "x86_64")]
-    if wide && is_x86_feature_detected!("avx2") {
-        // SAFETY: the only requirement of a `target_feature` function is that the CPU has the
-        // feature, checked just above.
-        unsafe { transforms_avx2(pass) };
-        return;
+    {
+        if isa == Isa::Avx512 && is_x86_feature_detected!("avx512f") {
+            // SAFETY: the only requirement of a `target_feature` function is that the CPU has
+            // the feature, checked just above.
+            unsafe { transforms_avx512(pass) };
+            return;
+        }
+        if isa >= Isa::Avx2Fma && is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            unsafe { transforms_avx2(pass) };
+            return;
+        }
     }
-    let _ = wide;
-    transforms_any(pass);
+    let _ = isa;
+    transforms_any::<LANES>(pass);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transforms_avx512(pass: Transform<'_>) {
+    transforms_any::<16>(pass);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn transforms_avx2(pass: Transform<'_>) {
-    transforms_any(pass);
+    transforms_any::<LANES>(pass);
 }
 
 #[inline(always)]
-fn transforms_any(pass: Transform<'_>) {
+fn transforms_any<const L: usize>(pass: Transform<'_>) {
     match pass {
-        Transform::Input(b, input, v) => transform_inputs(b, input, v),
-        Transform::Output(b, m, epilogue, out) => transform_outputs(b, m, epilogue, out),
+        Transform::Input(b, input, v) => transform_inputs::<L>(b, input, v),
+        Transform::Output(b, m, epilogue, out) => transform_outputs::<L>(b, m, epilogue, out),
     }
 }
 
 /// Input transform: `V_e[t, ci] = (B^T d B)[e]` for tile `t`'s 4x4 patch `d`.
 #[inline(always)]
-fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
+fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
     let Block {
         s,
         img,
@@ -416,7 +442,7 @@ fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
         tiles_w,
     } = *b;
     let cin = s.cin;
-    let zeros = [0.0f32; LANES];
+    let zeros = [0.0f32; L];
     let image = &input[img * s.h * s.w * cin..(img + 1) * s.h * s.w * cin];
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
@@ -425,17 +451,17 @@ fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
             let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
             (y < s.h && x < s.w).then(|| &image[(y * s.w + x) * cin..(y * s.w + x + 1) * cin])
         });
-        for c0 in (0..cin).step_by(LANES) {
-            let len = LANES.min(cin - c0);
-            let mut d = [[0.0f32; LANES]; 16];
+        for c0 in (0..cin).step_by(L) {
+            let len = L.min(cin - c0);
+            let mut d = [[0.0f32; L]; 16];
             for (dp, src) in d.iter_mut().zip(&patch) {
                 let src = src.map_or(&zeros[..len], |px| &px[c0..c0 + len]);
-                copy_lanes(&mut dp[..len], src);
+                copy_lanes::<L>(&mut dp[..len], src);
             }
-            let v = input_transform(&d);
+            let v = input_transform::<L>(&d);
             for (e, ve) in v.iter().enumerate() {
                 let at = (e * tiles + t) * cin + c0;
-                copy_lanes(&mut v_out[at..at + len], &ve[..len]);
+                copy_lanes::<L>(&mut v_out[at..at + len], &ve[..len]);
             }
         }
     }
@@ -444,7 +470,12 @@ fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
 /// Output transform `A^T M A`, then the epilogue, for the output pixels inside the image;
 /// `out` starts at output row `2 * ty0` of the image.
 #[inline(always)]
-fn transform_outputs(b: &Block<'_>, m: &[f32], epilogue: &Epilogue<'_>, out: &mut [f32]) {
+fn transform_outputs<const L: usize>(
+    b: &Block<'_>,
+    m: &[f32],
+    epilogue: &Epilogue<'_>,
+    out: &mut [f32],
+) {
     let Block {
         s,
         img,
@@ -456,17 +487,17 @@ fn transform_outputs(b: &Block<'_>, m: &[f32], epilogue: &Epilogue<'_>, out: &mu
     let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
-        for c0 in (0..cout).step_by(LANES) {
-            let len = LANES.min(cout - c0);
-            let mut mt = [[0.0f32; LANES]; 16];
+        for c0 in (0..cout).step_by(L) {
+            let len = L.min(cout - c0);
+            let mut mt = [[0.0f32; L]; 16];
             for (e, me) in mt.iter_mut().enumerate() {
                 let at = (e * tiles + t) * cout + c0;
-                copy_lanes(&mut me[..len], &m[at..at + len]);
+                copy_lanes::<L>(&mut me[..len], &m[at..at + len]);
             }
-            let y = output_transform(&mt);
-            let mut bias = [0.0f32; LANES];
+            let y = output_transform::<L>(&mt);
+            let mut bias = [0.0f32; L];
             if let Some(b) = epilogue.bias {
-                copy_lanes(&mut bias[..len], &b[c0..c0 + len]);
+                copy_lanes::<L>(&mut bias[..len], &b[c0..c0 + len]);
             }
             for (q, yq) in y.iter().enumerate() {
                 let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
@@ -485,23 +516,21 @@ fn transform_outputs(b: &Block<'_>, m: &[f32], epilogue: &Epilogue<'_>, out: &mu
                         *x += a;
                     }
                 }
-                for x in &mut v {
-                    *x = epilogue.activation.apply(*x);
-                }
-                copy_lanes(dst, &v[..len]);
+                epilogue.activation.apply_all(&mut v);
+                copy_lanes::<L>(dst, &v[..len]);
             }
         }
     }
 }
 
-/// Copies up to `LANES` values; a full group is a fixed-size copy the compiler keeps in
+/// Copies up to `L` values; a full group is a fixed-size copy the compiler keeps in
 /// registers. The partial group is a separate, never-inlined call: otherwise the compiler
 /// merges both into one `memcpy` call of run-time length (a fifth of the run time).
 #[inline(always)]
-fn copy_lanes(dst: &mut [f32], src: &[f32]) {
+fn copy_lanes<const L: usize>(dst: &mut [f32], src: &[f32]) {
     match (
-        <&mut [f32; LANES]>::try_from(&mut *dst),
-        <&[f32; LANES]>::try_from(src),
+        <&mut [f32; L]>::try_from(&mut *dst),
+        <&[f32; L]>::try_from(src),
     ) {
         (Ok(d), Ok(s)) => *d = *s,
         _ => copy_partial(dst, src),
@@ -517,10 +546,10 @@ fn copy_partial(dst: &mut [f32], src: &[f32]) {
 /// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. Inlined: returned by value, the arrays
 /// would be copied through `memcpy` (a fifth of the run time).
 #[inline(always)]
-fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
-    let mut t = [[0.0f32; LANES]; 16];
+fn input_transform<const L: usize>(d: &[[f32; L]; 16]) -> [[f32; L]; 16] {
+    let mut t = [[0.0f32; L]; 16];
     for c in 0..4 {
-        for l in 0..LANES {
+        for l in 0..L {
             let (d0, d1, d2, d3) = (d[c][l], d[4 + c][l], d[8 + c][l], d[12 + c][l]);
             t[c][l] = d0 - d2;
             t[4 + c][l] = d1 + d2;
@@ -528,9 +557,9 @@ fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
             t[12 + c][l] = d1 - d3;
         }
     }
-    let mut v = [[0.0f32; LANES]; 16];
+    let mut v = [[0.0f32; L]; 16];
     for r in 0..4 {
-        for l in 0..LANES {
+        for l in 0..L {
             let (t0, t1, t2, t3) = (
                 t[4 * r][l],
                 t[4 * r + 1][l],
@@ -548,18 +577,18 @@ fn input_transform(d: &[[f32; LANES]; 16]) -> [[f32; LANES]; 16] {
 
 /// `A^T m A` for a 4x4 `m`: the 2x2 outputs, row-major. `A^T = [1 1 1 0; 0 1 -1 -1]`.
 #[inline(always)]
-fn output_transform(m: &[[f32; LANES]; 16]) -> [[f32; LANES]; 4] {
-    let mut t = [[0.0f32; LANES]; 8];
+fn output_transform<const L: usize>(m: &[[f32; L]; 16]) -> [[f32; L]; 4] {
+    let mut t = [[0.0f32; L]; 8];
     for c in 0..4 {
-        for l in 0..LANES {
+        for l in 0..L {
             let (m0, m1, m2, m3) = (m[c][l], m[4 + c][l], m[8 + c][l], m[12 + c][l]);
             t[c][l] = m0 + m1 + m2;
             t[4 + c][l] = m1 - m2 - m3;
         }
     }
-    let mut y = [[0.0f32; LANES]; 4];
+    let mut y = [[0.0f32; L]; 4];
     for r in 0..2 {
-        for l in 0..LANES {
+        for l in 0..L {
             let (t0, t1, t2, t3) = (
                 t[4 * r][l],
                 t[4 * r + 1][l],
