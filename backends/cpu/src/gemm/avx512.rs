@@ -175,11 +175,12 @@ mod imp {
             });
         }
         let mut bp = t.b.as_ptr();
-        for seg in t.a.chunks_exact(MR) {
-            let rp: [*const f32; MR] = std::array::from_fn(|r| seg[r].as_ptr());
+        for s in 0..t.segments::<MR>() {
+            let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
             for p in 0..kseg {
                 // SAFETY: B holds nseg * kseg * NR values and bp has advanced NR per step, so
-                // bp[0 .. NR] is in bounds; every A row slice holds at least kseg values.
+                // bp[0 .. NR] is in bounds; every segment of the rows read (r < R) holds at least kseg
+                // values (`assert_valid`).
                 unsafe {
                     let b0 = _mm512_loadu_ps(bp);
                     let b1 = if TWO { _mm512_loadu_ps(bp.add(16)) } else { b0 };

@@ -593,6 +593,58 @@ impl RowSource for ConvRows<'_> {
         }
     }
 
+    fn tile_bases<'s>(
+        &'s self,
+        i0: usize,
+        rows: usize,
+        mr: usize,
+        k0: usize,
+        len: usize,
+        nseg: usize,
+        bases: &mut Vec<&'s [f32]>,
+        offsets: &mut Vec<usize>,
+    ) -> bool {
+        // Only where no tap of any pixel leaves the input (a padded copy, or VALID): then
+        // every tap is at one offset from the pixel's first, whichever the pixel.
+        if rows > mr || self.dims[3] == 0 || !self.taps_inside() {
+            return false;
+        }
+        let [_, h, w, c] = self.dims;
+        let g = &self.g;
+        let plane = g.out_h * g.out_w;
+        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        for _ in 0..rows {
+            let at = ((img * h + oy * g.stride_h) * w + ox * g.stride_w) * self.stride + self.c0;
+            bases.push(&self.input[at..]);
+            ox += 1;
+            if ox == g.out_w {
+                ox = 0;
+                oy += 1;
+                if oy == g.out_h {
+                    oy = 0;
+                    img += 1;
+                }
+            }
+        }
+        bases.resize(mr, &[]);
+        // Depth k0 is tap (k0 / c), channel (k0 % c), stepped as in `tile_rows`.
+        let (tap, mut ci) = (k0 / c, k0 % c);
+        let (mut ty, mut tx) = (tap / g.kw, tap % g.kw);
+        for _ in 0..nseg {
+            offsets.push((ty * g.dilation_h * w + tx * g.dilation_w) * self.stride + ci);
+            ci += len;
+            while ci >= c {
+                ci -= c;
+                tx += 1;
+                if tx == g.kw {
+                    tx = 0;
+                    ty += 1;
+                }
+            }
+        }
+        true
+    }
+
     fn tile_rows<'s>(
         &'s self,
         i0: usize,
@@ -707,6 +759,82 @@ impl RowSource for ConvRows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where every tap lies inside the input, `tile_bases` describes the same slices as
+    /// `tile_rows` (segment `s` of row `r` starts at the same address); elsewhere it declines.
+    #[test]
+    fn conv_tile_bases_match_tile_rows() {
+        let zeros = vec![0.0f32; 64];
+        // (n, h, w, channels, cin, c0, kernel, strides, dilations, padding, taps_w)
+        let cases = [
+            (2, 7, 9, 3, 3, 0, [3, 3], [2, 2], [1, 1], Padding::Valid, 3),
+            (1, 9, 8, 4, 4, 0, [3, 2], [1, 2], [1, 1], Padding::Valid, 1),
+            (2, 6, 6, 6, 3, 3, [3, 3], [1, 1], [1, 1], Padding::Valid, 1),
+            (
+                1,
+                11,
+                13,
+                5,
+                5,
+                0,
+                [3, 3],
+                [2, 1],
+                [2, 2],
+                Padding::Valid,
+                1,
+            ),
+            (2, 5, 5, 8, 8, 0, [1, 1], [2, 2], [1, 1], Padding::Valid, 1),
+            (1, 5, 7, 3, 3, 0, [3, 3], [1, 1], [1, 1], Padding::Same, 1),
+        ];
+        for (n, h, w, channels, cin, c0, k, s, d, pad, taps_w) in cases {
+            let g = ConvGeometry::new([h, w], k, s, d, pad).unwrap();
+            let input = vec![1.0f32; n * h * w * channels];
+            let src = ConvRows {
+                input: &input,
+                dims: [n, h, w, cin],
+                stride: channels,
+                c0,
+                g,
+                taps_w,
+            };
+            let seg = src.segment_len();
+            let taps = src.depth() / seg;
+            for mr in [12, 6, 4] {
+                for (k0, len, nseg) in [(0, seg, taps), (seg, seg, taps - 1), (1, 1, 3)] {
+                    for i0 in (0..src.rows()).step_by(mr) {
+                        let rows = mr.min(src.rows() - i0);
+                        let (mut bases, mut offsets) = (Vec::new(), Vec::new());
+                        let took =
+                            src.tile_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
+                        assert_eq!(took, pad == Padding::Valid, "{g:?}");
+                        if !took {
+                            assert!(bases.is_empty() && offsets.is_empty());
+                            continue;
+                        }
+                        let mut table = Vec::new();
+                        assert!(src.tile_rows(
+                            i0,
+                            rows,
+                            mr,
+                            k0,
+                            len,
+                            nseg,
+                            &zeros[..len],
+                            &mut table
+                        ));
+                        assert_eq!((bases.len(), offsets.len()), (mr, nseg));
+                        for (si, &off) in offsets.iter().enumerate() {
+                            for r in 0..rows {
+                                let want = table[si * mr + r];
+                                let got = &bases[r][off..off + len];
+                                assert_eq!(got.as_ptr(), want.as_ptr(), "{g:?} i0={i0} k0={k0}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// `tile_rows` hands the kernel exactly the slices (same address, same length) that
     /// `segments` gives, with `zeros` for padding and rows past the tile, on every tile of

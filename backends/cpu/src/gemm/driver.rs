@@ -235,13 +235,16 @@ impl<'j, S: RowSource> Job<'j, S> {
                         first: ic,
                     });
                     let mut segs: Vec<&[f32]> = Vec::with_capacity(kb.nseg * mr);
+                    let mut offsets: Vec<usize> = Vec::with_capacity(kb.nseg);
                     for i0 in (ic..ic_end).step_by(mr) {
                         let rows = mr.min(ic_end - i0);
-                        self.tile_segments(i0, rows, kb, band, &zeros, &mut raw, &mut segs)?;
+                        let tables = (&mut raw, &mut segs, &mut offsets);
+                        self.tile_segments(i0, rows, kb, band, &zeros, tables)?;
                         for j0 in (jc..jc_end).step_by(nr) {
                             let mut tile = Tile {
                                 kseg: kb.kseg,
                                 a: &segs,
+                                seg_offsets: &offsets,
                                 b: self.b.panel_rows(j0, kb.k0, klen),
                                 c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
                                 ldc: ld,
@@ -261,8 +264,9 @@ impl<'j, S: RowSource> Job<'j, S> {
 
     /// Fills `segs` with the MR row slices of every segment of k-block `kb` for the tile whose
     /// first row is `i0` (segment-major; rows past `rows` and padding read `zeros`), taken from
-    /// the copied `band` if there is one, else from the row source via `raw`.
-    #[allow(clippy::too_many_arguments)] // the tile, its sources and two reused buffers
+    /// the copied `band` if there is one, else from the row source via `raw`; or, where the
+    /// source has them and the kernels take them, with one start per row and `offsets` with
+    /// each segment's offset from it (see `Tile::a`). `offsets` is left empty otherwise.
     fn tile_segments<'b>(
         &self,
         i0: usize,
@@ -270,14 +274,31 @@ impl<'j, S: RowSource> Job<'j, S> {
         kb: &KBlock,
         band: Option<Band<'b>>,
         zeros: &'b [f32],
-        raw: &mut Vec<Option<&'j [f32]>>,
-        segs: &mut Vec<&'b [f32]>,
+        (raw, segs, offsets): TileTables<'_, 'j, 'b>,
     ) -> Result<(), String>
     where
         'j: 'b,
     {
         let (mr, kseg) = (self.isa.mr(), kb.kseg);
         segs.clear();
+        offsets.clear();
+        if band.is_none()
+            && self.isa != Isa::Portable
+            && self
+                .src
+                .tile_bases(i0, rows, mr, kb.k0, kseg, kb.nseg, segs, offsets)
+        {
+            // The slices' lengths are checked by the kernel's `assert_valid`.
+            if segs.len() != mr || offsets.len() != kb.nseg {
+                return Err(format!(
+                    "sgemm: row source gave {} row starts and {} offsets, expected {mr} and {}",
+                    segs.len(),
+                    offsets.len(),
+                    kb.nseg
+                ));
+            }
+            return Ok(());
+        }
         if let Some(band) = band {
             for s in 0..kb.nseg {
                 for r in 0..mr {
@@ -331,6 +352,14 @@ impl<'j, S: RowSource> Job<'j, S> {
         Ok(())
     }
 }
+
+/// The buffers a tile's A tables are built in, reused from tile to tile: the generic
+/// segment table, the kernel's row slices, and the segments' offsets.
+type TileTables<'t, 'j, 'b> = (
+    &'t mut Vec<Option<&'j [f32]>>,
+    &'t mut Vec<&'b [f32]>,
+    &'t mut Vec<usize>,
+);
 
 /// Rows of A copied at a padded stride; row `i` of A starts at `data[(i - first) * stride]`
 /// (with column 0 at the current k-block's start).

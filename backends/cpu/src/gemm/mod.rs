@@ -99,6 +99,26 @@ pub trait RowSource: Sync {
     ) -> bool {
         false
     }
+
+    /// Like [`RowSource::tile_rows`], for a source whose segments of the tile's rows all
+    /// lie at the same offsets from one start per row: pushes that start for each of the
+    /// `rows` rows (empty slices for the rest, up to `mr`) into `bases` and each segment's
+    /// offset into `offsets`, or returns false (pushing nothing) when it cannot.
+    #[allow(clippy::too_many_arguments)] // a tile's coordinates and the two tables
+    fn tile_bases<'s>(
+        &'s self,
+        _i0: usize,
+        _rows: usize,
+        _mr: usize,
+        _k0: usize,
+        _len: usize,
+        _nseg: usize,
+        _bases: &mut Vec<&'s [f32]>,
+        _offsets: &mut Vec<usize>,
+    ) -> bool {
+        false
+    }
+
     /// The dense matrix and its leading dimension, when A is one (lets the driver copy rows
     /// whose stride would thrash the L1 cache).
     fn dense(&self) -> Option<(&[f32], usize)> {
@@ -271,8 +291,13 @@ pub(crate) fn extent(rows: usize, ld: usize, cols: usize) -> Option<usize> {
 pub(crate) struct Tile<'t, 'a> {
     /// Values per segment.
     pub kseg: usize,
-    /// `nseg * MR` row slices, segment-major, each holding at least `kseg` values.
+    /// With `seg_offsets` empty: `nseg * MR` row slices, segment-major, each holding at least
+    /// `kseg` values. Otherwise MR row slices (those past `rows` may be empty), segment `s`
+    /// of row `r` starting at `a[r][seg_offsets[s]]`: a convolution whose taps all lie inside
+    /// its input hands over one slice a row instead of one per row and tap.
     pub a: &'t [&'a [f32]],
+    /// Where each segment starts within every row slice, or empty (see `a`).
+    pub seg_offsets: &'t [usize],
     /// The B panel's rows for this k-block: `nseg * kseg * NR` values.
     pub b: &'t [f32],
     /// C from the tile's corner on.
@@ -293,16 +318,31 @@ impl Tile<'_, '_> {
     /// Asserts every bound the kernels rely on. A failure is a bug in the driver, not bad
     /// caller input (the public functions validate that first), hence a panic.
     pub(crate) fn assert_valid(&self, mr: usize, nr: usize) {
-        let nseg = self.a.len() / mr;
-        assert!(
-            self.a.len().is_multiple_of(mr),
-            "tile: {} row slices for MR = {mr}",
-            self.a.len()
-        );
-        assert!(
-            self.a.iter().all(|s| s.len() >= self.kseg),
-            "tile: row slice shorter than kseg"
-        );
+        let nseg = if self.seg_offsets.is_empty() {
+            assert!(
+                self.a.len().is_multiple_of(mr),
+                "tile: {} row slices for MR = {mr}",
+                self.a.len()
+            );
+            assert!(
+                self.a.iter().all(|s| s.len() >= self.kseg),
+                "tile: row slice shorter than kseg"
+            );
+            self.a.len() / mr
+        } else {
+            assert_eq!(
+                self.a.len(),
+                mr,
+                "tile: {} row bases for MR = {mr}",
+                self.a.len()
+            );
+            let reach = self.seg_offsets.iter().max().map_or(0, |&o| o + self.kseg);
+            assert!(
+                self.a.iter().take(self.rows).all(|s| s.len() >= reach),
+                "tile: row slice shorter than its last segment"
+            );
+            self.seg_offsets.len()
+        };
         assert!(
             self.b.len() >= nseg * self.kseg * nr,
             "tile: B panel too short"
@@ -319,6 +359,30 @@ impl Tile<'_, '_> {
             self.epilogue.is_none_or(|e| e.covers(self.rows, self.cols)),
             "tile: epilogue slices too short"
         );
+    }
+}
+
+impl Tile<'_, '_> {
+    /// Segments in this k-block, for kernels of `M` rows.
+    #[inline(always)]
+    pub(crate) fn segments<const M: usize>(&self) -> usize {
+        if self.seg_offsets.is_empty() {
+            self.a.len() / M
+        } else {
+            self.seg_offsets.len()
+        }
+    }
+
+    /// The first value of segment `s` in each of the `M` rows. Rows past `rows` may point
+    /// anywhere (computed with wrapping arithmetic): the kernels never read them.
+    #[inline(always)]
+    pub(crate) fn segment_rows<const M: usize>(&self, s: usize) -> [*const f32; M] {
+        if self.seg_offsets.is_empty() {
+            std::array::from_fn(|r| self.a[s * M + r].as_ptr())
+        } else {
+            let off = self.seg_offsets[s];
+            std::array::from_fn(|r| self.a[r].as_ptr().wrapping_add(off))
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub(crate) const NR: usize = 8;
 /// (a driver bug, never caller input).
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
+    // It zips whole row slices: the driver hands it the segment-major table only.
+    assert!(t.seg_offsets.is_empty(), "portable kernel given row bases");
     let kseg = t.kseg;
     // `acc` is only ever indexed by constants or copied whole, so it can live in registers;
     // the run-time-sized copies from and to C go through `edge` (see avx512.rs).
