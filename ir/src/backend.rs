@@ -89,7 +89,7 @@ pub trait Executable: Send + Sync {
 }
 
 /// How long one kernel of a run took.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KernelTime {
     /// The kernel's name (the last graph node fused into it).
     pub kernel: String,

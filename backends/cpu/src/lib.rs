@@ -22,6 +22,8 @@ pub mod runtime;
 #[cfg(test)]
 mod tests_concat;
 #[cfg(test)]
+mod tests_depthwise_pointwise;
+#[cfg(test)]
 mod tests_residual;
 
 pub use backend::CpuBackend;

@@ -136,6 +136,28 @@ pub enum Stage {
     },
     /// A plain Rust kernel (see [`crate::host`]); its epilogue, if any, is a separate stage.
     Host(HostKernel),
+    /// An NHWC depthwise conv whose output only a 1x1, stride-1 convolution reads, both run
+    /// band by band ([`host::depthwise_pointwise`]); planned from a [`Stage::Window`] and the
+    /// [`Stage::Conv`] after it, under the conv's kernel (the depthwise kernel has no stage).
+    DepthwisePointwise {
+        /// The depthwise conv's kernel (the stage runs under the 1x1 conv's): profiles count
+        /// both kernels' ops and flops in the stage's time.
+        depthwise: usize,
+        /// The depthwise conv's shapes.
+        window: host::ChannelWindow,
+        /// Its input `[n, h, w, c]`.
+        input: BufferId,
+        /// Its filter `[kh, kw, c, 1]`.
+        filter: BufferId,
+        /// Its folded bias and clamp.
+        window_epilogue: FusedEpilogue,
+        /// The 1x1 filter, packed as `[c, cout]`.
+        pointwise: PackedB,
+        /// Output `[n, oh, ow, cout]`.
+        out: BufferId,
+        /// The 1x1 conv's folded bias, residual and activation.
+        epilogue: FusedEpilogue,
+    },
     /// An NHWC depthwise conv or pool vectorised across channels ([`host::ChannelWindow`]).
     Window {
         /// Shapes and op.
@@ -358,6 +380,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
             }
         })
         .collect::<Result<_>>()?;
+    let stages = fuse_depthwise_pointwise(program, stages);
     let uses_threads = uses_threads
         || stages.iter().any(|(_, stage)| {
             matches!(stage, Stage::Jit { split: Some(split), .. } if split.work >= PARALLEL_MIN_WORK)
@@ -367,6 +390,136 @@ pub fn plan(program: &Program) -> Result<Plan> {
         packing: packing.get(),
         uses_threads,
     })
+}
+
+/// Merges each depthwise [`Stage::Window`] whose output only the next stage reads, a plain
+/// 1x1 [`Stage::Conv`] (stride 1, no padding, one group, weights packed at compile time,
+/// storing rows of its own width), into one [`Stage::DepthwisePointwise`], unless the 1x1's
+/// output may share arena bytes with the depthwise conv's input: the memory plan lets it take
+/// them once the depthwise conv is done, but merged, early bands would overwrite input rows
+/// that later bands still read.
+fn fuse_depthwise_pointwise(program: &Program, stages: Vec<(usize, Stage)>) -> Vec<(usize, Stage)> {
+    let mut out: Vec<(usize, Stage)> = Vec::with_capacity(stages.len());
+    for (index, stage) in stages {
+        let fusable = match (out.last(), &stage) {
+            (
+                Some((
+                    _,
+                    Stage::Window {
+                        window,
+                        input: dw_in,
+                        filter: Some(_),
+                        out: dw_out,
+                        ..
+                    },
+                )),
+                Stage::Conv {
+                    input,
+                    in_dims,
+                    filter: Weights::Packed(_),
+                    cout,
+                    groups: 1,
+                    geometry: g,
+                    out: conv_out,
+                    ldc,
+                    ..
+                },
+            ) => {
+                window.op == host::ChannelOp::Depthwise
+                    && input == dw_out
+                    && *ldc == *cout
+                    && *in_dims == [window.n, window.oh, window.ow, window.c]
+                    && [g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left]
+                        == [1, 1, 1, 1, 0, 0]
+                    && (g.out_h, g.out_w) == (window.oh, window.ow)
+                    && only_reader(program, *dw_out, index)
+                    && !may_overlap(program, *dw_in, *conv_out)
+            }
+            _ => false,
+        };
+        if !fusable {
+            out.push((index, stage));
+            continue;
+        }
+        let Some((
+            depthwise,
+            Stage::Window {
+                window,
+                input,
+                filter: Some(filter),
+                epilogue: window_epilogue,
+                ..
+            },
+        )) = out.pop()
+        else {
+            unreachable!("checked above");
+        };
+        let Stage::Conv {
+            filter: Weights::Packed(pointwise),
+            out: conv_out,
+            epilogue,
+            ..
+        } = stage
+        else {
+            unreachable!("checked above");
+        };
+        out.push((
+            index,
+            Stage::DepthwisePointwise {
+                depthwise,
+                window,
+                input,
+                filter,
+                window_epilogue,
+                pointwise,
+                out: conv_out,
+                epilogue,
+            },
+        ));
+    }
+    out
+}
+
+/// The arena bytes buffer `id` occupies (a view: the bytes of the buffer it views, a concat
+/// slot conservatively the whole concat), or `None` outside the arena (feeds, variables,
+/// constants and outputs are their own allocations).
+pub(crate) fn arena_bytes(program: &Program, id: BufferId) -> Option<std::ops::Range<usize>> {
+    let buf = program.buffer(id);
+    match buf.kind {
+        BufferKind::Temporary { offset } => Some(offset..offset.saturating_add(buf.size_bytes())),
+        BufferKind::Alias { of } | BufferKind::Part { of, .. } => arena_bytes(program, of),
+        _ => None,
+    }
+}
+
+/// Whether two buffers may share bytes of the arena.
+fn may_overlap(program: &Program, a: BufferId, b: BufferId) -> bool {
+    match (arena_bytes(program, a), arena_bytes(program, b)) {
+        (Some(a), Some(b)) => a.start < b.end && b.start < a.end,
+        _ => false,
+    }
+}
+
+/// Whether kernel `reader` is the only reader of temporary `buffer`: no other kernel reads
+/// it or a view of it, and the run does not return it.
+fn only_reader(program: &Program, buffer: BufferId, reader: usize) -> bool {
+    let temporary = matches!(program.buffer(buffer).kind, BufferKind::Temporary { .. });
+    let viewed = program.buffers.iter().any(|b| {
+        matches!(b.kind, BufferKind::Alias { of } | BufferKind::Part { of, .. } if of == buffer)
+    });
+    let reads = |k: &Kernel| {
+        k.inputs.contains(&buffer) || k.epilogue.loads.iter().any(|l| l.buffer == buffer)
+    };
+    let others = program
+        .kernels
+        .iter()
+        .enumerate()
+        .any(|(i, k)| i != reader && reads(k));
+    temporary
+        && !viewed
+        && !others
+        && !program.fetches.contains(&buffer)
+        && !program.updates.iter().any(|u| u.value == buffer)
 }
 
 /// A concat all of whose operands were written in place by their producers: no stage.

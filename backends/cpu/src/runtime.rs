@@ -32,6 +32,32 @@ pub struct CpuExecutable {
 }
 
 impl CpuExecutable {
+    /// `times` with each kernel that runs inside another's stage (a depthwise conv merged
+    /// with its 1x1 conv) folded into that kernel's entry: its ops first, its nodes and flops
+    /// added, so the entry's GFLOP/s counts all the work its time covers.
+    fn merge_fused(&self, mut times: Vec<KernelTime>) -> Vec<KernelTime> {
+        let mut merged: Vec<usize> = Vec::new();
+        for (index, stage) in &self.plan.stages {
+            if let Stage::DepthwisePointwise { depthwise, .. } = stage
+                && *depthwise < times.len()
+                && *index < times.len()
+            {
+                let inner = std::mem::take(&mut times[*depthwise]);
+                let outer = &mut times[*index];
+                outer.ops.splice(0..0, inner.ops);
+                outer.nodes.splice(0..0, inner.nodes);
+                outer.flops = outer.flops.zip(inner.flops).map(|(a, b)| a + b);
+                outer.nanos += inner.nanos;
+                merged.push(*depthwise);
+            }
+        }
+        merged.sort_unstable();
+        for index in merged.into_iter().rev() {
+            times.remove(index);
+        }
+        times
+    }
+
     /// An executable for `program` compiled as `plan`.
     pub fn new(program: Program, plan: Plan) -> CpuExecutable {
         CpuExecutable {
@@ -150,7 +176,7 @@ impl Executable for CpuExecutable {
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
         let mut times = profile.then(|| self.program.zeroed_kernel_times());
         let outputs = self.execute(feeds, RunVariables::Borrowed(variables), times.as_mut())?;
-        Ok((outputs, times.unwrap_or_default()))
+        Ok((outputs, self.merge_fused(times.unwrap_or_default())))
     }
 
     fn run_profiled(
@@ -160,7 +186,7 @@ impl Executable for CpuExecutable {
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
         let mut times = self.program.zeroed_kernel_times();
         let outputs = self.execute(feeds, RunVariables::Owned(variables), Some(&mut times))?;
-        Ok((outputs, times))
+        Ok((outputs, self.merge_fused(times)))
     }
 
     fn uses_threads(&self) -> bool {
@@ -465,6 +491,28 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                 geometry,
                 b.f32s_mut(*out),
                 &ep,
+            )
+        }
+        Stage::DepthwisePointwise {
+            depthwise: _,
+            window,
+            input,
+            filter,
+            window_epilogue,
+            pointwise,
+            out,
+            epilogue,
+        } => {
+            let cout = pointwise.n();
+            crate::host::depthwise_pointwise(
+                window,
+                b.f32s(*input),
+                b.f32s(*filter),
+                window_epilogue.bias.map(|id| b.f32s(id)),
+                window_epilogue.activation,
+                pointwise,
+                b.f32s_mut(*out),
+                &conv_epilogue(epilogue, b, cout),
             )
         }
         Stage::Window {

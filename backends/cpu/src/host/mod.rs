@@ -32,7 +32,7 @@ mod reduce;
 mod state;
 mod window;
 
-pub use window::{ChannelOp, ChannelWindow};
+pub use window::{ChannelOp, ChannelWindow, depthwise_pointwise};
 
 use kiln_ir::lower::axis_index;
 use kiln_ir::op::{CompareOp, LogicalOp, Op};

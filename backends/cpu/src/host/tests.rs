@@ -64,6 +64,7 @@ fn stage_kind(s: &Stage) -> &'static str {
         Stage::Winograd { .. } => "winograd",
         Stage::Host(_) => "host",
         Stage::Window { .. } => "window",
+        Stage::DepthwisePointwise { .. } => "depthwise-pointwise",
     }
 }
 

@@ -4,15 +4,18 @@
 //! `g * cin .. (g + 1) * cin` against filter `[.., .., c, o]`. The padding arithmetic is
 //! kiln-ir's [`window_dim`], shared with inference and the reference evaluator.
 //!
-//! `channels.rs` holds the NHWC depthwise conv and pools vectorised across channels.
+//! `channels.rs` holds the NHWC depthwise conv and pools vectorised across channels;
+//! `pointwise.rs` runs a depthwise conv and the 1x1 conv reading it band by band.
 
 mod channels;
 mod conv_backprop;
 mod lanes;
+mod pointwise;
 mod pool_grad;
 
 pub use channels::{ChannelOp, ChannelWindow};
 pub(super) use conv_backprop::{conv2d_backprop_filter, conv2d_backprop_input};
+pub use pointwise::depthwise_pointwise;
 pub(super) use pool_grad::{avg_pool_grad, max_pool_grad};
 
 use super::HostBuffer;

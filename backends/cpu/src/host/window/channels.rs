@@ -219,16 +219,48 @@ impl ChannelWindow {
         self.run_with(crate::gemm::detect(), x, filter, bias, act, out)
     }
 
-    /// [`Self::run`] with a given ISA (which must be supported; tests run every one).
-    pub fn run_with(
+    /// Computes output rows `first..` (rows of all images in order, `ow * c` values each) into
+    /// `out`, which holds whole rows, on this thread: the same values [`Self::run_with`]
+    /// stores there. For a caller that consumes the rows band by band.
+    #[allow(clippy::too_many_arguments)] // run_with's operands plus the first row
+    pub fn run_rows_with(
         &self,
         isa: Isa,
         x: &[f32],
         filter: Option<&[f32]>,
         bias: Option<&[f32]>,
         act: Activation,
+        first: usize,
         out: &mut [f32],
     ) -> Result<(), String> {
+        let row_len = self.ow * self.c;
+        let rows = out.len().checked_div(row_len).unwrap_or(0);
+        let whole = row_len > 0 && out.len().is_multiple_of(row_len);
+        let fits = first
+            .checked_add(rows)
+            .is_some_and(|end| end <= self.n * self.oh);
+        let want = (whole && fits).then_some(out.len());
+        let filter = self.checked(isa, x, filter, bias, act, out.len(), want)?;
+        if !out.is_empty() {
+            self.rows_on(isa, x, filter, bias, act, first, out);
+        }
+        Ok(())
+    }
+
+    /// Checks the operands of a run whose output holds `out_len` values where `want` are
+    /// expected (`None`: the sizes overflow or the rows do not fit); returns the filter
+    /// (empty for pools).
+    #[allow(clippy::too_many_arguments)] // the run's operands and the output's two sizes
+    fn checked<'f>(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        filter: Option<&'f [f32]>,
+        bias: Option<&[f32]>,
+        act: Activation,
+        out_len: usize,
+        want: Option<usize>,
+    ) -> Result<&'f [f32], String> {
         let bad = |why: String| {
             Err(format!(
                 "{:?} window over NHWC {}: {why}",
@@ -239,15 +271,15 @@ impl ChannelWindow {
         if !isa.is_supported() {
             return bad(format!("this CPU cannot run {}", isa.name()));
         }
-        let (Some(xn), Some(on)) = (self.numel(self.h, self.w), self.numel(self.oh, self.ow))
-        else {
-            return bad("sizes overflow".into());
-        };
-        if x.len() != xn || out.len() != on {
+        let (Some(xn), Some(on)) = (self.numel(self.h, self.w), want) else {
             return bad(format!(
-                "expected {xn} input and {on} output values, got {} and {}",
-                x.len(),
-                out.len()
+                "sizes overflow, or {out_len} output values are not whole rows of the output"
+            ));
+        };
+        if x.len() != xn || out_len != on {
+            return bad(format!(
+                "expected {xn} input and {on} output values, got {} and {out_len}",
+                x.len()
             ));
         }
         let wn = self.k[0] * self.k[1] * self.c;
@@ -269,7 +301,54 @@ impl ChannelWindow {
         if act != Activation::None && act.bounds().is_none() {
             return bad(format!("{act:?} is not fused here (only clamps are)"));
         }
-        if on == 0 {
+        Ok(filter)
+    }
+
+    /// Output rows `first..` into `out` (whole rows) with the kernels of `isa`; the caller
+    /// checked every operand ([`Self::checked`]).
+    #[allow(clippy::too_many_arguments)] // the checked operands and the rows' place
+    fn rows_on(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        filter: &[f32],
+        bias: Option<&[f32]>,
+        act: Activation,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let args = Args {
+            win: self,
+            x,
+            filter,
+            bias,
+            act,
+        };
+        match isa {
+            // SAFETY: `checked` verified `isa.is_supported()`, so the CPU has the features
+            // these functions are compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { rows_avx512(&args, first, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Isa::Avx2Fma => unsafe { rows_avx2(&args, first, out) },
+            _ => rows_portable(&args, first, out),
+        }
+    }
+
+    /// [`Self::run`] with a given ISA (which must be supported; tests run every one).
+    pub fn run_with(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        filter: Option<&[f32]>,
+        bias: Option<&[f32]>,
+        act: Activation,
+        out: &mut [f32],
+    ) -> Result<(), String> {
+        let on = self.numel(self.oh, self.ow);
+        let filter = self.checked(isa, x, filter, bias, act, out.len(), on)?;
+        if out.is_empty() {
             return Ok(());
         }
         let row_len = self.ow * self.c;
@@ -285,25 +364,8 @@ impl ChannelWindow {
             1
         };
         let per_chunk = out_rows.div_ceil(chunks);
-        let args = Args {
-            win: self,
-            x,
-            filter,
-            bias,
-            act,
-        };
         let run_rows = |(i, block): (usize, &mut [f32])| {
-            let first = i * per_chunk;
-            match isa {
-                // SAFETY: `isa.is_supported()` was checked above, so the CPU has the features
-                // these functions are compiled for.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { rows_avx512(&args, first, block) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: as above.
-                Isa::Avx2Fma => unsafe { rows_avx2(&args, first, block) },
-                _ => rows_portable(&args, first, block),
-            }
+            self.rows_on(isa, x, filter, bias, act, i * per_chunk, block);
         };
         if chunks == 1 {
             run_rows((0, out));

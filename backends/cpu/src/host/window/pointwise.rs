@@ -1,0 +1,104 @@
+//! A depthwise convolution whose only reader is a 1x1 convolution (MobileNet's blocks: depthwise
+//! 3x3, then the linear projection), run band by band: each thread computes a band of the
+//! depthwise output's rows into a buffer of its own, sized to stay in its L2, and at once
+//! multiplies that band by the 1x1 filter into the band's output rows. The depthwise output
+//! never goes to memory and back, and every band is read by the core that wrote it.
+//!
+//! Same row kernel for the depthwise part, same micro-kernels and the same order of sums for
+//! the 1x1 part (its depth, the channels, is blocked the same whatever the rows), so the same
+//! bits as the two stages run one after the other.
+
+use super::ChannelWindow;
+use crate::gemm::{self, Activation, Epilogue, PackedB, Residual};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Bytes of depthwise output a band holds: a quarter of a typical 1 MB L2, leaving room for
+/// the 1x1 filter, the input rows the band reads and the output rows it writes.
+const BAND_BYTES: usize = 256 * 1024;
+/// Bands per thread at least, when the rows allow (a thread that falls behind has its last
+/// bands taken by the others, as in the GEMM driver).
+const BANDS_PER_THREAD: usize = 4;
+
+thread_local! {
+    /// Each thread's band buffer, kept from one run to the next.
+    static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out = pointwise_epilogue(act(depthwise(x, filter) + bias) x pointwise)` for a depthwise
+/// `window` over NHWC `x`, with `pointwise` the packed `[c, cout]` 1x1 filter and `out`
+/// `[n, oh, ow, cout]`. The epilogue's bias has `cout` values; its residual, if any, is
+/// indexed `[pixel, channel]` at its own leading dimension.
+#[allow(clippy::too_many_arguments)] // the two convolutions' operands
+pub fn depthwise_pointwise(
+    window: &ChannelWindow,
+    x: &[f32],
+    filter: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    pointwise: &PackedB,
+    out: &mut [f32],
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let isa = gemm::detect();
+    let (c, cout) = (window.c, pointwise.n());
+    if pointwise.k() != c {
+        return Err(format!(
+            "depthwise + 1x1 conv: the 1x1 filter reads {} channels, the depthwise conv makes {c}",
+            pointwise.k()
+        ));
+    }
+    let rows = window.n * window.oh;
+    let pixels_per_row = window.ow;
+    let need = rows
+        .checked_mul(pixels_per_row)
+        .and_then(|p| p.checked_mul(cout));
+    if need != Some(out.len()) {
+        return Err(format!(
+            "depthwise + 1x1 conv: output has {} values, expected {rows} rows of {pixels_per_row} \
+             pixels of {cout} channels",
+            out.len()
+        ));
+    }
+    epilogue.validate("depthwise + 1x1 conv", rows * pixels_per_row, cout)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let row_values = (pixels_per_row * c).max(1);
+    let threads = rayon::current_num_threads();
+    let by_cache = (BAND_BYTES / 4 / row_values).max(1);
+    let by_threads = rows.div_ceil(threads * BANDS_PER_THREAD).max(1);
+    let band = by_cache.min(by_threads);
+    out.par_chunks_mut(band * pixels_per_row * cout)
+        .enumerate()
+        .try_for_each(|(i, chunk)| {
+            let first = i * band;
+            let band_rows = band.min(rows - first);
+            with_band(band_rows * row_values, |dw| {
+                window.run_rows_with(isa, x, Some(filter), bias, act, first, dw)?;
+                let first_pixel = first * pixels_per_row;
+                let ep = Epilogue {
+                    bias: epilogue.bias,
+                    add: epilogue.add.map(|r| Residual {
+                        data: &r.data[first_pixel * r.ld..],
+                        ld: r.ld,
+                    }),
+                    activation: epilogue.activation,
+                };
+                let m = band_rows * pixels_per_row;
+                gemm::sgemm(m, cout, c, dw, c, pointwise, chunk, cout, &ep)
+            })
+        })
+}
+
+/// Runs `f` with this thread's band buffer holding `len` values, or a fresh one when it is in
+/// use (the thread took another band while waiting inside the 1x1 conv's GEMM).
+fn with_band<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    BAND.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut band) => {
+            band.resize(len, 0.0);
+            f(&mut band[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}

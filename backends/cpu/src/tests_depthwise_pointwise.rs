@@ -1,0 +1,228 @@
+//! A depthwise conv whose only reader is a 1x1 conv runs as one band-by-band stage: which
+//! pairs merge (stride 1 and 2, SAME and VALID, with the 1x1's bias, activation and residual),
+//! which must not (the depthwise output fetched or read twice, a 1x1 with padding or stride),
+//! the reference's values, and the same bits as the two stages run apart.
+
+use crate::CpuBackend;
+use crate::plan::{Stage, plan, writes_rows_at_stride};
+use kiln_ir::backend::{Backend, CompileRequest};
+use kiln_ir::compare::{Tolerance, assert_close};
+use kiln_ir::lower::{lower, write_concat_operands_in_place};
+use kiln_ir::reference::ReferenceBackend;
+use kiln_ir::{Graph, Tensor};
+
+/// An NHWC input of odd size and batch 2, a depthwise filter and bias for its 12 channels, a
+/// 1x1 filter to 10 channels with a bias, and a shortcut of the 1x1's output shape.
+const INPUTS: &str = "kiln 2
+input %x : f32[2,9,11,12]
+input %r : f32[2,9,11,10]
+const %dw : f32[3,3,12,1] = normal(0.0, 0.4, 1)
+const %db : f32[12] = uniform(-0.5, 0.5, 2)
+const %pw : f32[1,1,12,10] = normal(0.0, 0.3, 3)
+const %pb : f32[10] = uniform(-0.5, 0.5, 4)
+";
+
+fn graph(body: &str) -> Graph {
+    let text = format!("{INPUTS}{body}");
+    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> {
+    CompileRequest {
+        graph: g,
+        feeds: g.placeholders(),
+        variables: vec![],
+        fetches: fetches.iter().map(|f| g.find(f).unwrap()).collect(),
+        targets: vec![],
+    }
+}
+
+/// Whether the CPU plan merges a depthwise conv into the 1x1 conv after it.
+fn merges(g: &Graph, fetches: &[&str]) -> bool {
+    let mut program = lower(&request(g, fetches)).unwrap();
+    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    plan(&program)
+        .unwrap()
+        .stages
+        .iter()
+        .any(|(_, s)| matches!(s, Stage::DepthwisePointwise { .. }))
+}
+
+fn feeds() -> Vec<Tensor> {
+    vec![
+        Tensor::uniform(&[2, 9, 11, 12], -1.0, 1.0, 7),
+        Tensor::uniform(&[2, 9, 11, 10], -1.0, 1.0, 8),
+    ]
+}
+
+/// The CPU backend's values of `fetches`.
+fn run_cpu(g: &Graph, fetches: &[&str]) -> Vec<Tensor> {
+    let feeds = feeds();
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    CpuBackend
+        .compile(&request(g, fetches))
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap()
+}
+
+/// `y` against the reference, and bit for bit against the unmerged stages (fetching the
+/// depthwise output `d` too keeps them apart).
+fn check(g: &Graph, what: &str) {
+    let feeds_owned = feeds();
+    let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
+    let want = ReferenceBackend
+        .compile(&request(g, &["y"]))
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    let merged = run_cpu(g, &["y"]);
+    assert_close(&merged[0], &want[0], Tolerance::KERNEL, what);
+    assert!(
+        !merges(g, &["y", "d"]),
+        "{what}: a fetched depthwise output merged"
+    );
+    let apart = run_cpu(g, &["y", "d"]);
+    assert_eq!(merged[0], apart[0], "{what}: merged and apart differ");
+}
+
+#[test]
+fn depthwise_then_1x1_merge_into_one_stage() {
+    for (strides, padding) in [
+        ("[1,1]", "SAME"),
+        ("[2,2]", "SAME"),
+        ("[1,1]", "VALID"),
+        ("[2,1]", "VALID"),
+    ] {
+        for tail in [
+            "%y = fused_conv2d(%d, %pw, %pb, padding=\"SAME\", expr=\"add(main, $2)\")",
+            "%y = fused_conv2d(%d, %pw, %pb, padding=\"SAME\", expr=\"relu(add(main, $2))\")",
+            "%y = fused_conv2d(%d, %pw, %pb, %r, padding=\"SAME\", expr=\"add(add(main, $2), $3)\")",
+        ] {
+            if tail.contains("%r") && (strides != "[1,1]" || padding != "SAME") {
+                continue; // the shortcut has the full-size output's shape
+            }
+            let g = graph(&format!(
+                "%d = fused_depthwise_conv2d(%x, %dw, %db, strides={strides}, padding=\"{padding}\", expr=\"relu6(add(main, $2))\")
+{tail}
+output %y
+"
+            ));
+            let what = format!("{strides} {padding}: {tail}");
+            assert!(merges(&g, &["y"]), "{what}");
+            check(&g, &what);
+        }
+    }
+}
+
+/// MobileNet's order: a 1x1 expansion, the depthwise conv, the 1x1 projection with the
+/// block's input added, and a next layer. The memory plan gives the projection's output the
+/// arena bytes of the expansion (dead once the depthwise conv has run, when the two run
+/// apart); merged, early bands would overwrite expansion rows that later bands still read,
+/// so this pair stays apart.
+#[test]
+fn a_pair_whose_output_takes_its_inputs_bytes_stays_apart() {
+    let g = graph(
+        "const %pe : f32[1,1,12,12] = normal(0.0, 0.3, 5)
+const %pz : f32[1,1,10,10] = normal(0.0, 0.3, 6)
+%e = fused_conv2d(%x, %pe, padding=\"SAME\", expr=\"relu6(main)\")
+%d = fused_depthwise_conv2d(%e, %dw, %db, padding=\"SAME\", expr=\"relu6(add(main, $2))\")
+%y = fused_conv2d(%d, %pw, %pb, %r, padding=\"SAME\", expr=\"add(add(main, $2), $3)\")
+%z = conv2d(%y, %pz, padding=\"SAME\")
+output %z
+",
+    );
+    let mut program = lower(&request(&g, &["z"])).unwrap();
+    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let bytes = |name: &str| {
+        let kernel = program.kernels.iter().find(|k| k.name == name).unwrap();
+        crate::plan::arena_bytes(&program, kernel.output).unwrap()
+    };
+    let (e, y) = (bytes("e"), bytes("y"));
+    assert!(
+        e.start < y.end && y.start < e.end,
+        "the case needs y in e's bytes: {e:?} {y:?}"
+    );
+    assert!(!merges(&g, &["z"]));
+    let feeds_owned = feeds();
+    let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
+    let want = ReferenceBackend
+        .compile(&request(&g, &["z"]))
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    assert_close(&run_cpu(&g, &["z"])[0], &want[0], Tolerance::KERNEL, "z");
+}
+
+#[test]
+fn depthwise_outputs_read_elsewhere_stay_apart() {
+    // Read by two 1x1 convs.
+    let g = graph(
+        "%d = fused_depthwise_conv2d(%x, %dw, %db, padding=\"SAME\", expr=\"relu6(add(main, $2))\")
+%a = conv2d(%d, %pw, padding=\"SAME\")
+%b = conv2d(%d, %pw, strides=[1,1], padding=\"SAME\")
+%y = add(%a, %b)
+output %y
+",
+    );
+    assert!(!merges(&g, &["y"]));
+    // A 1x1 with stride 2 reads every other pixel.
+    let g = graph(
+        "%d = fused_depthwise_conv2d(%x, %dw, %db, padding=\"SAME\", expr=\"relu6(add(main, $2))\")
+%y = conv2d(%d, %pw, strides=[2,2], padding=\"SAME\")
+output %y
+",
+    );
+    assert!(!merges(&g, &["y"]));
+    let feeds_owned = feeds();
+    let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
+    let want = ReferenceBackend
+        .compile(&request(&g, &["y"]))
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    assert_close(
+        &run_cpu(&g, &["y"])[0],
+        &want[0],
+        Tolerance::KERNEL,
+        "stride 2",
+    );
+}
+
+/// A profile lists the merged pair once, under the 1x1 conv: both kernels' ops and nodes and
+/// the sum of their flops, so its GFLOP/s counts all the work its time covers.
+#[test]
+fn a_merged_pair_is_one_profile_entry_with_both_kernels_work() {
+    let g = graph(
+        "%d = fused_depthwise_conv2d(%x, %dw, %db, padding=\"SAME\", expr=\"relu6(add(main, $2))\")
+%y = fused_conv2d(%d, %pw, %pb, padding=\"SAME\", expr=\"add(main, $2)\")
+output %y
+",
+    );
+    assert!(merges(&g, &["y"]));
+    let program = lower(&request(&g, &["y"])).unwrap();
+    let apart = program.zeroed_kernel_times();
+    let feeds_owned = feeds();
+    let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
+    let (_, times) = CpuBackend
+        .compile(&request(&g, &["y"]))
+        .unwrap()
+        .run_profiled(&feeds, &mut [])
+        .unwrap();
+    assert_eq!(times.len(), apart.len() - 1, "{times:#?}");
+    let dw = apart
+        .iter()
+        .find(|t| t.ops[0] == "depthwise_conv2d")
+        .unwrap();
+    let pw = apart.iter().find(|t| t.ops[0] == "conv2d").unwrap();
+    let merged = times.iter().find(|t| t.kernel == pw.kernel).unwrap();
+    assert_eq!(merged.ops, [dw.ops.clone(), pw.ops.clone()].concat());
+    assert_eq!(merged.nodes, [dw.nodes.clone(), pw.nodes.clone()].concat());
+    assert_eq!(
+        merged.flops,
+        Some(dw.flops.unwrap() + pw.flops.unwrap()),
+        "{merged:?}"
+    );
+    assert!(merged.nanos > 0);
+    assert!(times.iter().all(|t| t.kernel != dw.kernel));
+}
