@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
+//! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
@@ -49,91 +50,50 @@ fn report(name: &str, isa: Isa, threads: usize, flops: f64, (median, best): (f64
 
 /// A convolution layer to time: NHWC input dims, output channels, square filter, stride.
 struct Conv {
-    name: &'static str,
+    name: String,
     input: [usize; 4],
     cout: usize,
     k: usize,
     stride: usize,
 }
 
-const CONVS: [Conv; 11] = [
-    Conv {
-        name: "W2 conv 1x56x56x64 3x3 +bias+relu",
-        input: [1, 56, 56, 64],
-        cout: 64,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "W3 conv 8x56x56x64 3x3 +bias+relu",
-        input: [8, 56, 56, 64],
-        cout: 64,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "conv 16x32x32x3 3x3 ->32",
-        input: [16, 32, 32, 3],
-        cout: 32,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "conv 1x56x56x64 1x1 ->256",
-        input: [1, 56, 56, 64],
-        cout: 256,
-        k: 1,
-        stride: 1,
-    },
-    Conv {
-        name: "conv 1x14x14x256 3x3 s2 ->512",
-        input: [1, 14, 14, 256],
-        cout: 512,
-        k: 3,
-        stride: 2,
-    },
-    Conv {
-        name: "W4 conv 16x32x32x32 3x3 ->32",
-        input: [16, 32, 32, 32],
-        cout: 32,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "W4 conv 16x16x16x32 3x3 ->64",
-        input: [16, 16, 16, 32],
-        cout: 64,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "SQZ conv 1x13x13x64 3x3 ->256",
-        input: [1, 13, 13, 64],
-        cout: 256,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "R18 conv 1x28x28x128 3x3 ->128",
-        input: [1, 28, 28, 128],
-        cout: 128,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "R18 conv 1x14x14x256 3x3 ->256",
-        input: [1, 14, 14, 256],
-        cout: 256,
-        k: 3,
-        stride: 1,
-    },
-    Conv {
-        name: "conv 1x7x7x512 3x3 ->512",
-        input: [1, 7, 7, 512],
-        cout: 512,
-        k: 3,
-        stride: 1,
-    },
+/// The layers timed by default: (name, NHWC input, output channels, filter size, stride).
+const CONVS: [(&str, [usize; 4], usize, usize, usize); 11] = [
+    (
+        "W2 conv 1x56x56x64 3x3 +bias+relu",
+        [1, 56, 56, 64],
+        64,
+        3,
+        1,
+    ),
+    (
+        "W3 conv 8x56x56x64 3x3 +bias+relu",
+        [8, 56, 56, 64],
+        64,
+        3,
+        1,
+    ),
+    ("conv 16x32x32x3 3x3 ->32", [16, 32, 32, 3], 32, 3, 1),
+    ("conv 1x56x56x64 1x1 ->256", [1, 56, 56, 64], 256, 1, 1),
+    ("conv 1x14x14x256 3x3 s2 ->512", [1, 14, 14, 256], 512, 3, 2),
+    ("W4 conv 16x32x32x32 3x3 ->32", [16, 32, 32, 32], 32, 3, 1),
+    ("W4 conv 16x16x16x32 3x3 ->64", [16, 16, 16, 32], 64, 3, 1),
+    ("SQZ conv 1x13x13x64 3x3 ->256", [1, 13, 13, 64], 256, 3, 1),
+    (
+        "R18 conv 1x28x28x128 3x3 ->128",
+        [1, 28, 28, 128],
+        128,
+        3,
+        1,
+    ),
+    (
+        "R18 conv 1x14x14x256 3x3 ->256",
+        [1, 14, 14, 256],
+        256,
+        3,
+        1,
+    ),
+    ("conv 1x7x7x512 3x3 ->512", [1, 7, 7, 512], 512, 3, 1),
 ];
 
 fn bench_matmul(pool: &ThreadPool, isa: Isa, threads: usize, repeats: usize) -> Result<(), String> {
@@ -186,7 +146,7 @@ fn bench_conv(
             .expect("conv")
     });
     let flops = 2.0 * (m * c.cout * kdim) as f64;
-    report(c.name, isa, threads, flops, t);
+    report(&c.name, isa, threads, flops, t);
     // Winograd F(2x2, 3x3) on the same convolution (its kernels are the detected ISA's, so
     // only with that ISA); GFLOP/s are the direct convolution's FLOPs over its time.
     if winograd_applies(&geom) && isa == kiln_cpu::gemm::detect() {
@@ -218,6 +178,20 @@ fn main() -> Result<(), String> {
     let thread_counts: Vec<usize> = std::env::args().nth(3).map_or(vec![1, 2], |s| {
         s.split(',').filter_map(|t| t.parse().ok()).collect()
     });
+    // Fourth argument: one convolution to time instead of the list.
+    let convs: Vec<Conv> = match std::env::args().nth(4) {
+        Some(spec) => vec![parse_conv(&spec)?],
+        None => CONVS
+            .iter()
+            .map(|&(name, input, cout, k, stride)| Conv {
+                name: name.to_string(),
+                input,
+                cout,
+                k,
+                stride,
+            })
+            .collect(),
+    };
     for threads in thread_counts {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -227,11 +201,37 @@ fn main() -> Result<(), String> {
             if isa == Isa::Portable && threads == 2 {
                 continue;
             }
-            bench_matmul(&pool, isa, threads, repeats)?;
-            for c in &CONVS {
+            if std::env::args().nth(4).is_none() {
+                bench_matmul(&pool, isa, threads, repeats)?;
+            }
+            for c in &convs {
                 bench_conv(&pool, isa, threads, repeats, c)?;
             }
         }
     }
     Ok(())
+}
+
+/// A convolution from `N,H,W,CIN,COUT,K,STRIDE`.
+fn parse_conv(spec: &str) -> Result<Conv, String> {
+    let v: Vec<usize> = spec
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| format!("{spec}: not N,H,W,CIN,COUT,K,STRIDE"))
+        })
+        .collect::<Result<_, _>>()?;
+    let [n, h, w, cin, cout, k, stride] = v[..] else {
+        return Err(format!(
+            "{spec}: expected 7 numbers N,H,W,CIN,COUT,K,STRIDE"
+        ));
+    };
+    Ok(Conv {
+        name: format!("conv {n}x{h}x{w}x{cin} {k}x{k} s{stride} ->{cout}"),
+        input: [n, h, w, cin],
+        cout,
+        k,
+        stride,
+    })
 }

@@ -85,35 +85,6 @@ fn has_avx512() -> bool {
     false
 }
 
-/// Whether this CPU's 512-bit FMAs run at full width: `false` on AMD family 19h (Zen 3/4, the
-/// only AMD cores of that family with AVX-512 being Zen 4, which splits a zmm FMA over its two
-/// 256-bit pipes, so zmm and ymm code reach the same FLOPs per cycle), `true` elsewhere (Intel
-/// cores with AVX-512, Zen 5 and later). Only a cost-model input: a wrong answer costs speed.
-pub(crate) fn full_width_512() -> bool {
-    static FULL: OnceLock<bool> = OnceLock::new();
-    *FULL.get_or_init(|| !matches!(cpu_vendor_family(), Some((true, 0x19))))
-}
-
-/// `(is AMD, family with the extended family added)` from CPUID leaf 1, on x86_64.
-#[cfg(target_arch = "x86_64")]
-fn cpu_vendor_family() -> Option<(bool, u32)> {
-    use std::arch::x86_64::__cpuid;
-    let amd = __cpuid(0).ecx == u32::from_le_bytes(*b"cAMD");
-    let eax = __cpuid(1).eax;
-    let base = (eax >> 8) & 0xf;
-    let family = if base == 0xf {
-        base + ((eax >> 20) & 0xff)
-    } else {
-        base
-    };
-    Some((amd, family))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn cpu_vendor_family() -> Option<(bool, u32)> {
-    None
-}
-
 /// The best supported family, capped by `KILN_CPU_FEATURES` (read once per process).
 pub fn detect() -> Isa {
     static CHOICE: OnceLock<Isa> = OnceLock::new();

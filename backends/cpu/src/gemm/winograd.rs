@@ -85,14 +85,7 @@ pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) 
     match setting {
         Some(true) => cin.min(cout) >= WINOGRAD_MIN_CHANNELS,
         Some(false) => false,
-        None => auto_chosen(
-            g,
-            batch,
-            cin,
-            cout,
-            super::detect(),
-            super::isa::full_width_512(),
-        ),
+        None => auto_chosen(g, batch, cin, cout, super::detect()),
     }
 }
 
@@ -104,11 +97,10 @@ pub(crate) fn auto_chosen(
     cin: usize,
     cout: usize,
     isa: Isa,
-    full_width_512: bool,
 ) -> bool {
     let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
     let channels = cin.min(cout);
-    auto_min_channels(isa, full_width_512).is_some_and(|min| {
+    auto_min_channels(isa).is_some_and(|min| {
         (channels >= min && tiles >= AUTO_MIN_TILES)
             || (channels >= 2 * min && tiles >= AUTO_MIN_TILES_WIDE)
     })
@@ -131,25 +123,25 @@ pub const AUTO_MIN_TILES_WIDE: usize = 16;
 /// needed batch 8 to win.)
 pub const AUTO_MIN_TILES: usize = 128;
 
-/// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`
-/// (`full_width_512`: the AVX-512 FMAs run at full width, see [`super::isa::full_width_512`]);
+/// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`;
 /// `None`: never by default.
 ///
-/// It saves 2.25x of the GEMM's multiplies but adds the transforms (8 lanes, AVX2 where the
-/// kernels are), whose cost per output grows with `cin + cout` while the saving grows with
-/// `cin * cout`, so it pays from some channel count on, and later the faster the GEMM is.
-/// Measured on the 2-core EPYC (Zen 4, 512-bit FMAs on 256-bit units; examples/gemm_speed.rs,
-/// best of 10, one thread, three rounds, the direct convolution's FLOPs over each time, direct
-/// vs Winograd GFLOP/s): W2 1x56x56x64 99-105 vs 91-120, W3 8x56x56x64 97 vs 109-112,
-/// 1x13x13x64->256 104-109 vs 119-132, 1x28x28x128 108-112 vs 147-165, 1x14x14x256 109-114
-/// vs 185-199, 1x7x7x512 103-108 vs 112-132; 32 channels lose (16x32x32x32: 141 vs 84 with
-/// the transforms still in SSE). Where 512-bit FMAs run at full width (Intel Xeon, Zen 5) the
-/// GEMM is up to twice as fast per cycle while the transforms are not, so the threshold
-/// doubles (an estimate; not measured there). The portable kernels are never switched over by
-/// default: not measured.
-pub(crate) fn auto_min_channels(isa: Isa, full_width_512: bool) -> Option<usize> {
+/// It saves 2.25x of the GEMM's multiplies but adds the transforms, whose cost per output
+/// grows with `cin + cout` while the saving grows with `cin * cout`, so it pays from some
+/// channel count on. Measured with examples/gemm_speed.rs (best of 20, direct vs Winograd
+/// GFLOP/s, the direct convolution's FLOPs over each time):
+/// - 2-core EPYC, Zen 4 (512-bit FMAs on 256-bit units), one thread: W2 1x56x56x64 99-105 vs
+///   91-120, W3 8x56x56x64 97 vs 109-112, 1x28x28x128 108-112 vs 147-165, 1x14x14x256
+///   109-114 vs 185-199, 1x7x7x512 103-108 vs 112-132.
+/// - 2-core EPYC, Zen 5 (full-width 512-bit FMAs, twice Zen 4's peak per cycle), one / two
+///   threads: W2 234 vs 268 / 471 vs 546, W3 225 vs 259 / 467 vs 538, 1x28x28x128 250 vs
+///   355 / 427 vs 590, 1x14x14x256 249 vs 378 / 497 vs 623, 1x7x7x512 233 vs 348 / 470 vs
+///   597. The faster GEMM did not move the threshold (it had been guessed to double there).
+///
+/// 32 channels lose on both (Zen 5: 16x32x32x32 197 vs 161 on one thread, 402 vs 311 on two).
+/// The portable kernels are never switched over by default: not measured.
+pub(crate) fn auto_min_channels(isa: Isa) -> Option<usize> {
     match isa {
-        Isa::Avx512 if full_width_512 => Some(128),
         Isa::Avx512 | Isa::Avx2Fma => Some(64),
         Isa::Portable => None,
     }
