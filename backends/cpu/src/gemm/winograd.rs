@@ -108,10 +108,14 @@ pub(crate) fn auto_chosen(
 
 /// Tiles from which Winograd is picked for convolutions of at least twice
 /// [`auto_min_channels`] channels: with that many, each tile's GEMM work outweighs its
-/// transforms by enough that even one small image's tiles win. Measured as above: 1x28x28x128
-/// (196 tiles) 1.16-1.18 vs 0.85-0.91 ms, 1x14x14x256 (49 tiles) 1.11-1.24 vs 0.69-0.74,
-/// 1x7x7x512 (16 tiles) 1.10-1.17 vs 0.79-1.10.
-pub const AUTO_MIN_TILES_WIDE: usize = 16;
+/// transforms by enough that even one small image's tiles win. But each transformed weight
+/// (16/9 the filter's bytes) serves only 2 FLOPs per tile, and in a whole network the weights
+/// come from memory, not from cache: at 7x7 (16 tiles) streaming them costs more than the
+/// multiplies saved. Measured on Zen 5 (ResNet-50 b1, kiln bench --profile, 2 threads, two
+/// alternated rounds, direct vs Winograd ms): 7x7x512 0.64-0.69 vs 0.73-0.98, 14x14x256 (49
+/// tiles) 0.52-0.53 vs 0.42-0.51. With the weights hot in cache (examples/gemm_speed.rs) 7x7
+/// would have won: 0.50 vs 0.40 ms.
+pub const AUTO_MIN_TILES_WIDE: usize = 32;
 
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
 /// Fewer tiles make few, small GEMMs over transformed weights 16/9 the size of the filter:
