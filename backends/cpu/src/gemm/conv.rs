@@ -604,17 +604,38 @@ impl RowSource for ConvRows<'_> {
         bases: &mut Vec<&'s [f32]>,
         offsets: &mut Vec<usize>,
     ) -> bool {
-        // Only where no tap of any pixel leaves the input (a padded copy, or VALID): then
-        // every tap is at one offset from the pixel's first, whichever the pixel.
-        if rows > mr || self.dims[3] == 0 || !self.taps_inside() {
+        // Only where no tap of the tile's pixels leaves the input (VALID, a padded copy, or a
+        // tile away from the edges of a padded one): then every tap is at one offset from the
+        // pixel's first, whichever the pixel. Interior tiles of padded convolutions skip the
+        // table of a pointer per row and tap, a tenth of a 32-channel 3x3 conv's time.
+        if rows > mr || self.dims[3] == 0 {
             return false;
         }
         let [_, h, w, c] = self.dims;
         let g = &self.g;
+        let all_inside = self.taps_inside();
+        // How far a pixel's last tap lies below and right of its first.
+        let (reach_y, reach_x) = (
+            (g.kh.max(1) - 1) * g.dilation_h,
+            (g.kw.max(1) - 1) * g.dilation_w,
+        );
         let plane = g.out_h * g.out_w;
         let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let start = bases.len();
         for _ in 0..rows {
-            let at = ((img * h + oy * g.stride_h) * w + ox * g.stride_w) * self.stride + self.c0;
+            // The pixel's first tap, in the coordinates of the input padded at top and left.
+            let (top, left) = (oy * g.stride_h, ox * g.stride_w);
+            let inside = all_inside
+                || (top >= g.pad_top
+                    && left >= g.pad_left
+                    && top - g.pad_top + reach_y < h
+                    && left - g.pad_left + reach_x < w);
+            if !inside {
+                bases.truncate(start);
+                return false;
+            }
+            let (iy, ix) = (top - g.pad_top, left - g.pad_left);
+            let at = ((img * h + iy) * w + ix) * self.stride + self.c0;
             bases.push(&self.input[at..]);
             ox += 1;
             if ox == g.out_w {
@@ -760,7 +781,8 @@ impl RowSource for ConvRows<'_> {
 mod tests {
     use super::*;
 
-    /// Where every tap lies inside the input, `tile_bases` describes the same slices as
+    /// Where every tap of a tile's pixels lies inside the input (all tiles of a VALID conv,
+    /// the interior tiles of a padded one), `tile_bases` describes the same slices as
     /// `tile_rows` (segment `s` of row `r` starts at the same address); elsewhere it declines.
     #[test]
     fn conv_tile_bases_match_tile_rows() {
@@ -785,7 +807,11 @@ mod tests {
             ),
             (2, 5, 5, 8, 8, 0, [1, 1], [2, 2], [1, 1], Padding::Valid, 1),
             (1, 5, 7, 3, 3, 0, [3, 3], [1, 1], [1, 1], Padding::Same, 1),
+            (2, 9, 17, 6, 3, 3, [3, 3], [1, 1], [1, 1], Padding::Same, 1),
+            (1, 12, 19, 4, 4, 0, [3, 3], [2, 2], [1, 1], Padding::Same, 1),
+            (1, 14, 20, 2, 2, 0, [5, 3], [1, 1], [2, 1], Padding::Same, 1),
         ];
+        let mut interior_tiles = 0;
         for (n, h, w, channels, cin, c0, k, s, d, pad, taps_w) in cases {
             let g = ConvGeometry::new([h, w], k, s, d, pad).unwrap();
             let input = vec![1.0f32; n * h * w * channels];
@@ -806,7 +832,14 @@ mod tests {
                         let (mut bases, mut offsets) = (Vec::new(), Vec::new());
                         let took =
                             src.tile_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
-                        assert_eq!(took, pad == Padding::Valid, "{g:?}");
+                        // Every tap of every row inside: from the (independent) segments.
+                        let mut rows_segs = Vec::new();
+                        src.segments(i0, rows, 0, seg, taps, &mut rows_segs);
+                        let inside = rows_segs.iter().all(Option::is_some);
+                        assert_eq!(took, inside, "{g:?} i0={i0}");
+                        if pad == Padding::Same && took {
+                            interior_tiles += 1;
+                        }
                         if !took {
                             assert!(bases.is_empty() && offsets.is_empty());
                             continue;
@@ -834,6 +867,7 @@ mod tests {
                 }
             }
         }
+        assert!(interior_tiles > 0, "no padded case had an interior tile");
     }
 
     /// `tile_rows` hands the kernel exactly the slices (same address, same length) that
