@@ -22,6 +22,9 @@ use super::pack::PackedB;
 use super::{Isa, sgemm};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 /// Positions of a transformed 4x4 tile: one GEMM each.
 const POSITIONS: usize = 16;
 /// Channels a transform handles at once below AVX-512 (fixed-size arrays the compiler
@@ -410,7 +413,16 @@ fn transforms(isa: Isa, pass: Transform<'_>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn transforms_avx512(pass: Transform<'_>) {
-    transforms_any::<16>(pass);
+    // SAFETY: (both) this function's target feature is the CPU's (checked by the caller).
+    match pass {
+        Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => unsafe {
+            avx512::transform_inputs(b, input, v)
+        },
+        Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => unsafe {
+            avx512::transform_outputs(b, m, epilogue, out)
+        },
+        pass => transforms_any::<16>(pass),
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
