@@ -131,7 +131,7 @@ pub enum Stage {
         geometry: ConvGeometry,
         /// Output `[n, oh, ow, cout]`.
         out: BufferId,
-        /// Folded bias/activation.
+        /// Folded bias, residual (the output's shape) and activation.
         epilogue: FusedEpilogue,
     },
     /// A plain Rust kernel (see [`crate::host`]); its epilogue, if any, is a separate stage.
@@ -673,11 +673,9 @@ fn contraction(
                 attrs.padding,
             )?;
             let ldc = output_row_stride(program, kernel, cout);
-            // Winograd stores whole rows; a strided concat slot takes the GEMM path, and so
-            // does a folded residual (Winograd's stage passes bias and activation only).
+            // Winograd stores whole rows; a strided concat slot takes the GEMM path.
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
-                && folded.residual.is_none()
                 && ldc == cout
                 && gemm::winograd_chosen(&geometry, xd[0], xd[3], cout)
             {

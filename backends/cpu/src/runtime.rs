@@ -481,18 +481,15 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             geometry,
             out,
             epilogue,
-        } => {
-            let bias = epilogue.bias.map(|id| b.f32s(id));
-            let ep = gemm_epilogue(epilogue, bias);
-            gemm::conv2d_winograd(
-                b.f32s(*input),
-                *in_dims,
-                filter,
-                geometry,
-                b.f32s_mut(*out),
-                &ep,
-            )
-        }
+        } => gemm::conv2d_winograd(
+            b.f32s(*input),
+            *in_dims,
+            filter,
+            geometry,
+            b.f32s_mut(*out),
+            // The residual has the output's shape: one row of `cout` values per pixel.
+            &conv_epilogue(epilogue, b, filter.cout()),
+        ),
         Stage::DepthwisePointwise {
             depthwise: _,
             window,

@@ -1,7 +1,8 @@
 //! A convolution's residual connection folded into the GEMM's store: which epilogues fold
 //! (`relu((conv + bias) + shortcut)`, as ResNet blocks and ShuffleNet units end), which must
 //! not (shortcut before the bias, a broadcast shortcut, a matmul), and that every case gives
-//! the reference's values, including a folded conv writing its slot of a concat.
+//! the reference's values, including a folded conv writing its slot of a concat and a 3x3
+//! conv large enough to run as Winograd, which adds the shortcut in its output transform.
 
 use crate::CpuBackend;
 use crate::plan::{Stage, plan, writes_rows_at_stride};
@@ -124,4 +125,47 @@ output %c
     );
     assert!(folds_residual(&g, "c").0);
     check_against_reference(&g, "c");
+}
+
+/// ResNet's 56x56x64 block end: the plan picks Winograd by default on SIMD kernels, and the
+/// shortcut is added in its output transform, not in a separate stage.
+#[test]
+fn a_winograd_conv_folds_its_shortcut() {
+    let g = kiln_ir::text::parse(
+        "kiln 2
+input %x : f32[1,24,24,64]
+input %r : f32[1,24,24,64]
+const %w : f32[3,3,64,64] = normal(0.0, 0.05, 1)
+const %b : f32[64] = uniform(-0.5, 0.5, 2)
+%y = fused_conv2d(%x, %w, %b, %r, padding=\"SAME\", expr=\"relu(add(add(main, $2), $3))\")
+output %y
+",
+        None,
+    )
+    .unwrap();
+    let mut program = lower(&request(&g, "y")).unwrap();
+    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let stages = plan(&program).unwrap().stages;
+    let simd = crate::gemm::detect() != crate::gemm::Isa::Portable;
+    let winograd = stages
+        .iter()
+        .any(|(_, s)| matches!(s, Stage::Winograd { epilogue, .. } if epilogue.residual.is_some()));
+    assert_eq!((winograd, stages.len()), (simd, 1));
+    let req = request(&g, "y");
+    let feeds = [
+        Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 7),
+        Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 8),
+    ];
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    let got = CpuBackend
+        .compile(&req)
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    let want = ReferenceBackend
+        .compile(&req)
+        .unwrap()
+        .run(&feeds, &mut [])
+        .unwrap();
+    assert_close(&got[0], &want[0], Tolerance::KERNEL, "winograd + shortcut");
 }
