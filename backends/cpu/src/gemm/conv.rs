@@ -26,6 +26,7 @@ use super::pack::PackedB;
 use super::{RowSource, sgemm, sgemm_rows};
 use kiln_ir::infer::window_dim;
 use kiln_ir::op::Padding;
+use rayon::prelude::*;
 
 /// Where each filter tap lands in the input: sizes, strides, dilations and padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,40 +413,42 @@ fn conv_group(
             return sgemm_rows(&src, filter, out, ldc, epilogue);
         }
         let overflow = || format!("conv2d: padded input overflows usize ({:?})", view.dims);
-        let (padded, dims) = pad_input(view, c0, cin, g).ok_or_else(overflow)?;
-        let g = ConvGeometry {
-            pad_top: 0,
-            pad_left: 0,
-            ..*g
-        };
-        let src = ConvRows {
-            input: &padded,
-            dims,
-            stride: dims[3],
-            c0: 0,
-            g,
-            taps_w: g.kw,
-        };
-        return sgemm_rows(&src, filter, out, ldc, epilogue);
+        let dims = padded_dims(view.dims, cin, g).ok_or_else(overflow)?;
+        return with_padded(dims.iter().product(), |padded| {
+            pad_input(view, c0, g, dims, padded);
+            let g = ConvGeometry {
+                pad_top: 0,
+                pad_left: 0,
+                ..*g
+            };
+            let src = ConvRows {
+                input: padded,
+                dims,
+                stride: dims[3],
+                c0: 0,
+                g,
+                taps_w: g.kw,
+            };
+            sgemm_rows(&src, filter, out, ldc, epilogue)
+        });
     }
     sgemm_rows(&src, filter, out, ldc, epilogue)
 }
 
 /// Input channel counts below which whole filter rows become one segment (see module docs).
 /// One thread, AVX-512: 16x32x32x3 -> 32 (3x3) 29 -> 49 GFLOP/s; 1x100x100x1 -> 8 (5x5)
-/// 3 -> 10 GFLOP/s. From 32 channels on a tap is long enough by itself.
-const MERGE_BELOW_CIN: usize = 32;
+/// 3 -> 10 GFLOP/s. At 32 channels too, once the padded copy ran on every thread into a
+/// reused buffer (examples/gemm_speed.rs on Zen 5, best of 30, ms on one / two threads, taps
+/// apart vs merged): W4's 16x32x32x32 -> 32 1.435 / 0.735 vs 1.340 / 0.675, 16x16x16x32 ->
+/// 64 0.709 / 0.361 vs 0.658 / 0.337. At 64 channels small convs lose the copy's cost
+/// (1x14x14x64: 0.039 vs 0.077 ms on two threads).
+const MERGE_BELOW_CIN: usize = 64;
 
-/// Copies input channels `c0..c0 + c` into a zero-padded buffer large enough that no tap
-/// reads outside it; returns the buffer and its NHWC dimensions, or `None` if the sizes
-/// overflow.
-fn pad_input(
-    view: &InputView<'_>,
-    c0: usize,
-    c: usize,
-    g: &ConvGeometry,
-) -> Option<(Vec<f32>, [usize; 4])> {
-    let [n, h, w, channels] = view.dims;
+/// The NHWC dims of input channels `c` padded so that no tap of `g` reads outside: the
+/// input's rows and columns with the padding before them, and after them as far as the last
+/// output's taps reach; `None` if the sizes overflow.
+fn padded_dims(dims: [usize; 4], c: usize, g: &ConvGeometry) -> Option<[usize; 4]> {
+    let [n, h, w, _] = dims;
     // Rows (columns) up to which the last output row (column) reads, plus one.
     let reach = |out: usize, s: usize, k: usize, d: usize| {
         (out.max(1) - 1)
@@ -459,33 +462,73 @@ fn pad_input(
     let wp = w
         .checked_add(g.pad_left)?
         .max(reach(g.out_w, g.stride_w, g.kw, g.dilation_w)?);
-    let len = n.checked_mul(hp)?.checked_mul(wp)?.checked_mul(c)?;
-    // Written once, in order (zeros only where there is padding): filling the whole buffer
-    // with zeros first doubled the copy's memory traffic.
-    let mut padded = Vec::with_capacity(len);
-    let row = wp * c;
-    for img in 0..n {
-        for y in 0..hp {
-            let Some(sy) = y.checked_sub(g.pad_top).filter(|&sy| sy < h) else {
-                padded.resize(padded.len() + row, 0.0);
-                continue;
-            };
-            padded.resize(padded.len() + g.pad_left * c, 0.0);
-            let src_row = (img * h + sy) * w;
-            if c == channels {
-                // Whole pixels: one contiguous row.
-                padded.extend_from_slice(&view.input[src_row * c..(src_row + w) * c]);
-            } else {
-                for x in 0..w {
-                    let src = (src_row + x) * channels + c0;
-                    padded.extend_from_slice(&view.input[src..src + c]);
-                }
+    n.checked_mul(hp)?.checked_mul(wp)?.checked_mul(c)?;
+    Some([n, hp, wp, c])
+}
+
+/// Values from which the padded copy is split across threads (one row per task at least).
+const PARALLEL_PAD_MIN: usize = 1 << 16;
+
+thread_local! {
+    /// Each thread's padded input, kept from one convolution to the next: a fresh buffer
+    /// (megabytes for a first layer) was page-faulted in on every call.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's padded-input buffer holding `len` values (their contents
+/// left from before), or a fresh one when it is in use.
+fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PADDED.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
             }
-            padded.resize(padded.len() + (wp - g.pad_left - w) * c, 0.0);
+            f(&mut buf[..len])
         }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Copies input channels `c0..c0 + dims[3]` into `padded` (`dims` from [`padded_dims`]),
+/// zeros around them, every value written once: filling with zeros first doubled the copy's
+/// memory traffic. Rows are written in parallel: a serial copy before a conv split over two
+/// threads cost a fifth of its time.
+fn pad_input(
+    view: &InputView<'_>,
+    c0: usize,
+    g: &ConvGeometry,
+    dims: [usize; 4],
+    padded: &mut [f32],
+) {
+    let [_, h, w, channels] = view.dims;
+    let [_, hp, wp, c] = dims;
+    let row = wp * c;
+    let fill = |(r, out): (usize, &mut [f32])| {
+        let (img, y) = (r / hp, r % hp);
+        let Some(sy) = y.checked_sub(g.pad_top).filter(|&sy| sy < h) else {
+            out.fill(0.0);
+            return;
+        };
+        let (left, rest) = out.split_at_mut(g.pad_left * c);
+        let (data, right) = rest.split_at_mut(w * c);
+        left.fill(0.0);
+        right.fill(0.0);
+        let src_row = (img * h + sy) * w;
+        if c == channels {
+            // Whole pixels: one contiguous row.
+            data.copy_from_slice(&view.input[src_row * c..(src_row + w) * c]);
+        } else {
+            for (x, px) in data.chunks_exact_mut(c).enumerate() {
+                let src = (src_row + x) * channels + c0;
+                px.copy_from_slice(&view.input[src..src + c]);
+            }
+        }
+    };
+    if padded.len() >= PARALLEL_PAD_MIN && rayon::current_num_threads() > 1 {
+        padded.par_chunks_mut(row).enumerate().for_each(fill);
+    } else {
+        padded.chunks_mut(row).enumerate().for_each(fill);
     }
-    debug_assert_eq!(padded.len(), len);
-    Some((padded, [n, hp, wp, c]))
 }
 
 /// The implicit A of a convolution (see the module comment).
