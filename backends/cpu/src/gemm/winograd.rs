@@ -413,14 +413,15 @@ fn transforms(isa: Isa, pass: Transform<'_>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn transforms_avx512(pass: Transform<'_>) {
-    // SAFETY: (both) this function's target feature is the CPU's (checked by the caller).
     match pass {
-        Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => unsafe {
-            avx512::transform_inputs(b, input, v)
-        },
-        Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => unsafe {
-            avx512::transform_outputs(b, m, epilogue, out)
-        },
+        Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => {
+            // SAFETY: this function's target feature is the CPU's (checked by the caller).
+            unsafe { avx512::transform_inputs(b, input, v) }
+        }
+        Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => {
+            // SAFETY: as above.
+            unsafe { avx512::transform_outputs(b, m, epilogue, out) }
+        }
         pass => transforms_any::<16>(pass),
     }
 }
