@@ -16,9 +16,9 @@ use std::cell::RefCell;
 /// Bytes of depthwise output a band holds: a quarter of a typical 1 MB L2, leaving room for
 /// the 1x1 filter, the input rows the band reads and the output rows it writes.
 const BAND_BYTES: usize = 256 * 1024;
-/// Bands per thread at least, when the rows allow (a thread that falls behind has its last
-/// bands taken by the others, as in the GEMM driver).
-const BANDS_PER_THREAD: usize = 4;
+/// What a band costs besides its 1x1 conv's row tiles, in row tiles (the depthwise rows'
+/// setup, the task's fork and join): an estimate.
+const BAND_SETUP_TILES: usize = 1;
 
 thread_local! {
     /// Each thread's band buffer, kept from one run to the next.
@@ -65,10 +65,15 @@ pub fn depthwise_pointwise(
         return Ok(());
     }
     let row_values = (pixels_per_row * c).max(1);
-    let threads = rayon::current_num_threads();
     let by_cache = (BAND_BYTES / 4 / row_values).max(1);
-    let by_threads = rows.div_ceil(threads * BANDS_PER_THREAD).max(1);
-    let band = by_cache.min(by_threads);
+    let threads = rayon::current_num_threads();
+    let band = band_rows(
+        rows,
+        pixels_per_row,
+        by_cache,
+        threads,
+        pointwise.isa().mr(),
+    );
     out.par_chunks_mut(band * pixels_per_row * cout)
         .enumerate()
         .try_for_each(|(i, chunk)| {
@@ -91,6 +96,22 @@ pub fn depthwise_pointwise(
         })
 }
 
+/// Rows per band (at most `by_cache`), for `rows` rows of `pixels` pixels on `threads`
+/// threads and kernels of `mr` rows: the fewest row tiles on the busiest thread, counting
+/// each band's partial last tile and its setup. A fixed four bands per thread cut
+/// MobileNet's 14x14 layers into bands of 28 pixels, three tiles of which the last a third
+/// full, and its 7x7 layers into single rows of 7 pixels.
+fn band_rows(rows: usize, pixels: usize, by_cache: usize, threads: usize, mr: usize) -> usize {
+    let cost = |band: usize| {
+        let bands = rows.div_ceil(band);
+        bands.div_ceil(threads) * ((band * pixels).div_ceil(mr) + BAND_SETUP_TILES)
+    };
+    // The smallest band of the least cost: more bands balance a late thread better.
+    (1..=by_cache.min(rows).max(1))
+        .min_by_key(|&band| (cost(band), band))
+        .unwrap_or(1)
+}
+
 /// Runs `f` with this thread's band buffer holding `len` values, or a fresh one when it is in
 /// use (the thread took another band while waiting inside the 1x1 conv's GEMM).
 fn with_band<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
@@ -101,4 +122,22 @@ fn with_band<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         Err(_) => f(&mut vec![0.0; len]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::band_rows;
+
+    /// Bands whose 1x1 rows fill whole tiles and split evenly between the threads.
+    #[test]
+    fn bands_fill_tiles_and_threads() {
+        // MobileNet's 14x14 layers: two bands of 7 rows (98 pixels, 9 tiles), not seven of 2.
+        assert_eq!(band_rows(14, 14, 100, 2, 12), 7);
+        // Its 7x7 layers: 4 rows then 3 (28 and 21 pixels), not seven single rows.
+        assert_eq!(band_rows(7, 7, 100, 2, 12), 4);
+        // The cache's limit holds, and one row is the least.
+        assert!(band_rows(112, 112, 3, 2, 12) <= 3);
+        assert_eq!(band_rows(1, 1, 1, 2, 12), 1);
+        assert_eq!(band_rows(0, 5, 4, 2, 12), 1);
+    }
 }
