@@ -194,22 +194,18 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     // its error, measured against the f64 reference, next to the implicit GEMM's on the same
     // convolution. Every output is also checked against the suite tolerance inside `run`.
     use super::winograd::{auto_chosen, auto_min_channels};
-    // W2 and W3 (784 and 6272 tiles of 64 channels) take it; 49 tiles of 64 channels, 32
-    // channels and the portable kernels do not (on every AVX-512 machine measured: Zen 4's
-    // half-width and Zen 5's full-width FMAs alike).
+    // W2 and W3 (784 and 6272 tiles of 64 channels) take it, and one image's 7x7 tiles
+    // (49) from 64 channels; 7x7 (16 tiles), 32 channels and the portable kernels do not.
     let g = |hw| ConvGeometry::new([hw, hw], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
     assert!(auto_chosen(&g(56), 8, 64, 64, Isa::Avx512));
     assert!(auto_chosen(&g(56), 1, 64, 64, Isa::Avx512));
-    assert!(auto_chosen(&g(28), 1, 64, 64, Isa::Avx512));
-    assert!(!auto_chosen(&g(14), 1, 64, 64, Isa::Avx512));
-    assert!(!auto_chosen(&g(56), 8, 32, 64, Isa::Avx512));
-    assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Portable));
-    // From twice the channels, one image's few tiles are enough (ResNet's 14x14x128 and
-    // 14x14x256), but not 7x7's 16: there the weights' streaming outweighs the saving.
-    assert!(auto_chosen(&g(14), 1, 128, 128, Isa::Avx512));
+    assert!(auto_chosen(&g(14), 1, 64, 64, Isa::Avx512));
+    assert!(auto_chosen(&g(13), 1, 64, 256, Isa::Avx512));
     assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512));
     assert!(!auto_chosen(&g(7), 1, 512, 512, Isa::Avx512));
     assert!(auto_chosen(&g(7), 2, 512, 512, Isa::Avx512));
+    assert!(!auto_chosen(&g(56), 8, 32, 64, Isa::Avx512));
+    assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Portable));
     assert_eq!(auto_min_channels(Isa::Avx512), Some(64));
     assert_eq!(auto_min_channels(Isa::Avx2Fma), Some(64));
     assert_eq!(auto_min_channels(Isa::Portable), None);

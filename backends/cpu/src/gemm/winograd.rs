@@ -73,8 +73,7 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
 /// `0` never, `1` whenever it applies and both channel counts reach `WINOGRAD_MIN_CHANNELS`.
 /// Unset, the plan takes it where it was measured to win: both channel counts at least
-/// `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles, or at
-/// least twice as many channels and `AUTO_MIN_TILES_WIDE` tiles.
+/// `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles.
 pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
     static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
@@ -103,32 +102,25 @@ pub(crate) fn auto_chosen(
 ) -> bool {
     let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
     let channels = cin.min(cout);
-    auto_min_channels(isa).is_some_and(|min| {
-        (channels >= min && tiles >= AUTO_MIN_TILES)
-            || (channels >= 2 * min && tiles >= AUTO_MIN_TILES_WIDE)
-    })
+    auto_min_channels(isa).is_some_and(|min| channels >= min && tiles >= AUTO_MIN_TILES)
 }
 
-/// Tiles from which Winograd is picked for convolutions of at least twice
-/// [`auto_min_channels`] channels: with that many, each tile's GEMM work outweighs its
-/// transforms by enough that even one small image's tiles win. But each transformed weight
-/// (16/9 the filter's bytes) serves only 2 FLOPs per tile, and in a whole network the weights
-/// come from memory, not from cache: at 7x7 (16 tiles) streaming them costs more than the
-/// multiplies saved. Measured on Zen 5 (ResNet-50 b1, kiln bench --profile, 2 threads, two
-/// alternated rounds, direct vs Winograd ms): 7x7x512 0.64-0.69 vs 0.73-0.98, 14x14x256 (49
-/// tiles) 0.52-0.53 vs 0.42-0.51. With the weights hot in cache (examples/gemm_speed.rs) 7x7
-/// would have won: 0.50 vs 0.40 ms.
-pub const AUTO_MIN_TILES_WIDE: usize = 32;
-
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
-/// Fewer tiles make few, small GEMMs over transformed weights 16/9 the size of the filter:
-/// too few blocks to keep both threads busy, and weights streamed for little work. Measured
-/// on the 2-core EPYC (kiln bench --profile, 2 threads, three alternated rounds, direct vs
-/// Winograd ms, 64 channels): 1x56x56x64 (W2, 784 tiles) 1.17-1.25 vs 0.95-1.00, 1x28x28x64
-/// (196 tiles) 0.31-0.45 vs 0.26-0.32, 1x14x14x64 (49 tiles) 0.08-0.12 vs 0.12-0.13.
-/// (Before the transforms took 16 lanes and their buffers stayed allocated, 64 channels
-/// needed batch 8 to win.)
-pub const AUTO_MIN_TILES: usize = 128;
+///
+/// Each transformed weight (16/9 the filter's bytes) serves only 2 FLOPs per tile, and in a
+/// whole network the weights come from memory, not from cache: at 7x7 (16 tiles) streaming
+/// them costs more than the multiplies saved. Measured on Zen 5 (ResNet-50 b1, kiln bench
+/// --profile, 2 threads, two alternated rounds, direct vs Winograd ms): 7x7x512 0.64-0.69 vs
+/// 0.73-0.98 (with the weights hot in cache, examples/gemm_speed.rs, 7x7 would have won: 0.50
+/// vs 0.40 ms).
+///
+/// From 32 tiles one small image wins once a block's 16 GEMMs run in parallel when there are
+/// fewer blocks than threads and the transforms use AVX-512 intrinsics. Zen 5,
+/// examples/gemm_speed.rs, 2 threads, best of 30, direct vs Winograd ms: 1x13x13x64 -> 256
+/// (49 tiles) 0.127 vs 0.117, 1x14x14x64 0.038 vs 0.032, 1x14x14x256 0.487 vs 0.346,
+/// 1x28x28x64 0.147 vs 0.115. (On Zen 4, before both changes, 1x14x14x64 lost: 0.08-0.12 vs
+/// 0.12-0.13 ms, and 128 tiles were required; not measured there since.)
+pub const AUTO_MIN_TILES: usize = 32;
 
 /// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`;
 /// `None`: never by default.
@@ -286,13 +278,14 @@ pub fn conv2d_winograd(
                 .map(move |(b, chunk)| (img, b, chunk))
         })
         .collect();
+    // Fewer blocks than threads (one small image): the blocks' 16 GEMMs are split instead.
+    let split_gemms = blocks.len() < rayon::current_num_threads();
     blocks.into_par_iter().try_for_each(|(img, b, chunk)| {
         let ty0 = b * rows_per_block;
         let ty1 = (ty0 + rows_per_block).min(tiles_h);
         with_scratch(|scratch| {
-            run_block(
-                &shape, input, img, ty0, ty1, filter, epilogue, chunk, scratch,
-            )
+            let block = (img, ty0, ty1, split_gemms);
+            run_block(&shape, input, block, filter, epilogue, chunk, scratch)
         })
     })
 }
@@ -332,15 +325,13 @@ struct Scratch {
     m: Vec<f32>,
 }
 
-/// Tile rows `ty0..ty1` of image `img`: output rows `2 * ty0 ..`, stored into `out` (which
-/// starts at output row `2 * ty0` of that image).
-#[allow(clippy::too_many_arguments)] // a block's coordinates, operands and buffers
+/// Tile rows `ty0..ty1` of image `img` (`(img, ty0, ty1, split_gemms)`): output rows
+/// `2 * ty0 ..`, stored into `out` (which starts at output row `2 * ty0` of that image); with
+/// `split_gemms`, the 16 GEMMs run in parallel.
 fn run_block(
     s: &Shape,
     input: &[f32],
-    img: usize,
-    ty0: usize,
-    ty1: usize,
+    (img, ty0, ty1, split_gemms): (usize, usize, usize, bool),
     filter: &WinogradFilter,
     epilogue: &Epilogue<'_>,
     out: &mut [f32],
@@ -361,10 +352,24 @@ fn run_block(
     };
     transforms(isa, Transform::Input(&block, input, &mut scratch.v));
     // 16 GEMMs: M_e = V_e x U_e.
-    for (e, ue) in filter.packed.iter().enumerate() {
-        let a = &scratch.v[e * tiles * cin..(e + 1) * tiles * cin];
-        let c = &mut scratch.m[e * tiles * cout..(e + 1) * tiles * cout];
-        sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())?;
+    let gemm = |((ue, a), c): ((&PackedB, &[f32]), &mut [f32])| {
+        sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())
+    };
+    let (v, m) = (&scratch.v, &mut scratch.m);
+    if split_gemms {
+        filter
+            .packed
+            .par_iter()
+            .zip(v.par_chunks(tiles * cin))
+            .zip(m.par_chunks_mut(tiles * cout))
+            .try_for_each(gemm)?;
+    } else {
+        filter
+            .packed
+            .iter()
+            .zip(v.chunks(tiles * cin))
+            .zip(m.chunks_mut(tiles * cout))
+            .try_for_each(gemm)?;
     }
     transforms(isa, Transform::Output(&block, &scratch.m, epilogue, out));
     Ok(())
