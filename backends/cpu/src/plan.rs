@@ -131,6 +131,9 @@ pub enum Stage {
         geometry: ConvGeometry,
         /// Output `[n, oh, ow, cout]`.
         out: BufferId,
+        /// Values from one output pixel's channels to the next: `cout`, or the channels of
+        /// the concat whose slot `out` is.
+        ldc: usize,
         /// Folded bias, residual (the output's shape) and activation.
         epilogue: FusedEpilogue,
     },
@@ -673,10 +676,8 @@ fn contraction(
                 attrs.padding,
             )?;
             let ldc = output_row_stride(program, kernel, cout);
-            // Winograd stores whole rows; a strided concat slot takes the GEMM path.
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
-                && ldc == cout
                 && gemm::winograd_chosen(&geometry, xd[0], xd[3], cout)
             {
                 let w = t.f32s().map_err(|e| e.to_string())?;
@@ -687,6 +688,7 @@ fn contraction(
                     filter,
                     geometry,
                     out: kernel.output,
+                    ldc,
                     epilogue: folded,
                 };
                 return Ok(Some((stage, fused)));

@@ -480,13 +480,15 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             filter,
             geometry,
             out,
+            ldc,
             epilogue,
-        } => gemm::conv2d_winograd(
+        } => gemm::conv2d_winograd_strided(
             b.f32s(*input),
             *in_dims,
             filter,
             geometry,
             b.f32s_mut(*out),
+            *ldc,
             // The residual has the output's shape: one row of `cout` values per pixel.
             &conv_epilogue(epilogue, b, filter.cout()),
         ),

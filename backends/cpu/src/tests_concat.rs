@@ -195,3 +195,47 @@ output %c
         "{e}"
     );
 }
+
+/// A 3x3 conv the plan runs as Winograd writes its concat slot in place too (Inception's
+/// branches): one Winograd stage storing at the concat's stride, the reference's values.
+#[test]
+fn a_winograd_conv_writes_its_concat_slot() {
+    let g = kiln_ir::text::parse(
+        "kiln 2
+input %x : f32[1,16,16,64]
+const %w : f32[3,3,64,64] = normal(0.0, 0.05, 1)
+const %b : f32[64] = uniform(-0.5, 0.5, 2)
+const %w1 : f32[1,1,64,16] = normal(0.0, 0.1, 3)
+%a = fused_conv2d(%x, %w, %b, padding=\"SAME\", expr=\"relu(add(main, $2))\")
+%p = conv2d(%x, %w1, padding=\"SAME\")
+%c = concat(%p, %a, axis=3)
+output %c
+",
+        None,
+    )
+    .unwrap();
+    let req = request(&g, &["c"]);
+    let mut program = lower(&req).unwrap();
+    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    program.validate().unwrap();
+    assert!(is_part(&program, "a"), "{}", program.describe());
+    let simd = crate::gemm::detect() != crate::gemm::Isa::Portable;
+    let strided_winograd = plan(&program)
+        .unwrap()
+        .stages
+        .iter()
+        .any(|(_, s)| matches!(s, Stage::Winograd { ldc: 80, .. }));
+    assert_eq!(strided_winograd, simd);
+    let x = Tensor::uniform(&[1, 16, 16, 64], -1.0, 1.0, 7);
+    let got = CpuBackend
+        .compile(&req)
+        .unwrap()
+        .run(&[&x], &mut [])
+        .unwrap();
+    let want = ReferenceBackend
+        .compile(&req)
+        .unwrap()
+        .run(&[&x], &mut [])
+        .unwrap();
+    assert_close(&got[0], &want[0], Tolerance::KERNEL, "c");
+}

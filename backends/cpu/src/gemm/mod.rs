@@ -40,7 +40,8 @@ pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};
 pub use winograd::{
-    WinogradFilter, conv2d_winograd, pack_winograd, winograd_applies, winograd_chosen,
+    WinogradFilter, conv2d_winograd, conv2d_winograd_strided, pack_winograd, winograd_applies,
+    winograd_chosen,
 };
 
 use epilogue::TileEpilogue;

@@ -179,7 +179,22 @@ fn gemm_winograd_rejects_bad_calls() {
     .unwrap_err();
     assert_eq!(
         err,
-        "winograd: output has 399 values, expected at least 400 for [1, 5, 5, 16]"
+        "winograd: output has 399 values, expected at least 400 for [1, 5, 5, 16] at 16 values \
+         a pixel"
+    );
+    let err = conv2d_winograd_strided(
+        &input,
+        [1, 5, 5, 16],
+        &packed,
+        &same,
+        &mut out,
+        15,
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "winograd: output pixels 15 values apart hold only part of 16 channels"
     );
     let err = pack_winograd_for(isa, &filter[1..], 16, 16).unwrap_err();
     assert_eq!(
@@ -267,4 +282,52 @@ fn direct_error(isa: Isa, hw: [usize; 2], ch: usize) -> (f64, f64) {
         }
     }
     (max_abs, max_rel)
+}
+
+/// Stored at a wider stride (a concat slot), every pixel's channels hold the bits of the
+/// contiguous output and the values between pixels are left alone, on every ISA, with one
+/// block and with several (the row bands then start at strided offsets).
+#[test]
+fn gemm_winograd_writes_a_strided_slot() {
+    for isa in Isa::supported() {
+        for (n, hw, cin, cout) in [(1, [7, 9], 16, 32), (2, [30, 27], 32, 48)] {
+            let [h, w] = hw;
+            let g = ConvGeometry::new(hw, [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
+            let input = values(3, n * h * w * cin);
+            let packed = pack_winograd_for(isa, &values(4, 9 * cin * cout), cin, cout).unwrap();
+            let bias = values(5, cout);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: None,
+                activation: Activation::Relu,
+            };
+            let m = n * h * w;
+            let mut whole = vec![0.0f32; m * cout];
+            conv2d_winograd(&input, [n, h, w, cin], &packed, &g, &mut whole, &epi).unwrap();
+            let ldc = cout + 5;
+            let mut slot = vec![CANARY; (m - 1) * ldc + cout];
+            conv2d_winograd_strided(&input, [n, h, w, cin], &packed, &g, &mut slot, ldc, &epi)
+                .unwrap();
+            for p in 0..m {
+                let got: Vec<u32> = slot[p * ldc..p * ldc + cout]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                let want: Vec<u32> = whole[p * cout..(p + 1) * cout]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(got, want, "{isa:?} {hw:?} pixel {p}");
+                if p + 1 < m {
+                    assert!(
+                        slot[p * ldc + cout..(p + 1) * ldc]
+                            .iter()
+                            .all(|v| v.to_bits() == CANARY.to_bits()),
+                        "{isa:?} {hw:?}: wrote between pixels {p} and {}",
+                        p + 1
+                    );
+                }
+            }
+        }
+    }
 }

@@ -215,6 +215,20 @@ pub fn conv2d_winograd(
     out: &mut [f32],
     epilogue: &Epilogue<'_>,
 ) -> Result<(), String> {
+    conv2d_winograd_strided(input, in_dims, filter, geom, out, filter.cout, epilogue)
+}
+
+/// [`conv2d_winograd`] storing output pixel `p` at `out[p * ldc..][..cout]` (`ldc >= cout`;
+/// a concat slot: `out` spans from the slot's first value to its last).
+pub fn conv2d_winograd_strided(
+    input: &[f32],
+    in_dims: [usize; 4],
+    filter: &WinogradFilter,
+    geom: &ConvGeometry,
+    out: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
     let [n, h, w, cin] = in_dims;
     let cout = filter.cout;
     if !winograd_applies(geom) {
@@ -239,15 +253,21 @@ pub fn conv2d_winograd(
     }
     let (oh, ow) = (geom.out_h, geom.out_w);
     let m = product(&[n, oh, ow]).ok_or_else(overflow)?;
-    let out_len = m.checked_mul(cout).ok_or_else(overflow)?;
-    if out.len() < out_len {
+    if ldc < cout {
         return Err(format!(
-            "winograd: output has {} values, expected at least {out_len} for [{n}, {oh}, {ow}, {cout}]",
-            out.len()
+            "winograd: output pixels {ldc} values apart hold only part of {cout} channels"
         ));
     }
-    if out_len == 0 {
+    if m == 0 || cout == 0 {
         return Ok(());
+    }
+    let out_len = super::extent(m, ldc, cout).ok_or_else(overflow)?;
+    if out.len() < out_len {
+        return Err(format!(
+            "winograd: output has {} values, expected at least {out_len} for [{n}, {oh}, {ow}, {cout}] \
+             at {ldc} values a pixel",
+            out.len()
+        ));
     }
     epilogue.validate("winograd", m, cout)?;
     let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
@@ -255,7 +275,7 @@ pub fn conv2d_winograd(
     // (fewer, larger GEMMs), at least one row.
     let per_tile = POSITIONS * (cin + cout) * 4;
     let rows_per_block = (caches().l2 / 2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
-    let band = 2 * rows_per_block * ow * cout;
+    let band = 2 * rows_per_block * ow * ldc;
     let shape = Shape {
         h,
         w,
@@ -263,13 +283,14 @@ pub fn conv2d_winograd(
         oh,
         ow,
         cout,
+        ldc,
         pad_top: geom.pad_top,
         pad_left: geom.pad_left,
     };
     let input = &input[..in_len];
     // Every block's band of the output, so that blocks of one image also run in parallel.
     let blocks: Vec<(usize, usize, &mut [f32])> = out[..out_len]
-        .chunks_mut(oh * ow * cout)
+        .chunks_mut(oh * ow * ldc)
         .enumerate()
         .flat_map(|(img, image_out)| {
             image_out
@@ -313,6 +334,8 @@ struct Shape {
     oh: usize,
     ow: usize,
     cout: usize,
+    /// Values from one output pixel to the next (`cout`, or a concat's channels).
+    ldc: usize,
     pad_top: usize,
     pad_left: usize,
 }
@@ -519,7 +542,7 @@ fn transform_outputs<const L: usize>(
                     continue;
                 }
                 let local = (oy - 2 * ty0) * s.ow + ox;
-                let dst = &mut out[local * cout + c0..local * cout + c0 + len];
+                let dst = &mut out[local * s.ldc + c0..local * s.ldc + c0 + len];
                 let mut v = *yq;
                 for (x, b) in v.iter_mut().zip(&bias) {
                     *x += b;

@@ -124,7 +124,7 @@ pub(super) unsafe fn transform_outputs(
                     }
                     _ => _mm512_min_ps(hi, _mm512_max_ps(lo, v)),
                 };
-                let dst = &mut out[local * cout + c0..local * cout + c0 + L];
+                let dst = &mut out[local * s.ldc + c0..local * s.ldc + c0 + L];
                 // SAFETY: `dst` holds 16 values.
                 unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) };
             }
@@ -228,6 +228,7 @@ mod tests {
             oh: h,
             ow: w,
             cout: c,
+            ldc: c,
             pad_top: 1,
             pad_left: 1,
         };
