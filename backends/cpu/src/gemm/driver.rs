@@ -151,25 +151,60 @@ pub(super) fn run<S: RowSource>(
             });
     }
     // Few rows, many columns (late CNN layers, matrix-vector-like products): split the panels,
-    // compute each range into its own buffer and copy; the copy is m x n, small next to the
-    // k x n weights (this split is only taken when there are few row tiles).
+    // compute each range into its own part of a buffer and copy; the copy is m x n, small next
+    // to the k x n weights (this split is only taken when there are few row tiles).
     let per = n_panels.div_ceil(tasks) * nr;
-    let parts: Vec<(usize, usize, Vec<f32>)> = (0..n.div_ceil(per))
-        .into_par_iter()
-        .map(|t| {
-            let (c0, c1) = (t * per, ((t + 1) * per).min(n));
-            let mut buf = vec![0.0f32; m * (c1 - c0)];
-            job.block(0, m, c0, c1, &mut buf, c1 - c0, c0)
-                .map(|()| (c0, c1, buf))
-        })
-        .collect::<Result<_, _>>()?;
-    for (c0, c1, buf) in parts {
-        let w = c1 - c0;
-        for (i, row) in buf.chunks_exact(w).enumerate() {
-            c[i * ldc + c0..i * ldc + c1].copy_from_slice(row);
+    let ranges: Vec<(usize, usize)> = (0..n.div_ceil(per))
+        .map(|t| (t * per, ((t + 1) * per).min(n)))
+        .collect();
+    with_split_buffer(m * n, |buf| {
+        let mut parts: Vec<&mut [f32]> = Vec::with_capacity(ranges.len());
+        let mut rest = buf;
+        for &(c0, c1) in &ranges {
+            let (part, tail) = rest.split_at_mut(m * (c1 - c0));
+            parts.push(part);
+            rest = tail;
         }
-    }
-    Ok(())
+        ranges
+            .par_iter()
+            .zip(parts.par_iter_mut())
+            .try_for_each(|(&(c0, c1), part)| job.block(0, m, c0, c1, part, c1 - c0, c0))?;
+        // The copy, by row bands on every thread: serial, it was a tenth of a late layer.
+        let rows_per = m.div_ceil(tasks);
+        c.par_chunks_mut(rows_per * ldc)
+            .enumerate()
+            .for_each(|(band, chunk)| {
+                let r0 = band * rows_per;
+                for (&(c0, c1), part) in ranges.iter().zip(&parts) {
+                    let w = c1 - c0;
+                    for i in r0..(r0 + rows_per).min(m) {
+                        let at = (i - r0) * ldc;
+                        chunk[at + c0..at + c1].copy_from_slice(&part[i * w..(i + 1) * w]);
+                    }
+                }
+            });
+        Ok(())
+    })
+}
+
+thread_local! {
+    /// The column split's buffer, kept per thread from one call to the next: a fresh one
+    /// (hundreds of kilobytes for a late layer) was zeroed and page-faulted in on every call.
+    static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's column-split buffer holding `len` values (contents left from
+/// before: every value is written before it is read), or a fresh one when it is in use.
+fn with_split_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SPLIT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Everything a task needs, shared read-only between tasks.
