@@ -414,7 +414,8 @@ fn conv_group(
         }
         let overflow = || format!("conv2d: padded input overflows usize ({:?})", view.dims);
         let dims = padded_dims(view.dims, cin, g).ok_or_else(overflow)?;
-        return with_padded(dims.iter().product(), |padded| {
+        // `pad_input` writes every value.
+        return super::scratch::with_buffer(&PADDED, dims.iter().product(), |padded| {
             pad_input(view, c0, g, dims, padded);
             let g = ConvGeometry {
                 pad_top: 0,
@@ -470,23 +471,8 @@ fn padded_dims(dims: [usize; 4], c: usize, g: &ConvGeometry) -> Option<[usize; 4
 const PARALLEL_PAD_MIN: usize = 1 << 16;
 
 thread_local! {
-    /// Each thread's padded input, kept from one convolution to the next: a fresh buffer
-    /// (megabytes for a first layer) was page-faulted in on every call.
+    /// Each thread's padded input (see [`super::scratch`]).
     static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's padded-input buffer holding `len` values (their contents
-/// left from before), or a fresh one when it is in use.
-fn with_padded<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    PADDED.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 /// Copies input channels `c0..c0 + dims[3]` into `padded` (`dims` from [`padded_dims`]),

@@ -157,7 +157,8 @@ pub(super) fn run<S: RowSource>(
     let ranges: Vec<(usize, usize)> = (0..n.div_ceil(per))
         .map(|t| (t * per, ((t + 1) * per).min(n)))
         .collect();
-    with_split_buffer(m * n, |buf| {
+    // Every value of a part is written by its block before the copy reads it.
+    super::scratch::with_buffer(&SPLIT, m * n, |buf| {
         let mut parts: Vec<&mut [f32]> = Vec::with_capacity(ranges.len());
         let mut rest = buf;
         for &(c0, c1) in &ranges {
@@ -188,23 +189,8 @@ pub(super) fn run<S: RowSource>(
 }
 
 thread_local! {
-    /// The column split's buffer, kept per thread from one call to the next: a fresh one
-    /// (hundreds of kilobytes for a late layer) was zeroed and page-faulted in on every call.
+    /// The column split's buffer (see [`super::scratch`]).
     static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's column-split buffer holding `len` values (contents left from
-/// before: every value is written before it is read), or a fresh one when it is in use.
-fn with_split_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SPLIT.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 /// Everything a task needs, shared read-only between tasks.

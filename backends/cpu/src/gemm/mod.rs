@@ -25,6 +25,7 @@ mod gemv;
 mod isa;
 mod pack;
 mod portable;
+pub(crate) mod scratch;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

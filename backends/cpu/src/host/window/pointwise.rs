@@ -9,6 +9,7 @@
 //! bits as the two stages run one after the other.
 
 use super::ChannelWindow;
+use crate::gemm::scratch::with_buffer;
 use crate::gemm::{self, Activation, Epilogue, PackedB, Residual};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -21,7 +22,7 @@ const BAND_BYTES: usize = 256 * 1024;
 const BAND_SETUP_TILES: usize = 1;
 
 thread_local! {
-    /// Each thread's band buffer, kept from one run to the next.
+    /// Each thread's band buffer (see [`crate::gemm::scratch`]).
     static BAND: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -79,7 +80,8 @@ pub fn depthwise_pointwise(
         .try_for_each(|(i, chunk)| {
             let first = i * band;
             let band_rows = band.min(rows - first);
-            with_band(band_rows * row_values, |dw| {
+            // The depthwise rows fill the whole band before the GEMM reads it.
+            with_buffer(&BAND, band_rows * row_values, |dw| {
                 window.run_rows_with(isa, x, Some(filter), bias, act, first, dw)?;
                 let first_pixel = first * pixels_per_row;
                 let ep = Epilogue {
@@ -110,18 +112,6 @@ fn band_rows(rows: usize, pixels: usize, by_cache: usize, threads: usize, mr: us
     (1..=by_cache.min(rows).max(1))
         .min_by_key(|&band| (cost(band), band))
         .unwrap_or(1)
-}
-
-/// Runs `f` with this thread's band buffer holding `len` values, or a fresh one when it is in
-/// use (the thread took another band while waiting inside the 1x1 conv's GEMM).
-fn with_band<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    BAND.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut band) => {
-            band.resize(len, 0.0);
-            f(&mut band[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 #[cfg(test)]
