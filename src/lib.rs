@@ -28,6 +28,7 @@ pub mod checkpoint;
 mod dataset;
 mod gradients;
 mod graph;
+mod images_apart;
 mod layers;
 pub mod onnx;
 mod optimize;

@@ -17,6 +17,7 @@
 //! concurrent runs share; the lock is never held by a thread that may pick up other work while
 //! it waits (a worker of any rayon pool), which could deadlock on it.
 
+use crate::images_apart;
 use crate::optimize::{OptimizeOptions, optimize_graph};
 use crate::{BackendKind, Graph};
 use kiln_ir::backend::{Backend, CompileRequest, Executable, ExecutableInfo, KernelTime};
@@ -85,6 +86,12 @@ pub struct SessionOptions {
     pub threads: Option<usize>,
     /// How many compiled variants the session keeps (least recently used go first).
     pub cache_capacity: usize,
+    /// Whether a batch runs one image at a time (the batch-1 program once per image, the
+    /// results stacked) where the fetched graph keeps its images apart (see
+    /// `images_apart.rs`): `None` lets the backend decide from the sizes (the CPU backend
+    /// does so where the batch's activations overflow its cache and the weights do not),
+    /// `Some(true)` whenever the graph allows, `Some(false)` never.
+    pub images_apart: Option<bool>,
 }
 
 impl Default for SessionOptions {
@@ -94,6 +101,7 @@ impl Default for SessionOptions {
             optimize: OptimizeOptions::default(),
             threads: None,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            images_apart: None,
         }
     }
 }
@@ -107,6 +115,8 @@ struct Cache {
     compilations: usize,
     last_compile: Option<CompileStats>,
     roots: HashMap<RunRoots, Arc<RootsInfo>>,
+    /// Per fetch list: whether its graph keeps images apart, with its sizes.
+    apart: HashMap<Vec<NodeId>, Option<images_apart::Separable>>,
 }
 
 impl Cache {
@@ -140,6 +150,8 @@ pub struct Session {
     /// a parallel loop may pick up another run's job and would block on its own lock).
     variables: RwLock<Variables>,
     cache: Mutex<Cache>,
+    /// [`SessionOptions::images_apart`].
+    images_apart: Option<bool>,
     /// Held while compiling, so that concurrent runs missing one key compile it once.
     compiling: Mutex<()>,
 }
@@ -192,6 +204,7 @@ impl Session {
             optimize,
             threads,
             cache_capacity,
+            images_apart,
         } = options;
         let known = backend_kind.pipeline().passes();
         if let Some(bad) = optimize
@@ -244,7 +257,9 @@ impl Session {
                 compilations: 0,
                 last_compile: None,
                 roots: HashMap::new(),
+                apart: HashMap::new(),
             }),
+            images_apart,
             compiling: Mutex::new(()),
         })
     }
@@ -386,6 +401,100 @@ impl Session {
     }
 
     fn execute(
+        &self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        targets: &[NodeId],
+        profile: bool,
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        if let Some(batch) = self.runs_images_apart(feeds, fetches, targets) {
+            return self.execute_images_apart(feeds, fetches, batch, profile);
+        }
+        self.execute_whole(feeds, fetches, targets, profile)
+    }
+
+    /// The batch, when this run goes one image at a time (see [`SessionOptions::images_apart`]):
+    /// no targets, every feed batched alike, and a fetched graph that keeps images apart.
+    fn runs_images_apart(
+        &self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        targets: &[NodeId],
+    ) -> Option<usize> {
+        if self.images_apart == Some(false) || !targets.is_empty() || fetches.is_empty() {
+            return None;
+        }
+        if fetches
+            .iter()
+            .chain(feeds.iter().map(|(id, _)| id))
+            .any(|&id| self.graph.get(id).is_none())
+        {
+            return None; // execute_whole reports it
+        }
+        let batch = images_apart::batch_of(&self.graph, feeds)?;
+        let known = lock(&self.cache).apart.get(fetches).cloned();
+        let separable = match known {
+            Some(s) => s,
+            None => {
+                let s = images_apart::separable(&self.graph, fetches);
+                lock(&self.cache).apart.insert(fetches.to_vec(), s.clone());
+                s
+            }
+        }?;
+        // Every placeholder the fetches read must be fed (else execute_whole reports it).
+        let roots = self.roots_info(fetches, &[]);
+        if roots.updates_variables
+            || roots
+                .placeholders
+                .iter()
+                .any(|p| !feeds.iter().any(|(id, _)| id == p))
+        {
+            return None;
+        }
+        let chosen = self.images_apart == Some(true)
+            || images_apart::chosen(&self.backend_kind, &separable, batch);
+        chosen.then_some(batch)
+    }
+
+    /// Runs the batch-1 program once per image of `feeds` and stacks each fetch's results; a
+    /// profile sums each kernel's time over the images.
+    fn execute_images_apart(
+        &self,
+        feeds: &[(NodeId, &Tensor)],
+        fetches: &[NodeId],
+        batch: usize,
+        profile: bool,
+    ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
+        let mut parts: Vec<Vec<Tensor>> = vec![Vec::with_capacity(batch); fetches.len()];
+        let mut times: Vec<KernelTime> = Vec::new();
+        for i in 0..batch {
+            let images = feeds
+                .iter()
+                .map(|(id, t)| Ok((*id, images_apart::image(t, i)?)))
+                .collect::<Result<Vec<(NodeId, Tensor)>>>()?;
+            let image_feeds: Vec<(NodeId, &Tensor)> =
+                images.iter().map(|(id, t)| (*id, t)).collect();
+            let (outputs, image_times) = self.execute_whole(&image_feeds, fetches, &[], profile)?;
+            for (part, output) in parts.iter_mut().zip(outputs) {
+                part.push(output);
+            }
+            if times.is_empty() {
+                times = image_times;
+            } else {
+                for (total, t) in times.iter_mut().zip(image_times) {
+                    total.nanos += t.nanos;
+                    total.spans.extend(t.spans);
+                }
+            }
+        }
+        let outputs = parts
+            .iter()
+            .map(|p| images_apart::stack(p))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((outputs, times))
+    }
+
+    fn execute_whole(
         &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],

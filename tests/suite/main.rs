@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod conformance;
 mod differential;
+mod images_apart;
 mod losses;
 mod onnx_errors;
 mod onnx_import;

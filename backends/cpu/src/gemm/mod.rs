@@ -34,6 +34,7 @@ mod tests_conv;
 mod tests_winograd;
 mod winograd;
 
+pub use cache::images_apart;
 pub use conv::{
     ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, conv2d_nhwc_grouped_strided, pack_conv_groups,
 };
