@@ -18,7 +18,10 @@ use rayon::prelude::*;
 /// Target depth of a k-block. Deep blocks win on the 2-core EPYC (Zen 4): the broadcasts of A
 /// stream fine from L2, while every extra k-block costs a round trip of C through the caches.
 /// Measured (examples/gemm_speed.rs, one thread, GFLOP/s for matmul 1024^3 / conv W2 / W3):
-/// KC=256: 94/97/83, 512: 100/99/89, 1024: 106/102/99, 4096: 107/104/96.
+/// KC=256: 94/97/83, 512: 100/99/89, 1024: 106/102/99, 4096: 107/104/96. Re-measured on Zen 5
+/// (full-width FMAs; matmul 1024^3, best of 20, one / two threads, three rounds): KC 1024 with
+/// NC 512 8.60-8.62 / 4.50-4.55 ms, KC 512 8.67-8.87 / 4.61-4.67, KC 2048 8.61-8.63 /
+/// 4.51-4.56, NC 256 8.68-8.79 / 4.55-4.64, NC 1024 8.45-8.55 / 4.48-4.55: within 2%, kept.
 const KC: usize = 1024;
 /// Columns per block (within noise from 64 to 1024 with KC = 1024 on the EPYC: each row tile
 /// streams the B block from L2 or L3 at 128 bytes per 24 FMAs, which even L3 sustains).
