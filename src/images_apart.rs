@@ -19,7 +19,7 @@
 use crate::BackendKind;
 use kiln_ir::op::Op;
 use kiln_ir::tensor::Data;
-use kiln_ir::{Error, Graph, NodeId, Result, Tensor};
+use kiln_ir::{Error, Graph, NodeId, Result, Shape, Tensor};
 use std::collections::HashMap;
 
 /// What running images apart needs to know about a fetched graph.
@@ -44,26 +44,18 @@ pub(crate) fn separable(graph: &Graph, fetches: &[NodeId]) -> Option<Separable> 
         let is_batched = match &node.op {
             Op::Input(ty) => ty.shape.0.first().is_some_and(|d| d.is_none()),
             Op::Const(_) | Op::Var(_) => {
-                let numel = node
-                    .ty
-                    .shape
-                    .0
-                    .iter()
-                    .try_fold(1usize, |p, d| p.checked_mul((*d)?))?;
-                weight_bytes = weight_bytes.saturating_add(numel * node.ty.dtype.size_bytes());
+                let bytes = node.ty.shape.numel()? * node.ty.dtype.size_bytes();
+                weight_bytes = weight_bytes.saturating_add(bytes);
                 false
             }
             // Values computed from shared values only are shared: any op may compute them.
             _ if !operand_batched.contains(&true) => false,
-            op => keeps_images_apart(graph, id, op, &operand_batched)?,
+            op => keeps_images_apart(graph, id, op, &operand_batched).then_some(true)?,
         };
         if is_batched {
             // Every dim but the batch is known, so one image's bytes are.
-            let dims = &node.ty.shape.0;
-            let rest = dims[1..]
-                .iter()
-                .try_fold(1usize, |p, d| p.checked_mul((*d)?))?;
-            largest_image_bytes = largest_image_bytes.max(rest * node.ty.dtype.size_bytes());
+            let image = image_numel(&node.ty.shape)?;
+            largest_image_bytes = largest_image_bytes.max(image * node.ty.dtype.size_bytes());
         }
         batched.insert(id, is_batched);
     }
@@ -73,23 +65,13 @@ pub(crate) fn separable(graph: &Graph, fetches: &[NodeId]) -> Option<Separable> 
     })
 }
 
-/// `Some(true)` when op `op` of node `id`, some of whose operands are batched
-/// (`operand_batched`), gives a batched value computed image by image; `None` when it does
-/// not (the graph is then not separable).
-fn keeps_images_apart(
-    graph: &Graph,
-    id: NodeId,
-    op: &Op,
-    operand_batched: &[bool],
-) -> Option<bool> {
+/// Whether op `op` of node `id`, some of whose operands are batched (`operand_batched`),
+/// gives a batched value computed image by image (if not, the graph is not separable).
+fn keeps_images_apart(graph: &Graph, id: NodeId, op: &Op, operand_batched: &[bool]) -> bool {
     let node = graph.node(id);
     let rank = node.ty.shape.0.len();
     let out_batched = rank >= 1 && node.ty.shape.0[0].is_none();
     let inputs = graph.inputs(id);
-    let axis_is_batch = |axis: i64| {
-        let a = if axis < 0 { axis + rank as i64 } else { axis };
-        a == 0
-    };
     // Only the first operand batched, the rest shared (weights, biases, statistics).
     let first_only =
         operand_batched.first() == Some(&true) && !operand_batched[1..].contains(&true);
@@ -116,20 +98,16 @@ fn keeps_images_apart(
         Op::Reduce {
             axes: Some(axes), ..
         } => {
-            let in_rank = graph.node(inputs[0]).ty.shape.0.len() as i64;
-            axes.iter()
-                .all(|&a| (if a < 0 { a + in_rank } else { a }) != 0)
+            let in_rank = graph.node(inputs[0]).ty.shape.0.len();
+            axes.iter().all(|&a| !is_batch_axis(a, in_rank))
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::ArgMax { axis, .. } => {
-            !axis_is_batch(*axis)
+            !is_batch_axis(*axis, rank)
         }
-        Op::Concat { axis } => !axis_is_batch(*axis) && !operand_batched.contains(&false),
+        Op::Concat { axis } => !is_batch_axis(*axis, rank) && !operand_batched.contains(&false),
         Op::Reshape { shape } => {
             // `[-1, known...]` of an input whose other dims are known: row i is image i.
-            let in_dims = &graph.node(inputs[0]).ty.shape.0;
-            let in_rest: Option<usize> = in_dims[1..]
-                .iter()
-                .try_fold(1usize, |p, d| p.checked_mul((*d)?));
+            let in_rest = image_numel(&graph.node(inputs[0]).ty.shape);
             let out_rest: Option<usize> = shape.get(1..).and_then(|s| {
                 s.iter()
                     .try_fold(1usize, |p, &d| p.checked_mul(usize::try_from(d).ok()?))
@@ -147,7 +125,17 @@ fn keeps_images_apart(
         }
         _ => false,
     };
-    (ok && out_batched).then_some(true)
+    ok && out_batched
+}
+
+/// Whether `axis` (negative counts from the end) of a rank-`rank` value is the batch axis.
+fn is_batch_axis(axis: i64, rank: usize) -> bool {
+    axis == 0 || axis == -(rank as i64)
+}
+
+/// Elements of one image of a value of `shape` (every dim after the first known).
+fn image_numel(shape: &Shape) -> Option<usize> {
+    Shape::of(shape.0.get(1..)?).numel()
 }
 
 /// The batch of `feeds` (placeholder, tensor) when images may run apart: every fed

@@ -478,14 +478,7 @@ impl Session {
             for (part, output) in parts.iter_mut().zip(outputs) {
                 part.push(output);
             }
-            if times.is_empty() {
-                times = image_times;
-            } else {
-                for (total, t) in times.iter_mut().zip(image_times) {
-                    total.nanos += t.nanos;
-                    total.spans.extend(t.spans);
-                }
-            }
+            KernelTime::accumulate(&mut times, image_times);
         }
         let outputs = parts
             .iter()

@@ -118,6 +118,25 @@ impl KernelTime {
         }
     }
 
+    /// Adds `other`'s time and spans to this entry (the same kernel in another run, or a
+    /// kernel that ran inside this one's stage).
+    pub fn add(&mut self, other: KernelTime) {
+        self.nanos += other.nanos;
+        self.spans.extend(other.spans);
+    }
+
+    /// Adds each entry of one run's profile to `total`'s (the first run's profile becomes
+    /// `total`): per-kernel sums over runs.
+    pub fn accumulate(total: &mut Vec<KernelTime>, run: Vec<KernelTime>) {
+        if total.is_empty() {
+            *total = run;
+        } else {
+            for (t, r) in total.iter_mut().zip(run) {
+                t.add(r);
+            }
+        }
+    }
+
     /// Adds one run of the kernel that began at `start` and ends now, on this thread.
     pub fn record(&mut self, start: Instant) {
         let nanos = start.elapsed().as_nanos() as u64;

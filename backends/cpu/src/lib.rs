@@ -20,6 +20,8 @@ pub mod peak;
 pub mod plan;
 pub mod runtime;
 #[cfg(test)]
+mod test_reference;
+#[cfg(test)]
 mod tests_concat;
 #[cfg(test)]
 mod tests_depthwise_pointwise;

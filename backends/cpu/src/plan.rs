@@ -487,10 +487,11 @@ fn fuse_depthwise_pointwise(program: &Program, stages: Vec<(usize, Stage)>) -> V
 /// slot conservatively the whole concat), or `None` outside the arena (feeds, variables,
 /// constants and outputs are their own allocations).
 pub(crate) fn arena_bytes(program: &Program, id: BufferId) -> Option<std::ops::Range<usize>> {
-    let buf = program.buffer(id);
-    match buf.kind {
-        BufferKind::Temporary { offset } => Some(offset..offset.saturating_add(buf.size_bytes())),
-        BufferKind::Alias { of } | BufferKind::Part { of, .. } => arena_bytes(program, of),
+    let storage = program.buffer(program.storage(id));
+    match storage.kind {
+        BufferKind::Temporary { offset } => {
+            Some(offset..offset.saturating_add(storage.size_bytes()))
+        }
         _ => None,
     }
 }
@@ -510,14 +511,11 @@ fn only_reader(program: &Program, buffer: BufferId, reader: usize) -> bool {
     let viewed = program.buffers.iter().any(|b| {
         matches!(b.kind, BufferKind::Alias { of } | BufferKind::Part { of, .. } if of == buffer)
     });
-    let reads = |k: &Kernel| {
-        k.inputs.contains(&buffer) || k.epilogue.loads.iter().any(|l| l.buffer == buffer)
-    };
     let others = program
         .kernels
         .iter()
         .enumerate()
-        .any(|(i, k)| i != reader && reads(k));
+        .any(|(i, k)| i != reader && k.reads().contains(&buffer));
     temporary
         && !viewed
         && !others

@@ -42,12 +42,12 @@ impl CpuExecutable {
                 && *depthwise < times.len()
                 && *index < times.len()
             {
-                let inner = std::mem::take(&mut times[*depthwise]);
+                let mut inner = std::mem::take(&mut times[*depthwise]);
                 let outer = &mut times[*index];
-                outer.ops.splice(0..0, inner.ops);
-                outer.nodes.splice(0..0, inner.nodes);
+                outer.ops.splice(0..0, std::mem::take(&mut inner.ops));
+                outer.nodes.splice(0..0, std::mem::take(&mut inner.nodes));
                 outer.flops = outer.flops.zip(inner.flops).map(|(a, b)| a + b);
-                outer.nanos += inner.nanos;
+                outer.add(inner);
                 merged.push(*depthwise);
             }
         }

@@ -4,13 +4,11 @@
 //! stage at all when nothing is left), and that every case, including those that must keep
 //! their copies, gives the reference's values.
 
-use crate::CpuBackend;
 use crate::plan::{Stage, plan, writes_rows_at_stride};
-use kiln_ir::backend::{Backend, CompileRequest};
-use kiln_ir::compare::{Tolerance, assert_close};
+use crate::test_reference::assert_matches_reference;
+use kiln_ir::backend::CompileRequest;
 use kiln_ir::lower::{lower, write_concat_operands_in_place};
 use kiln_ir::program::{BufferKind, Program};
-use kiln_ir::reference::ReferenceBackend;
 use kiln_ir::{Graph, Tensor};
 
 /// Two NHWC producers of every kind a channel concat meets in Inception and DenseNet: a GEMM
@@ -50,19 +48,7 @@ fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> {
 fn check_against_reference(g: &Graph, fetches: &[&str]) {
     let req = request(g, fetches);
     let x = Tensor::uniform(&[2, 6, 6, 8], -1.0, 1.0, 7);
-    let got = CpuBackend
-        .compile(&req)
-        .unwrap()
-        .run(&[&x], &mut [])
-        .unwrap();
-    let want = ReferenceBackend
-        .compile(&req)
-        .unwrap()
-        .run(&[&x], &mut [])
-        .unwrap();
-    for ((g, w), name) in got.iter().zip(&want).zip(fetches) {
-        assert_close(g, w, Tolerance::KERNEL, name);
-    }
+    assert_matches_reference(&req, &[&x], fetches);
 }
 
 /// What the CPU backend plans: the program, the names of the kernels that got a stage, and
@@ -227,15 +213,5 @@ output %c
         .any(|(_, s)| matches!(s, Stage::Winograd { ldc: 80, .. }));
     assert_eq!(strided_winograd, simd);
     let x = Tensor::uniform(&[1, 16, 16, 64], -1.0, 1.0, 7);
-    let got = CpuBackend
-        .compile(&req)
-        .unwrap()
-        .run(&[&x], &mut [])
-        .unwrap();
-    let want = ReferenceBackend
-        .compile(&req)
-        .unwrap()
-        .run(&[&x], &mut [])
-        .unwrap();
-    assert_close(&got[0], &want[0], Tolerance::KERNEL, "c");
+    assert_matches_reference(&req, &[&x], &["c"]);
 }

@@ -4,12 +4,10 @@
 //! the reference's values, including a folded conv writing its slot of a concat and a 3x3
 //! conv large enough to run as Winograd, which adds the shortcut in its output transform.
 
-use crate::CpuBackend;
 use crate::plan::{Stage, plan, writes_rows_at_stride};
-use kiln_ir::backend::{Backend, CompileRequest};
-use kiln_ir::compare::{Tolerance, assert_close};
+use crate::test_reference::assert_matches_reference;
+use kiln_ir::backend::CompileRequest;
 use kiln_ir::lower::{lower, write_concat_operands_in_place};
-use kiln_ir::reference::ReferenceBackend;
 use kiln_ir::{Graph, Tensor};
 
 /// An NHWC input, a shortcut of the conv's output shape, one batch-broadcast shortcut, and
@@ -61,17 +59,7 @@ fn check_against_reference(g: &Graph, fetch: &str) {
         Tensor::uniform(&[1, 5, 7, 10], -1.0, 1.0, 9),
     ];
     let feeds: Vec<&Tensor> = feeds.iter().collect();
-    let got = CpuBackend
-        .compile(&req)
-        .unwrap()
-        .run(&feeds, &mut [])
-        .unwrap();
-    let want = ReferenceBackend
-        .compile(&req)
-        .unwrap()
-        .run(&feeds, &mut [])
-        .unwrap();
-    assert_close(&got[0], &want[0], Tolerance::KERNEL, fetch);
+    assert_matches_reference(&req, &feeds, &[fetch]);
 }
 
 #[test]
@@ -157,15 +145,5 @@ output %y
         Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 8),
     ];
     let feeds: Vec<&Tensor> = feeds.iter().collect();
-    let got = CpuBackend
-        .compile(&req)
-        .unwrap()
-        .run(&feeds, &mut [])
-        .unwrap();
-    let want = ReferenceBackend
-        .compile(&req)
-        .unwrap()
-        .run(&feeds, &mut [])
-        .unwrap();
-    assert_close(&got[0], &want[0], Tolerance::KERNEL, "winograd + shortcut");
+    assert_matches_reference(&req, &feeds, &["winograd + shortcut"]);
 }

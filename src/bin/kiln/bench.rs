@@ -427,14 +427,7 @@ pub(crate) fn profiled_runs(
             .run_profiled_with_targets(feeds, fetches, targets)
             .map_err(|e| e.to_string())?;
         tick();
-        if total.is_empty() {
-            total = profile;
-        } else {
-            for (t, p) in total.iter_mut().zip(profile) {
-                t.nanos += p.nanos;
-                t.spans.extend(p.spans);
-            }
-        }
+        KernelTime::accumulate(&mut total, profile);
     }
     Ok(total)
 }

@@ -54,6 +54,20 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// The input row and column (counted in the input padded at top and left) of the last
+    /// output pixel's last tap; `None` if they overflow.
+    fn last_taps(&self) -> Option<(usize, usize)> {
+        let last = |out: usize, s: usize, k: usize, d: usize| {
+            (out.max(1) - 1)
+                .checked_mul(s)?
+                .checked_add((k.max(1) - 1).checked_mul(d)?)
+        };
+        Some((
+            last(self.out_h, self.stride_h, self.kh, self.dilation_h)?,
+            last(self.out_w, self.stride_w, self.kw, self.dilation_w)?,
+        ))
+    }
+
     /// The geometry TensorFlow computes for an `in_hw` input, a `kernel_hw` filter and the
     /// given strides, dilations and padding (SAME puts the odd padding cell bottom/right).
     pub fn new(
@@ -450,19 +464,9 @@ const MERGE_BELOW_CIN: usize = 64;
 /// output's taps reach; `None` if the sizes overflow.
 fn padded_dims(dims: [usize; 4], c: usize, g: &ConvGeometry) -> Option<[usize; 4]> {
     let [n, h, w, _] = dims;
-    // Rows (columns) up to which the last output row (column) reads, plus one.
-    let reach = |out: usize, s: usize, k: usize, d: usize| {
-        (out.max(1) - 1)
-            .checked_mul(s)?
-            .checked_add((k - 1).checked_mul(d)?)?
-            .checked_add(1)
-    };
-    let hp = h
-        .checked_add(g.pad_top)?
-        .max(reach(g.out_h, g.stride_h, g.kh, g.dilation_h)?);
-    let wp = w
-        .checked_add(g.pad_left)?
-        .max(reach(g.out_w, g.stride_w, g.kw, g.dilation_w)?);
+    let (last_y, last_x) = g.last_taps()?;
+    let hp = h.checked_add(g.pad_top)?.max(last_y.checked_add(1)?);
+    let wp = w.checked_add(g.pad_left)?.max(last_x.checked_add(1)?);
     n.checked_mul(hp)?.checked_mul(wp)?.checked_mul(c)?;
     Some([n, hp, wp, c])
 }
@@ -477,8 +481,8 @@ thread_local! {
 
 /// Copies input channels `c0..c0 + dims[3]` into `padded` (`dims` from [`padded_dims`]),
 /// zeros around them, every value written once: filling with zeros first doubled the copy's
-/// memory traffic. Rows are written in parallel: a serial copy before a conv split over two
-/// threads cost a fifth of its time.
+/// memory traffic. Rows are written in parallel: serial, the copy made merging taps at 32
+/// channels a loss on two threads (see [`MERGE_BELOW_CIN`]).
 fn pad_input(
     view: &InputView<'_>,
     c0: usize,
@@ -538,15 +542,7 @@ impl ConvRows<'_> {
     fn taps_inside(&self) -> bool {
         let g = &self.g;
         let [_, h, w, _] = self.dims;
-        let last = |out: usize, s: usize, k: usize, d: usize| {
-            (out.max(1) - 1)
-                .saturating_mul(s)
-                .saturating_add((k.max(1) - 1).saturating_mul(d))
-        };
-        g.pad_top == 0
-            && g.pad_left == 0
-            && last(g.out_h, g.stride_h, g.kh, g.dilation_h) < h
-            && last(g.out_w, g.stride_w, g.kw, g.dilation_w) < w
+        g.pad_top == 0 && g.pad_left == 0 && g.last_taps().is_some_and(|(y, x)| y < h && x < w)
     }
 }
 
@@ -636,7 +632,8 @@ impl RowSource for ConvRows<'_> {
         // Only where no tap of the tile's pixels leaves the input (VALID, a padded copy, or a
         // tile away from the edges of a padded one): then every tap is at one offset from the
         // pixel's first, whichever the pixel. Interior tiles of padded convolutions skip the
-        // table of a pointer per row and tap, a tenth of a 32-channel 3x3 conv's time.
+        // table of a pointer per row and tap (6% of W4's 32-channel 3x3 conv's perf samples on
+        // Zen 5).
         if rows > mr || self.dims[3] == 0 {
             return false;
         }
@@ -660,8 +657,8 @@ impl RowSource for ConvRows<'_> {
         };
         if ox + rows <= g.out_w {
             // The usual tile: pixels of one output row, `stride_w` input pixels apart, so
-            // the first and last pixel decide whether all are inside (a sixth of a first
-            // layer's time went to stepping pixel by pixel).
+            // the first and last pixel decide whether all are inside (stepping pixel by pixel
+            // took 15% of a 3-channel first layer's perf samples on Zen 5).
             let top = oy * g.stride_h;
             let (left, last) = (ox * g.stride_w, (ox + rows - 1) * g.stride_w);
             if !(inside_at(top, left) && inside_at(top, last)) {

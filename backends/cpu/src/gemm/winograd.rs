@@ -19,8 +19,10 @@ use super::cache::caches;
 use super::conv::ConvGeometry;
 use super::epilogue::Epilogue;
 use super::pack::PackedB;
+use super::scratch::with_buffer;
 use super::{Isa, sgemm};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -304,26 +306,24 @@ pub fn conv2d_winograd_strided(
     blocks.into_par_iter().try_for_each(|(img, b, chunk)| {
         let ty0 = b * rows_per_block;
         let ty1 = (ty0 + rows_per_block).min(tiles_h);
-        with_scratch(|scratch| {
-            let block = (img, ty0, ty1, split_gemms);
-            run_block(&shape, input, block, filter, epilogue, chunk, scratch)
+        let tiles = (ty1 - ty0) * tiles_w;
+        // The input transform writes all of V and the GEMMs all of M before either is read.
+        with_buffer(&V, POSITIONS * tiles * cin, |v| {
+            with_buffer(&M, POSITIONS * tiles * cout, |m| {
+                let block = (img, ty0, ty1, split_gemms);
+                run_block(&shape, input, block, filter, epilogue, chunk, (v, m))
+            })
         })
     })
 }
 
 thread_local! {
-    /// Each thread's buffers, kept from one convolution to the next: fresh ones (about 0.5 MB
-    /// a block) were page-faulted in on every call, 15% of a 64-channel Winograd conv.
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
-}
-
-/// Runs `f` with this thread's scratch buffers, or with fresh ones when they are in use (the
-/// thread took another block while waiting inside one of its GEMMs).
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => f(&mut scratch),
-        Err(_) => f(&mut Scratch::default()),
-    })
+    /// Each thread's transformed inputs `[16, tiles, cin]` (see [`super::scratch`]; fresh
+    /// buffers, about 0.5 MB a block, were page-faulted in on every call: 15% of a 64-channel
+    /// Winograd conv on Zen 4).
+    static V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's products `[16, tiles, cout]`.
+    static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sizes one block needs.
@@ -340,17 +340,10 @@ struct Shape {
     pad_left: usize,
 }
 
-/// A worker's reused buffers: transformed inputs `[16, tiles, cin]`, products
-/// `[16, tiles, cout]`.
-#[derive(Default)]
-struct Scratch {
-    v: Vec<f32>,
-    m: Vec<f32>,
-}
-
 /// Tile rows `ty0..ty1` of image `img` (`(img, ty0, ty1, split_gemms)`): output rows
-/// `2 * ty0 ..`, stored into `out` (which starts at output row `2 * ty0` of that image); with
-/// `split_gemms`, the 16 GEMMs run in parallel.
+/// `2 * ty0 ..`, stored into `out` (which starts at output row `2 * ty0` of that image), with
+/// `(v, m)` the block's transformed inputs and products; with `split_gemms`, the 16 GEMMs run
+/// in parallel.
 fn run_block(
     s: &Shape,
     input: &[f32],
@@ -358,13 +351,11 @@ fn run_block(
     filter: &WinogradFilter,
     epilogue: &Epilogue<'_>,
     out: &mut [f32],
-    scratch: &mut Scratch,
+    (v, m): (&mut [f32], &mut [f32]),
 ) -> Result<(), String> {
     let tiles_w = s.ow.div_ceil(2);
     let tiles = (ty1 - ty0) * tiles_w;
     let (cin, cout) = (s.cin, s.cout);
-    scratch.v.resize(POSITIONS * tiles * cin, 0.0);
-    scratch.m.resize(POSITIONS * tiles * cout, 0.0);
     let isa = filter.packed.first().map_or(Isa::Portable, |p| p.isa());
     let block = Block {
         s,
@@ -373,12 +364,12 @@ fn run_block(
         tiles,
         tiles_w,
     };
-    transforms(isa, Transform::Input(&block, input, &mut scratch.v));
+    transforms(isa, Transform::Input(&block, input, v));
     // 16 GEMMs: M_e = V_e x U_e.
     let gemm = |((ue, a), c): ((&PackedB, &[f32]), &mut [f32])| {
         sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())
     };
-    let (v, m) = (&scratch.v, &mut scratch.m);
+    let v: &[f32] = v;
     if split_gemms {
         filter
             .packed
@@ -394,7 +385,7 @@ fn run_block(
             .zip(m.chunks_mut(tiles * cout))
             .try_for_each(gemm)?;
     }
-    transforms(isa, Transform::Output(&block, &scratch.m, epilogue, out));
+    transforms(isa, Transform::Output(&block, m, epilogue, out));
     Ok(())
 }
 
@@ -405,6 +396,23 @@ struct Block<'s> {
     ty0: usize,
     tiles: usize,
     tiles_w: usize,
+}
+
+impl Block<'_> {
+    /// The input pixels (all `cin` channels each) under tile `t`'s 4x4 patch, row-major, or
+    /// `None` where the patch lies outside the image (padding).
+    #[inline(always)]
+    fn patch<'i>(&self, input: &'i [f32], t: usize) -> [Option<&'i [f32]>; 16] {
+        let s = self.s;
+        let (ty, tx) = (self.ty0 + t / self.tiles_w, t % self.tiles_w);
+        let image = &input[self.img * s.h * s.w * s.cin..(self.img + 1) * s.h * s.w * s.cin];
+        std::array::from_fn(|p| {
+            let y = (2 * ty + p / 4).checked_sub(s.pad_top)?;
+            let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
+            let at = (y * s.w + x) * s.cin;
+            (y < s.h && x < s.w).then(|| &image[at..at + s.cin])
+        })
+    }
 }
 
 /// A transform pass of one block: the inputs into `V` (`[16, tiles, cin]`), or the products
@@ -471,23 +479,10 @@ fn transforms_any<const L: usize>(pass: Transform<'_>) {
 /// Input transform: `V_e[t, ci] = (B^T d B)[e]` for tile `t`'s 4x4 patch `d`.
 #[inline(always)]
 fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
-    let Block {
-        s,
-        img,
-        ty0,
-        tiles,
-        tiles_w,
-    } = *b;
-    let cin = s.cin;
+    let (cin, tiles) = (b.s.cin, b.tiles);
     let zeros = [0.0f32; L];
-    let image = &input[img * s.h * s.w * cin..(img + 1) * s.h * s.w * cin];
     for t in 0..tiles {
-        let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
-        let patch: [Option<&[f32]>; 16] = std::array::from_fn(|p| {
-            let y = (2 * ty + p / 4).checked_sub(s.pad_top)?;
-            let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
-            (y < s.h && x < s.w).then(|| &image[(y * s.w + x) * cin..(y * s.w + x + 1) * cin])
-        });
+        let patch = b.patch(input, t);
         for c0 in (0..cin).step_by(L) {
             let len = L.min(cin - c0);
             let mut d = [[0.0f32; L]; 16];

@@ -21,27 +21,13 @@ const L: usize = 16;
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
-    let Block {
-        s,
-        img,
-        ty0,
-        tiles,
-        tiles_w,
-    } = *b;
-    let cin = s.cin;
+    let (cin, tiles) = (b.s.cin, b.tiles);
     debug_assert_eq!(cin % L, 0);
-    let image = &input[img * s.h * s.w * cin..(img + 1) * s.h * s.w * cin];
     // Position e of tile t, channels c0.., lives at (e * tiles + t) * cin + c0.
     assert!(v_out.len() >= 16 * tiles * cin, "winograd: V too short");
     let out = v_out.as_mut_ptr();
     for t in 0..tiles {
-        let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
-        // Each patch position's pixel (all `cin` channels), or None outside the image.
-        let patch: [Option<&[f32]>; 16] = std::array::from_fn(|p| {
-            let y = (2 * ty + p / 4).checked_sub(s.pad_top)?;
-            let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
-            (y < s.h && x < s.w).then(|| &image[(y * s.w + x) * cin..(y * s.w + x + 1) * cin])
-        });
+        let patch = b.patch(input, t);
         for c0 in (0..cin).step_by(L) {
             // Loops, not closures: a closure does not inherit the target feature, so the
             // intrinsics inside it would not be inlined.
@@ -84,8 +70,7 @@ pub(super) unsafe fn transform_outputs(
     debug_assert_eq!(cout % L, 0);
     let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
     assert!(m.len() >= 16 * tiles * cout, "winograd: M too short");
-    let bounds = epilogue.activation.bounds();
-    let (lo, hi) = bounds.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (lo, hi) = (epilogue.activation.bounds()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);

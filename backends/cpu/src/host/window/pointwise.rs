@@ -14,9 +14,9 @@ use crate::gemm::{self, Activation, Epilogue, PackedB, Residual};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-/// Bytes of depthwise output a band holds: a quarter of a typical 1 MB L2, leaving room for
-/// the 1x1 filter, the input rows the band reads and the output rows it writes.
-const BAND_BYTES: usize = 256 * 1024;
+/// The share of the detected L2 a band's depthwise output may fill (a quarter), leaving room
+/// for the 1x1 filter, the input rows the band reads and the output rows it writes.
+const BAND_L2_SHARE: usize = 4;
 /// What a band costs besides its 1x1 conv's row tiles, in row tiles (the depthwise rows'
 /// setup, the task's fork and join): an estimate.
 const BAND_SETUP_TILES: usize = 1;
@@ -66,7 +66,8 @@ pub fn depthwise_pointwise(
         return Ok(());
     }
     let row_values = (pixels_per_row * c).max(1);
-    let by_cache = (BAND_BYTES / 4 / row_values).max(1);
+    let band_bytes = gemm::caches().l2 / BAND_L2_SHARE;
+    let by_cache = (band_bytes / 4 / row_values).max(1);
     let threads = rayon::current_num_threads();
     let band = band_rows(
         rows,
