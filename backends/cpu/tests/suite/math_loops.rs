@@ -272,17 +272,17 @@ fn compile_failures_are_errors() {
             .unwrap_err()
             .contains("twice")
     );
-    // Invalid CLIF (an integer add on floats) is rejected by the verifier in debug builds, or
-    // fails in codegen otherwise; either way an error, not a crash.
-    let err = jit
-        .define_kernel("ill_typed", 0, |b, _| {
-            let x = b.ins().f32const(1.0);
-            let _ = b.ins().iadd(x, x);
-            Ok(())
-        })
-        .unwrap_err();
-    assert!(err.contains("ill_typed"), "{err}");
+    // Invalid CLIF (an integer add on floats) is rejected by the verifier, which runs in debug
+    // builds; a release build skips it (compile time), where cranelift may lower the dead add
+    // without complaint, so there it only must not crash.
+    let result = jit.define_kernel("ill_typed", 0, |b, _| {
+        let x = b.ins().f32const(1.0);
+        let _ = b.ins().iadd(x, x);
+        Ok(())
+    });
     if cfg!(debug_assertions) {
+        let err = result.unwrap_err();
+        assert!(err.contains("ill_typed"), "{err}");
         assert!(err.contains("verifier") && err.contains("iadd"), "{err}");
     }
     // A panic inside the body poisons the Jit.
