@@ -26,6 +26,8 @@ mod tests_concat;
 #[cfg(test)]
 mod tests_depthwise_pointwise;
 #[cfg(test)]
+mod tests_prologue;
+#[cfg(test)]
 mod tests_residual;
 
 pub use backend::CpuBackend;

@@ -29,6 +29,8 @@ use kiln_ir::{BinaryOp, DType, DataFormat, Error, Op, Result, Shape, TensorType,
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+mod prologue;
+
 /// A contraction's B operand: packed once when it is a constant, else packed per run (for a
 /// variable, only when its bytes changed).
 pub enum Weights {
@@ -117,6 +119,9 @@ pub enum Stage {
         ldc: usize,
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
+        /// A batch norm and activation applied to the input on its way into the GEMM (a
+        /// plain 1x1 conv only; see [`prologue`]): `input` is then the batch norm's input.
+        prologue: Option<Box<ConvPrologue>>,
     },
     /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
     /// ([`gemm::conv2d_winograd`]), when [`gemm::winograd_chosen`] asks for it.
@@ -174,6 +179,20 @@ pub enum Stage {
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
     },
+}
+
+/// The map a 1x1 [`Stage::Conv`] applies to its input channels before the product:
+/// `act(x * scale[c] + shift[c])` ([`gemm::Prologue`]), from a batch-norm kernel that then
+/// has no stage of its own.
+pub struct ConvPrologue {
+    /// The batch norm's kernel (the stage runs under the conv's): profiles count its ops.
+    pub kernel: usize,
+    /// One factor per input channel.
+    pub scale: Vec<f32>,
+    /// One term per input channel.
+    pub shift: Vec<f32>,
+    /// Applied last.
+    pub activation: Activation,
 }
 
 /// How a range-taking kernel's work divides over threads.
@@ -384,6 +403,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
         })
         .collect::<Result<_>>()?;
     let stages = fuse_depthwise_pointwise(program, stages);
+    let stages = prologue::fuse_affine_prologues(program, stages);
     let uses_threads = uses_threads
         || stages.iter().any(|(_, stage)| {
             matches!(stage, Stage::Jit { split: Some(split), .. } if split.work >= PARALLEL_MIN_WORK)
@@ -715,6 +735,7 @@ fn contraction(
                 out: kernel.output,
                 ldc,
                 epilogue: folded,
+                prologue: None,
             };
             Ok(Some((stage, fused)))
         }

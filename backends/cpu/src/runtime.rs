@@ -33,22 +33,27 @@ pub struct CpuExecutable {
 
 impl CpuExecutable {
     /// `times` with each kernel that runs inside another's stage (a depthwise conv merged
-    /// with its 1x1 conv) folded into that kernel's entry: its ops first, its nodes and flops
-    /// added, so the entry's GFLOP/s counts all the work its time covers.
+    /// with its 1x1 conv, a batch norm applied as a 1x1 conv's prologue) folded into that
+    /// kernel's entry: its ops first, its nodes and flops added, so the entry's GFLOP/s
+    /// counts all the work its time covers.
     fn merge_fused(&self, mut times: Vec<KernelTime>) -> Vec<KernelTime> {
         let mut merged: Vec<usize> = Vec::new();
         for (index, stage) in &self.plan.stages {
-            if let Stage::DepthwisePointwise { depthwise, .. } = stage
-                && *depthwise < times.len()
-                && *index < times.len()
-            {
-                let mut inner = std::mem::take(&mut times[*depthwise]);
+            let fused = match stage {
+                Stage::DepthwisePointwise { depthwise, .. } => *depthwise,
+                Stage::Conv {
+                    prologue: Some(p), ..
+                } => p.kernel,
+                _ => continue,
+            };
+            if fused < times.len() && *index < times.len() {
+                let mut inner = std::mem::take(&mut times[fused]);
                 let outer = &mut times[*index];
                 outer.ops.splice(0..0, std::mem::take(&mut inner.ops));
                 outer.nodes.splice(0..0, std::mem::take(&mut inner.nodes));
                 outer.flops = outer.flops.zip(inner.flops).map(|(a, b)| a + b);
                 outer.add(inner);
-                merged.push(*depthwise);
+                merged.push(fused);
             }
         }
         merged.sort_unstable();
@@ -448,6 +453,7 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             out,
             ldc,
             epilogue,
+            prologue,
         } => {
             let packed_now;
             let filters: &[PackedB] = match filter {
@@ -464,6 +470,30 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             };
             // A folded residual has the output's shape: rows of `cout` values.
             let ep = conv_epilogue(epilogue, b, *cout);
+            if let Some(p) = prologue {
+                // Planned for a plain 1x1 conv only: a GEMM over the pixels.
+                let [n, h, w, cin] = *in_dims;
+                let a = gemm::MatrixA {
+                    a: b.f32s(*input),
+                    lda: cin,
+                    prologue: Some(gemm::Prologue {
+                        scale: &p.scale,
+                        shift: &p.shift,
+                        activation: p.activation,
+                    }),
+                };
+                let m = n * h * w;
+                return gemm::sgemm_prologue(
+                    m,
+                    *cout,
+                    cin,
+                    a,
+                    &filters[0],
+                    b.f32s_mut(*out),
+                    *ldc,
+                    &ep,
+                );
+            }
             gemm::conv2d_nhwc_grouped_strided(
                 b.f32s(*input),
                 *in_dims,

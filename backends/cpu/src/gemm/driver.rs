@@ -229,10 +229,15 @@ impl<'j, S: RowSource> Job<'j, S> {
         // A dense A whose rows would collide in L1 is copied, MC rows at a time, into a band
         // with a padded stride (5-10% on the 1024^3 matmul).
         let band_rows = MC.min(r1 - r0);
+        // A prologue is applied in that copy, so a source with one is always copied.
+        let prologue = self.src.prologue();
         let copy_from = self
             .src
             .dense()
-            .filter(|&(_, lda)| rows_conflict(lda, mr.min(band_rows)));
+            .filter(|&(_, lda)| prologue.is_some() || rows_conflict(lda, mr.min(band_rows)));
+        if prologue.is_some() && copy_from.is_none() {
+            return Err("sgemm: a prologue needs a dense A".into());
+        }
         let max_klen = self
             .blocks
             .iter()
@@ -255,7 +260,8 @@ impl<'j, S: RowSource> Job<'j, S> {
                     let ic_end = (ic + MC).min(r1);
                     if let Some((a, lda)) = copy_from {
                         let band = band.as_mut_slice();
-                        pack_a_band(a, lda, ic, ic_end - ic, kb.k0, klen, band, stride);
+                        let rows = ic_end - ic;
+                        pack_a_band(a, lda, ic, rows, kb.k0, klen, band, stride, prologue);
                     }
                     let band = copy_from.map(|_| Band {
                         data: band.as_slice(),

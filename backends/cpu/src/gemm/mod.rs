@@ -25,6 +25,7 @@ mod gemv;
 mod isa;
 mod pack;
 mod portable;
+mod prologue;
 pub(crate) mod scratch;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use conv::{
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};
+pub use prologue::Prologue;
 pub use winograd::{
     WinogradFilter, conv2d_winograd, conv2d_winograd_strided, pack_winograd, winograd_applies,
     winograd_chosen,
@@ -128,6 +130,12 @@ pub trait RowSource: Sync {
     fn dense(&self) -> Option<(&[f32], usize)> {
         None
     }
+
+    /// The map the driver applies to A as it copies it ([`Prologue`]); a source with one
+    /// must be [`RowSource::dense`], and its rows are read only through that copy.
+    fn prologue(&self) -> Option<Prologue<'_>> {
+        None
+    }
 }
 
 /// A dense row-major A with a leading dimension.
@@ -136,6 +144,8 @@ struct DenseA<'a> {
     lda: usize,
     m: usize,
     k: usize,
+    /// Applied to A as the driver copies it, if any.
+    prologue: Option<Prologue<'a>>,
 }
 
 impl RowSource for DenseA<'_> {
@@ -196,6 +206,10 @@ impl RowSource for DenseA<'_> {
     fn dense(&self) -> Option<(&[f32], usize)> {
         Some((self.a, self.lda))
     }
+
+    fn prologue(&self) -> Option<Prologue<'_>> {
+        self.prologue
+    }
 }
 
 /// `C = epilogue(A * B)` for row-major `A[m, k]` (leading dimension `lda`) and
@@ -212,6 +226,43 @@ pub fn sgemm(
     ldc: usize,
     epilogue: &Epilogue<'_>,
 ) -> Result<(), String> {
+    let a = MatrixA {
+        a,
+        lda,
+        prologue: None,
+    };
+    sgemm_prologue(m, n, k, a, b, c, ldc, epilogue)
+}
+
+/// A row-major left operand with its leading dimension and the map applied to it on the way
+/// into the kernels, if any.
+#[derive(Clone, Copy)]
+pub struct MatrixA<'a> {
+    /// The values: row `i` starts at `a[i * lda]`.
+    pub a: &'a [f32],
+    /// Leading dimension.
+    pub lda: usize,
+    /// Applied to every value before it is multiplied.
+    pub prologue: Option<Prologue<'a>>,
+}
+
+/// [`sgemm`] with `C = epilogue(prologue(A) * B)`: A's columns mapped as [`Prologue`] says,
+/// with the same bits as mapping A first.
+#[allow(clippy::too_many_arguments)] // the BLAS shape: sizes, operands, leading dimension
+pub fn sgemm_prologue(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatrixA<'_>,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<(), String> {
+    let MatrixA { a, lda, prologue } = a;
+    if let Some(p) = &prologue {
+        p.validate(k)?;
+    }
     if b.k() != k || b.n() != n {
         return Err(format!(
             "sgemm: B was packed as [{}, {}], expected [k={k}, n={n}]",
@@ -231,7 +282,14 @@ pub fn sgemm(
             ));
         }
     }
-    sgemm_rows(&DenseA { a, lda, m, k }, b, c, ldc, epilogue)
+    let src = DenseA {
+        a,
+        lda,
+        m,
+        k,
+        prologue,
+    };
+    sgemm_rows(&src, b, c, ldc, epilogue)
 }
 
 /// `C = epilogue(A * B)` where A is read through a [`RowSource`]; `C` is `[src.rows(), b.n()]`
@@ -279,6 +337,7 @@ pub fn sgemm_rows<S: RowSource>(
     if let Some((a, lda)) = src.dense()
         && m <= gemv::MAX_ROWS
         && k > 0
+        && src.prologue().is_none()
     {
         return gemv::run(m, a, lda, b, &mut c[..need], ldc, epilogue);
     }

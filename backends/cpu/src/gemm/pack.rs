@@ -9,6 +9,7 @@
 //! boundary so 512-bit loads of B never straddle cache lines.
 
 use super::isa::{Isa, detect};
+use super::prologue::Prologue;
 use rayon::prelude::*;
 
 /// Alignment, in f32 elements, of packed buffers: one 64-byte cache line.
@@ -180,8 +181,8 @@ pub(crate) fn band_stride(kc: usize) -> usize {
 }
 
 /// Copies rows `i0 .. i0 + rows` x columns `k0 .. k0 + kc` of row-major A into `band`, one row
-/// every `stride` values (`stride >= kc`, from [`band_stride`]).
-#[allow(clippy::too_many_arguments)] // source window and destination layout
+/// every `stride` values (`stride >= kc`, from [`band_stride`]), mapped by `prologue` if any.
+#[allow(clippy::too_many_arguments)] // source window, destination layout, map
 pub(crate) fn pack_a_band(
     a: &[f32],
     lda: usize,
@@ -191,10 +192,15 @@ pub(crate) fn pack_a_band(
     kc: usize,
     band: &mut [f32],
     stride: usize,
+    prologue: Option<Prologue<'_>>,
 ) {
     for r in 0..rows {
         let src = &a[(i0 + r) * lda + k0..(i0 + r) * lda + k0 + kc];
-        band[r * stride..r * stride + kc].copy_from_slice(src);
+        let dst = &mut band[r * stride..r * stride + kc];
+        match &prologue {
+            Some(p) => p.transform(src, k0, dst),
+            None => dst.copy_from_slice(src),
+        }
     }
 }
 

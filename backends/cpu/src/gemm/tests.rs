@@ -258,6 +258,7 @@ fn gemm_small_m_gives_the_blocked_drivers_bits() {
                             lda: k,
                             m,
                             k,
+                            prologue: None,
                         };
                         driver::run(&src, &b, &mut blocked, n, epi).expect(&tag);
                         let differs = fast
@@ -508,7 +509,13 @@ fn gemm_row_source_is_read_as_documented() {
 fn gemm_dense_tile_rows_match_segments() {
     let (m, k, lda) = (29, 12, 15);
     let a = values(7, (m - 1) * lda + k);
-    let src = DenseA { a: &a, lda, m, k };
+    let src = DenseA {
+        a: &a,
+        lda,
+        m,
+        k,
+        prologue: None,
+    };
     let zeros = [0.0f32; 16];
     for mr in [12, 6, 4] {
         for (k0, len, nseg) in [(0, 12, 1), (0, 4, 3), (4, 4, 2), (5, 7, 1)] {
@@ -565,4 +572,84 @@ fn gemm_activation_apply_all_matches_apply() {
             assert_eq!(g.to_bits(), act.apply(x).to_bits(), "{act:?} on {x}");
         }
     }
+}
+
+/// A prologue gives the bits of mapping A first and multiplying after: for every ISA, with
+/// rows of a wider matrix (lda > k), few rows (the matrix-vector sizes, which it takes
+/// through the blocked driver), several k-blocks, the column split and every activation.
+#[test]
+fn gemm_prologue_equals_mapping_a_first() {
+    let activations = [
+        Activation::None,
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::LeakyRelu(0.1),
+    ];
+    for isa in Isa::supported() {
+        for (case, (m, n, k, lda)) in [
+            (50, 40, 24, 24),
+            (37, 33, 20, 29),
+            (2, 70, 30, 30),
+            (25, 17, 2100, 2100),
+            (5, 1000, 64, 64),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let a = values(1, m * lda);
+            let b = pack_b_for(isa, k, n, &values(2, k * n), false).unwrap();
+            let scale = values(3, k);
+            let shift = values(4, k);
+            let bias = values(5, n);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: None,
+                activation: Activation::Relu,
+            };
+            for &activation in &activations {
+                let tag = format!("{isa:?} case {case} {activation:?}");
+                let prologue = Prologue {
+                    scale: &scale,
+                    shift: &shift,
+                    activation,
+                };
+                let mut mapped = vec![0.0f32; m * k];
+                for i in 0..m {
+                    for p in 0..k {
+                        let x = a[i * lda + p] * scale[p] + shift[p];
+                        mapped[i * k + p] = activation.apply(x);
+                    }
+                }
+                let mut want = vec![CANARY; m * n];
+                sgemm(m, n, k, &mapped, k, &b, &mut want, n, &epi).expect(&tag);
+                let mut got = vec![CANARY; m * n];
+                let src = MatrixA {
+                    a: &a,
+                    lda,
+                    prologue: Some(prologue),
+                };
+                sgemm_prologue(m, n, k, src, &b, &mut got, n, &epi).expect(&tag);
+                let differs = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(x, y)| x.to_bits() != y.to_bits());
+                if let Some(t) = differs {
+                    panic!("{tag}: C[{t}] = {} vs {}", got[t], want[t]);
+                }
+            }
+        }
+    }
+    // Too few scales for A's columns: an error, not a panic.
+    let b = pack_b(4, 4, &values(2, 16), false).unwrap();
+    let src = MatrixA {
+        a: &[0.0; 16],
+        lda: 4,
+        prologue: Some(Prologue {
+            scale: &[1.0; 3],
+            shift: &[0.0; 4],
+            activation: Activation::None,
+        }),
+    };
+    let err = sgemm_prologue(4, 4, 4, src, &b, &mut [0.0; 16], 4, &Epilogue::none()).unwrap_err();
+    assert!(err.contains("prologue"), "{err}");
 }
