@@ -120,7 +120,8 @@ pub enum Stage {
         /// Folded bias/activation.
         epilogue: FusedEpilogue,
         /// A batch norm and activation applied to the input on its way into the GEMM (a
-        /// plain 1x1 conv only; see [`prologue`]): `input` is then the batch norm's input.
+        /// plain 1x1 conv only; planned in `plan/prologue.rs`): `input` is then the batch
+        /// norm's input.
         prologue: Option<Box<ConvPrologue>>,
     },
     /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
