@@ -199,10 +199,13 @@ impl ChannelWindow {
             .checked_mul(self.c)
     }
 
-    /// Multiply-adds, maxes or adds of the whole kernel (to decide whether to split it).
+    /// The kernel's work in FLOPs, to decide whether to split it: two per tap and output
+    /// value (a multiply-add, or a load and a max or add, costs about what a GEMM's two FLOPs
+    /// of one multiply-add do). Counting one per tap kept SqueezeNet's 27x27x128 max_pool
+    /// (0.84 M taps) on one thread: 0.028 ms against ONNX Runtime's 0.014.
     pub fn work(&self) -> u64 {
         let taps = (self.k[0] * self.k[1]) as u64;
-        (self.numel(self.oh, self.ow).unwrap_or(0) as u64).saturating_mul(taps)
+        (self.numel(self.oh, self.ow).unwrap_or(0) as u64).saturating_mul(2 * taps)
     }
 
     /// Computes `out = act(window(x, filter) + bias)` with the ISA [`crate::gemm::detect`]
