@@ -44,21 +44,24 @@ const PARALLEL_SCALE_MIN: usize = 1 << 16;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FoldBatchNorm;
 
-/// A matched pattern: the nodes involved and the constant values read.
-struct Match {
-    bn: NodeId,
-    conv: NodeId,
-    bias: Option<(NodeId, Vec<f32>)>,
-    weight: NodeId,
+/// A matched pattern: a per-channel affine map `y[c] = factor[c] * (contraction + b0)[c] +
+/// shift[c]` at node `bn` (the batch norm, or the multiplication or addition
+/// [`super::fold_scale_shift`] folds), the nodes involved and the constant values read.
+pub(super) struct Match {
+    pub bn: NodeId,
+    pub conv: NodeId,
+    pub bias: Option<(NodeId, Vec<f32>)>,
+    pub weight: NodeId,
     /// The weight's value, shared with its node (read, never written).
-    w: Arc<Tensor>,
+    pub w: Arc<Tensor>,
     /// Output channel of weight element `i`: `(i / inner) % channels`.
-    inner: usize,
-    channels: usize,
-    /// scale, offset, mean, variance.
-    params: [Vec<f32>; 4],
-    epsilon: f32,
-    format: DataFormat,
+    pub inner: usize,
+    pub channels: usize,
+    /// Per channel, in f64; `None`: all ones (the weight is kept as it is).
+    pub factor: Option<Vec<f64>>,
+    /// Per channel, in f64.
+    pub shift: Vec<f64>,
+    pub format: DataFormat,
 }
 
 impl Pass for FoldBatchNorm {
@@ -76,118 +79,135 @@ impl Pass for FoldBatchNorm {
             let Some(m) = match_bn(graph, cx, id, &frozen) else {
                 continue;
             };
-            // W' is a second copy when the old weight outlives the rewrite.
-            let w_alive = graph.users(m.weight).len() > 1
-                || is_pinned(graph, cx, m.weight)
-                || !matches!(graph.node(m.weight).op, Op::Const(_));
-            if w_alive && m.w.numel() * 4 > cx.fold_budget_bytes {
-                continue;
-            }
-            self.rewrite(graph, cx, m)?;
-            changed = true;
+            changed |= fold(graph, cx, self.name(), m)?;
         }
         Ok(changed)
     }
 }
 
-impl FoldBatchNorm {
-    fn rewrite(&self, graph: &mut Graph, cx: &mut PassContext, m: Match) -> Result<()> {
-        let [scale, offset, mean, var] = &m.params;
-        // f[c] = scale[c] / sqrt(var[c] + eps), in f64 as the reference evaluates batch_norm.
-        let factor: Vec<f64> = (0..m.channels)
-            .map(|c| scale[c] as f64 / (var[c] as f64 + m.epsilon as f64).sqrt())
-            .collect();
-        // Block by block over the channels, so no element pays a division for its channel
-        // (`(i / inner) % channels`); `max(1)`: a zero-sized axis means no elements, and
-        // `chunks(0)` panics. A large weight is scaled on every thread: most of its cost is
-        // the first touch of the new weight's pages (whole networks: tens of MB).
-        let w = m.w.as_f32().unwrap_or(&[]);
-        let mut w_new = vec![0.0f32; w.len()];
-        let block = (m.inner * m.channels).max(1);
-        let scale = |(dst, src): (&mut [f32], &[f32])| {
-            let scaled = |(d, (v, f)): (&mut f32, (&f32, &f64))| *d = (*v as f64 * f) as f32;
-            if m.inner == 1 {
-                dst.iter_mut().zip(src.iter().zip(&factor)).for_each(scaled);
-            } else {
-                let runs = dst.chunks_mut(m.inner.max(1));
-                for ((d, s), f) in runs.zip(src.chunks(m.inner.max(1))).zip(&factor) {
-                    d.iter_mut().zip(s).for_each(|(d, v)| scaled((d, (v, f))));
-                }
-            }
-        };
-        if w.len() >= PARALLEL_SCALE_MIN {
-            w_new
-                .par_chunks_mut(block)
-                .zip(w.par_chunks(block))
-                .for_each(scale);
-        } else {
-            w_new.chunks_mut(block).zip(w.chunks(block)).for_each(scale);
-        }
-        let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
-        let b_new: Vec<f32> = (0..m.channels)
-            .map(|c| {
-                let b = b0.map_or(0.0, |b| b[c] as f64);
-                ((b - mean[c] as f64) * factor[c] + offset[c] as f64) as f32
-            })
-            .collect();
-        let literal = |t: Tensor| {
-            Op::Const(Source {
-                ty: t.ty(),
-                init: Initializer::Literal(Arc::new(t)),
-            })
-        };
-
-        let conv_name = graph.node(m.conv).name.clone();
-        let bn_name = graph.node(m.bn).name.clone();
-        let w_name = graph.node(m.weight).name.clone();
-        let before = match &m.bias {
-            Some((b, _)) => format!("%{conv_name} + %{} + %{bn_name}", graph.node(*b).name),
-            None => format!("%{conv_name} + %{bn_name}"),
-        };
-        let w_t = Tensor::from_vec(m.w.dims(), w_new)?;
-        let b_t = Tensor::from_vec(&[m.channels], b_new)?;
-        let w_id = graph.add(
-            graph.unique_name(&format!("{w_name}_bn")),
-            literal(w_t),
-            &[],
-        )?;
-        let b_id = graph.add(
-            graph.unique_name(&format!("{bn_name}_bias")),
-            literal(b_t),
-            &[],
-        )?;
-        let x = graph.inputs(m.conv)[0];
-        let conv_op = graph.node(m.conv).op.clone();
-        let conv = graph.add(graph.unique_name(&conv_name), conv_op, &[x, w_id])?;
-        let biased = graph.add(
-            graph.unique_name(&bn_name),
-            Op::BiasAdd {
-                data_format: m.format,
-            },
-            &[conv, b_id],
-        )?;
-        let old_operands = graph.inputs(m.bn);
-        replace_with_new(graph, cx, m.bn, biased)?;
-        // The old conv (and bias_add) only fed the batch norm: now dead.
-        if let Some((b, _)) = m.bias {
-            remove_if_dead(graph, cx, b)?;
-        }
-        remove_if_dead(graph, cx, m.conv)?;
-        for i in old_operands {
-            remove_if_dead(graph, cx, i)?;
-        }
-        graph.rename(conv, conv_name.clone())?;
-        let w_final = graph.node(w_id).name.clone();
-        let b_final = graph.node(b_id).name.clone();
-        cx.record(
-            self.name(),
-            format!(
-                "folded {before} -> %{conv_name} = {}(.., %{w_final}) + bias_add %{bn_name} (%{b_final})",
-                graph.node(conv).op.name()
-            ),
-        );
-        Ok(())
+/// Rewrites a match (see [`Match`]) into `bias_add(contraction(x, W'), b')` with
+/// `W'[.., c] = W[.., c] * factor[c]` and `b'[c] = b0[c] * factor[c] + shift[c]`, computed in
+/// f64 and rounded once; returns false, changing nothing, when the new weight would be a
+/// second copy beyond the context's fold budget.
+pub(super) fn fold(
+    graph: &mut Graph,
+    cx: &mut PassContext,
+    pass: &'static str,
+    m: Match,
+) -> Result<bool> {
+    // W' is a second copy when the old weight outlives the rewrite.
+    let w_alive = graph.users(m.weight).len() > 1
+        || is_pinned(graph, cx, m.weight)
+        || !matches!(graph.node(m.weight).op, Op::Const(_));
+    if m.factor.is_some() && w_alive && m.w.numel() * 4 > cx.fold_budget_bytes {
+        return Ok(false);
     }
+    let literal = |t: Tensor| {
+        Op::Const(Source {
+            ty: t.ty(),
+            init: Initializer::Literal(Arc::new(t)),
+        })
+    };
+    let conv_name = graph.node(m.conv).name.clone();
+    let bn_name = graph.node(m.bn).name.clone();
+    let w_name = graph.node(m.weight).name.clone();
+    let before = match &m.bias {
+        Some((b, _)) => format!("%{conv_name} + %{} + %{bn_name}", graph.node(*b).name),
+        None => format!("%{conv_name} + %{bn_name}"),
+    };
+    let w_id = match &m.factor {
+        Some(factor) => {
+            let w_t = Tensor::from_vec(m.w.dims(), scaled_weight(&m, factor))?;
+            // `_bn` for a batch norm, `_scaled` for a factor.
+            let suffix = if pass == "fold-batch-norm" {
+                "bn"
+            } else {
+                "scaled"
+            };
+            graph.add(
+                graph.unique_name(&format!("{w_name}_{suffix}")),
+                literal(w_t),
+                &[],
+            )?
+        }
+        None => m.weight,
+    };
+    let b0 = m.bias.as_ref().map(|(_, b)| b.as_slice());
+    let b_new: Vec<f32> = (0..m.channels)
+        .map(|c| {
+            let b = b0.map_or(0.0, |b| b[c] as f64);
+            let f = m.factor.as_ref().map_or(1.0, |f| f[c]);
+            (b * f + m.shift[c]) as f32
+        })
+        .collect();
+    let b_t = Tensor::from_vec(&[m.channels], b_new)?;
+    let b_id = graph.add(
+        graph.unique_name(&format!("{bn_name}_bias")),
+        literal(b_t),
+        &[],
+    )?;
+    let x = graph.inputs(m.conv)[0];
+    let conv_op = graph.node(m.conv).op.clone();
+    let conv = graph.add(graph.unique_name(&conv_name), conv_op, &[x, w_id])?;
+    let biased = graph.add(
+        graph.unique_name(&bn_name),
+        Op::BiasAdd {
+            data_format: m.format,
+        },
+        &[conv, b_id],
+    )?;
+    let old_operands = graph.inputs(m.bn);
+    replace_with_new(graph, cx, m.bn, biased)?;
+    // The old conv (and bias_add) only fed the batch norm: now dead.
+    if let Some((b, _)) = m.bias {
+        remove_if_dead(graph, cx, b)?;
+    }
+    remove_if_dead(graph, cx, m.conv)?;
+    for i in old_operands {
+        remove_if_dead(graph, cx, i)?;
+    }
+    graph.rename(conv, conv_name.clone())?;
+    let w_final = graph.node(w_id).name.clone();
+    let b_final = graph.node(b_id).name.clone();
+    cx.record(
+        pass,
+        format!(
+            "folded {before} -> %{conv_name} = {}(.., %{w_final}) + bias_add %{bn_name} (%{b_final})",
+            graph.node(conv).op.name()
+        ),
+    );
+    Ok(true)
+}
+
+/// `W[.., c] * factor[c]` for every weight element, rounded once from f64.
+fn scaled_weight(m: &Match, factor: &[f64]) -> Vec<f32> {
+    // Block by block over the channels, so no element pays a division for its channel
+    // (`(i / inner) % channels`); `max(1)`: a zero-sized axis means no elements, and
+    // `chunks(0)` panics. A large weight is scaled on every thread: most of its cost is
+    // the first touch of the new weight's pages (whole networks: tens of MB).
+    let w = m.w.as_f32().unwrap_or(&[]);
+    let mut w_new = vec![0.0f32; w.len()];
+    let block = (m.inner * m.channels).max(1);
+    let scale = |(dst, src): (&mut [f32], &[f32])| {
+        let scaled = |(d, (v, f)): (&mut f32, (&f32, &f64))| *d = (*v as f64 * f) as f32;
+        if m.inner == 1 {
+            dst.iter_mut().zip(src.iter().zip(factor)).for_each(scaled);
+        } else {
+            let runs = dst.chunks_mut(m.inner.max(1));
+            for ((d, s), f) in runs.zip(src.chunks(m.inner.max(1))).zip(factor) {
+                d.iter_mut().zip(s).for_each(|(d, v)| scaled((d, (v, f))));
+            }
+        }
+    };
+    if w.len() >= PARALLEL_SCALE_MIN {
+        w_new
+            .par_chunks_mut(block)
+            .zip(w.par_chunks(block))
+            .for_each(scale);
+    } else {
+        w_new.chunks_mut(block).zip(w.chunks(block)).for_each(scale);
+    }
+    w_new
 }
 
 /// Whether `id` has exactly one user (one operand slot) and is not pinned.
@@ -216,7 +236,33 @@ fn match_bn(
         return None;
     };
     let bn_inputs = graph.inputs(bn);
-    let mut src = bn_inputs[0];
+    let mut m = match_contraction(graph, cx, bn, bn_inputs[0], data_format, frozen)?;
+    let p = |k: usize| vector(graph, bn_inputs[k], frozen, m.channels);
+    let [scale, offset, mean, var] = [p(1)?, p(2)?, p(3)?, p(4)?];
+    // f[c] = scale[c] / sqrt(var[c] + eps), in f64 as the reference evaluates batch_norm;
+    // b' = (b0 - mean) * f + offset = b0 * f + (offset - mean * f).
+    let factor: Vec<f64> = (0..m.channels)
+        .map(|c| scale[c] as f64 / (var[c] as f64 + epsilon.0 as f64).sqrt())
+        .collect();
+    m.shift = (0..m.channels)
+        .map(|c| offset[c] as f64 - mean[c] as f64 * factor[c])
+        .collect();
+    m.factor = Some(factor);
+    Some(m)
+}
+
+/// Matches `conv(x, W) [+ b0]` at `src`, the only operand read by node `at` of its value,
+/// channels along `data_format`'s channel axis: a [`Match`] with a factor of one and no
+/// shift, for the caller to fill in.
+pub(super) fn match_contraction(
+    graph: &Graph,
+    cx: &PassContext,
+    at: NodeId,
+    src: NodeId,
+    data_format: DataFormat,
+    frozen: &HashSet<NodeId>,
+) -> Option<Match> {
+    let mut src = src;
     let mut bias_node = None;
     if let Op::BiasAdd { data_format: f } = graph.node(src).op {
         if f != data_format || !single_use(graph, cx, src) {
@@ -255,31 +301,34 @@ fn match_bn(
         }
         _ => return None,
     };
-    // The batch norm's channel axis must hold exactly those channels.
-    let axis = match data_format {
-        DataFormat::Nhwc => rank.checked_sub(1)?,
-        DataFormat::Nchw if rank >= 2 => 1,
-        DataFormat::Nchw => return None,
-    };
-    if out.dim(axis) != Some(channels) {
+    // The map's channel axis must hold exactly those channels.
+    if out.dim(channel_axis(data_format, rank)?) != Some(channels) {
         return None;
     }
     let bias = match bias_node {
         Some(b) => Some((b, vector(graph, graph.inputs(b)[1], frozen, channels)?)),
         None => None,
     };
-    let p = |k: usize| vector(graph, bn_inputs[k], frozen, channels);
-    let params = [p(1)?, p(2)?, p(3)?, p(4)?];
     Some(Match {
-        bn,
+        bn: at,
         conv,
         bias,
         weight,
         w,
         inner,
         channels,
-        params,
-        epsilon: epsilon.0,
+        factor: None,
+        shift: vec![0.0; channels],
         format: data_format,
     })
+}
+
+/// The channel axis of a rank-`rank` value in `format`: the last (NHWC), or 1 (NCHW, from
+/// rank 2 on).
+pub(super) fn channel_axis(format: DataFormat, rank: usize) -> Option<usize> {
+    match format {
+        DataFormat::Nhwc => rank.checked_sub(1),
+        DataFormat::Nchw if rank >= 2 => Some(1),
+        DataFormat::Nchw => None,
+    }
 }

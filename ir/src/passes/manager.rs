@@ -15,6 +15,7 @@ use super::eliminate_common_subexpressions::EliminateCommonSubexpressions;
 use super::eliminate_dead_code::EliminateDeadCode;
 use super::fold_batch_norm::FoldBatchNorm;
 use super::fold_constants::FoldConstants;
+use super::fold_scale_shift::FoldScaleShift;
 use super::fuse_elementwise::FuseElementwise;
 use super::fuse_epilogues::FuseEpilogues;
 use super::select_layout::SelectLayout;
@@ -119,13 +120,15 @@ impl Pipeline {
     }
 
     /// The passes every backend wants: algebraic clean-up, folding and dead-code removal.
-    /// Batch norm folds first so its scale and shift become constants that fold further;
-    /// CSE runs before DCE so that the copies it makes unused are removed in the same round.
+    /// Batch norm folds first so its scale and shift become constants that fold further, then
+    /// the constant factors and terms models put after it (`fold-scale-shift`); CSE runs
+    /// before DCE so that the copies it makes unused are removed in the same round.
     fn generic(name: &'static str) -> Pipeline {
         Pipeline::new(
             name,
             vec![
                 Box::new(FoldBatchNorm),
+                Box::new(FoldScaleShift),
                 Box::new(FoldConstants),
                 Box::new(SimplifyAlgebra),
                 Box::new(EliminateCommonSubexpressions),

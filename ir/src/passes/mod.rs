@@ -11,6 +11,7 @@ pub mod eliminate_common_subexpressions;
 pub mod eliminate_dead_code;
 pub mod fold_batch_norm;
 pub mod fold_constants;
+pub mod fold_scale_shift;
 pub mod fuse_elementwise;
 pub mod fuse_epilogues;
 mod fusion;

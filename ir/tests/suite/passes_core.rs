@@ -140,6 +140,7 @@ fn pipeline_names_its_passes() {
             "fold-constants",
             "simplify-algebra",
             "fold-batch-norm",
+            "fold-scale-shift",
             "eliminate-common-subexpressions",
             "eliminate-dead-code",
         ] {

@@ -1,4 +1,4 @@
-//! Tests of `fold-constants`, `simplify-algebra` and `fold-batch-norm`.
+//! Tests of `fold-constants`, `simplify-algebra`, `fold-batch-norm` and `fold-scale-shift`.
 //!
 //! Golden files: ir/tests/passes/<pass>/*.kiln hold an input graph, a line `# ---- expected`
 //! and the expected output (`kiln_ir::text::print` of the rewritten graph; comments are
@@ -9,11 +9,12 @@
 //! (tests/golden/cases/*/graph.kiln with its inputs/*.npy) before and after each pass, on feeds
 //! sprinkled with -0.0, +0.0, NaN, ±inf, subnormals and huge values. `simplify-algebra` and
 //! `fold-constants` must be bit-identical (folding uses the very evaluator the reference runs);
-//! `fold-batch-norm` must agree within 1e-5 relative.
+//! `fold-batch-norm` and `fold-scale-shift` must agree within 1e-5 relative.
 
 use kiln_ir::backend::{Backend, CompileRequest};
 use kiln_ir::passes::fold_batch_norm::FoldBatchNorm;
 use kiln_ir::passes::fold_constants::FoldConstants;
+use kiln_ir::passes::fold_scale_shift::FoldScaleShift;
 use kiln_ir::passes::simplify_algebra::SimplifyAlgebra;
 use kiln_ir::passes::{Pass, PassContext};
 use kiln_ir::reference::ReferenceBackend;
@@ -35,6 +36,7 @@ fn pass_by_name(name: &str) -> (Box<dyn Pass>, Tol) {
         "fold-constants" => (Box::new(FoldConstants), Tol::Exact),
         "simplify-algebra" => (Box::new(SimplifyAlgebra), Tol::Exact),
         "fold-batch-norm" => (Box::new(FoldBatchNorm), Tol::Relative(1e-5)),
+        "fold-scale-shift" => (Box::new(FoldScaleShift), Tol::Relative(1e-5)),
         _ => panic!("unknown pass {name}"),
     }
 }
@@ -268,6 +270,11 @@ fn golden_fold_batch_norm() {
     golden_dir("fold-batch-norm");
 }
 
+#[test]
+fn golden_fold_scale_shift() {
+    golden_dir("fold-scale-shift");
+}
+
 /// Every conformance graph, through each pass (variables frozen), gives the same outputs on
 /// the conformance inputs and on feeds full of special values.
 #[test]
@@ -293,7 +300,12 @@ fn conformance_graphs_keep_their_results() {
                 given.insert(name, r.tensor);
             }
         }
-        for name in ["fold-constants", "simplify-algebra", "fold-batch-norm"] {
+        for name in [
+            "fold-constants",
+            "simplify-algebra",
+            "fold-batch-norm",
+            "fold-scale-shift",
+        ] {
             let (pass, tol) = pass_by_name(name);
             let mut cx = PassContext {
                 freeze_variables: true,
