@@ -17,6 +17,7 @@ pub(crate) const NR: usize = 16;
 /// (a driver bug, never caller input) or if the CPU lacks AVX2 or FMA.
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
+    assert_eq!(t.panels, 1, "this kernel computes one panel a call");
     #[cfg(target_arch = "x86_64")]
     {
         assert!(

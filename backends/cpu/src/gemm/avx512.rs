@@ -7,7 +7,9 @@
 //! reaches about 105 GFLOP/s per core against a measured FMA peak of about 115 on the 2-core
 //! EPYC. The kernel is instantiated per row count, so a partial tile computes only its rows;
 //! columns past `cols` are masked off in every load and store of C, bias and residual, so
-//! nothing outside the caller's slices is touched.
+//! nothing outside the caller's slices is touched. One call runs the tile for several full
+//! column panels in turn (`Tile::panels`), so thin layers pay the call's setup once per row
+//! tile rather than once per panel.
 
 use super::Tile;
 
@@ -165,59 +167,16 @@ mod imp {
         }
     }
 
-    /// [`kernel`] for a tile of exactly `R` valid rows.
+    /// [`kernel`] for a tile of exactly `R` valid rows, panel by panel.
     ///
     /// # Safety
     /// As for [`kernel`], `t.rows == R` and `TWO == (t.cols > 16)`.
     #[target_feature(enable = "avx512f")]
     unsafe fn rows<const R: usize, const TWO: bool>(t: &mut Tile<'_, '_>) {
         let (rows, ldc, kseg) = (R, t.ldc, t.kseg);
+        // `assert_valid`: with several panels every one is full (so `TWO` holds for each).
         let (m0, m1) = (lanes(t.cols), lanes(t.cols.saturating_sub(16)));
         let two = TWO;
-        let mut acc: Acc = [[_mm512_setzero_ps(); 2]; MR];
-        if t.accumulate {
-            let c = t.c.as_ptr();
-            each_row!(r => {
-                if r < rows {
-                    // SAFETY: r < rows and the masks enable only columns < cols, so every lane
-                    // read is at r * ldc + j < (rows - 1) * ldc + cols <= c.len(); masked-off
-                    // lanes are not accessed (AVX-512 masked loads suppress them), and with
-                    // cols <= 16 the second vector is not loaded at all.
-                    unsafe {
-                        let p = c.add(r * ldc);
-                        acc[r][0] = _mm512_maskz_loadu_ps(m0, p);
-                        if two {
-                            acc[r][1] = _mm512_maskz_loadu_ps(m1, p.add(16));
-                        }
-                    }
-                }
-            });
-        }
-        let mut bp = t.b.as_ptr();
-        for s in 0..t.segments::<MR>() {
-            let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
-            for p in 0..kseg {
-                // SAFETY: B holds nseg * kseg * NR values and bp has advanced NR per step, so
-                // bp[0 .. NR] is in bounds; every segment of the rows read (r < R) holds at least kseg
-                // values (`assert_valid`).
-                unsafe {
-                    let b0 = _mm512_loadu_ps(bp);
-                    let b1 = if TWO { _mm512_loadu_ps(bp.add(16)) } else { b0 };
-                    each_row!(r => {
-                        if r < R {
-                            let av = _mm512_set1_ps(*rp[r].add(p));
-                            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
-                            if TWO {
-                                acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
-                            }
-                        }
-                    });
-                    bp = bp.add(NR);
-                }
-            }
-        }
-
-        // Epilogue and store.
         // Plain matches, no closures: an `Option` combinator here was compiled as a call,
         // around which all 24 accumulators went to the stack and back (a tenth of the time of
         // a k = 27 first-layer conv).
@@ -226,50 +185,104 @@ mod imp {
             None => (Activation::None, None, None),
         };
         let act = act_of(act);
-        #[allow(clippy::manual_map)] // a match, not `Option::map`: see above
-        let bias = match bias {
-            None => None,
-            Some(b) => Some({
-                // SAFETY: the bias slice holds at least cols values; lanes >= cols are masked off.
-                unsafe {
-                    let lo = _mm512_maskz_loadu_ps(m0, b.as_ptr());
-                    if two {
-                        [lo, _mm512_maskz_loadu_ps(m1, b.as_ptr().add(16))]
-                    } else {
-                        [lo, lo]
-                    }
-                }
-            }),
-        };
-        let c = t.c.as_mut_ptr();
-        each_row!(r => {
-            if r < rows {
-                let mut v = acc[r];
-                if let Some(bias) = bias {
-                    v[0] = _mm512_add_ps(v[0], bias[0]);
-                    v[1] = _mm512_add_ps(v[1], bias[1]);
-                }
-                if let Some((res, ld)) = res {
-                    // SAFETY: the residual slice holds (rows - 1) * ld + cols values from the
-                    // tile's corner and r < rows; lanes >= cols are masked off.
-                    unsafe {
-                        let p = res.as_ptr().add(r * ld);
-                        v[0] = _mm512_add_ps(v[0], _mm512_maskz_loadu_ps(m0, p));
-                        if two {
-                            v[1] = _mm512_add_ps(v[1], _mm512_maskz_loadu_ps(m1, p.add(16)));
+        let c_tile = t.c.as_mut_ptr();
+        for panel in 0..t.panels {
+            // Panel `panel` of C, B, the bias and the residual starts NR columns (B: b_stride
+            // values) after the one before.
+            let c = c_tile.wrapping_add(panel * NR);
+            let mut acc: Acc = [[_mm512_setzero_ps(); 2]; MR];
+            if t.accumulate {
+                each_row!(r => {
+                    if r < rows {
+                        // SAFETY: r < rows and the masks enable only the panel's columns < cols,
+                        // so every lane read is at r * ldc + panel * NR + j <= (rows - 1) * ldc +
+                        // (panels - 1) * NR + cols <= c.len(); masked-off lanes are not
+                        // accessed (AVX-512 masked loads suppress them), and with cols <= 16
+                        // the second vector is not loaded at all.
+                        unsafe {
+                            let p = c.add(r * ldc);
+                            acc[r][0] = _mm512_maskz_loadu_ps(m0, p);
+                            if two {
+                                acc[r][1] = _mm512_maskz_loadu_ps(m1, p.add(16));
+                            }
                         }
                     }
-                }
-                // SAFETY: as for the loads of C above: r < rows, lanes < cols only.
-                unsafe {
-                    let p = c.add(r * ldc);
-                    store(p, m0, activate(v[0], act));
-                    if two {
-                        store(p.add(16), m1, activate(v[1], act));
+                });
+            }
+            // SAFETY: panel < panels and B holds (panels - 1) * b_stride + nseg * kseg * NR
+            // values (`assert_valid`).
+            let mut bp = unsafe { t.b.as_ptr().add(panel * t.b_stride) };
+            for s in 0..t.segments::<MR>() {
+                let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
+                for p in 0..kseg {
+                    // SAFETY: the panel's B rows hold nseg * kseg * NR values and bp has
+                    // advanced NR per step, so bp[0 .. NR] is in bounds; every segment of the
+                    // rows read (r < R) holds at least kseg values (`assert_valid`).
+                    unsafe {
+                        let b0 = _mm512_loadu_ps(bp);
+                        let b1 = if TWO { _mm512_loadu_ps(bp.add(16)) } else { b0 };
+                        each_row!(r => {
+                            if r < R {
+                                let av = _mm512_set1_ps(*rp[r].add(p));
+                                acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+                                if TWO {
+                                    acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+                                }
+                            }
+                        });
+                        bp = bp.add(NR);
                     }
                 }
             }
-        });
+
+            // Epilogue and store.
+            #[allow(clippy::manual_map)] // a match, not `Option::map`: see above
+            let bias = match bias {
+                None => None,
+                Some(b) => Some({
+                    // SAFETY: the bias slice holds at least (panels - 1) * NR + cols values;
+                    // lanes >= cols are masked off.
+                    unsafe {
+                        let b = b.as_ptr().add(panel * NR);
+                        let lo = _mm512_maskz_loadu_ps(m0, b);
+                        if two {
+                            [lo, _mm512_maskz_loadu_ps(m1, b.add(16))]
+                        } else {
+                            [lo, lo]
+                        }
+                    }
+                }),
+            };
+            each_row!(r => {
+                if r < rows {
+                    let mut v = acc[r];
+                    if let Some(bias) = bias {
+                        v[0] = _mm512_add_ps(v[0], bias[0]);
+                        v[1] = _mm512_add_ps(v[1], bias[1]);
+                    }
+                    if let Some((res, ld)) = res {
+                        // SAFETY: the residual slice holds (rows - 1) * ld + (panels - 1) * NR
+                        // + cols values from the tile's corner and r < rows; lanes >= cols are
+                        // masked off.
+                        unsafe {
+                            let p = res.as_ptr().add(r * ld + panel * NR);
+                            v[0] = _mm512_add_ps(v[0], _mm512_maskz_loadu_ps(m0, p));
+                            if two {
+                                v[1] = _mm512_add_ps(v[1], _mm512_maskz_loadu_ps(m1, p.add(16)));
+                            }
+                        }
+                    }
+                    // SAFETY: as for the loads of C above: r < rows, the panel's lanes < cols.
+                    unsafe {
+                        let p = c.add(r * ldc);
+                        store(p, m0, activate(v[0], act));
+                        if two {
+                            store(p.add(16), m1, activate(v[1], act));
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 

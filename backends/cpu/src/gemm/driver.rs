@@ -274,20 +274,37 @@ impl<'j, S: RowSource> Job<'j, S> {
                         let rows = mr.min(ic_end - i0);
                         let tables = (&mut raw, &mut segs, &mut offsets);
                         self.tile_segments(i0, rows, kb, band, &zeros, tables)?;
-                        for j0 in (jc..jc_end).step_by(nr) {
+                        // The block's full panels in one call where the kernel takes
+                        // several, then the partial one.
+                        let full = (jc_end - jc) / nr;
+                        let per_call = if self.isa == Isa::Avx512 {
+                            full.max(1)
+                        } else {
+                            1
+                        };
+                        let mut j0 = jc;
+                        while j0 < jc_end {
+                            let panels = if j0 + nr <= jc_end {
+                                per_call.min((jc_end - j0) / nr)
+                            } else {
+                                1
+                            };
                             let mut tile = Tile {
                                 kseg: kb.kseg,
                                 a: &segs,
                                 seg_offsets: &offsets,
-                                b: self.b.panel_rows(j0, kb.k0, klen),
+                                b: self.b.panels_rows(j0, panels, kb.k0, klen),
+                                b_stride: self.b.panel_stride(),
+                                panels,
                                 c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
                                 ldc: ld,
                                 rows,
-                                cols: nr.min(c1 - j0),
+                                cols: nr.min(jc_end - j0),
                                 accumulate: bi > 0,
                                 epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
                             };
                             run_tile(self.isa, &mut tile);
+                            j0 += panels * nr;
                         }
                     }
                 }

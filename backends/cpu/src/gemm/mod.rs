@@ -361,8 +361,16 @@ pub(crate) struct Tile<'t, 'a> {
     pub a: &'t [&'a [f32]],
     /// Where each segment starts within every row slice, or empty (see `a`).
     pub seg_offsets: &'t [usize],
-    /// The B panel's rows for this k-block: `nseg * kseg * NR` values.
+    /// The B panels' rows for this k-block: `nseg * kseg * NR` values per panel, the panels
+    /// `b_stride` apart.
     pub b: &'t [f32],
+    /// Values from one B panel to the next (unused with one panel).
+    pub b_stride: usize,
+    /// NR-wide column panels computed in this call, `>= 1`: all but the last are full, the
+    /// last has `cols` valid columns. Several panels share one call's setup, which costs as
+    /// much as the products on thin layers (k = 16: MobileNet's 1x1 expansions); only the
+    /// AVX-512 kernel takes more than one.
+    pub panels: usize,
     /// C from the tile's corner on.
     pub c: &'t mut [f32],
     /// Leading dimension of C.
@@ -407,7 +415,20 @@ impl Tile<'_, '_> {
             self.seg_offsets.len()
         };
         assert!(
-            self.b.len() >= nseg * self.kseg * nr,
+            self.panels == 1 || (self.panels > 1 && self.cols == nr),
+            "tile: {} panels, the last with {} columns",
+            self.panels,
+            self.cols
+        );
+        // Columns of C the call writes: full panels, then `cols` of the last.
+        let width = (self.panels - 1) * nr + self.cols;
+        let b_panel = nseg * self.kseg * nr;
+        assert!(
+            self.panels == 1 || self.b_stride >= b_panel,
+            "tile: B panels overlap"
+        );
+        assert!(
+            self.b.len() >= (self.panels - 1) * self.b_stride + b_panel,
             "tile: B panel too short"
         );
         assert!(
@@ -415,11 +436,11 @@ impl Tile<'_, '_> {
             "tile: bad size"
         );
         assert!(
-            self.ldc >= self.cols && self.c.len() >= (self.rows - 1) * self.ldc + self.cols,
+            self.ldc >= width && self.c.len() >= (self.rows - 1) * self.ldc + width,
             "tile: C too short"
         );
         assert!(
-            self.epilogue.is_none_or(|e| e.covers(self.rows, self.cols)),
+            self.epilogue.is_none_or(|e| e.covers(self.rows, width)),
             "tile: epilogue slices too short"
         );
     }

@@ -75,8 +75,21 @@ impl PackedB {
 
     /// Rows `p0 .. p0 + len` of the panel holding columns `j0 .. j0 + nr` (`j0 % nr == 0`).
     pub(crate) fn panel_rows(&self, j0: usize, p0: usize, len: usize) -> &[f32] {
+        self.panels_rows(j0, 1, p0, len)
+    }
+
+    /// Rows `p0 .. p0 + len` of `panels` consecutive panels from the one holding column `j0`
+    /// (`j0 % nr == 0`): from the first one's row `p0` to the last one's row `p0 + len`, the
+    /// panels [`PackedB::panel_stride`] values apart.
+    pub(crate) fn panels_rows(&self, j0: usize, panels: usize, p0: usize, len: usize) -> &[f32] {
         let start = (j0 / self.nr) * self.k * self.nr + p0 * self.nr;
-        &self.data.as_slice()[start..start + len * self.nr]
+        let end = start + (panels - 1) * self.panel_stride() + len * self.nr;
+        &self.data.as_slice()[start..end]
+    }
+
+    /// Values from one panel to the next.
+    pub(crate) fn panel_stride(&self) -> usize {
+        self.k * self.nr
     }
 }
 

@@ -18,6 +18,7 @@ pub(crate) const NR: usize = 8;
 /// (a driver bug, never caller input).
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
+    assert_eq!(t.panels, 1, "this kernel computes one panel a call");
     // It zips whole row slices: the driver hands it the segment-major table only.
     assert!(t.seg_offsets.is_empty(), "portable kernel given row bases");
     let kseg = t.kseg;
