@@ -5,8 +5,7 @@
 //! their copies, gives the reference's values.
 
 use crate::plan::{Stage, plan, writes_rows_at_stride};
-use crate::test_reference::assert_matches_reference;
-use kiln_ir::backend::CompileRequest;
+use crate::test_reference::{assert_matches_reference, lower_and_plan, parse_graph, request};
 use kiln_ir::lower::{lower, write_concat_operands_in_place};
 use kiln_ir::program::{BufferKind, Program};
 use kiln_ir::{Graph, Tensor};
@@ -29,18 +28,7 @@ const %t3 : f32[12] = uniform(-0.2, 0.2, 5)
 ";
 
 fn graph(body: &str) -> Graph {
-    let text = format!("{PRODUCERS}{body}");
-    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> {
-    CompileRequest {
-        graph: g,
-        feeds: g.placeholders(),
-        variables: vec![],
-        fetches: fetches.iter().map(|n| g.find(n).unwrap()).collect(),
-        targets: vec![],
-    }
+    parse_graph(PRODUCERS, body)
 }
 
 /// The CPU backend's results (through `CpuBackend::compile`, as a session runs it) against the
@@ -54,10 +42,8 @@ fn check_against_reference(g: &Graph, fetches: &[&str]) {
 /// What the CPU backend plans: the program, the names of the kernels that got a stage, and
 /// whether a GEMM convolution stores its rows at a stride wider than its channels.
 fn planned(g: &Graph, fetches: &[&str]) -> (Program, Vec<String>, bool) {
-    let mut program = lower(&request(g, fetches)).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let (program, plan) = lower_and_plan(g, fetches);
     program.validate().unwrap();
-    let plan = plan(&program).unwrap();
     let staged = plan
         .stages
         .iter()

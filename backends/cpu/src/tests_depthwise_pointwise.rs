@@ -4,10 +4,10 @@
 //! the reference's values, and the same bits as the two stages run apart.
 
 use crate::CpuBackend;
-use crate::plan::{Stage, plan, writes_rows_at_stride};
-use kiln_ir::backend::{Backend, CompileRequest};
+use crate::plan::Stage;
+use crate::test_reference::{assert_one_profile_entry, lower_and_plan, parse_graph, request};
+use kiln_ir::backend::Backend;
 use kiln_ir::compare::{Tolerance, assert_close};
-use kiln_ir::lower::{lower, write_concat_operands_in_place};
 use kiln_ir::reference::ReferenceBackend;
 use kiln_ir::{Graph, Tensor};
 
@@ -23,26 +23,13 @@ const %pb : f32[10] = uniform(-0.5, 0.5, 4)
 ";
 
 fn graph(body: &str) -> Graph {
-    let text = format!("{INPUTS}{body}");
-    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> {
-    CompileRequest {
-        graph: g,
-        feeds: g.placeholders(),
-        variables: vec![],
-        fetches: fetches.iter().map(|f| g.find(f).unwrap()).collect(),
-        targets: vec![],
-    }
+    parse_graph(INPUTS, body)
 }
 
 /// Whether the CPU plan merges a depthwise conv into the 1x1 conv after it.
 fn merges(g: &Graph, fetches: &[&str]) -> bool {
-    let mut program = lower(&request(g, fetches)).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
-    plan(&program)
-        .unwrap()
+    lower_and_plan(g, fetches)
+        .1
         .stages
         .iter()
         .any(|(_, s)| matches!(s, Stage::DepthwisePointwise { .. }))
@@ -132,8 +119,7 @@ const %pz : f32[1,1,10,10] = normal(0.0, 0.3, 6)
 output %z
 ",
     );
-    let mut program = lower(&request(&g, &["z"])).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let (program, _) = lower_and_plan(&g, &["z"]);
     let bytes = |name: &str| {
         let kernel = program.kernels.iter().find(|k| k.name == name).unwrap();
         crate::plan::arena_bytes(&program, kernel.output).unwrap()
@@ -200,29 +186,7 @@ output %y
 ",
     );
     assert!(merges(&g, &["y"]));
-    let program = lower(&request(&g, &["y"])).unwrap();
-    let apart = program.zeroed_kernel_times();
     let feeds_owned = feeds();
     let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
-    let (_, times) = CpuBackend
-        .compile(&request(&g, &["y"]))
-        .unwrap()
-        .run_profiled(&feeds, &mut [])
-        .unwrap();
-    assert_eq!(times.len(), apart.len() - 1, "{times:#?}");
-    let dw = apart
-        .iter()
-        .find(|t| t.ops[0] == "depthwise_conv2d")
-        .unwrap();
-    let pw = apart.iter().find(|t| t.ops[0] == "conv2d").unwrap();
-    let merged = times.iter().find(|t| t.kernel == pw.kernel).unwrap();
-    assert_eq!(merged.ops, [dw.ops.clone(), pw.ops.clone()].concat());
-    assert_eq!(merged.nodes, [dw.nodes.clone(), pw.nodes.clone()].concat());
-    assert_eq!(
-        merged.flops,
-        Some(dw.flops.unwrap() + pw.flops.unwrap()),
-        "{merged:?}"
-    );
-    assert!(merged.nanos > 0);
-    assert!(times.iter().all(|t| t.kernel != dw.kernel));
+    assert_one_profile_entry(&g, "y", &feeds, "depthwise_conv2d", "conv2d");
 }

@@ -5,11 +5,10 @@
 //! read twice, a strided 1x1, a 3x3, parameters fed at run time), the reference's values, and
 //! the profile's one entry for the pair.
 
-use crate::CpuBackend;
-use crate::plan::{Stage, plan, writes_rows_at_stride};
-use crate::test_reference::assert_matches_reference;
-use kiln_ir::backend::{Backend, CompileRequest};
-use kiln_ir::lower::{lower, write_concat_operands_in_place};
+use crate::plan::Stage;
+use crate::test_reference::{
+    assert_matches_reference, assert_one_profile_entry, lower_and_plan, parse_graph, request,
+};
 use kiln_ir::{Graph, Tensor};
 
 /// An NHWC input of odd size and batch 2 with 12 channels, batch-norm parameters, a
@@ -31,25 +30,12 @@ const %pb : f32[10] = uniform(-0.5, 0.5, 9)
 ";
 
 fn graph(body: &str) -> Graph {
-    let text = format!("{INPUTS}{body}");
-    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> {
-    CompileRequest {
-        graph: g,
-        feeds: g.placeholders(),
-        variables: vec![],
-        fetches: fetches.iter().map(|f| g.find(f).unwrap()).collect(),
-        targets: vec![],
-    }
+    parse_graph(INPUTS, body)
 }
 
 /// Whether the CPU plan runs some conv with a prologue.
 fn merges(g: &Graph, fetches: &[&str]) -> bool {
-    let mut program = lower(&request(g, fetches)).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
-    plan(&program).unwrap().stages.iter().any(|(_, s)| {
+    lower_and_plan(g, fetches).1.stages.iter().any(|(_, s)| {
         matches!(
             s,
             Stage::Conv {
@@ -163,28 +149,7 @@ output %y
 ",
     );
     assert!(merges(&g, &["y"]));
-    let program = lower(&request(&g, &["y"])).unwrap();
-    let apart = program.zeroed_kernel_times();
     let feeds_owned = feeds();
     let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
-    let (_, times) = CpuBackend
-        .compile(&request(&g, &["y"]))
-        .unwrap()
-        .run_profiled(&feeds, &mut [])
-        .unwrap();
-    assert_eq!(times.len(), apart.len() - 1, "{times:#?}");
-    let bn = apart.iter().find(|t| t.ops[0] == "batch_norm").unwrap();
-    let conv = apart.iter().find(|t| t.ops[0] == "conv2d").unwrap();
-    let merged = times.iter().find(|t| t.kernel == conv.kernel).unwrap();
-    assert_eq!(merged.ops, [bn.ops.clone(), conv.ops.clone()].concat());
-    assert_eq!(
-        merged.nodes,
-        [bn.nodes.clone(), conv.nodes.clone()].concat()
-    );
-    assert_eq!(
-        merged.flops,
-        Some(bn.flops.unwrap() + conv.flops.unwrap()),
-        "{merged:?}"
-    );
-    assert!(times.iter().all(|t| t.kernel != bn.kernel));
+    assert_one_profile_entry(&g, "y", &feeds, "batch_norm", "conv2d");
 }

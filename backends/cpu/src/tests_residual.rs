@@ -4,10 +4,8 @@
 //! the reference's values, including a folded conv writing its slot of a concat and a 3x3
 //! conv large enough to run as Winograd, which adds the shortcut in its output transform.
 
-use crate::plan::{Stage, plan, writes_rows_at_stride};
-use crate::test_reference::assert_matches_reference;
-use kiln_ir::backend::CompileRequest;
-use kiln_ir::lower::{lower, write_concat_operands_in_place};
+use crate::plan::Stage;
+use crate::test_reference::{assert_matches_reference, lower_and_plan, parse_graph, request};
 use kiln_ir::{Graph, Tensor};
 
 /// An NHWC input, a shortcut of the conv's output shape, one batch-broadcast shortcut, and
@@ -23,26 +21,13 @@ const %b : f32[10] = uniform(-0.5, 0.5, 3)
 ";
 
 fn graph(body: &str) -> Graph {
-    let text = format!("{INPUTS}{body}");
-    kiln_ir::text::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"))
-}
-
-fn request<'g>(g: &'g Graph, fetch: &str) -> CompileRequest<'g> {
-    CompileRequest {
-        graph: g,
-        feeds: g.placeholders(),
-        variables: vec![],
-        fetches: vec![g.find(fetch).unwrap()],
-        targets: vec![],
-    }
+    parse_graph(INPUTS, body)
 }
 
 /// Whether the CPU plan folds a residual into a convolution's store, and how many stages the
 /// program has.
 fn folds_residual(g: &Graph, fetch: &str) -> (bool, usize) {
-    let mut program = lower(&request(g, fetch)).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
-    let plan = plan(&program).unwrap();
+    let (_, plan) = lower_and_plan(g, &[fetch]);
     let folded = plan
         .stages
         .iter()
@@ -52,7 +37,7 @@ fn folds_residual(g: &Graph, fetch: &str) -> (bool, usize) {
 
 /// The CPU backend's result against the reference's.
 fn check_against_reference(g: &Graph, fetch: &str) {
-    let req = request(g, fetch);
+    let req = request(g, &[fetch]);
     let feeds = [
         Tensor::uniform(&[2, 5, 7, 12], -1.0, 1.0, 7),
         Tensor::uniform(&[2, 5, 7, 10], -1.0, 1.0, 8),
@@ -131,15 +116,14 @@ output %y
         None,
     )
     .unwrap();
-    let mut program = lower(&request(&g, "y")).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
-    let stages = plan(&program).unwrap().stages;
+    let (_, plan) = lower_and_plan(&g, &["y"]);
+    let stages = plan.stages;
     let simd = crate::gemm::detect() != crate::gemm::Isa::Portable;
     let winograd = stages
         .iter()
         .any(|(_, s)| matches!(s, Stage::Winograd { epilogue, .. } if epilogue.residual.is_some()));
     assert_eq!((winograd, stages.len()), (simd, 1));
-    let req = request(&g, "y");
+    let req = request(&g, &["y"]);
     let feeds = [
         Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 7),
         Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 8),

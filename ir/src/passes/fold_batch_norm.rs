@@ -70,19 +70,29 @@ impl Pass for FoldBatchNorm {
     }
 
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool> {
-        let frozen = frozen_variables(graph, cx);
-        let mut changed = false;
-        for id in graph.topo_order() {
-            if graph.get(id).is_none() {
-                continue;
-            }
-            let Some(m) = match_bn(graph, cx, id, &frozen) else {
-                continue;
-            };
-            changed |= fold(graph, cx, self.name(), m)?;
-        }
-        Ok(changed)
+        fold_all(graph, cx, self.name(), match_bn)
     }
+}
+
+/// Folds every match `matcher` finds, in topological order (a fold leaves later nodes'
+/// operands valid, so chains fold in one run); returns whether anything changed.
+pub(super) fn fold_all(
+    graph: &mut Graph,
+    cx: &mut PassContext,
+    pass: &'static str,
+    matcher: fn(&Graph, &PassContext, NodeId, &HashSet<NodeId>) -> Option<Match>,
+) -> Result<bool> {
+    let frozen = frozen_variables(graph, cx);
+    let mut changed = false;
+    for id in graph.topo_order() {
+        if graph.get(id).is_none() {
+            continue;
+        }
+        if let Some(m) = matcher(graph, cx, id, &frozen) {
+            changed |= fold(graph, cx, pass, m)?;
+        }
+    }
+    Ok(changed)
 }
 
 /// Rewrites a match (see [`Match`]) into `bias_add(contraction(x, W'), b')` with

@@ -19,8 +19,8 @@
 //! shape. W' and b' are computed in f64 and rounded once: the result matches the original
 //! within float rounding (about 1e-6 relative), not bit for bit.
 
-use super::fold_batch_norm::{Match, channel_axis, fold, match_contraction};
-use super::rewrite::{frozen_variables, source_of};
+use super::fold_batch_norm::{Match, channel_axis, fold_all, match_contraction};
+use super::rewrite::source_of;
 use super::{Pass, PassContext};
 use crate::Result;
 use crate::graph::{Graph, NodeId};
@@ -38,18 +38,7 @@ impl Pass for FoldScaleShift {
     }
 
     fn run(&self, graph: &mut Graph, cx: &mut PassContext) -> Result<bool> {
-        let frozen = frozen_variables(graph, cx);
-        let mut changed = false;
-        for id in graph.topo_order() {
-            if graph.get(id).is_none() {
-                continue;
-            }
-            let Some(m) = match_scale_shift(graph, cx, id, &frozen) else {
-                continue;
-            };
-            changed |= fold(graph, cx, self.name(), m)?;
-        }
-        Ok(changed)
+        fold_all(graph, cx, self.name(), match_scale_shift)
     }
 }
 
