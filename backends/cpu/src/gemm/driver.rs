@@ -35,10 +35,12 @@ const NC: usize = 512;
 const BANDS_PER_THREAD: usize = 4;
 /// Rows per block of a copied A band (a multiple of every MR: 12, 6, 4).
 const MC: usize = 144;
-/// Minimum work per parallel task; below it one thread does everything (rayon's fork/join
-/// costs microseconds, a 2 MFLOP task takes about 10 us on one core). The grouped conv's
-/// row-band split (`conv.rs`) uses the same threshold.
-pub(super) const MIN_TASK_FLOPS: f64 = 2.0e6;
+/// Minimum work per parallel task; below it one thread does everything. With the pool's
+/// workers spinning through a run (`awake.rs`) a fork costs a microsecond or two, and 1 MFLOP
+/// about 4 us on one Zen 5 core: at 2 MFLOP, SqueezeNet's 13x13 48->192 1x1 convs (3.1
+/// MFLOP) ran on one thread in 0.016 ms; split, they take 0.011. The grouped conv's row-band
+/// split (`conv.rs`) uses the same threshold.
+pub(super) const MIN_TASK_FLOPS: f64 = 1.0e6;
 
 /// What a tile call costs besides its k-steps (loading and storing C, the epilogue, the row
 /// table), in k-steps: an estimate from the first-layer convs (k = 27), where the kernel's
@@ -132,11 +134,18 @@ pub(super) fn run<S: RowSource>(
     // its private buffers and the serial copy out of them. (Counting tile calls alone sent
     // every conv with two panels and an odd number of row tiles, such as SqueezeNet's 55x55x64
     // layers, through the copy: 1.2x slower than rows.)
-    let by_rows = m_tiles.div_ceil(tasks) * n_panels;
-    let by_cols = m_tiles * n_panels.div_ceil(tasks);
+    // A panel of at most half its width costs half (the kernels skip the empty vector): with
+    // whole panels counted, SqueezeNet's 384->48 1x1 conv on 13x13 pixels split by columns,
+    // one thread taking 32 columns and the other 16 (speedup 1.28 on two threads).
+    let half = nr / 2;
+    let last = n - (n_panels - 1) * nr;
+    let panel_work = (n_panels - 1) as f64 + if last <= half { 0.5 } else { 1.0 };
+    let by_rows = m_tiles.div_ceil(tasks) as f64 * panel_work;
+    // The first column range is the busiest: all its panels are full.
+    let by_cols = (m_tiles * n_panels.div_ceil(tasks)) as f64;
     let step = k as f64 + TILE_SETUP_STEPS;
-    let rows_cost = by_rows as f64 * step;
-    let cols_cost = by_cols as f64 * step + (m_tiles * n_panels) as f64 * COPY_STEPS;
+    let rows_cost = by_rows * step;
+    let cols_cost = by_cols * step + (m_tiles * n_panels) as f64 * COPY_STEPS;
     if rows_cost <= cols_cost {
         // Row bands of whole tiles, each a disjoint chunk of C; up to BANDS_PER_THREAD per
         // thread while each keeps at least MIN_TASK_FLOPS, and a whole number per thread (three
