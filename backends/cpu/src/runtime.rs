@@ -571,8 +571,10 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
 
 /// Below this many FLOPs a kernel runs on the calling thread: waking a second worker costs
 /// several microseconds (W1, the 500 kFLOP seed conv: 18.7 us on one thread, 32 us split
-/// over two on a loaded 2-core machine; `kiln bench --threads 1|2`).
-pub(crate) const PARALLEL_MIN_WORK: u64 = 1 << 20;
+/// over two on a loaded 2-core machine; `kiln bench --threads 1|2`). Within a run the
+/// workers spin (`awake.rs`), so kernels from half a MFLOP split: SqueezeNet's 13x13x256
+/// max_pool (0.78 M) 0.031 -> 0.025 ms on two threads of a noisy Zen 5 host.
+pub(crate) const PARALLEL_MIN_WORK: u64 = 1 << 19;
 
 /// Runs a range-taking kernel over `0..extent`, split into disjoint ranges across rayon's
 /// threads when the work is large enough. Disjoint ranges write disjoint outputs, so results
