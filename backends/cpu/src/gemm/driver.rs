@@ -263,6 +263,12 @@ impl<'j, S: RowSource> Job<'j, S> {
         let last = self.blocks.len() - 1;
         for jc in (c0..c1).step_by(NC) {
             let jc_end = (jc + NC).min(c1);
+            // The block's full panels in one kernel call where the kernel takes several
+            // (`Tile::panels`), then the partial one.
+            let per_call = match self.isa {
+                Isa::Avx512 => ((jc_end - jc) / nr).max(1),
+                _ => 1,
+            };
             for (bi, kb) in self.blocks.iter().enumerate() {
                 let klen = kb.nseg * kb.kseg;
                 for ic in (r0..r1).step_by(MC) {
@@ -283,14 +289,6 @@ impl<'j, S: RowSource> Job<'j, S> {
                         let rows = mr.min(ic_end - i0);
                         let tables = (&mut raw, &mut segs, &mut offsets);
                         self.tile_segments(i0, rows, kb, band, &zeros, tables)?;
-                        // The block's full panels in one call where the kernel takes
-                        // several, then the partial one.
-                        let full = (jc_end - jc) / nr;
-                        let per_call = if self.isa == Isa::Avx512 {
-                            full.max(1)
-                        } else {
-                            1
-                        };
                         let mut j0 = jc;
                         while j0 < jc_end {
                             let panels = if j0 + nr <= jc_end {
