@@ -17,8 +17,8 @@
 //! over the batch, a variable update) keeps the batch whole.
 
 use crate::BackendKind;
+use kiln_ir::eval::eval_op;
 use kiln_ir::op::Op;
-use kiln_ir::tensor::Data;
 use kiln_ir::{Error, Graph, NodeId, Result, Shape, Tensor};
 use std::collections::HashMap;
 
@@ -158,58 +158,24 @@ pub(crate) fn batch_of(graph: &Graph, feeds: &[(NodeId, &Tensor)]) -> Option<usi
     batch.filter(|&n| n >= 2)
 }
 
-/// Image `i` of a batched tensor `t`, with a leading dim of 1: a contiguous range of its
-/// row-major values.
+/// Image `i` of a batched tensor `t`, with a leading dim of 1 (the reference evaluator's
+/// slice).
 pub(crate) fn image(t: &Tensor, i: usize) -> Result<Tensor> {
-    let mut dims = t.dims().to_vec();
-    let per = dims[1..].iter().product::<usize>();
-    dims[0] = 1;
-    let range = i * per..(i + 1) * per;
-    let data = match t.data() {
-        Data::F32(v) => Data::F32(v[range].to_vec()),
-        Data::I32(v) => Data::I32(v[range].to_vec()),
-        Data::I64(v) => Data::I64(v[range].to_vec()),
-        Data::Bool(v) => Data::Bool(v[range].to_vec()),
-    };
-    Tensor::new(&dims, data)
+    let mut begin = vec![0; t.dims().len()];
+    let mut size = vec![-1i64; t.dims().len()];
+    begin[0] = i;
+    size[0] = 1;
+    eval_op(&Op::Slice { begin, size }, &[t]).map_err(Error::Invalid)
 }
 
-/// `parts` (each with a leading dim of 1, all of one type) stacked along the leading axis.
+/// `parts` (each with a leading dim of 1, all of one type) stacked along the leading axis
+/// (the reference evaluator's concat, which checks types and dims).
 pub(crate) fn stack(parts: &[Tensor]) -> Result<Tensor> {
-    let Some(first) = parts.first() else {
+    if parts.is_empty() {
         return Err(Error::Invalid("no images to stack".into()));
-    };
-    let mut dims = first.dims().to_vec();
-    dims[0] = parts.len();
-    fn join<T: Clone>(parts: &[Tensor], get: impl Fn(&Data) -> Option<&[T]>) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for p in parts {
-            let values =
-                get(p.data()).ok_or_else(|| Error::Invalid("images of different types".into()))?;
-            out.extend_from_slice(values);
-        }
-        Ok(out)
     }
-    let data = match first.data() {
-        Data::F32(_) => Data::F32(join(parts, |d| match d {
-            Data::F32(v) => Some(v.as_slice()),
-            _ => None,
-        })?),
-        Data::I32(_) => Data::I32(join(parts, |d| match d {
-            Data::I32(v) => Some(v.as_slice()),
-            _ => None,
-        })?),
-        Data::I64(_) => Data::I64(join(parts, |d| match d {
-            Data::I64(v) => Some(v.as_slice()),
-            _ => None,
-        })?),
-        Data::Bool(_) => Data::Bool(join(parts, |d| match d {
-            Data::Bool(v) => Some(v.as_slice()),
-            _ => None,
-        })?),
-    };
-    // Tensor::new checks that the values fill the dims (same dims for every image).
-    Tensor::new(&dims, data)
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    eval_op(&Op::Concat { axis: 0 }, &refs).map_err(Error::Invalid)
 }
 
 /// Whether `backend` runs a batch of `batch` images apart, given the graph's part.

@@ -546,6 +546,75 @@ impl ConvRows<'_> {
     }
 }
 
+/// An output pixel as (image, row, column), stepped in row-major order without a division
+/// (a division per row and segment cost as much as the gather itself).
+#[derive(Clone, Copy)]
+struct Pixel {
+    img: usize,
+    oy: usize,
+    ox: usize,
+}
+
+impl Pixel {
+    /// Output pixel `i` (row-major over images, rows and columns of `g`'s output).
+    fn of(i: usize, g: &ConvGeometry) -> Pixel {
+        let plane = g.out_h * g.out_w;
+        Pixel {
+            img: i / plane,
+            oy: (i % plane) / g.out_w,
+            ox: i % g.out_w,
+        }
+    }
+
+    /// Moves `n` pixels on within the current output row (`ox + n <= out_w`), wrapping to the
+    /// next row (and image) at its end.
+    fn advance(&mut self, n: usize, g: &ConvGeometry) {
+        self.ox += n;
+        if self.ox == g.out_w {
+            self.ox = 0;
+            self.oy += 1;
+            if self.oy == g.out_h {
+                self.oy = 0;
+                self.img += 1;
+            }
+        }
+    }
+}
+
+/// A position in the reduction of a conv whose depth runs over taps `ty * kw + tx`, then
+/// `c` channels: stepped from segment to segment without a division.
+struct Depth {
+    ty: usize,
+    tx: usize,
+    ci: usize,
+}
+
+impl Depth {
+    /// Depth `k` for `c` channels a tap.
+    fn of(k: usize, c: usize, g: &ConvGeometry) -> Depth {
+        let tap = k / c;
+        Depth {
+            ty: tap / g.kw,
+            tx: tap % g.kw,
+            ci: k % c,
+        }
+    }
+
+    /// Moves `len` values on: the same tap, or the next ones (a merged segment is a whole
+    /// filter row of taps).
+    fn advance(&mut self, len: usize, c: usize, g: &ConvGeometry) {
+        self.ci += len;
+        while self.ci >= c {
+            self.ci -= c;
+            self.tx += 1;
+            if self.tx == g.kw {
+                self.tx = 0;
+                self.ty += 1;
+            }
+        }
+    }
+}
+
 impl RowSource for ConvRows<'_> {
     fn rows(&self) -> usize {
         self.dims[0] * self.g.out_h * self.g.out_w
@@ -572,10 +641,7 @@ impl RowSource for ConvRows<'_> {
         let g = &self.g;
         let base = out.len();
         out.resize(base + nseg * rows, None);
-        // Decompose the first row once and step through the rest: a division per row and
-        // segment would cost as much as the gather itself.
-        let plane = g.out_h * g.out_w;
-        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let mut px = Pixel::of(i0, g);
         let mut r = 0;
         while r < rows {
             const CHUNK: usize = 16;
@@ -584,19 +650,11 @@ impl RowSource for ConvRows<'_> {
             let mut pos = [(0usize, 0isize, 0isize); CHUNK];
             for p in pos.iter_mut().take(chunk) {
                 *p = (
-                    img * h * w,
-                    (oy * g.stride_h) as isize - g.pad_top as isize,
-                    (ox * g.stride_w) as isize - g.pad_left as isize,
+                    px.img * h * w,
+                    (px.oy * g.stride_h) as isize - g.pad_top as isize,
+                    (px.ox * g.stride_w) as isize - g.pad_left as isize,
                 );
-                ox += 1;
-                if ox == g.out_w {
-                    ox = 0;
-                    oy += 1;
-                    if oy == g.out_h {
-                        oy = 0;
-                        img += 1;
-                    }
-                }
+                px.advance(1, g);
             }
             for s in 0..nseg {
                 // Depth k is tap (k / c) and channel (k % c); a merged segment starts at dx = 0
@@ -645,8 +703,7 @@ impl RowSource for ConvRows<'_> {
             (g.kh.max(1) - 1) * g.dilation_h,
             (g.kw.max(1) - 1) * g.dilation_w,
         );
-        let plane = g.out_h * g.out_w;
-        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let mut px = Pixel::of(i0, g);
         let start = bases.len();
         let inside_at = |top: usize, left: usize| {
             all_inside
@@ -655,55 +712,38 @@ impl RowSource for ConvRows<'_> {
                     && top - g.pad_top + reach_y < h
                     && left - g.pad_left + reach_x < w)
         };
-        if ox + rows <= g.out_w {
+        if px.ox + rows <= g.out_w {
             // The usual tile: pixels of one output row, `stride_w` input pixels apart, so
             // the first and last pixel decide whether all are inside (stepping pixel by pixel
             // took 15% of a 3-channel first layer's perf samples on Zen 5).
-            let top = oy * g.stride_h;
-            let (left, last) = (ox * g.stride_w, (ox + rows - 1) * g.stride_w);
+            let top = px.oy * g.stride_h;
+            let (left, last) = (px.ox * g.stride_w, (px.ox + rows - 1) * g.stride_w);
             if !(inside_at(top, left) && inside_at(top, last)) {
                 return false;
             }
-            let at = ((img * h + top - g.pad_top) * w + left - g.pad_left) * self.stride + self.c0;
+            let at =
+                ((px.img * h + top - g.pad_top) * w + left - g.pad_left) * self.stride + self.c0;
             let step = g.stride_w * self.stride;
             bases.extend((0..rows).map(|r| &self.input[at + r * step..]));
         } else {
             for _ in 0..rows {
                 // The pixel's first tap, in the coordinates of the input padded at top and left.
-                let (top, left) = (oy * g.stride_h, ox * g.stride_w);
+                let (top, left) = (px.oy * g.stride_h, px.ox * g.stride_w);
                 if !inside_at(top, left) {
                     bases.truncate(start);
                     return false;
                 }
                 let (iy, ix) = (top - g.pad_top, left - g.pad_left);
-                let at = ((img * h + iy) * w + ix) * self.stride + self.c0;
+                let at = ((px.img * h + iy) * w + ix) * self.stride + self.c0;
                 bases.push(&self.input[at..]);
-                ox += 1;
-                if ox == g.out_w {
-                    ox = 0;
-                    oy += 1;
-                    if oy == g.out_h {
-                        oy = 0;
-                        img += 1;
-                    }
-                }
+                px.advance(1, g);
             }
         }
         bases.resize(mr, &[]);
-        // Depth k0 is tap (k0 / c), channel (k0 % c), stepped as in `tile_rows`.
-        let (tap, mut ci) = (k0 / c, k0 % c);
-        let (mut ty, mut tx) = (tap / g.kw, tap % g.kw);
+        let mut d = Depth::of(k0, c, g);
         for _ in 0..nseg {
-            offsets.push((ty * g.dilation_h * w + tx * g.dilation_w) * self.stride + ci);
-            ci += len;
-            while ci >= c {
-                ci -= c;
-                tx += 1;
-                if tx == g.kw {
-                    tx = 0;
-                    ty += 1;
-                }
-            }
+            offsets.push((d.ty * g.dilation_h * w + d.tx * g.dilation_w) * self.stride + d.ci);
+            d.advance(len, c, g);
         }
         true
     }
@@ -734,28 +774,19 @@ impl RowSource for ConvRows<'_> {
         // left input column of its first pixel)
         let mut runs = [(0usize, 0usize, 0usize, 0isize, 0isize); MAX_RUNS];
         let mut nruns = 0;
-        let plane = g.out_h * g.out_w;
-        let (mut img, mut oy, mut ox) = (i0 / plane, (i0 % plane) / g.out_w, i0 % g.out_w);
+        let mut px = Pixel::of(i0, g);
         let mut q = 0;
         while q < rows {
-            let end = (q + g.out_w - ox).min(rows);
+            let end = (q + g.out_w - px.ox).min(rows);
             runs[nruns] = (
                 q,
                 end,
-                img * h * w,
-                (oy * g.stride_h) as isize - g.pad_top as isize,
-                (ox * g.stride_w) as isize - g.pad_left as isize,
+                px.img * h * w,
+                (px.oy * g.stride_h) as isize - g.pad_top as isize,
+                (px.ox * g.stride_w) as isize - g.pad_left as isize,
             );
             nruns += 1;
-            ox += end - q;
-            if ox == g.out_w {
-                ox = 0;
-                oy += 1;
-                if oy == g.out_h {
-                    oy = 0;
-                    img += 1;
-                }
-            }
+            px.advance(end - q, g);
             q = end;
         }
         let (sw, hi, wi) = (g.stride_w as isize, h as isize, w as isize);
@@ -766,13 +797,11 @@ impl RowSource for ConvRows<'_> {
         // Divisions cost as much as the rest of a short tile's table: none for stride 1, and
         // the tap is stepped from segment to segment below rather than divided out each time.
         let by_sw = |x: isize| if sw == 1 { x } else { x / sw };
-        // Depth k0 is tap (k0 / c), channel (k0 % c), as in `segments`; tap = ty * kw + tx.
-        let (tap, mut ci) = (k0 / c, k0 % c);
-        let (mut ty, mut tx) = (tap / g.kw, tap % g.kw);
+        let mut d = Depth::of(k0, c, g);
         out.reserve(nseg * mr);
         for _ in 0..nseg {
-            let dy = (ty * g.dilation_h) as isize;
-            let dx = (tx * g.dilation_w) as isize;
+            let dy = (d.ty * g.dilation_h) as isize;
+            let dx = (d.tx * g.dilation_w) as isize;
             for &(q0, q1, first, top, left) in &runs[..nruns] {
                 let (iy, x0) = (top + dy, left + dx);
                 let n = (q1 - q0) as isize;
@@ -790,7 +819,7 @@ impl RowSource for ConvRows<'_> {
                     out.push(&zeros[..len]);
                 }
                 if lo < hi_j {
-                    let row = (first + iy as usize * w) * self.stride + self.c0 + ci;
+                    let row = (first + iy as usize * w) * self.stride + self.c0 + d.ci;
                     for j in lo..hi_j {
                         let at = row + (x0 + j * sw) as usize * self.stride;
                         out.push(&self.input[at..at + len]);
@@ -803,17 +832,7 @@ impl RowSource for ConvRows<'_> {
             for _ in rows..mr {
                 out.push(&zeros[..len]);
             }
-            // The next segment starts `len` values on: the same tap, or the next ones (a
-            // merged segment is a whole filter row of taps).
-            ci += len;
-            while ci >= c {
-                ci -= c;
-                tx += 1;
-                if tx == g.kw {
-                    tx = 0;
-                    ty += 1;
-                }
-            }
+            d.advance(len, c, g);
         }
         true
     }

@@ -15,7 +15,7 @@
 
 use super::{ConvPrologue, Stage, Weights, may_overlap, only_reader};
 use crate::gemm::Activation;
-use kiln_ir::program::{BufferId, BufferKind, Kernel, Operand, Program, Step};
+use kiln_ir::program::{BufferId, BufferKind, Operand, Program, Step};
 use kiln_ir::{BinaryOp, DataFormat, Op, UnaryOp};
 
 /// Merges each batch-norm kernel whose stages come right before a plain 1x1 [`Stage::Conv`]
@@ -40,10 +40,7 @@ pub(super) fn fuse_affine_prologues(
                 out.pop();
             }
             *conv_input = input;
-            *prologue = Some(Box::new(ConvPrologue {
-                kernel: producer,
-                ..map
-            }));
+            *prologue = Some(Box::new(map));
         }
         out.push((index, stage));
     }
@@ -89,14 +86,15 @@ fn prologue_for(
     {
         return None;
     }
-    let map = affine_map(program, kernel, in_dims[3])?;
+    let map = affine_map(program, producer, in_dims[3])?;
     Some((producer, x, map))
 }
 
-/// `kernel` as `act(x * scale[c] + shift[c])` over channels `c` of its NHWC input `x`: a
+/// Kernel `producer` as `act(x * scale[c] + shift[c])` over channels `c` of its NHWC input `x`: a
 /// batch norm with constant parameters, then multiplications, additions and subtractions by
 /// per-channel or scalar constants, then at most one activation; `None` for anything else.
-fn affine_map(program: &Program, kernel: &Kernel, c: usize) -> Option<ConvPrologue> {
+fn affine_map(program: &Program, producer: usize, c: usize) -> Option<ConvPrologue> {
+    let kernel = &program.kernels[producer];
     let Some(Op::BatchNorm {
         epsilon,
         data_format: DataFormat::Nhwc,
@@ -149,7 +147,7 @@ fn affine_map(program: &Program, kernel: &Kernel, c: usize) -> Option<ConvProlog
         current = Operand::Step(i);
     }
     (e.result == current).then(|| ConvPrologue {
-        kernel: usize::MAX,
+        kernel: producer,
         scale: scale.iter().map(|&v| v as f32).collect(),
         shift: shift.iter().map(|&v| v as f32).collect(),
         activation,
