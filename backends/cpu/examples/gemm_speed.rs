@@ -6,6 +6,7 @@
 //! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
 //! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
+//! `DIRECT_ONLY=1` skips the Winograd timings (for profiling the direct convolution alone).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
@@ -149,7 +150,10 @@ fn bench_conv(
     report(&c.name, isa, threads, flops, t);
     // Winograd F(2x2, 3x3) on the same convolution (its kernels are the detected ISA's, so
     // only with that ISA); GFLOP/s are the direct convolution's FLOPs over its time.
-    if winograd_applies(&geom) && isa == kiln_cpu::gemm::detect() {
+    if winograd_applies(&geom)
+        && isa == kiln_cpu::gemm::detect()
+        && std::env::var_os("DIRECT_ONLY").is_none()
+    {
         let wf = pack_winograd(&values(kdim * c.cout), cin, c.cout)?;
         let t = time(repeats, || {
             pool.install(|| conv2d_winograd(&input, c.input, &wf, &geom, &mut out, &epi))

@@ -13,8 +13,8 @@ pub(crate) const MR: usize = 6;
 /// Columns of the register tile (two 8-lane vectors).
 pub(crate) const NR: usize = 16;
 
-/// Runs one tile; panics if the tile's slices do not cover what the kernel reads and writes
-/// (a driver bug, never caller input) or if the CPU lacks AVX2 or FMA.
+/// Runs one strip of row tiles; panics if the tile's slices do not cover what the kernel reads
+/// and writes (a driver bug, never caller input) or if the CPU lacks AVX2 or FMA.
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
     assert_eq!(t.panels, 1, "this kernel computes one panel a call");
@@ -24,9 +24,12 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
             is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             "AVX2 kernel on a CPU without AVX2+FMA"
         );
-        // SAFETY: the features were just checked; `assert_valid` established the bounds the
-        // kernel's comments rely on.
-        unsafe { imp::kernel(t) }
+        for q in 0..t.tiles {
+            // SAFETY: the features were just checked; `assert_valid` established for the
+            // strip the bounds the kernel's comments rely on, and `row_tile` keeps them per
+            // tile.
+            unsafe { imp::kernel(&mut t.row_tile::<MR>(q)) }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("Isa::Avx2Fma is never supported off x86_64");

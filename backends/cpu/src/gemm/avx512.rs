@@ -18,8 +18,8 @@ pub(crate) const MR: usize = 12;
 /// Columns of the register tile (two 16-lane vectors).
 pub(crate) const NR: usize = 32;
 
-/// Runs one tile; panics if the tile's slices do not cover what the kernel reads and writes
-/// (a driver bug, never caller input) or if the CPU lacks AVX-512F.
+/// Runs one strip of row tiles; panics if the tile's slices do not cover what the kernel reads
+/// and writes (a driver bug, never caller input) or if the CPU lacks AVX-512F.
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
     #[cfg(target_arch = "x86_64")]
@@ -28,9 +28,11 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
             is_x86_feature_detected!("avx512f"),
             "AVX-512 kernel on a CPU without AVX-512F"
         );
-        // SAFETY: the feature was just checked; `assert_valid` established the bounds the
-        // kernel's comments rely on.
-        unsafe { imp::kernel(t) }
+        for q in 0..t.tiles {
+            // SAFETY: the feature was just checked; `assert_valid` established for the strip
+            // the bounds the kernel's comments rely on, and `row_tile` keeps them per tile.
+            unsafe { imp::kernel(&mut t.row_tile::<MR>(q)) }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("Isa::Avx512 is never supported off x86_64");

@@ -676,7 +676,7 @@ impl RowSource for ConvRows<'_> {
         }
     }
 
-    fn tile_bases<'s>(
+    fn strip_bases<'s>(
         &'s self,
         i0: usize,
         rows: usize,
@@ -686,14 +686,14 @@ impl RowSource for ConvRows<'_> {
         nseg: usize,
         bases: &mut Vec<&'s [f32]>,
         offsets: &mut Vec<usize>,
-    ) -> bool {
-        // Only where no tap of the tile's pixels leaves the input (VALID, a padded copy, or a
-        // tile away from the edges of a padded one): then every tap is at one offset from the
+    ) -> usize {
+        // Only tiles where no tap of the tile's pixels leaves the input (VALID, a padded copy,
+        // or away from the edges of a padded one): then every tap is at one offset from the
         // pixel's first, whichever the pixel. Interior tiles of padded convolutions skip the
         // table of a pointer per row and tap (6% of W4's 32-channel 3x3 conv's perf samples on
         // Zen 5).
-        if rows > mr || self.dims[3] == 0 {
-            return false;
+        if mr == 0 || self.dims[3] == 0 {
+            return 0;
         }
         let [_, h, w, c] = self.dims;
         let g = &self.g;
@@ -703,8 +703,6 @@ impl RowSource for ConvRows<'_> {
             (g.kh.max(1) - 1) * g.dilation_h,
             (g.kw.max(1) - 1) * g.dilation_w,
         );
-        let mut px = Pixel::of(i0, g);
-        let start = bases.len();
         let inside_at = |top: usize, left: usize| {
             all_inside
                 || (top >= g.pad_top
@@ -712,40 +710,55 @@ impl RowSource for ConvRows<'_> {
                     && top - g.pad_top + reach_y < h
                     && left - g.pad_left + reach_x < w)
         };
-        if px.ox + rows <= g.out_w {
-            // The usual tile: pixels of one output row, `stride_w` input pixels apart, so
-            // the first and last pixel decide whether all are inside (stepping pixel by pixel
-            // took 15% of a 3-channel first layer's perf samples on Zen 5).
-            let top = px.oy * g.stride_h;
-            let (left, last) = (px.ox * g.stride_w, (px.ox + rows - 1) * g.stride_w);
-            if !(inside_at(top, left) && inside_at(top, last)) {
-                return false;
-            }
-            let at =
-                ((px.img * h + top - g.pad_top) * w + left - g.pad_left) * self.stride + self.c0;
-            let step = g.stride_w * self.stride;
-            bases.extend((0..rows).map(|r| &self.input[at + r * step..]));
-        } else {
-            for _ in 0..rows {
-                // The pixel's first tap, in the coordinates of the input padded at top and left.
-                let (top, left) = (px.oy * g.stride_h, px.ox * g.stride_w);
-                if !inside_at(top, left) {
-                    bases.truncate(start);
-                    return false;
+        // The first value of the pixel's first tap, in the input (padded at top and left).
+        let base = |px: &Pixel| {
+            let (top, left) = (px.oy * g.stride_h, px.ox * g.stride_w);
+            ((px.img * h + top - g.pad_top) * w + left - g.pad_left) * self.stride + self.c0
+        };
+        let start = bases.len();
+        let mut px = Pixel::of(i0, g);
+        let mut covered = 0;
+        while covered < rows {
+            let n = mr.min(rows - covered);
+            if px.ox + n <= g.out_w {
+                // The usual tile: pixels of one output row, `stride_w` input pixels apart, so
+                // the first and last pixel decide whether all are inside (stepping pixel by
+                // pixel took 15% of a 3-channel first layer's perf samples on Zen 5).
+                let top = px.oy * g.stride_h;
+                let (left, last) = (px.ox * g.stride_w, (px.ox + n - 1) * g.stride_w);
+                if !(inside_at(top, left) && inside_at(top, last)) {
+                    break;
                 }
-                let (iy, ix) = (top - g.pad_top, left - g.pad_left);
-                let at = ((px.img * h + iy) * w + ix) * self.stride + self.c0;
-                bases.push(&self.input[at..]);
-                px.advance(1, g);
+                let (at, step) = (base(&px), g.stride_w * self.stride);
+                bases.extend((0..n).map(|r| &self.input[at + r * step..]));
+                px.advance(n, g);
+            } else {
+                let tile = bases.len();
+                for _ in 0..n {
+                    if !inside_at(px.oy * g.stride_h, px.ox * g.stride_w) {
+                        break;
+                    }
+                    bases.push(&self.input[base(&px)..]);
+                    px.advance(1, g);
+                }
+                if bases.len() - tile < n {
+                    bases.truncate(tile);
+                    break;
+                }
             }
+            bases.resize(bases.len() + mr - n, &[]);
+            covered += n;
         }
-        bases.resize(mr, &[]);
+        if covered == 0 {
+            bases.truncate(start);
+            return 0;
+        }
         let mut d = Depth::of(k0, c, g);
         for _ in 0..nseg {
             offsets.push((d.ty * g.dilation_h * w + d.tx * g.dilation_w) * self.stride + d.ci);
             d.advance(len, c, g);
         }
-        true
+        covered
     }
 
     fn tile_rows<'s>(
@@ -842,11 +855,12 @@ impl RowSource for ConvRows<'_> {
 mod tests {
     use super::*;
 
-    /// Where every tap of a tile's pixels lies inside the input (all tiles of a VALID conv,
-    /// the interior tiles of a padded one), `tile_bases` describes the same slices as
-    /// `tile_rows` (segment `s` of row `r` starts at the same address); elsewhere it declines.
+    /// A strip from a tile where every tap of its pixels lies inside the input (all tiles of
+    /// a VALID conv, the interior tiles of a padded one) runs on as far as such tiles go, and
+    /// `strip_bases` describes for each of them the same slices as `tile_rows` (segment `s`
+    /// of row `r` starts at the same address); from any other tile it declines.
     #[test]
-    fn conv_tile_bases_match_tile_rows() {
+    fn conv_strip_bases_match_tile_rows() {
         let zeros = vec![0.0f32; 64];
         // (n, h, w, channels, cin, c0, kernel, strides, dilations, padding, taps_w)
         let cases = [
@@ -886,42 +900,60 @@ mod tests {
             };
             let seg = src.segment_len();
             let taps = src.depth() / seg;
+            // Whether every tap of every row of the tile is inside: from the (independent)
+            // segments.
+            let inside = |i0: usize, rows: usize| {
+                let mut rows_segs = Vec::new();
+                src.segments(i0, rows, 0, seg, taps, &mut rows_segs);
+                rows_segs.iter().all(Option::is_some)
+            };
             for mr in [12, 6, 4] {
                 for (k0, len, nseg) in [(0, seg, taps), (seg, seg, taps - 1), (1, 1, 3)] {
                     for i0 in (0..src.rows()).step_by(mr) {
-                        let rows = mr.min(src.rows() - i0);
+                        // Strips of up to three tiles.
+                        let rows = (3 * mr).min(src.rows() - i0);
                         let (mut bases, mut offsets) = (Vec::new(), Vec::new());
-                        let took =
-                            src.tile_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
-                        // Every tap of every row inside: from the (independent) segments.
-                        let mut rows_segs = Vec::new();
-                        src.segments(i0, rows, 0, seg, taps, &mut rows_segs);
-                        let inside = rows_segs.iter().all(Option::is_some);
-                        assert_eq!(took, inside, "{g:?} i0={i0}");
-                        if pad == Padding::Same && took {
+                        let covered =
+                            src.strip_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
+                        let mut want = 0;
+                        while want < rows && inside(i0 + want, mr.min(rows - want)) {
+                            want += mr.min(rows - want);
+                        }
+                        assert_eq!(covered, want, "{g:?} i0={i0} mr={mr}");
+                        if pad == Padding::Same && covered > 0 {
                             interior_tiles += 1;
                         }
-                        if !took {
+                        if covered == 0 {
                             assert!(bases.is_empty() && offsets.is_empty());
                             continue;
                         }
-                        let mut table = Vec::new();
-                        assert!(src.tile_rows(
-                            i0,
-                            rows,
-                            mr,
-                            k0,
-                            len,
-                            nseg,
-                            &zeros[..len],
-                            &mut table
-                        ));
-                        assert_eq!((bases.len(), offsets.len()), (mr, nseg));
-                        for (si, &off) in offsets.iter().enumerate() {
-                            for r in 0..rows {
-                                let want = table[si * mr + r];
-                                let got = &bases[r][off..off + len];
-                                assert_eq!(got.as_ptr(), want.as_ptr(), "{g:?} i0={i0} k0={k0}");
+                        assert_eq!(
+                            (bases.len(), offsets.len()),
+                            (covered.next_multiple_of(mr), nseg)
+                        );
+                        for t0 in (0..covered).step_by(mr) {
+                            let tile_rows = mr.min(covered - t0);
+                            let mut table = Vec::new();
+                            assert!(src.tile_rows(
+                                i0 + t0,
+                                tile_rows,
+                                mr,
+                                k0,
+                                len,
+                                nseg,
+                                &zeros[..len],
+                                &mut table
+                            ));
+                            for (si, &off) in offsets.iter().enumerate() {
+                                for r in 0..tile_rows {
+                                    let want = table[si * mr + r];
+                                    let got = &bases[t0 + r][off..off + len];
+                                    assert_eq!(
+                                        got.as_ptr(),
+                                        want.as_ptr(),
+                                        "{g:?} i0={i0} t0={t0} k0={k0}"
+                                    );
+                                }
                             }
                         }
                     }

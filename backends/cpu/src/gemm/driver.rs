@@ -4,7 +4,7 @@
 //! k-blocks of about `KC` (the partial sum is kept in C between k-blocks; the first starts from
 //! zero, the last applies the epilogue), then rows in blocks of `MC` and row tiles of `MR`
 //! (one tile's A rows are reused from cache while the tile sweeps the B panels of the column
-//! block). Threads take disjoint row bands, several per thread so that one delayed thread
+//! block; one kernel call takes a strip of tiles where their A table has one form). Threads take disjoint row bands, several per thread so that one delayed thread
 //! (these machines are shared) does not leave the other idle at the end, or disjoint column
 //! ranges (computed into a private buffer, then copied) when there are too few row tiles.
 //! Every output element sees the same k-blocks in the same order whatever the split, so the
@@ -33,7 +33,8 @@ const NC: usize = 512;
 /// behind (a shared machine) has its last bands taken by the other; more bands than this
 /// only add fork/join overhead.
 const BANDS_PER_THREAD: usize = 4;
-/// Rows per block of a copied A band (a multiple of every MR: 12, 6, 4).
+/// Rows per block of a copied A band, and at most per kernel call (a strip of row tiles that
+/// shares one A table; a multiple of every MR: 12, 6, 4).
 const MC: usize = 144;
 /// Minimum work per parallel task; below it one thread does everything. With the pool's
 /// workers spinning through a run (`awake.rs`) a fork costs a microsecond or two, and 1 MFLOP
@@ -283,12 +284,13 @@ impl<'j, S: RowSource> Job<'j, S> {
                         stride,
                         first: ic,
                     });
-                    let mut segs: Vec<&[f32]> = Vec::with_capacity(kb.nseg * mr);
+                    let mut segs: Vec<&[f32]> = Vec::with_capacity(MC.max(kb.nseg * mr));
                     let mut offsets: Vec<usize> = Vec::with_capacity(kb.nseg);
-                    for i0 in (ic..ic_end).step_by(mr) {
-                        let rows = mr.min(ic_end - i0);
+                    let mut i0 = ic;
+                    while i0 < ic_end {
                         let tables = (&mut raw, &mut segs, &mut offsets);
-                        self.tile_segments(i0, rows, kb, band, &zeros, tables)?;
+                        let covered = self.strip_tables(i0, ic_end, kb, band, &zeros, tables)?;
+                        let tiles = covered.div_ceil(mr);
                         let mut j0 = jc;
                         while j0 < jc_end {
                             let panels = if j0 + nr <= jc_end {
@@ -303,9 +305,10 @@ impl<'j, S: RowSource> Job<'j, S> {
                                 b: self.b.panels_rows(j0, panels, kb.k0, klen),
                                 b_stride: self.b.panel_stride(),
                                 panels,
+                                tiles,
                                 c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
                                 ldc: ld,
-                                rows,
+                                rows: covered - (tiles - 1) * mr,
                                 cols: nr.min(jc_end - j0),
                                 accumulate: bi > 0,
                                 epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
@@ -313,6 +316,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                             run_tile(self.isa, &mut tile);
                             j0 += panels * nr;
                         }
+                        i0 += covered;
                     }
                 }
             }
@@ -320,56 +324,61 @@ impl<'j, S: RowSource> Job<'j, S> {
         Ok(())
     }
 
-    /// Fills `segs` with the MR row slices of every segment of k-block `kb` for the tile whose
-    /// first row is `i0` (segment-major; rows past `rows` and padding read `zeros`), taken from
-    /// the copied `band` if there is one, else from the row source via `raw`; or, where the
-    /// source has them and the kernels take them, with one start per row and `offsets` with
-    /// each segment's offset from it (see `Tile::a`). `offsets` is left empty otherwise.
-    fn tile_segments<'b>(
+    /// Fills the A tables for a strip of row tiles from row `i0` up to at most `end` and
+    /// returns the rows it covers (at least one). Where the rows come from the copied `band`
+    /// or a source with [`RowSource::strip_bases`], the strip runs to `end` or to the first
+    /// tile without that form, and `segs` holds one start per row with `offsets` the
+    /// segments' offsets from it (see `Tile::a`). Otherwise the strip is one tile: `segs`
+    /// holds its MR row slices of every segment (segment-major; rows past the tile's and
+    /// padding read `zeros`) from [`RowSource::tile_rows`], or from [`RowSource::segments`] via
+    /// `raw`, and `offsets` is left empty.
+    fn strip_tables<'b>(
         &self,
         i0: usize,
-        rows: usize,
+        end: usize,
         kb: &KBlock,
         band: Option<Band<'b>>,
         zeros: &'b [f32],
         (raw, segs, offsets): TileTables<'_, 'j, 'b>,
-    ) -> Result<(), String>
+    ) -> Result<usize, String>
     where
         'j: 'b,
     {
         let (mr, kseg) = (self.isa.mr(), kb.kseg);
         segs.clear();
         offsets.clear();
-        if band.is_none()
-            && self.isa != Isa::Portable
-            && self
-                .src
-                .tile_bases(i0, rows, mr, kb.k0, kseg, kb.nseg, segs, offsets)
-        {
+        if let Some(band) = band {
+            for i in i0..end {
+                segs.push(&band.data[(i - band.first) * band.stride..]);
+            }
+            segs.resize((end - i0).next_multiple_of(mr), &[]);
+            offsets.extend((0..kb.nseg).map(|s| s * kseg));
+            return Ok(end - i0);
+        }
+        let covered = self
+            .src
+            .strip_bases(i0, end - i0, mr, kb.k0, kseg, kb.nseg, segs, offsets);
+        if covered > 0 {
             // The slices' lengths are checked by the kernel's `assert_valid`.
-            if segs.len() != mr || offsets.len() != kb.nseg {
+            if covered > end - i0
+                || segs.len() != covered.next_multiple_of(mr)
+                || offsets.len() != kb.nseg
+            {
                 return Err(format!(
-                    "sgemm: row source gave {} row starts and {} offsets, expected {mr} and {}",
+                    "sgemm: row source covered {covered} of {} rows with {} row starts and {} \
+                     offsets, expected {} and {}",
+                    end - i0,
                     segs.len(),
                     offsets.len(),
+                    covered.next_multiple_of(mr),
                     kb.nseg
                 ));
             }
-            return Ok(());
+            return Ok(covered);
         }
-        if let Some(band) = band {
-            for s in 0..kb.nseg {
-                for r in 0..mr {
-                    segs.push(if r < rows {
-                        let at = (i0 - band.first + r) * band.stride + s * kseg;
-                        &band.data[at..at + kseg]
-                    } else {
-                        &zeros[..kseg]
-                    });
-                }
-            }
-            return Ok(());
-        }
+        segs.clear();
+        offsets.clear();
+        let rows = mr.min(end - i0);
         let zero = &zeros[..kseg];
         if self
             .src
@@ -383,7 +392,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                     kb.nseg * mr
                 ));
             }
-            return Ok(());
+            return Ok(rows);
         }
         raw.clear();
         self.src.segments(i0, rows, kb.k0, kseg, kb.nseg, raw);
@@ -407,7 +416,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                 segs.push(seg);
             }
         }
-        Ok(())
+        Ok(rows)
     }
 }
 

@@ -173,6 +173,16 @@ impl TileEpilogue<'_> {
         self.activation.apply(x)
     }
 
+    /// The same epilogue for the block `rows` rows further down.
+    pub(crate) fn down(self, rows: usize) -> Self {
+        TileEpilogue {
+            add: self
+                .add
+                .map(|(res, ld)| (&res[(rows * ld).min(res.len())..], ld)),
+            ..self
+        }
+    }
+
     /// Checks that the slices cover a `rows` x `cols` tile (the SIMD kernels rely on it).
     pub(crate) fn covers(&self, rows: usize, cols: usize) -> bool {
         let bias_ok = self.bias.is_none_or(|b| b.len() >= cols);

@@ -106,12 +106,15 @@ pub trait RowSource: Sync {
         false
     }
 
-    /// Like [`RowSource::tile_rows`], for a source whose segments of the tile's rows all
-    /// lie at the same offsets from one start per row: pushes that start for each of the
-    /// `rows` rows (empty slices for the rest, up to `mr`) into `bases` and each segment's
-    /// offset into `offsets`, or returns false (pushing nothing) when it cannot.
-    #[allow(clippy::too_many_arguments)] // a tile's coordinates and the two tables
-    fn tile_bases<'s>(
+    /// For a strip of row tiles from row `i0` (`mr` rows a tile, at most `rows` rows in all)
+    /// whose segments all lie at the same offsets from one start per row: pushes that start
+    /// for each row of the tiles it covers (empty slices for the last tile's rows past the
+    /// strip, up to a whole tile) into `bases`, each segment's offset into `offsets`, and
+    /// returns the rows covered, a multiple of `mr` or all `rows`; returns 0, pushing nothing,
+    /// when the first tile has no such form. One table and one kernel call for a strip: built
+    /// and checked tile by tile, they took a third of a first-layer conv's time (k = 27).
+    #[allow(clippy::too_many_arguments)] // a strip's coordinates and the two tables
+    fn strip_bases<'s>(
         &'s self,
         _i0: usize,
         _rows: usize,
@@ -121,8 +124,8 @@ pub trait RowSource: Sync {
         _nseg: usize,
         _bases: &mut Vec<&'s [f32]>,
         _offsets: &mut Vec<usize>,
-    ) -> bool {
-        false
+    ) -> usize {
+        0
     }
 
     /// The dense matrix and its leading dimension, when A is one (lets the driver copy rows
@@ -174,7 +177,7 @@ impl RowSource for DenseA<'_> {
             }
         }
     }
-    fn tile_rows<'s>(
+    fn strip_bases<'s>(
         &'s self,
         i0: usize,
         rows: usize,
@@ -182,25 +185,14 @@ impl RowSource for DenseA<'_> {
         k0: usize,
         len: usize,
         nseg: usize,
-        zeros: &'s [f32],
-        out: &mut Vec<&'s [f32]>,
-    ) -> bool {
-        // Straight into the kernel's table: the `segments` path's Option table and second
-        // pass cost a third of a thin 1x1 conv's time (k = 16, MobileNet-v2's 112x112 layers).
-        if rows > mr || zeros.len() < len {
-            return false;
-        }
-        out.reserve(nseg * mr);
-        for s in 0..nseg {
-            for i in i0..i0 + rows {
-                let start = i * self.lda + k0 + s * len;
-                out.push(&self.a[start..start + len]);
-            }
-            for _ in rows..mr {
-                out.push(&zeros[..len]);
-            }
-        }
-        true
+        bases: &mut Vec<&'s [f32]>,
+        offsets: &mut Vec<usize>,
+    ) -> usize {
+        // Every row is one contiguous run of the k-block's segments.
+        bases.extend((i0..i0 + rows).map(|i| &self.a[i * self.lda + k0..]));
+        bases.resize(bases.len() + rows.next_multiple_of(mr) - rows, &[]);
+        offsets.extend((0..nseg).map(|s| s * len));
+        rows
     }
 
     fn dense(&self) -> Option<(&[f32], usize)> {
@@ -350,14 +342,16 @@ pub(crate) fn extent(rows: usize, ld: usize, cols: usize) -> Option<usize> {
     (rows - 1).checked_mul(ld)?.checked_add(cols)
 }
 
-/// One call of a micro-kernel: a `rows` x `cols` block of C, one k-block deep.
+/// One call of a micro-kernel: a strip of `tiles` row tiles of MR rows (the last with `rows`)
+/// by `panels` column panels of C, one k-block deep.
 pub(crate) struct Tile<'t, 'a> {
     /// Values per segment.
     pub kseg: usize,
-    /// With `seg_offsets` empty: `nseg * MR` row slices, segment-major, each holding at least
-    /// `kseg` values. Otherwise MR row slices (those past `rows` may be empty), segment `s`
-    /// of row `r` starting at `a[r][seg_offsets[s]]`: a convolution whose taps all lie inside
-    /// its input hands over one slice a row instead of one per row and tap.
+    /// One table per row tile, back to back. With `seg_offsets` empty: `nseg * MR` row
+    /// slices, segment-major, each holding at least `kseg` values. Otherwise MR row slices
+    /// (those past the last tile's `rows` may be empty), segment `s` of row `r` starting at
+    /// `a[r][seg_offsets[s]]`: a dense A, or a convolution whose taps all lie inside its
+    /// input, hands over one slice a row instead of one per row and tap.
     pub a: &'t [&'a [f32]],
     /// Where each segment starts within every row slice, or empty (see `a`).
     pub seg_offsets: &'t [usize],
@@ -371,11 +365,15 @@ pub(crate) struct Tile<'t, 'a> {
     /// much as the products on thin layers (k = 16: MobileNet's 1x1 expansions); only the
     /// AVX-512 kernel takes more than one.
     pub panels: usize,
-    /// C from the tile's corner on.
+    /// Row tiles, `>= 1`: tile `q` is rows `q * MR ..` of C (and of the residual) and the
+    /// `q`-th table of `a`. One call per strip builds the tables and checks the bounds once
+    /// (see [`RowSource::strip_bases`]).
+    pub tiles: usize,
+    /// C from the strip's corner on.
     pub c: &'t mut [f32],
     /// Leading dimension of C.
     pub ldc: usize,
-    /// Valid rows, `1..=MR`.
+    /// Valid rows of the last row tile, `1..=MR` (the others have MR).
     pub rows: usize,
     /// Valid columns, `1..=NR`.
     pub cols: usize,
@@ -385,31 +383,36 @@ pub(crate) struct Tile<'t, 'a> {
     pub epilogue: Option<TileEpilogue<'t>>,
 }
 
-impl Tile<'_, '_> {
+impl<'a> Tile<'_, 'a> {
     /// Asserts every bound the kernels rely on. A failure is a bug in the driver, not bad
     /// caller input (the public functions validate that first), hence a panic.
     pub(crate) fn assert_valid(&self, mr: usize, nr: usize) {
+        assert!(self.tiles >= 1, "tile: no row tiles");
+        // Rows of C the call writes, and how many of the row slices (tile-major) are read.
+        let m = (self.tiles - 1) * mr + self.rows;
         let nseg = if self.seg_offsets.is_empty() {
             assert!(
-                self.a.len().is_multiple_of(mr),
-                "tile: {} row slices for MR = {mr}",
-                self.a.len()
+                self.a.len().is_multiple_of(mr * self.tiles),
+                "tile: {} row slices for {} tiles of MR = {mr}",
+                self.a.len(),
+                self.tiles
             );
             assert!(
                 self.a.iter().all(|s| s.len() >= self.kseg),
                 "tile: row slice shorter than kseg"
             );
-            self.a.len() / mr
+            self.a.len() / (mr * self.tiles)
         } else {
             assert_eq!(
                 self.a.len(),
-                mr,
-                "tile: {} row bases for MR = {mr}",
-                self.a.len()
+                mr * self.tiles,
+                "tile: {} row bases for {} tiles of MR = {mr}",
+                self.a.len(),
+                self.tiles
             );
             let reach = self.seg_offsets.iter().max().map_or(0, |&o| o + self.kseg);
             assert!(
-                self.a.iter().take(self.rows).all(|s| s.len() >= reach),
+                self.a.iter().take(m).all(|s| s.len() >= reach),
                 "tile: row slice shorter than its last segment"
             );
             self.seg_offsets.len()
@@ -436,20 +439,41 @@ impl Tile<'_, '_> {
             "tile: bad size"
         );
         assert!(
-            self.ldc >= width && self.c.len() >= (self.rows - 1) * self.ldc + width,
+            self.ldc >= width && self.c.len() >= (m - 1) * self.ldc + width,
             "tile: C too short"
         );
         assert!(
-            self.epilogue.is_none_or(|e| e.covers(self.rows, width)),
+            self.epilogue.is_none_or(|e| e.covers(m, width)),
             "tile: epilogue slices too short"
         );
+    }
+
+    /// Row tile `q` of the strip as a call of its own (`tiles == 1`), for kernels of `M` rows;
+    /// within the bounds [`Tile::assert_valid`] checked for the strip.
+    pub(crate) fn row_tile<const M: usize>(&mut self, q: usize) -> Tile<'_, 'a> {
+        let per = self.a.len() / self.tiles;
+        Tile {
+            kseg: self.kseg,
+            a: &self.a[q * per..(q + 1) * per],
+            seg_offsets: self.seg_offsets,
+            b: self.b,
+            b_stride: self.b_stride,
+            panels: self.panels,
+            tiles: 1,
+            c: &mut self.c[q * M * self.ldc..],
+            ldc: self.ldc,
+            rows: if q + 1 == self.tiles { self.rows } else { M },
+            cols: self.cols,
+            accumulate: self.accumulate,
+            epilogue: self.epilogue.map(|e| e.down(q * M)),
+        }
     }
 
     /// Segments in this k-block, for kernels of `M` rows.
     #[inline(always)]
     pub(crate) fn segments<const M: usize>(&self) -> usize {
         if self.seg_offsets.is_empty() {
-            self.a.len() / M
+            self.a.len() / (M * self.tiles)
         } else {
             self.seg_offsets.len()
         }

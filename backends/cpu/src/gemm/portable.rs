@@ -14,13 +14,18 @@ pub(crate) const MR: usize = 4;
 /// Columns of the register tile.
 pub(crate) const NR: usize = 8;
 
-/// Runs one tile; panics if the tile's slices do not cover what the kernel reads and writes
-/// (a driver bug, never caller input).
+/// Runs one strip of row tiles; panics if the tile's slices do not cover what the kernel reads
+/// and writes (a driver bug, never caller input).
 pub(crate) fn run(t: &mut Tile<'_, '_>) {
     t.assert_valid(MR, NR);
     assert_eq!(t.panels, 1, "this kernel computes one panel a call");
-    // It zips whole row slices: the driver hands it the segment-major table only.
-    assert!(t.seg_offsets.is_empty(), "portable kernel given row bases");
+    for q in 0..t.tiles {
+        tile(&mut t.row_tile::<MR>(q));
+    }
+}
+
+/// One row tile (`t.tiles == 1`) within the bounds `assert_valid` checked.
+fn tile(t: &mut Tile<'_, '_>) {
     let kseg = t.kseg;
     // `acc` is only ever indexed by constants or copied whole, so it can live in registers;
     // the run-time-sized copies from and to C go through `edge` (see avx512.rs).
@@ -31,7 +36,17 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
         }
     }
     let mut acc = edge;
-    for (s, seg) in t.a.chunks_exact(MR).enumerate() {
+    for s in 0..t.segments::<MR>() {
+        // Each row's segment as a slice of exactly kseg values; rows past `rows` (empty
+        // slices with row bases) read row 0's, whose products are never stored.
+        let seg: [&[f32]; MR] = std::array::from_fn(|r| {
+            let r = if r < t.rows { r } else { 0 };
+            if t.seg_offsets.is_empty() {
+                &t.a[s * MR + r][..kseg]
+            } else {
+                &t.a[r][t.seg_offsets[s]..][..kseg]
+            }
+        });
         let b = &t.b[s * kseg * NR..(s + 1) * kseg * NR];
         let steps = b
             .chunks_exact(NR)

@@ -503,10 +503,12 @@ fn gemm_row_source_is_read_as_documented() {
     }
 }
 
-/// A dense A's `tile_rows` hands the kernel the slices `segments` gives (same address, same
-/// length), with `zeros` for rows past the tile, for whole depths, later k-blocks and pieces.
+/// A dense A's `strip_bases` covers every row asked for, each row's start where `segments`
+/// puts its first segment and each segment at its offset from it (same address, and room for
+/// the segment), with empty starts up to a whole tile, for whole depths, later k-blocks and
+/// pieces.
 #[test]
-fn gemm_dense_tile_rows_match_segments() {
+fn gemm_dense_strip_bases_match_segments() {
     let (m, k, lda) = (29, 12, 15);
     let a = values(7, (m - 1) * lda + k);
     let src = DenseA {
@@ -516,25 +518,26 @@ fn gemm_dense_tile_rows_match_segments() {
         k,
         prologue: None,
     };
-    let zeros = [0.0f32; 16];
     for mr in [12, 6, 4] {
         for (k0, len, nseg) in [(0, 12, 1), (0, 4, 3), (4, 4, 2), (5, 7, 1)] {
-            for i0 in (0..m).step_by(mr) {
-                let rows = mr.min(m - i0);
+            for (i0, rows) in [(0, m), (mr, m - mr), (0, 1), (m - 1, 1)] {
                 let mut raw = Vec::new();
                 src.segments(i0, rows, k0, len, nseg, &mut raw);
-                let mut want = Vec::new();
-                for s in 0..nseg {
-                    for r in 0..mr {
-                        let sl = if r < rows { raw[s * rows + r] } else { None };
-                        let sl = sl.unwrap_or(&zeros[..len]);
-                        want.push((sl.as_ptr(), sl.len()));
+                let (mut bases, mut offsets) = (Vec::new(), Vec::new());
+                let covered =
+                    src.strip_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
+                let at = format!("mr={mr} i0={i0} rows={rows} k0={k0} len={len} nseg={nseg}");
+                assert_eq!(covered, rows, "{at}");
+                assert_eq!(bases.len(), rows.next_multiple_of(mr), "{at}");
+                assert!(bases[rows..].iter().all(|b| b.is_empty()), "{at}");
+                assert_eq!(offsets.len(), nseg, "{at}");
+                for (s, &off) in offsets.iter().enumerate() {
+                    for r in 0..rows {
+                        let want = raw[s * rows + r].unwrap();
+                        let got = &bases[r][off..off + len];
+                        assert_eq!(got.as_ptr(), want.as_ptr(), "{at} s={s} r={r}");
                     }
                 }
-                let mut got = Vec::new();
-                assert!(src.tile_rows(i0, rows, mr, k0, len, nseg, &zeros[..len], &mut got));
-                let got: Vec<_> = got.iter().map(|sl| (sl.as_ptr(), sl.len())).collect();
-                assert_eq!(got, want, "mr={mr} i0={i0} k0={k0} len={len} nseg={nseg}");
             }
         }
     }
