@@ -28,6 +28,8 @@ mod tests_depthwise_pointwise;
 #[cfg(test)]
 mod tests_prologue;
 #[cfg(test)]
+mod tests_reduce_window;
+#[cfg(test)]
 mod tests_residual;
 
 pub use backend::CpuBackend;

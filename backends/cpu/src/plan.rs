@@ -322,12 +322,9 @@ pub fn plan(program: &Program) -> Result<Plan> {
                     }
                     Op::Assign(_) => codegen::state::define_state(&mut jit, program, kernel),
                     // Matmul, lrn, argmax, gather, cast, the comparisons, logical ops, select,
-                    // grouped NCHW conv2d and the backward window ops were taken by
-                    // `contraction` or `HostKernel::plan` above; the rest never reach a kernel
-                    // (Program::validate rejects them).
-                    // Matmul, lrn, argmax, gather, cast, the optimizer updates and grouped NCHW
-                    // conv2d were taken by `contraction` or `HostKernel::plan` above; the rest
-                    // never reach a kernel (Program::validate rejects them).
+                    // the optimizer updates, grouped NCHW conv2d and the backward window ops
+                    // were taken by `contraction` or `HostKernel::plan` above; the rest never
+                    // reach a kernel (Program::validate rejects them).
                     Op::MatMul { .. }
                     | Op::Lrn { .. }
                     | Op::ArgMax { .. }
