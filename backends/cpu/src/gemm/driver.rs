@@ -141,6 +141,8 @@ pub(super) fn run<S: RowSource>(
     let half = nr / 2;
     let last = n - (n_panels - 1) * nr;
     let panel_work = (n_panels - 1) as f64 + if last <= half { 0.5 } else { 1.0 };
+    // Counted in whole tiles although the bands below are equal to a row: with a thread's
+    // fractional share instead, 1x7x7x512 3x3 -> 512 split by rows and ran 1.1x slower.
     let by_rows = m_tiles.div_ceil(tasks) as f64 * panel_work;
     // The first column range is the busiest: all its panels are full.
     let by_cols = (m_tiles * n_panels.div_ceil(tasks)) as f64;
@@ -148,23 +150,33 @@ pub(super) fn run<S: RowSource>(
     let rows_cost = by_rows * step;
     let cols_cost = by_cols * step + (m_tiles * n_panels) as f64 * COPY_STEPS;
     if rows_cost <= cols_cost {
-        // Row bands of whole tiles, each a disjoint chunk of C; up to BANDS_PER_THREAD per
-        // thread while each keeps at least MIN_TASK_FLOPS, and a whole number per thread (three
-        // bands on two threads left one thread two thirds of the work: SqueezeNet's 55x55
-        // 16->64 1x1 conv ran no faster on two threads than on one).
+        // Row bands of equal rows (to a row), each a disjoint chunk of C; up to
+        // BANDS_PER_THREAD per thread while each keeps at least MIN_TASK_FLOPS, and a whole
+        // number per thread (three bands on two threads left one thread two thirds of the
+        // work: SqueezeNet's 55x55 16->64 1x1 conv ran no faster on two threads than on one).
+        // Bands of whole tiles left one thread a band's remainder more than the other: on
+        // 1x28x28x128 3x3 -> 128 (66 tiles in 8 bands, 432 rows against 352) 1.1x slower.
         let bands = (tasks * BANDS_PER_THREAD)
             .min((flops / MIN_TASK_FLOPS) as usize)
             .min(m_tiles)
             .max(tasks);
         let bands = bands / tasks * tasks;
-        let band = m_tiles.div_ceil(bands) * mr;
-        return c
-            .par_chunks_mut(band * ldc)
-            .enumerate()
-            .try_for_each(|(t, chunk)| {
-                let r0 = t * band;
-                job.block(r0, (r0 + band).min(m), 0, n, chunk, ldc, 0)
-            });
+        let mut chunks = Vec::with_capacity(bands);
+        let mut rest = c;
+        for band in 0..bands {
+            let (r0, r1) = (band * m / bands, (band + 1) * m / bands);
+            let len = if band + 1 == bands {
+                rest.len()
+            } else {
+                (r1 - r0) * ldc
+            };
+            let (chunk, tail) = rest.split_at_mut(len);
+            chunks.push((r0, r1, chunk));
+            rest = tail;
+        }
+        return chunks
+            .into_par_iter()
+            .try_for_each(|(r0, r1, chunk)| job.block(r0, r1, 0, n, chunk, ldc, 0));
     }
     // Few rows, many columns (late CNN layers, matrix-vector-like products): split the panels,
     // compute each range into its own part of a buffer and copy; the copy is m x n, small next
@@ -221,7 +233,7 @@ struct Job<'j, S> {
 
 impl<'j, S: RowSource> Job<'j, S> {
     /// Computes rows `r0..r1` x columns `c0..c1` of C into `dst`, where element `(i, j)` lives
-    /// at `dst[(i - r0) * ld + (j - col0)]`. `r0` and `c0` are multiples of MR and NR.
+    /// at `dst[(i - r0) * ld + (j - col0)]`. `c0` is a multiple of NR.
     #[allow(clippy::too_many_arguments)] // a block's coordinates and its destination
     fn block(
         &self,
