@@ -12,7 +12,7 @@
 
 use super::epilogue::Epilogue;
 use super::pack::{AlignedBuf, PackedB, band_stride, pack_a_band, rows_conflict};
-use super::{Isa, RowSource, Tile, run_tile};
+use super::{Isa, RowSource, Tile, TileA, run_tile};
 use rayon::prelude::*;
 
 /// Target depth of a k-block. Deep blocks win on the 2-core EPYC (Zen 4): the broadcasts of A
@@ -273,6 +273,7 @@ impl<'j, S: RowSource> Job<'j, S> {
             0
         });
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
+        let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
         for jc in (c0..c1).step_by(NC) {
             let jc_end = (jc + NC).min(c1);
@@ -296,12 +297,22 @@ impl<'j, S: RowSource> Job<'j, S> {
                         stride,
                         first: ic,
                     });
-                    let mut segs: Vec<&[f32]> = Vec::with_capacity(MC.max(kb.nseg * mr));
-                    let mut offsets: Vec<usize> = Vec::with_capacity(kb.nseg);
+                    // Row slices borrow the band, rewritten for the next block: a table per block
+                    // (allocated only for tiles on a padded edge).
+                    let mut segs: Vec<&[f32]> = Vec::new();
                     let mut i0 = ic;
                     while i0 < ic_end {
-                        let tables = (&mut raw, &mut segs, &mut offsets);
-                        let covered = self.strip_tables(i0, ic_end, kb, band, &zeros, tables)?;
+                        let tables = (&mut raw, &mut segs, &mut starts, &mut offsets);
+                        let (src, covered) =
+                            self.strip_tables(i0, ic_end, kb, band, &zeros, tables)?;
+                        let a = match src {
+                            Some(src) => TileA::Starts {
+                                src,
+                                starts: &starts,
+                                seg_offsets: &offsets,
+                            },
+                            None => TileA::Slices(&segs),
+                        };
                         let tiles = covered.div_ceil(mr);
                         let mut j0 = jc;
                         while j0 < jc_end {
@@ -312,8 +323,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                             };
                             let mut tile = Tile {
                                 kseg: kb.kseg,
-                                a: &segs,
-                                seg_offsets: &offsets,
+                                a,
                                 b: self.b.panels_rows(j0, panels, kb.k0, klen),
                                 b_stride: self.b.panel_stride(),
                                 panels,
@@ -337,13 +347,13 @@ impl<'j, S: RowSource> Job<'j, S> {
     }
 
     /// Fills the A tables for a strip of row tiles from row `i0` up to at most `end` and
-    /// returns the rows it covers (at least one). Where the rows come from the copied `band`
-    /// or a source with [`RowSource::strip_bases`], the strip runs to `end` or to the first
-    /// tile without that form, and `segs` holds one start per row with `offsets` the
-    /// segments' offsets from it (see `Tile::a`). Otherwise the strip is one tile: `segs`
-    /// holds its MR row slices of every segment (segment-major; rows past the tile's and
-    /// padding read `zeros`) from [`RowSource::tile_rows`], or from [`RowSource::segments`] via
-    /// `raw`, and `offsets` is left empty.
+    /// returns the slice the row starts index, if any, and the rows covered (at least one).
+    /// Where the rows come from the copied `band` or a source with
+    /// [`RowSource::strip_starts`], the strip runs to `end` or to the first tile without that
+    /// form, `starts` holds one start per row and `offsets` the segments' offsets from it (see
+    /// `TileA::Starts`). Otherwise the strip is one tile: `segs` holds its MR row slices of
+    /// every segment (segment-major; rows past the tile's and padding read `zeros`) from
+    /// [`RowSource::tile_rows`], or from [`RowSource::segments`] via `raw`.
     fn strip_tables<'b>(
         &self,
         i0: usize,
@@ -351,42 +361,42 @@ impl<'j, S: RowSource> Job<'j, S> {
         kb: &KBlock,
         band: Option<Band<'b>>,
         zeros: &'b [f32],
-        (raw, segs, offsets): TileTables<'_, 'j, 'b>,
-    ) -> Result<usize, String>
+        (raw, segs, starts, offsets): TileTables<'_, 'j, 'b>,
+    ) -> Result<(Option<&'b [f32]>, usize), String>
     where
         'j: 'b,
     {
         let (mr, kseg) = (self.isa.mr(), kb.kseg);
         segs.clear();
+        starts.clear();
         offsets.clear();
         if let Some(band) = band {
-            for i in i0..end {
-                segs.push(&band.data[(i - band.first) * band.stride..]);
-            }
-            segs.resize((end - i0).next_multiple_of(mr), &[]);
+            starts.extend((i0..end).map(|i| (i - band.first) * band.stride));
+            starts.resize((end - i0).next_multiple_of(mr), 0);
             offsets.extend((0..kb.nseg).map(|s| s * kseg));
-            return Ok(end - i0);
+            return Ok((Some(band.data), end - i0));
         }
-        let covered = self
-            .src
-            .strip_bases(i0, end - i0, mr, kb.k0, kseg, kb.nseg, segs, offsets);
-        if covered > 0 {
-            // The slices' lengths are checked by the kernel's `assert_valid`.
-            if covered > end - i0
-                || segs.len() != covered.next_multiple_of(mr)
+        if let Some((src, covered)) =
+            self.src
+                .strip_starts(i0, end - i0, mr, kb.k0, kseg, kb.nseg, starts, offsets)
+        {
+            // The starts' reach is checked by the kernel's `assert_valid`.
+            if covered == 0
+                || covered > end - i0
+                || starts.len() != covered.next_multiple_of(mr)
                 || offsets.len() != kb.nseg
             {
                 return Err(format!(
                     "sgemm: row source covered {covered} of {} rows with {} row starts and {} \
                      offsets, expected {} and {}",
                     end - i0,
-                    segs.len(),
+                    starts.len(),
                     offsets.len(),
                     covered.next_multiple_of(mr),
                     kb.nseg
                 ));
             }
-            return Ok(covered);
+            return Ok((Some(src), covered));
         }
         segs.clear();
         offsets.clear();
@@ -404,7 +414,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                     kb.nseg * mr
                 ));
             }
-            return Ok(rows);
+            return Ok((None, rows));
         }
         raw.clear();
         self.src.segments(i0, rows, kb.k0, kseg, kb.nseg, raw);
@@ -428,15 +438,16 @@ impl<'j, S: RowSource> Job<'j, S> {
                 segs.push(seg);
             }
         }
-        Ok(rows)
+        Ok((None, rows))
     }
 }
 
-/// The buffers a tile's A tables are built in, reused from tile to tile: the generic
-/// segment table, the kernel's row slices, and the segments' offsets.
+/// The buffers a strip's A tables are built in, reused from strip to strip: the generic
+/// segment table, the kernel's row slices, the row starts, and the segments' offsets.
 type TileTables<'t, 'j, 'b> = (
     &'t mut Vec<Option<&'j [f32]>>,
     &'t mut Vec<&'b [f32]>,
+    &'t mut Vec<usize>,
     &'t mut Vec<usize>,
 );
 

@@ -107,25 +107,27 @@ pub trait RowSource: Sync {
     }
 
     /// For a strip of row tiles from row `i0` (`mr` rows a tile, at most `rows` rows in all)
-    /// whose segments all lie at the same offsets from one start per row: pushes that start
-    /// for each row of the tiles it covers (empty slices for the last tile's rows past the
-    /// strip, up to a whole tile) into `bases`, each segment's offset into `offsets`, and
-    /// returns the rows covered, a multiple of `mr` or all `rows`; returns 0, pushing nothing,
-    /// when the first tile has no such form. One table and one kernel call for a strip: built
-    /// and checked tile by tile, they took a third of a first-layer conv's time (k = 27).
+    /// whose segments all lie at the same offsets from one start per row, in one slice:
+    /// pushes each row's start (an index into that slice) for every row of the tiles it
+    /// covers (0 for the last tile's rows past the strip, up to a whole tile) into `starts`,
+    /// each segment's offset from a start into `offsets`, and returns the slice and the rows
+    /// covered, a multiple of `mr` or all `rows`; `None`, pushing nothing, when the first tile
+    /// has no such form. One table of indices and one kernel call for a strip: built and
+    /// checked as a slice per row, tile by tile, they took a third of a first-layer conv's time
+    /// (k = 27).
     #[allow(clippy::too_many_arguments)] // a strip's coordinates and the two tables
-    fn strip_bases<'s>(
-        &'s self,
+    fn strip_starts(
+        &self,
         _i0: usize,
         _rows: usize,
         _mr: usize,
         _k0: usize,
         _len: usize,
         _nseg: usize,
-        _bases: &mut Vec<&'s [f32]>,
+        _starts: &mut Vec<usize>,
         _offsets: &mut Vec<usize>,
-    ) -> usize {
-        0
+    ) -> Option<(&[f32], usize)> {
+        None
     }
 
     /// The dense matrix and its leading dimension, when A is one (lets the driver copy rows
@@ -177,22 +179,22 @@ impl RowSource for DenseA<'_> {
             }
         }
     }
-    fn strip_bases<'s>(
-        &'s self,
+    fn strip_starts(
+        &self,
         i0: usize,
         rows: usize,
         mr: usize,
         k0: usize,
         len: usize,
         nseg: usize,
-        bases: &mut Vec<&'s [f32]>,
+        starts: &mut Vec<usize>,
         offsets: &mut Vec<usize>,
-    ) -> usize {
+    ) -> Option<(&[f32], usize)> {
         // Every row is one contiguous run of the k-block's segments.
-        bases.extend((i0..i0 + rows).map(|i| &self.a[i * self.lda + k0..]));
-        bases.resize(bases.len() + rows.next_multiple_of(mr) - rows, &[]);
+        starts.extend((i0..i0 + rows).map(|i| i * self.lda + k0));
+        starts.resize(starts.len() + rows.next_multiple_of(mr) - rows, 0);
         offsets.extend((0..nseg).map(|s| s * len));
-        rows
+        Some((self.a, rows))
     }
 
     fn dense(&self) -> Option<(&[f32], usize)> {
@@ -347,14 +349,8 @@ pub(crate) fn extent(rows: usize, ld: usize, cols: usize) -> Option<usize> {
 pub(crate) struct Tile<'t, 'a> {
     /// Values per segment.
     pub kseg: usize,
-    /// One table per row tile, back to back. With `seg_offsets` empty: `nseg * MR` row
-    /// slices, segment-major, each holding at least `kseg` values. Otherwise MR row slices
-    /// (those past the last tile's `rows` may be empty), segment `s` of row `r` starting at
-    /// `a[r][seg_offsets[s]]`: a dense A, or a convolution whose taps all lie inside its
-    /// input, hands over one slice a row instead of one per row and tap.
-    pub a: &'t [&'a [f32]],
-    /// Where each segment starts within every row slice, or empty (see `a`).
-    pub seg_offsets: &'t [usize],
+    /// The strip's rows of A for this k-block.
+    pub a: TileA<'t, 'a>,
     /// The B panels' rows for this k-block: `nseg * kseg * NR` values per panel, the panels
     /// `b_stride` apart.
     pub b: &'t [f32],
@@ -367,7 +363,7 @@ pub(crate) struct Tile<'t, 'a> {
     pub panels: usize,
     /// Row tiles, `>= 1`: tile `q` is rows `q * MR ..` of C (and of the residual) and the
     /// `q`-th table of `a`. One call per strip builds the tables and checks the bounds once
-    /// (see [`RowSource::strip_bases`]).
+    /// (see [`RowSource::strip_starts`]).
     pub tiles: usize,
     /// C from the strip's corner on.
     pub c: &'t mut [f32],
@@ -383,6 +379,22 @@ pub(crate) struct Tile<'t, 'a> {
     pub epilogue: Option<TileEpilogue<'t>>,
 }
 
+/// A strip's rows of A for one k-block: one table per row tile, back to back.
+#[derive(Clone, Copy)]
+pub(crate) enum TileA<'t, 'a> {
+    /// `nseg * MR` row slices a tile, segment-major, each holding at least `kseg` values
+    /// (padding, and rows past the last tile's `rows`, read a slice of zeros).
+    Slices(&'t [&'a [f32]]),
+    /// MR row starts a tile, indices into `src` (those past the last tile's `rows` are never
+    /// read): segment `s` of row `r` is `src[starts[r] + seg_offsets[s]..][..kseg]`. A dense A,
+    /// or a convolution whose taps all lie inside its input, needs no slice per row and tap.
+    Starts {
+        src: &'a [f32],
+        starts: &'t [usize],
+        seg_offsets: &'t [usize],
+    },
+}
+
 impl<'a> Tile<'_, 'a> {
     /// Asserts every bound the kernels rely on. A failure is a bug in the driver, not bad
     /// caller input (the public functions validate that first), hence a panic.
@@ -390,32 +402,40 @@ impl<'a> Tile<'_, 'a> {
         assert!(self.tiles >= 1, "tile: no row tiles");
         // Rows of C the call writes, and how many of the row slices (tile-major) are read.
         let m = (self.tiles - 1) * mr + self.rows;
-        let nseg = if self.seg_offsets.is_empty() {
-            assert!(
-                self.a.len().is_multiple_of(mr * self.tiles),
-                "tile: {} row slices for {} tiles of MR = {mr}",
-                self.a.len(),
-                self.tiles
-            );
-            assert!(
-                self.a.iter().all(|s| s.len() >= self.kseg),
-                "tile: row slice shorter than kseg"
-            );
-            self.a.len() / (mr * self.tiles)
-        } else {
-            assert_eq!(
-                self.a.len(),
-                mr * self.tiles,
-                "tile: {} row bases for {} tiles of MR = {mr}",
-                self.a.len(),
-                self.tiles
-            );
-            let reach = self.seg_offsets.iter().max().map_or(0, |&o| o + self.kseg);
-            assert!(
-                self.a.iter().take(m).all(|s| s.len() >= reach),
-                "tile: row slice shorter than its last segment"
-            );
-            self.seg_offsets.len()
+        let nseg = match self.a {
+            TileA::Slices(a) => {
+                assert!(
+                    a.len().is_multiple_of(mr * self.tiles),
+                    "tile: {} row slices for {} tiles of MR = {mr}",
+                    a.len(),
+                    self.tiles
+                );
+                assert!(
+                    a.iter().all(|s| s.len() >= self.kseg),
+                    "tile: row slice shorter than kseg"
+                );
+                a.len() / (mr * self.tiles)
+            }
+            TileA::Starts {
+                src,
+                starts,
+                seg_offsets,
+            } => {
+                assert_eq!(
+                    starts.len(),
+                    mr * self.tiles,
+                    "tile: {} row starts for {} tiles of MR = {mr}",
+                    starts.len(),
+                    self.tiles
+                );
+                let reach = seg_offsets.iter().max().map_or(0, |&o| o + self.kseg);
+                let last = starts[..m].iter().copied().max().unwrap_or(0);
+                assert!(
+                    last.checked_add(reach).is_some_and(|end| end <= src.len()),
+                    "tile: a row's last segment ends past A"
+                );
+                seg_offsets.len()
+            }
         };
         assert!(
             self.panels == 1 || (self.panels > 1 && self.cols == nr),
@@ -451,11 +471,24 @@ impl<'a> Tile<'_, 'a> {
     /// Row tile `q` of the strip as a call of its own (`tiles == 1`), for kernels of `M` rows;
     /// within the bounds [`Tile::assert_valid`] checked for the strip.
     pub(crate) fn row_tile<const M: usize>(&mut self, q: usize) -> Tile<'_, 'a> {
-        let per = self.a.len() / self.tiles;
+        let a = match self.a {
+            TileA::Slices(a) => {
+                let per = a.len() / self.tiles;
+                TileA::Slices(&a[q * per..(q + 1) * per])
+            }
+            TileA::Starts {
+                src,
+                starts,
+                seg_offsets,
+            } => TileA::Starts {
+                src,
+                starts: &starts[q * M..(q + 1) * M],
+                seg_offsets,
+            },
+        };
         Tile {
             kseg: self.kseg,
-            a: &self.a[q * per..(q + 1) * per],
-            seg_offsets: self.seg_offsets,
+            a,
             b: self.b,
             b_stride: self.b_stride,
             panels: self.panels,
@@ -472,22 +505,27 @@ impl<'a> Tile<'_, 'a> {
     /// Segments in this k-block, for kernels of `M` rows.
     #[inline(always)]
     pub(crate) fn segments<const M: usize>(&self) -> usize {
-        if self.seg_offsets.is_empty() {
-            self.a.len() / (M * self.tiles)
-        } else {
-            self.seg_offsets.len()
+        match self.a {
+            TileA::Slices(a) => a.len() / (M * self.tiles),
+            TileA::Starts { seg_offsets, .. } => seg_offsets.len(),
         }
     }
 
-    /// The first value of segment `s` in each of the `M` rows. Rows past `rows` may point
-    /// anywhere (computed with wrapping arithmetic): the kernels never read them.
+    /// The first value of segment `s` in each of the `M` rows of a one-tile call. Rows past
+    /// `rows` may point anywhere (computed with wrapping arithmetic): the kernels never read
+    /// them.
     #[inline(always)]
     pub(crate) fn segment_rows<const M: usize>(&self, s: usize) -> [*const f32; M] {
-        if self.seg_offsets.is_empty() {
-            std::array::from_fn(|r| self.a[s * M + r].as_ptr())
-        } else {
-            let off = self.seg_offsets[s];
-            std::array::from_fn(|r| self.a[r].as_ptr().wrapping_add(off))
+        match self.a {
+            TileA::Slices(a) => std::array::from_fn(|r| a[s * M + r].as_ptr()),
+            TileA::Starts {
+                src,
+                starts,
+                seg_offsets,
+            } => {
+                let (base, off, starts) = (src.as_ptr(), seg_offsets[s], &starts[..M]);
+                std::array::from_fn(|r| base.wrapping_add(starts[r] + off))
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! It multiplies and adds separately (no `mul_add`: without hardware FMA that is a slow libm
 //! call), so its results differ from the FMA kernels by rounding only.
 
-use super::Tile;
+use super::{Tile, TileA};
 
 /// Rows of the register tile.
 pub(crate) const MR: usize = 4;
@@ -38,13 +38,16 @@ fn tile(t: &mut Tile<'_, '_>) {
     let mut acc = edge;
     for s in 0..t.segments::<MR>() {
         // Each row's segment as a slice of exactly kseg values; rows past `rows` (empty
-        // slices with row bases) read row 0's, whose products are never stored.
+        // starts past the strip) read row 0's, whose products are never stored.
         let seg: [&[f32]; MR] = std::array::from_fn(|r| {
             let r = if r < t.rows { r } else { 0 };
-            if t.seg_offsets.is_empty() {
-                &t.a[s * MR + r][..kseg]
-            } else {
-                &t.a[r][t.seg_offsets[s]..][..kseg]
+            match t.a {
+                TileA::Slices(a) => &a[s * MR + r][..kseg],
+                TileA::Starts {
+                    src,
+                    starts,
+                    seg_offsets,
+                } => &src[starts[r] + seg_offsets[s]..][..kseg],
             }
         });
         let b = &t.b[s * kseg * NR..(s + 1) * kseg * NR];

@@ -503,12 +503,11 @@ fn gemm_row_source_is_read_as_documented() {
     }
 }
 
-/// A dense A's `strip_bases` covers every row asked for, each row's start where `segments`
-/// puts its first segment and each segment at its offset from it (same address, and room for
-/// the segment), with empty starts up to a whole tile, for whole depths, later k-blocks and
-/// pieces.
+/// A dense A's `strip_starts` covers every row asked for, each row's start where `segments`
+/// puts its first segment and each segment at its offset from it, with starts of 0 up to a
+/// whole tile, for whole depths, later k-blocks and pieces.
 #[test]
-fn gemm_dense_strip_bases_match_segments() {
+fn gemm_dense_strip_starts_match_segments() {
     let (m, k, lda) = (29, 12, 15);
     let a = values(7, (m - 1) * lda + k);
     let src = DenseA {
@@ -523,18 +522,19 @@ fn gemm_dense_strip_bases_match_segments() {
             for (i0, rows) in [(0, m), (mr, m - mr), (0, 1), (m - 1, 1)] {
                 let mut raw = Vec::new();
                 src.segments(i0, rows, k0, len, nseg, &mut raw);
-                let (mut bases, mut offsets) = (Vec::new(), Vec::new());
-                let covered =
-                    src.strip_bases(i0, rows, mr, k0, len, nseg, &mut bases, &mut offsets);
+                let (mut starts, mut offsets) = (Vec::new(), Vec::new());
+                let (whole, covered) = src
+                    .strip_starts(i0, rows, mr, k0, len, nseg, &mut starts, &mut offsets)
+                    .unwrap();
                 let at = format!("mr={mr} i0={i0} rows={rows} k0={k0} len={len} nseg={nseg}");
-                assert_eq!(covered, rows, "{at}");
-                assert_eq!(bases.len(), rows.next_multiple_of(mr), "{at}");
-                assert!(bases[rows..].iter().all(|b| b.is_empty()), "{at}");
+                assert_eq!((whole.as_ptr(), covered), (a.as_ptr(), rows), "{at}");
+                assert_eq!(starts.len(), rows.next_multiple_of(mr), "{at}");
+                assert!(starts[rows..].iter().all(|&s| s == 0), "{at}");
                 assert_eq!(offsets.len(), nseg, "{at}");
                 for (s, &off) in offsets.iter().enumerate() {
                     for r in 0..rows {
                         let want = raw[s * rows + r].unwrap();
-                        let got = &bases[r][off..off + len];
+                        let got = &a[starts[r] + off..][..len];
                         assert_eq!(got.as_ptr(), want.as_ptr(), "{at} s={s} r={r}");
                     }
                 }
