@@ -11,7 +11,7 @@
 //! result does not depend on the thread count.
 
 use super::epilogue::Epilogue;
-use super::pack::{AlignedBuf, PackedB, band_stride, pack_a_band, rows_conflict};
+use super::pack::{PackedB, band_stride, pack_a_band, rows_conflict};
 use super::{Isa, RowSource, Tile, TileA, run_tile};
 use rayon::prelude::*;
 
@@ -220,7 +220,21 @@ pub(super) fn run<S: RowSource>(
 thread_local! {
     /// The column split's buffer (see [`super::scratch`]).
     static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each thread's copied A band (see [`super::scratch`]).
+    static BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+/// The rows past a tile and the padding of an edge tile read these.
+static ZEROS: [f32; KC] = [0.0; KC];
+
+/// Column panels from which a dense A whose rows collide in L1 is copied first. The copy
+/// costs a pass over the band's rows, repaid by every panel that reuses them: on Zen 4 it won
+/// 5-10% on the 1024^3 matmul (32 panels); on Zen 5 (examples/gemm_speed.rs, one thread,
+/// three alternated rounds, copied vs read in place, ms) it lost on ResNet-50's and
+/// SqueezeNet's 1x1 convs, 13x13x512 -> 64 (2 panels) 0.068-0.074 vs 0.054-0.063, 56x56x256
+/// -> 64 0.486-0.517 vs 0.429-0.448, 28x28x512 -> 128 0.448-0.470 vs 0.412-0.432, 14x14x1024
+/// -> 256 (8 panels) 0.444-0.449 vs 0.414-0.423, and tied on the 1024^3 matmul.
+const COPY_MIN_PANELS: usize = 32;
 
 /// Everything a task needs, shared read-only between tasks.
 struct Job<'j, S> {
@@ -246,17 +260,22 @@ impl<'j, S: RowSource> Job<'j, S> {
         col0: usize,
     ) -> Result<(), String> {
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
+        // `k_blocks` keeps every k-block's segments at most KC long.
         let max_kseg = self.blocks.iter().map(|kb| kb.kseg).max().unwrap_or(0);
-        let zeros = vec![0.0f32; max_kseg];
+        let zeros = ZEROS
+            .get(..max_kseg)
+            .ok_or("sgemm: a k-block segment longer than KC")?;
         // A dense A whose rows would collide in L1 is copied, MC rows at a time, into a band
-        // with a padded stride (5-10% on the 1024^3 matmul).
+        // with a padded stride, where enough column panels reuse each copied row (see
+        // COPY_MIN_PANELS).
         let band_rows = MC.min(r1 - r0);
         // A prologue is applied in that copy, so a source with one is always copied.
         let prologue = self.src.prologue();
-        let copy_from = self
-            .src
-            .dense()
-            .filter(|&(_, lda)| prologue.is_some() || rows_conflict(lda, mr.min(band_rows)));
+        let panels = (c1 - c0).div_ceil(nr);
+        let copy_from = self.src.dense().filter(|&(_, lda)| {
+            prologue.is_some()
+                || (panels >= COPY_MIN_PANELS && rows_conflict(lda, mr.min(band_rows)))
+        });
         if prologue.is_some() && copy_from.is_none() {
             return Err("sgemm: a prologue needs a dense A".into());
         }
@@ -267,11 +286,38 @@ impl<'j, S: RowSource> Job<'j, S> {
             .max()
             .unwrap_or(0);
         let stride = band_stride(max_klen);
-        let mut band = AlignedBuf::zeros(if copy_from.is_some() {
+        let band_len = if copy_from.is_some() {
             band_rows * stride
         } else {
             0
-        });
+        };
+        // `pack_a_band` writes every value the kernels read.
+        super::scratch::with_aligned_buffer(&BAND, band_len, |band| {
+            self.block_in(
+                r0, r1, c0, c1, dst, ld, col0, zeros, copy_from, band, stride,
+            )
+        })
+    }
+
+    /// [`Job::block`] with its tables: `zeros` at least as long as every segment, the dense
+    /// A to copy into `band` (rows at `stride`) if any.
+    #[allow(clippy::too_many_arguments)] // `block`'s arguments and what it prepared
+    fn block_in(
+        &self,
+        r0: usize,
+        r1: usize,
+        c0: usize,
+        c1: usize,
+        dst: &mut [f32],
+        ld: usize,
+        col0: usize,
+        zeros: &[f32],
+        copy_from: Option<(&[f32], usize)>,
+        band: &mut [f32],
+        stride: usize,
+    ) -> Result<(), String> {
+        let (mr, nr) = (self.isa.mr(), self.isa.nr());
+        let prologue = self.src.prologue();
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
@@ -288,12 +334,11 @@ impl<'j, S: RowSource> Job<'j, S> {
                 for ic in (r0..r1).step_by(MC) {
                     let ic_end = (ic + MC).min(r1);
                     if let Some((a, lda)) = copy_from {
-                        let band = band.as_mut_slice();
                         let rows = ic_end - ic;
                         pack_a_band(a, lda, ic, rows, kb.k0, klen, band, stride, prologue);
                     }
                     let band = copy_from.map(|_| Band {
-                        data: band.as_slice(),
+                        data: &*band,
                         stride,
                         first: ic,
                     });

@@ -29,6 +29,20 @@ pub(crate) fn with_buffer<R>(
     })
 }
 
+/// [`with_buffer`] handing out `len` values that start on a 64-byte boundary.
+pub(crate) fn with_aligned_buffer<R>(
+    key: &'static ThreadBuffer,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    const LANES: usize = 16;
+    with_buffer(key, len + LANES, |buf| {
+        // align_offset may decline (usize::MAX): then alignment is only a speed matter.
+        let start = buf.as_ptr().align_offset(LANES * 4).min(LANES);
+        f(&mut buf[start..start + len])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
