@@ -349,7 +349,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                     while i0 < ic_end {
                         let tables = (&mut raw, &mut segs, &mut starts, &mut offsets);
                         let (src, covered) =
-                            self.strip_tables(i0, ic_end, kb, band, &zeros, tables)?;
+                            self.strip_tables(i0, ic_end, kb, band, zeros, tables)?;
                         let a = match src {
                             Some(src) => TileA::Starts {
                                 src,
