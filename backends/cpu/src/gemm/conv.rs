@@ -718,6 +718,20 @@ impl RowSource for ConvRows<'_> {
         let start = starts.len();
         let mut px = Pixel::of(i0, g);
         let mut covered = 0;
+        if all_inside {
+            // VALID or a padded copy: the whole strip, each start a step on from the one
+            // before within an output row (per tile, the checks and table took a tenth of a
+            // 3-channel first layer's time).
+            let step = g.stride_w * self.stride;
+            let mut at = base(&px);
+            for _ in 0..rows {
+                starts.push(at);
+                px.advance(1, g);
+                at = if px.ox == 0 { base(&px) } else { at + step };
+            }
+            starts.resize(start + rows.next_multiple_of(mr), 0);
+            covered = rows;
+        }
         while covered < rows {
             let n = mr.min(rows - covered);
             if px.ox + n <= g.out_w {

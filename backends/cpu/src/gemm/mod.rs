@@ -470,6 +470,7 @@ impl<'a> Tile<'_, 'a> {
 
     /// Row tile `q` of the strip as a call of its own (`tiles == 1`), for kernels of `M` rows;
     /// within the bounds [`Tile::assert_valid`] checked for the strip.
+    #[inline(always)]
     pub(crate) fn row_tile<const M: usize>(&mut self, q: usize) -> Tile<'_, 'a> {
         let a = match self.a {
             TileA::Slices(a) => {
