@@ -17,8 +17,8 @@
 //! over the batch, a variable update) keeps the batch whole.
 
 use crate::BackendKind;
-use kiln_ir::eval::eval_op;
 use kiln_ir::op::Op;
+use kiln_ir::tensor::Data;
 use kiln_ir::{Error, Graph, NodeId, Result, Shape, Tensor};
 use std::collections::HashMap;
 
@@ -158,24 +158,66 @@ pub(crate) fn batch_of(graph: &Graph, feeds: &[(NodeId, &Tensor)]) -> Option<usi
     batch.filter(|&n| n >= 2)
 }
 
-/// Image `i` of a batched tensor `t`, with a leading dim of 1 (the reference evaluator's
-/// slice).
+/// Image `i` of a batched tensor `t`, with a leading dim of 1: a contiguous range of its
+/// row-major values. (The reference evaluator's slice builds an index per element: with it,
+/// MobileNet-v2 at batch 8 took 48 ms instead of 17.)
 pub(crate) fn image(t: &Tensor, i: usize) -> Result<Tensor> {
-    let mut begin = vec![0; t.dims().len()];
-    let mut size = vec![-1i64; t.dims().len()];
-    begin[0] = i;
-    size[0] = 1;
-    eval_op(&Op::Slice { begin, size }, &[t]).map_err(Error::Invalid)
+    let mut dims = t.dims().to_vec();
+    let per = dims[1..].iter().product::<usize>();
+    dims[0] = 1;
+    let range = i * per..(i + 1) * per;
+    let data = match t.data() {
+        Data::F32(v) => Data::F32(v[range].to_vec()),
+        Data::I32(v) => Data::I32(v[range].to_vec()),
+        Data::I64(v) => Data::I64(v[range].to_vec()),
+        Data::Bool(v) => Data::Bool(v[range].to_vec()),
+    };
+    Tensor::new(&dims, data)
 }
 
-/// `parts` (each with a leading dim of 1, all of one type) stacked along the leading axis
-/// (the reference evaluator's concat, which checks types and dims).
+/// `parts` (each with a leading dim of 1, all of one type and shape) stacked along the
+/// leading axis: their values one after the other.
 pub(crate) fn stack(parts: &[Tensor]) -> Result<Tensor> {
-    if parts.is_empty() {
+    let Some(first) = parts.first() else {
         return Err(Error::Invalid("no images to stack".into()));
+    };
+    if let Some(p) = parts.iter().find(|p| p.ty() != first.ty()) {
+        return Err(Error::Invalid(format!(
+            "images to stack differ: {} and {}",
+            first.ty(),
+            p.ty()
+        )));
     }
-    let refs: Vec<&Tensor> = parts.iter().collect();
-    eval_op(&Op::Concat { axis: 0 }, &refs).map_err(Error::Invalid)
+    let mut dims = first.dims().to_vec();
+    dims[0] = parts.len();
+    /// The values of every part, in order (the parts share `first`'s variant).
+    fn join<T: Clone>(parts: &[Tensor], get: impl Fn(&Data) -> Option<&[T]>) -> Vec<T> {
+        parts
+            .iter()
+            .filter_map(|p| get(p.data()))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+    let data = match first.data() {
+        Data::F32(_) => Data::F32(join(parts, |d| match d {
+            Data::F32(v) => Some(v.as_slice()),
+            _ => None,
+        })),
+        Data::I32(_) => Data::I32(join(parts, |d| match d {
+            Data::I32(v) => Some(v.as_slice()),
+            _ => None,
+        })),
+        Data::I64(_) => Data::I64(join(parts, |d| match d {
+            Data::I64(v) => Some(v.as_slice()),
+            _ => None,
+        })),
+        Data::Bool(_) => Data::Bool(join(parts, |d| match d {
+            Data::Bool(v) => Some(v.as_slice()),
+            _ => None,
+        })),
+    };
+    Tensor::new(&dims, data)
 }
 
 /// Whether `backend` runs a batch of `batch` images apart, given the graph's part.
@@ -185,5 +227,33 @@ pub(crate) fn chosen(backend: &BackendKind, s: &Separable, batch: usize) -> bool
             kiln_cpu::gemm::images_apart(s.weight_bytes, s.largest_image_bytes, batch)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slicing a batch into images and stacking them back gives the batch, for every dtype;
+    /// images of different types or shapes are an error, not a wrong batch.
+    #[test]
+    fn images_round_trip_and_mismatches_are_errors() {
+        let batches = [
+            Tensor::uniform(&[3, 2, 5], -1.0, 1.0, 1),
+            Tensor::new(&[3, 4], Data::I32((0..12).collect())).unwrap(),
+            Tensor::new(&[2, 3], Data::I64((0..6).collect())).unwrap(),
+            Tensor::new(&[2, 2], Data::Bool(vec![true, false, false, true])).unwrap(),
+        ];
+        for t in &batches {
+            let images: Vec<Tensor> = (0..t.dims()[0]).map(|i| image(t, i).unwrap()).collect();
+            assert_eq!(images[1].dims()[0], 1);
+            assert_eq!(&stack(&images).unwrap(), t);
+        }
+        let f = image(&batches[0], 0).unwrap();
+        let i = image(&batches[1], 0).unwrap();
+        assert!(stack(&[f.clone(), i]).is_err());
+        let other = Tensor::zeros(&[1, 5, 2]);
+        assert!(stack(&[f, other]).is_err());
+        assert!(stack(&[]).is_err());
     }
 }
