@@ -209,8 +209,9 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     // its error, measured against the f64 reference, next to the implicit GEMM's on the same
     // convolution. Every output is also checked against the suite tolerance inside `run`.
     use super::winograd::{auto_chosen, auto_min_channels};
-    // W2 and W3 (784 and 6272 tiles of 64 channels) take it, and one image's 7x7 tiles
-    // (49) from 64 channels; 7x7 (16 tiles), 32 channels and the portable kernels do not.
+    // W2 and W3 (784 and 6272 tiles of 64 channels) take it, one image's 7x7 tiles (49) from
+    // 64 channels, and channel pairs whose harmonic mean reaches 40 (32 -> 64, 48 -> 48); 7x7
+    // (16 tiles), 32 -> 32, 16 -> 64 and the portable kernels do not.
     let g = |hw| ConvGeometry::new([hw, hw], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
     assert!(auto_chosen(&g(56), 8, 64, 64, Isa::Avx512));
     assert!(auto_chosen(&g(56), 1, 64, 64, Isa::Avx512));
@@ -219,13 +220,16 @@ fn gemm_winograd_default_channels_error_next_to_direct() {
     assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512));
     assert!(!auto_chosen(&g(7), 1, 512, 512, Isa::Avx512));
     assert!(auto_chosen(&g(7), 2, 512, 512, Isa::Avx512));
-    assert!(!auto_chosen(&g(56), 8, 32, 64, Isa::Avx512));
+    assert!(auto_chosen(&g(16), 16, 32, 64, Isa::Avx512));
+    assert!(auto_chosen(&g(28), 1, 48, 48, Isa::Avx2Fma));
+    assert!(!auto_chosen(&g(32), 16, 32, 32, Isa::Avx512));
+    assert!(!auto_chosen(&g(56), 1, 16, 64, Isa::Avx512));
     assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Portable));
-    assert_eq!(auto_min_channels(Isa::Avx512), Some(64));
-    assert_eq!(auto_min_channels(Isa::Avx2Fma), Some(64));
+    assert_eq!(auto_min_channels(Isa::Avx512), Some(40));
+    assert_eq!(auto_min_channels(Isa::Avx2Fma), Some(40));
     assert_eq!(auto_min_channels(Isa::Portable), None);
     for isa in Isa::supported() {
-        for (hw, ch) in [([9, 7], 64), ([6, 7], 128), ([5, 5], 256)] {
+        for (hw, ch) in [([9, 7], 48), ([9, 7], 64), ([6, 7], 128), ([5, 5], 256)] {
             // Variant 7: no bias, no residual, no activation, so both compare raw sums.
             let (wino_abs, wino_rel) = run(isa, 1, hw, ch, ch, Padding::Same, 7);
             let (direct_abs, direct_rel) = direct_error(isa, hw, ch);

@@ -74,8 +74,8 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Whether the plan runs a convolution of a `batch`-image input with `cin` input and `cout`
 /// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
 /// `0` never, `1` whenever it applies and both channel counts reach `WINOGRAD_MIN_CHANNELS`.
-/// Unset, the plan takes it where it was measured to win: both channel counts at least
-/// `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles.
+/// Unset, the plan takes it where it was measured to win: the channel counts' harmonic mean
+/// at least `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles.
 pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
     static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
@@ -103,8 +103,10 @@ pub(crate) fn auto_chosen(
     isa: Isa,
 ) -> bool {
     let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
-    let channels = cin.min(cout);
-    auto_min_channels(isa).is_some_and(|min| channels >= min && tiles >= AUTO_MIN_TILES)
+    // The harmonic mean of the channel counts, 2 cin cout / (cin + cout): the multiplies
+    // saved grow with cin * cout, the transforms with cin + cout.
+    let mean = 2 * cin * cout / (cin + cout).max(1);
+    auto_min_channels(isa).is_some_and(|min| mean >= min && tiles >= AUTO_MIN_TILES)
 }
 
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
@@ -124,13 +126,20 @@ pub(crate) fn auto_chosen(
 /// 0.12-0.13 ms, and 128 tiles were required; not measured there since.)
 pub const AUTO_MIN_TILES: usize = 32;
 
-/// Channels from which Winograd beats the implicit GEMM by default on kernels `isa`;
-/// `None`: never by default.
+/// The harmonic mean of the input and output channel counts from which Winograd beats the
+/// implicit GEMM by default on kernels `isa`; `None`: never by default.
 ///
 /// It saves 2.25x of the GEMM's multiplies but adds the transforms, whose cost per output
 /// grows with `cin + cout` while the saving grows with `cin * cout`, so it pays from some
-/// channel count on. Measured with examples/gemm_speed.rs (best of 20, direct vs Winograd
-/// GFLOP/s, the direct convolution's FLOPs over each time):
+/// mean channel count on. Zen 5 (examples/gemm_speed.rs, one thread, best of 30, direct /
+/// Winograd time at 1xHxWxcin for H = 14, 28, 56): 32 -> 64 (mean 42.7) 1.15 1.29 1.37,
+/// 64 -> 32 1.27 1.36 1.38, 48 -> 48 1.3-1.4, 48 -> 32 (38.4) 1.14 1.20 1.26, 32 -> 32 (32)
+/// 1.03 1.09 1.16 but W4's 16x32x32x32 0.90, 16 -> 64 (25.6) 1.00 1.05 1.06, 64 -> 16 1.11
+/// 1.13 1.15, 16 -> 32 0.85-0.90; the AVX2 kernels on the same CPU, H = 28, 56: 32 -> 64
+/// 0.97 1.18, 48 -> 32 1.17 1.19, 32 -> 32 1.06 1.07, 16 -> 64 0.86 0.86. A mean of 40 keeps
+/// every pair that lost. Before (one count, the smaller, from 64), measured with
+/// examples/gemm_speed.rs (best of 20, direct vs Winograd GFLOP/s, the direct convolution's
+/// FLOPs over each time):
 /// - 2-core EPYC, Zen 4 (512-bit FMAs on 256-bit units), one thread: W2 1x56x56x64 99-105 vs
 ///   91-120, W3 8x56x56x64 97 vs 109-112, 1x28x28x128 108-112 vs 147-165, 1x14x14x256
 ///   109-114 vs 185-199, 1x7x7x512 103-108 vs 112-132.
@@ -143,7 +152,7 @@ pub const AUTO_MIN_TILES: usize = 32;
 /// The portable kernels are never switched over by default: not measured.
 pub(crate) fn auto_min_channels(isa: Isa) -> Option<usize> {
     match isa {
-        Isa::Avx512 | Isa::Avx2Fma => Some(64),
+        Isa::Avx512 | Isa::Avx2Fma => Some(40),
         Isa::Portable => None,
     }
 }
