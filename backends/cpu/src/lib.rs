@@ -26,6 +26,8 @@ mod tests_concat;
 #[cfg(test)]
 mod tests_depthwise_pointwise;
 #[cfg(test)]
+mod tests_nchw_input;
+#[cfg(test)]
 mod tests_prologue;
 #[cfg(test)]
 mod tests_reduce_window;

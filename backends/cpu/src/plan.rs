@@ -29,6 +29,7 @@ use kiln_ir::{BinaryOp, DType, DataFormat, Error, Op, Result, Shape, TensorType,
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+mod nchw_input;
 mod prologue;
 
 /// A contraction's B operand: packed once when it is a constant, else packed per run (for a
@@ -123,6 +124,10 @@ pub enum Stage {
         /// plain 1x1 conv only; planned in `plan/prologue.rs`): `input` is then the batch
         /// norm's input.
         prologue: Option<Box<ConvPrologue>>,
+        /// The kernel transposing the input from NCHW that the conv does itself, while making
+        /// its padded copy (planned in `plan/nchw_input.rs`): `input` then holds the values
+        /// `[n, cin, h, w]`, and `in_dims` still names them `[n, h, w, cin]`.
+        nchw_from: Option<usize>,
     },
     /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
     /// ([`gemm::conv2d_winograd`]), when [`gemm::winograd_chosen`] asks for it.
@@ -402,6 +407,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
         .collect::<Result<_>>()?;
     let stages = fuse_depthwise_pointwise(program, stages);
     let stages = prologue::fuse_affine_prologues(program, stages);
+    let stages = nchw_input::fuse_input_transposes(program, stages);
     let uses_threads = uses_threads
         || stages.iter().any(|(_, stage)| {
             matches!(stage, Stage::Jit { split: Some(split), .. } if split.work >= PARALLEL_MIN_WORK)
@@ -734,6 +740,7 @@ fn contraction(
                 ldc,
                 epilogue: folded,
                 prologue: None,
+                nchw_from: None,
             };
             Ok(Some((stage, fused)))
         }

@@ -44,6 +44,9 @@ impl CpuExecutable {
                 Stage::Conv {
                     prologue: Some(p), ..
                 } => p.kernel,
+                Stage::Conv {
+                    nchw_from: Some(k), ..
+                } => *k,
                 _ => continue,
             };
             if fused < times.len() && *index < times.len() {
@@ -454,6 +457,7 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
             ldc,
             epilogue,
             prologue,
+            nchw_from,
         } => {
             let packed_now;
             let filters: &[PackedB] = match filter {
@@ -489,6 +493,18 @@ fn run_stage(stage: &Stage, b: &Buffers) -> std::result::Result<(), String> {
                     cin,
                     a,
                     &filters[0],
+                    b.f32s_mut(*out),
+                    *ldc,
+                    &ep,
+                );
+            }
+            if nchw_from.is_some() {
+                // Planned for one group only (`plan/nchw_input.rs`).
+                return gemm::conv2d_nchw_input_strided(
+                    b.f32s(*input),
+                    *in_dims,
+                    &filters[0],
+                    geometry,
                     b.f32s_mut(*out),
                     *ldc,
                     &ep,

@@ -38,7 +38,8 @@ mod winograd;
 pub(crate) use cache::caches;
 pub use cache::images_apart;
 pub use conv::{
-    ConvGeometry, conv2d_nhwc, conv2d_nhwc_grouped, conv2d_nhwc_grouped_strided, pack_conv_groups,
+    ConvGeometry, conv2d_nchw_input_strided, conv2d_nhwc, conv2d_nhwc_grouped,
+    conv2d_nhwc_grouped_strided, nchw_input_supported, pack_conv_groups,
 };
 pub use epilogue::{Activation, Epilogue, Residual};
 pub use isa::{Isa, choose, detect};

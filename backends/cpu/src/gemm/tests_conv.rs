@@ -478,3 +478,62 @@ fn gemm_grouped_pointwise_bands_match_naive_and_thread_count() {
         }
     }
 }
+
+/// A channels-first input gives the same bits as transposing it to channels last first, on
+/// every ISA, for RGB and other small channel counts, strides 1 and 2, SAME and VALID, 3x3
+/// and 7x7 filters and batches of two; convolutions it cannot take are errors.
+#[test]
+fn gemm_conv_nchw_input_equals_transposing_first() {
+    for isa in Isa::supported() {
+        for (n, [h, w], cin, cout, k, s, pad) in [
+            (1, [9, 11], 3, 20, 3, 1, Padding::Same),
+            (2, [16, 13], 3, 32, 3, 2, Padding::Same),
+            (1, [23, 19], 3, 33, 7, 2, Padding::Same),
+            (2, [10, 7], 4, 16, 3, 1, Padding::Valid),
+            (1, [37, 8], 3, 8, 5, 1, Padding::Valid),
+        ] {
+            let g = ConvGeometry::new([h, w], [k, k], [s, s], [1, 1], pad).unwrap();
+            let nchw = values(21, n * cin * h * w);
+            let mut nhwc = vec![0.0; nchw.len()];
+            for (i, v) in nchw.iter().enumerate() {
+                let (img, ch, y, x) = (i / (cin * h * w), i / (h * w) % cin, i / w % h, i % w);
+                nhwc[((img * h + y) * w + x) * cin + ch] = *v;
+            }
+            let kdim = k * k * cin;
+            let filter = pack_b_for(isa, kdim, cout, &values(22, kdim * cout), false).unwrap();
+            let bias = values(23, cout);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: None,
+                activation: Activation::Relu,
+            };
+            let m = n * g.out_h * g.out_w;
+            let (mut want, mut got) = (vec![0.0; m * cout], vec![0.0; m * cout]);
+            let dims = [n, h, w, cin];
+            let filters = std::slice::from_ref(&filter);
+            conv2d_nhwc_grouped_strided(&nhwc, dims, filters, &g, &mut want, cout, &epi).unwrap();
+            conv2d_nchw_input_strided(&nchw, dims, &filter, &g, &mut got, cout, &epi).unwrap();
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa:?} {dims:?} k{k} s{s} {pad:?}"
+            );
+        }
+    }
+    let isa = detect();
+    let g = ConvGeometry::new([8, 8], [1, 1], [1, 1], [1, 1], Padding::Same).unwrap();
+    let filter = pack_b_for(isa, 3, 4, &values(1, 12), false).unwrap();
+    let mut out = vec![0.0; 64 * 4];
+    let err = conv2d_nchw_input_strided(
+        &values(2, 192),
+        [1, 8, 8, 3],
+        &filter,
+        &g,
+        &mut out,
+        4,
+        &Epilogue::none(),
+    )
+    .unwrap_err();
+    assert!(err.contains("channels-first input of 3 channels"), "{err}");
+}
