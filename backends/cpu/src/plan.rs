@@ -507,6 +507,25 @@ fn fuse_depthwise_pointwise(program: &Program, stages: Vec<(usize, Stage)>) -> V
     out
 }
 
+/// Runs `merge` on every stage, with the stages kept so far before it; where it returns a
+/// kernel (a producer whose work the stage, rewritten by `merge`, now does itself), that
+/// kernel's stages at the end of those kept are dropped.
+fn merge_producers(
+    stages: Vec<(usize, Stage)>,
+    mut merge: impl FnMut(&[(usize, Stage)], usize, &mut Stage) -> Option<usize>,
+) -> Vec<(usize, Stage)> {
+    let mut out: Vec<(usize, Stage)> = Vec::with_capacity(stages.len());
+    for (index, mut stage) in stages {
+        if let Some(producer) = merge(&out, index, &mut stage) {
+            while out.last().is_some_and(|(i, _)| *i == producer) {
+                out.pop();
+            }
+        }
+        out.push((index, stage));
+    }
+    out
+}
+
 /// The arena bytes buffer `id` occupies (a view: the bytes of the buffer it views, a concat
 /// slot conservatively the whole concat), or `None` outside the arena (feeds, variables,
 /// constants and outputs are their own allocations).

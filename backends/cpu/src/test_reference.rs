@@ -59,6 +59,13 @@ pub(crate) fn assert_matches_reference(
     }
 }
 
+/// [`assert_matches_reference`] for `fetches` of `g` (named by them), every placeholder fed
+/// from `feeds` in order.
+pub(crate) fn assert_fetches_match_reference(g: &Graph, fetches: &[&str], feeds: &[Tensor]) {
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    assert_matches_reference(&request(g, fetches), &feeds, fetches);
+}
+
 /// Asserts that the profile of `fetch` on `feeds` lists the kernel whose first op is `inner`
 /// only inside the entry of the kernel whose first op is `outer` (a pair run as one stage):
 /// its ops and nodes first, the flops summed, one entry fewer than kernels.

@@ -7,7 +7,7 @@
 
 use crate::plan::Stage;
 use crate::test_reference::{
-    assert_matches_reference, assert_one_profile_entry, lower_and_plan, parse_graph, request,
+    assert_fetches_match_reference, assert_one_profile_entry, lower_and_plan, parse_graph,
 };
 use kiln_ir::{Graph, Tensor};
 
@@ -56,9 +56,7 @@ fn feeds() -> Vec<Tensor> {
 
 /// `fetches` on the CPU backend against the reference.
 fn check(g: &Graph, fetches: &[&str]) {
-    let feeds_owned = feeds();
-    let feeds: Vec<&Tensor> = feeds_owned.iter().collect();
-    assert_matches_reference(&request(g, fetches), &feeds, fetches);
+    assert_fetches_match_reference(g, fetches, &feeds());
 }
 
 #[test]

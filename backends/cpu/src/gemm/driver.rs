@@ -129,7 +129,7 @@ pub(super) fn run<S: RowSource>(
         .max(1);
     let (m_tiles, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     if tasks == 1 || (m_tiles < 2 && n_panels < 2) {
-        return job.block(0, m, 0, n, c, ldc, 0);
+        return job.block(CBlock::whole(m, n, ldc), c);
     }
     // Split whichever way costs the busiest task less, counting what the column split adds:
     // its private buffers and the serial copy out of them. (Counting tile calls alone sent
@@ -174,9 +174,14 @@ pub(super) fn run<S: RowSource>(
             chunks.push((r0, r1, chunk));
             rest = tail;
         }
-        return chunks
-            .into_par_iter()
-            .try_for_each(|(r0, r1, chunk)| job.block(r0, r1, 0, n, chunk, ldc, 0));
+        return chunks.into_par_iter().try_for_each(|(r0, r1, chunk)| {
+            let rows = CBlock {
+                r0,
+                r1,
+                ..CBlock::whole(m, n, ldc)
+            };
+            job.block(rows, chunk)
+        });
     }
     // Few rows, many columns (late CNN layers, matrix-vector-like products): split the panels,
     // compute each range into its own part of a buffer and copy; the copy is m x n, small next
@@ -197,7 +202,16 @@ pub(super) fn run<S: RowSource>(
         ranges
             .par_iter()
             .zip(parts.par_iter_mut())
-            .try_for_each(|(&(c0, c1), part)| job.block(0, m, c0, c1, part, c1 - c0, c0))?;
+            .try_for_each(|(&(c0, c1), part)| {
+                let cols = CBlock {
+                    c0,
+                    c1,
+                    ld: c1 - c0,
+                    col0: c0,
+                    ..CBlock::whole(m, n, ldc)
+                };
+                job.block(cols, part)
+            })?;
         // The copy, by row bands on every thread (with the kept buffer, 13x13x512 -> 1000 on
         // Zen 5, 2 threads: 0.40-0.48 -> 0.37-0.43 ms).
         let rows_per = m.div_ceil(tasks);
@@ -245,20 +259,44 @@ struct Job<'j, S> {
     isa: Isa,
 }
 
+/// A block of C one task computes: rows `r0..r1` x columns `c0..c1`, element `(i, j)` stored
+/// at `(i - r0) * ld + (j - col0)` of the task's destination. `c0` is a multiple of NR.
+#[derive(Clone, Copy, Debug)]
+struct CBlock {
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+    ld: usize,
+    col0: usize,
+}
+
+impl CBlock {
+    /// All of an `m` x `n` C stored with leading dimension `ld`.
+    fn whole(m: usize, n: usize, ld: usize) -> CBlock {
+        CBlock {
+            r0: 0,
+            r1: m,
+            c0: 0,
+            c1: n,
+            ld,
+            col0: 0,
+        }
+    }
+}
+
+/// Where a block's dense A is copied before the kernels read it, if it is (see
+/// COPY_MIN_PANELS): the source and its leading dimension, the copy's row stride.
+#[derive(Clone, Copy)]
+struct BandCopy<'a> {
+    from: Option<(&'a [f32], usize)>,
+    stride: usize,
+}
+
 impl<'j, S: RowSource> Job<'j, S> {
-    /// Computes rows `r0..r1` x columns `c0..c1` of C into `dst`, where element `(i, j)` lives
-    /// at `dst[(i - r0) * ld + (j - col0)]`. `c0` is a multiple of NR.
-    #[allow(clippy::too_many_arguments)] // a block's coordinates and its destination
-    fn block(
-        &self,
-        r0: usize,
-        r1: usize,
-        c0: usize,
-        c1: usize,
-        dst: &mut [f32],
-        ld: usize,
-        col0: usize,
-    ) -> Result<(), String> {
+    /// Computes block `at` of C into `dst`.
+    fn block(&self, at: CBlock, dst: &mut [f32]) -> Result<(), String> {
+        let CBlock { r0, r1, c0, c1, .. } = at;
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
         // `k_blocks` keeps every k-block's segments at most KC long.
         let max_kseg = self.blocks.iter().map(|kb| kb.kseg).max().unwrap_or(0);
@@ -292,30 +330,37 @@ impl<'j, S: RowSource> Job<'j, S> {
             0
         };
         // `pack_a_band` writes every value the kernels read.
+        let copy = BandCopy {
+            from: copy_from,
+            stride,
+        };
         super::scratch::with_aligned_buffer(&BAND, band_len, |band| {
-            self.block_in(
-                r0, r1, c0, c1, dst, ld, col0, zeros, copy_from, band, stride,
-            )
+            self.block_in(at, dst, zeros, copy, band)
         })
     }
 
-    /// [`Job::block`] with its tables: `zeros` at least as long as every segment, the dense
-    /// A to copy into `band` (rows at `stride`) if any.
-    #[allow(clippy::too_many_arguments)] // `block`'s arguments and what it prepared
+    /// [`Job::block`] with what it prepared: `zeros` at least as long as every segment, and
+    /// the band `copy` writes into `band`.
     fn block_in(
         &self,
-        r0: usize,
-        r1: usize,
-        c0: usize,
-        c1: usize,
+        at: CBlock,
         dst: &mut [f32],
-        ld: usize,
-        col0: usize,
         zeros: &[f32],
-        copy_from: Option<(&[f32], usize)>,
+        copy: BandCopy<'_>,
         band: &mut [f32],
-        stride: usize,
     ) -> Result<(), String> {
+        let CBlock {
+            r0,
+            r1,
+            c0,
+            c1,
+            ld,
+            col0,
+        } = at;
+        let BandCopy {
+            from: copy_from,
+            stride,
+        } = copy;
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
         let prologue = self.src.prologue();
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();

@@ -8,7 +8,7 @@
 //! conv is its only reader, is dropped and the conv reads the NCHW buffer itself
 //! ([`gemm::conv2d_nchw_input_strided`]). Same values, bit for bit.
 
-use super::{Stage, Weights, may_overlap, only_reader};
+use super::{Stage, Weights, may_overlap, merge_producers, only_reader};
 use crate::gemm;
 use kiln_ir::Op;
 use kiln_ir::program::{BufferKind, Program};
@@ -21,22 +21,17 @@ pub(super) fn fuse_input_transposes(
     program: &Program,
     stages: Vec<(usize, Stage)>,
 ) -> Vec<(usize, Stage)> {
-    let mut out: Vec<(usize, Stage)> = Vec::with_capacity(stages.len());
-    for (index, mut stage) in stages {
-        if let Some(producer) = transpose_for(program, &out, index, &stage)
-            && let Stage::Conv {
-                input, nchw_from, ..
-            } = &mut stage
+    merge_producers(stages, |before, index, stage| {
+        let producer = transpose_for(program, before, index, stage)?;
+        if let Stage::Conv {
+            input, nchw_from, ..
+        } = stage
         {
-            while out.last().is_some_and(|(i, _)| *i == producer) {
-                out.pop();
-            }
             *input = program.kernels[producer].inputs[0];
             *nchw_from = Some(producer);
         }
-        out.push((index, stage));
-    }
-    out
+        Some(producer)
+    })
 }
 
 /// For conv stage `stage` of kernel `index`: the transpose kernel whose stages end `before`

@@ -13,7 +13,7 @@
 //! unit in the last place before the activation (within [`kiln_ir::compare::Tolerance::KERNEL`];
 //! tested against the reference).
 
-use super::{ConvPrologue, Stage, Weights, may_overlap, only_reader};
+use super::{ConvPrologue, Stage, Weights, may_overlap, merge_producers, only_reader};
 use crate::gemm::Activation;
 use kiln_ir::program::{BufferId, BufferKind, Operand, Program, Step};
 use kiln_ir::{BinaryOp, DataFormat, Op, UnaryOp};
@@ -27,24 +27,19 @@ pub(super) fn fuse_affine_prologues(
     program: &Program,
     stages: Vec<(usize, Stage)>,
 ) -> Vec<(usize, Stage)> {
-    let mut out: Vec<(usize, Stage)> = Vec::with_capacity(stages.len());
-    for (index, mut stage) in stages {
-        if let Some((producer, input, map)) = prologue_for(program, &out, index, &stage)
-            && let Stage::Conv {
-                input: conv_input,
-                prologue,
-                ..
-            } = &mut stage
+    merge_producers(stages, |before, index, stage| {
+        let (producer, input, map) = prologue_for(program, before, index, stage)?;
+        if let Stage::Conv {
+            input: conv_input,
+            prologue,
+            ..
+        } = stage
         {
-            while out.last().is_some_and(|(i, _)| *i == producer) {
-                out.pop();
-            }
             *conv_input = input;
             *prologue = Some(Box::new(map));
         }
-        out.push((index, stage));
-    }
-    out
+        Some(producer)
+    })
 }
 
 /// For conv stage `stage` of kernel `index`: the kernel whose stages end `before` and whose

@@ -649,7 +649,7 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
                 }
             }
         }
-        ChannelOp::Avg => {
+        ChannelOp::Avg | ChannelOp::Sum => {
             for &(xo, _) in at.taps {
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let xp = at.base + p * at.step + xo + c0;
@@ -660,18 +660,8 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
                     }
                 }
             }
-            divisor = Some(S::splat(at.taps.len() as f32));
-        }
-        ChannelOp::Sum => {
-            for &(xo, _) in at.taps {
-                for (p, acc) in acc.iter_mut().enumerate() {
-                    let xp = at.base + p * at.step + xo + c0;
-                    for q in 0..Q {
-                        // SAFETY: see above.
-                        let xv = unsafe { S::load(x.add(xp + q * l)) };
-                        acc[q] = acc[q].add(xv);
-                    }
-                }
+            if a.win.op == ChannelOp::Avg {
+                divisor = Some(S::splat(at.taps.len() as f32));
             }
         }
     }
