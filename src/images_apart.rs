@@ -160,7 +160,7 @@ pub(crate) fn batch_of(graph: &Graph, feeds: &[(NodeId, &Tensor)]) -> Option<usi
 
 /// Image `i` of a batched tensor `t`, with a leading dim of 1: a contiguous range of its
 /// row-major values. (The reference evaluator's slice builds an index per element: with it,
-/// MobileNet-v2 at batch 8 took 48 ms instead of 17.)
+/// MobileNet-v2 at batch 8 took 48 ms instead of 16, Zen 5.)
 pub(crate) fn image(t: &Tensor, i: usize) -> Result<Tensor> {
     let mut dims = t.dims().to_vec();
     let per = dims[1..].iter().product::<usize>();
@@ -190,14 +190,14 @@ pub(crate) fn stack(parts: &[Tensor]) -> Result<Tensor> {
     }
     let mut dims = first.dims().to_vec();
     dims[0] = parts.len();
-    /// The values of every part, in order (the parts share `first`'s variant).
+    /// The values of every part, in order (checked above: the parts share `first`'s
+    /// variant), one slice copy per part.
     fn join<T: Clone>(parts: &[Tensor], get: impl Fn(&Data) -> Option<&[T]>) -> Vec<T> {
-        parts
-            .iter()
-            .filter_map(|p| get(p.data()))
-            .flatten()
-            .cloned()
-            .collect()
+        let mut out = Vec::new();
+        for values in parts.iter().filter_map(|p| get(p.data())) {
+            out.extend_from_slice(values);
+        }
+        out
     }
     let data = match first.data() {
         Data::F32(_) => Data::F32(join(parts, |d| match d {

@@ -201,6 +201,27 @@ impl ReducePlan {
     }
 }
 
+/// A reduction of `dims` over `axes` (sorted, distinct) into `out_dims` whose axes, size-1
+/// ones dropped and neighbours of one kind merged, read kept, reduced, kept (global pooling):
+/// `[values kept outside, values reduced, values kept inside]`; `None` for any other form
+/// or for shapes that do not agree.
+pub(crate) fn middle_reduction(
+    dims: &[usize],
+    axes: &[usize],
+    out_dims: &[usize],
+) -> Option<[usize; 3]> {
+    let plan = ReducePlan::new(dims, axes, out_dims).ok()?;
+    let [reduced] = plan.reduced.as_slice() else {
+        return None;
+    };
+    let outer = match plan.kept.as_slice() {
+        [] => 1,
+        [kept] => kept.count,
+        _ => return None,
+    };
+    (plan.run == 0 && plan.columns > 0).then_some([outer, reduced.count, plan.columns])
+}
+
 /// The reduction's identity (the value over zero elements, before the mean's division).
 fn identity(op: ReduceOp) -> f32 {
     match op {

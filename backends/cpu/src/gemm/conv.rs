@@ -225,7 +225,8 @@ pub fn nchw_input_supported(cin: usize, g: &ConvGeometry) -> bool {
 /// `input` holds `[n, c, h, w]` values for the `[n, h, w, c]` input `in_dims` describes. The
 /// padded copy the convolution makes anyway transposes it, so a model's NCHW image needs no
 /// transpose of its own (MobileNet-v2's and SqueezeNet's first layers: a 224x224x3 transpose,
-/// 0.026 ms, 1.5% of the model). Only where [`nchw_input_supported`]; an error otherwise.
+/// 0.026 ms, 1.5% of the model). Only where [`nchw_input_supported`]; an error otherwise
+/// (checked where the copy is made, `conv_group`).
 pub fn conv2d_nchw_input_strided(
     input: &[f32],
     in_dims: [usize; 4],
@@ -235,13 +236,6 @@ pub fn conv2d_nchw_input_strided(
     ldc: usize,
     epilogue: &Epilogue<'_>,
 ) -> Result<(), String> {
-    if !nchw_input_supported(in_dims[3], geom) {
-        return Err(format!(
-            "conv2d: a channels-first input of {} channels needs a filter wider than one tap, no \
-             dilation across and fewer than {MERGE_BELOW_CIN} channels ({geom:?})",
-            in_dims[3]
-        ));
-    }
     let filters = std::slice::from_ref(filter);
     conv2d_strided(input, in_dims, true, filters, geom, out, ldc, epilogue)
 }
@@ -337,7 +331,7 @@ fn conv2d_strided(
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1;
     let plain = pointwise && g.pad_top == 0 && g.pad_left == 0 && g.out_h == h && g.out_w == w;
     let bands = group_bands(groups, m, per, cin, filters[0].isa().mr());
-    if plain && bands > 1 && !nchw {
+    if plain && bands > 1 {
         return pointwise_groups_in_bands(
             &input[..in_len],
             channels,
@@ -453,8 +447,12 @@ fn conv_group(
 ) -> Result<(), String> {
     let [_, h, w, channels] = view.dims;
     let cout = filter.n();
+    // Channels first, the input is only ever read through the padded copy below.
     if view.nchw && !(nchw_input_supported(cin, g) && cin == channels) {
-        return Err("conv2d: a channels-first input is only read through its padded copy".into());
+        return Err(format!(
+            "conv2d: a channels-first input of {cin} channels needs one group, a filter wider \
+             than one tap, no dilation across and fewer than {MERGE_BELOW_CIN} channels ({g:?})"
+        ));
     }
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride_h == 1 && g.stride_w == 1;
     if pointwise && g.pad_top == 0 && g.pad_left == 0 && g.out_h == h && g.out_w == w {
@@ -814,11 +812,10 @@ impl RowSource for ConvRows<'_> {
             (g.kw.max(1) - 1) * g.dilation_w,
         );
         let inside_at = |top: usize, left: usize| {
-            all_inside
-                || (top >= g.pad_top
-                    && left >= g.pad_left
-                    && top - g.pad_top + reach_y < h
-                    && left - g.pad_left + reach_x < w)
+            top >= g.pad_top
+                && left >= g.pad_left
+                && top - g.pad_top + reach_y < h
+                && left - g.pad_left + reach_x < w
         };
         // The first value of the pixel's first tap, in the input (padded at top and left).
         let base = |px: &Pixel| {
@@ -842,6 +839,7 @@ impl RowSource for ConvRows<'_> {
             starts.resize(start + rows.next_multiple_of(mr), 0);
             covered = rows;
         }
+        // Otherwise tile by tile, as far as the tiles have every tap inside.
         while covered < rows {
             let n = mr.min(rows - covered);
             if px.ox + n <= g.out_w {

@@ -12,7 +12,8 @@
 
 use super::epilogue::Epilogue;
 use super::pack::{PackedB, band_stride, pack_a_band, rows_conflict};
-use super::{Isa, RowSource, Tile, TileA, run_tile};
+use super::prologue::Prologue;
+use super::{Isa, RowSource, Tile, TileA, dense_strip_starts, run_tile};
 use rayon::prelude::*;
 
 /// Target depth of a k-block. Deep blocks win on the 2-core EPYC (Zen 4): the broadcasts of A
@@ -246,8 +247,9 @@ static ZEROS: [f32; KC] = [0.0; KC];
 /// 5-10% on the 1024^3 matmul (32 panels); on Zen 5 (examples/gemm_speed.rs, one thread,
 /// three alternated rounds, copied vs read in place, ms) it lost on ResNet-50's and
 /// SqueezeNet's 1x1 convs, 13x13x512 -> 64 (2 panels) 0.068-0.074 vs 0.054-0.063, 56x56x256
-/// -> 64 0.486-0.517 vs 0.429-0.448, 28x28x512 -> 128 0.448-0.470 vs 0.412-0.432, 14x14x1024
-/// -> 256 (8 panels) 0.444-0.449 vs 0.414-0.423, and tied on the 1024^3 matmul.
+/// -> 64 0.486-0.517 vs 0.429-0.506, 28x28x512 -> 128 0.448-0.470 vs 0.412-0.490 (each upper
+/// read-in-place figure from one noisy round), 14x14x1024 -> 256 (8 panels) 0.444-0.449 vs
+/// 0.414-0.423, and tied on the 1024^3 matmul.
 const COPY_MIN_PANELS: usize = 32;
 
 /// Everything a task needs, shared read-only between tasks.
@@ -286,11 +288,13 @@ impl CBlock {
 }
 
 /// Where a block's dense A is copied before the kernels read it, if it is (see
-/// COPY_MIN_PANELS): the source and its leading dimension, the copy's row stride.
+/// COPY_MIN_PANELS): the source and its leading dimension, the copy's row stride, and the map
+/// the copy applies.
 #[derive(Clone, Copy)]
 struct BandCopy<'a> {
     from: Option<(&'a [f32], usize)>,
     stride: usize,
+    prologue: Option<Prologue<'a>>,
 }
 
 impl<'j, S: RowSource> Job<'j, S> {
@@ -333,6 +337,7 @@ impl<'j, S: RowSource> Job<'j, S> {
         let copy = BandCopy {
             from: copy_from,
             stride,
+            prologue,
         };
         super::scratch::with_aligned_buffer(&BAND, band_len, |band| {
             self.block_in(at, dst, zeros, copy, band)
@@ -360,9 +365,9 @@ impl<'j, S: RowSource> Job<'j, S> {
         let BandCopy {
             from: copy_from,
             stride,
+            prologue,
         } = copy;
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
-        let prologue = self.src.prologue();
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
@@ -461,9 +466,9 @@ impl<'j, S: RowSource> Job<'j, S> {
         starts.clear();
         offsets.clear();
         if let Some(band) = band {
-            starts.extend((i0..end).map(|i| (i - band.first) * band.stride));
-            starts.resize((end - i0).next_multiple_of(mr), 0);
-            offsets.extend((0..kb.nseg).map(|s| s * kseg));
+            // A dense A of its own: row `first` at 0, the k-block from column 0.
+            let rows = i0 - band.first..end - band.first;
+            dense_strip_starts(rows, band.stride, 0, mr, kseg, kb.nseg, starts, offsets);
             return Ok((Some(band.data), end - i0));
         }
         if let Some((src, covered)) =
@@ -488,8 +493,6 @@ impl<'j, S: RowSource> Job<'j, S> {
             }
             return Ok((Some(src), covered));
         }
-        segs.clear();
-        offsets.clear();
         let rows = mr.min(end - i0);
         let zero = &zeros[..kseg];
         if self

@@ -191,10 +191,7 @@ impl RowSource for DenseA<'_> {
         starts: &mut Vec<usize>,
         offsets: &mut Vec<usize>,
     ) -> Option<(&[f32], usize)> {
-        // Every row is one contiguous run of the k-block's segments.
-        starts.extend((i0..i0 + rows).map(|i| i * self.lda + k0));
-        starts.resize(starts.len() + rows.next_multiple_of(mr) - rows, 0);
-        offsets.extend((0..nseg).map(|s| s * len));
+        dense_strip_starts(i0..i0 + rows, self.lda, k0, mr, len, nseg, starts, offsets);
         Some((self.a, rows))
     }
 
@@ -205,6 +202,26 @@ impl RowSource for DenseA<'_> {
     fn prologue(&self) -> Option<Prologue<'_>> {
         self.prologue
     }
+}
+
+/// [`RowSource::strip_starts`] for rows `rows` of a dense row-major A with leading dimension
+/// `lda`, the k-block starting at column `k0`: every row is one contiguous run of the
+/// k-block's `nseg` segments of `len` values.
+#[allow(clippy::too_many_arguments)] // the strip's rows and layout, and the two tables
+pub(crate) fn dense_strip_starts(
+    rows: std::ops::Range<usize>,
+    lda: usize,
+    k0: usize,
+    mr: usize,
+    len: usize,
+    nseg: usize,
+    starts: &mut Vec<usize>,
+    offsets: &mut Vec<usize>,
+) {
+    let n = rows.len();
+    starts.extend(rows.map(|i| i * lda + k0));
+    starts.resize(starts.len() + n.next_multiple_of(mr) - n, 0);
+    offsets.extend((0..nseg).map(|s| s * len));
 }
 
 /// `C = epilogue(A * B)` for row-major `A[m, k]` (leading dimension `lda`) and
