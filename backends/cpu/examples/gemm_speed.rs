@@ -6,7 +6,8 @@
 //! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
 //! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
-//! `DIRECT_ONLY=1` skips the Winograd timings (for profiling the direct convolution alone).
+//! `DIRECT_ONLY=1` skips the Winograd timings, `WINOGRAD_ONLY=1` the direct ones (for
+//! profiling one of them alone).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
@@ -142,12 +143,14 @@ fn bench_conv(
     let input = values(n * h * w * cin);
     let m = n * geom.out_h * geom.out_w;
     let mut out = vec![0.0f32; m * c.cout];
-    let t = time(repeats, || {
-        pool.install(|| conv2d_nhwc(&input, c.input, &filter, &geom, &mut out, &epi))
-            .expect("conv")
-    });
     let flops = 2.0 * (m * c.cout * kdim) as f64;
-    report(&c.name, isa, threads, flops, t);
+    if std::env::var_os("WINOGRAD_ONLY").is_none() {
+        let t = time(repeats, || {
+            pool.install(|| conv2d_nhwc(&input, c.input, &filter, &geom, &mut out, &epi))
+                .expect("conv")
+        });
+        report(&c.name, isa, threads, flops, t);
+    }
     // Winograd F(2x2, 3x3) on the same convolution (its kernels are the detected ISA's, so
     // only with that ISA); GFLOP/s are the direct convolution's FLOPs over its time.
     if winograd_applies(&geom)

@@ -29,6 +29,19 @@ mod avx512;
 
 /// Positions of a transformed 4x4 tile: one GEMM each.
 const POSITIONS: usize = 16;
+/// Values from one position's `[tiles, c]` matrix to the next in `V` (`c = cin`) and `M`
+/// (`c = cout`): `tiles * c` rounded up to an odd number of cache lines. A transform reads or
+/// writes all 16 positions of a tile at once; `tiles * c` apart, a multiple of 4 KB for
+/// W4's 32->32 layer (128 tiles), its 16 streams fell in one L1 set and its transforms took
+/// longer than its GEMMs. An odd number of lines apart, they fall in 16 different sets.
+/// (A tile's positions side by side instead, one GEMM row per tile, made the GEMMs' A rows
+/// scattered: 1x56x56x64 1.3x slower.)
+fn position_stride(tiles: usize, c: usize) -> usize {
+    const LINE: usize = 16;
+    let lines = (tiles * c).div_ceil(LINE);
+    (lines | 1) * LINE
+}
+
 /// Channels a transform handles at once below AVX-512 (fixed-size arrays the compiler
 /// vectorises); 16 under AVX-512.
 const LANES: usize = 8;
@@ -317,8 +330,8 @@ pub fn conv2d_winograd_strided(
         let ty1 = (ty0 + rows_per_block).min(tiles_h);
         let tiles = (ty1 - ty0) * tiles_w;
         // The input transform writes all of V and the GEMMs all of M before either is read.
-        with_buffer(&V, POSITIONS * tiles * cin, |v| {
-            with_buffer(&M, POSITIONS * tiles * cout, |m| {
+        with_buffer(&V, POSITIONS * position_stride(tiles, cin), |v| {
+            with_buffer(&M, POSITIONS * position_stride(tiles, cout), |m| {
                 let block = (img, ty0, ty1, split_gemms);
                 run_block(&shape, input, block, filter, epilogue, chunk, (v, m))
             })
@@ -376,22 +389,24 @@ fn run_block(
     transforms(isa, Transform::Input(&block, input, v));
     // 16 GEMMs: M_e = V_e x U_e.
     let gemm = |((ue, a), c): ((&PackedB, &[f32]), &mut [f32])| {
+        let c = &mut c[..tiles * cout];
         sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())
     };
+    let (vs, ms) = (position_stride(tiles, cin), position_stride(tiles, cout));
     let v: &[f32] = v;
     if split_gemms {
         filter
             .packed
             .par_iter()
-            .zip(v.par_chunks(tiles * cin))
-            .zip(m.par_chunks_mut(tiles * cout))
+            .zip(v.par_chunks(vs))
+            .zip(m.par_chunks_mut(ms))
             .try_for_each(gemm)?;
     } else {
         filter
             .packed
             .iter()
-            .zip(v.chunks(tiles * cin))
-            .zip(m.chunks_mut(tiles * cout))
+            .zip(v.chunks(vs))
+            .zip(m.chunks_mut(ms))
             .try_for_each(gemm)?;
     }
     transforms(isa, Transform::Output(&block, m, epilogue, out));
@@ -489,6 +504,7 @@ fn transforms_any<const L: usize>(pass: Transform<'_>) {
 #[inline(always)]
 fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
     let (cin, tiles) = (b.s.cin, b.tiles);
+    let stride = position_stride(tiles, cin);
     let zeros = [0.0f32; L];
     for t in 0..tiles {
         let patch = b.patch(input, t);
@@ -501,7 +517,7 @@ fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f
             }
             let v = input_transform::<L>(&d);
             for (e, ve) in v.iter().enumerate() {
-                let at = (e * tiles + t) * cin + c0;
+                let at = e * stride + t * cin + c0;
                 copy_lanes::<L>(&mut v_out[at..at + len], &ve[..len]);
             }
         }
@@ -525,6 +541,7 @@ fn transform_outputs<const L: usize>(
         tiles_w,
     } = *b;
     let cout = s.cout;
+    let stride = position_stride(tiles, cout);
     let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
@@ -532,7 +549,7 @@ fn transform_outputs<const L: usize>(
             let len = L.min(cout - c0);
             let mut mt = [[0.0f32; L]; 16];
             for (e, me) in mt.iter_mut().enumerate() {
-                let at = (e * tiles + t) * cout + c0;
+                let at = e * stride + t * cout + c0;
                 copy_lanes::<L>(&mut me[..len], &m[at..at + len]);
             }
             let y = output_transform::<L>(&mt);

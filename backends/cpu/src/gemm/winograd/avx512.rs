@@ -8,7 +8,7 @@
 //! clamp is `max(lo, x)` then `min(hi, .)`, which keep NaN like [`Activation::apply`]: the
 //! same bits.
 
-use super::{Block, Epilogue};
+use super::{Block, Epilogue, position_stride};
 use crate::gemm::epilogue::Activation;
 use std::arch::x86_64::*;
 
@@ -23,8 +23,9 @@ const L: usize = 16;
 pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
     let (cin, tiles) = (b.s.cin, b.tiles);
     debug_assert_eq!(cin % L, 0);
-    // Position e of tile t, channels c0.., lives at (e * tiles + t) * cin + c0.
-    assert!(v_out.len() >= 16 * tiles * cin, "winograd: V too short");
+    // Position e of tile t, channels c0.., lives at e * stride + t * cin + c0.
+    let stride = position_stride(tiles, cin);
+    assert!(v_out.len() >= 16 * stride, "winograd: V too short");
     let out = v_out.as_mut_ptr();
     for t in 0..tiles {
         let patch = b.patch(input, t);
@@ -40,9 +41,10 @@ pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut 
             }
             let v = input_transform(&d);
             for (e, ve) in v.iter().enumerate() {
-                // SAFETY: (e * tiles + t) * cin + c0 + 16 <= 16 * tiles * cin <= v_out.len()
-                // (asserted above), as e < 16, t < tiles and c0 + 16 <= cin.
-                unsafe { _mm512_storeu_ps(out.add((e * tiles + t) * cin + c0), *ve) };
+                // SAFETY: e * stride + t * cin + c0 + 16 <= 16 * stride <= v_out.len()
+                // (asserted above), as e < 16, t < tiles, c0 + 16 <= cin and
+                // tiles * cin <= stride.
+                unsafe { _mm512_storeu_ps(out.add(e * stride + t * cin + c0), *ve) };
             }
         }
     }
@@ -69,7 +71,8 @@ pub(super) unsafe fn transform_outputs(
     let cout = s.cout;
     debug_assert_eq!(cout % L, 0);
     let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
-    assert!(m.len() >= 16 * tiles * cout, "winograd: M too short");
+    let stride = position_stride(tiles, cout);
+    assert!(m.len() >= 16 * stride, "winograd: M too short");
     let (lo, hi) = (epilogue.activation.bounds()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for t in 0..tiles {
@@ -77,9 +80,10 @@ pub(super) unsafe fn transform_outputs(
         for c0 in (0..cout).step_by(L) {
             let mut mt = [_mm512_setzero_ps(); 16];
             for (e, me) in mt.iter_mut().enumerate() {
-                // SAFETY: (e * tiles + t) * cout + c0 + 16 <= 16 * tiles * cout <= m.len()
-                // (asserted above), as e < 16, t < tiles and c0 + 16 <= cout.
-                *me = unsafe { _mm512_loadu_ps(m.as_ptr().add((e * tiles + t) * cout + c0)) };
+                // SAFETY: e * stride + t * cout + c0 + 16 <= 16 * stride <= m.len()
+                // (asserted above), as e < 16, t < tiles, c0 + 16 <= cout and
+                // tiles * cout <= stride.
+                *me = unsafe { _mm512_loadu_ps(m.as_ptr().add(e * stride + t * cout + c0)) };
             }
             let y = output_transform(&mt);
             let bias = match epilogue.bias {
@@ -227,14 +231,15 @@ mod tests {
             tiles_w,
         };
         let input = values(1, n * h * w * c);
-        let (mut want, mut got) = (vec![0.0f32; 16 * tiles * c], vec![0.0f32; 16 * tiles * c]);
+        let len = 16 * position_stride(tiles, c);
+        let (mut want, mut got) = (vec![0.0f32; len], vec![0.0f32; len]);
         transform_inputs::<16>(&block, &input, &mut want);
         // SAFETY: AVX-512F was detected above.
         unsafe { super::transform_inputs(&block, &input, &mut got) };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got), bits(&want), "input transform");
 
-        let m = values(2, 16 * tiles * c);
+        let m = values(2, 16 * position_stride(tiles, c));
         let bias = values(3, c);
         let res = values(4, n * h * w * c);
         for (i, activation) in [
