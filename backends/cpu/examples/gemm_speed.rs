@@ -6,14 +6,14 @@
 //! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
 //! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
-//! `DIRECT_ONLY=1` skips the Winograd timings, `WINOGRAD_ONLY=1` the direct ones (for
-//! profiling one of them alone).
+//! `DIRECT_ONLY=1` skips the Winograd timings, `WINOGRAD_ONLY=1` the direct ones
+//! (`WINOGRAD_ONLY=2` or `4`: only F(2x2, 3x3) or F(4x4, 3x3); for profiling one alone).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
 use kiln_cpu::gemm::{
-    Activation, ConvGeometry, Epilogue, Isa, conv2d_nhwc, conv2d_winograd, pack_b_for,
-    pack_winograd, sgemm, winograd_applies,
+    Activation, ConvGeometry, Epilogue, Isa, WinogradVariant, conv2d_nhwc, conv2d_winograd,
+    pack_b_for, pack_winograd, sgemm, winograd_applies,
 };
 use kiln_ir::op::Padding;
 use rayon::ThreadPool;
@@ -151,18 +151,28 @@ fn bench_conv(
         });
         report(&c.name, isa, threads, flops, t);
     }
-    // Winograd F(2x2, 3x3) on the same convolution (its kernels are the detected ISA's, so
-    // only with that ISA); GFLOP/s are the direct convolution's FLOPs over its time.
+    // Winograd F(2x2, 3x3) and F(4x4, 3x3) on the same convolution (their kernels are the
+    // detected ISA's, so only with that ISA); GFLOP/s are the direct convolution's FLOPs
+    // over its time.
     if winograd_applies(&geom)
         && isa == kiln_cpu::gemm::detect()
         && std::env::var_os("DIRECT_ONLY").is_none()
     {
-        let wf = pack_winograd(&values(kdim * c.cout), cin, c.cout)?;
-        let t = time(repeats, || {
-            pool.install(|| conv2d_winograd(&input, c.input, &wf, &geom, &mut out, &epi))
-                .expect("winograd")
-        });
-        report(&format!("{} wino", c.name), isa, threads, flops, t);
+        let only = std::env::var("WINOGRAD_ONLY").unwrap_or_default();
+        for (variant, tag) in [
+            (WinogradVariant::F2, "wino2"),
+            (WinogradVariant::F4, "wino4"),
+        ] {
+            if (only == "2" || only == "4") && !tag.ends_with(&only) {
+                continue;
+            }
+            let wf = pack_winograd(&values(kdim * c.cout), cin, c.cout, variant)?;
+            let t = time(repeats, || {
+                pool.install(|| conv2d_winograd(&input, c.input, &wf, &geom, &mut out, &epi))
+                    .expect("winograd")
+            });
+            report(&format!("{} {tag}", c.name), isa, threads, flops, t);
+        }
     }
     Ok(())
 }

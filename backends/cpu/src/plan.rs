@@ -129,8 +129,8 @@ pub enum Stage {
         /// `[n, cin, h, w]`, and `in_dims` still names them `[n, h, w, cin]`.
         nchw_from: Option<usize>,
     },
-    /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3)
-    /// ([`gemm::conv2d_winograd`]), when [`gemm::winograd_chosen`] asks for it.
+    /// A 3x3 stride-1 NHWC convolution with constant weights as Winograd F(2x2, 3x3) or
+    /// F(4x4, 3x3) ([`gemm::conv2d_winograd`]), when [`gemm::winograd_choice`] picks one.
     Winograd {
         /// Input `[n, h, w, cin]`.
         input: BufferId,
@@ -719,10 +719,10 @@ fn contraction(
             let ldc = output_row_stride(program, kernel, cout);
             if let BufferKind::Constant(t) = &program.buffer(w).kind
                 && groups == 1
-                && gemm::winograd_chosen(&geometry, xd[0], xd[3], cout)
+                && let Some(variant) = gemm::winograd_choice(&geometry, xd[0], xd[3], cout)
             {
                 let w = t.f32s().map_err(|e| e.to_string())?;
-                let filter = timed(packing, || gemm::pack_winograd(w, xd[3], cout))?;
+                let filter = timed(packing, || gemm::pack_winograd(w, xd[3], cout, variant))?;
                 let stage = Stage::Winograd {
                     input: x,
                     in_dims: [xd[0], xd[1], xd[2], xd[3]],

@@ -101,33 +101,37 @@ output %c
 }
 
 /// ResNet's 56x56x64 block end: the plan picks Winograd by default on SIMD kernels, and the
-/// shortcut is added in its output transform, not in a separate stage.
+/// shortcut is added in its output transform, not in a separate stage; F(4x4, 3x3) on 24x24
+/// (4x4 tiles fit), F(2x2, 3x3) on 14x14 (they would compute 16x16).
 #[test]
 fn a_winograd_conv_folds_its_shortcut() {
-    let g = kiln_ir::text::parse(
-        "kiln 2
-input %x : f32[1,24,24,64]
-input %r : f32[1,24,24,64]
+    use crate::gemm::WinogradVariant::{F2, F4};
+    for (hw, variant) in [(24, F4), (14, F2)] {
+        let text = format!(
+            "kiln 2
+input %x : f32[1,{hw},{hw},64]
+input %r : f32[1,{hw},{hw},64]
 const %w : f32[3,3,64,64] = normal(0.0, 0.05, 1)
 const %b : f32[64] = uniform(-0.5, 0.5, 2)
 %y = fused_conv2d(%x, %w, %b, %r, padding=\"SAME\", expr=\"relu(add(add(main, $2), $3))\")
 output %y
-",
-        None,
-    )
-    .unwrap();
-    let (_, plan) = lower_and_plan(&g, &["y"]);
-    let stages = plan.stages;
-    let simd = crate::gemm::detect() != crate::gemm::Isa::Portable;
-    let winograd = stages
-        .iter()
-        .any(|(_, s)| matches!(s, Stage::Winograd { epilogue, .. } if epilogue.residual.is_some()));
-    assert_eq!((winograd, stages.len()), (simd, 1));
-    let req = request(&g, &["y"]);
-    let feeds = [
-        Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 7),
-        Tensor::uniform(&[1, 24, 24, 64], -1.0, 1.0, 8),
-    ];
-    let feeds: Vec<&Tensor> = feeds.iter().collect();
-    assert_matches_reference(&req, &feeds, &["winograd + shortcut"]);
+"
+        );
+        let g = kiln_ir::text::parse(&text, None).unwrap();
+        let (_, plan) = lower_and_plan(&g, &["y"]);
+        let stages = plan.stages;
+        let simd = crate::gemm::detect() != crate::gemm::Isa::Portable;
+        let winograd = stages.iter().any(|(_, s)| {
+            matches!(s, Stage::Winograd { epilogue, filter, .. }
+                if epilogue.residual.is_some() && filter.variant() == variant)
+        });
+        assert_eq!((winograd, stages.len()), (simd, 1), "{hw}x{hw}");
+        let req = request(&g, &["y"]);
+        let feeds = [
+            Tensor::uniform(&[1, hw, hw, 64], -1.0, 1.0, 7),
+            Tensor::uniform(&[1, hw, hw, 64], -1.0, 1.0, 8),
+        ];
+        let feeds: Vec<&Tensor> = feeds.iter().collect();
+        assert_matches_reference(&req, &feeds, &["winograd + shortcut"]);
+    }
 }

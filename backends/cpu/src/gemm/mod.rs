@@ -46,8 +46,8 @@ pub use isa::{Isa, choose, detect};
 pub use pack::{PackedB, pack_b, pack_b_for};
 pub use prologue::Prologue;
 pub use winograd::{
-    WinogradFilter, conv2d_winograd, conv2d_winograd_strided, pack_winograd, winograd_applies,
-    winograd_chosen,
+    WinogradFilter, WinogradVariant, conv2d_winograd, conv2d_winograd_strided, pack_winograd,
+    winograd_applies, winograd_choice,
 };
 
 use epilogue::TileEpilogue;

@@ -1,16 +1,18 @@
-//! Winograd F(2x2, 3x3) tests: every supported ISA against a naive f64 convolution over odd
-//! and even sizes (partial tiles at the borders), every padding, bias/residual/activation
-//! epilogues; the measured error; caller errors.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) tests: every supported ISA against a naive f64
+//! convolution over odd and even sizes (partial tiles at the borders), every padding,
+//! bias/residual/activation epilogues; the measured error; caller errors.
 
 use super::tests::{CANARY, check, reference, values};
-use super::winograd::pack_winograd_for;
+use super::winograd::{WinogradVariant, pack_winograd_for};
 use super::*;
 use kiln_ir::op::Padding;
 
-/// Runs one case on `isa` and checks every output; returns the largest absolute error and the
-/// largest error relative to the magnitude of the summed terms.
+/// Runs one case on `isa` in `wv` and checks every output; returns the largest absolute error
+/// and the largest error relative to the magnitude of the summed terms.
+#[allow(clippy::too_many_arguments)]
 fn run(
     isa: Isa,
+    wv: WinogradVariant,
     n: usize,
     hw: [usize; 2],
     cin: usize,
@@ -20,11 +22,11 @@ fn run(
 ) -> (f64, f64) {
     let [h, w] = hw;
     let g = ConvGeometry::new(hw, [3, 3], [1, 1], [1, 1], pad).unwrap();
-    let tag = format!("{isa:?} n={n} {h}x{w}x{cin} -> {cout} {pad:?} variant {variant}");
+    let tag = format!("{isa:?} {wv:?} n={n} {h}x{w}x{cin} -> {cout} {pad:?} variant {variant}");
     let input = values(variant as u64 + 3, n * h * w * cin);
     let kdim = 9 * cin;
     let filter = values(variant as u64 + 5, kdim * cout);
-    let packed = pack_winograd_for(isa, &filter, cin, cout).unwrap();
+    let packed = pack_winograd_for(isa, &filter, cin, cout, wv).unwrap();
     let bias = values(variant as u64 + 9, cout);
     let m = n * g.out_h * g.out_w;
     let res = values(variant as u64 + 11, m * cout);
@@ -93,38 +95,40 @@ fn run(
 #[test]
 fn gemm_winograd_matches_naive_convolution() {
     let explicit = Padding::Explicit([[2, 0], [1, 3]]);
-    let mut variant = 0;
-    let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
-    for isa in Isa::supported() {
-        for (cin, cout) in [(16, 16), (17, 17), (16, 64), (64, 17)] {
-            for h in 1..=9 {
-                let w = (h * 5) % 9 + 1;
-                for pad in [Padding::Same, Padding::Valid, explicit] {
-                    if pad == Padding::Valid && (h < 3 || w < 3) {
-                        continue;
+    for wv in [WinogradVariant::F2, WinogradVariant::F4] {
+        let mut variant = 0;
+        let (mut max_abs, mut max_rel) = (0.0f64, 0.0f64);
+        for isa in Isa::supported() {
+            for (cin, cout) in [(16, 16), (17, 17), (16, 64), (64, 17)] {
+                for h in 1..=9 {
+                    let w = (h * 5) % 9 + 1;
+                    for pad in [Padding::Same, Padding::Valid, explicit] {
+                        if pad == Padding::Valid && (h < 3 || w < 3) {
+                            continue;
+                        }
+                        let n = 1 + variant % 2;
+                        let (a, r) = run(isa, wv, n, [h, w], cin, cout, pad, variant);
+                        (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
+                        variant += 1;
                     }
-                    let n = 1 + variant % 2;
-                    let (a, r) = run(isa, n, [h, w], cin, cout, pad, variant);
-                    (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
-                    variant += 1;
                 }
             }
+            for pad in [Padding::Same, Padding::Valid, explicit] {
+                let (a, r) = run(isa, wv, 1, [56, 56], 16, 17, pad, variant);
+                (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
+                variant += 1;
+            }
         }
-        for pad in [Padding::Same, Padding::Valid, explicit] {
-            let (a, r) = run(isa, 1, [56, 56], 16, 17, pad, variant);
-            (max_abs, max_rel) = (max_abs.max(a), max_rel.max(r));
-            variant += 1;
-        }
+        // The measured error, for the record (`cargo test ... -- --nocapture`).
+        println!("winograd {wv:?}: max abs error {max_abs:e}, max error / sum|terms| {max_rel:e}");
     }
-    // The measured error, for the record (`cargo test ... -- --nocapture`).
-    println!("winograd F(2x2,3x3): max abs error {max_abs:e}, max error / sum|terms| {max_rel:e}");
 }
 
 #[test]
 fn gemm_winograd_rejects_bad_calls() {
     let isa = detect();
     let filter = values(1, 9 * 16 * 16);
-    let packed = pack_winograd_for(isa, &filter, 16, 16).unwrap();
+    let packed = pack_winograd_for(isa, &filter, 16, 16, WinogradVariant::F4).unwrap();
     let input = values(2, 5 * 5 * 16);
     let mut out = vec![0.0; 5 * 5 * 16];
     let same = ConvGeometry::new([5, 5], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
@@ -196,7 +200,7 @@ fn gemm_winograd_rejects_bad_calls() {
         err,
         "winograd: output pixels 15 values apart hold only part of 16 channels"
     );
-    let err = pack_winograd_for(isa, &filter[1..], 16, 16).unwrap_err();
+    let err = pack_winograd_for(isa, &filter[1..], 16, 16, WinogradVariant::F2).unwrap_err();
     assert_eq!(
         err,
         "winograd: filter has 2303 values, expected 2304 for [3, 3, 16, 16]"
@@ -205,40 +209,53 @@ fn gemm_winograd_rejects_bad_calls() {
 
 #[test]
 fn gemm_winograd_default_channels_error_next_to_direct() {
-    // The channel counts the plan now sends to Winograd by default (see auto_min_channels):
-    // its error, measured against the f64 reference, next to the implicit GEMM's on the same
-    // convolution. Every output is also checked against the suite tolerance inside `run`.
-    use super::winograd::{auto_chosen, auto_min_channels};
-    // W2 and W3 (784 and 6272 tiles of 64 channels) take it, one image's 7x7 tiles (49) from
-    // 64 channels, and channel pairs whose harmonic mean reaches 40 (32 -> 64, 48 -> 48); 7x7
-    // (16 tiles), 32 -> 32, 16 -> 64 and the portable kernels do not.
+    // The channel counts and sizes the plan now sends to Winograd by default, and in which
+    // variant (see auto_min_channels and default_variant): its error, measured against the
+    // f64 reference, next to the implicit GEMM's on the same convolution. Every output is also
+    // checked against the suite tolerance inside `run`.
+    use super::winograd::{auto_choice, auto_min_channels};
+    use WinogradVariant::{F2, F4};
+    // F(4x4) where 4x4 tiles cover the output with little waste, at least 16 of them per
+    // image, from a channel mean of 32 (W4's 32 -> 32, 48 -> 48); F(2x2) at 14x14 and 13x13
+    // (4x4 tiles would compute 1.3-1.5x the outputs) and one image's 7x7 tiles (49) from a mean
+    // of 40; neither at 7x7 on one image (16 2x2 tiles), below those means, or on the portable
+    // kernels.
     let g = |hw| ConvGeometry::new([hw, hw], [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
-    assert!(auto_chosen(&g(56), 8, 64, 64, Isa::Avx512));
-    assert!(auto_chosen(&g(56), 1, 64, 64, Isa::Avx512));
-    assert!(auto_chosen(&g(14), 1, 64, 64, Isa::Avx512));
-    assert!(auto_chosen(&g(13), 1, 64, 256, Isa::Avx512));
-    assert!(auto_chosen(&g(14), 1, 256, 256, Isa::Avx512));
-    assert!(!auto_chosen(&g(7), 1, 512, 512, Isa::Avx512));
-    assert!(auto_chosen(&g(7), 2, 512, 512, Isa::Avx512));
-    assert!(auto_chosen(&g(16), 16, 32, 64, Isa::Avx512));
-    assert!(auto_chosen(&g(28), 1, 48, 48, Isa::Avx2Fma));
-    assert!(!auto_chosen(&g(32), 16, 32, 32, Isa::Avx512));
-    assert!(!auto_chosen(&g(56), 1, 16, 64, Isa::Avx512));
-    assert!(!auto_chosen(&g(56), 8, 64, 64, Isa::Portable));
-    assert_eq!(auto_min_channels(Isa::Avx512), Some(40));
-    assert_eq!(auto_min_channels(Isa::Avx2Fma), Some(40));
-    assert_eq!(auto_min_channels(Isa::Portable), None);
+    assert_eq!(auto_choice(&g(56), 8, 64, 64, Isa::Avx512), Some(F4));
+    assert_eq!(auto_choice(&g(56), 1, 64, 64, Isa::Avx512), Some(F4));
+    assert_eq!(auto_choice(&g(27), 1, 32, 128, Isa::Avx512), Some(F4));
+    assert_eq!(auto_choice(&g(14), 1, 64, 64, Isa::Avx512), Some(F2));
+    assert_eq!(auto_choice(&g(13), 1, 64, 256, Isa::Avx512), Some(F2));
+    assert_eq!(auto_choice(&g(14), 1, 256, 256, Isa::Avx512), Some(F2));
+    assert_eq!(auto_choice(&g(7), 1, 512, 512, Isa::Avx512), None);
+    assert_eq!(auto_choice(&g(7), 2, 512, 512, Isa::Avx512), Some(F2));
+    assert_eq!(auto_choice(&g(16), 16, 32, 64, Isa::Avx512), Some(F4));
+    assert_eq!(auto_choice(&g(28), 1, 48, 48, Isa::Avx2Fma), Some(F4));
+    assert_eq!(auto_choice(&g(32), 16, 32, 32, Isa::Avx512), Some(F4));
+    assert_eq!(auto_choice(&g(14), 1, 32, 32, Isa::Avx512), None);
+    assert_eq!(auto_choice(&g(56), 1, 16, 64, Isa::Avx512), None);
+    assert_eq!(auto_choice(&g(56), 8, 64, 64, Isa::Portable), None);
+    assert_eq!(auto_min_channels(Isa::Avx512, F2), Some(40));
+    assert_eq!(auto_min_channels(Isa::Avx2Fma, F4), Some(32));
+    assert_eq!(auto_min_channels(Isa::Portable, F4), None);
     for isa in Isa::supported() {
         for (hw, ch) in [([9, 7], 48), ([9, 7], 64), ([6, 7], 128), ([5, 5], 256)] {
-            // Variant 7: no bias, no residual, no activation, so both compare raw sums.
-            let (wino_abs, wino_rel) = run(isa, 1, hw, ch, ch, Padding::Same, 7);
             let (direct_abs, direct_rel) = direct_error(isa, hw, ch);
-            println!(
-                "{isa:?} {hw:?}x{ch}->{ch}: winograd max abs {wino_abs:e} rel {wino_rel:e}; \
-                 direct max abs {direct_abs:e} rel {direct_rel:e}"
-            );
             // F(2x2,3x3) adds a few roundings per value: same order as the direct sum's.
-            assert!(wino_rel <= 10.0 * direct_rel.max(1e-7), "{isa:?} {ch}");
+            // F(4x4,3x3) multiplies values by up to 8 in its transforms and divides by up to
+            // 24 in the filter's, so each rounding weighs more.
+            for (wv, bound) in [(WinogradVariant::F2, 10.0), (WinogradVariant::F4, 40.0)] {
+                // Variant 7: no bias, no residual, no activation, so both compare raw sums.
+                let (wino_abs, wino_rel) = run(isa, wv, 1, hw, ch, ch, Padding::Same, 7);
+                println!(
+                    "{isa:?} {hw:?}x{ch}->{ch}: {wv:?} max abs {wino_abs:e} rel {wino_rel:e}; \
+                     direct max abs {direct_abs:e} rel {direct_rel:e}"
+                );
+                assert!(
+                    wino_rel <= bound * direct_rel.max(1e-7),
+                    "{isa:?} {wv:?} {ch}"
+                );
+            }
         }
     }
 }
@@ -294,11 +311,17 @@ fn direct_error(isa: Isa, hw: [usize; 2], ch: usize) -> (f64, f64) {
 #[test]
 fn gemm_winograd_writes_a_strided_slot() {
     for isa in Isa::supported() {
-        for (n, hw, cin, cout) in [(1, [7, 9], 16, 32), (2, [30, 27], 32, 48)] {
+        for (n, hw, cin, cout, wv) in [
+            (1, [7, 9], 16, 32, WinogradVariant::F2),
+            (2, [30, 27], 32, 48, WinogradVariant::F2),
+            (1, [7, 9], 16, 32, WinogradVariant::F4),
+            (2, [30, 27], 32, 48, WinogradVariant::F4),
+        ] {
             let [h, w] = hw;
             let g = ConvGeometry::new(hw, [3, 3], [1, 1], [1, 1], Padding::Same).unwrap();
             let input = values(3, n * h * w * cin);
-            let packed = pack_winograd_for(isa, &values(4, 9 * cin * cout), cin, cout).unwrap();
+            let filter = values(4, 9 * cin * cout);
+            let packed = pack_winograd_for(isa, &filter, cin, cout, wv).unwrap();
             let bias = values(5, cout);
             let epi = Epilogue {
                 bias: Some(&bias),
@@ -321,13 +344,13 @@ fn gemm_winograd_writes_a_strided_slot() {
                     .iter()
                     .map(|v| v.to_bits())
                     .collect();
-                assert_eq!(got, want, "{isa:?} {hw:?} pixel {p}");
+                assert_eq!(got, want, "{isa:?} {wv:?} {hw:?} pixel {p}");
                 if p + 1 < m {
                     assert!(
                         slot[p * ldc + cout..(p + 1) * ldc]
                             .iter()
                             .all(|v| v.to_bits() == CANARY.to_bits()),
-                        "{isa:?} {hw:?}: wrote between pixels {p} and {}",
+                        "{isa:?} {wv:?} {hw:?}: wrote between pixels {p} and {}",
                         p + 1
                     );
                 }

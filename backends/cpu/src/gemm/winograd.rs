@@ -1,13 +1,17 @@
-//! Winograd F(2x2, 3x3) for 3x3, stride-1, dilation-1 NHWC convolutions.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3, stride-1, dilation-1 NHWC convolutions.
 //!
-//! Each 2x2 block of output pixels (a tile) is computed from the 4x4 input patch under it:
-//! `Y = A^T [ (G g G^T) .* (B^T d B) ] A` per input/output channel pair, summed over input
-//! channels. The element-wise product summed over channels is 16 independent GEMMs
-//! `V_e[tiles, cin] x U_e[cin, cout]` (`e` one of the 16 transformed positions), which run on
-//! the SGEMM micro-kernels with `U_e` transformed and packed once, at compile time. 16
-//! multiplies per tile instead of 36: 2.25x fewer FLOPs than the direct convolution, at the
-//! price of two cheap linear transforms per tile and a little rounding (the transforms add and
-//! subtract up to 4 values; `G` has only 0.5 and 1, so the filter transform is nearly exact).
+//! Each `m x m` block of output pixels (a tile, `m` = 2 or 4) is computed from the
+//! `(m + 2) x (m + 2)` input patch under it: `Y = A^T [ (G g G^T) .* (B^T d B) ] A` per
+//! input/output channel pair, summed over input channels. The element-wise product summed over
+//! channels is `(m + 2)^2` independent GEMMs `V_e[tiles, cin] x U_e[cin, cout]` (`e` one of the
+//! transformed positions), which run on the SGEMM micro-kernels with `U_e` transformed and
+//! packed once, at compile time. F(2x2): 16 multiplies per 4 outputs instead of 36, 2.25x
+//! fewer FLOPs than the direct convolution, at the price of two cheap linear transforms per
+//! tile and a little rounding (the transforms add and subtract up to 4 values; `G` has only
+//! 0.5 and 1, so the filter transform is nearly exact). F(4x4) (`f4.rs`): 36 multiplies per 16
+//! outputs, 4x fewer, with fewer transformed values per output too, at the price of
+//! transforms with constants up to 8 (more rounding, still far inside the test tolerance; see
+//! `tests_winograd.rs`).
 //!
 //! Tiles are processed in blocks sized so that a block's transformed inputs and products stay
 //! in L2; blocks are whole rows of tiles of one image, so each block owns a contiguous band of
@@ -26,9 +30,36 @@ use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod f4;
 
-/// Positions of a transformed 4x4 tile: one GEMM each.
-const POSITIONS: usize = 16;
+/// A Winograd algorithm `F(m x m, 3x3)`: `m x m` outputs from an `(m + 2) x (m + 2)` patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradVariant {
+    /// F(2x2, 3x3): 16 transformed positions per 4 outputs.
+    F2,
+    /// F(4x4, 3x3): 36 transformed positions per 16 outputs.
+    F4,
+}
+
+impl WinogradVariant {
+    /// Output pixels per tile side.
+    pub fn tile(self) -> usize {
+        match self {
+            Self::F2 => 2,
+            Self::F4 => 4,
+        }
+    }
+
+    /// Input pixels per patch side.
+    fn side(self) -> usize {
+        self.tile() + 2
+    }
+
+    /// Transformed positions per tile: one GEMM each.
+    fn positions(self) -> usize {
+        self.side() * self.side()
+    }
+}
 /// Values from one position's `[tiles, c]` matrix to the next in `V` (`c = cin`) and `M`
 /// (`c = cout`): `tiles * c` rounded up to an odd number of cache lines. A transform reads or
 /// writes all 16 positions of a tile at once; `tiles * c` apart, a multiple of 4 KB for
@@ -47,11 +78,12 @@ fn position_stride(tiles: usize, c: usize) -> usize {
 const LANES: usize = 8;
 
 /// A 3x3 filter transformed and packed for [`conv2d_winograd`]: one packed `[cin, cout]` B per
-/// position `e` of the 4x4 transformed tile.
+/// position `e` of the variant's transformed patch.
 #[derive(Clone, Debug)]
 pub struct WinogradFilter {
     cin: usize,
     cout: usize,
+    variant: WinogradVariant,
     packed: Vec<PackedB>,
 }
 
@@ -64,6 +96,11 @@ impl WinogradFilter {
     /// Output channels.
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    /// The algorithm it was transformed for.
+    pub fn variant(&self) -> WinogradVariant {
+        self.variant
     }
 }
 
@@ -84,42 +121,83 @@ pub fn winograd_applies(g: &ConvGeometry) -> bool {
 /// a micro-kernel tile, and the transforms' cost grows relative to the multiplies saved.
 pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
-/// Whether the plan runs a convolution of a `batch`-image input with `cin` input and `cout`
-/// output channels as Winograd. `KILN_WINOGRAD` (read once per process) decides when set:
-/// `0` never, `1` whenever it applies and both channel counts reach `WINOGRAD_MIN_CHANNELS`.
-/// Unset, the plan takes it where it was measured to win: the channel counts' harmonic mean
-/// at least `auto_min_channels` for the detected kernels and at least `AUTO_MIN_TILES` tiles.
-pub fn winograd_chosen(g: &ConvGeometry, batch: usize, cin: usize, cout: usize) -> bool {
-    static SETTING: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+/// Which Winograd algorithm, if any, the plan runs a convolution of a `batch`-image input with
+/// `cin` input and `cout` output channels as. `KILN_WINOGRAD` (read once per process) decides
+/// when set: `0` never; `1` whenever it applies and both channel counts reach
+/// `WINOGRAD_MIN_CHANNELS`, in the default variant ([`auto_variant`]); `2` or `4` the same in
+/// F(2x2, 3x3) or F(4x4, 3x3). Unset, the plan takes it where it was measured to win: the
+/// channel counts' harmonic mean at least `auto_min_channels` for the detected kernels and at
+/// least `AUTO_MIN_TILES` tiles, in the default variant.
+pub fn winograd_choice(
+    g: &ConvGeometry,
+    batch: usize,
+    cin: usize,
+    cout: usize,
+) -> Option<WinogradVariant> {
+    /// `KILN_WINOGRAD`: `Some((always, forced variant))`, or `None` for the default rule.
+    type Setting = Option<(bool, Option<WinogradVariant>)>;
+    static SETTING: std::sync::OnceLock<Setting> = std::sync::OnceLock::new();
     let setting = *SETTING.get_or_init(|| match std::env::var("KILN_WINOGRAD").as_deref() {
-        Ok("1") => Some(true),
-        Ok("0") => Some(false),
+        Ok("1") => Some((true, None)),
+        Ok("2") => Some((true, Some(WinogradVariant::F2))),
+        Ok("4") => Some((true, Some(WinogradVariant::F4))),
+        Ok("0") => Some((false, None)),
         _ => None,
     });
     if !winograd_applies(g) {
-        return false;
+        return None;
     }
     match setting {
-        Some(true) => cin.min(cout) >= WINOGRAD_MIN_CHANNELS,
-        Some(false) => false,
-        None => auto_chosen(g, batch, cin, cout, super::detect()),
+        Some((true, forced)) => (cin.min(cout) >= WINOGRAD_MIN_CHANNELS)
+            .then(|| forced.unwrap_or_else(|| default_variant(g))),
+        Some((false, _)) => None,
+        None => auto_choice(g, batch, cin, cout, super::detect()),
     }
 }
 
-/// The default choice of [`winograd_chosen`] (for a geometry Winograd applies to), for the
-/// kernels of `isa`.
-pub(crate) fn auto_chosen(
+/// The variant a convolution takes when it takes Winograd: F(4x4, 3x3) where its 4x4 tiles
+/// cover the output with little waste and each image has at least 16 of them, else
+/// F(2x2, 3x3).
+///
+/// Measured on Zen 5 (examples/gemm_speed.rs, two threads, best of 30-40, GFLOP/s of the
+/// direct FLOPs, F2 vs F4): 4x4 tiles covering 14x14 outputs compute 16x16 (1.31x the work),
+/// and there F4 only ties: 1x14x14x256 678-830 vs 830-866 one run and 1x14x14x64 354 vs 247,
+/// 1x14x14x96 442 vs 475 the next, 8x14x14x256 862-880 vs 866-875, 4x14x14x64 658-675 vs
+/// 572-718; 7x7 images (4 tiles each) lose badly, as each block (one image at most) re-reads
+/// the 4x larger transformed filter for 4 tiles: 8x7x7x512 709 vs 292, 8x7x7x128 463 vs 452.
+/// Where the tiles fit the output F4 wins: 16x32x32x32 -> 32 (W4) 474 vs 613, 16x16x16x32 ->
+/// 64 583 vs 692, 1x28x28x128 728-771 vs 981-1010, 1x56x56x64 735 vs 837, 1x27x27x32 -> 128
+/// 480 vs 579, 1x56x56x128 -> 32 687 vs 786; on the AVX2 kernels (same CPU) 16x32x32x32 239
+/// vs 313, 1x28x28x128 359 vs 539, 1x56x56x64 337 vs 387.
+fn default_variant(g: &ConvGeometry) -> WinogradVariant {
+    let (tiles_h, tiles_w) = (g.out_h.div_ceil(4), g.out_w.div_ceil(4));
+    let covered = 16 * tiles_h * tiles_w;
+    // At most 1.2x the output (27x27: 1.08, 55x55: 1.06; 14x14 and 7x7: 1.31, 13x13: 1.51).
+    if tiles_h * tiles_w >= 16 && 5 * covered <= 6 * g.out_h * g.out_w {
+        WinogradVariant::F4
+    } else {
+        WinogradVariant::F2
+    }
+}
+
+/// The default choice of [`winograd_choice`] (for a geometry Winograd applies to), for the
+/// kernels of `isa`: the channel counts' harmonic mean at least `auto_min_channels` (32 in
+/// F(4x4, 3x3), whose transforms cost less per output), at least `AUTO_MIN_TILES` 2x2 tiles,
+/// in [`default_variant`].
+pub(crate) fn auto_choice(
     g: &ConvGeometry,
     batch: usize,
     cin: usize,
     cout: usize,
     isa: Isa,
-) -> bool {
+) -> Option<WinogradVariant> {
     let tiles = batch * g.out_h.div_ceil(2) * g.out_w.div_ceil(2);
     // The harmonic mean of the channel counts, 2 cin cout / (cin + cout): the multiplies
     // saved grow with cin * cout, the transforms with cin + cout.
     let mean = 2 * cin * cout / (cin + cout).max(1);
-    auto_min_channels(isa).is_some_and(|min| mean >= min && tiles >= AUTO_MIN_TILES)
+    let variant = default_variant(g);
+    let min = auto_min_channels(isa, variant)?;
+    (mean >= min && tiles >= AUTO_MIN_TILES).then_some(variant)
 }
 
 /// Output tiles (2x2 pixels, all images) from which the plan picks Winograd by default.
@@ -139,10 +217,10 @@ pub(crate) fn auto_chosen(
 /// 0.12-0.13 ms, and 128 tiles were required; not measured there since.)
 pub const AUTO_MIN_TILES: usize = 32;
 
-/// The harmonic mean of the input and output channel counts from which Winograd beats the
-/// implicit GEMM by default on kernels `isa`; `None`: never by default.
+/// The harmonic mean of the input and output channel counts from which Winograd in `variant`
+/// beats the implicit GEMM by default on kernels `isa`; `None`: never by default.
 ///
-/// It saves 2.25x of the GEMM's multiplies but adds the transforms, whose cost per output
+/// F(2x2, 3x3) saves 2.25x of the GEMM's multiplies but adds the transforms, whose cost per output
 /// grows with `cin + cout` while the saving grows with `cin * cout`, so it pays from some
 /// mean channel count on. Zen 5 (examples/gemm_speed.rs, one thread, best of 30, direct /
 /// Winograd time at 1xHxWxcin for H = 14, 28, 56): 32 -> 64 (mean 42.7) 1.15 1.29 1.37,
@@ -163,17 +241,28 @@ pub const AUTO_MIN_TILES: usize = 32;
 ///
 /// 32 channels lose on both (Zen 5: 16x32x32x32 197 vs 161 on one thread, 402 vs 311 on two).
 /// The portable kernels are never switched over by default: not measured.
-pub(crate) fn auto_min_channels(isa: Isa) -> Option<usize> {
-    match isa {
-        Isa::Avx512 | Isa::Avx2Fma => Some(40),
-        Isa::Portable => None,
+///
+/// F(4x4, 3x3) from a mean of 32 (Zen 5, two threads, best of 30, direct vs F4 GFLOP/s):
+/// 16x32x32x32 -> 32 (W4) 460 vs 613, 1x56x56x32 -> 32 378 vs 456-469; below, 1x55x55x16 ->
+/// 64 (25.6) 382 vs 379-409 and 1x28x28x16 -> 32 (21.3) 159 vs 160-240 tie, and 1x28x28x24
+/// -> 24 (no multiple of 16: the generic transforms) 258 vs 125 loses.
+pub(crate) fn auto_min_channels(isa: Isa, variant: WinogradVariant) -> Option<usize> {
+    match (isa, variant) {
+        (Isa::Portable, _) => None,
+        (_, WinogradVariant::F2) => Some(40),
+        (_, WinogradVariant::F4) => Some(32),
     }
 }
 
 /// Transforms the HWIO filter `w` (`[3, 3, cin, cout]` row-major) into `G g G^T` and packs it
 /// for the kernels [`super::detect`] chooses.
-pub fn pack_winograd(w: &[f32], cin: usize, cout: usize) -> Result<WinogradFilter, String> {
-    pack_winograd_for(super::detect(), w, cin, cout)
+pub fn pack_winograd(
+    w: &[f32],
+    cin: usize,
+    cout: usize,
+    variant: WinogradVariant,
+) -> Result<WinogradFilter, String> {
+    pack_winograd_for(super::detect(), w, cin, cout, variant)
 }
 
 /// [`pack_winograd`] for the kernels of `isa`.
@@ -182,6 +271,7 @@ pub(crate) fn pack_winograd_for(
     w: &[f32],
     cin: usize,
     cout: usize,
+    variant: WinogradVariant,
 ) -> Result<WinogradFilter, String> {
     let plane = cin
         .checked_mul(cout)
@@ -196,17 +286,26 @@ pub(crate) fn pack_winograd_for(
         ));
     }
     // U_e[ci, co] for every position e, row-major [cin, cout] each.
-    let mut u = vec![vec![0.0f32; plane]; POSITIONS];
+    let mut u = vec![vec![0.0f32; plane]; variant.positions()];
     for p in 0..plane {
         let g: [[f32; 3]; 3] =
             std::array::from_fn(|dy| std::array::from_fn(|dx| w[(dy * 3 + dx) * plane + p]));
-        // G g (4x3), then (G g) G^T (4x4); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
-        let gg: [[f32; 3]; 4] = std::array::from_fn(|i| {
-            std::array::from_fn(|c| filter_row(i, [g[0][c], g[1][c], g[2][c]]))
-        });
-        for (i, row) in gg.iter().enumerate() {
-            for j in 0..4 {
-                u[i * 4 + j][p] = filter_row(j, *row);
+        match variant {
+            WinogradVariant::F2 => {
+                // G g (4x3), then (G g) G^T (4x4); G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1].
+                let gg: [[f32; 3]; 4] = std::array::from_fn(|i| {
+                    std::array::from_fn(|c| filter_row(i, [g[0][c], g[1][c], g[2][c]]))
+                });
+                for (i, row) in gg.iter().enumerate() {
+                    for j in 0..4 {
+                        u[i * 4 + j][p] = filter_row(j, *row);
+                    }
+                }
+            }
+            WinogradVariant::F4 => {
+                for (ue, value) in u.iter_mut().zip(f4::filter_transform(&g)) {
+                    ue[p] = value;
+                }
             }
         }
     }
@@ -214,7 +313,12 @@ pub(crate) fn pack_winograd_for(
         .iter()
         .map(|ue| super::pack_b_for(isa, cin, cout, ue, false))
         .collect::<Result<_, _>>()?;
-    Ok(WinogradFilter { cin, cout, packed })
+    Ok(WinogradFilter {
+        cin,
+        cout,
+        variant,
+        packed,
+    })
 }
 
 /// Row `i` of `G` applied to three values.
@@ -294,13 +398,17 @@ pub fn conv2d_winograd_strided(
         ));
     }
     epilogue.validate("winograd", m, cout)?;
-    let (tiles_h, tiles_w) = (oh.div_ceil(2), ow.div_ceil(2));
-    // Blocks of whole tile rows whose transformed inputs and products fill about the L2
-    // (fewer, larger GEMMs), at least one row.
-    let per_tile = POSITIONS * (cin + cout) * 4;
-    let rows_per_block = (caches().l2 / 2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
-    let band = 2 * rows_per_block * ow * ldc;
+    let variant = filter.variant;
+    let (tile, positions) = (variant.tile(), variant.positions());
+    let (tiles_h, tiles_w) = (oh.div_ceil(tile), ow.div_ceil(tile));
+    // Blocks of whole tile rows whose transformed inputs and products fill about half the L2
+    // (fewer, larger GEMMs), at least one row, the image's rows split evenly among them.
+    let per_tile = positions * (cin + cout) * 4;
+    let max_rows = (caches().l2 / 2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
+    let rows_per_block = tiles_h.div_ceil(tiles_h.div_ceil(max_rows));
+    let band = tile * rows_per_block * ow * ldc;
     let shape = Shape {
+        variant,
         h,
         w,
         cin,
@@ -323,15 +431,15 @@ pub fn conv2d_winograd_strided(
                 .map(move |(b, chunk)| (img, b, chunk))
         })
         .collect();
-    // Fewer blocks than threads (one small image): the blocks' 16 GEMMs are split instead.
+    // Fewer blocks than threads (one small image): the blocks' GEMMs are split instead.
     let split_gemms = blocks.len() < rayon::current_num_threads();
     blocks.into_par_iter().try_for_each(|(img, b, chunk)| {
         let ty0 = b * rows_per_block;
         let ty1 = (ty0 + rows_per_block).min(tiles_h);
         let tiles = (ty1 - ty0) * tiles_w;
         // The input transform writes all of V and the GEMMs all of M before either is read.
-        with_buffer(&V, POSITIONS * position_stride(tiles, cin), |v| {
-            with_buffer(&M, POSITIONS * position_stride(tiles, cout), |m| {
+        with_buffer(&V, positions * position_stride(tiles, cin), |v| {
+            with_buffer(&M, positions * position_stride(tiles, cout), |m| {
                 let block = (img, ty0, ty1, split_gemms);
                 run_block(&shape, input, block, filter, epilogue, chunk, (v, m))
             })
@@ -340,16 +448,17 @@ pub fn conv2d_winograd_strided(
 }
 
 thread_local! {
-    /// Each thread's transformed inputs `[16, tiles, cin]` (see [`super::scratch`]; fresh
+    /// Each thread's transformed inputs `[positions, tiles, cin]` (see [`super::scratch`]; fresh
     /// buffers, about 0.5 MB a block, were page-faulted in on every call: 15% of a 64-channel
     /// Winograd conv on Zen 4).
     static V: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Each thread's products `[16, tiles, cout]`.
+    /// Each thread's products `[positions, tiles, cout]`.
     static M: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Sizes one block needs.
 struct Shape {
+    variant: WinogradVariant,
     h: usize,
     w: usize,
     cin: usize,
@@ -363,8 +472,8 @@ struct Shape {
 }
 
 /// Tile rows `ty0..ty1` of image `img` (`(img, ty0, ty1, split_gemms)`): output rows
-/// `2 * ty0 ..`, stored into `out` (which starts at output row `2 * ty0` of that image), with
-/// `(v, m)` the block's transformed inputs and products; with `split_gemms`, the 16 GEMMs run
+/// `tile * ty0 ..`, stored into `out` (which starts at output row `tile * ty0` of that image),
+/// with `(v, m)` the block's transformed inputs and products; with `split_gemms`, the GEMMs run
 /// in parallel.
 fn run_block(
     s: &Shape,
@@ -375,7 +484,7 @@ fn run_block(
     out: &mut [f32],
     (v, m): (&mut [f32], &mut [f32]),
 ) -> Result<(), String> {
-    let tiles_w = s.ow.div_ceil(2);
+    let tiles_w = s.ow.div_ceil(s.variant.tile());
     let tiles = (ty1 - ty0) * tiles_w;
     let (cin, cout) = (s.cin, s.cout);
     let isa = filter.packed.first().map_or(Isa::Portable, |p| p.isa());
@@ -387,7 +496,7 @@ fn run_block(
         tiles_w,
     };
     transforms(isa, Transform::Input(&block, input, v));
-    // 16 GEMMs: M_e = V_e x U_e.
+    // One GEMM per position: M_e = V_e x U_e.
     let gemm = |((ue, a), c): ((&PackedB, &[f32]), &mut [f32])| {
         let c = &mut c[..tiles * cout];
         sgemm(tiles, cout, cin, a, cin, ue, c, cout, &Epilogue::none())
@@ -423,24 +532,26 @@ struct Block<'s> {
 }
 
 impl Block<'_> {
-    /// The input pixels (all `cin` channels each) under tile `t`'s 4x4 patch, row-major, or
-    /// `None` where the patch lies outside the image (padding).
+    /// The input pixels (all `cin` channels each) under tile `t`'s patch (`P` pixels, the
+    /// variant's), row-major, or `None` where the patch lies outside the image (padding).
     #[inline(always)]
-    fn patch<'i>(&self, input: &'i [f32], t: usize) -> [Option<&'i [f32]>; 16] {
+    fn patch<'i, const P: usize>(&self, input: &'i [f32], t: usize) -> [Option<&'i [f32]>; P] {
         let s = self.s;
+        let (tile, side) = (s.variant.tile(), s.variant.side());
+        debug_assert_eq!(side * side, P);
         let (ty, tx) = (self.ty0 + t / self.tiles_w, t % self.tiles_w);
         let image = &input[self.img * s.h * s.w * s.cin..(self.img + 1) * s.h * s.w * s.cin];
         std::array::from_fn(|p| {
-            let y = (2 * ty + p / 4).checked_sub(s.pad_top)?;
-            let x = (2 * tx + p % 4).checked_sub(s.pad_left)?;
+            let y = (tile * ty + p / side).checked_sub(s.pad_top)?;
+            let x = (tile * tx + p % side).checked_sub(s.pad_left)?;
             let at = (y * s.w + x) * s.cin;
             (y < s.h && x < s.w).then(|| &image[at..at + s.cin])
         })
     }
 }
 
-/// A transform pass of one block: the inputs into `V` (`[16, tiles, cin]`), or the products
-/// `M` (`[16, tiles, cout]`) through the epilogue into the output.
+/// A transform pass of one block: the inputs into `V` (`[positions, tiles, cin]`), or the
+/// products `M` (`[positions, tiles, cout]`) through the epilogue into the output.
 enum Transform<'a> {
     Input(&'a Block<'a>, &'a [f32], &'a mut [f32]),
     Output(&'a Block<'a>, &'a [f32], &'a Epilogue<'a>, &'a mut [f32]),
@@ -473,14 +584,21 @@ fn transforms(isa: Isa, pass: Transform<'_>) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn transforms_avx512(pass: Transform<'_>) {
+    use WinogradVariant::{F2, F4};
     match pass {
-        Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => {
+        Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => match b.s.variant {
             // SAFETY: this function's target feature is the CPU's (checked by the caller).
-            unsafe { avx512::transform_inputs(b, input, v) }
-        }
-        Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => {
+            F2 => unsafe { avx512::transform_inputs::<16>(b, input, v) },
             // SAFETY: as above.
-            unsafe { avx512::transform_outputs(b, m, epilogue, out) }
+            F4 => unsafe { avx512::transform_inputs::<36>(b, input, v) },
+        },
+        Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => {
+            match b.s.variant {
+                // SAFETY: as above.
+                F2 => unsafe { avx512::transform_outputs::<16, 4>(b, m, epilogue, out) },
+                // SAFETY: as above.
+                F4 => unsafe { avx512::transform_outputs::<36, 16>(b, m, epilogue, out) },
+            }
         }
         pass => transforms_any::<16>(pass),
     }
@@ -494,28 +612,44 @@ fn transforms_avx2(pass: Transform<'_>) {
 
 #[inline(always)]
 fn transforms_any<const L: usize>(pass: Transform<'_>) {
+    use WinogradVariant::{F2, F4};
     match pass {
-        Transform::Input(b, input, v) => transform_inputs::<L>(b, input, v),
-        Transform::Output(b, m, epilogue, out) => transform_outputs::<L>(b, m, epilogue, out),
+        Transform::Input(b, input, v) => match b.s.variant {
+            F2 => transform_inputs::<L, 16>(b, input, v),
+            F4 => transform_inputs::<L, 36>(b, input, v),
+        },
+        Transform::Output(b, m, epilogue, out) => match b.s.variant {
+            F2 => transform_outputs::<L, 16, 4>(b, m, epilogue, out),
+            F4 => transform_outputs::<L, 36, 16>(b, m, epilogue, out),
+        },
     }
 }
 
-/// Input transform: `V_e[t, ci] = (B^T d B)[e]` for tile `t`'s 4x4 patch `d`.
+/// Input transform: `V_e[t, ci] = (B^T d B)[e]` for tile `t`'s patch `d` of `P` pixels.
 #[inline(always)]
-fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
+fn transform_inputs<const L: usize, const P: usize>(
+    b: &Block<'_>,
+    input: &[f32],
+    v_out: &mut [f32],
+) {
     let (cin, tiles) = (b.s.cin, b.tiles);
     let stride = position_stride(tiles, cin);
     let zeros = [0.0f32; L];
     for t in 0..tiles {
-        let patch = b.patch(input, t);
+        let patch = b.patch::<P>(input, t);
         for c0 in (0..cin).step_by(L) {
             let len = L.min(cin - c0);
-            let mut d = [[0.0f32; L]; 16];
+            let mut d = [[0.0f32; L]; P];
             for (dp, src) in d.iter_mut().zip(&patch) {
                 let src = src.map_or(&zeros[..len], |px| &px[c0..c0 + len]);
                 copy_lanes::<L>(&mut dp[..len], src);
             }
-            let v = input_transform::<L>(&d);
+            let mut v = [[0.0f32; L]; P];
+            if P == 16 {
+                input_transform::<L>(&d, &mut v);
+            } else {
+                f4::input_transform::<L>(&d, &mut v);
+            }
             for (e, ve) in v.iter().enumerate() {
                 let at = e * stride + t * cin + c0;
                 copy_lanes::<L>(&mut v_out[at..at + len], &ve[..len]);
@@ -524,10 +658,10 @@ fn transform_inputs<const L: usize>(b: &Block<'_>, input: &[f32], v_out: &mut [f
     }
 }
 
-/// Output transform `A^T M A`, then the epilogue, for the output pixels inside the image;
-/// `out` starts at output row `2 * ty0` of the image.
+/// Output transform `A^T M A` (`P` positions into `Q` outputs), then the epilogue, for the
+/// output pixels inside the image; `out` starts at output row `tile * ty0` of the image.
 #[inline(always)]
-fn transform_outputs<const L: usize>(
+fn transform_outputs<const L: usize, const P: usize, const Q: usize>(
     b: &Block<'_>,
     m: &[f32],
     epilogue: &Epilogue<'_>,
@@ -540,29 +674,34 @@ fn transform_outputs<const L: usize>(
         tiles,
         tiles_w,
     } = *b;
-    let cout = s.cout;
+    let (cout, tile) = (s.cout, s.variant.tile());
     let stride = position_stride(tiles, cout);
-    let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
+    let first_pixel = (img * s.oh + tile * ty0) * s.ow;
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
         for c0 in (0..cout).step_by(L) {
             let len = L.min(cout - c0);
-            let mut mt = [[0.0f32; L]; 16];
+            let mut mt = [[0.0f32; L]; P];
             for (e, me) in mt.iter_mut().enumerate() {
                 let at = e * stride + t * cout + c0;
                 copy_lanes::<L>(&mut me[..len], &m[at..at + len]);
             }
-            let y = output_transform::<L>(&mt);
+            let mut y = [[0.0f32; L]; Q];
+            if P == 16 {
+                output_transform::<L>(&mt, &mut y);
+            } else {
+                f4::output_transform::<L>(&mt, &mut y);
+            }
             let mut bias = [0.0f32; L];
             if let Some(b) = epilogue.bias {
                 copy_lanes::<L>(&mut bias[..len], &b[c0..c0 + len]);
             }
             for (q, yq) in y.iter().enumerate() {
-                let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
+                let (oy, ox) = (tile * ty + q / tile, tile * tx + q % tile);
                 if oy >= s.oh || ox >= s.ow {
                     continue;
                 }
-                let local = (oy - 2 * ty0) * s.ow + ox;
+                let local = (oy - tile * ty0) * s.ow + ox;
                 let dst = &mut out[local * s.ldc + c0..local * s.ldc + c0 + len];
                 let mut v = *yq;
                 for (x, b) in v.iter_mut().zip(&bias) {
@@ -600,11 +739,11 @@ fn copy_partial(dst: &mut [f32], src: &[f32]) {
     dst.copy_from_slice(src);
 }
 
-/// `B^T d B` for a 4x4 patch `d` (row-major positions), lane by lane.
-/// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. Inlined: returned by value, the arrays
-/// would be copied through `memcpy` (a fifth of the run time).
+/// `v = B^T d B` for a 4x4 patch `d` (row-major positions, 16 of each), lane by lane.
+/// `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. Inlined: otherwise the arrays would be
+/// copied through `memcpy` (a fifth of the run time).
 #[inline(always)]
-fn input_transform<const L: usize>(d: &[[f32; L]; 16]) -> [[f32; L]; 16] {
+fn input_transform<const L: usize>(d: &[[f32; L]], v: &mut [[f32; L]]) {
     let mut t = [[0.0f32; L]; 16];
     for c in 0..4 {
         for l in 0..L {
@@ -615,7 +754,6 @@ fn input_transform<const L: usize>(d: &[[f32; L]; 16]) -> [[f32; L]; 16] {
             t[12 + c][l] = d1 - d3;
         }
     }
-    let mut v = [[0.0f32; L]; 16];
     for r in 0..4 {
         for l in 0..L {
             let (t0, t1, t2, t3) = (
@@ -630,12 +768,12 @@ fn input_transform<const L: usize>(d: &[[f32; L]; 16]) -> [[f32; L]; 16] {
             v[4 * r + 3][l] = t1 - t3;
         }
     }
-    v
 }
 
-/// `A^T m A` for a 4x4 `m`: the 2x2 outputs, row-major. `A^T = [1 1 1 0; 0 1 -1 -1]`.
+/// `y = A^T m A` for a 4x4 `m` (16 values): the 2x2 outputs, row-major.
+/// `A^T = [1 1 1 0; 0 1 -1 -1]`.
 #[inline(always)]
-fn output_transform<const L: usize>(m: &[[f32; L]; 16]) -> [[f32; L]; 4] {
+fn output_transform<const L: usize>(m: &[[f32; L]], y: &mut [[f32; L]]) {
     let mut t = [[0.0f32; L]; 8];
     for c in 0..4 {
         for l in 0..L {
@@ -644,7 +782,6 @@ fn output_transform<const L: usize>(m: &[[f32; L]; 16]) -> [[f32; L]; 4] {
             t[4 + c][l] = m1 - m2 - m3;
         }
     }
-    let mut y = [[0.0f32; L]; 4];
     for r in 0..2 {
         for l in 0..L {
             let (t0, t1, t2, t3) = (
@@ -657,5 +794,4 @@ fn output_transform<const L: usize>(m: &[[f32; L]; 16]) -> [[f32; L]; 4] {
             y[2 * r + 1][l] = t1 - t2 - t3;
         }
     }
-    y
 }

@@ -1,5 +1,6 @@
-//! The Winograd transforms with AVX-512 intrinsics, 16 channels (one zmm register) at a time,
-//! for channel counts that are multiples of 16 (the others take the generic lane arrays).
+//! The Winograd transforms (F(2x2, 3x3) and F(4x4, 3x3)) with AVX-512 intrinsics, 16 channels
+//! (one zmm register) at a time, for channel counts that are multiples of 16 (the others take
+//! the generic lane arrays).
 //!
 //! The generic code on 16-lane arrays left the compiler splitting arrays into ymm and xmm
 //! pieces, zeroing them with `memset` and clamping four lanes at a time: the transforms took
@@ -15,34 +16,44 @@ use std::arch::x86_64::*;
 /// Channels per register.
 const L: usize = 16;
 
-/// [`super::transform_inputs`] for `cin % 16 == 0`.
+/// [`super::transform_inputs`] for `cin % 16 == 0`: `P` = 16 (F(2x2, 3x3)) or 36 (F(4x4, 3x3))
+/// positions.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut [f32]) {
+pub(super) unsafe fn transform_inputs<const P: usize>(
+    b: &Block<'_>,
+    input: &[f32],
+    v_out: &mut [f32],
+) {
     let (cin, tiles) = (b.s.cin, b.tiles);
     debug_assert_eq!(cin % L, 0);
     // Position e of tile t, channels c0.., lives at e * stride + t * cin + c0.
     let stride = position_stride(tiles, cin);
-    assert!(v_out.len() >= 16 * stride, "winograd: V too short");
+    assert!(v_out.len() >= P * stride, "winograd: V too short");
     let out = v_out.as_mut_ptr();
     for t in 0..tiles {
-        let patch = b.patch(input, t);
+        let patch = b.patch::<P>(input, t);
         for c0 in (0..cin).step_by(L) {
             // Loops, not closures: a closure does not inherit the target feature, so the
             // intrinsics inside it would not be inlined.
-            let mut d = [_mm512_setzero_ps(); 16];
+            let mut d = [_mm512_setzero_ps(); P];
             for (dp, px) in d.iter_mut().zip(&patch) {
                 if let Some(px) = px {
                     // SAFETY: the pixel's slice holds `cin` values and c0 + 16 <= cin.
                     *dp = unsafe { _mm512_loadu_ps(px.as_ptr().add(c0)) };
                 }
             }
-            let v = input_transform(&d);
+            let mut v = [_mm512_setzero_ps(); P];
+            if P == 16 {
+                input_transform(&d, &mut v);
+            } else {
+                input_transform_f4(&d, &mut v);
+            }
             for (e, ve) in v.iter().enumerate() {
-                // SAFETY: e * stride + t * cin + c0 + 16 <= 16 * stride <= v_out.len()
-                // (asserted above), as e < 16, t < tiles, c0 + 16 <= cin and
+                // SAFETY: e * stride + t * cin + c0 + 16 <= P * stride <= v_out.len()
+                // (asserted above), as e < P, t < tiles, c0 + 16 <= cin and
                 // tiles * cin <= stride.
                 unsafe { _mm512_storeu_ps(out.add(e * stride + t * cin + c0), *ve) };
             }
@@ -50,12 +61,13 @@ pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut 
     }
 }
 
-/// [`super::transform_outputs`] for `cout % 16 == 0`.
+/// [`super::transform_outputs`] for `cout % 16 == 0`: `P` positions into `Q` outputs (16 into
+/// 4, or 36 into 16).
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn transform_outputs(
+pub(super) unsafe fn transform_outputs<const P: usize, const Q: usize>(
     b: &Block<'_>,
     m: &[f32],
     epilogue: &Epilogue<'_>,
@@ -68,34 +80,39 @@ pub(super) unsafe fn transform_outputs(
         tiles,
         tiles_w,
     } = *b;
-    let cout = s.cout;
+    let (cout, tile) = (s.cout, s.variant.tile());
     debug_assert_eq!(cout % L, 0);
-    let first_pixel = (img * s.oh + 2 * ty0) * s.ow;
+    let first_pixel = (img * s.oh + tile * ty0) * s.ow;
     let stride = position_stride(tiles, cout);
-    assert!(m.len() >= 16 * stride, "winograd: M too short");
+    assert!(m.len() >= P * stride, "winograd: M too short");
     let (lo, hi) = (epilogue.activation.bounds()).unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for t in 0..tiles {
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
         for c0 in (0..cout).step_by(L) {
-            let mut mt = [_mm512_setzero_ps(); 16];
+            let mut mt = [_mm512_setzero_ps(); P];
             for (e, me) in mt.iter_mut().enumerate() {
-                // SAFETY: e * stride + t * cout + c0 + 16 <= 16 * stride <= m.len()
-                // (asserted above), as e < 16, t < tiles, c0 + 16 <= cout and
+                // SAFETY: e * stride + t * cout + c0 + 16 <= P * stride <= m.len()
+                // (asserted above), as e < P, t < tiles, c0 + 16 <= cout and
                 // tiles * cout <= stride.
                 *me = unsafe { _mm512_loadu_ps(m.as_ptr().add(e * stride + t * cout + c0)) };
             }
-            let y = output_transform(&mt);
+            let mut y = [_mm512_setzero_ps(); Q];
+            if P == 16 {
+                output_transform(&mt, &mut y);
+            } else {
+                output_transform_f4(&mt, &mut y);
+            }
             let bias = match epilogue.bias {
                 Some(b) => load16(&b[c0..c0 + L]),
                 None => _mm512_setzero_ps(),
             };
             for (q, &yq) in y.iter().enumerate() {
-                let (oy, ox) = (2 * ty + q / 2, 2 * tx + q % 2);
+                let (oy, ox) = (tile * ty + q / tile, tile * tx + q % tile);
                 if oy >= s.oh || ox >= s.ow {
                     continue;
                 }
-                let local = (oy - 2 * ty0) * s.ow + ox;
+                let local = (oy - tile * ty0) * s.ow + ox;
                 // Bias always added, zeros without one, as the generic code does.
                 let mut v = _mm512_add_ps(yq, bias);
                 if let Some(r) = epilogue.add {
@@ -130,10 +147,10 @@ fn load16(src: &[f32]) -> __m512 {
     unsafe { _mm512_loadu_ps(src.as_ptr()) }
 }
 
-/// `B^T d B` as [`super::input_transform`] computes it, a register per position.
+/// `v = B^T d B` as [`super::input_transform`] computes it, a register per position.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn input_transform(d: &[__m512; 16]) -> [__m512; 16] {
+fn input_transform(d: &[__m512], v: &mut [__m512]) {
     let mut t = [_mm512_setzero_ps(); 16];
     for c in 0..4 {
         let (d0, d1, d2, d3) = (d[c], d[4 + c], d[8 + c], d[12 + c]);
@@ -142,7 +159,6 @@ fn input_transform(d: &[__m512; 16]) -> [__m512; 16] {
         t[8 + c] = _mm512_sub_ps(d2, d1);
         t[12 + c] = _mm512_sub_ps(d1, d3);
     }
-    let mut v = [_mm512_setzero_ps(); 16];
     for r in 0..4 {
         let (t0, t1, t2, t3) = (t[4 * r], t[4 * r + 1], t[4 * r + 2], t[4 * r + 3]);
         v[4 * r] = _mm512_sub_ps(t0, t2);
@@ -150,31 +166,115 @@ fn input_transform(d: &[__m512; 16]) -> [__m512; 16] {
         v[4 * r + 2] = _mm512_sub_ps(t2, t1);
         v[4 * r + 3] = _mm512_sub_ps(t1, t3);
     }
-    v
 }
 
-/// `A^T m A` as [`super::output_transform`] computes it: the 2x2 outputs, row-major.
+/// `y = A^T m A` as [`super::output_transform`] computes it: the 2x2 outputs, row-major.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn output_transform(m: &[__m512; 16]) -> [__m512; 4] {
+fn output_transform(m: &[__m512], y: &mut [__m512]) {
     let mut t = [_mm512_setzero_ps(); 8];
     for c in 0..4 {
         let (m0, m1, m2, m3) = (m[c], m[4 + c], m[8 + c], m[12 + c]);
         t[c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
         t[4 + c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
     }
-    let mut y = [_mm512_setzero_ps(); 4];
     for r in 0..2 {
         let (t0, t1, t2, t3) = (t[4 * r], t[4 * r + 1], t[4 * r + 2], t[4 * r + 3]);
         y[2 * r] = _mm512_add_ps(_mm512_add_ps(t0, t1), t2);
         y[2 * r + 1] = _mm512_sub_ps(_mm512_sub_ps(t1, t2), t3);
     }
-    y
+}
+
+/// `x * c`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn scale(x: __m512, c: f32) -> __m512 {
+    _mm512_mul_ps(_mm512_set1_ps(c), x)
+}
+
+/// `B^T` of F(4x4, 3x3) applied to six registers, as `f4::input_1d` computes it.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn input_1d_f4(d: [__m512; 6]) -> [__m512; 6] {
+    let a = _mm512_sub_ps(d[4], scale(d[2], 4.0));
+    let b = _mm512_sub_ps(d[3], scale(d[1], 4.0));
+    let c = _mm512_sub_ps(d[4], d[2]);
+    let e = scale(_mm512_sub_ps(d[3], d[1]), 2.0);
+    [
+        _mm512_add_ps(_mm512_sub_ps(scale(d[0], 4.0), scale(d[2], 5.0)), d[4]),
+        _mm512_add_ps(a, b),
+        _mm512_sub_ps(a, b),
+        _mm512_add_ps(c, e),
+        _mm512_sub_ps(c, e),
+        _mm512_add_ps(_mm512_sub_ps(scale(d[1], 4.0), scale(d[3], 5.0)), d[5]),
+    ]
+}
+
+/// `A^T` of F(4x4, 3x3) applied to six registers, as `f4::output_1d` computes it.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn output_1d_f4(m: [__m512; 6]) -> [__m512; 4] {
+    let (s12, d12) = (_mm512_add_ps(m[1], m[2]), _mm512_sub_ps(m[1], m[2]));
+    let (s34, d34) = (_mm512_add_ps(m[3], m[4]), _mm512_sub_ps(m[3], m[4]));
+    [
+        _mm512_add_ps(_mm512_add_ps(m[0], s12), s34),
+        _mm512_add_ps(d12, scale(d34, 2.0)),
+        _mm512_add_ps(s12, scale(s34, 4.0)),
+        _mm512_add_ps(_mm512_add_ps(d12, scale(d34, 8.0)), m[5]),
+    ]
+}
+
+/// `v = B^T d B` of F(4x4, 3x3) as `f4::input_transform` computes it.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn input_transform_f4(d: &[__m512], v: &mut [__m512]) {
+    let mut t = [_mm512_setzero_ps(); 36];
+    for c in 0..6 {
+        let col = input_1d_f4([d[c], d[6 + c], d[12 + c], d[18 + c], d[24 + c], d[30 + c]]);
+        for (r, x) in col.into_iter().enumerate() {
+            t[r * 6 + c] = x;
+        }
+    }
+    for r in 0..6 {
+        let row = input_1d_f4([
+            t[r * 6],
+            t[r * 6 + 1],
+            t[r * 6 + 2],
+            t[r * 6 + 3],
+            t[r * 6 + 4],
+            t[r * 6 + 5],
+        ]);
+        v[r * 6..r * 6 + 6].copy_from_slice(&row);
+    }
+}
+
+/// `y = A^T m A` of F(4x4, 3x3) as `f4::output_transform` computes it: the 4x4 outputs.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn output_transform_f4(m: &[__m512], y: &mut [__m512]) {
+    let mut t = [_mm512_setzero_ps(); 24];
+    for c in 0..6 {
+        let col = output_1d_f4([m[c], m[6 + c], m[12 + c], m[18 + c], m[24 + c], m[30 + c]]);
+        for (r, x) in col.into_iter().enumerate() {
+            t[r * 6 + c] = x;
+        }
+    }
+    for r in 0..4 {
+        let row = output_1d_f4([
+            t[r * 6],
+            t[r * 6 + 1],
+            t[r * 6 + 2],
+            t[r * 6 + 3],
+            t[r * 6 + 4],
+            t[r * 6 + 5],
+        ]);
+        y[r * 4..r * 4 + 4].copy_from_slice(&row);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Block, Shape, transform_inputs, transform_outputs};
+    use super::super::{Block, Shape, WinogradVariant, transform_inputs, transform_outputs};
     use super::*;
     use crate::gemm::epilogue::Residual;
 
@@ -202,15 +302,29 @@ mod tests {
     }
 
     /// The intrinsics give the generic 16-lane arrays' bits, inputs and outputs, on a block of
-    /// partial tiles at the image's edges, with every epilogue (NaN and infinities included).
+    /// partial tiles at the image's edges, with every epilogue (NaN and infinities included),
+    /// for both variants.
     #[test]
     fn avx512_transforms_match_the_lane_arrays_bit_for_bit() {
         if !is_x86_feature_detected!("avx512f") {
             eprintln!("no AVX-512F on this CPU: nothing to compare");
             return;
         }
-        let (n, h, w, c) = (2, 5, 7, 32);
+        // SAFETY: AVX-512F was detected above.
+        unsafe {
+            compare::<16, 4>(WinogradVariant::F2);
+            compare::<36, 16>(WinogradVariant::F4);
+        }
+    }
+
+    /// One variant's comparison (`P` positions, `Q` outputs per tile).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    unsafe fn compare<const P: usize, const Q: usize>(variant: WinogradVariant) {
+        let (n, h, w, c) = (2, 9, 7, 32);
         let s = Shape {
+            variant,
             h,
             w,
             cin: c,
@@ -221,8 +335,9 @@ mod tests {
             pad_top: 1,
             pad_left: 1,
         };
-        let (tiles_w, ty0) = (w.div_ceil(2), 1);
-        let tiles = (h.div_ceil(2) - ty0) * tiles_w;
+        let tile = variant.tile();
+        let (tiles_w, ty0) = (w.div_ceil(tile), 1);
+        let tiles = (h.div_ceil(tile) - ty0) * tiles_w;
         let block = Block {
             s: &s,
             img: 1,
@@ -231,15 +346,15 @@ mod tests {
             tiles_w,
         };
         let input = values(1, n * h * w * c);
-        let len = 16 * position_stride(tiles, c);
+        let len = P * position_stride(tiles, c);
         let (mut want, mut got) = (vec![0.0f32; len], vec![0.0f32; len]);
-        transform_inputs::<16>(&block, &input, &mut want);
-        // SAFETY: AVX-512F was detected above.
-        unsafe { super::transform_inputs(&block, &input, &mut got) };
+        transform_inputs::<16, P>(&block, &input, &mut want);
+        // SAFETY: the caller's CPU has AVX-512F.
+        unsafe { super::transform_inputs::<P>(&block, &input, &mut got) };
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&got), bits(&want), "input transform");
+        assert_eq!(bits(&got), bits(&want), "{variant:?} input transform");
 
-        let m = values(2, 16 * position_stride(tiles, c));
+        let m = values(2, P * position_stride(tiles, c));
         let bias = values(3, c);
         let res = values(4, n * h * w * c);
         for (i, activation) in [
@@ -260,12 +375,16 @@ mod tests {
                 add: (i != 1).then_some(Residual { data: &res, ld: c }),
                 activation,
             };
-            let len = (h - 2 * ty0) * w * c;
+            let len = (h - tile * ty0) * w * c;
             let (mut want, mut got) = (vec![9.0f32; len], vec![9.0f32; len]);
-            transform_outputs::<16>(&block, &m, &epilogue, &mut want);
-            // SAFETY: AVX-512F was detected above.
-            unsafe { super::transform_outputs(&block, &m, &epilogue, &mut got) };
-            assert_eq!(bits(&got), bits(&want), "output transform, {activation:?}");
+            transform_outputs::<16, P, Q>(&block, &m, &epilogue, &mut want);
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { super::transform_outputs::<P, Q>(&block, &m, &epilogue, &mut got) };
+            assert_eq!(
+                bits(&got),
+                bits(&want),
+                "{variant:?} output transform, {activation:?}"
+            );
         }
     }
 }
