@@ -401,10 +401,14 @@ pub fn conv2d_winograd_strided(
     let variant = filter.variant;
     let (tile, positions) = (variant.tile(), variant.positions());
     let (tiles_h, tiles_w) = (oh.div_ceil(tile), ow.div_ceil(tile));
-    // Blocks of whole tile rows whose transformed inputs and products fill about half the L2
-    // (fewer, larger GEMMs), at least one row, the image's rows split evenly among them.
+    // Blocks of whole tile rows whose transformed inputs and products fill about 3/4 of the L2
+    // (fewer, larger GEMMs), at least one row, the image's rows split evenly among them. With
+    // half the L2, W4's 32 -> 32 layer in F(4x4) ran GEMMs of 32 rows; 3/4 (64 rows), Zen 5,
+    // gemm_speed, two threads, best of 40, two rounds: 0.451-0.457 -> 0.403-0.415 ms,
+    // 1x28x28x128 0.229-0.363 -> 0.204-0.213, 1x14x14x256 in F(2x2) 0.316-0.511 -> 0.281-0.292,
+    // 1x56x56x64 and 2x7x7x512 unchanged (the full L2 was no better, 1.5x it worse).
     let per_tile = positions * (cin + cout) * 4;
-    let max_rows = (caches().l2 / 2 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
+    let max_rows = (caches().l2 * 3 / 4 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
     let rows_per_block = tiles_h.div_ceil(tiles_h.div_ceil(max_rows));
     let band = tile * rows_per_block * ow * ldc;
     let shape = Shape {
@@ -532,21 +536,46 @@ struct Block<'s> {
 }
 
 impl Block<'_> {
-    /// The input pixels (all `cin` channels each) under tile `t`'s patch (`P` pixels, the
-    /// variant's), row-major, or `None` where the patch lies outside the image (padding).
+    /// Where the pixels under tile `t`'s patch start in the input: for each patch row, the
+    /// offset of its image row, and for each patch column, the offset of its pixel within a
+    /// row, or `None` where they lie outside the image (padding). Pixel `(r, c)` of the patch
+    /// starts at `rows[r] + cols[c]` and holds `cin` values, all before
+    /// `(img + 1) * h * w * cin`. (Twelve offsets instead of a slice per pixel: building 36
+    /// checked slices took 7% of an F(4x4) convolution.)
     #[inline(always)]
-    fn patch<'i, const P: usize>(&self, input: &'i [f32], t: usize) -> [Option<&'i [f32]>; P] {
+    fn patch(&self, t: usize) -> PatchOffsets {
         let s = self.s;
         let (tile, side) = (s.variant.tile(), s.variant.side());
-        debug_assert_eq!(side * side, P);
         let (ty, tx) = (self.ty0 + t / self.tiles_w, t % self.tiles_w);
-        let image = &input[self.img * s.h * s.w * s.cin..(self.img + 1) * s.h * s.w * s.cin];
-        std::array::from_fn(|p| {
-            let y = (tile * ty + p / side).checked_sub(s.pad_top)?;
-            let x = (tile * tx + p % side).checked_sub(s.pad_left)?;
-            let at = (y * s.w + x) * s.cin;
-            (y < s.h && x < s.w).then(|| &image[at..at + s.cin])
-        })
+        let mut offsets = PatchOffsets {
+            rows: [None; 6],
+            cols: [None; 6],
+        };
+        for i in 0..side {
+            offsets.rows[i] = (tile * ty + i)
+                .checked_sub(s.pad_top)
+                .filter(|&y| y < s.h)
+                .map(|y| (self.img * s.h + y) * s.w * s.cin);
+            offsets.cols[i] = (tile * tx + i)
+                .checked_sub(s.pad_left)
+                .filter(|&x| x < s.w)
+                .map(|x| x * s.cin);
+        }
+        offsets
+    }
+}
+
+/// [`Block::patch`]: offsets of a patch's rows and columns (the first `side` of each).
+struct PatchOffsets {
+    rows: [Option<usize>; 6],
+    cols: [Option<usize>; 6],
+}
+
+impl PatchOffsets {
+    /// Where pixel `p` (row-major in a patch of `side` columns) starts, if inside the image.
+    #[inline(always)]
+    fn pixel(&self, p: usize, side: usize) -> Option<usize> {
+        Some(self.rows[p / side]? + self.cols[p % side]?)
     }
 }
 
@@ -633,15 +662,18 @@ fn transform_inputs<const L: usize, const P: usize>(
     v_out: &mut [f32],
 ) {
     let (cin, tiles) = (b.s.cin, b.tiles);
+    let side = if P == 16 { 4 } else { 6 };
     let stride = position_stride(tiles, cin);
     let zeros = [0.0f32; L];
     for t in 0..tiles {
-        let patch = b.patch::<P>(input, t);
+        let patch = b.patch(t);
         for c0 in (0..cin).step_by(L) {
             let len = L.min(cin - c0);
             let mut d = [[0.0f32; L]; P];
-            for (dp, src) in d.iter_mut().zip(&patch) {
-                let src = src.map_or(&zeros[..len], |px| &px[c0..c0 + len]);
+            for (p, dp) in d.iter_mut().enumerate() {
+                let src = patch
+                    .pixel(p, side)
+                    .map_or(&zeros[..len], |at| &input[at + c0..at + c0 + len]);
                 copy_lanes::<L>(&mut dp[..len], src);
             }
             let mut v = [[0.0f32; L]; P];

@@ -28,21 +28,28 @@ pub(super) unsafe fn transform_inputs<const P: usize>(
     v_out: &mut [f32],
 ) {
     let (cin, tiles) = (b.s.cin, b.tiles);
+    let side = if P == 16 { 4 } else { 6 };
     debug_assert_eq!(cin % L, 0);
     // Position e of tile t, channels c0.., lives at e * stride + t * cin + c0.
     let stride = position_stride(tiles, cin);
     assert!(v_out.len() >= P * stride, "winograd: V too short");
+    let s = b.s;
+    assert!(
+        input.len() >= (b.img + 1) * s.h * s.w * cin,
+        "winograd: input too short"
+    );
     let out = v_out.as_mut_ptr();
     for t in 0..tiles {
-        let patch = b.patch::<P>(input, t);
+        let patch = b.patch(t);
         for c0 in (0..cin).step_by(L) {
             // Loops, not closures: a closure does not inherit the target feature, so the
             // intrinsics inside it would not be inlined.
             let mut d = [_mm512_setzero_ps(); P];
-            for (dp, px) in d.iter_mut().zip(&patch) {
-                if let Some(px) = px {
-                    // SAFETY: the pixel's slice holds `cin` values and c0 + 16 <= cin.
-                    *dp = unsafe { _mm512_loadu_ps(px.as_ptr().add(c0)) };
+            for (p, dp) in d.iter_mut().enumerate() {
+                if let Some(at) = patch.pixel(p, side) {
+                    // SAFETY: the pixel's `cin` values end before (img + 1) * h * w * cin <=
+                    // input.len() (`Block::patch`, asserted above), and c0 + 16 <= cin.
+                    *dp = unsafe { _mm512_loadu_ps(input.as_ptr().add(at + c0)) };
                 }
             }
             let mut v = [_mm512_setzero_ps(); P];
