@@ -26,6 +26,8 @@ mod tests_concat;
 #[cfg(test)]
 mod tests_depthwise_pointwise;
 #[cfg(test)]
+mod tests_movement_split;
+#[cfg(test)]
 mod tests_nchw_input;
 #[cfg(test)]
 mod tests_prologue;

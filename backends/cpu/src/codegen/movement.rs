@@ -11,7 +11,8 @@
 //! register transposes for 4-byte elements). Runs copy 64 bytes per iteration as four 16-byte
 //! vectors and finish with a straight-line tail, so nothing depends on the dtype: movement
 //! kernels work for every dtype (element size from the buffer's dtype) and are bit-exact, NaN
-//! payloads included.
+//! payloads included. A kernel that fills nothing takes a range of parts of its copies' outer
+//! loops, so its copies split across threads like the other ranged kernels ([`MOVE_PARTS`]).
 //!
 //! Invariants: shapes are checked against the op before any code is built (errors name the
 //! kernel and op); generated code touches exactly the bytes of the output buffer and of the
@@ -27,6 +28,7 @@ use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
 use kiln_ir::program::{BufferKind, Kernel, Program};
 
+use crate::jit::loops::{Bound, for_range};
 use crate::jit::{Jit, KernelId};
 use copy::{CopyPlan, emit_copy, emit_fill};
 
@@ -36,6 +38,12 @@ struct MovePlan {
     copies: Vec<CopyPlan>,
 }
 
+/// Parts a ranged movement kernel's work is cut into ([`define_movement_range`]): a call with
+/// the range `[start, end)` runs, of every copy, the iterations `count * start / MOVE_PARTS ..
+/// count * end / MOVE_PARTS` of its outermost loop (and a copy without one in the call whose
+/// range starts at 0). Copies write disjoint bytes, so the parts run on any threads.
+pub const MOVE_PARTS: usize = 64;
+
 /// Defines the main stage of a movement kernel (see the module docs). Buffers are
 /// `kernel.inputs` then `kernel.output`.
 pub fn define_movement(
@@ -43,21 +51,74 @@ pub fn define_movement(
     program: &Program,
     kernel: &Kernel,
 ) -> Result<KernelId, String> {
-    let fail = |why: String| format!("kernel '{}' ({}): {why}", kernel.name, kernel.op_name());
+    let plan = plan_of(program, kernel)?;
+    define(jit, program, kernel, &plan, false)
+}
+
+/// [`define_movement`] taking one more buffer, the `[start, end)` pair of `i64` parts of
+/// [`MOVE_PARTS`] it runs, or `None` when the kernel cannot split: it fills (a pad's fill must
+/// come before its copies) or no copy has an outer loop. (The copies of one movement kernel
+/// ran on one thread: ShuffleNet's channel shuffles, DenseNet's concat copies.)
+pub fn define_movement_range(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+) -> Result<Option<KernelId>, String> {
+    let plan = plan_of(program, kernel)?;
+    if plan.fill.is_some() || !plan.copies.iter().any(CopyPlan::splits) {
+        return Ok(None);
+    }
+    define(jit, program, kernel, &plan, true).map(Some)
+}
+
+/// [`plan_movement`], its error naming the kernel.
+fn plan_of(program: &Program, kernel: &Kernel) -> Result<MovePlan, String> {
+    plan_movement(program, kernel)
+        .map_err(|why| format!("kernel '{}' ({}): {why}", kernel.name, kernel.op_name()))
+}
+
+fn define(
+    jit: &mut Jit,
+    program: &Program,
+    kernel: &Kernel,
+    plan: &MovePlan,
+    ranged: bool,
+) -> Result<KernelId, String> {
     let n_in = kernel.inputs.len();
-    let plan = plan_movement(program, kernel).map_err(fail)?;
     let out_bytes = program.buffer(kernel.output).size_bytes();
-    jit.define_kernel(&format!("{}.main", kernel.name), n_in + 1, |b, env| {
-        let out = env.buffer(n_in)?;
-        if let Some(pattern) = &plan.fill {
-            emit_fill(b, out, out_bytes, pattern)?;
-        }
-        for copy in &plan.copies {
-            let src = env.buffer(copy.src)?;
-            emit_copy(b, copy, src, out)?;
-        }
-        Ok(())
-    })
+    let suffix = if ranged { "__range" } else { "" };
+    let n_bufs = n_in + 1 + usize::from(ranged);
+    jit.define_kernel(
+        &format!("{}.main{suffix}", kernel.name),
+        n_bufs,
+        |b, env| {
+            let out = env.buffer(n_in)?;
+            if let Some(pattern) = &plan.fill {
+                emit_fill(b, out, out_bytes, pattern)?;
+            }
+            let part = if ranged {
+                let parts = c64(MOVE_PARTS)?;
+                let (start, end) =
+                    crate::codegen::window::work_range(b, env, true, n_in + 1, parts)?;
+                Some((start.value(b), end.value(b), MOVE_PARTS))
+            } else {
+                None
+            };
+            for copy in &plan.copies {
+                let src = env.buffer(copy.src)?;
+                match part {
+                    Some(_) if copy.splits() => emit_copy(b, copy, src, out, part)?,
+                    // The call whose range starts at part 0 copies it whole: start..1 is one
+                    // iteration for it and none for the others.
+                    Some((start, _, _)) => for_range(b, start, Bound::Const(1), 1, |b, _| {
+                        emit_copy(b, copy, src, out, None)
+                    })?,
+                    None => emit_copy(b, copy, src, out, None)?,
+                }
+            }
+            Ok(())
+        },
+    )
 }
 
 /// The copy plan of a movement op, after checking its shapes.

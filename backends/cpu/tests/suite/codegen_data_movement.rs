@@ -6,9 +6,11 @@
 
 use crate::codegen_data_util;
 
-use codegen_data_util::{assert_bit_exact, run_op, run_op_full, run_op_with};
-use kiln_cpu::codegen::movement::define_movement;
+use codegen_data_util::{assert_bit_exact, run_op, run_op_full, run_op_ranges, run_op_with};
+use kiln_cpu::codegen::movement::{MOVE_PARTS, define_movement, define_movement_range};
 use kiln_cpu::codegen::state::define_state;
+use kiln_cpu::jit::{Jit, KernelId};
+use kiln_ir::program::{Kernel, Program};
 use kiln_ir::{AssignOp, DType, Data, Float, Op, Tensor};
 
 fn t(dims: &[usize], seed: u64) -> Tensor {
@@ -355,5 +357,64 @@ fn larger_copies_use_every_tail_size() {
         };
         let o = run_op_full(pad, &[b], false, true, define_movement);
         assert_bit_exact(&o, &format!("bool pad cols {cols}"));
+    }
+}
+
+/// [`define_movement_range`], an error when the kernel cannot split.
+fn ranged(jit: &mut Jit, program: &Program, kernel: &Kernel) -> Result<KernelId, String> {
+    define_movement_range(jit, program, kernel)?.ok_or_else(|| "no ranged kernel".to_string())
+}
+
+/// Ranged movement kernels called part by part (each split of the parts below, in any order)
+/// write exactly the reference's bytes and nothing outside the output: blocked transposes
+/// under an outer loop (a shuffle's, NCHW -> NHWC's images), a concat of rows, a concat of one operand with a loop and
+/// one without, a slice; every dtype.
+#[test]
+fn ranged_movement_kernels_copy_every_part_once() {
+    let parts = MOVE_PARTS as i64;
+    let splits: [Vec<[i64; 2]>; 4] = [
+        vec![[0, parts]],
+        vec![[0, 1], [1, parts]],
+        vec![[40, parts], [0, 13], [13, 40]],
+        (0..parts).rev().map(|p| [p, p + 1]).collect(),
+    ];
+    let shuffle = Op::Transpose {
+        perm: vec![0, 1, 3, 2],
+    };
+    for dtype in DType::ALL {
+        let cases: Vec<(Op, Vec<Tensor>)> = vec![
+            (shuffle.clone(), vec![typed(dtype, &[3, 9, 2, 29], 1)]),
+            (
+                Op::Transpose {
+                    perm: vec![0, 2, 3, 1],
+                },
+                vec![typed(dtype, &[2, 37, 5, 7], 2)],
+            ),
+            (
+                Op::Concat { axis: 1 },
+                vec![typed(dtype, &[70, 3], 3), typed(dtype, &[70, 11], 4)],
+            ),
+            // The first operand's five narrow runs are one unrolled row, no loop: the call
+            // whose range starts at part 0 copies them.
+            (
+                Op::Concat { axis: 1 },
+                vec![typed(dtype, &[5, 1], 5), typed(dtype, &[5, 40], 6)],
+            ),
+            (
+                Op::Slice {
+                    begin: vec![1, 0, 2],
+                    size: vec![90, 5, 9],
+                },
+                vec![typed(dtype, &[97, 6, 13], 7)],
+            ),
+        ];
+        for (op, inputs) in &cases {
+            let whole = run_op(op.clone(), inputs, define_movement);
+            assert_bit_exact(&whole, &format!("{op:?} {dtype}"));
+            for split in &splits {
+                let o = run_op_ranges(op.clone(), inputs, ranged, split);
+                assert_bit_exact(&o, &format!("{op:?} {dtype} in {} parts", split.len()));
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use cranelift_codegen::ir::{InstBuilder, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
 use super::tile::emit_blocked;
-use crate::jit::loops::{data_flags, for_range, for_range_carry};
+use crate::jit::loops::{Bound, data_flags, for_range, for_range_carry};
 
 /// One loop of a nest: its trip count and what one iteration adds to the input and output
 /// offsets (in whatever unit the caller uses: bytes for movement, elements for reductions).
@@ -45,6 +45,21 @@ pub(crate) fn loop_nest(
     carried: &[Value],
     leaf: &mut Leaf<'_>,
 ) -> Result<Vec<Value>, String> {
+    loop_nest_part(b, axes, None, in_off, out_off, carried, leaf)
+}
+
+/// [`loop_nest`] over only part `[start, end)` of `parts` of the outermost loop (iterations
+/// `count * start / parts .. count * end / parts`), when `part` is `Some((start, end,
+/// parts))`: calls for the parts of a split cover every iteration once.
+pub(crate) fn loop_nest_part(
+    b: &mut FunctionBuilder,
+    axes: &[Axis],
+    part: Option<(Value, Value, usize)>,
+    in_off: Value,
+    out_off: Value,
+    carried: &[Value],
+    leaf: &mut Leaf<'_>,
+) -> Result<Vec<Value>, String> {
     let Some((first, rest)) = axes.split_first() else {
         return leaf(b, in_off, out_off, carried);
     };
@@ -53,7 +68,18 @@ pub(crate) fn loop_nest(
         c64(first.in_stride)?,
         c64(first.out_stride)?,
     );
-    for_range_carry(b, 0, count, 1, carried, |b, i, c| {
+    let (lo, hi) = match part {
+        None => (Bound::Const(0), Bound::Const(count)),
+        Some((start, end, parts)) => {
+            let parts = c64(parts)?;
+            let mut at = |p: Value| {
+                let scaled = b.ins().imul_imm_s(p, count);
+                Bound::Dyn(b.ins().sdiv_imm_s(scaled, parts))
+            };
+            (at(start), at(end))
+        }
+    };
+    for_range_carry(b, lo, hi, 1, carried, |b, i, c| {
         let di = b.ins().imul_imm_s(i, sin);
         let i_off = b.ins().iadd(in_off, di);
         let do_ = b.ins().imul_imm_s(i, sout);
@@ -129,32 +155,54 @@ impl CopyPlan {
     }
 }
 
-/// Emits `plan`, copying from kernel buffer address `src` to output address `dst`: a
-/// transpose that moves the innermost axis as a blocked transpose (see `tile.rs`), anything
-/// else as its loop nest with a short innermost loop of narrow runs unrolled.
-pub(super) fn emit_copy(
-    b: &mut FunctionBuilder,
-    plan: &CopyPlan,
-    src: Value,
-    dst: Value,
-) -> Result<(), String> {
-    let src_base = b.ins().iconst(types::I64, c64(plan.src_base)?);
-    let dst_base = b.ins().iconst(types::I64, c64(plan.dst_base)?);
-    let run = plan.run;
-    let Some(a_index) = plan.input_contiguous_axis() else {
-        // Plain nest; a short innermost loop of narrow runs is unrolled.
-        let (axes, row) = match plan.axes.split_last() {
-            Some((&last, rest)) if run < NARROW_RUN && last.count <= MAX_TILE => (rest, last),
+impl CopyPlan {
+    /// The loops [`emit_copy`] emits as loops, outermost first, and the row it unrolls inside
+    /// them, for a plain nest (no blocked transpose): a short innermost loop of narrow runs
+    /// becomes straight-line code.
+    fn plain_loops(&self) -> (&[Axis], Axis) {
+        match self.axes.split_last() {
+            Some((&last, rest)) if self.run < NARROW_RUN && last.count <= MAX_TILE => (rest, last),
             _ => (
-                &plan.axes[..],
+                &self.axes[..],
                 Axis {
                     count: 1,
                     in_stride: 0,
                     out_stride: 0,
                 },
             ),
-        };
-        loop_nest(b, axes, src_base, dst_base, &[], &mut |b, i, o, _| {
+        }
+    }
+
+    /// Whether [`emit_copy`] can emit a part of the copy (it has an outer loop to split).
+    pub(super) fn splits(&self) -> bool {
+        match self.input_contiguous_axis() {
+            Some(_) => self.axes.len() > 2,
+            None => !self.plain_loops().0.is_empty(),
+        }
+    }
+}
+
+/// Emits `plan`, copying from kernel buffer address `src` to output address `dst`: a
+/// transpose that moves the innermost axis as a blocked transpose (see `tile.rs`), anything
+/// else as its loop nest with a short innermost loop of narrow runs unrolled. With `part`
+/// `Some((start, end, parts))`, only that part of the outermost loop ([`loop_nest_part`]);
+/// the plan must then [`CopyPlan::splits`].
+pub(super) fn emit_copy(
+    b: &mut FunctionBuilder,
+    plan: &CopyPlan,
+    src: Value,
+    dst: Value,
+    part: Option<(Value, Value, usize)>,
+) -> Result<(), String> {
+    if part.is_some() && !plan.splits() {
+        return Err("a part of a copy without an outer loop".into());
+    }
+    let src_base = b.ins().iconst(types::I64, c64(plan.src_base)?);
+    let dst_base = b.ins().iconst(types::I64, c64(plan.dst_base)?);
+    let run = plan.run;
+    let Some(a_index) = plan.input_contiguous_axis() else {
+        let (axes, row) = plan.plain_loops();
+        loop_nest_part(b, axes, part, src_base, dst_base, &[], &mut |b, i, o, _| {
             let s = b.ins().iadd(src, i);
             let d = b.ins().iadd(dst, o);
             emit_row(b, s, d, row, run)?;
@@ -162,7 +210,7 @@ pub(super) fn emit_copy(
         })?;
         return Ok(());
     };
-    emit_blocked(b, plan, a_index, src, dst, src_base, dst_base)
+    emit_blocked(b, plan, a_index, src, dst, src_base, dst_base, part)
 }
 
 /// Straight-line copies of `row.count` runs of `run` bytes, the k-th from

@@ -13,7 +13,7 @@
 use cranelift_codegen::ir::{ConstantData, InstBuilder, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
-use super::copy::{Axis, CopyPlan, MAX_TILE, addr_plus, c64, emit_row, loop_nest};
+use super::copy::{Axis, CopyPlan, MAX_TILE, addr_plus, c64, emit_row, loop_nest, loop_nest_part};
 use crate::jit::loops::data_flags;
 
 /// Edge of a transpose tile in bytes: one cache line, so every line a tile reads or writes is
@@ -22,7 +22,9 @@ const TILE_BYTES: usize = 64;
 
 /// Emits a blocked transpose of `plan`, where `a_index` is the loop contiguous in the input
 /// (A) and the innermost loop is contiguous in the output (B); `src_base` and `dst_base` are
-/// the plan's byte offsets as values.
+/// the plan's byte offsets as values; `part` restricts the outermost of the other loops (see
+/// `loop_nest_part`).
+#[allow(clippy::too_many_arguments)] // the plan, its two addresses and offsets, and the part
 pub(super) fn emit_blocked(
     b: &mut FunctionBuilder,
     plan: &CopyPlan,
@@ -31,6 +33,7 @@ pub(super) fn emit_blocked(
     dst: Value,
     src_base: Value,
     dst_base: Value,
+    part: Option<(Value, Value, usize)>,
 ) -> Result<(), String> {
     let run = plan.run;
     let (&b_axis, rest) = plan.axes.split_last().ok_or("a tiled copy without loops")?;
@@ -62,46 +65,55 @@ pub(super) fn emit_blocked(
         .collect::<Vec<_>>()
     };
     let (a_parts, b_parts) = (parts(a_axis.count, tile_a), parts(b_axis.count, tile_b));
-    loop_nest(b, &outer, src_base, dst_base, &[], &mut |b, i, o, _| {
-        for &(a_start, a_tiles, a_size) in &a_parts {
-            for &(b_start, b_tiles, b_size) in &b_parts {
-                let i0 = b.ins().iadd_imm_s(
-                    i,
-                    c64(a_start * a_axis.in_stride + b_start * b_axis.in_stride)?,
-                );
-                let o0 = b.ins().iadd_imm_s(
-                    o,
-                    c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
-                );
-                let tile_loops: Vec<Axis> = [(a_tiles, a_axis, a_size), (b_tiles, b_axis, b_size)]
-                    .into_iter()
-                    .filter(|&(count, _, _)| count > 1)
-                    .map(|(count, axis, step)| Axis {
-                        count,
-                        in_stride: axis.in_stride * step,
-                        out_stride: axis.out_stride * step,
-                    })
-                    .collect();
-                let (a_tile, b_tile) = (
-                    Axis {
-                        count: a_size,
-                        ..a_axis
-                    },
-                    Axis {
-                        count: b_size,
-                        ..b_axis
-                    },
-                );
-                loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
-                    let s = b.ins().iadd(src, i);
-                    let d = b.ins().iadd(dst, o);
-                    emit_tile(b, s, d, a_tile, b_tile, run)?;
-                    Ok(Vec::new())
-                })?;
+    loop_nest_part(
+        b,
+        &outer,
+        part,
+        src_base,
+        dst_base,
+        &[],
+        &mut |b, i, o, _| {
+            for &(a_start, a_tiles, a_size) in &a_parts {
+                for &(b_start, b_tiles, b_size) in &b_parts {
+                    let i0 = b.ins().iadd_imm_s(
+                        i,
+                        c64(a_start * a_axis.in_stride + b_start * b_axis.in_stride)?,
+                    );
+                    let o0 = b.ins().iadd_imm_s(
+                        o,
+                        c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
+                    );
+                    let tile_loops: Vec<Axis> =
+                        [(a_tiles, a_axis, a_size), (b_tiles, b_axis, b_size)]
+                            .into_iter()
+                            .filter(|&(count, _, _)| count > 1)
+                            .map(|(count, axis, step)| Axis {
+                                count,
+                                in_stride: axis.in_stride * step,
+                                out_stride: axis.out_stride * step,
+                            })
+                            .collect();
+                    let (a_tile, b_tile) = (
+                        Axis {
+                            count: a_size,
+                            ..a_axis
+                        },
+                        Axis {
+                            count: b_size,
+                            ..b_axis
+                        },
+                    );
+                    loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
+                        let s = b.ins().iadd(src, i);
+                        let d = b.ins().iadd(dst, o);
+                        emit_tile(b, s, d, a_tile, b_tile, run)?;
+                        Ok(Vec::new())
+                    })?;
+                }
             }
-        }
-        Ok(Vec::new())
-    })?;
+            Ok(Vec::new())
+        },
+    )?;
     Ok(())
 }
 

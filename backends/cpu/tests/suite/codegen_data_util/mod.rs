@@ -121,6 +121,24 @@ pub fn run_op_full(
     retype: bool,
     define: Define,
 ) -> Outcome {
+    run_op_calls(op, inputs, variable, retype, define, None)
+}
+
+/// [`run_op_full`] with a ranged kernel (`define` makes one that takes a trailing
+/// `[start, end)` pair of `i64`): called once per range of `ranges`, in order, on the same
+/// buffers.
+pub fn run_op_ranges(op: Op, inputs: &[Tensor], define: Define, ranges: &[[i64; 2]]) -> Outcome {
+    run_op_calls(op, inputs, false, false, define, Some(ranges))
+}
+
+fn run_op_calls(
+    op: Op,
+    inputs: &[Tensor],
+    variable: bool,
+    retype: bool,
+    define: Define,
+    ranges: Option<&[[i64; 2]]>,
+) -> Outcome {
     let mut g = Graph::new();
     let mut ids = Vec::new();
     for (i, t) in inputs.iter().enumerate() {
@@ -181,8 +199,19 @@ pub fn run_op_full(
     let out_buf = program.buffer(kernel.output);
     bufs.push(Guarded::new(&vec![0xFF; out_buf.size_bytes()]));
     let ptrs: Vec<*mut u8> = bufs.iter_mut().map(|g| g.ptr()).collect();
-    // SAFETY: every pointer has the extent of its buffer in the program (plus guards).
-    unsafe { compiled.call(&ptrs) }.expect("call");
+    match ranges {
+        // SAFETY: every pointer has the extent of its buffer in the program (plus guards).
+        None => unsafe { compiled.call(&ptrs) }.expect("call"),
+        Some(ranges) => {
+            for range in ranges {
+                let mut range = *range;
+                let mut args = ptrs.clone();
+                args.push(range.as_mut_ptr().cast());
+                // SAFETY: as above, and the kernel reads its range from the last pointer.
+                unsafe { compiled.call(&args) }.expect("call");
+            }
+        }
+    }
     for (i, g) in bufs.iter().enumerate() {
         g.check_guards(&format!("buffer {i} of {}", kernel.name));
     }
