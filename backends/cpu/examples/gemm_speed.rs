@@ -6,7 +6,9 @@
 //! `cargo run --release -p kiln-cpu --example gemm_speed [repeats] [isa,isa,..] [threads,..]`
 //! (ISA names as in `KILN_CPU_FEATURES`: avx512, avx2, portable; default: all supported).
 //! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
-//! `DIRECT_ONLY=1` skips the Winograd timings, `WINOGRAD_ONLY=1` the direct ones
+//! `COLD=n` cycles through n copies of the direct convolution's packed weights (weights read
+//! from memory, as in a network, once n copies exceed the L3). `DIRECT_ONLY=1` skips the
+//! Winograd timings, `WINOGRAD_ONLY=1` the direct ones
 //! (`WINOGRAD_ONLY=2` or `4`: only F(2x2, 3x3) or F(4x4, 3x3); for profiling one alone).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
@@ -132,7 +134,17 @@ fn bench_conv(
 ) -> Result<(), String> {
     let [n, h, w, cin] = c.input;
     let kdim = c.k * c.k * cin;
-    let filter = pack_b_for(isa, kdim, c.cout, &values(kdim * c.cout), false)?;
+    // COLD=n: n copies of the packed filter used in turn, so that with n * filter bytes past
+    // the L3 every run reads its weights from memory, as in a whole network.
+    let copies = std::env::var("COLD")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let filters = (0..copies)
+        .map(|_| pack_b_for(isa, kdim, c.cout, &values(kdim * c.cout), false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut turn = 0;
     let geom = ConvGeometry::new([h, w], [c.k, c.k], [c.stride; 2], [1, 1], Padding::Same)?;
     let bias = values(c.cout);
     let epi = Epilogue {
@@ -146,7 +158,9 @@ fn bench_conv(
     let flops = 2.0 * (m * c.cout * kdim) as f64;
     if std::env::var_os("WINOGRAD_ONLY").is_none() {
         let t = time(repeats, || {
-            pool.install(|| conv2d_nhwc(&input, c.input, &filter, &geom, &mut out, &epi))
+            turn = (turn + 1) % copies;
+            let filter = &filters[turn];
+            pool.install(|| conv2d_nhwc(&input, c.input, filter, &geom, &mut out, &epi))
                 .expect("conv")
         });
         report(&c.name, isa, threads, flops, t);
