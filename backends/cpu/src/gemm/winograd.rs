@@ -617,16 +617,16 @@ fn transforms_avx512(pass: Transform<'_>) {
     match pass {
         Transform::Input(b, input, v) if b.s.cin.is_multiple_of(16) => match b.s.variant {
             // SAFETY: this function's target feature is the CPU's (checked by the caller).
-            F2 => unsafe { avx512::transform_inputs::<16>(b, input, v) },
+            F2 => unsafe { avx512::transform_inputs(b, input, v) },
             // SAFETY: as above.
-            F4 => unsafe { avx512::transform_inputs::<36>(b, input, v) },
+            F4 => unsafe { avx512::transform_inputs_f4(b, input, v) },
         },
         Transform::Output(b, m, epilogue, out) if b.s.cout.is_multiple_of(16) => {
             match b.s.variant {
                 // SAFETY: as above.
-                F2 => unsafe { avx512::transform_outputs::<16, 4>(b, m, epilogue, out) },
+                F2 => unsafe { avx512::transform_outputs(b, m, epilogue, out) },
                 // SAFETY: as above.
-                F4 => unsafe { avx512::transform_outputs::<36, 16>(b, m, epilogue, out) },
+                F4 => unsafe { avx512::transform_outputs_f4(b, m, epilogue, out) },
             }
         }
         pass => transforms_any::<16>(pass),
