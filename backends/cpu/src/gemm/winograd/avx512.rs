@@ -173,8 +173,8 @@ pub(super) unsafe fn transform_inputs_f4(b: &Block<'_>, input: &[f32], v_out: &m
         for c0 in (0..cin).step_by(L) {
             // Column c of B^T d: t_col[c][r]. (An array literal: a zeroed array filled in a
             // loop was cleared with `memset` on every tile.)
-            // SAFETY (each column): the pixels' `cin` values end before (img + 1) * h * w *
-            // cin <= input.len() (`Block::patch`, asserted above), and c0 + 16 <= cin.
+            // SAFETY: (each column) the pixels' `cin` values end before (img + 1) * h * w * cin
+            // <= input.len() (`Block::patch`, asserted above), and c0 + 16 <= cin.
             let t_col = unsafe {
                 [
                     input_column_f4(src, &patch, 0, c0),
@@ -186,14 +186,7 @@ pub(super) unsafe fn transform_inputs_f4(b: &Block<'_>, input: &[f32], v_out: &m
                 ]
             };
             for r in 0..6 {
-                let row = input_1d_f4([
-                    t_col[0][r],
-                    t_col[1][r],
-                    t_col[2][r],
-                    t_col[3][r],
-                    t_col[4][r],
-                    t_col[5][r],
-                ]);
+                let row = input_1d_f4(row_of(&t_col, r));
                 for (c, &x) in row.iter().enumerate() {
                     let e = r * 6 + c;
                     // SAFETY: e * stride + t * cin + c0 + 16 <= 36 * stride <= v_out.len()
@@ -238,10 +231,10 @@ pub(super) unsafe fn transform_outputs_f4(
         let (ty, tx) = (ty0 + t / tiles_w, t % tiles_w);
         for c0 in (0..cout).step_by(L) {
             // Column c of A^T m: t_col[c][r], r < 4.
-            // SAFETY (each column): e * stride + t * cout + c0 + 16 <= 36 * stride <= m.len()
+            let at = src.wrapping_add(t * cout + c0);
+            // SAFETY: (each column) e * stride + t * cout + c0 + 16 <= 36 * stride <= m.len()
             // (asserted above) for every position e < 36, as t < tiles, c0 + 16 <= cout and
             // tiles * cout <= stride.
-            let at = unsafe { src.add(t * cout + c0) };
             let t_col = unsafe {
                 [
                     output_column_f4(at, stride, 0),
@@ -261,14 +254,7 @@ pub(super) unsafe fn transform_outputs_f4(
                 if oy >= s.oh {
                     break;
                 }
-                let row = output_1d_f4([
-                    t_col[0][r],
-                    t_col[1][r],
-                    t_col[2][r],
-                    t_col[3][r],
-                    t_col[4][r],
-                    t_col[5][r],
-                ]);
+                let row = output_1d_f4(row_of(&t_col, r));
                 for (j, &y) in row.iter().enumerate() {
                     let ox = 4 * tx + j;
                     if ox >= s.ow {
@@ -325,6 +311,20 @@ unsafe fn output_column_f4(at: *const f32, stride: usize, c: usize) -> [__m512; 
         *x = unsafe { _mm512_loadu_ps(at.add((r * 6 + c) * stride)) };
     }
     output_1d_f4(m)
+}
+
+/// Row `r` of a 2-D transform's column pass (`columns[c][r]` for each of the six columns).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn row_of<const N: usize>(columns: &[[__m512; N]; 6], r: usize) -> [__m512; 6] {
+    [
+        columns[0][r],
+        columns[1][r],
+        columns[2][r],
+        columns[3][r],
+        columns[4][r],
+        columns[5][r],
+    ]
 }
 
 /// 16 values from a slice of exactly 16.
