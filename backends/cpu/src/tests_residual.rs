@@ -6,6 +6,7 @@
 
 use crate::plan::Stage;
 use crate::test_reference::{assert_matches_reference, lower_and_plan, parse_graph, request};
+use kiln_ir::backend::Backend;
 use kiln_ir::{Graph, Tensor};
 
 /// An NHWC input, a shortcut of the conv's output shape, one batch-broadcast shortcut, and
@@ -102,7 +103,7 @@ output %c
 
 /// ResNet's 56x56x64 block end: the plan picks Winograd by default on SIMD kernels, and the
 /// shortcut is added in its output transform, not in a separate stage; F(4x4, 3x3) on 24x24
-/// (4x4 tiles fit), F(2x2, 3x3) on 14x14 (they would compute 16x16).
+/// (4x4 tiles fit), F(2x2, 3x3) on 14x14 (they would compute 16x16); the profile names each.
 #[test]
 fn a_winograd_conv_folds_its_shortcut() {
     use crate::gemm::WinogradVariant::{F2, F4};
@@ -133,5 +134,15 @@ output %y
         ];
         let feeds: Vec<&Tensor> = feeds.iter().collect();
         assert_matches_reference(&req, &feeds, &["winograd + shortcut"]);
+        // The profile names the algorithm (its GFLOP/s count the direct FLOPs).
+        let (_, times) = crate::CpuBackend
+            .compile(&req)
+            .unwrap()
+            .run_profiled(&feeds, &mut [])
+            .unwrap();
+        let tile = variant.tile();
+        let ops: Vec<String> = times.iter().map(|t| t.ops_text()).collect();
+        let named = format!("conv2d(winograd {tile}x{tile})+add+add+relu");
+        assert_eq!(ops.contains(&named), simd, "{ops:?}");
     }
 }
