@@ -826,18 +826,19 @@ impl RowSource for ConvRows<'_> {
         let mut px = Pixel::of(i0, g);
         let mut covered = 0;
         if all_inside {
-            // VALID or a padded copy: the whole strip, each start a step on from the one
-            // before within an output row (per tile, the checks and table took a tenth of a
-            // 3-channel first layer's time).
+            // VALID or a padded copy: the whole strip, output row by output row, each start a
+            // step on from the one before within a row (per tile, the checks and table took a
+            // tenth of a 3-channel first layer's time; pixel by pixel, 5% of it).
             let step = g.stride_w * self.stride;
-            let mut at = base(&px);
-            for _ in 0..rows {
-                starts.push(at);
-                px.advance(1, g);
-                at = if px.ox == 0 { base(&px) } else { at + step };
+            starts.reserve(rows.next_multiple_of(mr));
+            while covered < rows {
+                let n = (g.out_w - px.ox).min(rows - covered);
+                let at = base(&px);
+                starts.extend((0..n).map(|j| at + j * step));
+                px.advance(n, g);
+                covered += n;
             }
             starts.resize(start + rows.next_multiple_of(mr), 0);
-            covered = rows;
         }
         // Otherwise tile by tile, as far as the tiles have every tap inside.
         while covered < rows {
