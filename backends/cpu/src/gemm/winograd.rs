@@ -124,7 +124,7 @@ pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Which Winograd algorithm, if any, the plan runs a convolution of a `batch`-image input with
 /// `cin` input and `cout` output channels as. `KILN_WINOGRAD` (read once per process) decides
 /// when set: `0` never; `1` whenever it applies and both channel counts reach
-/// `WINOGRAD_MIN_CHANNELS`, in the default variant ([`auto_variant`]); `2` or `4` the same in
+/// `WINOGRAD_MIN_CHANNELS`, in the default variant (`default_variant`); `2` or `4` the same in
 /// F(2x2, 3x3) or F(4x4, 3x3). Unset, the plan takes it where it was measured to win: the
 /// channel counts' harmonic mean at least `auto_min_channels` for the detected kernels and at
 /// least `AUTO_MIN_TILES` tiles, in the default variant.
