@@ -10,10 +10,12 @@
 //! identical for any thread count. Products of one to three rows (batch-1 dense layers) take
 //! a matrix-vector path instead (`gemv.rs`) that streams B once, split across threads along n,
 //! with the same bits as the driver. A 3x3 stride-1 convolution can also run as Winograd
-//! F(2x2, 3x3) (`winograd.rs`: 16 GEMMs on transformed tiles), which the plan picks where it
-//! was measured to win (many channels) and `KILN_WINOGRAD=0`/`1` turns off/on everywhere. Kernels per ISA live in `avx512.rs`, `avx2.rs`, `portable.rs`; `unsafe` exists
-//! only inside the two intrinsic kernels, behind `Tile::assert_valid` (the matrix-vector ones
-//! behind `gemv::assert_dots`).
+//! F(2x2, 3x3) or F(4x4, 3x3) (`winograd.rs`: 16 or 36 GEMMs on transformed tiles), which the
+//! plan picks where it was measured to win (enough channels; F(4x4) where its tiles fit the
+//! image) and `KILN_WINOGRAD` overrides. Kernels per ISA live in `avx512.rs`, `avx2.rs`,
+//! `portable.rs`; `unsafe` exists only inside the intrinsic kernels, behind
+//! `Tile::assert_valid` (the matrix-vector ones behind `gemv::assert_dots`), and in the
+//! Winograd transforms' AVX-512 code (`winograd/avx512.rs`), behind its asserted extents.
 
 mod avx2;
 mod avx512;

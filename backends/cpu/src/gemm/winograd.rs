@@ -104,7 +104,7 @@ impl WinogradFilter {
     }
 }
 
-/// Whether a convolution can run as Winograd F(2x2, 3x3): a 3x3 filter at stride 1 and
+/// Whether a convolution can run as Winograd (either variant): a 3x3 filter at stride 1 and
 /// dilation 1 (any padding).
 pub fn winograd_applies(g: &ConvGeometry) -> bool {
     [
