@@ -1,8 +1,8 @@
 //! Movement kernels split across threads: a channel shuffle (a blocked transpose under a
 //! pixel loop), an NCHW -> NHWC transpose of two images, a channel concat of two placeholders
 //! and a slice run as ranged kernels (parts of their copies' outer loops on each thread), and
-//! give the reference evaluator's bits on pools of 1, 2, 3 and 7 threads (4 to 28 ranges,
-//! cutting the loops at different places); a pad, whose fill must come before its copies, is
+//! give the reference evaluator's bits on pools of 1, 2, 3 and 7 threads (1, 8, 12 and 28
+//! ranges, cutting the loops at different places); a pad, whose fill must come before its copies, is
 //! not split and still right.
 
 use crate::CpuBackend;

@@ -28,6 +28,7 @@ use kiln_ir::lower::axis_index;
 use kiln_ir::op::Op;
 use kiln_ir::program::{BufferKind, Kernel, Program};
 
+use super::window::work_range;
 use crate::jit::loops::{Bound, for_range};
 use crate::jit::{Jit, KernelId};
 use copy::{CopyPlan, emit_copy, emit_fill};
@@ -98,8 +99,7 @@ fn define(
             }
             let part = if ranged {
                 let parts = c64(MOVE_PARTS)?;
-                let (start, end) =
-                    crate::codegen::window::work_range(b, env, true, n_in + 1, parts)?;
+                let (start, end) = work_range(b, env, true, n_in + 1, parts)?;
                 Some((start.value(b), end.value(b), MOVE_PARTS))
             } else {
                 None

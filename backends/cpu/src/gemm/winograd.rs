@@ -60,13 +60,14 @@ impl WinogradVariant {
         self.side() * self.side()
     }
 }
+
 /// Values from one position's `[tiles, c]` matrix to the next in `V` (`c = cin`) and `M`
 /// (`c = cout`): `tiles * c` rounded up to an odd number of cache lines. A transform reads or
-/// writes all 16 positions of a tile at once; `tiles * c` apart, a multiple of 4 KB for
-/// W4's 32->32 layer (128 tiles), its 16 streams fell in one L1 set and its transforms took
-/// longer than its GEMMs. An odd number of lines apart, they fall in 16 different sets.
-/// (A tile's positions side by side instead, one GEMM row per tile, made the GEMMs' A rows
-/// scattered: 1x56x56x64 1.3x slower.)
+/// writes all positions of a tile at once; `tiles * c` apart, a multiple of 4 KB for W4's
+/// 32->32 layer (128 tiles), F(2x2)'s 16 streams fell in one L1 set and its transforms took
+/// longer than its GEMMs. An odd number of lines apart, they fall in different sets. (A
+/// tile's positions side by side instead, one GEMM row per tile, made the GEMMs' A rows
+/// scattered: 1x56x56x64 1.3x slower on Zen 5, 2-core EPYC, FMA peak 284 GFLOP/s a core.)
 fn position_stride(tiles: usize, c: usize) -> usize {
     const LINE: usize = 16;
     let lines = (tiles * c).div_ceil(LINE);
@@ -159,9 +160,10 @@ pub fn winograd_choice(
 /// cover the output with little waste and each image has at least 16 of them, else
 /// F(2x2, 3x3).
 ///
-/// Measured on Zen 5 (examples/gemm_speed.rs, two threads, best of 30-40, GFLOP/s of the
-/// direct FLOPs, F2 vs F4): 4x4 tiles covering 14x14 outputs compute 16x16 (1.31x the work),
-/// and there F4 only ties: 1x14x14x256 678-830 vs 830-866 one run and 1x14x14x64 354 vs 247,
+/// Measured on Zen 5 (2-core EPYC, FMA peak 284 GFLOP/s a core, 574 on two;
+/// examples/gemm_speed.rs, two threads, best of 30-40, GFLOP/s of the direct FLOPs, F2 vs
+/// F4): 4x4 tiles covering 14x14 outputs compute 16x16 (1.31x the work), and there F4 only
+/// ties: 1x14x14x256 678-830 vs 830-866 one run and 1x14x14x64 354 vs 247,
 /// 1x14x14x96 442 vs 475 the next, 8x14x14x256 862-880 vs 866-875, 4x14x14x64 658-675 vs
 /// 572-718; 7x7 images (4 tiles each) lose badly, as each block (one image at most) re-reads
 /// the 4x larger transformed filter for 4 tiles: 8x7x7x512 709 vs 292, 8x7x7x128 463 vs 452.
@@ -242,7 +244,8 @@ pub const AUTO_MIN_TILES: usize = 32;
 /// 32 channels lose on both (Zen 5: 16x32x32x32 197 vs 161 on one thread, 402 vs 311 on two).
 /// The portable kernels are never switched over by default: not measured.
 ///
-/// F(4x4, 3x3) from a mean of 32 (Zen 5, two threads, best of 30, direct vs F4 GFLOP/s):
+/// F(4x4, 3x3) from a mean of 32 (Zen 5 as above, two threads, best of 30, direct vs F4
+/// GFLOP/s):
 /// 16x32x32x32 -> 32 (W4) 460 vs 613, 1x56x56x32 -> 32 378 vs 456-469; below, 1x55x55x16 ->
 /// 64 (25.6) 382 vs 379-409 and 1x28x28x16 -> 32 (21.3) 159 vs 160-240 tie, and 1x28x28x24
 /// -> 24 (no multiple of 16: the generic transforms) 258 vs 125 loses.
@@ -403,9 +406,9 @@ pub fn conv2d_winograd_strided(
     let (tiles_h, tiles_w) = (oh.div_ceil(tile), ow.div_ceil(tile));
     // Blocks of whole tile rows whose transformed inputs and products fill about 3/4 of the L2
     // (fewer, larger GEMMs), at least one row, the image's rows split evenly among them. With
-    // half the L2, W4's 32 -> 32 layer in F(4x4) ran GEMMs of 32 rows; 3/4 (64 rows), Zen 5,
-    // gemm_speed, two threads, best of 40, two rounds: 0.451-0.457 -> 0.403-0.415 ms,
-    // 1x28x28x128 0.229-0.363 -> 0.204-0.213, 1x14x14x256 in F(2x2) 0.316-0.511 -> 0.281-0.292,
+    // half the L2, W4's 32 -> 32 layer in F(4x4) ran GEMMs of 32 rows; 3/4 (64 rows), Zen 5
+    // (2-core EPYC, FMA peak 284 GFLOP/s a core), gemm_speed, two threads, best of 40, two
+    // rounds: 0.451-0.457 -> 0.403-0.415 ms, 1x28x28x128 0.229-0.363 -> 0.204-0.213, 1x14x14x256 in F(2x2) 0.316-0.511 -> 0.281-0.292,
     // 1x56x56x64 and 2x7x7x512 unchanged (the full L2 was no better, 1.5x it worse).
     let per_tile = positions * (cin + cout) * 4;
     let max_rows = (caches().l2 * 3 / 4 / per_tile.max(1) / tiles_w).clamp(1, tiles_h);
@@ -541,12 +544,12 @@ impl Block<'_> {
     /// row, or `None` where they lie outside the image (padding). Pixel `(r, c)` of the patch
     /// starts at `rows[r] + cols[c]` and holds `cin` values, all before
     /// `(img + 1) * h * w * cin`. (Twelve offsets instead of a slice per pixel: building 36
-    /// checked slices took 7% of an F(4x4) convolution.)
+    /// checked slices took 7% of an F(4x4) convolution's perf samples on Zen 5.)
     #[inline(always)]
     fn patch(&self, t: usize) -> PatchOffsets {
         let s = self.s;
         let (tile, side) = (s.variant.tile(), s.variant.side());
-        let (ty, tx) = (self.ty0 + t / self.tiles_w, t % self.tiles_w);
+        let (ty, tx) = self.tile_at(t);
         let mut offsets = PatchOffsets {
             rows: [None; 6],
             cols: [None; 6],
@@ -562,6 +565,19 @@ impl Block<'_> {
                 .map(|x| x * s.cin);
         }
         offsets
+    }
+
+    /// Tile `t`'s tile row and column in its image.
+    #[inline(always)]
+    fn tile_at(&self, t: usize) -> (usize, usize) {
+        (self.ty0 + t / self.tiles_w, t % self.tiles_w)
+    }
+
+    /// Where the block's image ends in the input: every pixel [`Block::patch`] names lies
+    /// before it.
+    fn input_end(&self) -> usize {
+        let s = self.s;
+        (self.img + 1) * s.h * s.w * s.cin
     }
 }
 
@@ -661,8 +677,8 @@ fn transform_inputs<const L: usize, const P: usize>(
     input: &[f32],
     v_out: &mut [f32],
 ) {
-    let (cin, tiles) = (b.s.cin, b.tiles);
-    let side = if P == 16 { 4 } else { 6 };
+    let (cin, tiles, side) = (b.s.cin, b.tiles, b.s.variant.side());
+    debug_assert_eq!(side * side, P);
     let stride = position_stride(tiles, cin);
     let zeros = [0.0f32; L];
     for t in 0..tiles {

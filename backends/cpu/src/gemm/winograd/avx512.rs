@@ -29,11 +29,7 @@ pub(super) unsafe fn transform_inputs(b: &Block<'_>, input: &[f32], v_out: &mut 
     // Position e of tile t, channels c0.., lives at e * stride + t * cin + c0.
     let stride = position_stride(tiles, cin);
     assert!(v_out.len() >= P * stride, "winograd: V too short");
-    let s = b.s;
-    assert!(
-        input.len() >= (b.img + 1) * s.h * s.w * cin,
-        "winograd: input too short"
-    );
+    assert!(input.len() >= b.input_end(), "winograd: input too short");
     let out = v_out.as_mut_ptr();
     for t in 0..tiles {
         let patch = b.patch(t);
@@ -162,11 +158,7 @@ pub(super) unsafe fn transform_inputs_f4(b: &Block<'_>, input: &[f32], v_out: &m
     // Position e of tile t, channels c0.., lives at e * stride + t * cin + c0.
     let stride = position_stride(tiles, cin);
     assert!(v_out.len() >= 36 * stride, "winograd: V too short");
-    let s = b.s;
-    assert!(
-        input.len() >= (b.img + 1) * s.h * s.w * cin,
-        "winograd: input too short"
-    );
+    assert!(input.len() >= b.input_end(), "winograd: input too short");
     let (src, out) = (input.as_ptr(), v_out.as_mut_ptr());
     for t in 0..tiles {
         let patch = b.patch(t);

@@ -66,42 +66,37 @@ fn output_1d(m: [f32; 6]) -> [f32; 4] {
 /// `v = B^T d B` for a 6x6 patch `d` (36 positions, row-major), lane by lane.
 #[inline(always)]
 pub(super) fn input_transform<const L: usize>(d: &[[f32; L]], v: &mut [[f32; L]]) {
-    let mut t = [[0.0f32; L]; 36];
-    for c in 0..6 {
-        for l in 0..L {
-            let col = input_1d(std::array::from_fn(|r| d[r * 6 + c][l]));
-            for (r, x) in col.into_iter().enumerate() {
-                t[r * 6 + c][l] = x;
-            }
-        }
-    }
-    for r in 0..6 {
-        for l in 0..L {
-            let row = input_1d(std::array::from_fn(|c| t[r * 6 + c][l]));
-            for (c, x) in row.into_iter().enumerate() {
-                v[r * 6 + c][l] = x;
-            }
-        }
-    }
+    separable::<L, 6>(d, v, input_1d);
 }
 
 /// `y = A^T m A` for a 6x6 `m` (36 values): the 4x4 outputs, row-major.
 #[inline(always)]
 pub(super) fn output_transform<const L: usize>(m: &[[f32; L]], y: &mut [[f32; L]]) {
-    let mut t = [[0.0f32; L]; 24];
+    separable::<L, 4>(m, y, output_1d);
+}
+
+/// `dst = F src F^T` for a 6x6 `src` (row-major) and the 1-D map `f` from 6 values to `O`:
+/// `f` down each column, then along each row; `dst` is `O x O`, row-major, lane by lane.
+#[inline(always)]
+fn separable<const L: usize, const O: usize>(
+    src: &[[f32; L]],
+    dst: &mut [[f32; L]],
+    f: fn([f32; 6]) -> [f32; O],
+) {
+    let mut t = [[0.0f32; L]; 36];
     for c in 0..6 {
         for l in 0..L {
-            let col = output_1d(std::array::from_fn(|r| m[r * 6 + c][l]));
+            let col = f(std::array::from_fn(|r| src[r * 6 + c][l]));
             for (r, x) in col.into_iter().enumerate() {
                 t[r * 6 + c][l] = x;
             }
         }
     }
-    for r in 0..4 {
+    for r in 0..O {
         for l in 0..L {
-            let row = output_1d(std::array::from_fn(|c| t[r * 6 + c][l]));
+            let row = f(std::array::from_fn(|c| t[r * 6 + c][l]));
             for (c, x) in row.into_iter().enumerate() {
-                y[r * 4 + c][l] = x;
+                dst[r * O + c][l] = x;
             }
         }
     }
