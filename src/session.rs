@@ -117,6 +117,20 @@ struct Cache {
     roots: HashMap<RunRoots, Arc<RootsInfo>>,
     /// Per fetch list: whether its graph keeps images apart, with its sizes.
     apart: HashMap<Vec<NodeId>, Option<images_apart::Separable>>,
+    /// Per fetch list and cut: the session running the graph after the cut on whole batches.
+    tails: HashMap<(Vec<NodeId>, NodeId), Arc<Tail>>,
+}
+
+/// The part of a fetched graph after a [`images_apart::Cut`], run on whole batches by a
+/// session of its own (sharing the pool) once the images before it ran apart.
+struct Tail {
+    session: Session,
+    /// The cut, in this session's graph.
+    cut: NodeId,
+    /// The placeholder standing for the cut, in the tail's graph.
+    input: NodeId,
+    /// The fetches, in the tail's graph.
+    fetches: Vec<NodeId>,
 }
 
 impl Cache {
@@ -144,7 +158,8 @@ pub struct Session {
     optimize: OptimizeOptions,
     backend_kind: BackendKind,
     backend: Box<dyn Backend>,
-    pool: rayon::ThreadPool,
+    /// Shared with the sessions running the tails of batches run apart.
+    pool: Arc<rayon::ThreadPool>,
     /// Read by runs that only read variables, written by runs that update them: held by the
     /// calling thread for the whole run (never inside the pool, where a worker waiting for
     /// a parallel loop may pick up another run's job and would block on its own lock).
@@ -228,7 +243,25 @@ impl Session {
             .thread_name(|i| format!("kiln-session-{i}"))
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start the session's threads: {e}")))?;
-        let graph = graph.ir().clone();
+        Session::build(
+            graph.ir().clone(),
+            backend_kind,
+            optimize,
+            Arc::new(pool),
+            cache_capacity,
+            images_apart,
+        )
+    }
+
+    /// A session on `graph` running in `pool`.
+    fn build(
+        graph: kiln_ir::Graph,
+        backend_kind: BackendKind,
+        optimize: OptimizeOptions,
+        pool: Arc<rayon::ThreadPool>,
+        cache_capacity: usize,
+        images_apart: Option<bool>,
+    ) -> Result<Session> {
         let mut variables = HashMap::new();
         for id in graph.variables() {
             let node = graph.node(id);
@@ -258,6 +291,7 @@ impl Session {
                 last_compile: None,
                 roots: HashMap::new(),
                 apart: HashMap::new(),
+                tails: HashMap::new(),
             }),
             images_apart,
             compiling: Mutex::new(()),
@@ -407,20 +441,22 @@ impl Session {
         targets: &[NodeId],
         profile: bool,
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
-        if let Some(batch) = self.runs_images_apart(feeds, fetches, targets) {
-            return self.execute_images_apart(feeds, fetches, batch, profile);
+        if let Some((batch, cut)) = self.runs_images_apart(feeds, fetches, targets) {
+            let tail = cut.map(|cut| self.tail(fetches, cut)).transpose()?;
+            return self.execute_images_apart(feeds, fetches, batch, tail.as_deref(), profile);
         }
         self.execute_whole(feeds, fetches, targets, profile)
     }
 
     /// The batch, when this run goes one image at a time (see [`SessionOptions::images_apart`]):
-    /// no targets, every feed batched alike, and a fetched graph that keeps images apart.
+    /// no targets, every feed batched alike, and a fetched graph that keeps images apart; with
+    /// the cut after which the batch runs whole again, if the backend chose one.
     fn runs_images_apart(
         &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
         targets: &[NodeId],
-    ) -> Option<usize> {
+    ) -> Option<(usize, Option<NodeId>)> {
         if self.images_apart == Some(false) || !targets.is_empty() || fetches.is_empty() {
             return None;
         }
@@ -453,19 +489,26 @@ impl Session {
         }
         let chosen = self.images_apart == Some(true)
             || images_apart::chosen(&self.backend_kind, &separable, batch);
-        chosen.then_some(batch)
+        let cut = images_apart::tail_cut(&self.backend_kind, &separable, batch);
+        chosen.then_some((batch, cut))
     }
 
-    /// Runs the batch-1 program once per image of `feeds` and stacks each fetch's results; a
-    /// profile sums each kernel's time over the images.
+    /// Runs the batch-1 program once per image of `feeds` and stacks each fetch's results, or,
+    /// with a `tail`, stacks the cut's values and runs the tail on them; a profile sums each
+    /// kernel's time over the images (the tail's kernels follow).
     fn execute_images_apart(
         &self,
         feeds: &[(NodeId, &Tensor)],
         fetches: &[NodeId],
         batch: usize,
+        tail: Option<&Tail>,
         profile: bool,
     ) -> Result<(Vec<Tensor>, Vec<KernelTime>)> {
-        let mut parts: Vec<Vec<Tensor>> = vec![Vec::with_capacity(batch); fetches.len()];
+        let head: Vec<NodeId> = match tail {
+            Some(t) => vec![t.cut],
+            None => fetches.to_vec(),
+        };
+        let mut parts: Vec<Vec<Tensor>> = vec![Vec::with_capacity(batch); head.len()];
         let mut times: Vec<KernelTime> = Vec::new();
         for i in 0..batch {
             let images = feeds
@@ -474,7 +517,7 @@ impl Session {
                 .collect::<Result<Vec<(NodeId, Tensor)>>>()?;
             let image_feeds: Vec<(NodeId, &Tensor)> =
                 images.iter().map(|(id, t)| (*id, t)).collect();
-            let (outputs, image_times) = self.execute_whole(&image_feeds, fetches, &[], profile)?;
+            let (outputs, image_times) = self.execute_whole(&image_feeds, &head, &[], profile)?;
             for (part, output) in parts.iter_mut().zip(outputs) {
                 part.push(output);
             }
@@ -484,7 +527,40 @@ impl Session {
             .iter()
             .map(|p| images_apart::stack(p))
             .collect::<Result<Vec<_>>>()?;
+        let Some(tail) = tail else {
+            return Ok((outputs, times));
+        };
+        let stacked = [(tail.input, &outputs[0])];
+        let (outputs, tail_times) =
+            tail.session
+                .execute_whole(&stacked, &tail.fetches, &[], profile)?;
+        times.extend(tail_times);
         Ok((outputs, times))
+    }
+
+    /// The session running the graph of `fetches` after `cut` (made on first use).
+    fn tail(&self, fetches: &[NodeId], cut: NodeId) -> Result<Arc<Tail>> {
+        let key = (fetches.to_vec(), cut);
+        if let Some(tail) = lock(&self.cache).tails.get(&key) {
+            return Ok(tail.clone());
+        }
+        let (graph, input, tail_fetches) = images_apart::tail_graph(&self.graph, fetches, cut)?;
+        let session = Session::build(
+            graph,
+            self.backend_kind.clone(),
+            self.optimize.clone(),
+            self.pool.clone(),
+            lock(&self.cache).capacity,
+            Some(false),
+        )?;
+        let tail = Arc::new(Tail {
+            session,
+            cut,
+            input,
+            fetches: tail_fetches,
+        });
+        lock(&self.cache).tails.insert(key, tail.clone());
+        Ok(tail)
     }
 
     fn execute_whole(

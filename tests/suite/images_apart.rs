@@ -142,3 +142,33 @@ output %y
         .unwrap();
     assert_eq!(sess.compilations(), before + 1);
 }
+
+/// A network whose late layers are small: the images run apart up to the single value all of
+/// the tail is computed from (`%s`, the block's output), are stacked there, and the tail (a
+/// dense layer and a softmax) runs on the whole batch, with the whole batch's values. The
+/// profile shows both: the head's kernels at batch 1, the tail's at batch 3.
+#[test]
+fn a_small_tail_runs_on_the_stacked_batch() {
+    let g = Graph::parse(SEPARABLE).unwrap();
+    let x = Tensor::uniform(&[3, 12, 10, 8], -1.0, 1.0, 7);
+    let whole = session(&g, Some(false))
+        .run_named(&[("x", &x)], &["y"])
+        .unwrap();
+    let sess = session(&g, Some(true));
+    let xi = g.ir().find("x").unwrap();
+    let y = g.ir().find("y").unwrap();
+    for _ in 0..2 {
+        let (got, times) = sess.run_profiled(&[(xi, &x)], &[y]).unwrap();
+        assert_eq!(got[0].dims(), whole[0].dims());
+        assert_close(&got[0], &whole[0], Tolerance::KERNEL, "y");
+        let batch_of = |t: &kiln_ir::backend::KernelTime| {
+            t.output.split(['[', ',', ']']).nth(1).map(str::to_owned)
+        };
+        let batches: Vec<Option<String>> = times.iter().map(batch_of).collect();
+        let head = batches.iter().position(|b| b.as_deref() == Some("3"));
+        assert!(
+            head.is_some_and(|h| h > 0 && batches[..h].iter().all(|b| b.as_deref() == Some("1"))),
+            "head kernels at batch 1, then the tail's at 3: {batches:?}"
+        );
+    }
+}

@@ -71,6 +71,13 @@ pub fn images_apart(weight_bytes: usize, largest_image_bytes: usize, batch: usiz
     batch >= 2 && weight_bytes <= half && largest_image_bytes.saturating_mul(batch) > half
 }
 
+/// Whether a batch of `batch` images of `image_bytes` each is small enough to run whole
+/// after images ran apart ([`images_apart`]): a quarter of the last-level cache, so that
+/// the value, the next one and the weights between them stay there together.
+pub fn batch_fits_cache(image_bytes: usize, batch: usize) -> bool {
+    image_bytes.saturating_mul(batch) <= caches().last / 4
+}
+
 fn from_sysfs() -> Option<Caches> {
     let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
     let mut list = Vec::new();

@@ -38,7 +38,7 @@ mod tests_winograd;
 mod winograd;
 
 pub(crate) use cache::caches;
-pub use cache::images_apart;
+pub use cache::{batch_fits_cache, images_apart};
 pub use conv::{
     ConvGeometry, conv2d_nchw_input_strided, conv2d_nhwc, conv2d_nhwc_grouped,
     conv2d_nhwc_grouped_strided, nchw_input_supported, pack_conv_groups,
