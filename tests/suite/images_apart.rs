@@ -170,5 +170,9 @@ fn a_small_tail_runs_on_the_stacked_batch() {
             head.is_some_and(|h| h > 0 && batches[..h].iter().all(|b| b.as_deref() == Some("1"))),
             "head kernels at batch 1, then the tail's at 3: {batches:?}"
         );
+        // Two programs, compiled once: the head's and the tail's, whose stats join.
+        assert_eq!(sess.compilations(), 2);
+        let stats = sess.last_compile().unwrap();
+        assert!(stats.info.kernels >= times.len(), "{stats:?}");
     }
 }
