@@ -600,7 +600,12 @@ impl Session {
             input,
             fetches: tail_fetches,
         });
-        lock(&self.cache).tails.insert(key, tail.clone());
+        let mut cache = lock(&self.cache);
+        // Bounded like the roots: a new fetch list is rare, each tail has its own cache.
+        if cache.tails.len() >= cache.capacity {
+            cache.tails.clear();
+        }
+        cache.tails.insert(key, tail.clone());
         Ok(tail)
     }
 
