@@ -97,9 +97,8 @@ pub(crate) fn separable(graph: &Graph, fetches: &[NodeId]) -> Option<Separable> 
 
 /// The [`Cut`]s of the fetched graph whose `batched` values are known: the batched values,
 /// neither fed nor fetched, that are the only batched value computed before them and read
-/// after them,
-/// and after which no variable is read (the tail runs as a graph of its own, with its
-/// constants copied; a variable there would be a stale copy).
+/// after them, and after which no variable is read (the tail runs as a graph of its own,
+/// with its constants copied; a variable there would be a stale copy).
 fn cuts(graph: &Graph, fetches: &[NodeId], batched: &HashMap<NodeId, bool>) -> Vec<Cut> {
     let order = graph.topo_order_of(fetches.iter().copied());
     // The last position reading each batched value (fetches: past the end).
@@ -155,7 +154,7 @@ fn cuts(graph: &Graph, fetches: &[NodeId], batched: &HashMap<NodeId, bool>) -> V
         if alone && head && batched[id] && !fetches.contains(id) && !tail_var[i + 1] {
             cuts.push(Cut {
                 node: *id,
-                image_bytes: tail_bytes[i].min(image_bytes(graph, *id)),
+                image_bytes: image_bytes(graph, *id),
                 tail_image_bytes: tail_bytes[i + 1],
             });
         }
