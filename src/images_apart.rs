@@ -14,9 +14,10 @@
 //! batched value is all the rest of the graph is computed from (a [`Cut`]), and the whole
 //! batch of every value after it fits in cache, the images run apart only up to it; its
 //! values are stacked and the rest (the tail) runs once on the whole batch, as a graph of its
-//! own in a session sharing the pool. MobileNet-v2 at batch 8 (Zen 5, two threads,
-//! alternated): 20.8-23.1 ms per image to the end, 18.8-19.4 with its 14x14 and 7x7 layers
-//! and classifier batched.
+//! own in a session sharing the pool. MobileNet-v2 at batch 8 (`kiln bench`, two threads,
+//! three alternated rounds on a 2-core Zen 5 EPYC, FMA peak 284 GFLOP/s a core, a noisy
+//! host): 20.8-23.1 ms per image to the end, 18.8-19.4 with its 14x14 and 7x7 layers and
+//! classifier batched.
 //!
 //! "Independent" is checked op by op from a fixed list, conservatively: a value is batched
 //! when its leading axis is the batch (a placeholder's `?` first dim, or an op over batched
@@ -45,8 +46,8 @@ pub(crate) struct Separable {
 /// A batched value every later batched value is computed from alone: the images may run apart
 /// up to it, be stacked, and the rest of the graph (the tail) run on the whole batch. A
 /// network's tail holds its small late layers and its dense layers, which read their
-/// weights once for the whole batch instead of once per image (MobileNet-v2 at batch 8: its
-/// 7x7 layers and classifier ran 8 times over 49 pixels and 1 row, 1.2 ms of 16 on Zen 5).
+/// weights once for the whole batch instead of once per image (MobileNet-v2 at batch 8, same
+/// Zen 5: its 1280 -> 1000 classifier took 8 x 0.065 ms per image, 0.13 ms on the batch).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Cut {
     /// The value.
@@ -363,8 +364,9 @@ pub(crate) fn tail_graph(
 /// The cut after which `backend` runs a batch of `batch` images whole again, if any. Where
 /// the whole batch of the cut and of every value after it fits the cache, the tail runs
 /// whole: of those cuts, the smallest before the tail's largest value (the cut's values are
-/// stacked, and in an imported NCHW graph transposed to NCHW and back: MobileNet-v2 cut at
-/// its 56x56x144 expansion spent 1.7 ms of 22 on that, at its 28x28x32 block output 0.1).
+/// stacked, and in an imported NCHW graph transposed to NCHW and back: MobileNet-v2 at batch
+/// 8 cut at its 56x56x144 expansion spent 1.7 ms of 22 on that, at its 28x28x32 block output
+/// 0.1; `kiln bench --profile`, two threads, the Zen 5 above).
 pub(crate) fn tail_cut(backend: &BackendKind, s: &Separable, batch: usize) -> Option<NodeId> {
     let fits = |c: &&Cut| match backend {
         BackendKind::Cpu => {

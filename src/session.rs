@@ -515,8 +515,12 @@ impl Session {
         }
         let chosen = self.images_apart == Some(true)
             || images_apart::chosen(&self.backend_kind, &separable, batch);
-        let cut = images_apart::tail_cut(&self.backend_kind, &separable, batch);
-        chosen.then_some((batch, cut))
+        chosen.then(|| {
+            (
+                batch,
+                images_apart::tail_cut(&self.backend_kind, &separable, batch),
+            )
+        })
     }
 
     /// Runs the batch-1 program once per image of `feeds` and stacks each fetch's results, or,
