@@ -39,6 +39,7 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
 mod imp {
     use super::{MR, NR, Tile};
     use crate::gemm::epilogue::Activation;
+    use crate::gemm::{LINE, prefetch_l2};
     use std::arch::x86_64::*;
 
     /// Lane mask (sign bit set) selecting the first `n` of 8 lanes; `n` may be negative.
@@ -188,18 +189,18 @@ mod imp {
             });
         }
         let mut bp = t.b.as_ptr();
-        for s in 0..t.segments::<MR>() {
-            let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
-            for p in 0..kseg {
+        // One k-step: B's two vectors times each row's broadcast value.
+        macro_rules! k_step {
+            ($rp:expr, $p:expr) => {
                 // SAFETY: B holds nseg * kseg * NR values and bp has advanced NR per step, so
-                // bp[0 .. NR] is in bounds; every segment of the rows read (r < R) holds at least kseg
-                // values (`assert_valid`).
+                // bp[0 .. NR] is in bounds; every segment of the rows read (r < R) holds at
+                // least kseg values (`assert_valid`).
                 unsafe {
                     let b0 = _mm256_loadu_ps(bp);
                     let b1 = if TWO { _mm256_loadu_ps(bp.add(8)) } else { b0 };
                     each_row!(r => {
                         if r < R {
-                            let av = _mm256_broadcast_ss(&*rp[r].add(p));
+                            let av = _mm256_broadcast_ss(&*$rp[r].add($p));
                             acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
                             if TWO {
                                 acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
@@ -208,6 +209,24 @@ mod imp {
                     });
                     bp = bp.add(NR);
                 }
+            };
+        }
+        // The next call's B, a line a k-step of the first segment (`Tile::next_b`), in a loop
+        // of its own (see the AVX-512 kernel).
+        let next = t.next_b.as_ptr();
+        for s in 0..t.segments::<MR>() {
+            let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
+            let ahead = if s == 0 {
+                (t.next_b.len() / LINE).min(kseg)
+            } else {
+                0
+            };
+            for p in 0..ahead {
+                prefetch_l2(next.wrapping_add(p * LINE));
+                k_step!(rp, p);
+            }
+            for p in ahead..kseg {
+                k_step!(rp, p);
             }
         }
 

@@ -42,6 +42,7 @@ pub(crate) fn run(t: &mut Tile<'_, '_>) {
 mod imp {
     use super::{MR, NR, Tile};
     use crate::gemm::epilogue::Activation;
+    use crate::gemm::{LINE, prefetch_l2};
     use std::arch::x86_64::*;
 
     /// Lane mask selecting the first `n` of 16 lanes (`n` may exceed 16).
@@ -214,9 +215,9 @@ mod imp {
             // SAFETY: panel < panels and B holds (panels - 1) * b_stride + nseg * kseg * NR
             // values (`assert_valid`).
             let mut bp = unsafe { t.b.as_ptr().add(panel * t.b_stride) };
-            for s in 0..t.segments::<MR>() {
-                let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
-                for p in 0..kseg {
+            // One k-step: B's two vectors times each row's broadcast value.
+            macro_rules! k_step {
+                ($rp:expr, $p:expr) => {
                     // SAFETY: the panel's B rows hold nseg * kseg * NR values and bp has
                     // advanced NR per step, so bp[0 .. NR] is in bounds; every segment of the
                     // rows read (r < R) holds at least kseg values (`assert_valid`).
@@ -225,7 +226,7 @@ mod imp {
                         let b1 = if TWO { _mm512_loadu_ps(bp.add(16)) } else { b0 };
                         each_row!(r => {
                             if r < R {
-                                let av = _mm512_set1_ps(*rp[r].add(p));
+                                let av = _mm512_set1_ps(*$rp[r].add($p));
                                 acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
                                 if TWO {
                                     acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
@@ -234,6 +235,25 @@ mod imp {
                         });
                         bp = bp.add(NR);
                     }
+                };
+            }
+            // The next call's B, a line a k-step of the first segment (`Tile::next_b`; empty
+            // with several panels), in a loop of its own: a test in every k-step cost 2.5% of
+            // ResNet-50's GEMMs.
+            let next = t.next_b.as_ptr();
+            for s in 0..t.segments::<MR>() {
+                let rp: [*const f32; MR] = t.segment_rows::<MR>(s);
+                let ahead = if s == 0 {
+                    (t.next_b.len() / LINE).min(kseg)
+                } else {
+                    0
+                };
+                for p in 0..ahead {
+                    prefetch_l2(next.wrapping_add(p * LINE));
+                    k_step!(rp, p);
+                }
+                for p in ahead..kseg {
+                    k_step!(rp, p);
                 }
             }
 

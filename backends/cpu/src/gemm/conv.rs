@@ -20,7 +20,7 @@
 //! the pixel stride stays the full channel count) and stores into its output columns through
 //! the leading dimension, so the only copy is the padded buffer few channels already use.
 
-use super::driver::MIN_TASK_FLOPS;
+use super::driver::{MIN_TASK_FLOPS, streams};
 use super::epilogue::{Epilogue, Residual};
 use super::pack::PackedB;
 use super::{RowSource, sgemm, sgemm_rows};
@@ -468,8 +468,14 @@ fn conv_group(
         g: *g,
         taps_w: 1,
     };
-    if cin < MERGE_BELOW_CIN && g.kw > 1 && g.dilation_w == 1 {
-        if cin == channels && src.taps_inside() && !view.nchw {
+    let merge = cin < MERGE_BELOW_CIN && g.kw > 1 && g.dilation_w == 1;
+    // A product that streams its filter (`driver::streams`) reuses each panel across all its
+    // row tiles only where they form one strip, which a tap in the padding breaks (every 12
+    // pixels of a 7x7 image touch its border); the padded copy is small there (9x9x512
+    // floats for ResNet's 7x7x512).
+    let streams = streams(m, cout, filter.k()) && !src.taps_inside();
+    if merge || streams {
+        if merge && cin == channels && src.taps_inside() && !view.nchw {
             // Already what the padded copy would be: whole pixels, no tap outside.
             let src = ConvRows {
                 taps_w: g.kw,
@@ -493,7 +499,7 @@ fn conv_group(
                 stride: dims[3],
                 c0: 0,
                 g,
-                taps_w: g.kw,
+                taps_w: if merge { g.kw } else { 1 },
             };
             sgemm_rows(&src, filter, out, ldc, epilogue)
         });

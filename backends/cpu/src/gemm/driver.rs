@@ -4,9 +4,12 @@
 //! k-blocks of about `KC` (the partial sum is kept in C between k-blocks; the first starts from
 //! zero, the last applies the epilogue), then rows in blocks of `MC` and row tiles of `MR`
 //! (one tile's A rows are reused from cache while the tile sweeps the B panels of the column
-//! block; one kernel call takes a strip of tiles where their A table has one form). Threads take disjoint row bands, several per thread so that one delayed thread
-//! (these machines are shared) does not leave the other idle at the end, or disjoint column
-//! ranges (computed into a private buffer, then copied) when there are too few row tiles.
+//! block; one kernel call takes a strip of tiles where their A table has one form). A product
+//! of few rows and a large B streams B instead: panels outer, each reused by all the row
+//! tiles while the next is prefetched ([`streams`]). Threads take disjoint row bands, several
+//! per thread so that one delayed thread (these machines are shared) does not leave the other
+//! idle at the end, or disjoint column ranges (computed into a private buffer, then copied)
+//! when there are too few row tiles.
 //! Every output element sees the same k-blocks in the same order whatever the split, so the
 //! result does not depend on the thread count.
 
@@ -38,6 +41,26 @@ const BANDS_PER_THREAD: usize = 4;
 /// Rows per block of a copied A band, and at most per kernel call (a strip of row tiles that
 /// shares one A table; a multiple of every MR: 12, 6, 4).
 const MC: usize = 144;
+/// Rows up to which a GEMM whose B is larger than the L2 streams it (see [`streams`]).
+const STREAM_MAX_ROWS: usize = 64;
+
+/// Whether an `m` x `n` x `k` product streams its B: one panel a kernel call, so every row
+/// tile reuses the panel while it is in cache, each call prefetching the panel the next call
+/// reads (`Tile::next_b`). For few rows and a B larger than the L2, which such products read
+/// once, or a few times, from memory: the 7x7 layers of a CNN at batch 1 (49 rows, weights of
+/// 1-9 MB, which a whole network's weights push out of the cache before the next run). In
+/// the other order the first row tile waited on memory for each block of B while the others
+/// ran from cache. Measured on Zen 5 (`kiln bench --profile`, 2 threads, each kernel's best
+/// of ten alternated runs, ms): ResNet-50's 7x7 stage 3.96 -> 3.81 (1x1 convs 0.296-0.302 ->
+/// 0.281-0.297, its stride-2 3x3 0.667 -> 0.618), ResNet-18's 2.24 -> 2.15 (3x3 convs
+/// 0.625-0.632 -> 0.585-0.592, though its stride-2 one went 0.318 -> 0.349). Winograd's
+/// GEMMs, as few rows but a B that every block of tiles reuses from the L2, keep the other
+/// order: streamed, ResNet-50's lost 5-10%.
+pub(super) fn streams(m: usize, n: usize, k: usize) -> bool {
+    m <= STREAM_MAX_ROWS
+        && n.saturating_mul(k).saturating_mul(size_of::<f32>()) > super::cache::caches().l2
+}
+
 /// Minimum work per parallel task; below it one thread does everything. With the pool's
 /// workers spinning through a run (`awake.rs`) a fork costs a microsecond or two, and 1 MFLOP
 /// about 4 us on one Zen 5 core: at 2 MFLOP, SqueezeNet's 13x13 48->192 1x1 convs (3.1
@@ -106,6 +129,30 @@ fn k_blocks(depth: usize, seg: usize) -> SmallVec<[KBlock; 4]> {
         }
     }
     out
+}
+
+/// The panel (its first column) and k-block a task streaming B (one `nr`-wide panel a call)
+/// reads after panel `j0` of k-block `bi` (of `blocks`), in column block `jc ..
+/// (jc + NC).min(c1)`: the next panel of the k-block, else the column block's first panel in
+/// the next k-block, else the next column block's first; `None` after the last.
+fn next_call(
+    j0: usize,
+    jc: usize,
+    c1: usize,
+    bi: usize,
+    blocks: usize,
+    nr: usize,
+) -> Option<(usize, usize)> {
+    let jc_end = (jc + NC).min(c1);
+    if j0 + nr < jc_end {
+        Some((j0 + nr, bi))
+    } else if bi + 1 < blocks {
+        Some((jc, bi + 1))
+    } else if jc_end < c1 {
+        Some((jc_end, 0))
+    } else {
+        None
+    }
 }
 
 /// Computes `c = epilogue(src * b)`; `c` is exactly `(m - 1) * ldc + n` long, inputs validated.
@@ -374,12 +421,13 @@ impl<'j, S: RowSource> Job<'j, S> {
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
+        let streams = streams(self.src.rows(), self.b.n(), self.src.depth());
         for jc in (c0..c1).step_by(NC) {
             let jc_end = (jc + NC).min(c1);
             // The block's full panels in one kernel call where the kernel takes several
-            // (`Tile::panels`), then the partial one.
+            // (`Tile::panels`), then the partial one; one a call where B streams.
             let per_call = match self.isa {
-                Isa::Avx512 => ((jc_end - jc) / nr).max(1),
+                Isa::Avx512 if !streams => ((jc_end - jc) / nr).max(1),
                 _ => 1,
             };
             for (bi, kb) in self.blocks.iter().enumerate() {
@@ -429,6 +477,15 @@ impl<'j, S: RowSource> Job<'j, S> {
                                 c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
                                 ldc: ld,
                                 rows: covered - (tiles - 1) * mr,
+                                next_b: match streams
+                                    .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
+                                {
+                                    Some(Some((j, next))) => {
+                                        let kb = self.blocks[next];
+                                        self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
+                                    }
+                                    _ => &[],
+                                },
                                 cols: nr.min(jc_end - j0),
                                 accumulate: bi > 0,
                                 epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
@@ -559,6 +616,31 @@ struct Band<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_next_call_names_the_call_that_follows() {
+        // The calls of a streaming task, in the order `block_in` makes them, for column
+        // ranges starting at 0 and past a first block, with one and three k-blocks.
+        for (c0, c1, blocks) in [(0, 1100, 3), (64, 600, 1), (0, 20, 2), (32, 64, 1)] {
+            let nr = 32;
+            let mut calls = Vec::new();
+            for jc in (c0..c1).step_by(NC) {
+                for bi in 0..blocks {
+                    for j0 in (jc..(jc + NC).min(c1)).step_by(nr) {
+                        calls.push((j0, jc, bi));
+                    }
+                }
+            }
+            for (i, &(j0, jc, bi)) in calls.iter().enumerate() {
+                let next = calls.get(i + 1).map(|&(j, _, b)| (j, b));
+                assert_eq!(
+                    next_call(j0, jc, c1, bi, blocks, nr),
+                    next,
+                    "{calls:?} at {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn gemm_k_blocks_cover_depth_in_order() {

@@ -391,6 +391,10 @@ pub(crate) struct Tile<'t, 'a> {
     pub ldc: usize,
     /// Valid rows of the last row tile, `1..=MR` (the others have MR).
     pub rows: usize,
+    /// B values the next call reads, prefetched into L2 during this one, one 64-byte line
+    /// a k-step from the start (each row tile of the strip takes its share); empty for none.
+    /// See `driver::streams`.
+    pub next_b: &'t [f32],
     /// Valid columns, `1..=NR`.
     pub cols: usize,
     /// Whether C already holds the partial sum of earlier k-blocks (else start from zero).
@@ -536,6 +540,11 @@ impl<'a> Tile<'_, 'a> {
             c: &mut self.c[q * M * self.ldc..],
             ldc: self.ldc,
             rows: if q + 1 == self.tiles { self.rows } else { M },
+            next_b: {
+                let share = (self.next_b.len() / self.tiles).next_multiple_of(LINE);
+                let from = (q * share).min(self.next_b.len());
+                &self.next_b[from..(from + share).min(self.next_b.len())]
+            },
             cols: self.cols,
             accumulate: self.accumulate,
             epilogue: self.epilogue.map(|e| e.down(q * M)),
@@ -568,6 +577,22 @@ impl<'a> Tile<'_, 'a> {
             }
         }
     }
+}
+
+/// f32 values in a 64-byte cache line.
+pub(crate) const LINE: usize = 16;
+
+/// Hints that the cache line holding `p` be brought into L2: a prefetch never faults, so `p`
+/// may point anywhere.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Runs one tile on the kernels of `isa`.

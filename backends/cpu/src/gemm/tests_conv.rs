@@ -213,6 +213,37 @@ fn gemm_conv_matches_naive_convolution() {
 }
 
 #[test]
+fn gemm_conv_streaming_its_filter_matches_naive() {
+    // 7x7 outputs and a filter past the L2 (`driver::streams`): padded first so that the row
+    // tiles form one strip; SAME and VALID, stride 1 and 2.
+    let cin = 64;
+    let cout = super::cache::caches().l2 / (9 * cin * 4) + 40;
+    for (hw, s, pad) in [
+        ([7, 7], [1, 1], Padding::Same),
+        ([14, 14], [2, 2], Padding::Same),
+        ([9, 9], [1, 1], Padding::Valid),
+    ] {
+        let c = Case {
+            n: 1,
+            hw,
+            cin,
+            cout,
+            k: [3, 3],
+            s,
+            d: [1, 1],
+            pad,
+        };
+        assert!(
+            driver::streams(49, cout, 9 * cin),
+            "{cout} channels do not stream"
+        );
+        for isa in Isa::supported() {
+            run(isa, &c, 1);
+        }
+    }
+}
+
+#[test]
 fn gemm_conv_bigger_than_one_task_is_thread_independent() {
     // 1x20x20x32 -> 48, 3x3: 8 MFLOP, split over threads; must match bitwise and the reference.
     let c = Case {
