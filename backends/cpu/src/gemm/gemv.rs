@@ -18,11 +18,14 @@ use rayon::prelude::*;
 /// Products with at most this many rows take this path; from four rows on, the blocked
 /// kernels' tiles are full enough.
 pub(super) const MAX_ROWS: usize = 3;
-/// Bytes of B a parallel task should stream at least. Waking a second worker costs 10-20 us
-/// on a loaded 2-core machine: measured with `kiln bench --threads 1|2` on a 2-core AMD EPYC
-/// (Zen 4), 1x1024 by 1024x1024 (4 MiB of B) took 45 us on one thread and 62 us split in two.
-/// From 4 MiB per task (90 us or more on one thread) the wake-up is a small share.
-const MIN_TASK_BYTES: usize = 4 << 20;
+/// Bytes of B a parallel task should stream at least. Inside a run the other workers spin
+/// (`awake.rs`), so a fork costs a microsecond or two, against about 20 us for a MiB of B
+/// streamed from the last-level cache on one Zen 5 core. MobileNet-v2's 1280 -> 1000
+/// classifier (5 MiB) took 0.054-0.098 ms on one thread and 0.032-0.051 split in two (kiln
+/// bench --profile, six alternated rounds), ResNet-18's 512 -> 1000 (2 MiB) 0.051-0.063 and
+/// 0.047-0.051. (4 MiB was the threshold while workers slept between stages: a wake-up cost
+/// 10-20 us.)
+const MIN_TASK_BYTES: usize = 1 << 20;
 /// Panels processed side by side, at most (sizes the sums buffer).
 const MAX_PANELS: usize = 4;
 /// Widest panel of any ISA (AVX-512's NR).
