@@ -275,6 +275,40 @@ fn gemm_small_m_gives_the_blocked_drivers_bits() {
     }
 }
 
+/// `sgemm` of the `m` x `k` `a` by `b` on pools of 1, 2 and 3 threads; asserts that all three
+/// give the same bits and returns them.
+fn on_1_2_3_threads(
+    tag: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &PackedB,
+    epi: &Epilogue<'_>,
+) -> Vec<f32> {
+    let outs: Vec<Vec<f32>> = [1, 2, 3]
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0f32; m * n];
+            pool.install(|| sgemm(m, n, k, a, k, b, &mut c, n, epi))
+                .unwrap();
+            c
+        })
+        .collect();
+    assert!(
+        outs.iter().all(|c| c
+            .iter()
+            .zip(&outs[0])
+            .all(|(x, y)| x.to_bits() == y.to_bits())),
+        "{tag}: results depend on the thread count"
+    );
+    outs.into_iter().next().unwrap()
+}
+
 #[test]
 fn gemm_streamed_b_matches_reference_whatever_the_threads() {
     // Few rows and a B twice the L2 (whatever this machine's): B streamed a panel a call,
@@ -295,24 +329,7 @@ fn gemm_streamed_b_matches_reference_whatever_the_threads() {
                 add: Some(Residual { data: &res, ld: n }),
                 activation: Activation::None,
             };
-            let mut outs = Vec::new();
-            for threads in [1, 2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let mut c = vec![0.0f32; m * n];
-                pool.install(|| sgemm(m, n, k, &a, k, &b, &mut c, n, &epi))
-                    .unwrap();
-                outs.push(c);
-            }
-            assert!(
-                outs.iter().all(|c| c
-                    .iter()
-                    .zip(&outs[0])
-                    .all(|(x, y)| x.to_bits() == y.to_bits())),
-                "{tag}: results depend on the thread count"
-            );
+            let c = on_1_2_3_threads(&tag, m, n, k, &a, &b, &epi);
             for i in 0..m {
                 for j in (0..n).step_by(7).chain([n - 1]) {
                     let (want, mag) = reference(
@@ -325,7 +342,7 @@ fn gemm_streamed_b_matches_reference_whatever_the_threads() {
                         Some(res[i * n + j] as f64),
                         Activation::None,
                     );
-                    check(&format!("{tag} C[{i},{j}]"), outs[0][i * n + j], want, mag);
+                    check(&format!("{tag} C[{i},{j}]"), c[i * n + j], want, mag);
                 }
             }
         }
@@ -353,25 +370,8 @@ fn gemm_results_do_not_depend_on_thread_count() {
                 add: None,
                 activation: Activation::Relu,
             };
-            let mut outs = Vec::new();
-            for threads in [1, 2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let mut c = vec![0.0f32; m * n];
-                pool.install(|| sgemm(m, n, k, &a, k, &b, &mut c, n, &epi))
-                    .unwrap();
-                outs.push(c);
-            }
             let tag = format!("{isa:?} {m}x{n}x{k}");
-            assert!(
-                outs.iter().all(|c| c
-                    .iter()
-                    .zip(&outs[0])
-                    .all(|(x, y)| x.to_bits() == y.to_bits())),
-                "{tag}"
-            );
+            let c = on_1_2_3_threads(&tag, m, n, k, &a, &b, &epi);
             for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
                 let (want, mag) = reference(
                     i,
@@ -383,7 +383,7 @@ fn gemm_results_do_not_depend_on_thread_count() {
                     None,
                     Activation::Relu,
                 );
-                check(&format!("{tag} C[{i},{j}]"), outs[0][i * n + j], want, mag);
+                check(&format!("{tag} C[{i},{j}]"), c[i * n + j], want, mag);
             }
         }
     }
