@@ -459,7 +459,9 @@ impl<'j, S: RowSource> Job<'j, S> {
                             },
                             None => TileA::Slices(&segs),
                         };
+                        // Streaming, tiles of equal height (see `Tile::height`).
                         let tiles = covered.div_ceil(mr);
+                        let height = if streams { covered.div_ceil(tiles) } else { mr };
                         let mut j0 = jc;
                         while j0 < jc_end {
                             let panels = if j0 + nr <= jc_end {
@@ -476,7 +478,8 @@ impl<'j, S: RowSource> Job<'j, S> {
                                 tiles,
                                 c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
                                 ldc: ld,
-                                rows: covered - (tiles - 1) * mr,
+                                height,
+                                rows: covered - (tiles - 1) * height,
                                 next_b: match streams
                                     .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
                                 {
