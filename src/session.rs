@@ -159,6 +159,20 @@ struct Tail {
     fetches: Vec<NodeId>,
 }
 
+/// Inserts into a map of at most `limit` entries, emptying it first when full: the maps it
+/// bounds (per fetch list) see a new key rarely, and each value is rebuilt on demand.
+fn insert_bounded<K: Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    limit: usize,
+    key: K,
+    value: V,
+) {
+    if map.len() >= limit {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 impl Cache {
     fn evict(&mut self) {
         while self.lru.len() > self.capacity {
@@ -605,11 +619,9 @@ impl Session {
             fetches: tail_fetches,
         });
         let mut cache = lock(&self.cache);
-        // Bounded like the roots: a new fetch list is rare, each tail has its own cache.
-        if cache.tails.len() >= cache.capacity {
-            cache.tails.clear();
-        }
-        cache.tails.insert(key, tail.clone());
+        // Each tail holds a session with compiled programs of its own.
+        let limit = cache.capacity;
+        insert_bounded(&mut cache.tails, limit, key, tail.clone());
         Ok(tail)
     }
 
@@ -718,10 +730,8 @@ impl Session {
                 .any(|&id| graph.node(id).op.updated_variables() > 0),
         });
         let mut cache = lock(&self.cache);
-        if cache.roots.len() >= 4 * cache.capacity {
-            cache.roots.clear();
-        }
-        cache.roots.insert(key, info.clone());
+        let limit = 4 * cache.capacity;
+        insert_bounded(&mut cache.roots, limit, key, info.clone());
         info
     }
 

@@ -11,9 +11,11 @@
 //! Then each keeps spinning for [`GRACE`] more while no run is in progress anywhere in the
 //! process, so that the next of back-to-back runs finds its workers awake. Without it the
 //! workers slept between runs and their idle virtual CPUs were taken back by the host: the
-//! next run often went a whole stage before the other worker woke, a 3x3 conv on 56x56x64
-//! taking 0.37-0.41 ms (one thread's time) in most short benchmarks and 0.25-0.28 ms in the
-//! others, where ONNX Runtime, whose workers spin between runs, took 0.45 every time.
+//! next run often went a whole stage before the other worker woke: a 3x3 conv on 56x56x64
+//! (`kiln bench --runs 30`, 2 threads, 24 processes on a 2-core Zen 5 EPYC, FMA peak 286
+//! GFLOP/s a core) took 0.37-0.44 ms, one thread's time, in half of them and 0.25-0.28 ms in
+//! the others; ONNX Runtime, whose workers spin between runs, took 0.45 on every run of four
+//! sessions timed right after. With the linger: 0.25-0.29 ms in 22 of 24.
 //!
 //! Three rules keep the spinning jobs from deadlocking the run they serve or delaying another.
 //! A spinner that finds itself on the thread running the stages returns at once (that thread
@@ -83,11 +85,23 @@ fn spin(done: &AtomicBool, main: usize) {
         return;
     }
     SPINNING.set(true);
-    let finished = keep_taking_jobs(|| done.load(Ordering::Acquire));
-    SPINNING.set(false);
-    if finished {
-        linger();
+    let mut idle = 0u32;
+    while !done.load(Ordering::Acquire) {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => idle = 0,
+            Some(rayon::Yield::Idle) => {
+                idle = idle.wrapping_add(1);
+                if idle.is_multiple_of(ROUNDS_PER_OS_YIELD) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            None => break,
+        }
     }
+    SPINNING.set(false);
+    linger();
 }
 
 /// Keeps taking the pool's pending jobs for [`GRACE`] after the last one, while no run is in
@@ -95,8 +109,9 @@ fn spin(done: &AtomicBool, main: usize) {
 /// here with this thread as its main, and spawns its own spinners (this thread no longer
 /// counts as spinning). Each idle round gives the core up to the operating system: the
 /// caller of the run just finished is waking up, and waited 26 us on average for a core
-/// (MobileNet-v2, 2 threads on 2 cores) when a lingering worker yielded only every
-/// [`ROUNDS_PER_OS_YIELD`] rounds, 6 us when it yields every round.
+/// (MobileNet-v2, 2 threads on a 2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core) when a
+/// lingering worker yielded only every [`ROUNDS_PER_OS_YIELD`] rounds, 6 us when it yields
+/// every round.
 fn linger() {
     let mut last_job = Instant::now();
     while RUNS.load(Ordering::Acquire) == 0 && last_job.elapsed() < GRACE {
@@ -106,31 +121,6 @@ fn linger() {
             None => return,
         }
     }
-}
-
-/// Takes the pool's pending jobs until `over()`; false if the thread turned out not to be in
-/// a pool.
-fn keep_taking_jobs(over: impl Fn() -> bool) -> bool {
-    let mut idle = 0u32;
-    while !over() {
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => idle = 0,
-            Some(rayon::Yield::Idle) => idle = pause(idle),
-            None => return false,
-        }
-    }
-    true
-}
-
-/// One idle round of a spinner: a pause, and now and then the rest of the time slice.
-fn pause(idle: u32) -> u32 {
-    let idle = idle.wrapping_add(1);
-    if idle.is_multiple_of(ROUNDS_PER_OS_YIELD) {
-        std::thread::yield_now();
-    } else {
-        std::hint::spin_loop();
-    }
-    idle
 }
 
 #[cfg(test)]

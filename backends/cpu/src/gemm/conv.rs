@@ -473,8 +473,8 @@ fn conv_group(
     // row tiles only where they form one strip, which a tap in the padding breaks (every 12
     // pixels of a 7x7 image touch its border); the padded copy is small there (9x9x512
     // floats for ResNet's 7x7x512).
-    let streams = streams(m, cout, filter.k()) && !src.taps_inside();
-    if merge || streams {
+    let pad_to_stream = streams(m, cout, filter.k()) && !src.taps_inside();
+    if merge || pad_to_stream {
         if merge && cin == channels && src.taps_inside() && !view.nchw {
             // Already what the padded copy would be: whole pixels, no tap outside.
             let src = ConvRows {

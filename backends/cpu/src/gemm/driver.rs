@@ -50,10 +50,11 @@ const STREAM_MAX_ROWS: usize = 64;
 /// once, or a few times, from memory: the 7x7 layers of a CNN at batch 1 (49 rows, weights of
 /// 1-9 MB, which a whole network's weights push out of the cache before the next run). In
 /// the other order the first row tile waited on memory for each block of B while the others
-/// ran from cache. Measured on Zen 5 (`kiln bench --profile`, 2 threads, each kernel's best
-/// of ten alternated runs, ms): ResNet-50's 7x7 stage 3.96 -> 3.81 (1x1 convs 0.296-0.302 ->
-/// 0.281-0.297, its stride-2 3x3 0.667 -> 0.618), ResNet-18's 2.24 -> 2.15 (3x3 convs
-/// 0.625-0.632 -> 0.585-0.592, though its stride-2 one went 0.318 -> 0.349). Winograd's
+/// ran from cache. Measured on a 2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core (`kiln bench
+/// --profile`, 2 threads, each kernel's best of ten alternated runs, ms): ResNet-50's 7x7
+/// stage 3.96 -> 3.81 (1x1 convs 0.296-0.302 -> 0.281-0.297, its stride-2 3x3 0.667 ->
+/// 0.618), ResNet-18's 2.24 -> 2.15 (3x3 convs 0.625-0.632 -> 0.585-0.592, though its
+/// stride-2 one went 0.318 -> 0.349). Winograd's
 /// GEMMs, as few rows but a B that every block of tiles reuses from the L2, keep the other
 /// order: streamed, ResNet-50's lost 5-10%.
 pub(super) fn streams(m: usize, n: usize, k: usize) -> bool {
@@ -421,13 +422,13 @@ impl<'j, S: RowSource> Job<'j, S> {
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
-        let streams = streams(self.src.rows(), self.b.n(), self.src.depth());
+        let streaming = streams(self.src.rows(), self.b.n(), self.src.depth());
         for jc in (c0..c1).step_by(NC) {
             let jc_end = (jc + NC).min(c1);
             // The block's full panels in one kernel call where the kernel takes several
             // (`Tile::panels`), then the partial one; one a call where B streams.
             let per_call = match self.isa {
-                Isa::Avx512 if !streams => ((jc_end - jc) / nr).max(1),
+                Isa::Avx512 if !streaming => ((jc_end - jc) / nr).max(1),
                 _ => 1,
             };
             for (bi, kb) in self.blocks.iter().enumerate() {
@@ -461,13 +462,28 @@ impl<'j, S: RowSource> Job<'j, S> {
                         };
                         // Streaming, tiles of equal height (see `Tile::height`).
                         let tiles = covered.div_ceil(mr);
-                        let height = if streams { covered.div_ceil(tiles) } else { mr };
+                        let height = if streaming {
+                            covered.div_ceil(tiles)
+                        } else {
+                            mr
+                        };
                         let mut j0 = jc;
                         while j0 < jc_end {
                             let panels = if j0 + nr <= jc_end {
                                 per_call.min((jc_end - j0) / nr)
                             } else {
                                 1
+                            };
+                            // Streaming, the B rows the next call reads, to prefetch.
+                            let next_b = match streaming
+                                .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
+                                .flatten()
+                            {
+                                Some((j, next)) => {
+                                    let kb = self.blocks[next];
+                                    self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
+                                }
+                                None => &[],
                             };
                             let mut tile = Tile {
                                 kseg: kb.kseg,
@@ -480,15 +496,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                                 ldc: ld,
                                 height,
                                 rows: covered - (tiles - 1) * height,
-                                next_b: match streams
-                                    .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
-                                {
-                                    Some(Some((j, next))) => {
-                                        let kb = self.blocks[next];
-                                        self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
-                                    }
-                                    _ => &[],
-                                },
+                                next_b,
                                 cols: nr.min(jc_end - j0),
                                 accumulate: bi > 0,
                                 epilogue: (bi == last).then(|| self.epi.at(i0, j0)),

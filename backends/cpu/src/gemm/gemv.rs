@@ -22,7 +22,7 @@ pub(super) const MAX_ROWS: usize = 3;
 /// (`awake.rs`), so a fork costs a microsecond or two, against about 20 us for a MiB of B
 /// streamed from the last-level cache on one Zen 5 core. MobileNet-v2's 1280 -> 1000
 /// classifier (5 MiB) took 0.054-0.098 ms on one thread and 0.032-0.051 split in two (kiln
-/// bench --profile, six alternated rounds), ResNet-18's 512 -> 1000 (2 MiB) 0.051-0.063 and
+/// bench --profile, six alternated rounds, 2-core EPYC, FMA peak 286 GFLOP/s a core), ResNet-18's 512 -> 1000 (2 MiB) 0.051-0.063 and
 /// 0.047-0.051. (4 MiB was the threshold while workers slept between stages: a wake-up cost
 /// 10-20 us.)
 const MIN_TASK_BYTES: usize = 1 << 20;

@@ -66,7 +66,8 @@ pub(crate) use unrolled;
 /// The k-loop of an `$mr`-row micro-kernel over one panel: `$step!(rows, p)` for each of the
 /// `$kseg` steps of every segment of tile `$t` (`rows` the segment's row pointers), the first
 /// segment's first steps each also prefetching one line of `Tile::next_b`. Those steps run in
-/// a loop of their own: a test in every k-step cost 2.5% of ResNet-50's GEMMs.
+/// a loop of their own: a test in every k-step made ResNet-50's other GEMMs 2.5% slower
+/// (2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core).
 macro_rules! k_loop {
     ($t:expr, $mr:expr, $kseg:expr, $step:ident) => {{
         let next = $t.next_b.as_ptr();
@@ -419,8 +420,9 @@ pub(crate) struct Tile<'t, 'a> {
     /// call, `driver::streams`) spreads its rows evenly, 49 rows as 10 + 10 + 10 + 10 + 9
     /// rather than 4 x 12 + 1: there the tiles run back to back on one panel, and a one-row
     /// tile, two FMA chains waiting on their latency, took as long as eight rows. ResNet-50's
-    /// 7x7 stage 3.54 -> 3.13 ms, ResNet-18's 2.10 -> 1.94 (Zen 5, `kiln bench --profile`,
-    /// 2 threads, each kernel's best of ten alternated runs). The other order keeps MR: its
+    /// 7x7 stage 3.54 -> 3.13 ms, ResNet-18's 2.10 -> 1.94 (`kiln bench --profile`, 2 threads
+    /// on a 2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core, each kernel's best of ten
+    /// alternated runs). The other order keeps MR: its
     /// 25-row bands as 9 + 8 + 8 ran ResNet-50's 14x14 1x1 convs 3-7% slower than 12 + 12 + 1.
     pub height: usize,
     /// Valid rows of the last row tile, `1..=height`.

@@ -24,7 +24,7 @@ use super::conv::ConvGeometry;
 use super::epilogue::Epilogue;
 use super::pack::PackedB;
 use super::scratch::with_buffer;
-use super::{Isa, sgemm};
+use super::{Isa, LINE, sgemm};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -69,7 +69,6 @@ impl WinogradVariant {
 /// tile's positions side by side instead, one GEMM row per tile, made the GEMMs' A rows
 /// scattered: 1x56x56x64 1.3x slower on Zen 5, 2-core EPYC, FMA peak 284 GFLOP/s a core.)
 fn position_stride(tiles: usize, c: usize) -> usize {
-    const LINE: usize = 16;
     let lines = (tiles * c).div_ceil(LINE);
     (lines | 1) * LINE
 }
