@@ -29,8 +29,11 @@ use kiln_ir::{BinaryOp, DType, DataFormat, Error, Op, Result, Shape, TensorType,
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+mod depthwise_pointwise;
 mod nchw_input;
 mod prologue;
+
+pub use depthwise_pointwise::kept_live;
 
 /// A contraction's B operand: packed once when it is a constant, else packed per run (for a
 /// variable, only when its bytes changed).
@@ -424,7 +427,7 @@ pub fn plan(program: &Program) -> Result<Plan> {
             }
         })
         .collect::<Result<_>>()?;
-    let stages = fuse_depthwise_pointwise(program, stages);
+    let stages = depthwise_pointwise::fuse_depthwise_pointwise(program, stages);
     let stages = prologue::fuse_affine_prologues(program, stages);
     let stages = nchw_input::fuse_input_transposes(program, stages);
     let uses_threads = uses_threads
@@ -436,94 +439,6 @@ pub fn plan(program: &Program) -> Result<Plan> {
         packing: packing.get(),
         uses_threads,
     })
-}
-
-/// Merges each depthwise [`Stage::Window`] whose output only the next stage reads, a plain
-/// 1x1 [`Stage::Conv`] (stride 1, no padding, one group, weights packed at compile time,
-/// storing rows of its own width), into one [`Stage::DepthwisePointwise`], unless the 1x1's
-/// output may share arena bytes with the depthwise conv's input: the memory plan lets it take
-/// them once the depthwise conv is done, but merged, early bands would overwrite input rows
-/// that later bands still read.
-fn fuse_depthwise_pointwise(program: &Program, stages: Vec<(usize, Stage)>) -> Vec<(usize, Stage)> {
-    let mut out: Vec<(usize, Stage)> = Vec::with_capacity(stages.len());
-    for (index, stage) in stages {
-        let fusable = match (out.last(), &stage) {
-            (
-                Some((
-                    _,
-                    Stage::Window {
-                        window,
-                        input: dw_in,
-                        filter: Some(_),
-                        out: dw_out,
-                        ..
-                    },
-                )),
-                Stage::Conv {
-                    input,
-                    in_dims,
-                    filter: Weights::Packed(_),
-                    cout,
-                    groups: 1,
-                    geometry: g,
-                    out: conv_out,
-                    ldc,
-                    ..
-                },
-            ) => {
-                window.op == host::ChannelOp::Depthwise
-                    && input == dw_out
-                    && *ldc == *cout
-                    && *in_dims == [window.n, window.oh, window.ow, window.c]
-                    && [g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left]
-                        == [1, 1, 1, 1, 0, 0]
-                    && (g.out_h, g.out_w) == (window.oh, window.ow)
-                    && only_reader(program, *dw_out, index)
-                    && !may_overlap(program, *dw_in, *conv_out)
-            }
-            _ => false,
-        };
-        if !fusable {
-            out.push((index, stage));
-            continue;
-        }
-        let Some((
-            depthwise,
-            Stage::Window {
-                window,
-                input,
-                filter: Some(filter),
-                epilogue: window_epilogue,
-                ..
-            },
-        )) = out.pop()
-        else {
-            unreachable!("checked above");
-        };
-        let Stage::Conv {
-            filter: Weights::Packed(pointwise),
-            out: conv_out,
-            epilogue,
-            ..
-        } = stage
-        else {
-            unreachable!("checked above");
-        };
-        out.push((
-            index,
-            Stage::DepthwisePointwise {
-                depthwise,
-                window,
-                input,
-                filter,
-                window_epilogue,
-                pointwise,
-                out: conv_out,
-                epilogue,
-            },
-        ));
-    }
-    out
 }
 
 /// Runs `merge` on every stage, with the stages kept so far before it; where it returns a

@@ -3,10 +3,10 @@
 //! oracle, a request's results on the CPU backend against the reference evaluator's.
 
 use crate::CpuBackend;
-use crate::plan::{Plan, plan, writes_rows_at_stride};
+use crate::backend::lower_for_cpu;
+use crate::plan::{Plan, plan};
 use kiln_ir::backend::{Backend, CompileRequest};
 use kiln_ir::compare::{Tolerance, assert_close};
-use kiln_ir::lower::{lower, write_concat_operands_in_place};
 use kiln_ir::program::Program;
 use kiln_ir::reference::ReferenceBackend;
 use kiln_ir::{Graph, Tensor};
@@ -32,8 +32,7 @@ pub(crate) fn request<'g>(g: &'g Graph, fetches: &[&str]) -> CompileRequest<'g> 
 /// The program and plan the CPU backend makes for `fetches` (concat operands placed as it
 /// places them).
 pub(crate) fn lower_and_plan(g: &Graph, fetches: &[&str]) -> (Program, Plan) {
-    let mut program = lower(&request(g, fetches)).unwrap();
-    write_concat_operands_in_place(&mut program, writes_rows_at_stride).unwrap();
+    let program = lower_for_cpu(&request(g, fetches)).unwrap();
     let plan = plan(&program).unwrap();
     (program, plan)
 }
@@ -76,7 +75,9 @@ pub(crate) fn assert_one_profile_entry(
     inner: &str,
     outer: &str,
 ) {
-    let apart = lower(&request(g, &[fetch])).unwrap().zeroed_kernel_times();
+    let apart = lower_for_cpu(&request(g, &[fetch]))
+        .unwrap()
+        .zeroed_kernel_times();
     let (_, times) = CpuBackend
         .compile(&request(g, &[fetch]))
         .unwrap()

@@ -15,7 +15,7 @@
 //! ranges occupy disjoint byte ranges; `arena_bytes` (aligned) covers every temporary and is at
 //! most `sum_temporary_bytes`, the sum of the temporaries' aligned sizes.
 
-use crate::program::{ARENA_ALIGN, BufferKind, Program};
+use crate::program::{ARENA_ALIGN, BufferId, BufferKind, Program};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -78,8 +78,26 @@ pub(super) fn align_up(n: usize) -> Option<usize> {
 /// Assigns every temporary of `program` its offset and sets `arena_bytes` and
 /// `sum_temporary_bytes`.
 pub(super) fn plan(program: &mut Program) -> Result<()> {
+    plan_keeping(program, &[])
+}
+
+/// Plans the arena again, keeping each `(buffer, kernel)`'s bytes (its storage's, for a view)
+/// live through kernel `kernel` at least.
+///
+/// A backend that runs two kernels as one stage, reading the first's input while it writes
+/// the second's output, asks for this: planned by the kernels alone, the second's output may
+/// take the bytes of the first's input (dead once the first kernel is done), and the merged
+/// stage would overwrite input rows it has still to read. Keeping the input live costs arena
+/// bytes, never correctness; a kernel index past the last keeps it to the end of the run.
+pub fn plan_keeping(program: &mut Program, keep: &[(BufferId, usize)]) -> Result<()> {
     let overflow = || Error::Invalid("lowering: the arena size overflows usize".into());
-    let ranges = program.live_ranges();
+    let mut ranges = program.live_ranges();
+    let last_kernel = program.kernels.len().saturating_sub(1);
+    for &(buffer, kernel) in keep {
+        if let Some(Some((_, last))) = ranges.get_mut(program.storage(buffer).index()) {
+            *last = (*last).max(kernel.min(last_kernel));
+        }
+    }
     // (buffer index, size in bytes, live range) of every temporary some kernel writes.
     let mut temps: Vec<(usize, usize, (usize, usize))> = Vec::new();
     let mut sum = 0usize;

@@ -23,6 +23,7 @@ mod memory;
 
 pub use concat::{concat_part, part_is_contiguous, write_concat_operands_in_place};
 pub use interp::run_program;
+pub use memory::plan_keeping;
 
 use crate::Tensor;
 use crate::backend::CompileRequest;

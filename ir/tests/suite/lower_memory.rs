@@ -4,7 +4,7 @@
 
 use crate::lower_common;
 
-use kiln_ir::lower::{lower, run_program};
+use kiln_ir::lower::{lower, plan_keeping, run_program};
 use kiln_ir::program::BufferKind;
 use kiln_ir::{Graph, Tensor};
 use lower_common::*;
@@ -39,6 +39,37 @@ fn chain_of_ten_equal_matmuls_uses_two_slots() {
     assert!(p.arena_bytes < p.sum_temporary_bytes);
     let offsets: Vec<usize> = (1..10).map(|i| offset_of(&p, &format!("h{i}"))).collect();
     assert_eq!(offsets, [0, 256, 0, 256, 0, 256, 0, 256, 0]);
+}
+
+/// A backend that runs kernels 1 and 2 as one stage keeps kernel 1's input (h1) live through
+/// kernel 2: h3 no longer takes h1's bytes, the plan is still valid, and it still computes
+/// the same.
+#[test]
+fn kept_inputs_stay_live_through_the_given_kernel() {
+    let g = matmul_chain(&[16; 11]);
+    let mut p = check_against_reference(&request(&g, &["h10"], &[]), 1);
+    assert_eq!(offset_of(&p, "h1"), offset_of(&p, "h3"));
+    let h1 = p.kernels[0].output;
+    plan_keeping(&mut p, &[(h1, 2)]).unwrap();
+    p.validate().unwrap();
+    assert_no_live_overlap(&p);
+    let (h1, h2, h3) = (
+        offset_of(&p, "h1"),
+        offset_of(&p, "h2"),
+        offset_of(&p, "h3"),
+    );
+    assert!(h1 != h2 && h2 != h3 && h1 != h3, "{h1} {h2} {h3}");
+    assert_eq!(p.arena_bytes, 3 * 256);
+    let (feeds, _) = inputs(&request(&g, &["h10"], &[]), 1);
+    let feeds: Vec<&Tensor> = feeds.iter().collect();
+    let got = run_program(&p, &feeds, &mut []).unwrap();
+    let want = run_program(
+        &lower(&request(&g, &["h10"], &[])).unwrap(),
+        &feeds,
+        &mut [],
+    )
+    .unwrap();
+    assert_eq!(got, want);
 }
 
 #[test]
