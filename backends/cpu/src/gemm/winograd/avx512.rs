@@ -279,10 +279,13 @@ unsafe fn input_column_f4(
 ) -> [__m512; 6] {
     let mut d = [_mm512_setzero_ps(); 6];
     if let Some(col) = patch.cols[c] {
-        for (dr, row) in d.iter_mut().zip(patch.rows) {
-            if let Some(row) = row {
+        // Indexed, not a zip of iterators: LLVM kept the zip's state on the stack, a store
+        // and a reload on every row, and that loop's speed then moved with where the linker
+        // put it (the transforms 15% slower after an unrelated change elsewhere).
+        for r in 0..6 {
+            if let Some(row) = patch.rows[r] {
                 // SAFETY: forwarded from this function's contract.
-                *dr = unsafe { _mm512_loadu_ps(src.add(row + col + c0)) };
+                d[r] = unsafe { _mm512_loadu_ps(src.add(row + col + c0)) };
             }
         }
     }
