@@ -39,10 +39,113 @@ impl Prologue<'_> {
     /// (`src` at least as long).
     pub(crate) fn transform(&self, src: &[f32], k0: usize, dst: &mut [f32]) {
         let n = dst.len();
-        let (scale, shift) = (&self.scale[k0..k0 + n], &self.shift[k0..k0 + n]);
-        for (((d, &a), &s), &t) in dst.iter_mut().zip(&src[..n]).zip(scale).zip(shift) {
-            *d = a * s + t;
+        let (src, scale, shift) = (&src[..n], &self.scale[k0..k0 + n], &self.shift[k0..k0 + n]);
+        let Some((lo, hi)) = self.activation.bounds() else {
+            for (((d, &a), &s), &t) in dst.iter_mut().zip(src).zip(scale).zip(shift) {
+                *d = a * s + t;
+            }
+            self.activation.apply_all(dst);
+            return;
+        };
+        // One pass, in the widest vectors this CPU has: compiled for the baseline, the affine
+        // pass and the clamp pass ran 4 lanes at a time, 8% of DenseNet-121's run.
+        #[cfg(target_arch = "x86_64")]
+        if super::Isa::Avx512.is_supported() {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return unsafe { affine_clamp_avx512(src, scale, shift, lo, hi, dst) };
+        } else if super::Isa::Avx2Fma.is_supported() {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { affine_clamp_avx2(src, scale, shift, lo, hi, dst) };
         }
-        self.activation.apply_all(dst);
+        affine_clamp(src, scale, shift, lo, hi, dst);
+    }
+}
+
+/// `dst[j] = clamp(src[j] * scale[j] + shift[j], lo, hi)`, a NaN kept (as
+/// [`Activation::apply_all`] does), for slices of one length.
+#[inline(always)]
+fn affine_clamp(src: &[f32], scale: &[f32], shift: &[f32], lo: f32, hi: f32, dst: &mut [f32]) {
+    for (((d, &a), &s), &t) in dst.iter_mut().zip(src).zip(scale).zip(shift) {
+        let y = a * s + t;
+        let y = if y < lo { lo } else { y };
+        *d = if y > hi { hi } else { y };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn affine_clamp_avx512(
+    src: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    lo: f32,
+    hi: f32,
+    dst: &mut [f32],
+) {
+    affine_clamp(src, scale, shift, lo, hi, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn affine_clamp_avx2(src: &[f32], scale: &[f32], shift: &[f32], lo: f32, hi: f32, dst: &mut [f32]) {
+    affine_clamp(src, scale, shift, lo, hi, dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Activation, Prologue};
+
+    /// Every activation, on lengths around the vector widths, with NaN, infinities and values
+    /// on both sides of the bounds: the bits of the multiply, the add and then the activation
+    /// one value at a time, whichever vectors this CPU picks.
+    #[test]
+    fn transform_gives_the_bits_of_the_plain_map() {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            6.0,
+            7.5,
+            -3.0,
+        ];
+        for activation in [
+            Activation::None,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::Clamp {
+                min: -1.0,
+                max: 2.0,
+            },
+            Activation::LeakyRelu(0.1),
+        ] {
+            for n in [0, 1, 7, 15, 16, 17, 33, 100] {
+                let k0 = 3;
+                let values = |seed: usize| -> Vec<f32> {
+                    (0..k0 + n)
+                        .map(|i| ((i * 7919 + seed) % 97) as f32 / 8.0 - 6.0)
+                        .collect()
+                };
+                let (scale, shift) = (values(1), values(2));
+                let mut src = values(3);
+                for (i, &v) in specials.iter().enumerate().take(n) {
+                    src[i * 5 % n] = v;
+                }
+                let p = Prologue {
+                    scale: &scale,
+                    shift: &shift,
+                    activation,
+                };
+                let mut got = vec![0.0; n];
+                p.transform(&src, k0, &mut got);
+                for (j, g) in got.iter().enumerate() {
+                    let want = activation.apply(src[j] * scale[k0 + j] + shift[k0 + j]);
+                    assert!(
+                        g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                        "{activation:?} n {n} [{j}]: {g} != {want}"
+                    );
+                }
+            }
+        }
     }
 }
