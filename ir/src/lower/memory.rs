@@ -88,14 +88,14 @@ pub(super) fn plan(program: &mut Program) -> Result<()> {
 /// the second's output, asks for this: planned by the kernels alone, the second's output may
 /// take the bytes of the first's input (dead once the first kernel is done), and the merged
 /// stage would overwrite input rows it has still to read. Keeping the input live costs arena
-/// bytes, never correctness; a kernel index past the last keeps it to the end of the run.
+/// bytes, never correctness; a kernel index past the last keeps it to the end of the run (as
+/// a variable's new value is kept).
 pub fn plan_keeping(program: &mut Program, keep: &[(BufferId, usize)]) -> Result<()> {
     let overflow = || Error::Invalid("lowering: the arena size overflows usize".into());
     let mut ranges = program.live_ranges();
-    let last_kernel = program.kernels.len().saturating_sub(1);
     for &(buffer, kernel) in keep {
         if let Some(Some((_, last))) = ranges.get_mut(program.storage(buffer).index()) {
-            *last = (*last).max(kernel.min(last_kernel));
+            *last = (*last).max(kernel);
         }
     }
     // (buffer index, size in bytes, live range) of every temporary some kernel writes.

@@ -437,7 +437,9 @@ impl<'j, S: RowSource> Job<'j, S> {
                     let ic_end = (ic + MC).min(r1);
                     if let Some((a, lda)) = copy_from {
                         let rows = ic_end - ic;
-                        pack_a_band(a, lda, ic, rows, kb.k0, klen, band, stride, prologue);
+                        pack_a_band(
+                            a, lda, ic, rows, kb.k0, klen, band, stride, prologue, self.isa,
+                        );
                     }
                     let band = copy_from.map(|_| Band {
                         data: &*band,

@@ -194,7 +194,8 @@ pub(crate) fn band_stride(kc: usize) -> usize {
 }
 
 /// Copies rows `i0 .. i0 + rows` x columns `k0 .. k0 + kc` of row-major A into `band`, one row
-/// every `stride` values (`stride >= kc`, from [`band_stride`]), mapped by `prologue` if any.
+/// every `stride` values (`stride >= kc`, from [`band_stride`]), mapped by `prologue` if any
+/// (in the vectors of the kernels' `isa`).
 #[allow(clippy::too_many_arguments)] // source window, destination layout, map
 pub(crate) fn pack_a_band(
     a: &[f32],
@@ -206,12 +207,13 @@ pub(crate) fn pack_a_band(
     band: &mut [f32],
     stride: usize,
     prologue: Option<Prologue<'_>>,
+    isa: Isa,
 ) {
     for r in 0..rows {
         let src = &a[(i0 + r) * lda + k0..(i0 + r) * lda + k0 + kc];
         let dst = &mut band[r * stride..r * stride + kc];
         match &prologue {
-            Some(p) => p.transform(src, k0, dst),
+            Some(p) => p.transform(isa, src, k0, dst),
             None => dst.copy_from_slice(src),
         }
     }

@@ -18,37 +18,41 @@ use kiln_ir::{DataFormat, Op};
 /// rest); keeping one more costs arena bytes, nothing else.
 pub fn kept_live(program: &Program) -> Vec<(BufferId, usize)> {
     let kernels = &program.kernels;
-    kernels
-        .iter()
-        .zip(kernels.iter().skip(1))
-        .enumerate()
-        .filter_map(|(i, (depthwise, pointwise))| {
-            let window = host::ChannelWindow::of(program, depthwise).ok().flatten()?;
-            let Some(Op::Conv2d(a)) = &pointwise.main else {
-                return None;
-            };
-            let filter = &program.buffer(*pointwise.inputs.get(1)?).dims;
-            let one_by_one = a.data_format == DataFormat::Nhwc
-                && a.strides == [1, 1]
-                && filter.len() == 4
-                && filter[0] == 1
-                && filter[1] == 1;
-            (window.op == host::ChannelOp::Depthwise
-                && one_by_one
-                && pointwise.inputs.first() == Some(&depthwise.output)
-                && only_reader(program, depthwise.output, i + 1))
-            .then(|| Some((*depthwise.inputs.first()?, i + 1)))
+    let mut keep = Vec::new();
+    for (i, pair) in kernels.windows(2).enumerate() {
+        let (depthwise, pointwise) = (&pair[0], &pair[1]);
+        let is_depthwise = host::ChannelWindow::of(program, depthwise)
+            .ok()
             .flatten()
-        })
-        .collect()
+            .is_some_and(|w| w.op == host::ChannelOp::Depthwise);
+        let one_by_one = match (&pointwise.main, pointwise.inputs.get(1)) {
+            (Some(Op::Conv2d(a)), Some(&f)) => {
+                let filter = &program.buffer(f).dims;
+                a.data_format == DataFormat::Nhwc
+                    && a.strides == [1, 1]
+                    && filter.len() == 4
+                    && filter[..2] == [1, 1]
+            }
+            _ => false,
+        };
+        if let Some(&input) = depthwise.inputs.first()
+            && is_depthwise
+            && one_by_one
+            && pointwise.inputs.first() == Some(&depthwise.output)
+            && only_reader(program, depthwise.output, i + 1)
+        {
+            keep.push((input, i + 1));
+        }
+    }
+    keep
 }
 
 /// Merges each depthwise [`Stage::Window`] whose output only the next stage reads, a plain
 /// 1x1 [`Stage::Conv`] (stride 1, no padding, one group, weights packed at compile time,
 /// storing rows of its own width), into one [`Stage::DepthwisePointwise`], unless the 1x1's
-/// output may share arena bytes with the depthwise conv's input: the memory plan lets it take
-/// them once the depthwise conv is done, but merged, early bands would overwrite input rows
-/// that later bands still read.
+/// output may share arena bytes with the depthwise conv's input: merged, early bands would
+/// overwrite input rows that later bands still read. The backend plans the arena with
+/// [`kept_live`] so that this does not happen; the check stays for programs planned without.
 pub(super) fn fuse_depthwise_pointwise(
     program: &Program,
     stages: Vec<(usize, Stage)>,
