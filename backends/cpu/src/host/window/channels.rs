@@ -626,9 +626,11 @@ fn block<S: Lanes, const Q: usize, const P: usize>(
     match a.win.op {
         ChannelOp::Depthwise => {
             for &(xo, wo) in at.taps {
-                // SAFETY: see above.
-                let wv: [S; Q] =
-                    std::array::from_fn(|q| unsafe { S::load(w.add(wo + c0 + q * l)) });
+                let mut wv = [S::splat(0.0); Q];
+                for (q, v) in wv.iter_mut().enumerate() {
+                    // SAFETY: see above.
+                    *v = unsafe { S::load(w.add(wo + c0 + q * l)) };
+                }
                 for (p, acc) in acc.iter_mut().enumerate() {
                     let xp = at.base + p * at.step + xo + c0;
                     for q in 0..Q {
@@ -679,10 +681,12 @@ const COLUMNS: usize = 17;
 /// stride `SW` (1 or 2), one `S` of channels: each tap row's `(P - 1) * SW + 3` input columns
 /// are loaded once and kept in registers (the tap list loads each of them up to three times:
 /// 56-59 GFLOP/s on one core of a 2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core, against
-/// 71-74 now). The same products and sums in the
-/// same order as [`block`], so the same bits. What bounds it now is the input lines' trips
-/// from the L2: the same loop on 16 channels, whose rows stay in the L1, ran at 218 GFLOP/s,
-/// on 64 at 140; walking tiles of columns and channels down the rows to keep them in the L1
+/// 71-74 with them in registers). The same products and sums in the same order as [`block`],
+/// so the same bits. With the three tap rows of an interior row unrolled, no closures between
+/// the loads and the kernel's target features, and the bias and clamp tested once a block:
+/// 82-87 (112x112x32), 82-90 (56x56x144), 83-87 (14x14x384); at stride 2 50 -> 55-58. Not
+/// the input lines' trips from the L2, as first thought: at 40x40x32, all in the L2, it ran
+/// at 66 as well. Walking tiles of columns and channels down the rows to keep them in the L1
 /// measured slower (the per-row setup and the strided lines).
 // The columns, filter vectors and accumulators are indexed in step.
 #[allow(clippy::needless_range_loop)]
@@ -694,32 +698,52 @@ fn block3<S: Lanes, const P: usize, const SW: usize>(
     out: &mut [f32],
 ) {
     let (c, l) = (a.win.c, S::LANES);
-    let columns = (P - 1) * SW + 3;
     assert!(
-        c0 + l <= c && columns <= COLUMNS && at.step == SW * c,
+        c0 + l <= c && (P - 1) * SW + 3 <= COLUMNS && at.step == SW * c,
         "channel block past the pixel"
     );
     let x = a.x.as_ptr();
     let w = a.filter.as_ptr();
     let mut acc = [[S::splat(0.0); 1]; P];
-    // `rows` lists a 3-wide window's interior taps three to a row, kx = 0, 1, 2 in turn.
-    for row in at.taps.chunks_exact(3) {
-        let (xo, wo) = (row[0].0 + at.base + c0, row[0].1 + c0);
-        // SAFETY: as in `block`: column j is pixel j / SW's tap j % SW (or its last tap's
-        // column), all inside the image, and the filter's 3 taps of this row are in it.
-        let wv: [S; 3] = std::array::from_fn(|kx| unsafe { S::load(w.add(wo + kx * c)) });
-        let xv: [S; COLUMNS] = std::array::from_fn(|j| {
-            if j < columns {
+    // One tap row: its 3 filter vectors times its input columns, into every pixel's sum. (A
+    // macro: a closure is not compiled with the caller's target features.)
+    macro_rules! tap_row {
+        ($tap:expr) => {{
+            let (xo, wo) = $tap;
+            let (xo, wo) = (xo + at.base + c0, wo + c0);
+            // SAFETY: as in `block`: column j is pixel j / SW's tap j % SW (or its last tap's
+            // column), all inside the image, and the filter's 3 taps of this row are in it.
+            let mut wv = [S::splat(0.0); 3];
+            for (kx, v) in wv.iter_mut().enumerate() {
                 // SAFETY: see above.
-                unsafe { S::load(x.add(xo + j * c)) }
-            } else {
-                S::splat(0.0)
+                *v = unsafe { S::load(w.add(wo + kx * c)) };
             }
-        });
-        for p in 0..P {
-            for kx in 0..3 {
-                acc[p][0] = acc[p][0].add(xv[p * SW + kx].mul(wv[kx]));
+            // Plain loops, no `array::from_fn`: its closure is not compiled with the caller's
+            // target features, and with this much code around it was not inlined either.
+            let mut xv = [S::splat(0.0); COLUMNS];
+            let mut xp = x.wrapping_add(xo);
+            for v in xv.iter_mut().take((P - 1) * SW + 3) {
+                // SAFETY: see above.
+                *v = unsafe { S::load(xp) };
+                xp = xp.wrapping_add(c);
             }
+            for p in 0..P {
+                for kx in 0..3 {
+                    acc[p][0] = acc[p][0].add(xv[p * SW + kx].mul(wv[kx]));
+                }
+            }
+        }};
+    }
+    // `rows` lists a 3-wide window's interior taps three to a row, kx = 0, 1, 2 in turn. All
+    // three rows (every row but the image's first and last) unrolled: a loop of unknown count
+    // kept the columns' offsets on the stack.
+    if let Ok(taps) = <&[(usize, usize); 9]>::try_from(at.taps) {
+        tap_row!(taps[0]);
+        tap_row!(taps[3]);
+        tap_row!(taps[6]);
+    } else {
+        for row in at.taps.chunks_exact(3) {
+            tap_row!(row[0]);
         }
     }
     finish::<S, 1, P>(a, &acc, None, c0, out);
@@ -742,10 +766,26 @@ fn finish<S: Lanes, const Q: usize, const P: usize>(
         "channel block past the pixel"
     );
     let bias: Option<[S; Q]> = a.bias.map(|b| {
-        // SAFETY: `b` has `c` values (checked in `run_with`) and the block ends within `c`.
-        std::array::from_fn(|q| unsafe { S::load(b.as_ptr().add(c0 + q * l)) })
+        let mut v = [S::splat(0.0); Q];
+        for (q, v) in v.iter_mut().enumerate() {
+            // SAFETY: `b` has `c` values (checked in `run_with`) and the block ends within `c`.
+            *v = unsafe { S::load(b.as_ptr().add(c0 + q * l)) };
+        }
+        v
     });
     let bounds = a.act.bounds().map(|(lo, hi)| (S::splat(lo), S::splat(hi)));
+    // The common case (a convolution's bias and clamp) without a test per vector: those tests
+    // were a tenth of a depthwise block's instructions.
+    if let (None, Some(b), Some((lo, hi))) = (divisor, bias, bounds) {
+        for (p, acc) in acc.iter().enumerate() {
+            for q in 0..Q {
+                let v = acc[q].add(b[q]).clamp(lo, hi);
+                // SAFETY: as below.
+                unsafe { v.store(out.as_mut_ptr().add(p * c + c0 + q * l)) };
+            }
+        }
+        return;
+    }
     for (p, acc) in acc.iter().enumerate() {
         for q in 0..Q {
             let mut v = acc[q];
