@@ -89,6 +89,7 @@ impl CompileStats {
                 kernels: a.kernels + b.kernels,
                 arena_bytes: a.arena_bytes + b.arena_bytes,
                 sum_temporary_bytes: a.sum_temporary_bytes + b.sum_temporary_bytes,
+                fast_algorithm_kernels: a.fast_algorithm_kernels + b.fast_algorithm_kernels,
                 compile_times: CompileTimes {
                     passes: ta.passes + tb.passes,
                     lowering: ta.lowering + tb.lowering,

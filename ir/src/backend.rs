@@ -179,6 +179,9 @@ pub struct ExecutableInfo {
     pub arena_bytes: usize,
     /// What the temporaries would take without sharing memory.
     pub sum_temporary_bytes: usize,
+    /// Kernels that do fewer multiplications than their ops' FLOP count (a Winograd
+    /// convolution): a run's GFLOP/s, counted from the graph, can pass the machine's peak.
+    pub fast_algorithm_kernels: usize,
     /// Where the compilation's time went (zero for the phases a backend does not time).
     pub compile_times: CompileTimes,
 }

@@ -405,6 +405,7 @@ impl Program {
             kernels: self.kernels.len(),
             arena_bytes: self.arena_bytes,
             sum_temporary_bytes: self.sum_temporary_bytes,
+            fast_algorithm_kernels: 0,
             compile_times: Default::default(),
         }
     }

@@ -211,8 +211,12 @@ impl Executable for CpuExecutable {
     }
 
     fn info(&self) -> ExecutableInfo {
+        let winograd = (self.plan.stages.iter())
+            .filter(|(_, stage)| matches!(stage, Stage::Winograd { .. }))
+            .count();
         ExecutableInfo {
             compile_times: self.compile_times,
+            fast_algorithm_kernels: winograd,
             ..self.program.executable_info()
         }
     }

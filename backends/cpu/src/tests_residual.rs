@@ -134,15 +134,22 @@ output %y
         ];
         let feeds: Vec<&Tensor> = feeds.iter().collect();
         assert_matches_reference(&req, &feeds, &["winograd + shortcut"]);
-        // The profile names the algorithm (its GFLOP/s count the direct FLOPs).
-        let (_, times) = crate::CpuBackend
-            .compile(&req)
-            .unwrap()
-            .run_profiled(&feeds, &mut [])
-            .unwrap();
+        // The profile names the algorithm (its GFLOP/s count the direct FLOPs), and the
+        // executable's facts count it, so that `kiln bench` does not take a rate above the
+        // machine's peak for a sign that the peak was measured too low.
+        let exe = crate::CpuBackend.compile(&req).unwrap();
+        assert_eq!(exe.info().fast_algorithm_kernels, usize::from(simd));
+        let (_, times) = exe.run_profiled(&feeds, &mut []).unwrap();
         let tile = variant.tile();
         let ops: Vec<String> = times.iter().map(|t| t.ops_text()).collect();
         let named = format!("conv2d(winograd {tile}x{tile})+add+add+relu");
         assert_eq!(ops.contains(&named), simd, "{ops:?}");
+        // A 1x1 conv runs the direct algorithm: none counted.
+        let direct =
+            kiln_ir::text::parse(&text.replace("f32[3,3,64,64]", "f32[1,1,64,64]"), None).unwrap();
+        let exe = crate::CpuBackend
+            .compile(&request(&direct, &["y"]))
+            .unwrap();
+        assert_eq!(exe.info().fast_algorithm_kernels, 0);
     }
 }
