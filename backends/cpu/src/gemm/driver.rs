@@ -28,11 +28,11 @@ use smallvec::SmallVec;
 /// NC 512 8.60-8.62 / 4.50-4.55 ms, KC 512 8.67-8.87 / 4.61-4.67, KC 2048 8.61-8.63 /
 /// 4.51-4.56, NC 256 8.68-8.79 / 4.55-4.64, NC 1024 8.45-8.55 / 4.48-4.55: within 2%, kept.
 const KC: usize = 1024;
-/// Columns per block (within noise from 64 to 1024 with KC = 1024 on the EPYC: each row tile
-/// streams the B block from L2 or L3 at 128 bytes per 24 FMAs, which even L3 sustains).
-/// Narrowing it for tasks of few rows so that their B block stays in half the detected L2
-/// (weights read once per k-block instead of once per row tile) measured slower: ResNet's
-/// 3x3 conv on 7x7x512, 2 threads, best of 8, six alternated rounds: 0.82x.
+/// Columns per block of a GEMM that streams B (see [`streams`]; the others size theirs to the
+/// L2, [`block_cols`]). When every GEMM ran its column blocks outside the row strips, copying
+/// a strip's A again for each block, widths from 64 to 1024 measured within noise (KC = 1024,
+/// Zen 4), and a block narrowed to half the L2 for few rows 0.82x (ResNet's 3x3 conv on
+/// 7x7x512, which now streams).
 const NC: usize = 512;
 /// Row bands per thread in the row split: each band is a rayon task, so a thread that falls
 /// behind (a shared machine) has its last bands taken by the other; more bands than this
@@ -130,6 +130,28 @@ fn k_blocks(depth: usize, seg: usize) -> SmallVec<[KBlock; 4]> {
         }
     }
     out
+}
+
+/// The share of the L2 a column block's B takes where B does not stream (`Job::block_in`):
+/// half, the other half for the strip's copied rows of A. W5 (1024^3 + bias + relu, 2
+/// threads, `kiln bench`, median of 100, four alternated rounds, 2-core Zen 5 EPYC with a 1
+/// MiB L2, FMA peak 286 GFLOP/s a core): B's column blocks of 512 outside the strips
+/// 4.50-4.70 ms, of 64 (a quarter of the L2) inside them 4.44-4.59, of 128 (half)
+/// 4.41-4.55; ResNet-50's kernels (`--profile`, each kernel's best of four alternated
+/// rounds) 16.96 / 16.85 / 16.55 ms.
+const B_L2_SHARE: usize = 2;
+
+/// Columns per block of a GEMM that does not stream B: as many whole panels as keep the
+/// deepest k-block's B block within [`B_L2_SHARE`] of the L2, at least one panel.
+pub(super) fn block_cols(depth: usize, seg: usize, nr: usize) -> usize {
+    let deepest = k_blocks(depth, seg)
+        .iter()
+        .map(|kb| kb.nseg * kb.kseg)
+        .max()
+        .unwrap_or(0);
+    let bytes = super::cache::caches().l2 / B_L2_SHARE;
+    let cols = bytes / (deepest.max(1) * size_of::<f32>());
+    (cols / nr).max(1) * nr
 }
 
 /// The panel (its first column) and k-block a task streaming B (one `nr`-wide panel a call)
@@ -423,14 +445,19 @@ impl<'j, S: RowSource> Job<'j, S> {
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
         let last = self.blocks.len() - 1;
         let streaming = streams(self.src.rows(), self.b.n(), self.src.depth());
-        for jc in (c0..c1).step_by(NC) {
-            let jc_end = (jc + NC).min(c1);
-            // The block's full panels in one kernel call where the kernel takes several
-            // (`Tile::panels`), then the partial one; one a call where B streams.
-            let per_call = match self.isa {
-                Isa::Avx512 if !streaming => ((jc_end - jc) / nr).max(1),
-                _ => 1,
-            };
+        // Streaming, each column block runs through every k-block before the next (the order
+        // `next_call` follows), a panel a call. Otherwise every column block runs inside each
+        // strip of rows, so each strip's A (copied once per k-block) meets all of B's columns
+        // while it is in cache, the columns in blocks whose B stays in the L2 (see
+        // `block_cols`).
+        let (outer, inner) = if streaming {
+            (NC, usize::MAX)
+        } else {
+            let (depth, seg) = (self.src.depth(), self.src.segment_len());
+            (usize::MAX, block_cols(depth, seg, nr))
+        };
+        for jo in (c0..c1).step_by(outer) {
+            let jo_end = jo.saturating_add(outer).min(c1);
             for (bi, kb) in self.blocks.iter().enumerate() {
                 let klen = kb.nseg * kb.kseg;
                 for ic in (r0..r1).step_by(MC) {
@@ -469,42 +496,52 @@ impl<'j, S: RowSource> Job<'j, S> {
                         } else {
                             mr
                         };
-                        let mut j0 = jc;
-                        while j0 < jc_end {
-                            let panels = if j0 + nr <= jc_end {
-                                per_call.min((jc_end - j0) / nr)
-                            } else {
-                                1
+                        for jc in (jo..jo_end).step_by(inner) {
+                            let jc_end = jc.saturating_add(inner).min(jo_end);
+                            // The block's full panels in one kernel call where the kernel takes
+                            // several (`Tile::panels`), then the partial one; one a call where
+                            // B streams.
+                            let per_call = match self.isa {
+                                Isa::Avx512 if !streaming => ((jc_end - jc) / nr).max(1),
+                                _ => 1,
                             };
-                            // Streaming, the B rows the next call reads, to prefetch.
-                            let next_b = match streaming
-                                .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
-                                .flatten()
-                            {
-                                Some((j, next)) => {
-                                    let kb = self.blocks[next];
-                                    self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
-                                }
-                                None => &[],
-                            };
-                            let mut tile = Tile {
-                                kseg: kb.kseg,
-                                a,
-                                b: self.b.panels_rows(j0, panels, kb.k0, klen),
-                                b_stride: self.b.panel_stride(),
-                                panels,
-                                tiles,
-                                c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
-                                ldc: ld,
-                                height,
-                                rows: covered - (tiles - 1) * height,
-                                next_b,
-                                cols: nr.min(jc_end - j0),
-                                accumulate: bi > 0,
-                                epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
-                            };
-                            run_tile(self.isa, &mut tile);
-                            j0 += panels * nr;
+                            let mut j0 = jc;
+                            while j0 < jc_end {
+                                let panels = if j0 + nr <= jc_end {
+                                    per_call.min((jc_end - j0) / nr)
+                                } else {
+                                    1
+                                };
+                                // Streaming, the B rows the next call reads, to prefetch.
+                                let next_b = match streaming
+                                    .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
+                                    .flatten()
+                                {
+                                    Some((j, next)) => {
+                                        let kb = self.blocks[next];
+                                        self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
+                                    }
+                                    None => &[],
+                                };
+                                let mut tile = Tile {
+                                    kseg: kb.kseg,
+                                    a,
+                                    b: self.b.panels_rows(j0, panels, kb.k0, klen),
+                                    b_stride: self.b.panel_stride(),
+                                    panels,
+                                    tiles,
+                                    c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
+                                    ldc: ld,
+                                    height,
+                                    rows: covered - (tiles - 1) * height,
+                                    next_b,
+                                    cols: nr.min(jc_end - j0),
+                                    accumulate: bi > 0,
+                                    epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
+                                };
+                                run_tile(self.isa, &mut tile);
+                                j0 += panels * nr;
+                            }
                         }
                         i0 += covered;
                     }

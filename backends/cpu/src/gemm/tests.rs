@@ -197,6 +197,12 @@ fn gemm_deep_and_wide_shapes_cross_cache_blocks() {
         ] {
             run_case(isa, m, n, k, v);
         }
+        // Rows enough not to stream B, with B wider than a column block (`block_cols`) and
+        // deeper than a k-block: every strip's rows run through the column blocks of each
+        // k-block in turn, the partial sums kept in C; the last block's last panel partial.
+        let (m, k) = (100, 2100);
+        let n = 2 * driver::block_cols(k, 1, isa.nr()) + 45;
+        run_case(isa, m, n, k, 6);
         run_case(isa, 4, 9, 0, 2); // k = 0: epilogue of zero
         run_case(isa, 0, 5, 3, 1); // m = 0: nothing to do
     }
@@ -359,7 +365,8 @@ fn gemm_results_do_not_depend_on_thread_count() {
             (1, 777, 3000),
             (3, 1001, 2100), // matrix-vector path, B over 8 MiB: split along n
             (49, 300, 1100),
-            (1000, 64, 576), // several row bands per thread
+            (1000, 64, 576),  // several row bands per thread
+            (150, 700, 2100), // column blocks inside each strip (`driver::block_cols`)
         ] {
             let a = values(1, m * k);
             let b_vals = values(2, k * n);
