@@ -143,15 +143,17 @@ const B_L2_SHARE: usize = 2;
 
 /// Columns per block of a GEMM that does not stream B: as many whole panels as keep the
 /// deepest k-block's B block within [`B_L2_SHARE`] of the L2, at least one panel.
-pub(super) fn block_cols(depth: usize, seg: usize, nr: usize) -> usize {
-    let deepest = k_blocks(depth, seg)
-        .iter()
-        .map(|kb| kb.nseg * kb.kseg)
-        .max()
-        .unwrap_or(0);
+fn block_cols(blocks: &[KBlock], nr: usize) -> usize {
+    let deepest = blocks.iter().map(|kb| kb.nseg * kb.kseg).max().unwrap_or(0);
     let bytes = super::cache::caches().l2 / B_L2_SHARE;
     let cols = bytes / (deepest.max(1) * size_of::<f32>());
     (cols / nr).max(1) * nr
+}
+
+/// [`block_cols`] for a GEMM `depth` deep in segments of `seg` (for the tests).
+#[cfg(test)]
+pub(super) fn block_cols_for(depth: usize, seg: usize, nr: usize) -> usize {
+    block_cols(&k_blocks(depth, seg), nr)
 }
 
 /// The panel (its first column) and k-block a task streaming B (one `nr`-wide panel a call)
@@ -453,8 +455,7 @@ impl<'j, S: RowSource> Job<'j, S> {
         let (outer, inner) = if streaming {
             (NC, usize::MAX)
         } else {
-            let (depth, seg) = (self.src.depth(), self.src.segment_len());
-            (usize::MAX, block_cols(depth, seg, nr))
+            (usize::MAX, block_cols(self.blocks, nr))
         };
         for jo in (c0..c1).step_by(outer) {
             let jo_end = jo.saturating_add(outer).min(c1);

@@ -201,7 +201,7 @@ fn gemm_deep_and_wide_shapes_cross_cache_blocks() {
         // deeper than a k-block: every strip's rows run through the column blocks of each
         // k-block in turn, the partial sums kept in C; the last block's last panel partial.
         let (m, k) = (100, 2100);
-        let n = 2 * driver::block_cols(k, 1, isa.nr()) + 45;
+        let n = 2 * driver::block_cols_for(k, 1, isa.nr()) + 45;
         run_case(isa, m, n, k, 6);
         run_case(isa, 4, 9, 0, 2); // k = 0: epilogue of zero
         run_case(isa, 0, 5, 3, 1); // m = 0: nothing to do
