@@ -19,6 +19,7 @@ use super::prologue::Prologue;
 use super::{Isa, RowSource, Tile, TileA, dense_strip_starts, run_tile};
 use rayon::prelude::*;
 use smallvec::SmallVec;
+use std::ops::Range;
 
 /// Target depth of a k-block. Deep blocks win on the 2-core EPYC (Zen 4): the broadcasts of A
 /// stream fine from L2, while every extra k-block costs a round trip of C through the caches.
@@ -429,23 +430,15 @@ impl<'j, S: RowSource> Job<'j, S> {
         copy: BandCopy<'_>,
         band: &mut [f32],
     ) -> Result<(), String> {
-        let CBlock {
-            r0,
-            r1,
-            c0,
-            c1,
-            ld,
-            col0,
-        } = at;
+        let CBlock { r0, r1, c0, c1, .. } = at;
         let BandCopy {
             from: copy_from,
             stride,
             prologue,
         } = copy;
-        let (mr, nr) = (self.isa.mr(), self.isa.nr());
+        let nr = self.isa.nr();
         let mut raw: Vec<Option<&'j [f32]>> = Vec::new();
         let (mut starts, mut offsets) = (Vec::with_capacity(MC), Vec::new());
-        let last = self.blocks.len() - 1;
         let streaming = streams(self.src.rows(), self.b.n(), self.src.depth());
         // Streaming, each column block runs through every k-block before the next (the order
         // `next_call` follows), a panel a call. Otherwise every column block runs inside each
@@ -490,66 +483,85 @@ impl<'j, S: RowSource> Job<'j, S> {
                             },
                             None => TileA::Slices(&segs),
                         };
-                        // Streaming, tiles of equal height (see `Tile::height`).
-                        let tiles = covered.div_ceil(mr);
-                        let height = if streaming {
-                            covered.div_ceil(tiles)
-                        } else {
-                            mr
+                        let strip = Strip {
+                            a,
+                            i0,
+                            rows: covered,
+                            bi,
                         };
-                        for jc in (jo..jo_end).step_by(inner) {
-                            let jc_end = jc.saturating_add(inner).min(jo_end);
-                            // The block's full panels in one kernel call where the kernel takes
-                            // several (`Tile::panels`), then the partial one; one a call where
-                            // B streams.
-                            let per_call = match self.isa {
-                                Isa::Avx512 if !streaming => ((jc_end - jc) / nr).max(1),
-                                _ => 1,
-                            };
-                            let mut j0 = jc;
-                            while j0 < jc_end {
-                                let panels = if j0 + nr <= jc_end {
-                                    per_call.min((jc_end - j0) / nr)
-                                } else {
-                                    1
-                                };
-                                // Streaming, the B rows the next call reads, to prefetch.
-                                let next_b = match streaming
-                                    .then(|| next_call(j0, jc, c1, bi, self.blocks.len(), nr))
-                                    .flatten()
-                                {
-                                    Some((j, next)) => {
-                                        let kb = self.blocks[next];
-                                        self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
-                                    }
-                                    None => &[],
-                                };
-                                let mut tile = Tile {
-                                    kseg: kb.kseg,
-                                    a,
-                                    b: self.b.panels_rows(j0, panels, kb.k0, klen),
-                                    b_stride: self.b.panel_stride(),
-                                    panels,
-                                    tiles,
-                                    c: &mut dst[(i0 - r0) * ld + (j0 - col0)..],
-                                    ldc: ld,
-                                    height,
-                                    rows: covered - (tiles - 1) * height,
-                                    next_b,
-                                    cols: nr.min(jc_end - j0),
-                                    accumulate: bi > 0,
-                                    epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
-                                };
-                                run_tile(self.isa, &mut tile);
-                                j0 += panels * nr;
-                            }
-                        }
+                        self.strip_calls(strip, jo..jo_end, inner, streaming, &at, dst);
                         i0 += covered;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The kernel calls of one strip across columns `cols`, in blocks of `block` columns: a
+    /// block's full panels in one call where the kernel takes several (`Tile::panels`), then
+    /// the partial one; one panel a call, with tiles of equal height, where B streams (each
+    /// call prefetching what the next one reads). `at` and `dst` are the task's block of C.
+    fn strip_calls(
+        &self,
+        strip: Strip<'_, '_>,
+        cols: Range<usize>,
+        block: usize,
+        streaming: bool,
+        at: &CBlock,
+        dst: &mut [f32],
+    ) {
+        let (mr, nr) = (self.isa.mr(), self.isa.nr());
+        let Strip { a, i0, rows, bi } = strip;
+        let kb = self.blocks[bi];
+        let klen = kb.nseg * kb.kseg;
+        let last = self.blocks.len() - 1;
+        // Streaming, tiles of equal height (see `Tile::height`).
+        let tiles = rows.div_ceil(mr);
+        let height = if streaming { rows.div_ceil(tiles) } else { mr };
+        for jc in cols.clone().step_by(block) {
+            let jc_end = jc.saturating_add(block).min(cols.end);
+            let per_call = match self.isa {
+                Isa::Avx512 if !streaming => ((jc_end - jc) / nr).max(1),
+                _ => 1,
+            };
+            let mut j0 = jc;
+            while j0 < jc_end {
+                let panels = if j0 + nr <= jc_end {
+                    per_call.min((jc_end - j0) / nr)
+                } else {
+                    1
+                };
+                let next_b = match streaming
+                    .then(|| next_call(j0, jc, at.c1, bi, self.blocks.len(), nr))
+                    .flatten()
+                {
+                    Some((j, next)) => {
+                        let kb = self.blocks[next];
+                        self.b.panels_rows(j, 1, kb.k0, kb.nseg * kb.kseg)
+                    }
+                    None => &[],
+                };
+                let mut tile = Tile {
+                    kseg: kb.kseg,
+                    a,
+                    b: self.b.panels_rows(j0, panels, kb.k0, klen),
+                    b_stride: self.b.panel_stride(),
+                    panels,
+                    tiles,
+                    c: &mut dst[(i0 - at.r0) * at.ld + (j0 - at.col0)..],
+                    ldc: at.ld,
+                    height,
+                    rows: rows - (tiles - 1) * height,
+                    next_b,
+                    cols: nr.min(jc_end - j0),
+                    accumulate: bi > 0,
+                    epilogue: (bi == last).then(|| self.epi.at(i0, j0)),
+                };
+                run_tile(self.isa, &mut tile);
+                j0 += panels * nr;
+            }
+        }
     }
 
     /// Fills the A tables for a strip of row tiles from row `i0` up to at most `end` and
@@ -654,6 +666,16 @@ type TileTables<'t, 'j, 'b> = (
     &'t mut Vec<usize>,
     &'t mut Vec<usize>,
 );
+
+/// One strip of row tiles for one k-block: its A tables, its first row, its rows and the
+/// k-block's index.
+#[derive(Clone, Copy)]
+struct Strip<'t, 'a> {
+    a: TileA<'t, 'a>,
+    i0: usize,
+    rows: usize,
+    bi: usize,
+}
 
 /// Rows of A copied at a padded stride; row `i` of A starts at `data[(i - first) * stride]`
 /// (with column 0 at the current k-block's start).

@@ -684,8 +684,8 @@ const THREE_SUM: u8 = 2;
 /// pixels at stride 2.
 const COLUMNS: usize = 17;
 
-/// [`block`] for `P` pixels of a depthwise window 3 columns wide (dilation 1) at column
-/// stride `SW` (1 or 2), one `S` of channels: each tap row's `(P - 1) * SW + 3` input columns
+/// [`block`] for `P` pixels of a window 3 columns wide (dilation 1; a depthwise conv, or a
+/// pool, `OP`) at column stride `SW` (1 or 2), one `S` of channels: each tap row's `(P - 1) * SW + 3` input columns
 /// are loaded once and kept in registers (the tap list loads each of them up to three times:
 /// 56-59 GFLOP/s on one core of a 2-core Zen 5 EPYC, FMA peak 286 GFLOP/s a core, against
 /// 71-74 with them in registers). The same products and sums in the same order as [`block`],
