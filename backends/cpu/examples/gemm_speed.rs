@@ -8,14 +8,14 @@
 //! A fourth argument `N,H,W,CIN,COUT,K,STRIDE` times that one convolution instead of the list.
 //! `COLD=n` cycles through n copies of the direct convolution's packed weights (weights read
 //! from memory, as in a network, once n copies exceed the L3). `DIRECT_ONLY=1` skips the
-//! Winograd timings, `WINOGRAD_ONLY=1` the direct ones
+//! Winograd timings, `WINOGRAD_ONLY=1` the direct ones, `ADD=1` adds a residual in the epilogue
 //! (`WINOGRAD_ONLY=2` or `4`: only F(2x2, 3x3) or F(4x4, 3x3); for profiling one alone).
 //! Prints the median and the best time of `repeats` runs (default 20) with the GFLOP/s they
 //! imply; on a shared machine the best run is the better estimate of what the code can do.
 
 use kiln_cpu::gemm::{
-    Activation, ConvGeometry, Epilogue, Isa, WinogradVariant, conv2d_nhwc, conv2d_winograd,
-    pack_b_for, pack_winograd, sgemm, winograd_applies,
+    Activation, ConvGeometry, Epilogue, Isa, Residual, WinogradVariant, conv2d_nhwc,
+    conv2d_winograd, pack_b_for, pack_winograd, sgemm, winograd_applies,
 };
 use kiln_ir::op::Padding;
 use rayon::ThreadPool;
@@ -147,13 +147,15 @@ fn bench_conv(
     let mut turn = 0;
     let geom = ConvGeometry::new([h, w], [c.k, c.k], [c.stride; 2], [1, 1], Padding::Same)?;
     let bias = values(c.cout);
-    let epi = Epilogue {
-        bias: Some(&bias),
-        add: None,
-        activation: Activation::Relu,
-    };
     let input = values(n * h * w * cin);
     let m = n * geom.out_h * geom.out_w;
+    // ADD=1: a residual of the output's shape added in the epilogue (a ResNet block's last conv).
+    let skip = std::env::var_os("ADD").map(|_| values(m * c.cout));
+    let epi = Epilogue {
+        bias: Some(&bias),
+        add: skip.as_deref().map(|data| Residual { data, ld: c.cout }),
+        activation: Activation::Relu,
+    };
     let mut out = vec![0.0f32; m * c.cout];
     let flops = 2.0 * (m * c.cout * kdim) as f64;
     if std::env::var_os("WINOGRAD_ONLY").is_none() {
