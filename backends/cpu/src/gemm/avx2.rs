@@ -171,7 +171,7 @@ mod imp {
         let two = TWO;
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         if t.accumulate {
-            let c = t.c.as_ptr();
+            let c = t.c.as_mut_ptr().cast_const();
             each_row!(r => {
                 if r < rows {
                     // SAFETY: r < rows and the masks enable only columns < cols, so every lane

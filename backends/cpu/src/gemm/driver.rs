@@ -8,12 +8,13 @@
 //! of few rows and a large B streams B instead: panels outer, each reused by all the row
 //! tiles while the next is prefetched ([`streams`]). Threads take disjoint row bands, several
 //! per thread so that one delayed thread (these machines are shared) does not leave the other
-//! idle at the end, or disjoint column ranges (computed into a private buffer, then copied)
-//! when there are too few row tiles.
+//! idle at the end, or disjoint column ranges of every row (written in place through aliased
+//! views of C, `out.rs`) when there are too few row tiles.
 //! Every output element sees the same k-blocks in the same order whatever the split, so the
 //! result does not depend on the thread count.
 
 use super::epilogue::Epilogue;
+use super::out::COut;
 use super::pack::{PackedB, band_stride, pack_a_band, rows_conflict};
 use super::prologue::Prologue;
 use super::{Isa, RowSource, Tile, TileA, dense_strip_starts, run_tile};
@@ -74,9 +75,13 @@ pub(super) const MIN_TASK_FLOPS: f64 = 1.0e6;
 /// table), in k-steps: an estimate from the first-layer convs (k = 27), where the kernel's
 /// loop took about two thirds of the tile's time.
 const TILE_SETUP_STEPS: f64 = 30.0;
-/// What the column split's buffer and copy add per tile, in k-steps (a 12x32 tile is 1.5 KB
-/// zeroed, written, and copied on one thread).
-const COPY_STEPS: f64 = 8.0;
+/// What the column split adds per tile, in k-steps: every task reads all of A's rows, and
+/// the tasks' column ranges meet inside C's rows. Once the cost of a copy out of private
+/// buffers (a 12x32 tile is 1.5 KB written and copied on one thread); the tasks now write C in
+/// place (`out.rs`), and the term still keeps the choices it made: at 0, more GEMMs took the
+/// column split and SqueezeNet ran 3.42-3.53 ms against 3.25-3.32 (`kiln bench`, 2 threads,
+/// three alternated rounds, 2-core Xeon, FMA peak 175 GFLOP/s a core).
+const COLUMN_SPLIT_STEPS: f64 = 8.0;
 
 /// One k-block: `nseg` consecutive segments of `kseg` values starting at depth `k0`.
 #[derive(Clone, Copy, Debug)]
@@ -206,12 +211,12 @@ pub(super) fn run<S: RowSource>(
         .max(1);
     let (m_tiles, n_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     if tasks == 1 || (m_tiles < 2 && n_panels < 2) {
-        return job.block(CBlock::whole(m, n, ldc), c);
+        return job.block(CBlock::whole(m, n, ldc), COut::new(c));
     }
-    // Split whichever way costs the busiest task less, counting what the column split adds:
-    // its private buffers and the serial copy out of them. (Counting tile calls alone sent
-    // every conv with two panels and an odd number of row tiles, such as SqueezeNet's 55x55x64
-    // layers, through the copy: 1.2x slower than rows.)
+    // Split whichever way costs the busiest task less, counting what the column split adds
+    // (COLUMN_SPLIT_STEPS). (Counting tile calls alone sent every conv with two panels and an
+    // odd number of row tiles, such as SqueezeNet's 55x55x64 layers, through the column split,
+    // then with a copy: 1.2x slower than rows.)
     // A panel of at most half its width costs half (the kernels skip the empty vector): with
     // whole panels counted, SqueezeNet's 384->48 1x1 conv on 13x13 pixels split by columns,
     // one thread taking 32 columns and the other 16 (speedup 1.28 on two threads).
@@ -225,7 +230,7 @@ pub(super) fn run<S: RowSource>(
     let by_cols = (m_tiles * n_panels.div_ceil(tasks)) as f64;
     let step = k as f64 + TILE_SETUP_STEPS;
     let rows_cost = by_rows * step;
-    let cols_cost = by_cols * step + (m_tiles * n_panels) as f64 * COPY_STEPS;
+    let cols_cost = by_cols * step + (m_tiles * n_panels) as f64 * COLUMN_SPLIT_STEPS;
     if rows_cost <= cols_cost {
         // Row bands of equal rows (to a row), each a disjoint chunk of C; up to
         // BANDS_PER_THREAD per thread while each keeps at least MIN_TASK_FLOPS, and a whole
@@ -257,60 +262,29 @@ pub(super) fn run<S: RowSource>(
                 r1,
                 ..CBlock::whole(m, n, ldc)
             };
-            job.block(rows, chunk)
+            job.block(rows, COut::new(chunk))
         });
     }
     // Few rows, many columns (late CNN layers, matrix-vector-like products): split the panels,
-    // compute each range into its own part of a buffer and copy; the copy is m x n, small next
-    // to the k x n weights (this split is only taken when there are few row tiles).
+    // each task writing its range of columns of every row in place (see `out.rs`).
     let per = n_panels.div_ceil(tasks) * nr;
     let ranges: Vec<(usize, usize)> = (0..n.div_ceil(per))
         .map(|t| (t * per, ((t + 1) * per).min(n)))
         .collect();
-    // Every value of a part is written by its block before the copy reads it.
-    super::scratch::with_buffer(&SPLIT, m * n, |buf| {
-        let mut parts: Vec<&mut [f32]> = Vec::with_capacity(ranges.len());
-        let mut rest = buf;
-        for &(c0, c1) in &ranges {
-            let (part, tail) = rest.split_at_mut(m * (c1 - c0));
-            parts.push(part);
-            rest = tail;
-        }
-        ranges
-            .par_iter()
-            .zip(parts.par_iter_mut())
-            .try_for_each(|(&(c0, c1), part)| {
-                let cols = CBlock {
-                    c0,
-                    c1,
-                    ld: c1 - c0,
-                    col0: c0,
-                    ..CBlock::whole(m, n, ldc)
-                };
-                job.block(cols, part)
-            })?;
-        // The copy, by row bands on every thread (with the kept buffer, 13x13x512 -> 1000 on
-        // Zen 5, 2 threads: 0.40-0.48 -> 0.37-0.43 ms).
-        let rows_per = m.div_ceil(tasks);
-        c.par_chunks_mut(rows_per * ldc)
-            .enumerate()
-            .for_each(|(band, chunk)| {
-                let r0 = band * rows_per;
-                for (&(c0, c1), part) in ranges.iter().zip(&parts) {
-                    let w = c1 - c0;
-                    for i in r0..(r0 + rows_per).min(m) {
-                        let at = (i - r0) * ldc;
-                        chunk[at + c0..at + c1].copy_from_slice(&part[i * w..(i + 1) * w]);
-                    }
-                }
-            });
-        Ok(())
+    let c = COut::new(c);
+    ranges.par_iter().try_for_each(|&(c0, c1)| {
+        let cols = CBlock {
+            c0,
+            c1,
+            ..CBlock::whole(m, n, ldc)
+        };
+        // SAFETY: the ranges are disjoint, and the task's kernel calls write only its own
+        // columns `c0..c1` of each row (`Tile::cols`, `Tile::assert_valid`).
+        job.block(cols, unsafe { c.alias() })
     })
 }
 
 thread_local! {
-    /// The column split's buffer (see [`super::scratch`]).
-    static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's copied A band (see [`super::scratch`]).
     static BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -338,7 +312,7 @@ struct Job<'j, S> {
 }
 
 /// A block of C one task computes: rows `r0..r1` x columns `c0..c1`, element `(i, j)` stored
-/// at `(i - r0) * ld + (j - col0)` of the task's destination. `c0` is a multiple of NR.
+/// at `(i - r0) * ld + j` of the task's destination. `c0` is a multiple of NR.
 #[derive(Clone, Copy, Debug)]
 struct CBlock {
     r0: usize,
@@ -346,7 +320,6 @@ struct CBlock {
     c0: usize,
     c1: usize,
     ld: usize,
-    col0: usize,
 }
 
 impl CBlock {
@@ -358,7 +331,6 @@ impl CBlock {
             c0: 0,
             c1: n,
             ld,
-            col0: 0,
         }
     }
 }
@@ -375,7 +347,7 @@ struct BandCopy<'a> {
 
 impl<'j, S: RowSource> Job<'j, S> {
     /// Computes block `at` of C into `dst`.
-    fn block(&self, at: CBlock, dst: &mut [f32]) -> Result<(), String> {
+    fn block(&self, at: CBlock, mut dst: COut<'_>) -> Result<(), String> {
         let CBlock { r0, r1, c0, c1, .. } = at;
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
         // `k_blocks` keeps every k-block's segments at most KC long.
@@ -416,7 +388,7 @@ impl<'j, S: RowSource> Job<'j, S> {
             prologue,
         };
         super::scratch::with_aligned_buffer(&BAND, band_len, |band| {
-            self.block_in(at, dst, zeros, copy, band)
+            self.block_in(at, &mut dst, zeros, copy, band)
         })
     }
 
@@ -425,7 +397,7 @@ impl<'j, S: RowSource> Job<'j, S> {
     fn block_in(
         &self,
         at: CBlock,
-        dst: &mut [f32],
+        dst: &mut COut<'_>,
         zeros: &[f32],
         copy: BandCopy<'_>,
         band: &mut [f32],
@@ -509,7 +481,7 @@ impl<'j, S: RowSource> Job<'j, S> {
         block: usize,
         streaming: bool,
         at: &CBlock,
-        dst: &mut [f32],
+        dst: &mut COut<'_>,
     ) {
         let (mr, nr) = (self.isa.mr(), self.isa.nr());
         let Strip { a, i0, rows, bi } = strip;
@@ -549,7 +521,7 @@ impl<'j, S: RowSource> Job<'j, S> {
                     b_stride: self.b.panel_stride(),
                     panels,
                     tiles,
-                    c: &mut dst[(i0 - at.r0) * at.ld + (j0 - at.col0)..],
+                    c: dst.from((i0 - at.r0) * at.ld + j0),
                     ldc: at.ld,
                     height,
                     rows: rows - (tiles - 1) * height,

@@ -25,6 +25,7 @@ mod driver;
 mod epilogue;
 mod gemv;
 mod isa;
+mod out;
 mod pack;
 mod portable;
 mod prologue;
@@ -53,6 +54,7 @@ pub use winograd::{
 };
 
 use epilogue::TileEpilogue;
+use out::COut;
 
 /// Expands `$body` once per listed literal, bound to `$r`: a loop the compiler cannot decline
 /// to unroll (the micro-kernels need every accumulator index to be a constant).
@@ -413,7 +415,7 @@ pub(crate) struct Tile<'t, 'a> {
     /// (see [`RowSource::strip_starts`]).
     pub tiles: usize,
     /// C from the strip's corner on.
-    pub c: &'t mut [f32],
+    pub c: COut<'t>,
     /// Leading dimension of C.
     pub ldc: usize,
     /// Rows of every row tile but the last, `1..=MR`. A strip that streams B (one panel a
@@ -576,7 +578,7 @@ impl<'a> Tile<'_, 'a> {
             b_stride: self.b_stride,
             panels: self.panels,
             tiles: 1,
-            c: &mut self.c[q * self.height * self.ldc..],
+            c: self.c.from(q * self.height * self.ldc),
             ldc: self.ldc,
             height: self.height,
             rows: if q + 1 == self.tiles {

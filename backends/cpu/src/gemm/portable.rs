@@ -32,7 +32,7 @@ fn tile(t: &mut Tile<'_, '_>) {
     let mut edge = [[0.0f32; NR]; MR];
     if t.accumulate {
         for (r, e) in edge.iter_mut().enumerate().take(t.rows) {
-            e[..t.cols].copy_from_slice(&t.c[r * t.ldc..r * t.ldc + t.cols]);
+            e[..t.cols].copy_from_slice(t.c.slice(r * t.ldc, t.cols));
         }
     }
     let mut acc = edge;
@@ -68,7 +68,7 @@ fn tile(t: &mut Tile<'_, '_>) {
     }
     let edge = acc;
     for (r, acc) in edge.iter().enumerate().take(t.rows) {
-        let out = &mut t.c[r * t.ldc..r * t.ldc + t.cols];
+        let out = t.c.slice(r * t.ldc, t.cols);
         match &t.epilogue {
             None => out.copy_from_slice(&acc[..t.cols]),
             Some(e) => {

@@ -396,6 +396,53 @@ fn gemm_results_do_not_depend_on_thread_count() {
     }
 }
 
+/// The column split's tasks write their columns of every row in place (`out.rs`): into a C
+/// whose rows are further apart than `n` (a concat slot), with canaries in the gaps and
+/// around, on 2 and 3 threads, the values equal the 1-thread bits and no canary moves.
+#[test]
+fn gemm_column_split_writes_only_its_columns() {
+    for isa in Isa::supported() {
+        // One row tile, and three (a partial last one), across panels and a partial panel.
+        for (m, n, k) in [(3, 2048, 512), (25, 1000, 512), (13, 530, 700)] {
+            let (ldc, pre) = (n + 5, 3);
+            let a = values(21, m * k);
+            let b_vals = values(22, k * n);
+            let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
+            let bias = values(23, n);
+            let epi = Epilogue {
+                bias: Some(&bias),
+                add: None,
+                activation: Activation::Relu,
+            };
+            let tag = format!("{isa:?} {m}x{n}x{k}");
+            let want = on_1_2_3_threads(&tag, m, n, k, &a, &b, &epi);
+            let len = (m - 1) * ldc + n;
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = vec![CANARY; pre + len + 4];
+                pool.install(|| sgemm(m, n, k, &a, k, &b, &mut c[pre..pre + len], ldc, &epi))
+                    .unwrap();
+                for (t, v) in c.iter().enumerate() {
+                    let (i, j) = (t.wrapping_sub(pre) / ldc, t.wrapping_sub(pre) % ldc);
+                    let expect = if t >= pre && i < m && j < n {
+                        want[i * n + j]
+                    } else {
+                        CANARY
+                    };
+                    assert_eq!(
+                        v.to_bits(),
+                        expect.to_bits(),
+                        "{tag} {threads} threads: c[{t}]"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_nan_propagates_through_relu() {
     for isa in Isa::supported() {
