@@ -1,5 +1,6 @@
 //! Movement kernels split across threads: a channel shuffle (a blocked transpose under a
-//! pixel loop), an NCHW -> NHWC transpose of two images, a channel concat of two placeholders
+//! pixel loop), an NCHW -> NHWC transpose of two images, one image's transposes both ways (a
+//! plane split along its own tiles), a channel concat of two placeholders
 //! and a slice run as ranged kernels (parts of their copies' outer loops on each thread), and
 //! give the reference evaluator's bits on pools of 1, 2, 3 and 7 threads (1, 8, 12 and 28
 //! ranges, cutting the loops at different places); a pad, whose fill must come before its copies, is
@@ -52,7 +53,7 @@ fn same_bits_on_every_pool(header: &str, body: &str, feeds: &[Tensor]) {
 
 #[test]
 fn movement_kernels_split_across_threads_keep_the_reference_bits() {
-    let cases: [(&str, &str, Vec<Tensor>); 4] = [
+    let cases: [(&str, &str, Vec<Tensor>); 6] = [
         (
             "kiln 2\ninput %x : f32[1,28,28,116]\n",
             "%r = reshape(%x, shape=[1, 28, 28, 2, 58])\n\
@@ -64,6 +65,19 @@ fn movement_kernels_split_across_threads_keep_the_reference_bits() {
             "kiln 2\ninput %x : f32[2,64,30,30]\n",
             "%y = transpose(%x, perm=[0, 2, 3, 1])\noutput %y\n",
             vec![Tensor::uniform(&[2, 64, 30, 30], -1.0, 1.0, 2)],
+        ),
+        // One image each way: a plane with no outer loop, split along B's tiles (37 x 31
+        // pixels: 71 tiles and 11 left) or A's, with leftover strips along both; over 32 K
+        // values, so that they split at run time (`PARALLEL_MIN_WORK`).
+        (
+            "kiln 2\ninput %x : f32[1,37,31,40]\n",
+            "%y = transpose(%x, perm=[0, 3, 1, 2])\noutput %y\n",
+            vec![Tensor::uniform(&[1, 37, 31, 40], -1.0, 1.0, 7)],
+        ),
+        (
+            "kiln 2\ninput %x : f32[1,40,37,31]\n",
+            "%y = transpose(%x, perm=[0, 2, 3, 1])\noutput %y\n",
+            vec![Tensor::uniform(&[1, 40, 37, 31], -1.0, 1.0, 8)],
         ),
         (
             "kiln 2\ninput %a : f32[1,28,28,40]\ninput %b : f32[1,28,28,88]\n",
