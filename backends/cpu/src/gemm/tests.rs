@@ -355,6 +355,29 @@ fn gemm_streamed_b_matches_reference_whatever_the_threads() {
     }
 }
 
+/// Operands of an `m` x `n` x `k` product from seeds `seed..seed + 3`: A, B as given and
+/// packed for `isa`, and a bias (for [`bias_relu`]).
+fn bias_relu_case(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, PackedB, Vec<f32>) {
+    let b_vals = values(seed + 1, k * n);
+    let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
+    (values(seed, m * k), b_vals, b, values(seed + 2, n))
+}
+
+/// The epilogue adding `bias`, then Relu.
+fn bias_relu(bias: &[f32]) -> Epilogue<'_> {
+    Epilogue {
+        bias: Some(bias),
+        add: None,
+        activation: Activation::Relu,
+    }
+}
+
 #[test]
 fn gemm_results_do_not_depend_on_thread_count() {
     for isa in Isa::supported() {
@@ -368,15 +391,8 @@ fn gemm_results_do_not_depend_on_thread_count() {
             (1000, 64, 576),  // several row bands per thread
             (150, 700, 2100), // column blocks inside each strip (`driver::block_cols`)
         ] {
-            let a = values(1, m * k);
-            let b_vals = values(2, k * n);
-            let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
-            let bias = values(3, n);
-            let epi = Epilogue {
-                bias: Some(&bias),
-                add: None,
-                activation: Activation::Relu,
-            };
+            let (a, b_vals, b, bias) = bias_relu_case(isa, m, n, k, 1);
+            let epi = bias_relu(&bias);
             let tag = format!("{isa:?} {m}x{n}x{k}");
             let c = on_1_2_3_threads(&tag, m, n, k, &a, &b, &epi);
             for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
@@ -405,15 +421,8 @@ fn gemm_column_split_writes_only_its_columns() {
         // One row tile, and three (a partial last one), across panels and a partial panel.
         for (m, n, k) in [(3, 2048, 512), (25, 1000, 512), (13, 530, 700)] {
             let (ldc, pre) = (n + 5, 3);
-            let a = values(21, m * k);
-            let b_vals = values(22, k * n);
-            let b = pack_b_for(isa, k, n, &b_vals, false).unwrap();
-            let bias = values(23, n);
-            let epi = Epilogue {
-                bias: Some(&bias),
-                add: None,
-                activation: Activation::Relu,
-            };
+            let (a, _, b, bias) = bias_relu_case(isa, m, n, k, 21);
+            let epi = bias_relu(&bias);
             let tag = format!("{isa:?} {m}x{n}x{k}");
             let want = on_1_2_3_threads(&tag, m, n, k, &a, &b, &epi);
             let len = (m - 1) * ldc + n;

@@ -174,15 +174,15 @@ impl CopyPlan {
     }
 
     /// Whether [`emit_copy`] can emit a part of the copy: it has an outer loop to split, or
-    /// it is a blocked transpose of one plane with two tiles or more along A or B, B longer
-    /// than a tile (else A is not cut into tiles; `tile.rs`).
+    /// it is a blocked transpose of one plane with two full tiles or more along A or B
+    /// (`tile.rs`).
     pub(super) fn splits(&self) -> bool {
         match self.input_contiguous_axis() {
             Some(a) => {
-                let edge = super::tile::transpose_tile(self.run);
-                let b_count = self.axes.last().map_or(0, |b| b.count);
-                let a_count = self.axes[a].count;
-                self.axes.len() > 2 || (b_count > edge && a_count.max(b_count) >= 2 * edge)
+                let (a_count, b_count) =
+                    (self.axes[a].count, self.axes.last().map_or(0, |b| b.count));
+                let (tile_a, tile_b) = super::tile::tile_edges(a_count, b_count, self.run);
+                self.axes.len() > 2 || (a_count / tile_a).max(b_count / tile_b) >= 2
             }
             None => !self.plain_loops().0.is_empty(),
         }

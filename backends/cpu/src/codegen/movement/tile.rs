@@ -22,9 +22,48 @@ use crate::jit::loops::data_flags;
 /// used whole before the tile moves on.
 const TILE_BYTES: usize = 64;
 
-/// Runs along each edge of a blocked transpose's tile, for runs of `run` bytes.
-pub(super) fn transpose_tile(run: usize) -> usize {
-    (TILE_BYTES / run).clamp(1, MAX_TILE)
+/// A blocked transpose's tile edges along A and B (loops of `a_count` and `b_count` runs of
+/// `run` bytes): about a cache line each, and all of A when B fits one tile (whole input rows
+/// along A are read per pass: no need to cut A).
+pub(super) fn tile_edges(a_count: usize, b_count: usize, run: usize) -> (usize, usize) {
+    let edge = (TILE_BYTES / run).clamp(1, MAX_TILE);
+    let tile_a = if b_count <= edge {
+        a_count
+    } else {
+        edge.min(a_count)
+    };
+    (tile_a, edge.min(b_count))
+}
+
+/// A rectangle of tiles along one loop: its first run, how many tiles, and the tile's runs.
+type Rect = (usize, usize, usize);
+
+/// The full tiles of a loop of `count` runs, then its leftover strip: one or two rectangles.
+fn rects(count: usize, tile: usize) -> Vec<Rect> {
+    [
+        (0, count / tile, tile),
+        (count / tile * tile, 1, count % tile),
+    ]
+    .into_iter()
+    .filter(|&(_, tiles, size)| tiles > 0 && size > 0)
+    .collect()
+}
+
+/// Rectangle `(_, tiles, size)` of `axis` as the loop stepping over its tiles and the axis of
+/// one tile.
+fn tiled(axis: Axis, (_, tiles, size): Rect) -> (Axis, Axis) {
+    let step = Axis {
+        count: tiles,
+        in_stride: axis.in_stride * size,
+        out_stride: axis.out_stride * size,
+    };
+    (
+        step,
+        Axis {
+            count: size,
+            ..axis
+        },
+    )
 }
 
 /// Emits a blocked transpose of `plan`, where `a_index` is the loop contiguous in the input
@@ -53,25 +92,9 @@ pub(super) fn emit_blocked(
         .filter(|&(k, _)| k != a_index)
         .map(|(_, &a)| a)
         .collect();
-    let edge = transpose_tile(run);
-    let tile_b = edge.min(b_axis.count);
-    // When B fits one tile, whole input rows along A are read per pass: no need to cut A.
-    let tile_a = if b_axis.count <= edge {
-        a_axis.count
-    } else {
-        edge.min(a_axis.count)
-    };
+    let (tile_a, tile_b) = tile_edges(a_axis.count, b_axis.count, run);
     // Full tiles, then the leftover strip, along each of A and B: up to four rectangles.
-    let parts = |count: usize, tile: usize| {
-        [
-            (0, count / tile, tile),
-            (count / tile * tile, 1, count % tile),
-        ]
-        .into_iter()
-        .filter(|&(_, tiles, size)| tiles > 0 && size > 0)
-        .collect::<Vec<_>>()
-    };
-    let (a_parts, b_parts) = (parts(a_axis.count, tile_a), parts(b_axis.count, tile_b));
+    let (a_parts, b_parts) = (rects(a_axis.count, tile_a), rects(b_axis.count, tile_b));
     if outer.is_empty() && part.is_some() {
         return emit_plane_part(
             b,
@@ -93,8 +116,9 @@ pub(super) fn emit_blocked(
         dst_base,
         &[],
         &mut |b, i, o, _| {
-            for &(a_start, a_tiles, a_size) in &a_parts {
-                for &(b_start, b_tiles, b_size) in &b_parts {
+            for &a_rect in &a_parts {
+                for &b_rect in &b_parts {
+                    let (a_start, b_start) = (a_rect.0, b_rect.0);
                     let i0 = b.ins().iadd_imm_s(
                         i,
                         c64(a_start * a_axis.in_stride + b_start * b_axis.in_stride)?,
@@ -103,26 +127,12 @@ pub(super) fn emit_blocked(
                         o,
                         c64(a_start * a_axis.out_stride + b_start * b_axis.out_stride)?,
                     );
-                    let tile_loops: Vec<Axis> =
-                        [(a_tiles, a_axis, a_size), (b_tiles, b_axis, b_size)]
-                            .into_iter()
-                            .filter(|&(count, _, _)| count > 1)
-                            .map(|(count, axis, step)| Axis {
-                                count,
-                                in_stride: axis.in_stride * step,
-                                out_stride: axis.out_stride * step,
-                            })
-                            .collect();
-                    let (a_tile, b_tile) = (
-                        Axis {
-                            count: a_size,
-                            ..a_axis
-                        },
-                        Axis {
-                            count: b_size,
-                            ..b_axis
-                        },
-                    );
+                    let ((a_step, a_tile), (b_step, b_tile)) =
+                        (tiled(a_axis, a_rect), tiled(b_axis, b_rect));
+                    let tile_loops: Vec<Axis> = [a_step, b_step]
+                        .into_iter()
+                        .filter(|step| step.count > 1)
+                        .collect();
                     loop_nest(b, &tile_loops, i0, o0, &[], &mut |b, i, o, _| {
                         let s = b.ins().iadd(src, i);
                         let d = b.ins().iadd(dst, o);
@@ -142,14 +152,14 @@ pub(super) fn emit_blocked(
 /// ranges of the tiles of whichever of A and B has more, the other's tiles inside each, so
 /// that a part still reads and writes in long runs. (All of A's tiles within a range of B's,
 /// for 64 channels by 56x56 pixels, had each part write 64 lines a page apart: 2.4x slower
-/// than one thread; the reverse for NCHW -> NHWC cut each pixel's 64 channels among the
+/// than one thread on a 2-core Xeon, FMA peak 175 GFLOP/s a core; the reverse for NCHW -> NHWC cut each pixel's 64 channels among the
 /// parts.) A leftover strip is a loop of one iteration, split like the full tiles: the part
 /// that ends the range runs it.
 #[allow(clippy::too_many_arguments)] // the plan's two axes, its addresses, offsets and part
 fn emit_plane_part(
     b: &mut FunctionBuilder,
-    (a_axis, a_parts): (Axis, &[(usize, usize, usize)]),
-    (b_axis, b_parts): (Axis, &[(usize, usize, usize)]),
+    (a_axis, a_parts): (Axis, &[Rect]),
+    (b_axis, b_parts): (Axis, &[Rect]),
     src: Value,
     dst: Value,
     src_base: Value,
@@ -157,41 +167,24 @@ fn emit_plane_part(
     part: Option<(Value, Value, usize)>,
     run: usize,
 ) -> Result<(), String> {
-    let tiles = |parts: &[(usize, usize, usize)]| parts.iter().map(|p| p.1).sum::<usize>();
+    let tiles = |rects: &[Rect]| rects.iter().map(|r| r.1).sum::<usize>();
     let split_a = tiles(a_parts) >= tiles(b_parts);
+    let (a_part, b_part) = if split_a { (part, None) } else { (None, part) };
     // A's rectangles outside, B's inside; one of the two loops is split.
-    for &(a_start, a_tiles, a_size) in a_parts {
-        let a_loop = [Axis {
-            count: a_tiles,
-            in_stride: a_axis.in_stride * a_size,
-            out_stride: a_axis.out_stride * a_size,
-        }];
-        let a_tile = Axis {
-            count: a_size,
-            ..a_axis
-        };
+    for &a_rect in a_parts {
+        let (a_step, a_tile) = tiled(a_axis, a_rect);
         let i0 = b
             .ins()
-            .iadd_imm_s(src_base, c64(a_start * a_axis.in_stride)?);
+            .iadd_imm_s(src_base, c64(a_rect.0 * a_axis.in_stride)?);
         let o0 = b
             .ins()
-            .iadd_imm_s(dst_base, c64(a_start * a_axis.out_stride)?);
-        let a_part = if split_a { part } else { None };
-        loop_nest_part(b, &a_loop, a_part, i0, o0, &[], &mut |b, i, o, _| {
-            for &(b_start, b_tiles, b_size) in b_parts {
-                let b_loop = [Axis {
-                    count: b_tiles,
-                    in_stride: b_axis.in_stride * b_size,
-                    out_stride: b_axis.out_stride * b_size,
-                }];
-                let b_tile = Axis {
-                    count: b_size,
-                    ..b_axis
-                };
-                let ib = b.ins().iadd_imm_s(i, c64(b_start * b_axis.in_stride)?);
-                let ob = b.ins().iadd_imm_s(o, c64(b_start * b_axis.out_stride)?);
-                let b_part = if split_a { None } else { part };
-                loop_nest_part(b, &b_loop, b_part, ib, ob, &[], &mut |b, i, o, _| {
+            .iadd_imm_s(dst_base, c64(a_rect.0 * a_axis.out_stride)?);
+        loop_nest_part(b, &[a_step], a_part, i0, o0, &[], &mut |b, i, o, _| {
+            for &b_rect in b_parts {
+                let (b_step, b_tile) = tiled(b_axis, b_rect);
+                let ib = b.ins().iadd_imm_s(i, c64(b_rect.0 * b_axis.in_stride)?);
+                let ob = b.ins().iadd_imm_s(o, c64(b_rect.0 * b_axis.out_stride)?);
+                loop_nest_part(b, &[b_step], b_part, ib, ob, &[], &mut |b, i, o, _| {
                     let s = b.ins().iadd(src, i);
                     let d = b.ins().iadd(dst, o);
                     emit_tile(b, s, d, a_tile, b_tile, run)?;
